@@ -1,0 +1,530 @@
+//! The commands behind the CLI. This is the top of the program: errors
+//! become messages and exit codes here (anyhow is used from here up only).
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context};
+
+use crate::cli::{Command, DataArgs, DemoArgs, EvaluateArgs, ScoreArgs, TrainArgs};
+use crate::config::{Config, ConfigError, CsvColumns, Problem};
+use crate::daemon::{model_problems, Daemon, DaemonError};
+use crate::evaluate::{average_precision, roc_auc, Confusion};
+use crate::model::net::Architecture;
+use crate::model::train::{self, EpochReport, InputSpec, WindowSet};
+use crate::model::{LoadedModel, ModelError};
+use crate::pipeline::{window_spec, ScoreStage};
+use crate::recording::{ReadOptions, Recording, RecordingError};
+use crate::sink::console::ConsoleSink;
+use crate::sink::jsonl::JsonlSink;
+use crate::sink::{Output, Sink};
+use crate::telemetry::Metrics;
+use crate::window::WindowSpec;
+use crate::EX_CONFIG;
+
+/// EX_DATAERR: the input data is at fault.
+pub const EX_DATAERR: u8 = 65;
+
+/// An error on its way out, with the exit code it deserves.
+pub struct Failure {
+    pub code: u8,
+    pub error: anyhow::Error,
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(error: E) -> Self {
+        let error = error.into();
+        let code = if let Some(daemon) = error.downcast_ref::<DaemonError>() {
+            daemon.exit_code()
+        } else if error.is::<ConfigError>() || error.is::<ModelError>() {
+            EX_CONFIG
+        } else if error.is::<RecordingError>() {
+            EX_DATAERR
+        } else {
+            1
+        };
+        Failure { code, error }
+    }
+}
+
+fn failure(code: u8, error: anyhow::Error) -> Failure {
+    Failure { code, error }
+}
+
+pub fn execute(command: Command) -> Result<(), Failure> {
+    match command {
+        Command::Run { config } => runtime()?.block_on(run(&config)),
+        Command::Validate { config } => validate(&config),
+        Command::Train(args) => train_command(args),
+        Command::Score(args) => score(args),
+        Command::Evaluate(args) => evaluate(args),
+        Command::Demo(args) => runtime()?.block_on(demo(args)),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?)
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Runs a daemon until its source ends or a signal arrives, then drains.
+async fn serve(daemon: Daemon) -> Result<(), Failure> {
+    let handle = daemon.shutdown_handle();
+    let signals = tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("signal received: stopping the sources and draining");
+        let _ = handle.send(true);
+    });
+    let summary = daemon.wait().await;
+    signals.abort();
+    summary?;
+    Ok(())
+}
+
+async fn run(path: &Path) -> Result<(), Failure> {
+    let config = Config::load(path)?;
+    serve(Daemon::start(config, Vec::new()).await?).await
+}
+
+fn validate(path: &Path) -> Result<(), Failure> {
+    let config = Config::load_unvalidated(path)?;
+    let mut problems = config.validate();
+    let mut model_line = String::new();
+    match LoadedModel::load(&config.model.path) {
+        Ok(model) => {
+            problems.extend(model_problems(&config, &model.meta));
+            let m = &model.meta;
+            model_line = format!(
+                "model {} ({}, {} channels x {} samples, latent {}, threshold {:.4})",
+                m.id,
+                m.variant,
+                m.channels.len(),
+                m.window,
+                m.latent_dim,
+                m.threshold
+            );
+        }
+        Err(error) => problems.push(Problem { key: "model.path".into(), message: error.to_string() }),
+    }
+    if problems.is_empty() {
+        println!("{}: ok; {model_line}", path.display());
+        Ok(())
+    } else {
+        for problem in &problems {
+            eprintln!("{}: {problem}", path.display());
+        }
+        Err(failure(EX_CONFIG, anyhow!("{} problem(s) in {}", problems.len(), path.display())))
+    }
+}
+
+fn load_config(path: Option<&Path>) -> Result<Config, Failure> {
+    match path {
+        Some(path) => Ok(Config::load(path)?),
+        None => Ok(Config::default()),
+    }
+}
+
+fn read_options(data: &DataArgs, config: &Config, channels: Vec<String>, rate: f64, keep: Vec<String>) -> ReadOptions {
+    let from_config = &config.input.replay.columns;
+    ReadOptions {
+        columns: CsvColumns {
+            device_column: data.device_column.clone().unwrap_or_else(|| from_config.device_column.clone()),
+            time_column: data.time_column.clone().unwrap_or_else(|| from_config.time_column.clone()),
+        },
+        channels,
+        sample_rate_hz: rate,
+        filters: data.filters.clone(),
+        keep,
+    }
+}
+
+fn train_command(args: TrainArgs) -> Result<(), Failure> {
+    let mut config = load_config(args.config.as_deref())?;
+    if let Some(variant) = args.variant {
+        config.model.variant = variant.into();
+    }
+    if let Some(channels) = args.channels {
+        config.input.channels = channels;
+    }
+    if let Some(latent) = args.latent {
+        config.model.latent = latent;
+    }
+    if let Some(epochs) = args.epochs {
+        config.training.epochs = epochs;
+    }
+    if let Some(seed) = args.seed {
+        config.training.seed = seed;
+    }
+    let problems = config.validate_settings();
+    if !problems.is_empty() {
+        let path = args.config.unwrap_or_else(|| PathBuf::from("<command line>"));
+        return Err(ConfigError::Invalid { path, problems }.into());
+    }
+    train_model(&config, &args.data, &args.out, true)?;
+    Ok(())
+}
+
+/// Reads, windows, trains, checks the export and writes the model file
+/// atomically. Shared by `train` and `demo`.
+fn train_model(config: &Config, data: &DataArgs, out: &Path, verbose: bool) -> Result<train::TrainSummary, Failure> {
+    let options = read_options(data, config, config.input.channels.clone(), config.input.sample_rate_hz, Vec::new());
+    let recording = Recording::read(&data.data, &options)?;
+    let spec = window_spec(config);
+    let mut set = WindowSet::new(spec.size * spec.channels);
+    for w in recording.windows(spec) {
+        set.push(w.stream, &w.window.data);
+    }
+    let arch = Architecture {
+        variant: config.model.variant,
+        features: set.features,
+        latent: config.model.latent,
+    };
+    eprintln!(
+        "training a {} autoencoder ({} -> {} -> {}) on {} windows of {} x {} from {} streams ({} rows) of {}",
+        arch.variant.name(),
+        arch.features,
+        arch.latent,
+        arch.features,
+        set.len(),
+        spec.size,
+        config.input.channels.join(","),
+        recording.streams.len(),
+        recording.rows(),
+        data.data.display()
+    );
+    let input = InputSpec {
+        channels: config.input.channels.clone(),
+        window: config.window.size,
+        hop: config.window.hop,
+        sample_rate_hz: config.input.sample_rate_hz,
+    };
+    let mut progress = Progress::new(config.training.epochs, verbose);
+    let trained = train::train(&arch, &config.training, &input, &set, &mut |r| progress.epoch(r))
+        .map_err(|e| failure(EX_DATAERR, e.into()))?;
+    progress.finish();
+    let check_windows = set.len().min(64);
+    let gap = train::export_gap(&trained, &set.data[..check_windows * set.features])
+        .map_err(|e| anyhow!("re-reading the exported model: {e}"))?;
+    if gap > 1e-4 {
+        return Err(anyhow!("the exported model differs from the trained one by {gap} (more than 1e-4)").into());
+    }
+    write_atomically(out, &trained.onnx).with_context(|| format!("writing {}", out.display()))?;
+    let s = &trained.summary;
+    eprintln!(
+        "trained {} in {:.1?}: {} training and {} held-out windows, {} epochs (best {}), \
+         loss {:.5}, validation loss {:.5}, threshold {:.5} (q{}), candle/tract gap {:.1e}; wrote {} ({} bytes)",
+        trained.meta.id,
+        s.elapsed,
+        s.train_windows,
+        s.validation_windows,
+        s.epochs_run,
+        s.best_epoch,
+        s.train_loss,
+        s.validation_loss,
+        s.threshold,
+        config.training.threshold_quantile,
+        gap,
+        out.display(),
+        trained.onnx.len()
+    );
+    Ok(trained.summary)
+}
+
+/// Writes to a temporary file beside `path`, then renames it into place,
+/// so a reader never sees half a model.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut file = tempfile::NamedTempFile::new_in(dir)?;
+    file.write_all(bytes)?;
+    file.as_file().sync_all()?;
+    file.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// Epoch progress: a bar on a terminal, a line every ten epochs otherwise.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    verbose: bool,
+}
+
+impl Progress {
+    fn new(epochs: usize, verbose: bool) -> Self {
+        let bar = (verbose && std::io::stderr().is_terminal()).then(|| {
+            let bar = indicatif::ProgressBar::new(epochs as u64);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{bar:30} epoch {pos}/{len} {msg} [{elapsed}]")
+                    .expect("valid template"),
+            );
+            bar
+        });
+        Self { bar, verbose }
+    }
+
+    fn epoch(&mut self, r: &EpochReport) {
+        let line = format!(
+            "epoch {}/{} loss {:.5} val_loss {:.5}{}",
+            r.epoch,
+            r.epochs,
+            r.train_loss,
+            r.validation_loss,
+            if r.best { " *" } else { "" }
+        );
+        match &self.bar {
+            Some(bar) => {
+                bar.set_position(r.epoch as u64);
+                bar.set_message(format!("loss {:.5} val_loss {:.5}", r.train_loss, r.validation_loss));
+            }
+            None if self.verbose && (r.epoch == 1 || r.epoch % 10 == 0) => eprintln!("{line}"),
+            None => {}
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// The windowing a model implies, with the config's gap and device limits.
+fn model_window_spec(model: &LoadedModel, config: &Config) -> WindowSpec {
+    WindowSpec {
+        size: model.meta.window,
+        hop: model.meta.hop,
+        channels: model.meta.channels.len(),
+        max_gap_ms: config.window.max_gap_ms,
+        max_devices: usize::MAX,
+        interval_ms: 1000.0 / model.meta.sample_rate_hz,
+    }
+}
+
+const OFFLINE_BATCH: usize = 64;
+
+/// Scores every window of a recording in order; returns the outputs and,
+/// per window, the index of the stream it came from and its kept values.
+fn score_recording(
+    model: LoadedModel,
+    config: &Config,
+    data: &DataArgs,
+    keep: Vec<String>,
+    mut each: impl FnMut(&[Output]) -> Result<(), Failure>,
+) -> Result<(Recording, Vec<Vec<u32>>), Failure> {
+    let options = read_options(data, config, model.meta.channels.clone(), model.meta.sample_rate_hz, keep);
+    let recording = Recording::read(&data.data, &options)?;
+    let windows = recording.windows(model_window_spec(&model, config));
+    let mut stage = ScoreStage::new(model, config, Metrics::new());
+    let mut kept = Vec::with_capacity(windows.len());
+    for chunk in windows.chunks(OFFLINE_BATCH) {
+        let batch: Vec<_> = chunk.iter().map(|w| w.window.clone()).collect();
+        let outputs = stage.score(&batch).map_err(|e| anyhow!("scoring {}: {e}", data.data.display()))?;
+        each(&outputs)?;
+        kept.extend(chunk.iter().map(|w| w.kept.clone()));
+    }
+    Ok((recording, kept))
+}
+
+fn score(args: ScoreArgs) -> Result<(), Failure> {
+    let config = load_config(args.config.as_deref())?;
+    let model = LoadedModel::load(&args.model)?;
+    let mut sink = match &args.out {
+        Some(path) => JsonlSink::new(Box::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        )),
+        None => JsonlSink::new(Box::new(std::io::stdout())),
+    };
+    let (mut windows, mut over, mut alerts) = (0usize, 0usize, 0usize);
+    score_recording(model, &config, &args.data, Vec::new(), |outputs| {
+        for output in outputs {
+            match output {
+                Output::Window(w) => {
+                    windows += 1;
+                    over += w.over_threshold as usize;
+                }
+                Output::Alert(a) => alerts += (a.event == "raise") as usize,
+            }
+            sink.write(output).context("writing scores")?;
+        }
+        Ok(())
+    })?;
+    sink.flush().context("writing scores")?;
+    eprintln!("scored {windows} windows: {over} over the threshold, {alerts} alerts raised");
+    Ok(())
+}
+
+#[derive(serde::Serialize)]
+struct EvaluationReport {
+    model: String,
+    data: String,
+    label: String,
+    normal: Vec<String>,
+    windows: usize,
+    normal_windows: usize,
+    anomalous_windows: usize,
+    roc_auc: Option<f64>,
+    pr_auc: Option<f64>,
+    threshold: f64,
+    at_threshold: Rates,
+    after_hysteresis: Rates,
+    mean_score_by_label: Vec<(String, f64, usize)>,
+}
+
+#[derive(serde::Serialize)]
+struct Rates {
+    precision: f64,
+    recall: f64,
+    false_alarm_rate: f64,
+    counts: Confusion,
+}
+
+impl From<Confusion> for Rates {
+    fn from(c: Confusion) -> Self {
+        Rates { precision: c.precision(), recall: c.recall(), false_alarm_rate: c.false_alarm_rate(), counts: c }
+    }
+}
+
+fn evaluate(args: EvaluateArgs) -> Result<(), Failure> {
+    let config = load_config(args.config.as_deref())?;
+    let model = LoadedModel::load(&args.model)?;
+    let model_id = model.meta.id.clone();
+    let (mut scores, mut over, mut alarmed) = (Vec::new(), Vec::new(), Vec::new());
+    let mut threshold = 0.0;
+    let (recording, kept) = score_recording(model, &config, &args.data, vec![args.label.clone()], |outputs| {
+        for output in outputs {
+            if let Output::Window(w) = output {
+                scores.push(w.score);
+                over.push(w.over_threshold);
+                alarmed.push(w.anomaly);
+                threshold = w.threshold;
+            }
+        }
+        Ok(())
+    })?;
+    let levels = &recording.levels[0];
+    for normal in &args.normal {
+        if !levels.contains(normal) {
+            return Err(failure(
+                EX_DATAERR,
+                anyhow!("--normal {normal:?} never appears in column {:?} (values: {})", args.label, levels.join(", ")),
+            ));
+        }
+    }
+    let anomalous: Vec<bool> = kept.iter().map(|k| !args.normal.contains(&levels[k[0] as usize])).collect();
+    let mut by_label = Vec::new();
+    for (i, name) in levels.iter().enumerate() {
+        let s: Vec<f32> = kept.iter().zip(&scores).filter(|(k, _)| k[0] as usize == i).map(|(_, s)| *s).collect();
+        if !s.is_empty() {
+            by_label.push((name.clone(), s.iter().map(|v| *v as f64).sum::<f64>() / s.len() as f64, s.len()));
+        }
+    }
+    let report = EvaluationReport {
+        model: model_id,
+        data: args.data.data.display().to_string(),
+        label: args.label.clone(),
+        normal: args.normal.clone(),
+        windows: scores.len(),
+        normal_windows: anomalous.iter().filter(|a| !**a).count(),
+        anomalous_windows: anomalous.iter().filter(|a| **a).count(),
+        roc_auc: roc_auc(&scores, &anomalous),
+        pr_auc: average_precision(&scores, &anomalous),
+        threshold,
+        at_threshold: Confusion::count(&over, &anomalous).into(),
+        after_hysteresis: Confusion::count(&alarmed, &anomalous).into(),
+        mean_score_by_label: by_label,
+    };
+    let markdown = evaluation_markdown(&report);
+    print!("{markdown}");
+    if let Some(dir) = &args.report {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(&report).context("report")?)
+            .with_context(|| format!("writing {}", dir.join("report.json").display()))?;
+        std::fs::write(dir.join("report.md"), &markdown)
+            .with_context(|| format!("writing {}", dir.join("report.md").display()))?;
+    }
+    Ok(())
+}
+
+fn evaluation_markdown(r: &EvaluationReport) -> String {
+    let opt = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.4}"));
+    let mut md = format!(
+        "# Evaluation of {} on {}\n\nNormal: {} = {}; {} windows ({} normal, {} anomalous).\n\n\
+         | measure | value |\n|---|---|\n| ROC AUC | {} |\n| PR AUC (average precision) | {} |\n\
+         | threshold | {:.5} |\n",
+        r.model,
+        r.data,
+        r.label,
+        r.normal.join(", "),
+        r.windows,
+        r.normal_windows,
+        r.anomalous_windows,
+        opt(r.roc_auc),
+        opt(r.pr_auc),
+        r.threshold
+    );
+    for (name, rates) in [("at the threshold", &r.at_threshold), ("after hysteresis", &r.after_hysteresis)] {
+        md += &format!(
+            "| precision {name} | {:.4} |\n| recall {name} | {:.4} |\n| false-alarm rate {name} | {:.4} |\n",
+            rates.precision, rates.recall, rates.false_alarm_rate
+        );
+    }
+    md += "\n| label | windows | mean score |\n|---|---|---|\n";
+    for (name, mean, n) in &r.mean_score_by_label {
+        md += &format!("| {name} | {n} | {mean:.4} |\n");
+    }
+    md
+}
+
+const DEMO_TRAIN: &str = include_str!("../data/watch/train-pen.csv");
+const DEMO_REPLAY: &str = include_str!("../data/watch/demo.csv");
+
+async fn demo(args: DemoArgs) -> Result<(), Failure> {
+    let dir = tempfile::tempdir().context("creating a temporary directory")?;
+    let train_path = dir.path().join("train-pen.csv");
+    let replay_path = dir.path().join("demo.csv");
+    std::fs::write(&train_path, DEMO_TRAIN).context("writing the demo data")?;
+    std::fs::write(&replay_path, DEMO_REPLAY).context("writing the demo data")?;
+    let mut config = Config::default();
+    config.input.replay.path = replay_path;
+    config.input.replay.speed = args.speed;
+    config.input.replay.repeat = !args.once;
+    config.model.path = dir.path().join("demo.onnx");
+    config.output.jsonl = "off".into();
+    config.telemetry.listen = args.listen;
+    let problems = config.validate();
+    if !problems.is_empty() {
+        return Err(ConfigError::Invalid { path: "<demo>".into(), problems }.into());
+    }
+    println!(
+        "accelwatch demo: real smartwatch recordings (Burns et al. 2018, see data/watch/README.md).\n\
+         1. Training a basic autoencoder on the PEN (pendulum) exercise of subjects 1-7 ..."
+    );
+    let data = DataArgs {
+        data: train_path,
+        device_column: Some("series".into()),
+        time_column: None,
+        filters: Vec::new(),
+    };
+    let config_for_training = config.clone();
+    let model_path = config.model.path.clone();
+    tokio::task::spawn_blocking(move || train_model(&config_for_training, &data, &model_path, true))
+        .await
+        .map_err(|e| anyhow!("training task: {e}"))??;
+    println!(
+        "2. Replaying held-out subjects 9 and 10 at {}x: PEN, then ABD, PEN, FEL, TRAP. Other motions than PEN \
+         should score over the threshold (|) and raise alerts.\n   Metrics: http://{}/metrics   (Ctrl-C to stop)\n",
+        args.speed, args.listen
+    );
+    serve(Daemon::start(config, vec![Box::new(ConsoleSink::stdout())]).await?).await
+}

@@ -1,0 +1,153 @@
+//! Command-line definitions.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::Variant;
+use crate::recording::RowFilter;
+
+#[derive(Debug, Parser)]
+#[command(name = "accelwatch", version, about = "Accelerometer streams in, autoencoder features and anomaly alerts out.")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `accelwatch=debug`.
+    #[arg(long, global = true, env = "ACCELWATCH_LOG", default_value = "info")]
+    pub log: String,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Check a config and the model it names; exit 0 when good, 78 when not.
+    Validate {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Train an autoencoder on a CSV recording and write one ONNX file.
+    Train(TrainArgs),
+    /// Score every window of a CSV recording offline; one JSON line per window.
+    Score(ScoreArgs),
+    /// Measure a model on a labelled recording (ROC AUC, PR AUC, alarms).
+    Evaluate(EvaluateArgs),
+    /// Train on shipped real data, then replay held-out motion live, with /metrics.
+    Demo(DemoArgs),
+}
+
+/// How to read a CSV recording.
+#[derive(Debug, Clone, Args)]
+pub struct DataArgs {
+    /// The CSV recording.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Column naming the device (default: the config's, else `device`).
+    #[arg(long)]
+    pub device_column: Option<String>,
+    /// Column of timestamps in ms (default: the config's, else `t_ms`).
+    #[arg(long)]
+    pub time_column: Option<String>,
+    /// Keep only rows where COLUMN is one of the values; repeatable.
+    #[arg(long = "include", value_name = "COLUMN=V1,V2")]
+    pub filters: Vec<RowFilter>,
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Config giving channels, window, model and training settings (defaults otherwise).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Where to write the model.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, value_enum)]
+    pub variant: Option<VariantArg>,
+    /// Channel columns, in order (overrides input.channels).
+    #[arg(long, value_delimiter = ',')]
+    pub channels: Option<Vec<String>>,
+    /// Latent size (overrides model.latent).
+    #[arg(long)]
+    pub latent: Option<usize>,
+    /// Maximum epochs (overrides training.epochs).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Random seed (overrides training.seed).
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum VariantArg {
+    Basic,
+}
+
+impl From<VariantArg> for Variant {
+    fn from(v: VariantArg) -> Self {
+        match v {
+            VariantArg::Basic => Variant::Basic,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ScoreArgs {
+    #[arg(long)]
+    pub model: PathBuf,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Output file (JSON lines); stdout when absent.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Config giving detector settings and CSV columns.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct EvaluateArgs {
+    #[arg(long)]
+    pub model: PathBuf,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Column holding the label of each row.
+    #[arg(long)]
+    pub label: String,
+    /// Label value(s) that are normal; every other value is an anomaly.
+    #[arg(long, required = true)]
+    pub normal: Vec<String>,
+    /// Directory to write report.json and report.md into.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Config giving detector settings and CSV columns.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Replay speed (1 is real time).
+    #[arg(long, default_value_t = 4.0)]
+    pub speed: f64,
+    /// Address for /metrics.
+    #[arg(long, default_value = "127.0.0.1:9898")]
+    pub listen: SocketAddr,
+    /// Stop after the replay has run once instead of looping until Ctrl-C.
+    #[arg(long)]
+    pub once: bool,
+}

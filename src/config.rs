@@ -1,0 +1,589 @@
+//! Typed configuration: one TOML file plus `ACCELWATCH__SECTION__KEY`
+//! environment overrides, deserialised strictly (an unknown key is an error
+//! naming it) and validated as a whole before anything starts.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Where a configuration problem is and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted key path, e.g. `window.hop`.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Load {
+        path: PathBuf,
+        #[source]
+        source: config::ConfigError,
+    },
+    #[error("invalid config {}:\n{}", path.display(), format_problems(problems))]
+    Invalid { path: PathBuf, problems: Vec<Problem> },
+}
+
+fn format_problems(problems: &[Problem]) -> String {
+    problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n")
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub input: InputConfig,
+    #[serde(default)]
+    pub window: WindowConfig,
+    #[serde(default)]
+    pub model: ModelConfig,
+    #[serde(default)]
+    pub training: TrainingConfig,
+    #[serde(default)]
+    pub detector: DetectorConfig,
+    #[serde(default)]
+    pub output: OutputConfig,
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+    #[serde(default)]
+    pub pipeline: PipelineConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InputKind {
+    Replay,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputConfig {
+    #[serde(default = "InputConfig::default_kind")]
+    pub kind: InputKind,
+    /// Channel names in the order the model expects them.
+    #[serde(default = "default_channels")]
+    pub channels: Vec<String>,
+    /// Nominal sample rate; used to stamp samples that carry no timestamp.
+    #[serde(default = "InputConfig::default_sample_rate_hz")]
+    pub sample_rate_hz: f64,
+    #[serde(default = "InputConfig::default_max_payload_bytes")]
+    pub max_payload_bytes: usize,
+    #[serde(default = "InputConfig::default_max_samples_per_message")]
+    pub max_samples_per_message: usize,
+    #[serde(default)]
+    pub replay: ReplayConfig,
+}
+
+impl InputConfig {
+    const fn default_kind() -> InputKind {
+        InputKind::Replay
+    }
+    const fn default_sample_rate_hz() -> f64 {
+        50.0
+    }
+    const fn default_max_payload_bytes() -> usize {
+        256 * 1024
+    }
+    const fn default_max_samples_per_message() -> usize {
+        4096
+    }
+}
+
+impl Default for InputConfig {
+    fn default() -> Self {
+        Self {
+            kind: Self::default_kind(),
+            channels: default_channels(),
+            sample_rate_hz: Self::default_sample_rate_hz(),
+            max_payload_bytes: Self::default_max_payload_bytes(),
+            max_samples_per_message: Self::default_max_samples_per_message(),
+            replay: ReplayConfig::default(),
+        }
+    }
+}
+
+pub fn default_channels() -> Vec<String> {
+    ["ax", "ay", "az"].iter().map(|s| s.to_string()).collect()
+}
+
+/// How a CSV recording is laid out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CsvColumns {
+    /// Column naming the device; absent from the file means one device.
+    #[serde(default = "CsvColumns::default_device_column")]
+    pub device_column: String,
+    /// Column of timestamps in milliseconds; absent means the sample rate is assumed.
+    #[serde(default = "CsvColumns::default_time_column")]
+    pub time_column: String,
+}
+
+impl CsvColumns {
+    fn default_device_column() -> String {
+        "device".into()
+    }
+    fn default_time_column() -> String {
+        "t_ms".into()
+    }
+}
+
+impl Default for CsvColumns {
+    fn default() -> Self {
+        Self { device_column: Self::default_device_column(), time_column: Self::default_time_column() }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayConfig {
+    #[serde(default = "ReplayConfig::default_path")]
+    pub path: PathBuf,
+    /// 1.0 is real time, 10.0 ten times faster, 0 as fast as possible.
+    #[serde(default = "ReplayConfig::default_speed")]
+    pub speed: f64,
+    /// Start again at the end of the file instead of exiting.
+    #[serde(default, rename = "loop")]
+    pub repeat: bool,
+    #[serde(flatten)]
+    pub columns: CsvColumns,
+}
+
+impl ReplayConfig {
+    fn default_path() -> PathBuf {
+        PathBuf::from("data/watch/demo.csv")
+    }
+    const fn default_speed() -> f64 {
+        1.0
+    }
+}
+
+impl Default for ReplayConfig {
+    fn default() -> Self {
+        Self {
+            path: Self::default_path(),
+            speed: Self::default_speed(),
+            repeat: false,
+            columns: CsvColumns::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowConfig {
+    #[serde(default = "WindowConfig::default_size")]
+    pub size: usize,
+    #[serde(default = "WindowConfig::default_hop")]
+    pub hop: usize,
+    /// A larger jump between two timestamps of a device restarts its window.
+    #[serde(default = "WindowConfig::default_max_gap_ms")]
+    pub max_gap_ms: f64,
+    /// Devices tracked at once; the longest idle is evicted beyond this.
+    #[serde(default = "WindowConfig::default_max_devices")]
+    pub max_devices: usize,
+}
+
+impl WindowConfig {
+    const fn default_size() -> usize {
+        128
+    }
+    const fn default_hop() -> usize {
+        64
+    }
+    const fn default_max_gap_ms() -> f64 {
+        1000.0
+    }
+    const fn default_max_devices() -> usize {
+        1024
+    }
+}
+
+impl Default for WindowConfig {
+    fn default() -> Self {
+        Self {
+            size: Self::default_size(),
+            hop: Self::default_hop(),
+            max_gap_ms: Self::default_max_gap_ms(),
+            max_devices: Self::default_max_devices(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Variant {
+    Basic,
+}
+
+impl Variant {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Variant::Basic => "basic",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    #[serde(default = "ModelConfig::default_path")]
+    pub path: PathBuf,
+    #[serde(default = "ModelConfig::default_variant")]
+    pub variant: Variant,
+    /// Size of the latent code published per window.
+    #[serde(default = "ModelConfig::default_latent")]
+    pub latent: usize,
+    /// Windows scored in one inference call, batched across devices.
+    #[serde(default = "ModelConfig::default_max_batch")]
+    pub max_batch: usize,
+}
+
+impl ModelConfig {
+    fn default_path() -> PathBuf {
+        PathBuf::from("models/demo.onnx")
+    }
+    const fn default_variant() -> Variant {
+        Variant::Basic
+    }
+    const fn default_latent() -> usize {
+        16
+    }
+    const fn default_max_batch() -> usize {
+        32
+    }
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            path: Self::default_path(),
+            variant: Self::default_variant(),
+            latent: Self::default_latent(),
+            max_batch: Self::default_max_batch(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingConfig {
+    #[serde(default = "TrainingConfig::default_epochs")]
+    pub epochs: usize,
+    #[serde(default = "TrainingConfig::default_batch_size")]
+    pub batch_size: usize,
+    #[serde(default = "TrainingConfig::default_learning_rate")]
+    pub learning_rate: f64,
+    #[serde(default = "TrainingConfig::default_weight_decay")]
+    pub weight_decay: f64,
+    /// Fraction of each device's windows (its last ones) held out for
+    /// validation, early stopping and threshold calibration.
+    #[serde(default = "TrainingConfig::default_validation_fraction")]
+    pub validation_fraction: f64,
+    /// Epochs without a better validation loss before training stops.
+    #[serde(default = "TrainingConfig::default_patience")]
+    pub patience: usize,
+    #[serde(default = "TrainingConfig::default_seed")]
+    pub seed: u64,
+    /// Quantile of held-out normal errors used as the anomaly threshold.
+    #[serde(default = "TrainingConfig::default_threshold_quantile")]
+    pub threshold_quantile: f64,
+}
+
+impl TrainingConfig {
+    const fn default_epochs() -> usize {
+        300
+    }
+    const fn default_batch_size() -> usize {
+        32
+    }
+    const fn default_learning_rate() -> f64 {
+        1e-3
+    }
+    const fn default_weight_decay() -> f64 {
+        1e-4
+    }
+    const fn default_validation_fraction() -> f64 {
+        0.2
+    }
+    const fn default_patience() -> usize {
+        20
+    }
+    const fn default_seed() -> u64 {
+        42
+    }
+    const fn default_threshold_quantile() -> f64 {
+        0.99
+    }
+}
+
+impl Default for TrainingConfig {
+    fn default() -> Self {
+        Self {
+            epochs: Self::default_epochs(),
+            batch_size: Self::default_batch_size(),
+            learning_rate: Self::default_learning_rate(),
+            weight_decay: Self::default_weight_decay(),
+            validation_fraction: Self::default_validation_fraction(),
+            patience: Self::default_patience(),
+            seed: Self::default_seed(),
+            threshold_quantile: Self::default_threshold_quantile(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectorConfig {
+    /// Consecutive windows over the threshold that raise an alert.
+    #[serde(default = "DetectorConfig::default_raise_after")]
+    pub raise_after: u32,
+    /// Consecutive windows under the threshold that clear it.
+    #[serde(default = "DetectorConfig::default_clear_after")]
+    pub clear_after: u32,
+    /// Overrides the threshold calibrated into the model.
+    #[serde(default)]
+    pub threshold: Option<f64>,
+}
+
+impl DetectorConfig {
+    const fn default_raise_after() -> u32 {
+        3
+    }
+    const fn default_clear_after() -> u32 {
+        3
+    }
+}
+
+impl Default for DetectorConfig {
+    fn default() -> Self {
+        Self {
+            raise_after: Self::default_raise_after(),
+            clear_after: Self::default_clear_after(),
+            threshold: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputConfig {
+    /// `-` for stdout, a file path, or `off`.
+    #[serde(default = "OutputConfig::default_jsonl")]
+    pub jsonl: String,
+}
+
+impl OutputConfig {
+    fn default_jsonl() -> String {
+        "-".into()
+    }
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        Self { jsonl: Self::default_jsonl() }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    #[serde(default = "TelemetryConfig::default_enabled")]
+    pub enabled: bool,
+    #[serde(default = "TelemetryConfig::default_listen")]
+    pub listen: SocketAddr,
+}
+
+impl TelemetryConfig {
+    const fn default_enabled() -> bool {
+        true
+    }
+    fn default_listen() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 9898))
+    }
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self { enabled: Self::default_enabled(), listen: Self::default_listen() }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Capacity of each queue between stages; a full queue blocks the stage
+    /// before it, back to the source.
+    #[serde(default = "PipelineConfig::default_queue_capacity")]
+    pub queue_capacity: usize,
+}
+
+impl PipelineConfig {
+    const fn default_queue_capacity() -> usize {
+        1024
+    }
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self { queue_capacity: Self::default_queue_capacity() }
+    }
+}
+
+impl Config {
+    /// Reads `path` (TOML) with environment overrides and validates the
+    /// result; every problem found is reported at once.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let config = Self::load_unvalidated(path)?;
+        let problems = config.validate();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid { path: path.to_path_buf(), problems })
+        }
+    }
+
+    pub fn load_unvalidated(path: &Path) -> Result<Config, ConfigError> {
+        let load_error = |source| ConfigError::Load { path: path.to_path_buf(), source };
+        if !path.is_file() {
+            return Err(load_error(config::ConfigError::NotFound(path.display().to_string())));
+        }
+        config::Config::builder()
+            .add_source(config::File::from(path).format(config::FileFormat::Toml))
+            .add_source(
+                config::Environment::with_prefix("ACCELWATCH")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true)
+                    .list_separator(",")
+                    .with_list_parse_key("input.channels"),
+            )
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(load_error)
+    }
+
+    /// Every semantic problem of the configuration, with its key path,
+    /// including files it names that do not exist (the model file itself is
+    /// checked by loading it, see `daemon::model_problems`).
+    pub fn validate(&self) -> Vec<Problem> {
+        let mut problems = self.validate_settings();
+        let mut check = |ok: bool, key: &str, message: String| {
+            if !ok {
+                problems.push(Problem { key: key.into(), message });
+            }
+        };
+        match self.input.kind {
+            InputKind::Replay => check(
+                self.input.replay.path.is_file(),
+                "input.replay.path",
+                format!("no such file: {}", self.input.replay.path.display()),
+            ),
+        }
+        let jsonl = self.output.jsonl.as_str();
+        if jsonl != "-" && jsonl != "off" {
+            let parent = Path::new(jsonl).parent().filter(|p| !p.as_os_str().is_empty());
+            check(
+                parent.is_none_or(Path::is_dir),
+                "output.jsonl",
+                format!("the directory of {jsonl} does not exist"),
+            );
+        }
+        problems
+    }
+
+    /// The problems of the values themselves, without looking at files.
+    pub fn validate_settings(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let mut check = |ok: bool, key: &str, message: String| {
+            if !ok {
+                problems.push(Problem { key: key.into(), message });
+            }
+        };
+        let input = &self.input;
+        check(!input.channels.is_empty(), "input.channels", "must name at least one channel".into());
+        let mut seen = std::collections::HashSet::new();
+        for name in &input.channels {
+            check(seen.insert(name), "input.channels", format!("channel {name:?} is listed twice"));
+            check(!name.trim().is_empty(), "input.channels", "a channel name is empty".into());
+        }
+        check(
+            input.sample_rate_hz.is_finite() && input.sample_rate_hz > 0.0,
+            "input.sample_rate_hz",
+            format!("must be a positive number of hertz, got {}", input.sample_rate_hz),
+        );
+        check(input.max_payload_bytes > 0, "input.max_payload_bytes", "must be at least 1".into());
+        check(
+            input.max_samples_per_message > 0,
+            "input.max_samples_per_message",
+            "must be at least 1".into(),
+        );
+        check(
+            input.replay.speed.is_finite() && input.replay.speed >= 0.0,
+            "input.replay.speed",
+            format!("must be 0 (as fast as possible) or a positive factor, got {}", input.replay.speed),
+        );
+        let window = &self.window;
+        check(window.size >= 2, "window.size", format!("must be at least 2 samples, got {}", window.size));
+        check(
+            window.hop >= 1 && window.hop <= window.size,
+            "window.hop",
+            format!("must be between 1 and window.size ({}), got {}", window.size, window.hop),
+        );
+        check(
+            window.max_gap_ms.is_finite() && window.max_gap_ms > 0.0,
+            "window.max_gap_ms",
+            format!("must be a positive number of milliseconds, got {}", window.max_gap_ms),
+        );
+        check(window.max_devices >= 1, "window.max_devices", "must be at least 1".into());
+        check(self.model.latent >= 1, "model.latent", "must be at least 1".into());
+        check(self.model.max_batch >= 1, "model.max_batch", "must be at least 1".into());
+        let training = &self.training;
+        check(training.epochs >= 1, "training.epochs", "must be at least 1".into());
+        check(training.batch_size >= 1, "training.batch_size", "must be at least 1".into());
+        check(
+            training.learning_rate.is_finite() && training.learning_rate > 0.0,
+            "training.learning_rate",
+            format!("must be positive, got {}", training.learning_rate),
+        );
+        check(
+            training.weight_decay.is_finite() && training.weight_decay >= 0.0,
+            "training.weight_decay",
+            format!("must be 0 or positive, got {}", training.weight_decay),
+        );
+        check(
+            training.validation_fraction > 0.0 && training.validation_fraction < 1.0,
+            "training.validation_fraction",
+            format!("must be strictly between 0 and 1, got {}", training.validation_fraction),
+        );
+        check(
+            training.threshold_quantile > 0.0 && training.threshold_quantile < 1.0,
+            "training.threshold_quantile",
+            format!("must be strictly between 0 and 1, got {}", training.threshold_quantile),
+        );
+        check(self.detector.raise_after >= 1, "detector.raise_after", "must be at least 1".into());
+        check(self.detector.clear_after >= 1, "detector.clear_after", "must be at least 1".into());
+        if let Some(threshold) = self.detector.threshold {
+            check(
+                threshold.is_finite() && threshold > 0.0,
+                "detector.threshold",
+                format!("must be a positive number, got {threshold}"),
+            );
+        }
+        check(
+            self.pipeline.queue_capacity >= 1,
+            "pipeline.queue_capacity",
+            "must be at least 1".into(),
+        );
+        problems
+    }
+}

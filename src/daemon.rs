@@ -1,0 +1,261 @@
+//! The daemon: a source, then decoding and windowing, then batched scoring
+//! and detection, then the sinks; bounded queues between stages.
+//!
+//! Shutdown runs front to back: the source stops on the shutdown signal (or
+//! at the end of a replay) and drops its sender; each stage drains its
+//! queue, then drops its own sender; the sinks flush last. Nothing accepted
+//! is left half-processed.
+
+use std::net::SocketAddr;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, InputKind, Problem};
+use crate::model::{LoadedModel, ModelError, ModelMetadata};
+use crate::pipeline::{IngestStage, ScoreStage};
+use crate::recording::RecordingError;
+use crate::sink::jsonl::JsonlSink;
+use crate::sink::{Output, Sink};
+use crate::source::replay::Replay;
+use crate::source::Frame;
+use crate::telemetry::{self, Metrics};
+use crate::window::Window;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("config and model disagree:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Mismatch(Vec<Problem>),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("input: {0}")]
+    Input(#[from] RecordingError),
+    #[error("output.jsonl: cannot open {path}: {source}")]
+    Output {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("telemetry.listen: cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("pipeline stage failed: {0}")]
+    Stage(String),
+}
+
+impl DaemonError {
+    /// 78 (EX_CONFIG) when the configuration or the model is at fault.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            DaemonError::Mismatch(_)
+            | DaemonError::Model(_)
+            | DaemonError::Input(_)
+            | DaemonError::Output { .. }
+            | DaemonError::Listen { .. } => crate::EX_CONFIG,
+            DaemonError::Stage(_) => 1,
+        }
+    }
+}
+
+/// Where the config and the model disagree, with the config key to change.
+pub fn model_problems(config: &Config, meta: &ModelMetadata) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let mut check = |ok: bool, key: &str, message: String| {
+        if !ok {
+            problems.push(Problem { key: key.into(), message });
+        }
+    };
+    check(
+        config.input.channels == meta.channels,
+        "input.channels",
+        format!("{:?}, but model {} expects {:?}", config.input.channels, meta.id, meta.channels),
+    );
+    check(
+        config.window.size == meta.window,
+        "window.size",
+        format!("{}, but model {} takes windows of {} samples", config.window.size, meta.id, meta.window),
+    );
+    check(
+        (config.input.sample_rate_hz - meta.sample_rate_hz).abs() <= meta.sample_rate_hz * 0.01,
+        "input.sample_rate_hz",
+        format!("{} Hz, but model {} was trained at {} Hz", config.input.sample_rate_hz, meta.id, meta.sample_rate_hz),
+    );
+    problems
+}
+
+/// What a finished run did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunSummary {
+    pub frames: u64,
+    pub windows: u64,
+    pub alerts: u64,
+}
+
+/// A started daemon. Dropping it does not stop it: call
+/// [`shutdown`](Self::shutdown) or wait for the source to end.
+pub struct Daemon {
+    shutdown: watch::Sender<bool>,
+    telemetry_addr: Option<SocketAddr>,
+    telemetry: Option<JoinHandle<()>>,
+    stop_telemetry: watch::Sender<bool>,
+    source: JoinHandle<u64>,
+    ingest: JoinHandle<()>,
+    scorer: JoinHandle<Result<(u64, u64), String>>,
+    sinks: JoinHandle<()>,
+    pub metrics: Metrics,
+}
+
+impl Daemon {
+    /// Loads and checks everything, then starts every stage. Any problem
+    /// with the config, the model, the input or an output is reported here,
+    /// before a single sample is read.
+    pub async fn start(config: Config, mut sinks: Vec<Box<dyn Sink>>) -> Result<Daemon, DaemonError> {
+        let model = LoadedModel::load(&config.model.path)?;
+        let problems = model_problems(&config, &model.meta);
+        if !problems.is_empty() {
+            return Err(DaemonError::Mismatch(problems));
+        }
+        let source = match config.input.kind {
+            InputKind::Replay => Replay::open(&config.input)?,
+        };
+        if config.output.jsonl != "off" {
+            let jsonl = JsonlSink::open(&config.output.jsonl)
+                .map_err(|(path, source)| DaemonError::Output { path, source })?;
+            sinks.insert(0, Box::new(jsonl));
+        }
+        let metrics = Metrics::new();
+        let score_stage = ScoreStage::new(model, &config, metrics.clone());
+        let (stop_telemetry, mut telemetry_stopped) = watch::channel(false);
+        let (telemetry_addr, telemetry) = if config.telemetry.enabled {
+            let stopped = async move {
+                let _ = telemetry_stopped.wait_for(|stop| *stop).await;
+            };
+            let (addr, task) = telemetry::serve(config.telemetry.listen, metrics.clone(), stopped)
+                .await
+                .map_err(|source| DaemonError::Listen { addr: config.telemetry.listen, source })?;
+            tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+            (Some(addr), Some(task))
+        } else {
+            (None, None)
+        };
+
+        let capacity = config.pipeline.queue_capacity;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (frame_tx, frame_rx) = mpsc::channel::<Frame>(capacity);
+        let (window_tx, window_rx) = mpsc::channel::<Window>(capacity);
+        let (output_tx, output_rx) = mpsc::channel::<Vec<Output>>(capacity);
+
+        let source = tokio::spawn(source.run(frame_tx, shutdown_rx));
+        let ingest = tokio::spawn(ingest(IngestStage::new(&config, metrics.clone()), frame_rx, window_tx));
+        let max_batch = config.model.max_batch;
+        let scorer = tokio::task::spawn_blocking(move || score_loop(score_stage, max_batch, window_rx, output_tx));
+        let sinks = {
+            let metrics = metrics.clone();
+            tokio::task::spawn_blocking(move || sink_loop(sinks, output_rx, &metrics))
+        };
+        metrics.set_ready(true);
+        tracing::info!(input = ?config.input.kind, "pipeline started");
+        Ok(Daemon { shutdown, telemetry_addr, telemetry, stop_telemetry, source, ingest, scorer, sinks, metrics })
+    }
+
+    pub fn telemetry_addr(&self) -> Option<SocketAddr> {
+        self.telemetry_addr
+    }
+
+    /// A handle that stops the sources when `true` is sent.
+    pub fn shutdown_handle(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+
+    pub fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+
+    /// Waits until every stage has drained, then stops the telemetry server.
+    pub async fn wait(self) -> Result<RunSummary, DaemonError> {
+        let join = |e: tokio::task::JoinError| DaemonError::Stage(e.to_string());
+        let frames = self.source.await.map_err(join)?;
+        self.ingest.await.map_err(join)?;
+        let scored = self.scorer.await.map_err(join)?;
+        self.sinks.await.map_err(join)?;
+        self.metrics.set_ready(false);
+        let _ = self.stop_telemetry.send(true);
+        if let Some(task) = self.telemetry {
+            let _ = task.await;
+        }
+        let (windows, alerts) = scored.map_err(DaemonError::Stage)?;
+        tracing::info!(frames, windows, alerts, "pipeline drained");
+        Ok(RunSummary { frames, windows, alerts })
+    }
+}
+
+/// Decodes and windows frames until the source is done.
+async fn ingest(mut stage: IngestStage, mut frames: mpsc::Receiver<Frame>, windows: mpsc::Sender<Window>) {
+    let mut completed = Vec::new();
+    while let Some(frame) = frames.recv().await {
+        stage.ingest(&frame, &mut completed);
+        for window in completed.drain(..) {
+            if windows.send(window).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Scores whatever is queued, up to `max_batch` windows per inference
+/// call, so devices are batched together under load and a lone window
+/// waits for nobody.
+fn score_loop(
+    mut stage: ScoreStage,
+    max_batch: usize,
+    mut windows: mpsc::Receiver<Window>,
+    outputs: mpsc::Sender<Vec<Output>>,
+) -> Result<(u64, u64), String> {
+    let (mut scored, mut alerts) = (0u64, 0u64);
+    let mut batch = Vec::with_capacity(max_batch);
+    while let Some(first) = windows.blocking_recv() {
+        batch.clear();
+        batch.push(first);
+        while batch.len() < max_batch {
+            match windows.try_recv() {
+                Ok(window) => batch.push(window),
+                Err(_) => break,
+            }
+        }
+        let out = stage.score(&batch)?;
+        scored += batch.len() as u64;
+        alerts += out.iter().filter(|o| matches!(o, Output::Alert(_))).count() as u64;
+        if outputs.blocking_send(out).is_err() {
+            break;
+        }
+    }
+    Ok((scored, alerts))
+}
+
+/// Writes every batch to every sink. A failing sink is counted and logged
+/// once per failure streak; the others go on.
+fn sink_loop(mut sinks: Vec<Box<dyn Sink>>, mut outputs: mpsc::Receiver<Vec<Output>>, metrics: &Metrics) {
+    let mut failing = vec![false; sinks.len()];
+    while let Some(batch) = outputs.blocking_recv() {
+        for (sink, failing) in sinks.iter_mut().zip(failing.iter_mut()) {
+            let result = batch.iter().try_for_each(|output| sink.write(output)).and_then(|_| sink.flush());
+            match result {
+                Ok(()) => *failing = false,
+                Err(error) => {
+                    metrics.output_error(sink.name());
+                    if !*failing {
+                        tracing::error!(sink = sink.name(), %error, "output failed");
+                    }
+                    *failing = true;
+                }
+            }
+        }
+    }
+    for sink in &mut sinks {
+        if let Err(error) = sink.flush() {
+            tracing::error!(sink = sink.name(), %error, "final flush failed");
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! accelwatch: accelerometer/IMU streams in; per-window autoencoder latent
+//! features, reconstruction-error anomaly scores and alerts out.
+//!
+//! Data flows one way:
+//!
+//! ```text
+//! source (replay) -> decode -> window -> score (tract) -> detect -> sinks (jsonl, console)
+//!   Frame            Samples   Window    Scored            alert      Output
+//! ```
+//!
+//! - [`source`] yields [`source::Frame`]s: raw payloads tagged with a device.
+//! - [`decode`] turns payloads into samples (pure).
+//! - [`window`] keeps a ring buffer per device and emits windows (pure).
+//! - [`model`] trains autoencoders with candle, writes them as ONNX with
+//!   their metadata, and serves them with tract.
+//! - [`score`] computes reconstruction errors; [`detect`] applies hysteresis
+//!   per device (both pure).
+//! - [`pipeline`] holds the stages every path shares; [`daemon`] runs them
+//!   as tasks joined by bounded queues.
+//! - [`sink`] publishes; [`telemetry`] serves Prometheus metrics.
+//! - [`app`] and [`cli`] are the commands on top.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod decode;
+pub mod detect;
+pub mod evaluate;
+pub mod model;
+pub mod pipeline;
+pub mod recording;
+pub mod score;
+pub mod sink;
+pub mod source;
+pub mod telemetry;
+pub mod window;
+
+/// Exit code for a bad configuration or model (sysexits' EX_CONFIG).
+pub const EX_CONFIG: u8 = 78;

@@ -1,0 +1,176 @@
+//! The metadata that travels inside a model file (ONNX `metadata_props`
+//! under [`METADATA_KEY`]) or in a sidecar `<model>.json`.
+
+use serde::{Deserialize, Serialize};
+
+pub const METADATA_KEY: &str = "accelwatch";
+pub const FORMAT: &str = "accelwatch-model/1";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelMetadata {
+    /// Always [`FORMAT`].
+    pub format: String,
+    /// Short identity of this model: the variant and a hash of its weights.
+    pub id: String,
+    pub variant: String,
+    /// Channel names, in the order of the input's last axis.
+    pub channels: Vec<String>,
+    /// Samples per window (T).
+    pub window: usize,
+    /// Samples between window starts at training.
+    pub hop: usize,
+    pub sample_rate_hz: f64,
+    /// How the input tensor is laid out.
+    pub input_layout: InputLayout,
+    pub latent_dim: usize,
+    /// Per-channel standardisation applied before the model; absent means
+    /// the model sees raw units.
+    #[serde(default)]
+    pub normalization: Option<Normalization>,
+    /// Scores above this are anomalous.
+    pub threshold: f64,
+    /// How the threshold was found.
+    #[serde(default)]
+    pub calibration: Option<Calibration>,
+    /// The variant's hyper-parameters, as trained.
+    #[serde(default)]
+    pub hyperparameters: serde_json::Value,
+    #[serde(default)]
+    pub training: Option<TrainingRecord>,
+}
+
+/// `flat` is `[N, T*C]`, time-major (t0's C values, then t1's...);
+/// `ntc` is `[N, T, C]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InputLayout {
+    Flat,
+    Ntc,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Normalization {
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+}
+
+impl Normalization {
+    /// Standardises a time-major window in place.
+    pub fn apply(&self, window: &mut [f32]) {
+        let c = self.mean.len();
+        for frame in window.chunks_exact_mut(c) {
+            for ((v, m), s) in frame.iter_mut().zip(&self.mean).zip(&self.std) {
+                *v = (*v - m) / s;
+            }
+        }
+    }
+
+    /// Mean and standard deviation of each channel over time-major data.
+    /// A flat channel gets a std of 1 so that it passes through centred.
+    pub fn fit(data: &[f32], channels: usize) -> Self {
+        let frames = (data.len() / channels).max(1) as f64;
+        let mut sum = vec![0f64; channels];
+        let mut sq = vec![0f64; channels];
+        for frame in data.chunks_exact(channels) {
+            for (i, v) in frame.iter().enumerate() {
+                sum[i] += *v as f64;
+                sq[i] += (*v as f64) * (*v as f64);
+            }
+        }
+        let mean: Vec<f64> = sum.iter().map(|s| s / frames).collect();
+        let std = sq
+            .iter()
+            .zip(&mean)
+            .map(|(sq, m)| {
+                let var = (sq / frames - m * m).max(0.0);
+                if var.sqrt() < 1e-6 { 1.0 } else { var.sqrt() as f32 }
+            })
+            .collect();
+        Self { mean: mean.into_iter().map(|m| m as f32).collect(), std }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Calibration {
+    pub quantile: f64,
+    /// Held-out normal windows the quantile was taken over.
+    pub windows: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingRecord {
+    pub tool: String,
+    pub train_windows: usize,
+    pub validation_windows: usize,
+    pub epochs_run: usize,
+    pub best_epoch: usize,
+    pub train_loss: f64,
+    pub validation_loss: f64,
+    pub seed: u64,
+    /// SHA-256 of the training windows, as f32 little-endian bytes.
+    pub data_sha256: String,
+    pub optimizer: String,
+    pub learning_rate: f64,
+    pub batch_size: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetadataError {
+    #[error("model carries no {METADATA_KEY:?} metadata and no sidecar {0} exists")]
+    Missing(String),
+    #[error("model metadata is not valid JSON for format {FORMAT}: {0}")]
+    Invalid(String),
+    #[error("model metadata: {0}")]
+    Inconsistent(String),
+}
+
+impl ModelMetadata {
+    pub fn from_json(text: &str) -> Result<Self, MetadataError> {
+        let meta: ModelMetadata =
+            serde_json::from_str(text).map_err(|e| MetadataError::Invalid(e.to_string()))?;
+        meta.check()?;
+        Ok(meta)
+    }
+
+    /// Internal consistency, independent of any config.
+    pub fn check(&self) -> Result<(), MetadataError> {
+        let bad = |m: String| Err(MetadataError::Inconsistent(m));
+        if self.format != FORMAT {
+            return bad(format!("format is {:?}, this build reads {FORMAT:?}", self.format));
+        }
+        if self.channels.is_empty() {
+            return bad("channels is empty".into());
+        }
+        if self.window < 2 || self.hop == 0 {
+            return bad(format!("window {} / hop {} make no windows", self.window, self.hop));
+        }
+        if !(self.sample_rate_hz.is_finite() && self.sample_rate_hz > 0.0) {
+            return bad(format!("sample_rate_hz {} is not a positive rate", self.sample_rate_hz));
+        }
+        if !(self.threshold.is_finite() && self.threshold >= 0.0) {
+            return bad(format!("threshold {} is not a non-negative number", self.threshold));
+        }
+        if let Some(norm) = &self.normalization {
+            let c = self.channels.len();
+            if norm.mean.len() != c || norm.std.len() != c {
+                return bad(format!(
+                    "normalization has {} means and {} stds for {c} channels",
+                    norm.mean.len(),
+                    norm.std.len()
+                ));
+            }
+            if norm.std.iter().any(|s| !(s.is_finite() && *s > 0.0)) || norm.mean.iter().any(|m| !m.is_finite()) {
+                return bad("normalization has a non-finite mean or a std that is not positive".into());
+            }
+        }
+        Ok(())
+    }
+
+    pub fn features(&self) -> usize {
+        self.window * self.channels.len()
+    }
+}

@@ -1,0 +1,227 @@
+//! The project's own ONNX writer: candle layers become ONNX nodes and
+//! initializers through `tract_onnx::pb` (the prost types tract reads), and
+//! the metadata JSON goes into `metadata_props`.
+
+use candle_core::Tensor;
+use prost::Message;
+use sha2::{Digest, Sha256};
+use tract_onnx::pb;
+
+use super::meta::{InputLayout, ModelMetadata, METADATA_KEY};
+
+pub const INPUT: &str = "x";
+pub const RECONSTRUCTION: &str = "reconstruction";
+pub const LATENT: &str = "latent";
+const OPSET: i64 = 17;
+const IR_VERSION: i64 = 8;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("reading weights for {name}: {source}")]
+    Weights {
+        name: String,
+        #[source]
+        source: candle_core::Error,
+    },
+    #[error("encoding metadata: {0}")]
+    Metadata(#[from] serde_json::Error),
+}
+
+/// A graph under construction. Names are generated so that layers never
+/// collide; the two outputs get their contract names at [`finish`](Self::finish).
+#[derive(Default)]
+pub struct GraphBuilder {
+    nodes: Vec<pb::NodeProto>,
+    initializers: Vec<pb::TensorProto>,
+    counter: usize,
+}
+
+pub enum Attr {
+    Int(&'static str, i64),
+    Float(&'static str, f32),
+    Ints(&'static str, Vec<i64>),
+    Str(&'static str, &'static str),
+}
+
+impl Attr {
+    fn proto(self) -> pb::AttributeProto {
+        use pb::attribute_proto::AttributeType;
+        let mut a = pb::AttributeProto::default();
+        match self {
+            Attr::Int(name, i) => {
+                a.name = name.into();
+                a.i = i;
+                a.r#type = AttributeType::Int as i32;
+            }
+            Attr::Float(name, f) => {
+                a.name = name.into();
+                a.f = f;
+                a.r#type = AttributeType::Float as i32;
+            }
+            Attr::Ints(name, ints) => {
+                a.name = name.into();
+                a.ints = ints;
+                a.r#type = AttributeType::Ints as i32;
+            }
+            Attr::Str(name, s) => {
+                a.name = name.into();
+                a.s = s.as_bytes().to_vec();
+                a.r#type = AttributeType::String as i32;
+            }
+        }
+        a
+    }
+}
+
+impl GraphBuilder {
+    fn fresh(&mut self, stem: &str) -> String {
+        self.counter += 1;
+        format!("{stem}_{}", self.counter)
+    }
+
+    /// Adds a float initializer holding `tensor`'s values.
+    pub fn weights(&mut self, stem: &str, tensor: &Tensor) -> Result<String, ExportError> {
+        let name = self.fresh(stem);
+        let wrap = |source| ExportError::Weights { name: name.clone(), source };
+        let values: Vec<f32> = tensor.flatten_all().and_then(|t| t.to_vec1()).map_err(wrap)?;
+        let dims = tensor.dims().iter().map(|d| *d as i64).collect();
+        self.constant(&name, dims, values);
+        Ok(name)
+    }
+
+    /// Adds an initializer of given shape and values.
+    pub fn constant(&mut self, name: &str, dims: Vec<i64>, values: Vec<f32>) {
+        self.initializers.push(pb::TensorProto {
+            name: name.to_string(),
+            dims,
+            data_type: pb::tensor_proto::DataType::Float as i32,
+            float_data: values,
+            ..Default::default()
+        });
+    }
+
+    pub fn constant_i64(&mut self, stem: &str, values: Vec<i64>) -> String {
+        let name = self.fresh(stem);
+        self.initializers.push(pb::TensorProto {
+            name: name.clone(),
+            dims: vec![values.len() as i64],
+            data_type: pb::tensor_proto::DataType::Int64 as i32,
+            int64_data: values,
+            ..Default::default()
+        });
+        name
+    }
+
+    /// Adds a node with one output and returns the output's name.
+    pub fn node(&mut self, op: &str, inputs: &[&str], attrs: Vec<Attr>) -> String {
+        let output = self.fresh(&op.to_lowercase());
+        self.nodes.push(pb::NodeProto {
+            name: format!("{output}_node"),
+            op_type: op.into(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![output.clone()],
+            attribute: attrs.into_iter().map(Attr::proto).collect(),
+            ..Default::default()
+        });
+        output
+    }
+
+    /// `x · Wᵀ + b` for a candle `Linear` (weight `[out, in]`).
+    pub fn linear(&mut self, x: &str, layer: &candle_nn::Linear) -> Result<String, ExportError> {
+        let w = self.weights("w", layer.weight())?;
+        let mut inputs = vec![x.to_string(), w];
+        if let Some(bias) = layer.bias() {
+            inputs.push(self.weights("b", bias)?);
+        }
+        let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+        Ok(self.node("Gemm", &refs, vec![Attr::Int("transB", 1)]))
+    }
+
+    /// Closes the graph with its two named outputs and serialises the
+    /// model, with `meta` (whose `id` is filled in here from the graph's
+    /// hash) under [`METADATA_KEY`].
+    pub fn finish(
+        mut self,
+        reconstruction: &str,
+        latent: &str,
+        meta: &mut ModelMetadata,
+    ) -> Result<Vec<u8>, ExportError> {
+        self.nodes.push(identity(reconstruction, RECONSTRUCTION));
+        self.nodes.push(identity(latent, LATENT));
+        let input_dims: Vec<Dim> = match meta.input_layout {
+            InputLayout::Flat => vec![Dim::Batch, Dim::Fixed(meta.features())],
+            InputLayout::Ntc => vec![Dim::Batch, Dim::Fixed(meta.window), Dim::Fixed(meta.channels.len())],
+        };
+        let graph = pb::GraphProto {
+            name: format!("accelwatch_{}", meta.variant),
+            node: self.nodes,
+            initializer: self.initializers,
+            input: vec![value_info(INPUT, &input_dims)],
+            output: vec![
+                value_info(RECONSTRUCTION, &input_dims),
+                value_info(LATENT, &[Dim::Batch, Dim::Fixed(meta.latent_dim)]),
+            ],
+            ..Default::default()
+        };
+        let digest = Sha256::digest(graph.encode_to_vec());
+        meta.id = format!("{}-{}", meta.variant, hex(&digest[..6]));
+        let model = pb::ModelProto {
+            ir_version: IR_VERSION,
+            opset_import: vec![pb::OperatorSetIdProto { domain: String::new(), version: OPSET }],
+            producer_name: "accelwatch".into(),
+            producer_version: env!("CARGO_PKG_VERSION").into(),
+            doc_string: "accelwatch autoencoder; see metadata_props[\"accelwatch\"]".into(),
+            graph: Some(graph),
+            metadata_props: vec![pb::StringStringEntryProto {
+                key: METADATA_KEY.into(),
+                value: serde_json::to_string(meta)?,
+            }],
+            ..Default::default()
+        };
+        Ok(model.encode_to_vec())
+    }
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn identity(from: &str, to: &str) -> pb::NodeProto {
+    pb::NodeProto {
+        name: format!("{to}_output"),
+        op_type: "Identity".into(),
+        input: vec![from.into()],
+        output: vec![to.into()],
+        ..Default::default()
+    }
+}
+
+enum Dim {
+    Batch,
+    Fixed(usize),
+}
+
+fn value_info(name: &str, dims: &[Dim]) -> pb::ValueInfoProto {
+    use pb::tensor_shape_proto::{dimension::Value, Dimension};
+    let dim = dims
+        .iter()
+        .map(|d| Dimension {
+            denotation: String::new(),
+            value: Some(match d {
+                Dim::Batch => Value::DimParam("N".into()),
+                Dim::Fixed(n) => Value::DimValue(*n as i64),
+            }),
+        })
+        .collect();
+    pb::ValueInfoProto {
+        name: name.into(),
+        r#type: Some(pb::TypeProto {
+            denotation: String::new(),
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                elem_type: pb::tensor_proto::DataType::Float as i32,
+                shape: Some(pb::TensorShapeProto { dim }),
+            })),
+        }),
+        doc_string: String::new(),
+    }
+}

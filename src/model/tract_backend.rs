@@ -1,0 +1,96 @@
+//! Inference with tract: the graph is loaded once, its input fact fixed to
+//! `[N, features]` with a symbolic batch, optimised, and the runnable plan
+//! shared behind an `Arc` by every caller.
+
+use std::sync::Arc;
+
+use tract_onnx::prelude::*;
+use tract_onnx::pb;
+
+use super::meta::{InputLayout, ModelMetadata};
+use super::onnx::{LATENT, RECONSTRUCTION};
+
+#[derive(Clone)]
+pub struct TractModel {
+    plan: Arc<TypedRunnableModel>,
+    input_shape: Vec<usize>,
+    features: usize,
+    latent_dim: usize,
+}
+
+/// What one batch of windows produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inference {
+    /// `n * features` values, time-major per window.
+    pub reconstruction: Vec<f32>,
+    /// `n * latent_dim` values.
+    pub latent: Vec<f32>,
+}
+
+impl TractModel {
+    pub fn from_proto(proto: &pb::ModelProto, meta: &ModelMetadata) -> Result<Self, String> {
+        let mut model = tract_onnx::onnx()
+            .model_for_proto_model(proto)
+            .map_err(|e| format!("tract cannot read the graph: {e:#}"))?;
+        let batch = model.symbols.sym("N");
+        let input_shape: Vec<usize> = match meta.input_layout {
+            InputLayout::Flat => vec![meta.features()],
+            InputLayout::Ntc => vec![meta.window, meta.channels.len()],
+        };
+        let dims: Vec<TDim> =
+            std::iter::once(batch.to_dim()).chain(input_shape.iter().map(|d| d.to_dim())).collect();
+        if model.input_outlets().map(|i| i.len()).unwrap_or(0) != 1 {
+            return Err("the graph must have exactly one input".into());
+        }
+        model
+            .set_input_fact(0, InferenceFact::dt_shape(f32::datum_type(), dims))
+            .map_err(|e| format!("setting the input shape: {e:#}"))?;
+        let outputs = model.output_outlets().map_err(|e| e.to_string())?.to_vec();
+        let find = |name: &str| {
+            outputs
+                .iter()
+                .copied()
+                .find(|o| model.outlet_label(*o) == Some(name) || model.node(o.node).name == name)
+                .ok_or_else(|| format!("the graph has no output named {name:?}"))
+        };
+        let selected = [find(RECONSTRUCTION)?, find(LATENT)?];
+        model.select_output_outlets(&selected).map_err(|e| e.to_string())?;
+        let plan = model
+            .into_optimized()
+            .and_then(|m| m.into_runnable())
+            .map_err(|e| format!("the graph does not fit input [N, {input_shape:?}]: {e:#}"))?;
+        Ok(Self { plan, input_shape, features: meta.features(), latent_dim: meta.latent_dim })
+    }
+
+    pub fn features(&self) -> usize {
+        self.features
+    }
+
+    pub fn latent_dim(&self) -> usize {
+        self.latent_dim
+    }
+
+    /// Runs `n` windows laid end to end in `input`.
+    pub fn run(&self, input: &[f32], n: usize) -> Result<Inference, String> {
+        assert_eq!(input.len(), n * self.features, "input holds {n} windows");
+        let mut shape = vec![n];
+        shape.extend_from_slice(&self.input_shape);
+        let tensor = Tensor::from_shape(&shape, input).map_err(|e| e.to_string())?;
+        let outputs = self.plan.run(tvec!(tensor.into())).map_err(|e| format!("inference failed: {e:#}"))?;
+        let take = |i: usize, per_window: usize, what: &str| -> Result<Vec<f32>, String> {
+            let view = outputs[i].try_as_plain_ram().map_err(|e| format!("{what} output: {e}"))?;
+            let values = view.as_slice::<f32>().map_err(|e| format!("{what} output is not float32: {e}"))?;
+            if values.len() != n * per_window {
+                return Err(format!(
+                    "{what} output has {} values for {n} windows, expected {per_window} per window",
+                    values.len()
+                ));
+            }
+            Ok(values.to_vec())
+        };
+        Ok(Inference {
+            reconstruction: take(0, self.features, RECONSTRUCTION)?,
+            latent: take(1, self.latent_dim, LATENT)?,
+        })
+    }
+}

@@ -1,0 +1,78 @@
+//! What the pipeline publishes, and the sinks that publish it. A sink
+//! receives the outputs of one inference batch at a time and flushes after
+//! each, so a reader sees every window as soon as it is scored.
+
+pub mod console;
+pub mod jsonl;
+
+use std::sync::Arc;
+
+use serde::ser::{SerializeMap, Serializer};
+use serde::Serialize;
+
+/// One scored window: the line the daemon writes per window.
+#[derive(Debug, Clone, Serialize)]
+pub struct WindowRecord {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub device: Arc<str>,
+    pub seq: u64,
+    pub t_start: f64,
+    pub t_end: f64,
+    pub score: f32,
+    pub threshold: f64,
+    /// The device is in alert after this window (hysteresis applied).
+    pub anomaly: bool,
+    /// This window alone is over the threshold.
+    pub over_threshold: bool,
+    pub latent: Vec<f32>,
+    pub channel_error: ChannelErrors,
+    pub model: Arc<str>,
+}
+
+/// Per-channel errors, serialised as an object keyed by channel name.
+#[derive(Debug, Clone)]
+pub struct ChannelErrors {
+    pub names: Arc<[String]>,
+    pub values: Vec<f32>,
+}
+
+impl Serialize for ChannelErrors {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.values.len()))?;
+        for (name, value) in self.names.iter().zip(&self.values) {
+            map.serialize_entry(name, value)?;
+        }
+        map.end()
+    }
+}
+
+/// An alert raised or cleared by the detector.
+#[derive(Debug, Clone, Serialize)]
+pub struct AlertRecord {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// `raise` or `clear`.
+    pub event: &'static str,
+    pub device: Arc<str>,
+    /// The window that caused the transition.
+    pub seq: u64,
+    pub t: f64,
+    pub score: f32,
+    pub threshold: f64,
+    pub model: Arc<str>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum Output {
+    Window(WindowRecord),
+    Alert(AlertRecord),
+}
+
+pub trait Sink: Send {
+    /// Bounded name for metrics and logs.
+    fn name(&self) -> &'static str;
+    fn write(&mut self, output: &Output) -> std::io::Result<()>;
+    fn flush(&mut self) -> std::io::Result<()>;
+}

@@ -1,0 +1,290 @@
+//! Prometheus metrics, and the HTTP endpoint that serves them with
+//! `/healthz` and `/readyz`. Every stage reports through the small typed
+//! methods of [`Metrics`], so names and label sets are defined here once.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::decode::DecodeError;
+use crate::window::Dropped;
+
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: Registry,
+    frames: IntCounter,
+    samples: IntCounter,
+    decode_errors: IntCounterVec,
+    samples_dropped: IntCounterVec,
+    gap_restarts: IntCounter,
+    devices_evicted: IntCounter,
+    devices: IntGauge,
+    windows: IntCounter,
+    anomalous_windows: IntCounter,
+    alerts: IntCounterVec,
+    alerts_active: IntGauge,
+    inference_seconds: Histogram,
+    inference_batch: Histogram,
+    reconstruction_error: HistogramVec,
+    output_errors: IntCounterVec,
+    model_info: IntGaugeVec,
+    model_threshold: prometheus::Gauge,
+    ready: AtomicBool,
+    model_id: RwLock<String>,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("valid metric");
+    registry.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("valid metric");
+    registry.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let r = &registry;
+        let decode_errors = counter_vec(
+            r,
+            "accelwatch_decode_errors_total",
+            "Payloads that could not be decoded, by reason.",
+            &["reason"],
+        );
+        for reason in DecodeError::ALL_REASONS {
+            decode_errors.with_label_values(&[reason]);
+        }
+        let samples_dropped = counter_vec(
+            r,
+            "accelwatch_samples_dropped_total",
+            "Decoded samples not windowed, by reason (out_of_order, duplicate).",
+            &["reason"],
+        );
+        for reason in [Dropped::OutOfOrder, Dropped::Duplicate] {
+            samples_dropped.with_label_values(&[reason.reason()]);
+        }
+        let alerts = counter_vec(r, "accelwatch_alerts_total", "Alert transitions, by event.", &["event"]);
+        for event in ["raise", "clear"] {
+            alerts.with_label_values(&[event]);
+        }
+        let inference_seconds = Histogram::with_opts(
+            HistogramOpts::new("accelwatch_inference_seconds", "Time to score one batch of windows.")
+                .buckets(prometheus::exponential_buckets(1e-5, 2.0, 18).expect("buckets")),
+        )
+        .expect("valid metric");
+        r.register(Box::new(inference_seconds.clone())).expect("unique metric");
+        let inference_batch = Histogram::with_opts(
+            HistogramOpts::new("accelwatch_inference_batch_windows", "Windows per inference call.")
+                .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
+        )
+        .expect("valid metric");
+        r.register(Box::new(inference_batch.clone())).expect("unique metric");
+        let reconstruction_error = HistogramVec::new(
+            HistogramOpts::new(
+                "accelwatch_reconstruction_error",
+                "Reconstruction error (the anomaly score) per window, by model.",
+            )
+            .buckets(prometheus::exponential_buckets(0.01, 2.0, 16).expect("buckets")),
+            &["model"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(reconstruction_error.clone())).expect("unique metric");
+        let output_errors =
+            counter_vec(r, "accelwatch_output_errors_total", "Failed writes to an output, by sink.", &["sink"]);
+        let model_info = IntGaugeVec::new(
+            Opts::new("accelwatch_model_info", "The model being served (value 1)."),
+            &["id", "variant"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(model_info.clone())).expect("unique metric");
+        let model_threshold =
+            prometheus::Gauge::new("accelwatch_model_threshold", "Anomaly threshold in use.").expect("valid metric");
+        r.register(Box::new(model_threshold.clone())).expect("unique metric");
+        let build_info = IntGaugeVec::new(
+            Opts::new("accelwatch_build_info", "The running build (value 1)."),
+            &["version"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(build_info.clone())).expect("unique metric");
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        Self {
+            inner: Arc::new(Inner {
+                frames: counter(r, "accelwatch_frames_total", "Messages (frames) received from sources."),
+                samples: counter(r, "accelwatch_samples_total", "Samples decoded from frames."),
+                decode_errors,
+                samples_dropped,
+                gap_restarts: counter(
+                    r,
+                    "accelwatch_gap_restarts_total",
+                    "Device windows restarted after a timestamp gap over window.max_gap_ms.",
+                ),
+                devices_evicted: counter(
+                    r,
+                    "accelwatch_devices_evicted_total",
+                    "Devices forgotten to stay within window.max_devices.",
+                ),
+                devices: gauge(r, "accelwatch_devices", "Devices currently tracked."),
+                windows: counter(r, "accelwatch_windows_total", "Windows scored."),
+                anomalous_windows: counter(
+                    r,
+                    "accelwatch_anomalous_windows_total",
+                    "Windows whose score was over the threshold.",
+                ),
+                alerts,
+                alerts_active: gauge(r, "accelwatch_alerts_active", "Devices currently in alert."),
+                inference_seconds,
+                inference_batch,
+                reconstruction_error,
+                output_errors,
+                model_info,
+                model_threshold,
+                ready: AtomicBool::new(false),
+                model_id: RwLock::new(String::new()),
+                registry,
+            }),
+        }
+    }
+
+    pub fn frame(&self) {
+        self.inner.frames.inc();
+    }
+    pub fn samples(&self, n: usize) {
+        self.inner.samples.inc_by(n as u64);
+    }
+    pub fn decode_error(&self, error: &DecodeError) {
+        self.inner.decode_errors.with_label_values(&[error.reason()]).inc();
+    }
+    pub fn sample_dropped(&self, reason: Dropped) {
+        self.inner.samples_dropped.with_label_values(&[reason.reason()]).inc();
+    }
+    pub fn gap_restart(&self) {
+        self.inner.gap_restarts.inc();
+    }
+    pub fn device_evicted(&self) {
+        self.inner.devices_evicted.inc();
+    }
+    pub fn devices(&self, n: usize) {
+        self.inner.devices.set(n as i64);
+    }
+    pub fn inference(&self, windows: usize, seconds: f64) {
+        self.inner.inference_seconds.observe(seconds);
+        self.inner.inference_batch.observe(windows as f64);
+    }
+    pub fn window_scored(&self, model: &str, score: f32, anomalous: bool) {
+        self.inner.windows.inc();
+        self.inner.reconstruction_error.with_label_values(&[model]).observe(score as f64);
+        if anomalous {
+            self.inner.anomalous_windows.inc();
+        }
+    }
+    pub fn alert(&self, event: &str, active: usize) {
+        self.inner.alerts.with_label_values(&[event]).inc();
+        self.inner.alerts_active.set(active as i64);
+    }
+    pub fn output_error(&self, sink: &str) {
+        self.inner.output_errors.with_label_values(&[sink]).inc();
+    }
+    pub fn model_loaded(&self, id: &str, variant: &str, threshold: f64) {
+        self.inner.model_info.reset();
+        self.inner.model_info.with_label_values(&[id, variant]).set(1);
+        self.inner.model_threshold.set(threshold);
+        *self.inner.model_id.write().expect("model id lock") = id.to_string();
+    }
+    pub fn set_ready(&self, ready: bool) {
+        self.inner.ready.store(ready, Ordering::SeqCst);
+    }
+
+    /// The registry in Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        TextEncoder::new().encode(&self.inner.registry.gather(), &mut buffer).expect("text encoding");
+        String::from_utf8(buffer).expect("prometheus text is UTF-8")
+    }
+}
+
+async fn metrics_handler(State(metrics): State<Metrics>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], metrics.render())
+}
+
+async fn healthz() -> impl IntoResponse {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn readyz(State(metrics): State<Metrics>) -> impl IntoResponse {
+    let ready = metrics.inner.ready.load(Ordering::SeqCst);
+    let model = metrics.inner.model_id.read().expect("model id lock").clone();
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(serde_json::json!({ "ready": ready, "model": model })))
+}
+
+/// Binds `addr` (port 0 picks a free one) and serves until `shutdown`
+/// resolves. Returns the bound address and the server task.
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: Metrics,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    let app = Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(metrics);
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+            tracing::error!(error = %e, "telemetry server failed");
+        }
+    });
+    Ok((local, task))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_named_counters_with_bounded_labels() {
+        let m = Metrics::new();
+        m.frame();
+        m.samples(3);
+        m.decode_error(&DecodeError::NotUtf8);
+        m.window_scored("basic-x", 0.5, true);
+        let text = m.render();
+        assert!(text.contains("accelwatch_frames_total 1"), "{text}");
+        assert!(text.contains("accelwatch_samples_total 3"));
+        assert!(text.contains("accelwatch_decode_errors_total{reason=\"not_utf8\"} 1"));
+        assert!(text.contains("accelwatch_decode_errors_total{reason=\"syntax\"} 0"), "reasons pre-registered");
+        assert!(text.contains("accelwatch_anomalous_windows_total 1"));
+    }
+}

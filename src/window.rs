@@ -1,0 +1,309 @@
+//! Per-device sliding windows. Pure: time comes from the samples (or the
+//! caller's arrival stamp), never from a clock of its own.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// `size` consecutive samples of one device, time-major (`size * channels`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Window {
+    pub device: Arc<str>,
+    /// Per-device sequence number, counting every window emitted.
+    pub seq: u64,
+    pub t_start: f64,
+    pub t_end: f64,
+    pub data: Vec<f32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WindowSpec {
+    pub size: usize,
+    pub hop: usize,
+    pub channels: usize,
+    pub max_gap_ms: f64,
+    pub max_devices: usize,
+    /// Spacing given to samples that carry no timestamp.
+    pub interval_ms: f64,
+}
+
+/// Why a sample was not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dropped {
+    /// Older than the device's last sample.
+    OutOfOrder,
+    /// Same timestamp as the device's last sample.
+    Duplicate,
+}
+
+impl Dropped {
+    pub const fn reason(self) -> &'static str {
+        match self {
+            Dropped::OutOfOrder => "out_of_order",
+            Dropped::Duplicate => "duplicate",
+        }
+    }
+}
+
+/// What else happened while a sample was taken.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Pushed {
+    pub window: Option<Window>,
+    /// The gap since the device's previous sample restarted its window.
+    pub gap_restart: bool,
+    /// The device was not tracked before this sample.
+    pub new_device: bool,
+    /// A device forgotten to make room for this one.
+    pub evicted: Option<Arc<str>>,
+}
+
+#[derive(Debug)]
+struct DeviceRing {
+    id: Arc<str>,
+    values: Vec<f32>,
+    times: Vec<f64>,
+    /// Next slot to write.
+    head: usize,
+    filled: usize,
+    since_emit: usize,
+    emitted_since_reset: bool,
+    last_t: Option<f64>,
+    next_seq: u64,
+    last_touch: u64,
+}
+
+impl DeviceRing {
+    fn new(id: Arc<str>, spec: &WindowSpec) -> Self {
+        Self {
+            id,
+            values: vec![0.0; spec.size * spec.channels],
+            times: vec![0.0; spec.size],
+            head: 0,
+            filled: 0,
+            since_emit: 0,
+            emitted_since_reset: false,
+            last_t: None,
+            next_seq: 0,
+            last_touch: 0,
+        }
+    }
+
+    fn restart(&mut self) {
+        self.head = 0;
+        self.filled = 0;
+        self.since_emit = 0;
+        self.emitted_since_reset = false;
+    }
+
+    fn window(&self, spec: &WindowSpec) -> Window {
+        let c = spec.channels;
+        // The oldest sample sits at `head` once the ring is full.
+        let mut data = Vec::with_capacity(spec.size * c);
+        data.extend_from_slice(&self.values[self.head * c..]);
+        data.extend_from_slice(&self.values[..self.head * c]);
+        let t_start = self.times[self.head % spec.size];
+        let t_end = self.times[(self.head + spec.size - 1) % spec.size];
+        Window { device: self.id.clone(), seq: self.next_seq, t_start, t_end, data }
+    }
+}
+
+#[derive(Debug)]
+pub struct Windower {
+    spec: WindowSpec,
+    devices: HashMap<Arc<str>, DeviceRing>,
+    touches: u64,
+}
+
+impl Windower {
+    pub fn new(spec: WindowSpec) -> Self {
+        assert!(spec.size >= 1 && spec.hop >= 1 && spec.channels >= 1 && spec.max_devices >= 1);
+        Self { spec, devices: HashMap::new(), touches: 0 }
+    }
+
+    pub fn spec(&self) -> &WindowSpec {
+        &self.spec
+    }
+
+    pub fn device_count(&self) -> usize {
+        self.devices.len()
+    }
+
+    /// Takes one sample of `device`. `t_ms` is the device's timestamp; a
+    /// sample without one is placed one interval after the device's previous
+    /// sample, or at `arrival_ms` if that is later (so a silent device that
+    /// comes back restarts its window instead of resuming it).
+    pub fn push(
+        &mut self,
+        device: &str,
+        t_ms: Option<f64>,
+        arrival_ms: f64,
+        values: &[f32],
+    ) -> Result<Pushed, Dropped> {
+        debug_assert_eq!(values.len(), self.spec.channels);
+        let mut pushed = Pushed::default();
+        self.touches += 1;
+        let touch = self.touches;
+        if !self.devices.contains_key(device) {
+            if self.devices.len() >= self.spec.max_devices {
+                pushed.evicted = self.evict_idlest();
+            }
+            let id: Arc<str> = Arc::from(device);
+            self.devices.insert(id.clone(), DeviceRing::new(id, &self.spec));
+            pushed.new_device = true;
+        }
+        let spec = self.spec;
+        let ring = self.devices.get_mut(device).expect("inserted above");
+        ring.last_touch = touch;
+        let t = match (t_ms, ring.last_t) {
+            (Some(t), _) => t,
+            (None, Some(last)) => arrival_ms.max(last + spec.interval_ms),
+            (None, None) => arrival_ms,
+        };
+        if let Some(last) = ring.last_t {
+            if t < last {
+                return Err(Dropped::OutOfOrder);
+            }
+            if t == last {
+                return Err(Dropped::Duplicate);
+            }
+            if t - last > spec.max_gap_ms {
+                ring.restart();
+                pushed.gap_restart = true;
+            }
+        }
+        ring.last_t = Some(t);
+        let c = spec.channels;
+        ring.values[ring.head * c..(ring.head + 1) * c].copy_from_slice(values);
+        ring.times[ring.head] = t;
+        ring.head = (ring.head + 1) % spec.size;
+        ring.filled = (ring.filled + 1).min(spec.size);
+        ring.since_emit += 1;
+        let due = if ring.emitted_since_reset { ring.since_emit >= spec.hop } else { true };
+        if ring.filled == spec.size && due {
+            pushed.window = Some(ring.window(&spec));
+            ring.next_seq += 1;
+            ring.since_emit = 0;
+            ring.emitted_since_reset = true;
+        }
+        Ok(pushed)
+    }
+
+    /// Forgets a device, e.g. after its source reconnected.
+    pub fn restart_device(&mut self, device: &str) {
+        if let Some(ring) = self.devices.get_mut(device) {
+            ring.restart();
+            ring.last_t = None;
+        }
+    }
+
+    fn evict_idlest(&mut self) -> Option<Arc<str>> {
+        let idlest = self.devices.values().min_by_key(|ring| ring.last_touch)?.id.clone();
+        self.devices.remove(&idlest);
+        Some(idlest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(size: usize, hop: usize) -> WindowSpec {
+        WindowSpec { size, hop, channels: 2, max_gap_ms: 100.0, max_devices: 2, interval_ms: 20.0 }
+    }
+
+    fn feed(w: &mut Windower, device: &str, from: usize, to: usize) -> Vec<Window> {
+        (from..to)
+            .filter_map(|i| {
+                let t = i as f64 * 20.0;
+                w.push(device, Some(t), 0.0, &[i as f32, -(i as f32)]).unwrap().window
+            })
+            .collect()
+    }
+
+    #[test]
+    fn emits_first_window_when_full_then_every_hop() {
+        let mut w = Windower::new(spec(4, 2));
+        let windows = feed(&mut w, "a", 0, 10);
+        let firsts: Vec<f32> = windows.iter().map(|w| w.data[0]).collect();
+        assert_eq!(firsts, vec![0.0, 2.0, 4.0, 6.0]);
+        assert_eq!(windows.iter().map(|w| w.seq).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
+        let last = windows.last().unwrap();
+        assert_eq!(last.data, vec![6.0, -6.0, 7.0, -7.0, 8.0, -8.0, 9.0, -9.0], "time-major, oldest first");
+        assert_eq!((last.t_start, last.t_end), (120.0, 180.0));
+    }
+
+    #[test]
+    fn hop_equal_to_size_tiles_without_overlap() {
+        let mut w = Windower::new(spec(3, 3));
+        let windows = feed(&mut w, "a", 0, 9);
+        let firsts: Vec<f32> = windows.iter().map(|w| w.data[0]).collect();
+        assert_eq!(firsts, vec![0.0, 3.0, 6.0]);
+    }
+
+    #[test]
+    fn devices_are_independent() {
+        let mut w = Windower::new(spec(2, 1));
+        assert!(w.push("a", Some(0.0), 0.0, &[1.0, 1.0]).unwrap().window.is_none());
+        assert!(w.push("b", Some(0.0), 0.0, &[2.0, 2.0]).unwrap().window.is_none());
+        let a = w.push("a", Some(20.0), 0.0, &[3.0, 3.0]).unwrap().window.unwrap();
+        assert_eq!(&*a.device, "a");
+        assert_eq!(a.data, vec![1.0, 1.0, 3.0, 3.0]);
+    }
+
+    #[test]
+    fn out_of_order_and_duplicates_are_dropped() {
+        let mut w = Windower::new(spec(3, 1));
+        w.push("a", Some(40.0), 0.0, &[0.0, 0.0]).unwrap();
+        assert_eq!(w.push("a", Some(20.0), 0.0, &[0.0, 0.0]), Err(Dropped::OutOfOrder));
+        assert_eq!(w.push("a", Some(40.0), 0.0, &[0.0, 0.0]), Err(Dropped::Duplicate));
+        w.push("a", Some(60.0), 0.0, &[0.0, 0.0]).unwrap();
+        let p = w.push("a", Some(80.0), 0.0, &[0.0, 0.0]).unwrap();
+        assert!(p.window.is_some(), "drops do not count towards the window");
+    }
+
+    #[test]
+    fn gap_restarts_the_window() {
+        let mut w = Windower::new(spec(3, 1));
+        feed(&mut w, "a", 0, 2);
+        let p = w.push("a", Some(1000.0), 0.0, &[9.0, 9.0]).unwrap();
+        assert!(p.gap_restart);
+        assert!(p.window.is_none());
+        w.push("a", Some(1020.0), 0.0, &[9.0, 9.0]).unwrap();
+        let window = w.push("a", Some(1040.0), 0.0, &[9.0, 9.0]).unwrap().window.unwrap();
+        assert_eq!(window.t_start, 1000.0, "no sample from before the gap");
+    }
+
+    #[test]
+    fn untimed_samples_are_spaced_by_the_interval_or_arrival() {
+        let mut w = Windower::new(spec(3, 1));
+        w.push("a", None, 5000.0, &[0.0, 0.0]).unwrap();
+        w.push("a", None, 5001.0, &[0.0, 0.0]).unwrap();
+        let window = w.push("a", None, 5002.0, &[0.0, 0.0]).unwrap().window.unwrap();
+        assert_eq!((window.t_start, window.t_end), (5000.0, 5040.0));
+        let p = w.push("a", None, 9000.0, &[0.0, 0.0]).unwrap();
+        assert!(p.gap_restart, "a device silent for longer than max_gap restarts");
+    }
+
+    #[test]
+    fn the_longest_idle_device_is_evicted() {
+        let mut w = Windower::new(spec(3, 1));
+        w.push("a", Some(0.0), 0.0, &[0.0, 0.0]).unwrap();
+        w.push("b", Some(0.0), 0.0, &[0.0, 0.0]).unwrap();
+        w.push("a", Some(20.0), 0.0, &[0.0, 0.0]).unwrap();
+        let p = w.push("c", Some(0.0), 0.0, &[0.0, 0.0]).unwrap();
+        assert_eq!(p.evicted.as_deref(), Some("b"));
+        assert!(p.new_device);
+        assert_eq!(w.device_count(), 2);
+    }
+
+    #[test]
+    fn window_count_matches_the_formula() {
+        for (size, hop, n) in [(128, 64, 1000), (5, 3, 17), (4, 4, 4), (4, 1, 3)] {
+            let mut w = Windower::new(WindowSpec { channels: 1, ..spec(size, hop) });
+            let count = (0..n)
+                .filter(|i| w.push("d", Some(*i as f64), 0.0, &[0.0]).unwrap().window.is_some())
+                .count();
+            let expected = if n < size { 0 } else { (n - size) / hop + 1 };
+            assert_eq!(count, expected, "size {size} hop {hop} n {n}");
+        }
+    }
+}
