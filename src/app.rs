@@ -325,7 +325,7 @@ fn score_recording(
     let options = read_options(data, config, model.meta.channels.clone(), model.meta.sample_rate_hz, keep);
     let recording = Recording::read(&data.data, &options)?;
     let windows = recording.windows(model_window_spec(&model, config));
-    let mut stage = ScoreStage::new(model, config, Metrics::new());
+    let mut stage = ScoreStage::new(model, config, Metrics::new()).quiet();
     let mut kept = Vec::with_capacity(windows.len());
     for chunk in windows.chunks(OFFLINE_BATCH) {
         let batch: Vec<_> = chunk.iter().map(|w| w.window.clone()).collect();
@@ -521,10 +521,13 @@ async fn demo(args: DemoArgs) -> Result<(), Failure> {
     tokio::task::spawn_blocking(move || train_model(&config_for_training, &data, &model_path, true))
         .await
         .map_err(|e| anyhow!("training task: {e}"))??;
+    let daemon = Daemon::start(config, vec![Box::new(ConsoleSink::stdout())]).await?;
     println!(
-        "2. Replaying held-out subjects 9 and 10 at {}x: PEN, then ABD, PEN, FEL, TRAP. Other motions than PEN \
-         should score over the threshold (|) and raise alerts.\n   Metrics: http://{}/metrics   (Ctrl-C to stop)\n",
-        args.speed, args.listen
+        "2. Replaying held-out subjects 9 and 10 at {}x: PEN, then ABD, PEN, FEL, TRAP. Motions other than PEN \
+         should score over the threshold (|) and raise alerts.\n   Metrics: http://{}/metrics   ({})\n",
+        args.speed,
+        daemon.telemetry_addr().map_or("off".to_string(), |a| a.to_string()),
+        if args.once { "stops after one pass" } else { "Ctrl-C to stop" }
     );
-    serve(Daemon::start(config, vec![Box::new(ConsoleSink::stdout())]).await?).await
+    serve(daemon).await
 }

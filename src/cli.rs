@@ -13,9 +13,10 @@ use crate::recording::RowFilter;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
-    /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `accelwatch=debug`.
-    #[arg(long, global = true, env = "ACCELWATCH_LOG", default_value = "info")]
-    pub log: String,
+    /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `accelwatch=debug`;
+    /// default `info` (`warn` for the demo, whose console shows the events).
+    #[arg(long, global = true, env = "ACCELWATCH_LOG")]
+    pub log: Option<String>,
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -24,11 +24,10 @@ impl fmt::Display for Problem {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config {path}: {source}")]
+    #[error("cannot read config {path}: {cause}")]
     Load {
         path: PathBuf,
-        #[source]
-        source: config::ConfigError,
+        cause: config::ConfigError,
     },
     #[error("invalid config {}:\n{}", path.display(), format_problems(problems))]
     Invalid { path: PathBuf, problems: Vec<Problem> },
@@ -453,7 +452,7 @@ impl Config {
     }
 
     pub fn load_unvalidated(path: &Path) -> Result<Config, ConfigError> {
-        let load_error = |source| ConfigError::Load { path: path.to_path_buf(), source };
+        let load_error = |cause| ConfigError::Load { path: path.to_path_buf(), cause };
         if !path.is_file() {
             return Err(load_error(config::ConfigError::NotFound(path.display().to_string())));
         }

@@ -29,17 +29,15 @@ pub enum DaemonError {
     Model(#[from] ModelError),
     #[error("input: {0}")]
     Input(#[from] RecordingError),
-    #[error("output.jsonl: cannot open {path}: {source}")]
+    #[error("output.jsonl: cannot open {path}: {cause}")]
     Output {
         path: std::path::PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("telemetry.listen: cannot listen on {addr}: {source}")]
+    #[error("telemetry.listen: cannot listen on {addr}: {cause}")]
     Listen {
         addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("pipeline stage failed: {0}")]
     Stage(String),
@@ -122,7 +120,7 @@ impl Daemon {
         };
         if config.output.jsonl != "off" {
             let jsonl = JsonlSink::open(&config.output.jsonl)
-                .map_err(|(path, source)| DaemonError::Output { path, source })?;
+                .map_err(|(path, cause)| DaemonError::Output { path, cause })?;
             sinks.insert(0, Box::new(jsonl));
         }
         let metrics = Metrics::new();
@@ -134,7 +132,7 @@ impl Daemon {
             };
             let (addr, task) = telemetry::serve(config.telemetry.listen, metrics.clone(), stopped)
                 .await
-                .map_err(|source| DaemonError::Listen { addr: config.telemetry.listen, source })?;
+                .map_err(|cause| DaemonError::Listen { addr: config.telemetry.listen, cause })?;
             tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
             (Some(addr), Some(task))
         } else {

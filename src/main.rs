@@ -3,11 +3,21 @@ use std::process::ExitCode;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use accelwatch::cli::{Cli, LogFormat};
+use accelwatch::cli::{Cli, Command, LogFormat};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("info"));
+    let default_level = if matches!(cli.command, Command::Demo(_)) { "warn" } else { "info" };
+    let filter = match &cli.log {
+        Some(directives) => match EnvFilter::try_new(directives) {
+            Ok(filter) => filter,
+            Err(error) => {
+                eprintln!("error: --log {directives:?}: {error}");
+                return ExitCode::from(2);
+            }
+        },
+        None => EnvFilter::new(default_level),
+    };
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match cli.log_format {
         LogFormat::Text => builder.init(),

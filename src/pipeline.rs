@@ -99,6 +99,7 @@ pub struct ScoreStage {
     model_id: Arc<str>,
     channel_names: Arc<[String]>,
     metrics: Metrics,
+    log_alerts: bool,
 }
 
 impl ScoreStage {
@@ -112,7 +113,14 @@ impl ScoreStage {
             scorer: Scorer::new(model),
             detector: Detector::new(config.detector.raise_after, config.detector.clear_after),
             metrics,
+            log_alerts: true,
         }
+    }
+
+    /// Offline commands report alerts in their output only, not the log.
+    pub fn quiet(mut self) -> Self {
+        self.log_alerts = false;
+        self
     }
 
     pub fn threshold(&self) -> f64 {
@@ -156,8 +164,9 @@ impl ScoreStage {
             }));
             if let Some(alert) = alert {
                 self.metrics.alert(alert.event, self.detector.active_alerts());
-                if transition == Some(Transition::Raised) {
-                    tracing::warn!(device = %alert.device, t = alert.t, score = alert.score, "anomaly alert raised");
+                if !self.log_alerts {
+                } else if transition == Some(Transition::Raised) {
+                    tracing::info!(device = %alert.device, t = alert.t, score = alert.score, "anomaly alert raised");
                 } else {
                     tracing::info!(device = %alert.device, t = alert.t, "anomaly alert cleared");
                 }

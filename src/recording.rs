@@ -61,11 +61,10 @@ pub struct Recording {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordingError {
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Csv {
         path: PathBuf,
-        #[source]
-        source: csv::Error,
+        cause: csv::Error,
     },
     #[error("{path}: no column {column:?} (the header has: {header})")]
     MissingColumn { path: PathBuf, column: String, header: String },
@@ -77,7 +76,7 @@ pub enum RecordingError {
 
 impl Recording {
     pub fn read(path: &Path, options: &ReadOptions) -> Result<Recording, RecordingError> {
-        let csv_error = |source| RecordingError::Csv { path: path.to_path_buf(), source };
+        let csv_error = |cause| RecordingError::Csv { path: path.to_path_buf(), cause };
         let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_path(path).map_err(csv_error)?;
         let header = reader.headers().map_err(csv_error)?.clone();
         let position = |name: &str| header.iter().position(|h| h == name);

@@ -21,21 +21,19 @@ pub const MAX_MODEL_BYTES: u64 = 512 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("model {path}: {source}")]
+    #[error("model {path}: {cause}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("model {path}: {bytes} bytes is over the {MAX_MODEL_BYTES}-byte limit")]
     TooLarge { path: PathBuf, bytes: u64 },
     #[error("model {path}: not an ONNX file ({reason})")]
     NotOnnx { path: PathBuf, reason: String },
-    #[error("model {path}: {source}")]
+    #[error("model {path}: {cause}")]
     Metadata {
         path: PathBuf,
-        #[source]
-        source: meta::MetadataError,
+        cause: meta::MetadataError,
     },
     #[error("model {path}: {reason}")]
     Graph { path: PathBuf, reason: String },
@@ -54,7 +52,7 @@ impl LoadedModel {
     /// inference on a zero window proves the graph answers with the shapes
     /// the metadata promises, and finite values.
     pub fn load(path: &Path) -> Result<Self, ModelError> {
-        let io = |source| ModelError::Io { path: path.to_path_buf(), source };
+        let io = |cause| ModelError::Io { path: path.to_path_buf(), cause };
         let bytes = std::fs::metadata(path).map_err(io)?.len();
         if bytes > MAX_MODEL_BYTES {
             return Err(ModelError::TooLarge { path: path.to_path_buf(), bytes });
@@ -70,7 +68,7 @@ impl LoadedModel {
             return Err(ModelError::NotOnnx { path: path.to_path_buf(), reason: "it holds no graph".into() });
         }
         let meta = read_metadata(&proto, path)
-            .map_err(|source| ModelError::Metadata { path: path.to_path_buf(), source })?;
+            .map_err(|cause| ModelError::Metadata { path: path.to_path_buf(), cause })?;
         let graph = |reason| ModelError::Graph { path: path.to_path_buf(), reason };
         let runtime = TractModel::from_proto(&proto, &meta).map_err(graph)?;
         let probe = runtime.run(&vec![0.0; meta.features()], 1).map_err(graph)?;

@@ -17,11 +17,10 @@ const IR_VERSION: i64 = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
-    #[error("reading weights for {name}: {source}")]
+    #[error("reading weights for {name}: {cause}")]
     Weights {
         name: String,
-        #[source]
-        source: candle_core::Error,
+        cause: candle_core::Error,
     },
     #[error("encoding metadata: {0}")]
     Metadata(#[from] serde_json::Error),
@@ -82,7 +81,7 @@ impl GraphBuilder {
     /// Adds a float initializer holding `tensor`'s values.
     pub fn weights(&mut self, stem: &str, tensor: &Tensor) -> Result<String, ExportError> {
         let name = self.fresh(stem);
-        let wrap = |source| ExportError::Weights { name: name.clone(), source };
+        let wrap = |cause| ExportError::Weights { name: name.clone(), cause };
         let values: Vec<f32> = tensor.flatten_all().and_then(|t| t.to_vec1()).map_err(wrap)?;
         let dims = tensor.dims().iter().map(|d| *d as i64).collect();
         self.constant(&name, dims, values);

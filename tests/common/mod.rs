@@ -1,0 +1,93 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use accelwatch::config::{Config, TrainingConfig, Variant};
+use accelwatch::model::net::Architecture;
+use accelwatch::model::train::{self, InputSpec, Trained, WindowSet};
+use accelwatch::pipeline::window_spec;
+use accelwatch::recording::{ReadOptions, Recording};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Real recordings shipped in the repository (see data/watch/README.md).
+pub fn train_csv() -> PathBuf {
+    repo().join("data/watch/train-pen.csv")
+}
+
+pub fn demo_csv() -> PathBuf {
+    repo().join("data/watch/demo.csv")
+}
+
+pub fn channels(names: &[&str]) -> Vec<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+/// Windows of the shipped PEN recordings, one stream per recording.
+pub fn pen_windows(config: &Config) -> WindowSet {
+    let recording = Recording::read(
+        &train_csv(),
+        &ReadOptions {
+            columns: accelwatch::config::CsvColumns { device_column: "series".into(), time_column: "t_ms".into() },
+            channels: config.input.channels.clone(),
+            sample_rate_hz: config.input.sample_rate_hz,
+            ..Default::default()
+        },
+    )
+    .expect("shipped training data");
+    let spec = window_spec(config);
+    let mut set = WindowSet::new(spec.size * spec.channels);
+    for w in recording.windows(spec) {
+        set.push(w.stream, &w.window.data);
+    }
+    set
+}
+
+/// Trains a basic model on the shipped PEN data with few epochs.
+pub fn quick_model(channel_names: &[&str], epochs: usize, seed: u64) -> Trained {
+    let mut config = Config::default();
+    config.input.channels = channels(channel_names);
+    let set = pen_windows(&config);
+    let arch = Architecture { variant: Variant::Basic, features: set.features, latent: 8 };
+    let settings = TrainingConfig { epochs, seed, ..TrainingConfig::default() };
+    let input = InputSpec {
+        channels: config.input.channels.clone(),
+        window: config.window.size,
+        hop: config.window.hop,
+        sample_rate_hz: config.input.sample_rate_hz,
+    };
+    train::train(&arch, &settings, &input, &set, &mut |_| {}).expect("training")
+}
+
+/// One plain HTTP/1.1 GET; returns the status code and the body.
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read response");
+    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("status line");
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+/// The value of an unlabelled sample in Prometheus text.
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let (key, value) = line.split_once(' ')?;
+        (key == name).then(|| value.trim().parse().ok()).flatten()
+    })
+}
+
+pub fn accelwatch() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_accelwatch"))
+}
+
+pub fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).expect("write test file");
+}
