@@ -1,1 +1,154 @@
-fn main() {}
+//! Throughput of each stage: decoding, windowing, tract inference per
+//! window at batch 1 and 32, and ingest-to-score for recorded data.
+//! Run with `cargo bench`; figures are quoted in the README.
+
+use std::hint::black_box;
+use std::path::Path;
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+
+use accelwatch::config::Config;
+use accelwatch::decode::{Decoder, Format, Samples};
+use accelwatch::model::LoadedModel;
+use accelwatch::pipeline::{IngestStage, ScoreStage};
+use accelwatch::source::Frame;
+use accelwatch::telemetry::Metrics;
+use accelwatch::window::{WindowSpec, Windower};
+
+fn model() -> LoadedModel {
+    LoadedModel::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("models/demo.onnx"))
+        .expect("shipped model")
+}
+
+fn decoding(c: &mut Criterion) {
+    let decoder = Decoder::new(vec!["ax".into(), "ay".into(), "az".into()], 1 << 20, 4096);
+    let mut out = Samples::default();
+    let mut group = c.benchmark_group("decode");
+    group.throughput(Throughput::Elements(1));
+    let csv = b"1234.0,0.957226,0.182651,-0.620297";
+    group.bench_function("csv_line", |b| {
+        b.iter(|| {
+            decoder
+                .decode(Format::Csv, black_box(csv), &mut out)
+                .unwrap()
+        })
+    });
+    let json = br#"{"t": 1234.0, "ax": 0.957226, "ay": 0.182651, "az": -0.620297}"#;
+    group.bench_function("json_sample", |b| {
+        b.iter(|| {
+            decoder
+                .decode(Format::Json, black_box(json), &mut out)
+                .unwrap()
+        })
+    });
+    let batch = format!(
+        r#"{{"t0": 1000, "interval_ms": 20, "values": [{}]}}"#,
+        vec!["[0.957226,0.182651,-0.620297]"; 50].join(",")
+    );
+    group.throughput(Throughput::Elements(50));
+    group.bench_function("json_batch_50", |b| {
+        b.iter(|| {
+            decoder
+                .decode(Format::Json, black_box(batch.as_bytes()), &mut out)
+                .unwrap()
+        })
+    });
+    group.finish();
+}
+
+fn windowing(c: &mut Criterion) {
+    let spec = WindowSpec {
+        size: 128,
+        hop: 64,
+        channels: 3,
+        max_gap_ms: 1000.0,
+        max_devices: 1024,
+        interval_ms: 20.0,
+    };
+    let mut group = c.benchmark_group("window");
+    group.throughput(Throughput::Elements(6400));
+    group.bench_function("push_6400_samples_64_devices", |b| {
+        let devices: Vec<String> = (0..64).map(|d| format!("device-{d}")).collect();
+        b.iter_batched(
+            || Windower::new(spec),
+            |mut w| {
+                for i in 0..100 {
+                    for d in &devices {
+                        black_box(
+                            w.push(d, Some(i as f64 * 20.0), 0.0, &[0.1, 0.2, 0.3])
+                                .unwrap(),
+                        );
+                    }
+                }
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+fn inference(c: &mut Criterion) {
+    let model = model();
+    let features = model.meta.features();
+    let mut group = c.benchmark_group("tract_basic_3ch");
+    for batch in [1usize, 32] {
+        let input: Vec<f32> = (0..batch * features)
+            .map(|i| ((i % 13) as f32 - 6.0) / 6.0)
+            .collect();
+        group.throughput(Throughput::Elements(batch as u64));
+        group.bench_function(format!("batch_{batch}"), |b| {
+            b.iter(|| model.runtime.run(black_box(&input), batch).unwrap())
+        });
+    }
+    group.finish();
+}
+
+fn end_to_end(c: &mut Criterion) {
+    let config = Config::default();
+    // 3200 samples of 8 devices: 8 * 49 windows.
+    let frames: Vec<Frame> = (0..3200)
+        .map(|i| Frame {
+            device: Arc::from(format!("device-{}", i % 8)),
+            payload: format!(
+                "{},{:.4},{:.4},{:.4}",
+                (i / 8) * 20,
+                (i as f32 * 0.1).sin(),
+                0.2,
+                0.98
+            )
+            .into_bytes(),
+            format: Format::Csv,
+            received_at_ms: 0.0,
+        })
+        .collect();
+    let mut group = c.benchmark_group("ingest_and_score");
+    group.throughput(Throughput::Elements(frames.len() as u64));
+    group.sample_size(20);
+    group.bench_function("3200_csv_samples_8_devices", |b| {
+        b.iter_batched(
+            || {
+                (
+                    IngestStage::new(&config, Metrics::new()),
+                    ScoreStage::new(model(), &config, Metrics::new()).quiet(),
+                )
+            },
+            |(mut ingest, mut score)| {
+                let mut windows = Vec::new();
+                for frame in &frames {
+                    ingest.ingest(frame, &mut windows);
+                    if windows.len() >= 32 {
+                        black_box(score.score(&windows).unwrap());
+                        windows.clear();
+                    }
+                }
+                black_box(score.score(&windows).unwrap());
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, decoding, windowing, inference, end_to_end);
+criterion_main!(benches);

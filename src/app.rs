@@ -63,7 +63,10 @@ pub fn execute(command: Command) -> Result<(), Failure> {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?)
 }
 
 async fn wait_for_signal() {
@@ -117,7 +120,10 @@ fn validate(path: &Path) -> Result<(), Failure> {
                 m.threshold
             );
         }
-        Err(error) => problems.push(Problem { key: "model.path".into(), message: error.to_string() }),
+        Err(error) => problems.push(Problem {
+            key: "model.path".into(),
+            message: error.to_string(),
+        }),
     }
     if problems.is_empty() {
         println!("{}: ok; {model_line}", path.display());
@@ -126,7 +132,10 @@ fn validate(path: &Path) -> Result<(), Failure> {
         for problem in &problems {
             eprintln!("{}: {problem}", path.display());
         }
-        Err(failure(EX_CONFIG, anyhow!("{} problem(s) in {}", problems.len(), path.display())))
+        Err(failure(
+            EX_CONFIG,
+            anyhow!("{} problem(s) in {}", problems.len(), path.display()),
+        ))
     }
 }
 
@@ -137,12 +146,24 @@ fn load_config(path: Option<&Path>) -> Result<Config, Failure> {
     }
 }
 
-fn read_options(data: &DataArgs, config: &Config, channels: Vec<String>, rate: f64, keep: Vec<String>) -> ReadOptions {
+fn read_options(
+    data: &DataArgs,
+    config: &Config,
+    channels: Vec<String>,
+    rate: f64,
+    keep: Vec<String>,
+) -> ReadOptions {
     let from_config = &config.input.replay.columns;
     ReadOptions {
         columns: CsvColumns {
-            device_column: data.device_column.clone().unwrap_or_else(|| from_config.device_column.clone()),
-            time_column: data.time_column.clone().unwrap_or_else(|| from_config.time_column.clone()),
+            device_column: data
+                .device_column
+                .clone()
+                .unwrap_or_else(|| from_config.device_column.clone()),
+            time_column: data
+                .time_column
+                .clone()
+                .unwrap_or_else(|| from_config.time_column.clone()),
         },
         channels,
         sample_rate_hz: rate,
@@ -170,7 +191,9 @@ fn train_command(args: TrainArgs) -> Result<(), Failure> {
     }
     let problems = config.validate_settings();
     if !problems.is_empty() {
-        let path = args.config.unwrap_or_else(|| PathBuf::from("<command line>"));
+        let path = args
+            .config
+            .unwrap_or_else(|| PathBuf::from("<command line>"));
         return Err(ConfigError::Invalid { path, problems }.into());
     }
     train_model(&config, &args.data, &args.out, true)?;
@@ -179,8 +202,19 @@ fn train_command(args: TrainArgs) -> Result<(), Failure> {
 
 /// Reads, windows, trains, checks the export and writes the model file
 /// atomically. Shared by `train` and `demo`.
-fn train_model(config: &Config, data: &DataArgs, out: &Path, verbose: bool) -> Result<train::TrainSummary, Failure> {
-    let options = read_options(data, config, config.input.channels.clone(), config.input.sample_rate_hz, Vec::new());
+fn train_model(
+    config: &Config,
+    data: &DataArgs,
+    out: &Path,
+    verbose: bool,
+) -> Result<train::TrainSummary, Failure> {
+    let options = read_options(
+        data,
+        config,
+        config.input.channels.clone(),
+        config.input.sample_rate_hz,
+        Vec::new(),
+    );
     let recording = Recording::read(&data.data, &options)?;
     let spec = window_spec(config);
     let mut set = WindowSet::new(spec.size * spec.channels);
@@ -212,14 +246,19 @@ fn train_model(config: &Config, data: &DataArgs, out: &Path, verbose: bool) -> R
         sample_rate_hz: config.input.sample_rate_hz,
     };
     let mut progress = Progress::new(config.training.epochs, verbose);
-    let trained = train::train(&arch, &config.training, &input, &set, &mut |r| progress.epoch(r))
-        .map_err(|e| failure(EX_DATAERR, e.into()))?;
+    let trained = train::train(&arch, &config.training, &input, &set, &mut |r| {
+        progress.epoch(r)
+    })
+    .map_err(|e| failure(EX_DATAERR, e.into()))?;
     progress.finish();
     let check_windows = set.len().min(64);
     let gap = train::export_gap(&trained, &set.data[..check_windows * set.features])
         .map_err(|e| anyhow!("re-reading the exported model: {e}"))?;
     if gap > 1e-4 {
-        return Err(anyhow!("the exported model differs from the trained one by {gap} (more than 1e-4)").into());
+        return Err(anyhow!(
+            "the exported model differs from the trained one by {gap} (more than 1e-4)"
+        )
+        .into());
     }
     write_atomically(out, &trained.onnx).with_context(|| format!("writing {}", out.display()))?;
     let s = &trained.summary;
@@ -246,7 +285,10 @@ fn train_model(config: &Config, data: &DataArgs, out: &Path, verbose: bool) -> R
 /// Writes to a temporary file beside `path`, then renames it into place,
 /// so a reader never sees half a model.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let mut file = tempfile::NamedTempFile::new_in(dir)?;
     file.write_all(bytes)?;
     file.as_file().sync_all()?;
@@ -265,8 +307,10 @@ impl Progress {
         let bar = (verbose && std::io::stderr().is_terminal()).then(|| {
             let bar = indicatif::ProgressBar::new(epochs as u64);
             bar.set_style(
-                indicatif::ProgressStyle::with_template("{bar:30} epoch {pos}/{len} {msg} [{elapsed}]")
-                    .expect("valid template"),
+                indicatif::ProgressStyle::with_template(
+                    "{bar:30} epoch {pos}/{len} {msg} [{elapsed}]",
+                )
+                .expect("valid template"),
             );
             bar
         });
@@ -285,7 +329,10 @@ impl Progress {
         match &self.bar {
             Some(bar) => {
                 bar.set_position(r.epoch as u64);
-                bar.set_message(format!("loss {:.5} val_loss {:.5}", r.train_loss, r.validation_loss));
+                bar.set_message(format!(
+                    "loss {:.5} val_loss {:.5}",
+                    r.train_loss, r.validation_loss
+                ));
             }
             None if self.verbose && (r.epoch == 1 || r.epoch % 10 == 0) => eprintln!("{line}"),
             None => {}
@@ -322,14 +369,22 @@ fn score_recording(
     keep: Vec<String>,
     mut each: impl FnMut(&[Output]) -> Result<(), Failure>,
 ) -> Result<(Recording, Vec<Vec<u32>>), Failure> {
-    let options = read_options(data, config, model.meta.channels.clone(), model.meta.sample_rate_hz, keep);
+    let options = read_options(
+        data,
+        config,
+        model.meta.channels.clone(),
+        model.meta.sample_rate_hz,
+        keep,
+    );
     let recording = Recording::read(&data.data, &options)?;
     let windows = recording.windows(model_window_spec(&model, config));
     let mut stage = ScoreStage::new(model, config, Metrics::new()).quiet();
     let mut kept = Vec::with_capacity(windows.len());
     for chunk in windows.chunks(OFFLINE_BATCH) {
         let batch: Vec<_> = chunk.iter().map(|w| w.window.clone()).collect();
-        let outputs = stage.score(&batch).map_err(|e| anyhow!("scoring {}: {e}", data.data.display()))?;
+        let outputs = stage
+            .score(&batch)
+            .map_err(|e| anyhow!("scoring {}: {e}", data.data.display()))?;
         each(&outputs)?;
         kept.extend(chunk.iter().map(|w| w.kept.clone()));
     }
@@ -391,7 +446,12 @@ struct Rates {
 
 impl From<Confusion> for Rates {
     fn from(c: Confusion) -> Self {
-        Rates { precision: c.precision(), recall: c.recall(), false_alarm_rate: c.false_alarm_rate(), counts: c }
+        Rates {
+            precision: c.precision(),
+            recall: c.recall(),
+            false_alarm_rate: c.false_alarm_rate(),
+            counts: c,
+        }
     }
 }
 
@@ -401,32 +461,54 @@ fn evaluate(args: EvaluateArgs) -> Result<(), Failure> {
     let model_id = model.meta.id.clone();
     let (mut scores, mut over, mut alarmed) = (Vec::new(), Vec::new(), Vec::new());
     let mut threshold = 0.0;
-    let (recording, kept) = score_recording(model, &config, &args.data, vec![args.label.clone()], |outputs| {
-        for output in outputs {
-            if let Output::Window(w) = output {
-                scores.push(w.score);
-                over.push(w.over_threshold);
-                alarmed.push(w.anomaly);
-                threshold = w.threshold;
+    let (recording, kept) = score_recording(
+        model,
+        &config,
+        &args.data,
+        vec![args.label.clone()],
+        |outputs| {
+            for output in outputs {
+                if let Output::Window(w) = output {
+                    scores.push(w.score);
+                    over.push(w.over_threshold);
+                    alarmed.push(w.anomaly);
+                    threshold = w.threshold;
+                }
             }
-        }
-        Ok(())
-    })?;
+            Ok(())
+        },
+    )?;
     let levels = &recording.levels[0];
     for normal in &args.normal {
         if !levels.contains(normal) {
             return Err(failure(
                 EX_DATAERR,
-                anyhow!("--normal {normal:?} never appears in column {:?} (values: {})", args.label, levels.join(", ")),
+                anyhow!(
+                    "--normal {normal:?} never appears in column {:?} (values: {})",
+                    args.label,
+                    levels.join(", ")
+                ),
             ));
         }
     }
-    let anomalous: Vec<bool> = kept.iter().map(|k| !args.normal.contains(&levels[k[0] as usize])).collect();
+    let anomalous: Vec<bool> = kept
+        .iter()
+        .map(|k| !args.normal.contains(&levels[k[0] as usize]))
+        .collect();
     let mut by_label = Vec::new();
     for (i, name) in levels.iter().enumerate() {
-        let s: Vec<f32> = kept.iter().zip(&scores).filter(|(k, _)| k[0] as usize == i).map(|(_, s)| *s).collect();
+        let s: Vec<f32> = kept
+            .iter()
+            .zip(&scores)
+            .filter(|(k, _)| k[0] as usize == i)
+            .map(|(_, s)| *s)
+            .collect();
         if !s.is_empty() {
-            by_label.push((name.clone(), s.iter().map(|v| *v as f64).sum::<f64>() / s.len() as f64, s.len()));
+            by_label.push((
+                name.clone(),
+                s.iter().map(|v| *v as f64).sum::<f64>() / s.len() as f64,
+                s.len(),
+            ));
         }
     }
     let report = EvaluationReport {
@@ -448,8 +530,11 @@ fn evaluate(args: EvaluateArgs) -> Result<(), Failure> {
     print!("{markdown}");
     if let Some(dir) = &args.report {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(&report).context("report")?)
-            .with_context(|| format!("writing {}", dir.join("report.json").display()))?;
+        std::fs::write(
+            dir.join("report.json"),
+            serde_json::to_string_pretty(&report).context("report")?,
+        )
+        .with_context(|| format!("writing {}", dir.join("report.json").display()))?;
         std::fs::write(dir.join("report.md"), &markdown)
             .with_context(|| format!("writing {}", dir.join("report.md").display()))?;
     }
@@ -473,7 +558,10 @@ fn evaluation_markdown(r: &EvaluationReport) -> String {
         opt(r.pr_auc),
         r.threshold
     );
-    for (name, rates) in [("at the threshold", &r.at_threshold), ("after hysteresis", &r.after_hysteresis)] {
+    for (name, rates) in [
+        ("at the threshold", &r.at_threshold),
+        ("after hysteresis", &r.after_hysteresis),
+    ] {
         md += &format!(
             "| precision {name} | {:.4} |\n| recall {name} | {:.4} |\n| false-alarm rate {name} | {:.4} |\n",
             rates.precision, rates.recall, rates.false_alarm_rate
@@ -504,7 +592,11 @@ async fn demo(args: DemoArgs) -> Result<(), Failure> {
     config.telemetry.listen = args.listen;
     let problems = config.validate();
     if !problems.is_empty() {
-        return Err(ConfigError::Invalid { path: "<demo>".into(), problems }.into());
+        return Err(ConfigError::Invalid {
+            path: "<demo>".into(),
+            problems,
+        }
+        .into());
     }
     println!(
         "accelwatch demo: real smartwatch recordings (Burns et al. 2018, see data/watch/README.md).\n\
@@ -518,9 +610,11 @@ async fn demo(args: DemoArgs) -> Result<(), Failure> {
     };
     let config_for_training = config.clone();
     let model_path = config.model.path.clone();
-    tokio::task::spawn_blocking(move || train_model(&config_for_training, &data, &model_path, true))
-        .await
-        .map_err(|e| anyhow!("training task: {e}"))??;
+    tokio::task::spawn_blocking(move || {
+        train_model(&config_for_training, &data, &model_path, true)
+    })
+    .await
+    .map_err(|e| anyhow!("training task: {e}"))??;
     let daemon = Daemon::start(config, vec![Box::new(ConsoleSink::stdout())]).await?;
     println!(
         "2. Replaying held-out subjects 9 and 10 at {}x: PEN, then ABD, PEN, FEL, TRAP. Motions other than PEN \

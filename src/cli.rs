@@ -9,7 +9,11 @@ use crate::config::Variant;
 use crate::recording::RowFilter;
 
 #[derive(Debug, Parser)]
-#[command(name = "accelwatch", version, about = "Accelerometer streams in, autoencoder features and anomaly alerts out.")]
+#[command(
+    name = "accelwatch",
+    version,
+    about = "Accelerometer streams in, autoencoder features and anomaly alerts out."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

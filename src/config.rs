@@ -30,11 +30,18 @@ pub enum ConfigError {
         cause: config::ConfigError,
     },
     #[error("invalid config {}:\n{}", path.display(), format_problems(problems))]
-    Invalid { path: PathBuf, problems: Vec<Problem> },
+    Invalid {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
 }
 
 fn format_problems(problems: &[Problem]) -> String {
-    problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n")
+    problems
+        .iter()
+        .map(|p| format!("  - {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -138,7 +145,10 @@ impl CsvColumns {
 
 impl Default for CsvColumns {
     fn default() -> Self {
-        Self { device_column: Self::default_device_column(), time_column: Self::default_time_column() }
+        Self {
+            device_column: Self::default_device_column(),
+            time_column: Self::default_time_column(),
+        }
     }
 }
 
@@ -389,7 +399,9 @@ impl OutputConfig {
 
 impl Default for OutputConfig {
     fn default() -> Self {
-        Self { jsonl: Self::default_jsonl() }
+        Self {
+            jsonl: Self::default_jsonl(),
+        }
     }
 }
 
@@ -413,7 +425,10 @@ impl TelemetryConfig {
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
-        Self { enabled: Self::default_enabled(), listen: Self::default_listen() }
+        Self {
+            enabled: Self::default_enabled(),
+            listen: Self::default_listen(),
+        }
     }
 }
 
@@ -434,7 +449,9 @@ impl PipelineConfig {
 
 impl Default for PipelineConfig {
     fn default() -> Self {
-        Self { queue_capacity: Self::default_queue_capacity() }
+        Self {
+            queue_capacity: Self::default_queue_capacity(),
+        }
     }
 }
 
@@ -447,14 +464,22 @@ impl Config {
         if problems.is_empty() {
             Ok(config)
         } else {
-            Err(ConfigError::Invalid { path: path.to_path_buf(), problems })
+            Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                problems,
+            })
         }
     }
 
     pub fn load_unvalidated(path: &Path) -> Result<Config, ConfigError> {
-        let load_error = |cause| ConfigError::Load { path: path.to_path_buf(), cause };
+        let load_error = |cause| ConfigError::Load {
+            path: path.to_path_buf(),
+            cause,
+        };
         if !path.is_file() {
-            return Err(load_error(config::ConfigError::NotFound(path.display().to_string())));
+            return Err(load_error(config::ConfigError::NotFound(
+                path.display().to_string(),
+            )));
         }
         config::Config::builder()
             .add_source(config::File::from(path).format(config::FileFormat::Toml))
@@ -478,7 +503,10 @@ impl Config {
         let mut problems = self.validate_settings();
         let mut check = |ok: bool, key: &str, message: String| {
             if !ok {
-                problems.push(Problem { key: key.into(), message });
+                problems.push(Problem {
+                    key: key.into(),
+                    message,
+                });
             }
         };
         match self.input.kind {
@@ -490,7 +518,9 @@ impl Config {
         }
         let jsonl = self.output.jsonl.as_str();
         if jsonl != "-" && jsonl != "off" {
-            let parent = Path::new(jsonl).parent().filter(|p| !p.as_os_str().is_empty());
+            let parent = Path::new(jsonl)
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty());
             check(
                 parent.is_none_or(Path::is_dir),
                 "output.jsonl",
@@ -505,22 +535,44 @@ impl Config {
         let mut problems = Vec::new();
         let mut check = |ok: bool, key: &str, message: String| {
             if !ok {
-                problems.push(Problem { key: key.into(), message });
+                problems.push(Problem {
+                    key: key.into(),
+                    message,
+                });
             }
         };
         let input = &self.input;
-        check(!input.channels.is_empty(), "input.channels", "must name at least one channel".into());
+        check(
+            !input.channels.is_empty(),
+            "input.channels",
+            "must name at least one channel".into(),
+        );
         let mut seen = std::collections::HashSet::new();
         for name in &input.channels {
-            check(seen.insert(name), "input.channels", format!("channel {name:?} is listed twice"));
-            check(!name.trim().is_empty(), "input.channels", "a channel name is empty".into());
+            check(
+                seen.insert(name),
+                "input.channels",
+                format!("channel {name:?} is listed twice"),
+            );
+            check(
+                !name.trim().is_empty(),
+                "input.channels",
+                "a channel name is empty".into(),
+            );
         }
         check(
             input.sample_rate_hz.is_finite() && input.sample_rate_hz > 0.0,
             "input.sample_rate_hz",
-            format!("must be a positive number of hertz, got {}", input.sample_rate_hz),
+            format!(
+                "must be a positive number of hertz, got {}",
+                input.sample_rate_hz
+            ),
         );
-        check(input.max_payload_bytes > 0, "input.max_payload_bytes", "must be at least 1".into());
+        check(
+            input.max_payload_bytes > 0,
+            "input.max_payload_bytes",
+            "must be at least 1".into(),
+        );
         check(
             input.max_samples_per_message > 0,
             "input.max_samples_per_message",
@@ -529,26 +581,59 @@ impl Config {
         check(
             input.replay.speed.is_finite() && input.replay.speed >= 0.0,
             "input.replay.speed",
-            format!("must be 0 (as fast as possible) or a positive factor, got {}", input.replay.speed),
+            format!(
+                "must be 0 (as fast as possible) or a positive factor, got {}",
+                input.replay.speed
+            ),
         );
         let window = &self.window;
-        check(window.size >= 2, "window.size", format!("must be at least 2 samples, got {}", window.size));
+        check(
+            window.size >= 2,
+            "window.size",
+            format!("must be at least 2 samples, got {}", window.size),
+        );
         check(
             window.hop >= 1 && window.hop <= window.size,
             "window.hop",
-            format!("must be between 1 and window.size ({}), got {}", window.size, window.hop),
+            format!(
+                "must be between 1 and window.size ({}), got {}",
+                window.size, window.hop
+            ),
         );
         check(
             window.max_gap_ms.is_finite() && window.max_gap_ms > 0.0,
             "window.max_gap_ms",
-            format!("must be a positive number of milliseconds, got {}", window.max_gap_ms),
+            format!(
+                "must be a positive number of milliseconds, got {}",
+                window.max_gap_ms
+            ),
         );
-        check(window.max_devices >= 1, "window.max_devices", "must be at least 1".into());
-        check(self.model.latent >= 1, "model.latent", "must be at least 1".into());
-        check(self.model.max_batch >= 1, "model.max_batch", "must be at least 1".into());
+        check(
+            window.max_devices >= 1,
+            "window.max_devices",
+            "must be at least 1".into(),
+        );
+        check(
+            self.model.latent >= 1,
+            "model.latent",
+            "must be at least 1".into(),
+        );
+        check(
+            self.model.max_batch >= 1,
+            "model.max_batch",
+            "must be at least 1".into(),
+        );
         let training = &self.training;
-        check(training.epochs >= 1, "training.epochs", "must be at least 1".into());
-        check(training.batch_size >= 1, "training.batch_size", "must be at least 1".into());
+        check(
+            training.epochs >= 1,
+            "training.epochs",
+            "must be at least 1".into(),
+        );
+        check(
+            training.batch_size >= 1,
+            "training.batch_size",
+            "must be at least 1".into(),
+        );
         check(
             training.learning_rate.is_finite() && training.learning_rate > 0.0,
             "training.learning_rate",
@@ -562,15 +647,29 @@ impl Config {
         check(
             training.validation_fraction > 0.0 && training.validation_fraction < 1.0,
             "training.validation_fraction",
-            format!("must be strictly between 0 and 1, got {}", training.validation_fraction),
+            format!(
+                "must be strictly between 0 and 1, got {}",
+                training.validation_fraction
+            ),
         );
         check(
             training.threshold_quantile > 0.0 && training.threshold_quantile < 1.0,
             "training.threshold_quantile",
-            format!("must be strictly between 0 and 1, got {}", training.threshold_quantile),
+            format!(
+                "must be strictly between 0 and 1, got {}",
+                training.threshold_quantile
+            ),
         );
-        check(self.detector.raise_after >= 1, "detector.raise_after", "must be at least 1".into());
-        check(self.detector.clear_after >= 1, "detector.clear_after", "must be at least 1".into());
+        check(
+            self.detector.raise_after >= 1,
+            "detector.raise_after",
+            "must be at least 1".into(),
+        );
+        check(
+            self.detector.clear_after >= 1,
+            "detector.clear_after",
+            "must be at least 1".into(),
+        );
         if let Some(threshold) = self.detector.threshold {
             check(
                 threshold.is_finite() && threshold > 0.0,

@@ -62,23 +62,35 @@ pub fn model_problems(config: &Config, meta: &ModelMetadata) -> Vec<Problem> {
     let mut problems = Vec::new();
     let mut check = |ok: bool, key: &str, message: String| {
         if !ok {
-            problems.push(Problem { key: key.into(), message });
+            problems.push(Problem {
+                key: key.into(),
+                message,
+            });
         }
     };
     check(
         config.input.channels == meta.channels,
         "input.channels",
-        format!("{:?}, but model {} expects {:?}", config.input.channels, meta.id, meta.channels),
+        format!(
+            "{:?}, but model {} expects {:?}",
+            config.input.channels, meta.id, meta.channels
+        ),
     );
     check(
         config.window.size == meta.window,
         "window.size",
-        format!("{}, but model {} takes windows of {} samples", config.window.size, meta.id, meta.window),
+        format!(
+            "{}, but model {} takes windows of {} samples",
+            config.window.size, meta.id, meta.window
+        ),
     );
     check(
         (config.input.sample_rate_hz - meta.sample_rate_hz).abs() <= meta.sample_rate_hz * 0.01,
         "input.sample_rate_hz",
-        format!("{} Hz, but model {} was trained at {} Hz", config.input.sample_rate_hz, meta.id, meta.sample_rate_hz),
+        format!(
+            "{} Hz, but model {} was trained at {} Hz",
+            config.input.sample_rate_hz, meta.id, meta.sample_rate_hz
+        ),
     );
     problems
 }
@@ -109,7 +121,10 @@ impl Daemon {
     /// Loads and checks everything, then starts every stage. Any problem
     /// with the config, the model, the input or an output is reported here,
     /// before a single sample is read.
-    pub async fn start(config: Config, mut sinks: Vec<Box<dyn Sink>>) -> Result<Daemon, DaemonError> {
+    pub async fn start(
+        config: Config,
+        mut sinks: Vec<Box<dyn Sink>>,
+    ) -> Result<Daemon, DaemonError> {
         let model = LoadedModel::load(&config.model.path)?;
         let problems = model_problems(&config, &model.meta);
         if !problems.is_empty() {
@@ -132,7 +147,10 @@ impl Daemon {
             };
             let (addr, task) = telemetry::serve(config.telemetry.listen, metrics.clone(), stopped)
                 .await
-                .map_err(|cause| DaemonError::Listen { addr: config.telemetry.listen, cause })?;
+                .map_err(|cause| DaemonError::Listen {
+                    addr: config.telemetry.listen,
+                    cause,
+                })?;
             tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
             (Some(addr), Some(task))
         } else {
@@ -146,16 +164,32 @@ impl Daemon {
         let (output_tx, output_rx) = mpsc::channel::<Vec<Output>>(capacity);
 
         let source = tokio::spawn(source.run(frame_tx, shutdown_rx));
-        let ingest = tokio::spawn(ingest(IngestStage::new(&config, metrics.clone()), frame_rx, window_tx));
+        let ingest = tokio::spawn(ingest(
+            IngestStage::new(&config, metrics.clone()),
+            frame_rx,
+            window_tx,
+        ));
         let max_batch = config.model.max_batch;
-        let scorer = tokio::task::spawn_blocking(move || score_loop(score_stage, max_batch, window_rx, output_tx));
+        let scorer = tokio::task::spawn_blocking(move || {
+            score_loop(score_stage, max_batch, window_rx, output_tx)
+        });
         let sinks = {
             let metrics = metrics.clone();
             tokio::task::spawn_blocking(move || sink_loop(sinks, output_rx, &metrics))
         };
         metrics.set_ready(true);
         tracing::info!(input = ?config.input.kind, "pipeline started");
-        Ok(Daemon { shutdown, telemetry_addr, telemetry, stop_telemetry, source, ingest, scorer, sinks, metrics })
+        Ok(Daemon {
+            shutdown,
+            telemetry_addr,
+            telemetry,
+            stop_telemetry,
+            source,
+            ingest,
+            scorer,
+            sinks,
+            metrics,
+        })
     }
 
     pub fn telemetry_addr(&self) -> Option<SocketAddr> {
@@ -185,12 +219,20 @@ impl Daemon {
         }
         let (windows, alerts) = scored.map_err(DaemonError::Stage)?;
         tracing::info!(frames, windows, alerts, "pipeline drained");
-        Ok(RunSummary { frames, windows, alerts })
+        Ok(RunSummary {
+            frames,
+            windows,
+            alerts,
+        })
     }
 }
 
 /// Decodes and windows frames until the source is done.
-async fn ingest(mut stage: IngestStage, mut frames: mpsc::Receiver<Frame>, windows: mpsc::Sender<Window>) {
+async fn ingest(
+    mut stage: IngestStage,
+    mut frames: mpsc::Receiver<Frame>,
+    windows: mpsc::Sender<Window>,
+) {
     let mut completed = Vec::new();
     while let Some(frame) = frames.recv().await {
         stage.ingest(&frame, &mut completed);
@@ -234,11 +276,18 @@ fn score_loop(
 
 /// Writes every batch to every sink. A failing sink is counted and logged
 /// once per failure streak; the others go on.
-fn sink_loop(mut sinks: Vec<Box<dyn Sink>>, mut outputs: mpsc::Receiver<Vec<Output>>, metrics: &Metrics) {
+fn sink_loop(
+    mut sinks: Vec<Box<dyn Sink>>,
+    mut outputs: mpsc::Receiver<Vec<Output>>,
+    metrics: &Metrics,
+) {
     let mut failing = vec![false; sinks.len()];
     while let Some(batch) = outputs.blocking_recv() {
         for (sink, failing) in sinks.iter_mut().zip(failing.iter_mut()) {
-            let result = batch.iter().try_for_each(|output| sink.write(output)).and_then(|_| sink.flush());
+            let result = batch
+                .iter()
+                .try_for_each(|output| sink.write(output))
+                .and_then(|_| sink.flush());
             match result {
                 Ok(()) => *failing = false,
                 Err(error) => {

@@ -57,7 +57,11 @@ pub enum DecodeError {
     #[error("field {field} is not finite")]
     NonFinite { field: String },
     #[error("line {line}: expected {expected} or {} fields, got {got}", expected + 1)]
-    FieldCount { line: usize, expected: usize, got: usize },
+    FieldCount {
+        line: usize,
+        expected: usize,
+        got: usize,
+    },
     #[error("{got} samples in one payload exceed the limit of {limit}")]
     TooManySamples { got: usize, limit: usize },
     #[error("batch needs a positive interval_ms")]
@@ -108,7 +112,11 @@ pub struct Decoder {
 
 impl Decoder {
     pub fn new(channels: Vec<String>, max_payload_bytes: usize, max_samples: usize) -> Self {
-        Self { channels, max_payload_bytes, max_samples }
+        Self {
+            channels,
+            max_payload_bytes,
+            max_samples,
+        }
     }
 
     pub fn channels(&self) -> usize {
@@ -117,7 +125,12 @@ impl Decoder {
 
     /// Decodes `payload` into `out` (cleared first). On error `out` is left
     /// empty: a payload is taken whole or not at all.
-    pub fn decode(&self, format: Format, payload: &[u8], out: &mut Samples) -> Result<(), DecodeError> {
+    pub fn decode(
+        &self,
+        format: Format,
+        payload: &[u8],
+        out: &mut Samples,
+    ) -> Result<(), DecodeError> {
         out.clear();
         let result = self.decode_into(format, payload, out);
         if result.is_err() {
@@ -126,9 +139,17 @@ impl Decoder {
         result
     }
 
-    fn decode_into(&self, format: Format, payload: &[u8], out: &mut Samples) -> Result<(), DecodeError> {
+    fn decode_into(
+        &self,
+        format: Format,
+        payload: &[u8],
+        out: &mut Samples,
+    ) -> Result<(), DecodeError> {
         if payload.len() > self.max_payload_bytes {
-            return Err(DecodeError::TooLarge { bytes: payload.len(), limit: self.max_payload_bytes });
+            return Err(DecodeError::TooLarge {
+                bytes: payload.len(),
+                limit: self.max_payload_bytes,
+            });
         }
         let text = std::str::from_utf8(payload).map_err(|_| DecodeError::NotUtf8)?;
         match format {
@@ -143,16 +164,22 @@ impl Decoder {
 
     fn check_count(&self, count: usize) -> Result<(), DecodeError> {
         if count > self.max_samples {
-            Err(DecodeError::TooManySamples { got: count, limit: self.max_samples })
+            Err(DecodeError::TooManySamples {
+                got: count,
+                limit: self.max_samples,
+            })
         } else {
             Ok(())
         }
     }
 
     fn decode_json(&self, text: &str, out: &mut Samples) -> Result<(), DecodeError> {
-        let value: Value = serde_json::from_str(text).map_err(|e| DecodeError::Syntax(e.to_string()))?;
+        let value: Value =
+            serde_json::from_str(text).map_err(|e| DecodeError::Syntax(e.to_string()))?;
         match value {
-            Value::Object(ref object) if object.contains_key("values") => self.json_batch(object, out),
+            Value::Object(ref object) if object.contains_key("values") => {
+                self.json_batch(object, out)
+            }
             Value::Object(ref object) => self.json_sample(object, out),
             Value::Array(items) => {
                 self.check_count(items.len())?;
@@ -168,20 +195,30 @@ impl Decoder {
         }
     }
 
-    fn json_sample(&self, object: &serde_json::Map<String, Value>, out: &mut Samples) -> Result<(), DecodeError> {
+    fn json_sample(
+        &self,
+        object: &serde_json::Map<String, Value>,
+        out: &mut Samples,
+    ) -> Result<(), DecodeError> {
         let t = match object.get("t") {
             None | Some(Value::Null) => None,
             Some(v) => Some(json_number(v, "t")?),
         };
         for name in &self.channels {
-            let v = object.get(name).ok_or_else(|| DecodeError::MissingChannel(name.clone()))?;
+            let v = object
+                .get(name)
+                .ok_or_else(|| DecodeError::MissingChannel(name.clone()))?;
             out.values.push(json_number(v, name)? as f32);
         }
         out.t_ms.push(t);
         Ok(())
     }
 
-    fn json_batch(&self, object: &serde_json::Map<String, Value>, out: &mut Samples) -> Result<(), DecodeError> {
+    fn json_batch(
+        &self,
+        object: &serde_json::Map<String, Value>,
+        out: &mut Samples,
+    ) -> Result<(), DecodeError> {
         let rows = match object.get("values") {
             Some(Value::Array(rows)) => rows,
             _ => return Err(DecodeError::Shape),
@@ -204,14 +241,21 @@ impl Decoder {
         };
         let channels = self.channels.len();
         for (i, row) in rows.iter().enumerate() {
-            let Value::Array(row) = row else { return Err(DecodeError::Shape) };
+            let Value::Array(row) = row else {
+                return Err(DecodeError::Shape);
+            };
             if row.len() != channels {
-                return Err(DecodeError::FieldCount { line: i + 1, expected: channels, got: row.len() });
+                return Err(DecodeError::FieldCount {
+                    line: i + 1,
+                    expected: channels,
+                    got: row.len(),
+                });
             }
             for (v, name) in row.iter().zip(&self.channels) {
                 out.values.push(json_number(v, name)? as f32);
             }
-            out.t_ms.push(t0.zip(interval).map(|(t0, dt)| t0 + dt * i as f64));
+            out.t_ms
+                .push(t0.zip(interval).map(|(t0, dt)| t0 + dt * i as f64));
         }
         Ok(())
     }
@@ -232,7 +276,11 @@ impl Decoder {
             } else if fields == channels {
                 false
             } else {
-                return Err(DecodeError::FieldCount { line: line_no + 1, expected: channels, got: fields });
+                return Err(DecodeError::FieldCount {
+                    line: line_no + 1,
+                    expected: channels,
+                    got: fields,
+                });
             };
             let mut fields = line.split(',');
             let t = if has_time {
@@ -250,13 +298,16 @@ impl Decoder {
 }
 
 fn json_number(value: &Value, field: &str) -> Result<f64, DecodeError> {
-    let number = value.as_f64().ok_or_else(|| DecodeError::NotANumber { field: field.to_string() })?;
+    let number = value.as_f64().ok_or_else(|| DecodeError::NotANumber {
+        field: field.to_string(),
+    })?;
     finite(number, field)
 }
 
 fn csv_number(text: &str, field: &str) -> Result<f64, DecodeError> {
-    let number: f64 =
-        text.trim().parse().map_err(|_| DecodeError::NotANumber { field: field.to_string() })?;
+    let number: f64 = text.trim().parse().map_err(|_| DecodeError::NotANumber {
+        field: field.to_string(),
+    })?;
     finite(number, field)
 }
 
@@ -265,7 +316,9 @@ fn finite(number: f64, field: &str) -> Result<f64, DecodeError> {
     if number.is_finite() && (number as f32).is_finite() {
         Ok(number)
     } else {
-        Err(DecodeError::NonFinite { field: field.to_string() })
+        Err(DecodeError::NonFinite {
+            field: field.to_string(),
+        })
     }
 }
 
@@ -279,22 +332,36 @@ mod tests {
 
     fn decode(format: Format, payload: &str) -> Result<Samples, DecodeError> {
         let mut out = Samples::default();
-        decoder().decode(format, payload.as_bytes(), &mut out).map(|_| out)
+        decoder()
+            .decode(format, payload.as_bytes(), &mut out)
+            .map(|_| out)
     }
 
     #[test]
     fn json_sample_with_and_without_time() {
-        let s = decode(Format::Json, r#"{"t": 20, "ax": 1, "ay": 2.5, "az": -3, "extra": "x"}"#).unwrap();
+        let s = decode(
+            Format::Json,
+            r#"{"t": 20, "ax": 1, "ay": 2.5, "az": -3, "extra": "x"}"#,
+        )
+        .unwrap();
         assert_eq!(s.t_ms, vec![Some(20.0)]);
         assert_eq!(s.values, vec![1.0, 2.5, -3.0]);
         let s = decode(Format::Json, r#"{"az": 3, "ay": 2, "ax": 1}"#).unwrap();
         assert_eq!(s.t_ms, vec![None]);
-        assert_eq!(s.values, vec![1.0, 2.0, 3.0], "values follow the configured channel order");
+        assert_eq!(
+            s.values,
+            vec![1.0, 2.0, 3.0],
+            "values follow the configured channel order"
+        );
     }
 
     #[test]
     fn json_batch_spaces_timestamps() {
-        let s = decode(Format::Json, r#"{"t0": 100, "interval_ms": 20, "values": [[1,2,3],[4,5,6]]}"#).unwrap();
+        let s = decode(
+            Format::Json,
+            r#"{"t0": 100, "interval_ms": 20, "values": [[1,2,3],[4,5,6]]}"#,
+        )
+        .unwrap();
         assert_eq!(s.t_ms, vec![Some(100.0), Some(120.0)]);
         assert_eq!(s.values, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
         let s = decode(Format::Json, r#"{"values": [[1,2,3]]}"#).unwrap();
@@ -303,7 +370,11 @@ mod tests {
 
     #[test]
     fn json_array_of_samples() {
-        let s = decode(Format::Json, r#"[{"t":1,"ax":1,"ay":2,"az":3},{"t":2,"ax":4,"ay":5,"az":6}]"#).unwrap();
+        let s = decode(
+            Format::Json,
+            r#"[{"t":1,"ax":1,"ay":2,"az":3},{"t":2,"ax":4,"ay":5,"az":6}]"#,
+        )
+        .unwrap();
         assert_eq!(s.len(), 2);
         assert_eq!(s.values[3], 4.0);
     }
@@ -323,29 +394,60 @@ mod tests {
             (Format::Json, b"{\"ax\": 1", "syntax"),
             (Format::Json, b"42", "shape"),
             (Format::Json, b"{\"ax\": 1, \"ay\": 2}", "missing_channel"),
-            (Format::Json, b"{\"ax\": \"1\", \"ay\": 2, \"az\": 3}", "not_a_number"),
-            (Format::Json, b"{\"ax\": 1e300, \"ay\": 2, \"az\": 3}", "non_finite"),
+            (
+                Format::Json,
+                b"{\"ax\": \"1\", \"ay\": 2, \"az\": 3}",
+                "not_a_number",
+            ),
+            (
+                Format::Json,
+                b"{\"ax\": 1e300, \"ay\": 2, \"az\": 3}",
+                "non_finite",
+            ),
             (Format::Json, b"{\"values\": [[1,2]]}", "field_count"),
-            (Format::Json, b"{\"t0\": 1, \"values\": [[1,2,3]]}", "bad_interval"),
-            (Format::Json, b"{\"t0\": 1, \"interval_ms\": 0, \"values\": [[1,2,3]]}", "bad_interval"),
+            (
+                Format::Json,
+                b"{\"t0\": 1, \"values\": [[1,2,3]]}",
+                "bad_interval",
+            ),
+            (
+                Format::Json,
+                b"{\"t0\": 1, \"interval_ms\": 0, \"values\": [[1,2,3]]}",
+                "bad_interval",
+            ),
             (Format::Json, b"{\"values\": []}", "empty"),
-            (Format::Json, b"{\"values\": [[1,2,3],[1,2,3],[1,2,3],[1,2,3],[1,2,3]]}", "too_many_samples"),
+            (
+                Format::Json,
+                b"{\"values\": [[1,2,3],[1,2,3],[1,2,3],[1,2,3],[1,2,3]]}",
+                "too_many_samples",
+            ),
             (Format::Json, b"\xff\xfe", "not_utf8"),
             (Format::Csv, b"1,2", "field_count"),
             (Format::Csv, b"1,x,3", "not_a_number"),
             (Format::Csv, b"1,NaN,3", "non_finite"),
             (Format::Csv, b"1,inf,3", "non_finite"),
             (Format::Csv, b"\n\n", "empty"),
-            (Format::Csv, b"1,2,3\n1,2,3\n1,2,3\n1,2,3\n1,2,3", "too_many_samples"),
+            (
+                Format::Csv,
+                b"1,2,3\n1,2,3\n1,2,3\n1,2,3\n1,2,3",
+                "too_many_samples",
+            ),
         ];
         for (format, payload, reason) in cases {
             let mut out = Samples::default();
             let err = decoder().decode(*format, payload, &mut out).unwrap_err();
-            assert_eq!(err.reason(), *reason, "{:?} gave {err}", String::from_utf8_lossy(payload));
+            assert_eq!(
+                err.reason(),
+                *reason,
+                "{:?} gave {err}",
+                String::from_utf8_lossy(payload)
+            );
             assert!(out.is_empty(), "a failed payload leaves no partial samples");
             assert!(DecodeError::ALL_REASONS.contains(&err.reason()));
         }
-        let err = decoder().decode(Format::Csv, &[b'1'; 2000], &mut Samples::default()).unwrap_err();
+        let err = decoder()
+            .decode(Format::Csv, &[b'1'; 2000], &mut Samples::default())
+            .unwrap_err();
         assert_eq!(err.reason(), "too_large");
     }
 

@@ -33,7 +33,12 @@ impl Hysteresis {
         self.active
     }
 
-    pub fn observe(&mut self, over: bool, raise_after: u32, clear_after: u32) -> Option<Transition> {
+    pub fn observe(
+        &mut self,
+        over: bool,
+        raise_after: u32,
+        clear_after: u32,
+    ) -> Option<Transition> {
         if over {
             self.over_run = self.over_run.saturating_add(1);
             self.under_run = 0;
@@ -62,7 +67,11 @@ pub struct Detector {
 
 impl Detector {
     pub fn new(raise_after: u32, clear_after: u32) -> Self {
-        Self { raise_after, clear_after, devices: HashMap::new() }
+        Self {
+            raise_after,
+            clear_after,
+            devices: HashMap::new(),
+        }
     }
 
     /// Records one window's verdict; returns whether the device is in

@@ -85,21 +85,34 @@ impl Confusion {
     }
 
     pub fn precision(&self) -> f64 {
-        ratio(self.true_positives, self.true_positives + self.false_positives)
+        ratio(
+            self.true_positives,
+            self.true_positives + self.false_positives,
+        )
     }
 
     pub fn recall(&self) -> f64 {
-        ratio(self.true_positives, self.true_positives + self.false_negatives)
+        ratio(
+            self.true_positives,
+            self.true_positives + self.false_negatives,
+        )
     }
 
     /// Share of normal windows flagged.
     pub fn false_alarm_rate(&self) -> f64 {
-        ratio(self.false_positives, self.false_positives + self.true_negatives)
+        ratio(
+            self.false_positives,
+            self.false_positives + self.true_negatives,
+        )
     }
 }
 
 fn ratio(a: usize, b: usize) -> f64 {
-    if b == 0 { 0.0 } else { a as f64 / b as f64 }
+    if b == 0 {
+        0.0
+    } else {
+        a as f64 / b as f64
+    }
 }
 
 #[cfg(test)]
@@ -128,6 +141,9 @@ mod tests {
     #[test]
     fn confusion_rates() {
         let c = Confusion::count(&[true, true, false, false], &[true, false, false, true]);
-        assert_eq!((c.precision(), c.recall(), c.false_alarm_rate()), (0.5, 0.5, 0.5));
+        assert_eq!(
+            (c.precision(), c.recall(), c.false_alarm_rate()),
+            (0.5, 0.5, 0.5)
+        );
     }
 }

@@ -57,7 +57,10 @@ impl IngestStage {
     pub fn ingest(&mut self, frame: &Frame, windows: &mut Vec<Window>) {
         let metrics = &self.metrics;
         metrics.frame();
-        if let Err(error) = self.decoder.decode(frame.format, &frame.payload, &mut self.samples) {
+        if let Err(error) = self
+            .decoder
+            .decode(frame.format, &frame.payload, &mut self.samples)
+        {
             metrics.decode_error(&error);
             if self.warned.insert(error.reason()) {
                 tracing::warn!(
@@ -72,7 +75,10 @@ impl IngestStage {
         let channels = self.decoder.channels();
         for (i, t) in self.samples.t_ms.iter().enumerate() {
             let values = &self.samples.values[i * channels..(i + 1) * channels];
-            match self.windower.push(&frame.device, *t, frame.received_at_ms, values) {
+            match self
+                .windower
+                .push(&frame.device, *t, frame.received_at_ms, values)
+            {
                 Err(dropped) => metrics.sample_dropped(dropped),
                 Ok(pushed) => {
                     if pushed.gap_restart {
@@ -131,13 +137,17 @@ impl ScoreStage {
     /// each followed by the alert it caused, if any.
     pub fn score(&mut self, windows: &[Window]) -> Result<Vec<Output>, String> {
         let started = Instant::now();
-        let scores = self.scorer.score(windows.iter().map(|w| w.data.as_slice()))?;
-        self.metrics.inference(windows.len(), started.elapsed().as_secs_f64());
+        let scores = self
+            .scorer
+            .score(windows.iter().map(|w| w.data.as_slice()))?;
+        self.metrics
+            .inference(windows.len(), started.elapsed().as_secs_f64());
         let mut out = Vec::with_capacity(windows.len() + 1);
         for (window, scored) in windows.iter().zip(scores) {
             let over = scored.score as f64 > self.threshold;
             let (anomaly, transition) = self.detector.observe(&window.device, over);
-            self.metrics.window_scored(&self.model_id, scored.score, over);
+            self.metrics
+                .window_scored(&self.model_id, scored.score, over);
             let alert = transition.map(|t| AlertRecord {
                 kind: "alert",
                 event: t.as_str(),
@@ -159,16 +169,23 @@ impl ScoreStage {
                 anomaly,
                 over_threshold: over,
                 latent: scored.latent,
-                channel_error: ChannelErrors { names: self.channel_names.clone(), values: scored.channel_error },
+                channel_error: ChannelErrors {
+                    names: self.channel_names.clone(),
+                    values: scored.channel_error,
+                },
                 model: self.model_id.clone(),
             }));
             if let Some(alert) = alert {
-                self.metrics.alert(alert.event, self.detector.active_alerts());
-                if !self.log_alerts {
-                } else if transition == Some(Transition::Raised) {
-                    tracing::info!(device = %alert.device, t = alert.t, score = alert.score, "anomaly alert raised");
-                } else {
-                    tracing::info!(device = %alert.device, t = alert.t, "anomaly alert cleared");
+                self.metrics
+                    .alert(alert.event, self.detector.active_alerts());
+                match transition {
+                    _ if !self.log_alerts => {}
+                    Some(Transition::Raised) => {
+                        tracing::info!(device = %alert.device, t = alert.t, score = alert.score, "anomaly alert raised")
+                    }
+                    _ => {
+                        tracing::info!(device = %alert.device, t = alert.t, "anomaly alert cleared")
+                    }
                 }
                 out.push(Output::Alert(alert));
             }

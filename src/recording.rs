@@ -20,13 +20,17 @@ impl std::str::FromStr for RowFilter {
 
     /// `COLUMN=V1,V2`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (column, values) =
-            s.split_once('=').ok_or_else(|| format!("{s:?} is not COLUMN=VALUE[,VALUE...]"))?;
+        let (column, values) = s
+            .split_once('=')
+            .ok_or_else(|| format!("{s:?} is not COLUMN=VALUE[,VALUE...]"))?;
         let values: Vec<String> = values.split(',').map(|v| v.trim().to_string()).collect();
         if column.trim().is_empty() || values.iter().any(String::is_empty) {
             return Err(format!("{s:?} is not COLUMN=VALUE[,VALUE...]"));
         }
-        Ok(Self { column: column.trim().to_string(), values })
+        Ok(Self {
+            column: column.trim().to_string(),
+            values,
+        })
     }
 }
 
@@ -62,22 +66,34 @@ pub struct Recording {
 #[derive(Debug, thiserror::Error)]
 pub enum RecordingError {
     #[error("{path}: {cause}")]
-    Csv {
-        path: PathBuf,
-        cause: csv::Error,
-    },
+    Csv { path: PathBuf, cause: csv::Error },
     #[error("{path}: no column {column:?} (the header has: {header})")]
-    MissingColumn { path: PathBuf, column: String, header: String },
+    MissingColumn {
+        path: PathBuf,
+        column: String,
+        header: String,
+    },
     #[error("{path}, line {line}, column {column:?}: {value:?} is not a finite number")]
-    BadValue { path: PathBuf, line: u64, column: String, value: String },
+    BadValue {
+        path: PathBuf,
+        line: u64,
+        column: String,
+        value: String,
+    },
     #[error("{path}: no rows{}", if *.filtered { " match the filters" } else { "" })]
     Empty { path: PathBuf, filtered: bool },
 }
 
 impl Recording {
     pub fn read(path: &Path, options: &ReadOptions) -> Result<Recording, RecordingError> {
-        let csv_error = |cause| RecordingError::Csv { path: path.to_path_buf(), cause };
-        let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_path(path).map_err(csv_error)?;
+        let csv_error = |cause| RecordingError::Csv {
+            path: path.to_path_buf(),
+            cause,
+        };
+        let mut reader = csv::ReaderBuilder::new()
+            .trim(csv::Trim::All)
+            .from_path(path)
+            .map_err(csv_error)?;
         let header = reader.headers().map_err(csv_error)?.clone();
         let position = |name: &str| header.iter().position(|h| h == name);
         let require = |name: &str| {
@@ -87,8 +103,16 @@ impl Recording {
                 header: header.iter().collect::<Vec<_>>().join(","),
             })
         };
-        let channel_columns = options.channels.iter().map(|c| require(c)).collect::<Result<Vec<_>, _>>()?;
-        let kept_columns = options.keep.iter().map(|c| require(c)).collect::<Result<Vec<_>, _>>()?;
+        let channel_columns = options
+            .channels
+            .iter()
+            .map(|c| require(c))
+            .collect::<Result<Vec<_>, _>>()?;
+        let kept_columns = options
+            .keep
+            .iter()
+            .map(|c| require(c))
+            .collect::<Result<Vec<_>, _>>()?;
         let filters = options
             .filters
             .iter()
@@ -96,8 +120,10 @@ impl Recording {
             .collect::<Result<Vec<_>, RecordingError>>()?;
         let device_column = position(&options.columns.device_column);
         let time_column = position(&options.columns.time_column);
-        let default_device =
-            path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "replay".into());
+        let default_device = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "replay".into());
         let interval = 1000.0 / options.sample_rate_hz;
 
         let mut recording = Recording {
@@ -111,18 +137,24 @@ impl Recording {
         let mut record = csv::StringRecord::new();
         while reader.read_record(&mut record).map_err(csv_error)? {
             any_row = true;
-            if !filters.iter().all(|(col, values)| values.iter().any(|v| v == &record[*col])) {
+            if !filters
+                .iter()
+                .all(|(col, values)| values.iter().any(|v| v == &record[*col]))
+            {
                 continue;
             }
             let line = record.position().map_or(0, |p| p.line());
             let number = |col: usize, name: &str| -> Result<f64, RecordingError> {
                 let text = &record[col];
-                text.parse::<f64>().ok().filter(|v| v.is_finite()).ok_or_else(|| RecordingError::BadValue {
-                    path: path.to_path_buf(),
-                    line,
-                    column: name.to_string(),
-                    value: text.to_string(),
-                })
+                text.parse::<f64>()
+                    .ok()
+                    .filter(|v| v.is_finite())
+                    .ok_or_else(|| RecordingError::BadValue {
+                        path: path.to_path_buf(),
+                        line,
+                        column: name.to_string(),
+                        value: text.to_string(),
+                    })
             };
             let device = device_column.map_or(default_device.as_str(), |c| &record[c]);
             let index = match stream_index.get(device) {
@@ -156,7 +188,10 @@ impl Recording {
             }
         }
         if recording.streams.is_empty() {
-            return Err(RecordingError::Empty { path: path.to_path_buf(), filtered: any_row });
+            return Err(RecordingError::Empty {
+                path: path.to_path_buf(),
+                filtered: any_row,
+            });
         }
         Ok(recording)
     }
@@ -172,11 +207,18 @@ impl Recording {
         let c = self.channels.len();
         let mut out = Vec::new();
         for (s, stream) in self.streams.iter().enumerate() {
-            let mut windower = Windower::new(WindowSpec { max_devices: 1, ..spec });
+            let mut windower = Windower::new(WindowSpec {
+                max_devices: 1,
+                ..spec
+            });
             let mut accepted: Vec<usize> = Vec::new();
             for (i, t) in stream.t_ms.iter().enumerate() {
-                let Ok(pushed) = windower.push(&stream.device, Some(*t), 0.0, &stream.values[i * c..(i + 1) * c])
-                else {
+                let Ok(pushed) = windower.push(
+                    &stream.device,
+                    Some(*t),
+                    0.0,
+                    &stream.values[i * c..(i + 1) * c],
+                ) else {
                     continue;
                 };
                 if pushed.gap_restart {
@@ -185,8 +227,16 @@ impl Recording {
                 accepted.push(i);
                 if let Some(window) = pushed.window {
                     let rows = &accepted[accepted.len() - spec.size..];
-                    let kept = stream.kept.iter().map(|column| majority(rows.iter().map(|r| column[*r]))).collect();
-                    out.push(RecordedWindow { stream: s, window, kept });
+                    let kept = stream
+                        .kept
+                        .iter()
+                        .map(|column| majority(rows.iter().map(|r| column[*r])))
+                        .collect();
+                    out.push(RecordedWindow {
+                        stream: s,
+                        window,
+                        kept,
+                    });
                 }
             }
         }
@@ -206,7 +256,10 @@ fn majority(levels: impl Iterator<Item = u32>) -> u32 {
     for level in levels {
         *counts.entry(level).or_default() += 1;
     }
-    counts.into_iter().max_by_key(|(level, count)| (*count, std::cmp::Reverse(*level))).map_or(0, |(l, _)| l)
+    counts
+        .into_iter()
+        .max_by_key(|(level, count)| (*count, std::cmp::Reverse(*level)))
+        .map_or(0, |(l, _)| l)
 }
 
 #[cfg(test)]
@@ -231,7 +284,9 @@ mod tests {
 
     #[test]
     fn reads_devices_times_channels_and_labels() {
-        let f = write("device,t_ms,label,ax,ay,az,extra\na,0,x,1,2,3,q\nb,0,y,4,5,6,q\na,20,y,7,8,9,q\n");
+        let f = write(
+            "device,t_ms,label,ax,ay,az,extra\na,0,x,1,2,3,q\nb,0,y,4,5,6,q\na,20,y,7,8,9,q\n",
+        );
         let mut opts = options(&["az", "ax"]);
         opts.keep = vec!["label".into()];
         let r = Recording::read(f.path(), &opts).unwrap();
@@ -266,10 +321,17 @@ mod tests {
     #[test]
     fn errors_name_the_place() {
         let f = write("ax,ay\n1,2\n");
-        let err = Recording::read(f.path(), &options(&["ax", "az"])).unwrap_err().to_string();
-        assert!(err.contains("no column \"az\"") && err.contains("ax,ay"), "{err}");
+        let err = Recording::read(f.path(), &options(&["ax", "az"]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("no column \"az\"") && err.contains("ax,ay"),
+            "{err}"
+        );
         let f = write("ax\n1\nabc\n");
-        let err = Recording::read(f.path(), &options(&["ax"])).unwrap_err().to_string();
+        let err = Recording::read(f.path(), &options(&["ax"]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("line 3") && err.contains("\"abc\""), "{err}");
     }
 
@@ -283,10 +345,19 @@ mod tests {
         let mut opts = options(&["ax"]);
         opts.keep = vec!["label".into()];
         let r = Recording::read(f.path(), &opts).unwrap();
-        let spec =
-            WindowSpec { size: 4, hop: 2, channels: 1, max_gap_ms: 1000.0, max_devices: 1, interval_ms: 20.0 };
+        let spec = WindowSpec {
+            size: 4,
+            hop: 2,
+            channels: 1,
+            max_gap_ms: 1000.0,
+            max_devices: 1,
+            interval_ms: 20.0,
+        };
         let windows = r.windows(spec);
-        let labels: Vec<&str> = windows.iter().map(|w| r.levels[0][w.kept[0] as usize].as_str()).collect();
+        let labels: Vec<&str> = windows
+            .iter()
+            .map(|w| r.levels[0][w.kept[0] as usize].as_str())
+            .collect();
         assert_eq!(labels, vec!["a", "b", "b"]);
     }
 }

@@ -7,14 +7,21 @@ use crate::model::{LoadedModel, ModelMetadata};
 /// Mean of squared differences over all values.
 pub fn mean_squared_error(input: &[f32], reconstruction: &[f32]) -> f32 {
     debug_assert_eq!(input.len(), reconstruction.len());
-    let sum: f32 = input.iter().zip(reconstruction).map(|(x, r)| (x - r) * (x - r)).sum();
+    let sum: f32 = input
+        .iter()
+        .zip(reconstruction)
+        .map(|(x, r)| (x - r) * (x - r))
+        .sum();
     sum / input.len().max(1) as f32
 }
 
 /// Mean squared error of each channel of a time-major window.
 pub fn channel_errors(input: &[f32], reconstruction: &[f32], channels: usize) -> Vec<f32> {
     let mut sums = vec![0f32; channels];
-    for (x, r) in input.chunks_exact(channels).zip(reconstruction.chunks_exact(channels)) {
+    for (x, r) in input
+        .chunks_exact(channels)
+        .zip(reconstruction.chunks_exact(channels))
+    {
         for c in 0..channels {
             sums[c] += (x[c] - r[c]) * (x[c] - r[c]);
         }
@@ -53,7 +60,10 @@ pub struct Scorer {
 
 impl Scorer {
     pub fn new(model: LoadedModel) -> Self {
-        Self { model, buffer: Vec::new() }
+        Self {
+            model,
+            buffer: Vec::new(),
+        }
     }
 
     pub fn meta(&self) -> &ModelMetadata {
@@ -62,7 +72,10 @@ impl Scorer {
 
     /// Scores raw windows (each `window * channels` values, time-major, in
     /// the units of the recording).
-    pub fn score<'a>(&mut self, windows: impl IntoIterator<Item = &'a [f32]>) -> Result<Vec<Scored>, String> {
+    pub fn score<'a>(
+        &mut self,
+        windows: impl IntoIterator<Item = &'a [f32]>,
+    ) -> Result<Vec<Scored>, String> {
         let meta = &self.model.meta;
         let features = meta.features();
         self.buffer.clear();

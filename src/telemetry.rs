@@ -12,8 +12,8 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::decode::DecodeError;
@@ -49,19 +49,25 @@ struct Inner {
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
     let c = IntCounter::new(name, help).expect("valid metric");
-    registry.register(Box::new(c.clone())).expect("unique metric");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("unique metric");
     c
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-    registry.register(Box::new(c.clone())).expect("unique metric");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("unique metric");
     c
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
     let g = IntGauge::new(name, help).expect("valid metric");
-    registry.register(Box::new(g.clone())).expect("unique metric");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("unique metric");
     g
 }
 
@@ -93,22 +99,35 @@ impl Metrics {
         for reason in [Dropped::OutOfOrder, Dropped::Duplicate] {
             samples_dropped.with_label_values(&[reason.reason()]);
         }
-        let alerts = counter_vec(r, "accelwatch_alerts_total", "Alert transitions, by event.", &["event"]);
+        let alerts = counter_vec(
+            r,
+            "accelwatch_alerts_total",
+            "Alert transitions, by event.",
+            &["event"],
+        );
         for event in ["raise", "clear"] {
             alerts.with_label_values(&[event]);
         }
         let inference_seconds = Histogram::with_opts(
-            HistogramOpts::new("accelwatch_inference_seconds", "Time to score one batch of windows.")
-                .buckets(prometheus::exponential_buckets(1e-5, 2.0, 18).expect("buckets")),
+            HistogramOpts::new(
+                "accelwatch_inference_seconds",
+                "Time to score one batch of windows.",
+            )
+            .buckets(prometheus::exponential_buckets(1e-5, 2.0, 18).expect("buckets")),
         )
         .expect("valid metric");
-        r.register(Box::new(inference_seconds.clone())).expect("unique metric");
+        r.register(Box::new(inference_seconds.clone()))
+            .expect("unique metric");
         let inference_batch = Histogram::with_opts(
-            HistogramOpts::new("accelwatch_inference_batch_windows", "Windows per inference call.")
-                .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
+            HistogramOpts::new(
+                "accelwatch_inference_batch_windows",
+                "Windows per inference call.",
+            )
+            .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
         )
         .expect("valid metric");
-        r.register(Box::new(inference_batch.clone())).expect("unique metric");
+        r.register(Box::new(inference_batch.clone()))
+            .expect("unique metric");
         let reconstruction_error = HistogramVec::new(
             HistogramOpts::new(
                 "accelwatch_reconstruction_error",
@@ -118,29 +137,48 @@ impl Metrics {
             &["model"],
         )
         .expect("valid metric");
-        r.register(Box::new(reconstruction_error.clone())).expect("unique metric");
-        let output_errors =
-            counter_vec(r, "accelwatch_output_errors_total", "Failed writes to an output, by sink.", &["sink"]);
+        r.register(Box::new(reconstruction_error.clone()))
+            .expect("unique metric");
+        let output_errors = counter_vec(
+            r,
+            "accelwatch_output_errors_total",
+            "Failed writes to an output, by sink.",
+            &["sink"],
+        );
         let model_info = IntGaugeVec::new(
             Opts::new("accelwatch_model_info", "The model being served (value 1)."),
             &["id", "variant"],
         )
         .expect("valid metric");
-        r.register(Box::new(model_info.clone())).expect("unique metric");
+        r.register(Box::new(model_info.clone()))
+            .expect("unique metric");
         let model_threshold =
-            prometheus::Gauge::new("accelwatch_model_threshold", "Anomaly threshold in use.").expect("valid metric");
-        r.register(Box::new(model_threshold.clone())).expect("unique metric");
+            prometheus::Gauge::new("accelwatch_model_threshold", "Anomaly threshold in use.")
+                .expect("valid metric");
+        r.register(Box::new(model_threshold.clone()))
+            .expect("unique metric");
         let build_info = IntGaugeVec::new(
             Opts::new("accelwatch_build_info", "The running build (value 1)."),
             &["version"],
         )
         .expect("valid metric");
-        r.register(Box::new(build_info.clone())).expect("unique metric");
-        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        r.register(Box::new(build_info.clone()))
+            .expect("unique metric");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
         Self {
             inner: Arc::new(Inner {
-                frames: counter(r, "accelwatch_frames_total", "Messages (frames) received from sources."),
-                samples: counter(r, "accelwatch_samples_total", "Samples decoded from frames."),
+                frames: counter(
+                    r,
+                    "accelwatch_frames_total",
+                    "Messages (frames) received from sources.",
+                ),
+                samples: counter(
+                    r,
+                    "accelwatch_samples_total",
+                    "Samples decoded from frames.",
+                ),
                 decode_errors,
                 samples_dropped,
                 gap_restarts: counter(
@@ -182,10 +220,16 @@ impl Metrics {
         self.inner.samples.inc_by(n as u64);
     }
     pub fn decode_error(&self, error: &DecodeError) {
-        self.inner.decode_errors.with_label_values(&[error.reason()]).inc();
+        self.inner
+            .decode_errors
+            .with_label_values(&[error.reason()])
+            .inc();
     }
     pub fn sample_dropped(&self, reason: Dropped) {
-        self.inner.samples_dropped.with_label_values(&[reason.reason()]).inc();
+        self.inner
+            .samples_dropped
+            .with_label_values(&[reason.reason()])
+            .inc();
     }
     pub fn gap_restart(&self) {
         self.inner.gap_restarts.inc();
@@ -202,7 +246,10 @@ impl Metrics {
     }
     pub fn window_scored(&self, model: &str, score: f32, anomalous: bool) {
         self.inner.windows.inc();
-        self.inner.reconstruction_error.with_label_values(&[model]).observe(score as f64);
+        self.inner
+            .reconstruction_error
+            .with_label_values(&[model])
+            .observe(score as f64);
         if anomalous {
             self.inner.anomalous_windows.inc();
         }
@@ -216,7 +263,10 @@ impl Metrics {
     }
     pub fn model_loaded(&self, id: &str, variant: &str, threshold: f64) {
         self.inner.model_info.reset();
-        self.inner.model_info.with_label_values(&[id, variant]).set(1);
+        self.inner
+            .model_info
+            .with_label_values(&[id, variant])
+            .set(1);
         self.inner.model_threshold.set(threshold);
         *self.inner.model_id.write().expect("model id lock") = id.to_string();
     }
@@ -227,13 +277,21 @@ impl Metrics {
     /// The registry in Prometheus text format.
     pub fn render(&self) -> String {
         let mut buffer = Vec::new();
-        TextEncoder::new().encode(&self.inner.registry.gather(), &mut buffer).expect("text encoding");
+        TextEncoder::new()
+            .encode(&self.inner.registry.gather(), &mut buffer)
+            .expect("text encoding");
         String::from_utf8(buffer).expect("prometheus text is UTF-8")
     }
 }
 
 async fn metrics_handler(State(metrics): State<Metrics>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], metrics.render())
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        metrics.render(),
+    )
 }
 
 async fn healthz() -> impl IntoResponse {
@@ -242,9 +300,21 @@ async fn healthz() -> impl IntoResponse {
 
 async fn readyz(State(metrics): State<Metrics>) -> impl IntoResponse {
     let ready = metrics.inner.ready.load(Ordering::SeqCst);
-    let model = metrics.inner.model_id.read().expect("model id lock").clone();
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(serde_json::json!({ "ready": ready, "model": model })))
+    let model = metrics
+        .inner
+        .model_id
+        .read()
+        .expect("model id lock")
+        .clone();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(serde_json::json!({ "ready": ready, "model": model })),
+    )
 }
 
 /// Binds `addr` (port 0 picks a free one) and serves until `shutdown`
@@ -262,7 +332,10 @@ pub async fn serve(
         .route("/readyz", get(readyz))
         .with_state(metrics);
     let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
             tracing::error!(error = %e, "telemetry server failed");
         }
     });
@@ -284,7 +357,10 @@ mod tests {
         assert!(text.contains("accelwatch_frames_total 1"), "{text}");
         assert!(text.contains("accelwatch_samples_total 3"));
         assert!(text.contains("accelwatch_decode_errors_total{reason=\"not_utf8\"} 1"));
-        assert!(text.contains("accelwatch_decode_errors_total{reason=\"syntax\"} 0"), "reasons pre-registered");
+        assert!(
+            text.contains("accelwatch_decode_errors_total{reason=\"syntax\"} 0"),
+            "reasons pre-registered"
+        );
         assert!(text.contains("accelwatch_anomalous_windows_total 1"));
     }
 }

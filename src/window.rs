@@ -102,7 +102,13 @@ impl DeviceRing {
         data.extend_from_slice(&self.values[..self.head * c]);
         let t_start = self.times[self.head % spec.size];
         let t_end = self.times[(self.head + spec.size - 1) % spec.size];
-        Window { device: self.id.clone(), seq: self.next_seq, t_start, t_end, data }
+        Window {
+            device: self.id.clone(),
+            seq: self.next_seq,
+            t_start,
+            t_end,
+            data,
+        }
     }
 }
 
@@ -116,7 +122,11 @@ pub struct Windower {
 impl Windower {
     pub fn new(spec: WindowSpec) -> Self {
         assert!(spec.size >= 1 && spec.hop >= 1 && spec.channels >= 1 && spec.max_devices >= 1);
-        Self { spec, devices: HashMap::new(), touches: 0 }
+        Self {
+            spec,
+            devices: HashMap::new(),
+            touches: 0,
+        }
     }
 
     pub fn spec(&self) -> &WindowSpec {
@@ -147,7 +157,8 @@ impl Windower {
                 pushed.evicted = self.evict_idlest();
             }
             let id: Arc<str> = Arc::from(device);
-            self.devices.insert(id.clone(), DeviceRing::new(id, &self.spec));
+            self.devices
+                .insert(id.clone(), DeviceRing::new(id, &self.spec));
             pushed.new_device = true;
         }
         let spec = self.spec;
@@ -177,7 +188,11 @@ impl Windower {
         ring.head = (ring.head + 1) % spec.size;
         ring.filled = (ring.filled + 1).min(spec.size);
         ring.since_emit += 1;
-        let due = if ring.emitted_since_reset { ring.since_emit >= spec.hop } else { true };
+        let due = if ring.emitted_since_reset {
+            ring.since_emit >= spec.hop
+        } else {
+            true
+        };
         if ring.filled == spec.size && due {
             pushed.window = Some(ring.window(&spec));
             ring.next_seq += 1;
@@ -196,7 +211,12 @@ impl Windower {
     }
 
     fn evict_idlest(&mut self) -> Option<Arc<str>> {
-        let idlest = self.devices.values().min_by_key(|ring| ring.last_touch)?.id.clone();
+        let idlest = self
+            .devices
+            .values()
+            .min_by_key(|ring| ring.last_touch)?
+            .id
+            .clone();
         self.devices.remove(&idlest);
         Some(idlest)
     }
@@ -207,14 +227,23 @@ mod tests {
     use super::*;
 
     fn spec(size: usize, hop: usize) -> WindowSpec {
-        WindowSpec { size, hop, channels: 2, max_gap_ms: 100.0, max_devices: 2, interval_ms: 20.0 }
+        WindowSpec {
+            size,
+            hop,
+            channels: 2,
+            max_gap_ms: 100.0,
+            max_devices: 2,
+            interval_ms: 20.0,
+        }
     }
 
     fn feed(w: &mut Windower, device: &str, from: usize, to: usize) -> Vec<Window> {
         (from..to)
             .filter_map(|i| {
                 let t = i as f64 * 20.0;
-                w.push(device, Some(t), 0.0, &[i as f32, -(i as f32)]).unwrap().window
+                w.push(device, Some(t), 0.0, &[i as f32, -(i as f32)])
+                    .unwrap()
+                    .window
             })
             .collect()
     }
@@ -225,9 +254,16 @@ mod tests {
         let windows = feed(&mut w, "a", 0, 10);
         let firsts: Vec<f32> = windows.iter().map(|w| w.data[0]).collect();
         assert_eq!(firsts, vec![0.0, 2.0, 4.0, 6.0]);
-        assert_eq!(windows.iter().map(|w| w.seq).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
+        assert_eq!(
+            windows.iter().map(|w| w.seq).collect::<Vec<_>>(),
+            vec![0, 1, 2, 3]
+        );
         let last = windows.last().unwrap();
-        assert_eq!(last.data, vec![6.0, -6.0, 7.0, -7.0, 8.0, -8.0, 9.0, -9.0], "time-major, oldest first");
+        assert_eq!(
+            last.data,
+            vec![6.0, -6.0, 7.0, -7.0, 8.0, -8.0, 9.0, -9.0],
+            "time-major, oldest first"
+        );
         assert_eq!((last.t_start, last.t_end), (120.0, 180.0));
     }
 
@@ -242,9 +278,21 @@ mod tests {
     #[test]
     fn devices_are_independent() {
         let mut w = Windower::new(spec(2, 1));
-        assert!(w.push("a", Some(0.0), 0.0, &[1.0, 1.0]).unwrap().window.is_none());
-        assert!(w.push("b", Some(0.0), 0.0, &[2.0, 2.0]).unwrap().window.is_none());
-        let a = w.push("a", Some(20.0), 0.0, &[3.0, 3.0]).unwrap().window.unwrap();
+        assert!(w
+            .push("a", Some(0.0), 0.0, &[1.0, 1.0])
+            .unwrap()
+            .window
+            .is_none());
+        assert!(w
+            .push("b", Some(0.0), 0.0, &[2.0, 2.0])
+            .unwrap()
+            .window
+            .is_none());
+        let a = w
+            .push("a", Some(20.0), 0.0, &[3.0, 3.0])
+            .unwrap()
+            .window
+            .unwrap();
         assert_eq!(&*a.device, "a");
         assert_eq!(a.data, vec![1.0, 1.0, 3.0, 3.0]);
     }
@@ -253,8 +301,14 @@ mod tests {
     fn out_of_order_and_duplicates_are_dropped() {
         let mut w = Windower::new(spec(3, 1));
         w.push("a", Some(40.0), 0.0, &[0.0, 0.0]).unwrap();
-        assert_eq!(w.push("a", Some(20.0), 0.0, &[0.0, 0.0]), Err(Dropped::OutOfOrder));
-        assert_eq!(w.push("a", Some(40.0), 0.0, &[0.0, 0.0]), Err(Dropped::Duplicate));
+        assert_eq!(
+            w.push("a", Some(20.0), 0.0, &[0.0, 0.0]),
+            Err(Dropped::OutOfOrder)
+        );
+        assert_eq!(
+            w.push("a", Some(40.0), 0.0, &[0.0, 0.0]),
+            Err(Dropped::Duplicate)
+        );
         w.push("a", Some(60.0), 0.0, &[0.0, 0.0]).unwrap();
         let p = w.push("a", Some(80.0), 0.0, &[0.0, 0.0]).unwrap();
         assert!(p.window.is_some(), "drops do not count towards the window");
@@ -268,7 +322,11 @@ mod tests {
         assert!(p.gap_restart);
         assert!(p.window.is_none());
         w.push("a", Some(1020.0), 0.0, &[9.0, 9.0]).unwrap();
-        let window = w.push("a", Some(1040.0), 0.0, &[9.0, 9.0]).unwrap().window.unwrap();
+        let window = w
+            .push("a", Some(1040.0), 0.0, &[9.0, 9.0])
+            .unwrap()
+            .window
+            .unwrap();
         assert_eq!(window.t_start, 1000.0, "no sample from before the gap");
     }
 
@@ -277,10 +335,17 @@ mod tests {
         let mut w = Windower::new(spec(3, 1));
         w.push("a", None, 5000.0, &[0.0, 0.0]).unwrap();
         w.push("a", None, 5001.0, &[0.0, 0.0]).unwrap();
-        let window = w.push("a", None, 5002.0, &[0.0, 0.0]).unwrap().window.unwrap();
+        let window = w
+            .push("a", None, 5002.0, &[0.0, 0.0])
+            .unwrap()
+            .window
+            .unwrap();
         assert_eq!((window.t_start, window.t_end), (5000.0, 5040.0));
         let p = w.push("a", None, 9000.0, &[0.0, 0.0]).unwrap();
-        assert!(p.gap_restart, "a device silent for longer than max_gap restarts");
+        assert!(
+            p.gap_restart,
+            "a device silent for longer than max_gap restarts"
+        );
     }
 
     #[test]
@@ -298,9 +363,17 @@ mod tests {
     #[test]
     fn window_count_matches_the_formula() {
         for (size, hop, n) in [(128, 64, 1000), (5, 3, 17), (4, 4, 4), (4, 1, 3)] {
-            let mut w = Windower::new(WindowSpec { channels: 1, ..spec(size, hop) });
+            let mut w = Windower::new(WindowSpec {
+                channels: 1,
+                ..spec(size, hop)
+            });
             let count = (0..n)
-                .filter(|i| w.push("d", Some(*i as f64), 0.0, &[0.0]).unwrap().window.is_some())
+                .filter(|i| {
+                    w.push("d", Some(*i as f64), 0.0, &[0.0])
+                        .unwrap()
+                        .window
+                        .is_some()
+                })
                 .count();
             let expected = if n < size { 0 } else { (n - size) / hop + 1 };
             assert_eq!(count, expected, "size {size} hop {hop} n {n}");

@@ -3,22 +3,29 @@
 
 mod common;
 
+use accelwatch::config::Config;
 use accelwatch::model::meta::{InputLayout, METADATA_KEY};
 use accelwatch::model::train::export_gap;
 use accelwatch::model::LoadedModel;
-use accelwatch::config::Config;
 use common::*;
 use prost::Message;
 
 #[test]
 fn tract_equals_candle_for_three_and_six_channels() {
-    for names in [&["ax", "ay", "az"][..], &["ax", "ay", "az", "wx", "wy", "wz"][..]] {
+    for names in [
+        &["ax", "ay", "az"][..],
+        &["ax", "ay", "az", "wx", "wy", "wz"][..],
+    ] {
         let trained = quick_model(names, 15, 7);
         let mut config = Config::default();
         config.input.channels = channels(names);
         let set = pen_windows(&config);
         let gap = export_gap(&trained, &set.data[..40 * set.features]).unwrap();
-        assert!(gap <= 1e-5, "{} channels: tract and candle differ by {gap}", names.len());
+        assert!(
+            gap <= 1e-5,
+            "{} channels: tract and candle differ by {gap}",
+            names.len()
+        );
     }
 }
 
@@ -26,7 +33,11 @@ fn tract_equals_candle_for_three_and_six_channels() {
 fn metadata_travels_inside_the_file() {
     let trained = quick_model(&["ax", "ay", "az"], 5, 1);
     let proto = tract_onnx::pb::ModelProto::decode(trained.onnx.as_slice()).unwrap();
-    let entry = proto.metadata_props.iter().find(|p| p.key == METADATA_KEY).expect("metadata entry");
+    let entry = proto
+        .metadata_props
+        .iter()
+        .find(|p| p.key == METADATA_KEY)
+        .expect("metadata entry");
     let json: serde_json::Value = serde_json::from_str(&entry.value).unwrap();
     assert_eq!(json["variant"], "basic");
     assert_eq!(json["channels"], serde_json::json!(["ax", "ay", "az"]));
@@ -45,12 +56,22 @@ fn the_batch_dimension_is_dynamic() {
     let trained = quick_model(&["ax", "ay", "az"], 5, 1);
     let loaded = LoadedModel::from_bytes(&trained.onnx, "mem.onnx".as_ref()).unwrap();
     let features = loaded.meta.features();
-    let input: Vec<f32> = (0..33 * features).map(|i| ((i % 17) as f32 - 8.0) / 8.0).collect();
+    let input: Vec<f32> = (0..33 * features)
+        .map(|i| ((i % 17) as f32 - 8.0) / 8.0)
+        .collect();
     let all = loaded.runtime.run(&input, 33).unwrap();
     // Window 5 alone gives what it gave inside the batch.
-    let one = loaded.runtime.run(&input[5 * features..6 * features], 1).unwrap();
+    let one = loaded
+        .runtime
+        .run(&input[5 * features..6 * features], 1)
+        .unwrap();
     let in_batch = &all.reconstruction[5 * features..6 * features];
-    let gap = one.reconstruction.iter().zip(in_batch).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let gap = one
+        .reconstruction
+        .iter()
+        .zip(in_batch)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
     assert!(gap < 1e-5, "{gap}");
     assert_eq!(all.latent.len(), 33 * loaded.meta.latent_dim);
 }
@@ -69,9 +90,18 @@ fn same_seed_same_model_other_seed_other_model() {
 fn broken_model_files_are_refused_with_a_reason() {
     let trained = quick_model(&["ax", "ay", "az"], 3, 1);
     let truncated = &trained.onnx[..trained.onnx.len() / 2];
-    let err = LoadedModel::from_bytes(truncated, "half.onnx".as_ref()).err().expect("refused").to_string();
-    assert!(err.contains("half.onnx") && err.contains("not an ONNX file"), "{err}");
-    let err = LoadedModel::from_bytes(b"hello", "text.onnx".as_ref()).err().expect("refused").to_string();
+    let err = LoadedModel::from_bytes(truncated, "half.onnx".as_ref())
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        err.contains("half.onnx") && err.contains("not an ONNX file"),
+        "{err}"
+    );
+    let err = LoadedModel::from_bytes(b"hello", "text.onnx".as_ref())
+        .err()
+        .expect("refused")
+        .to_string();
     assert!(err.contains("text.onnx"), "{err}");
     // A model without metadata and without a sidecar.
     let mut proto = tract_onnx::pb::ModelProto::decode(trained.onnx.as_slice()).unwrap();
@@ -80,14 +110,25 @@ fn broken_model_files_are_refused_with_a_reason() {
     let bare = dir.path().join("bare.onnx");
     std::fs::write(&bare, proto.encode_to_vec()).unwrap();
     let err = LoadedModel::load(&bare).err().expect("refused").to_string();
-    assert!(err.contains("no \"accelwatch\" metadata") && err.contains("bare.json"), "{err}");
+    assert!(
+        err.contains("no \"accelwatch\" metadata") && err.contains("bare.json"),
+        "{err}"
+    );
     // The same metadata given as a sidecar is accepted.
-    std::fs::write(dir.path().join("bare.json"), serde_json::to_string(&trained.meta).unwrap()).unwrap();
+    std::fs::write(
+        dir.path().join("bare.json"),
+        serde_json::to_string(&trained.meta).unwrap(),
+    )
+    .unwrap();
     assert!(LoadedModel::load(&bare).is_ok());
     // Metadata that contradicts the graph.
     let mut meta = trained.meta.clone();
     meta.window = 64;
-    std::fs::write(dir.path().join("bare.json"), serde_json::to_string(&meta).unwrap()).unwrap();
+    std::fs::write(
+        dir.path().join("bare.json"),
+        serde_json::to_string(&meta).unwrap(),
+    )
+    .unwrap();
     let err = LoadedModel::load(&bare).err().expect("refused").to_string();
     assert!(err.contains("bare.onnx"), "{err}");
 }

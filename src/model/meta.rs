@@ -85,10 +85,17 @@ impl Normalization {
             .zip(&mean)
             .map(|(sq, m)| {
                 let var = (sq / frames - m * m).max(0.0);
-                if var.sqrt() < 1e-6 { 1.0 } else { var.sqrt() as f32 }
+                if var.sqrt() < 1e-6 {
+                    1.0
+                } else {
+                    var.sqrt() as f32
+                }
             })
             .collect();
-        Self { mean: mean.into_iter().map(|m| m as f32).collect(), std }
+        Self {
+            mean: mean.into_iter().map(|m| m as f32).collect(),
+            std,
+        }
     }
 }
 
@@ -140,19 +147,31 @@ impl ModelMetadata {
     pub fn check(&self) -> Result<(), MetadataError> {
         let bad = |m: String| Err(MetadataError::Inconsistent(m));
         if self.format != FORMAT {
-            return bad(format!("format is {:?}, this build reads {FORMAT:?}", self.format));
+            return bad(format!(
+                "format is {:?}, this build reads {FORMAT:?}",
+                self.format
+            ));
         }
         if self.channels.is_empty() {
             return bad("channels is empty".into());
         }
         if self.window < 2 || self.hop == 0 {
-            return bad(format!("window {} / hop {} make no windows", self.window, self.hop));
+            return bad(format!(
+                "window {} / hop {} make no windows",
+                self.window, self.hop
+            ));
         }
         if !(self.sample_rate_hz.is_finite() && self.sample_rate_hz > 0.0) {
-            return bad(format!("sample_rate_hz {} is not a positive rate", self.sample_rate_hz));
+            return bad(format!(
+                "sample_rate_hz {} is not a positive rate",
+                self.sample_rate_hz
+            ));
         }
         if !(self.threshold.is_finite() && self.threshold >= 0.0) {
-            return bad(format!("threshold {} is not a non-negative number", self.threshold));
+            return bad(format!(
+                "threshold {} is not a non-negative number",
+                self.threshold
+            ));
         }
         if let Some(norm) = &self.normalization {
             let c = self.channels.len();
@@ -163,8 +182,12 @@ impl ModelMetadata {
                     norm.std.len()
                 ));
             }
-            if norm.std.iter().any(|s| !(s.is_finite() && *s > 0.0)) || norm.mean.iter().any(|m| !m.is_finite()) {
-                return bad("normalization has a non-finite mean or a std that is not positive".into());
+            if norm.std.iter().any(|s| !(s.is_finite() && *s > 0.0))
+                || norm.mean.iter().any(|m| !m.is_finite())
+            {
+                return bad(
+                    "normalization has a non-finite mean or a std that is not positive".into(),
+                );
             }
         }
         Ok(())

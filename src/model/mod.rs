@@ -5,8 +5,8 @@
 pub mod meta;
 pub mod net;
 pub mod onnx;
-pub mod train;
 pub mod tract_backend;
+pub mod train;
 
 use std::path::{Path, PathBuf};
 
@@ -52,35 +52,63 @@ impl LoadedModel {
     /// inference on a zero window proves the graph answers with the shapes
     /// the metadata promises, and finite values.
     pub fn load(path: &Path) -> Result<Self, ModelError> {
-        let io = |cause| ModelError::Io { path: path.to_path_buf(), cause };
+        let io = |cause| ModelError::Io {
+            path: path.to_path_buf(),
+            cause,
+        };
         let bytes = std::fs::metadata(path).map_err(io)?.len();
         if bytes > MAX_MODEL_BYTES {
-            return Err(ModelError::TooLarge { path: path.to_path_buf(), bytes });
+            return Err(ModelError::TooLarge {
+                path: path.to_path_buf(),
+                bytes,
+            });
         }
         let data = std::fs::read(path).map_err(io)?;
         Self::from_bytes(&data, path)
     }
 
     pub fn from_bytes(data: &[u8], path: &Path) -> Result<Self, ModelError> {
-        let proto = pb::ModelProto::decode(data)
-            .map_err(|e| ModelError::NotOnnx { path: path.to_path_buf(), reason: e.to_string() })?;
+        let proto = pb::ModelProto::decode(data).map_err(|e| ModelError::NotOnnx {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
         if proto.graph.is_none() {
-            return Err(ModelError::NotOnnx { path: path.to_path_buf(), reason: "it holds no graph".into() });
+            return Err(ModelError::NotOnnx {
+                path: path.to_path_buf(),
+                reason: "it holds no graph".into(),
+            });
         }
-        let meta = read_metadata(&proto, path)
-            .map_err(|cause| ModelError::Metadata { path: path.to_path_buf(), cause })?;
-        let graph = |reason| ModelError::Graph { path: path.to_path_buf(), reason };
+        let meta = read_metadata(&proto, path).map_err(|cause| ModelError::Metadata {
+            path: path.to_path_buf(),
+            cause,
+        })?;
+        let graph = |reason| ModelError::Graph {
+            path: path.to_path_buf(),
+            reason,
+        };
         let runtime = TractModel::from_proto(&proto, &meta).map_err(graph)?;
         let probe = runtime.run(&vec![0.0; meta.features()], 1).map_err(graph)?;
-        if probe.reconstruction.iter().chain(&probe.latent).any(|v| !v.is_finite()) {
+        if probe
+            .reconstruction
+            .iter()
+            .chain(&probe.latent)
+            .any(|v| !v.is_finite())
+        {
             return Err(graph("a zero window gives non-finite outputs".into()));
         }
         Ok(Self { meta, runtime })
     }
 }
 
-fn read_metadata(proto: &pb::ModelProto, path: &Path) -> Result<ModelMetadata, meta::MetadataError> {
-    if let Some(entry) = proto.metadata_props.iter().find(|p| p.key == meta::METADATA_KEY) {
+fn read_metadata(
+    proto: &pb::ModelProto,
+    path: &Path,
+) -> Result<ModelMetadata, meta::MetadataError> {
+    if let Some(entry) = proto
+        .metadata_props
+        .iter()
+        .find(|p| p.key == meta::METADATA_KEY)
+    {
         return ModelMetadata::from_json(&entry.value);
     }
     let sidecar = path.with_extension("json");

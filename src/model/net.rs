@@ -31,7 +31,10 @@ pub trait Autoencoder: Send {
     /// Writes the same computation as [`forward`](Self::forward) as ONNX
     /// nodes reading the graph input; returns the names of the
     /// reconstruction and latent values.
-    fn export(&self, graph: &mut GraphBuilder) -> std::result::Result<(String, String), ExportError>;
+    fn export(
+        &self,
+        graph: &mut GraphBuilder,
+    ) -> std::result::Result<(String, String), ExportError>;
 
     fn hyperparameters(&self) -> serde_json::Value;
 }
@@ -72,7 +75,10 @@ impl Autoencoder for Basic {
         Ok((reconstruction, latent))
     }
 
-    fn export(&self, graph: &mut GraphBuilder) -> std::result::Result<(String, String), ExportError> {
+    fn export(
+        &self,
+        graph: &mut GraphBuilder,
+    ) -> std::result::Result<(String, String), ExportError> {
         let pre = graph.linear(INPUT, &self.encoder)?;
         let latent = graph.node("Tanh", &[&pre], vec![]);
         let reconstruction = graph.linear(&latent, &self.decoder)?;

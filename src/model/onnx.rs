@@ -81,8 +81,14 @@ impl GraphBuilder {
     /// Adds a float initializer holding `tensor`'s values.
     pub fn weights(&mut self, stem: &str, tensor: &Tensor) -> Result<String, ExportError> {
         let name = self.fresh(stem);
-        let wrap = |cause| ExportError::Weights { name: name.clone(), cause };
-        let values: Vec<f32> = tensor.flatten_all().and_then(|t| t.to_vec1()).map_err(wrap)?;
+        let wrap = |cause| ExportError::Weights {
+            name: name.clone(),
+            cause,
+        };
+        let values: Vec<f32> = tensor
+            .flatten_all()
+            .and_then(|t| t.to_vec1())
+            .map_err(wrap)?;
         let dims = tensor.dims().iter().map(|d| *d as i64).collect();
         self.constant(&name, dims, values);
         Ok(name)
@@ -149,7 +155,11 @@ impl GraphBuilder {
         self.nodes.push(identity(latent, LATENT));
         let input_dims: Vec<Dim> = match meta.input_layout {
             InputLayout::Flat => vec![Dim::Batch, Dim::Fixed(meta.features())],
-            InputLayout::Ntc => vec![Dim::Batch, Dim::Fixed(meta.window), Dim::Fixed(meta.channels.len())],
+            InputLayout::Ntc => vec![
+                Dim::Batch,
+                Dim::Fixed(meta.window),
+                Dim::Fixed(meta.channels.len()),
+            ],
         };
         let graph = pb::GraphProto {
             name: format!("accelwatch_{}", meta.variant),
@@ -166,7 +176,10 @@ impl GraphBuilder {
         meta.id = format!("{}-{}", meta.variant, hex(&digest[..6]));
         let model = pb::ModelProto {
             ir_version: IR_VERSION,
-            opset_import: vec![pb::OperatorSetIdProto { domain: String::new(), version: OPSET }],
+            opset_import: vec![pb::OperatorSetIdProto {
+                domain: String::new(),
+                version: OPSET,
+            }],
             producer_name: "accelwatch".into(),
             producer_version: env!("CARGO_PKG_VERSION").into(),
             doc_string: "accelwatch autoencoder; see metadata_props[\"accelwatch\"]".into(),

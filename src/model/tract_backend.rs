@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use tract_onnx::prelude::*;
 use tract_onnx::pb;
+use tract_onnx::prelude::*;
 
 use super::meta::{InputLayout, ModelMetadata};
 use super::onnx::{LATENT, RECONSTRUCTION};
@@ -37,8 +37,9 @@ impl TractModel {
             InputLayout::Flat => vec![meta.features()],
             InputLayout::Ntc => vec![meta.window, meta.channels.len()],
         };
-        let dims: Vec<TDim> =
-            std::iter::once(batch.to_dim()).chain(input_shape.iter().map(|d| d.to_dim())).collect();
+        let dims: Vec<TDim> = std::iter::once(batch.to_dim())
+            .chain(input_shape.iter().map(|d| d.to_dim()))
+            .collect();
         if model.input_outlets().map(|i| i.len()).unwrap_or(0) != 1 {
             return Err("the graph must have exactly one input".into());
         }
@@ -54,12 +55,19 @@ impl TractModel {
                 .ok_or_else(|| format!("the graph has no output named {name:?}"))
         };
         let selected = [find(RECONSTRUCTION)?, find(LATENT)?];
-        model.select_output_outlets(&selected).map_err(|e| e.to_string())?;
+        model
+            .select_output_outlets(&selected)
+            .map_err(|e| e.to_string())?;
         let plan = model
             .into_optimized()
             .and_then(|m| m.into_runnable())
             .map_err(|e| format!("the graph does not fit input [N, {input_shape:?}]: {e:#}"))?;
-        Ok(Self { plan, input_shape, features: meta.features(), latent_dim: meta.latent_dim })
+        Ok(Self {
+            plan,
+            input_shape,
+            features: meta.features(),
+            latent_dim: meta.latent_dim,
+        })
     }
 
     pub fn features(&self) -> usize {
@@ -76,10 +84,17 @@ impl TractModel {
         let mut shape = vec![n];
         shape.extend_from_slice(&self.input_shape);
         let tensor = Tensor::from_shape(&shape, input).map_err(|e| e.to_string())?;
-        let outputs = self.plan.run(tvec!(tensor.into())).map_err(|e| format!("inference failed: {e:#}"))?;
+        let outputs = self
+            .plan
+            .run(tvec!(tensor.into()))
+            .map_err(|e| format!("inference failed: {e:#}"))?;
         let take = |i: usize, per_window: usize, what: &str| -> Result<Vec<f32>, String> {
-            let view = outputs[i].try_as_plain_ram().map_err(|e| format!("{what} output: {e}"))?;
-            let values = view.as_slice::<f32>().map_err(|e| format!("{what} output is not float32: {e}"))?;
+            let view = outputs[i]
+                .try_as_plain_ram()
+                .map_err(|e| format!("{what} output: {e}"))?;
+            let values = view
+                .as_slice::<f32>()
+                .map_err(|e| format!("{what} output is not float32: {e}"))?;
             if values.len() != n * per_window {
                 return Err(format!(
                     "{what} output has {} values for {n} windows, expected {per_window} per window",

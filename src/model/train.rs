@@ -29,7 +29,10 @@ pub struct WindowSet {
 
 impl WindowSet {
     pub fn new(features: usize) -> Self {
-        Self { features, ..Default::default() }
+        Self {
+            features,
+            ..Default::default()
+        }
     }
 
     pub fn push(&mut self, stream: usize, window: &[f32]) {
@@ -94,8 +97,14 @@ pub enum TrainError {
         "too few windows: {windows} in all, {train} for training and {validation} held out; \
          record more data or lower window.size"
     )]
-    TooFewWindows { windows: usize, train: usize, validation: usize },
-    #[error("training diverged at epoch {epoch}: the loss is {loss}; lower training.learning_rate")]
+    TooFewWindows {
+        windows: usize,
+        train: usize,
+        validation: usize,
+    },
+    #[error(
+        "training diverged at epoch {epoch}: the loss is {loss}; lower training.learning_rate"
+    )]
     Diverged { epoch: usize, loss: f64 },
     #[error("candle: {0}")]
     Candle(#[from] candle_core::Error),
@@ -106,17 +115,24 @@ pub enum TrainError {
 /// Splits window indices into training and validation: the last
 /// `fraction` of each stream is held out, and the windows that overlap the
 /// held-out ones are left out of both, so no sample is in both sets.
-pub fn split(set: &WindowSet, fraction: f64, window: usize, hop: usize) -> (Vec<usize>, Vec<usize>) {
+pub fn split(
+    set: &WindowSet,
+    fraction: f64,
+    window: usize,
+    hop: usize,
+) -> (Vec<usize>, Vec<usize>) {
     let overlap = window.div_ceil(hop).saturating_sub(1);
     let mut train = Vec::new();
     let mut validation = Vec::new();
     let mut start = 0;
     while start < set.len() {
         let stream = set.streams[start];
-        let end = (start..set.len()).find(|&i| set.streams[i] != stream).unwrap_or(set.len());
+        let end = (start..set.len())
+            .find(|&i| set.streams[i] != stream)
+            .unwrap_or(set.len());
         let n = end - start;
         let held = ((n as f64) * fraction).ceil() as usize;
-        if n >= held + overlap + 1 && held > 0 {
+        if n > held + overlap && held > 0 {
             train.extend(start..end - held - overlap);
             validation.extend(end - held..end);
         } else {
@@ -137,7 +153,12 @@ pub fn train(
     let started = Instant::now();
     let device = Device::Cpu;
     let features = windows.features;
-    let (train_idx, val_idx) = split(windows, settings.validation_fraction, input.window, input.hop);
+    let (train_idx, val_idx) = split(
+        windows,
+        settings.validation_fraction,
+        input.window,
+        input.hop,
+    );
     if train_idx.len() < 2 || val_idx.is_empty() {
         return Err(TrainError::TooFewWindows {
             windows: windows.len(),
@@ -170,7 +191,11 @@ pub fn train(
     let vars = seeded_init(&varmap, &mut rng)?;
     let mut optimizer = AdamW::new(
         vars.clone(),
-        ParamsAdamW { lr: settings.learning_rate, weight_decay: settings.weight_decay, ..Default::default() },
+        ParamsAdamW {
+            lr: settings.learning_rate,
+            weight_decay: settings.weight_decay,
+            ..Default::default()
+        },
     )?;
 
     let mut order: Vec<u32> = (0..train_idx.len() as u32).collect();
@@ -193,14 +218,28 @@ pub fn train(
         let (val_reconstruction, _) = network.forward(&val_x)?;
         let validation_loss = net::mse(&val_reconstruction, &val_x)?.to_scalar::<f32>()? as f64;
         if !train_loss.is_finite() || !validation_loss.is_finite() {
-            return Err(TrainError::Diverged { epoch, loss: train_loss });
+            return Err(TrainError::Diverged {
+                epoch,
+                loss: train_loss,
+            });
         }
-        let improved = best.as_ref().is_none_or(|(_, _, v, _)| validation_loss < *v);
+        let improved = best
+            .as_ref()
+            .is_none_or(|(_, _, v, _)| validation_loss < *v);
         if improved {
-            let snapshot = vars.iter().map(|v| v.as_tensor().copy()).collect::<candle_core::Result<_>>()?;
+            let snapshot = vars
+                .iter()
+                .map(|v| v.as_tensor().copy())
+                .collect::<candle_core::Result<_>>()?;
             best = Some((epoch, train_loss, validation_loss, snapshot));
         }
-        on_epoch(&EpochReport { epoch, epochs: settings.epochs, train_loss, validation_loss, best: improved });
+        on_epoch(&EpochReport {
+            epoch,
+            epochs: settings.epochs,
+            train_loss,
+            validation_loss,
+            best: improved,
+        });
         let best_epoch = best.as_ref().map_or(epoch, |b| b.0);
         if epoch - best_epoch >= settings.patience {
             break;
@@ -232,7 +271,10 @@ pub fn train(
         latent_dim: arch.latent,
         normalization: Some(normalization),
         threshold,
-        calibration: Some(Calibration { quantile: settings.threshold_quantile, windows: val_idx.len() }),
+        calibration: Some(Calibration {
+            quantile: settings.threshold_quantile,
+            windows: val_idx.len(),
+        }),
         hyperparameters: network.hyperparameters(),
         training: Some(TrainingRecord {
             tool: format!("accelwatch {}", env!("CARGO_PKG_VERSION")),
@@ -262,7 +304,12 @@ pub fn train(
         threshold,
         elapsed: started.elapsed(),
     };
-    Ok(Trained { onnx, meta, network, summary })
+    Ok(Trained {
+        onnx,
+        meta,
+        network,
+        summary,
+    })
 }
 
 /// Re-initialises every variable from the seeded generator, in name order,
@@ -277,12 +324,16 @@ fn seeded_init(varmap: &VarMap, rng: &mut ChaCha8Rng) -> candle_core::Result<Vec
         let fan_in = if name.ends_with("bias") {
             // A bias is sized by fan-out; its layer's weight gives fan-in.
             let weight = name.trim_end_matches("bias").to_string() + "weight";
-            data.get(&weight).and_then(|w| w.dims().get(1).copied()).unwrap_or(dims[0])
+            data.get(&weight)
+                .and_then(|w| w.dims().get(1).copied())
+                .unwrap_or(dims[0])
         } else {
             dims.iter().skip(1).product::<usize>().max(1)
         };
         let bound = 1.0 / (fan_in as f32).sqrt();
-        let values: Vec<f32> = (0..var.elem_count()).map(|_| rng.random_range(-bound..bound)).collect();
+        let values: Vec<f32> = (0..var.elem_count())
+            .map(|_| rng.random_range(-bound..bound))
+            .collect();
         var.set(&Tensor::from_vec(values, dims.as_slice(), var.device())?)?;
     }
     Ok(named.into_iter().map(|(_, v)| v.clone()).collect())
@@ -290,33 +341,6 @@ fn seeded_init(varmap: &VarMap, rng: &mut ChaCha8Rng) -> candle_core::Result<Vec
 
 fn bytes_of(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn split_holds_out_each_stream_tail_without_overlap() {
-        let mut set = WindowSet::new(1);
-        for stream in 0..2 {
-            for _ in 0..10 {
-                set.push(stream, &[0.0]);
-            }
-        }
-        let (train, val) = split(&set, 0.2, 128, 64);
-        assert_eq!(val, vec![8, 9, 18, 19]);
-        assert_eq!(train, (0..7).chain(10..17).collect::<Vec<_>>(), "window 7 overlaps window 8");
-    }
-
-    #[test]
-    fn a_short_stream_goes_to_training() {
-        let mut set = WindowSet::new(1);
-        set.push(0, &[0.0]);
-        set.push(0, &[0.0]);
-        let (train, val) = split(&set, 0.2, 128, 64);
-        assert_eq!((train.len(), val.len()), (2, 0));
-    }
 }
 
 /// The largest difference between candle's and tract's outputs
@@ -338,6 +362,42 @@ pub fn export_gap(trained: &Trained, raw: &[f32]) -> Result<f32, String> {
         Ok((r.flatten_all()?.to_vec1()?, z.flatten_all()?.to_vec1()?))
     })()
     .map_err(|e| e.to_string())?;
-    let gap = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+    let gap = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max)
+    };
     Ok(gap(&tract.reconstruction, &candle.0).max(gap(&tract.latent, &candle.1)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_holds_out_each_stream_tail_without_overlap() {
+        let mut set = WindowSet::new(1);
+        for stream in 0..2 {
+            for _ in 0..10 {
+                set.push(stream, &[0.0]);
+            }
+        }
+        let (train, val) = split(&set, 0.2, 128, 64);
+        assert_eq!(val, vec![8, 9, 18, 19]);
+        assert_eq!(
+            train,
+            (0..7).chain(10..17).collect::<Vec<_>>(),
+            "window 7 overlaps window 8"
+        );
+    }
+
+    #[test]
+    fn a_short_stream_goes_to_training() {
+        let mut set = WindowSet::new(1);
+        set.push(0, &[0.0]);
+        set.push(0, &[0.0]);
+        let (train, val) = split(&set, 0.2, 128, 64);
+        assert_eq!((train.len(), val.len()), (2, 0));
+    }
 }

@@ -10,7 +10,9 @@ pub struct ConsoleSink {
 
 impl ConsoleSink {
     pub fn stdout() -> Self {
-        Self { out: Box::new(std::io::stdout()) }
+        Self {
+            out: Box::new(std::io::stdout()),
+        }
     }
 
     pub fn new(out: Box<dyn Write + Send>) -> Self {
@@ -45,7 +47,11 @@ pub fn format_line(output: &Output) -> String {
         ),
         Output::Alert(a) => format!(
             ">>> {} {} at t={:.1}s (window #{}, score {:.3}, threshold {:.3})",
-            if a.event == "raise" { "ALERT RAISED" } else { "alert cleared" },
+            if a.event == "raise" {
+                "ALERT RAISED"
+            } else {
+                "alert cleared"
+            },
             a.device,
             a.t / 1000.0,
             a.seq,

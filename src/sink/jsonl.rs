@@ -17,13 +17,21 @@ impl JsonlSink {
             Box::new(std::io::stdout())
         } else {
             let path = PathBuf::from(target);
-            Box::new(OpenOptions::new().create(true).append(true).open(&path).map_err(|e| (path, e))?)
+            Box::new(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .map_err(|e| (path, e))?,
+            )
         };
         Ok(Self::new(writer))
     }
 
     pub fn new(writer: Box<dyn Write + Send>) -> Self {
-        Self { writer: BufWriter::new(writer) }
+        Self {
+            writer: BufWriter::new(writer),
+        }
     }
 }
 

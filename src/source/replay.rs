@@ -43,7 +43,12 @@ impl Replay {
                 ..Default::default()
             },
         )?;
-        Ok(Self { recording, speed: replay.speed, repeat: replay.repeat, interval_ms: 1000.0 / input.sample_rate_hz })
+        Ok(Self {
+            recording,
+            speed: replay.speed,
+            repeat: replay.repeat,
+            interval_ms: 1000.0 / input.sample_rate_hz,
+        })
     }
 
     pub fn recording(&self) -> &Recording {
@@ -54,9 +59,15 @@ impl Replay {
         let mut steps = Vec::with_capacity(self.recording.rows());
         let mut span = 0f64;
         for (s, stream) in self.recording.streams.iter().enumerate() {
-            let Some(first) = stream.t_ms.first().copied() else { continue };
+            let Some(first) = stream.t_ms.first().copied() else {
+                continue;
+            };
             for (row, t) in stream.t_ms.iter().enumerate() {
-                steps.push(Step { stream: s, row, offset_ms: t - first });
+                steps.push(Step {
+                    stream: s,
+                    row,
+                    offset_ms: t - first,
+                });
             }
             span = span.max(stream.t_ms.iter().copied().fold(first, f64::max) - first);
         }
@@ -67,9 +78,18 @@ impl Replay {
     /// Sends every sample into `frames`, waiting when it is full (replay
     /// never drops). Returns the number of frames sent, when the file ends
     /// (or, with `loop`, when `shutdown` fires or the receiver is gone).
-    pub async fn run(self, frames: mpsc::Sender<Frame>, mut shutdown: watch::Receiver<bool>) -> u64 {
+    pub async fn run(
+        self,
+        frames: mpsc::Sender<Frame>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> u64 {
         let (steps, period_ms) = self.schedule();
-        let devices: Vec<Arc<str>> = self.recording.streams.iter().map(|s| Arc::from(s.device.as_str())).collect();
+        let devices: Vec<Arc<str>> = self
+            .recording
+            .streams
+            .iter()
+            .map(|s| Arc::from(s.device.as_str()))
+            .collect();
         let channels = self.recording.channels.len();
         let mut sent = 0u64;
         let mut pass = 0u64;

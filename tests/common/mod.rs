@@ -34,7 +34,10 @@ pub fn pen_windows(config: &Config) -> WindowSet {
     let recording = Recording::read(
         &train_csv(),
         &ReadOptions {
-            columns: accelwatch::config::CsvColumns { device_column: "series".into(), time_column: "t_ms".into() },
+            columns: accelwatch::config::CsvColumns {
+                device_column: "series".into(),
+                time_column: "t_ms".into(),
+            },
             channels: config.input.channels.clone(),
             sample_rate_hz: config.input.sample_rate_hz,
             ..Default::default()
@@ -54,8 +57,16 @@ pub fn quick_model(channel_names: &[&str], epochs: usize, seed: u64) -> Trained 
     let mut config = Config::default();
     config.input.channels = channels(channel_names);
     let set = pen_windows(&config);
-    let arch = Architecture { variant: Variant::Basic, features: set.features, latent: 8 };
-    let settings = TrainingConfig { epochs, seed, ..TrainingConfig::default() };
+    let arch = Architecture {
+        variant: Variant::Basic,
+        features: set.features,
+        latent: 8,
+    };
+    let settings = TrainingConfig {
+        epochs,
+        seed,
+        ..TrainingConfig::default()
+    };
     let input = InputSpec {
         channels: config.input.channels.clone(),
         window: config.window.size,
@@ -68,11 +79,22 @@ pub fn quick_model(channel_names: &[&str], epochs: usize, seed: u64) -> Trained 
 /// One plain HTTP/1.1 GET; returns the status code and the body.
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).expect("connect");
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).expect("read response");
-    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("status line");
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 

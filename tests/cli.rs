@@ -1,0 +1,301 @@
+//! The binary as a user runs it: train, score, evaluate, validate, run and
+//! demo, with their exit codes and messages.
+
+mod common;
+
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn train_into(dir: &std::path::Path, extra: &[&str]) -> std::path::PathBuf {
+    let model = dir.join("pen.onnx");
+    let out = accelwatch()
+        .args(["train", "--data"])
+        .arg(train_csv())
+        .args(["--device-column", "series", "--epochs", "60", "--out"])
+        .arg(&model)
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stderr(&out);
+    assert!(text.contains("epoch 1/60 loss"), "progress lines: {text}");
+    assert!(
+        text.contains("threshold") && text.contains("wrote"),
+        "summary: {text}"
+    );
+    model
+}
+
+#[test]
+fn train_score_evaluate_on_recorded_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = train_into(dir.path(), &[]);
+
+    let scores = dir.path().join("scores.jsonl");
+    let out = accelwatch()
+        .args(["score", "--model"])
+        .arg(&model)
+        .arg("--data")
+        .arg(demo_csv())
+        .arg("--out")
+        .arg(&scores)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = std::fs::read_to_string(&scores).unwrap();
+    let windows = text
+        .lines()
+        .filter(|l| l.contains("\"type\":\"window\""))
+        .count();
+    assert_eq!(windows, 276, "every window of the two devices of demo.csv");
+    assert!(stderr(&out).contains("scored 276 windows"));
+
+    let report = dir.path().join("report");
+    let out = accelwatch()
+        .args(["evaluate", "--model"])
+        .arg(&model)
+        .arg("--data")
+        .arg(demo_csv())
+        .args(["--label", "exercise", "--normal", "PEN", "--report"])
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report.join("report.json")).unwrap())
+            .unwrap();
+    let auc = json["roc_auc"].as_f64().unwrap();
+    assert!(
+        auc > 0.9,
+        "PEN against ABD/FEL/TRAP on held-out subjects: AUC {auc}"
+    );
+    assert_eq!(json["windows"], 276);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("| ROC AUC |"));
+
+    let out = accelwatch()
+        .args(["evaluate", "--model"])
+        .arg(&model)
+        .arg("--data")
+        .arg(demo_csv())
+        .args(["--label", "exercise", "--normal", "PENDULUM"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(65));
+    assert!(
+        stderr(&out).contains("\"PENDULUM\" never appears"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn training_data_errors_say_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("bad.csv");
+    write(&csv, "t_ms,ax,ay,az\n0,1,2,3\n20,1,oops,3\n");
+    let out = accelwatch()
+        .args(["train", "--data"])
+        .arg(&csv)
+        .arg("--out")
+        .arg(dir.path().join("m.onnx"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(65));
+    assert!(
+        stderr(&out).contains("line 3, column \"ay\": \"oops\""),
+        "{}",
+        stderr(&out)
+    );
+    write(&csv, "t_ms,ax,ay,az\n0,1,2,3\n");
+    let out = accelwatch()
+        .args(["train", "--data"])
+        .arg(&csv)
+        .arg("--out")
+        .arg(dir.path().join("m.onnx"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(65));
+    assert!(stderr(&out).contains("too few windows"), "{}", stderr(&out));
+    assert!(!dir.path().join("m.onnx").exists(), "no model written");
+}
+
+#[test]
+fn validate_reports_every_problem_with_its_key() {
+    let out = accelwatch()
+        .current_dir(repo())
+        .args(["validate", "--config", "configs/default.toml"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the shipped config works as it is: {}",
+        stderr(&out)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.toml");
+    write(&cfg, "[window]\nsize = 64\nhop = 100\n[input]\nchannels = [\"ax\", \"ax\"]\n[model]\npath = \"missing.onnx\"\n");
+    let out = accelwatch()
+        .args(["validate", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let text = stderr(&out);
+    for expected in [
+        "window.hop",
+        "input.channels: channel \"ax\" is listed twice",
+        "model.path",
+        "missing.onnx",
+    ] {
+        assert!(text.contains(expected), "{expected:?} in {text}");
+    }
+
+    write(&cfg, "[window]\nsize = 128\nhopp = 3\n");
+    let out = accelwatch()
+        .args(["validate", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(
+        stderr(&out).contains("unknown field `hopp`"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = accelwatch()
+        .current_dir(repo())
+        .env("ACCELWATCH__WINDOW__SIZE", "64")
+        .args(["validate", "--config", "configs/default.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(78),
+        "the environment overrides the file"
+    );
+    assert!(
+        stderr(&out).contains("window.size: 64, but model"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = accelwatch()
+        .current_dir(repo())
+        .env("ACCELWATCH__WINDOW__BOGUS", "1")
+        .args(["validate", "--config", "configs/default.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(
+        stderr(&out).contains("unknown field `bogus`"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+fn run_config(dir: &std::path::Path, model: &std::path::Path, extra: &str) -> std::path::PathBuf {
+    let cfg = dir.join("run.toml");
+    write(
+        &cfg,
+        &format!(
+            "[input.replay]\npath = {:?}\nspeed = 0\n{extra}\n[model]\npath = {:?}\n[output]\njsonl = {:?}\n\
+             [telemetry]\nlisten = \"127.0.0.1:0\"\n",
+            demo_csv(),
+            model,
+            dir.join("out.jsonl")
+        ),
+    );
+    cfg
+}
+
+#[test]
+fn run_exits_zero_at_the_end_of_a_replay_and_78_on_a_broken_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = repo().join("models/demo.onnx");
+    let cfg = run_config(dir.path(), &model, "");
+    let out = accelwatch()
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines = std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap();
+    assert_eq!(
+        lines
+            .lines()
+            .filter(|l| l.contains("\"type\":\"window\""))
+            .count(),
+        276
+    );
+
+    let broken = dir.path().join("broken.onnx");
+    std::fs::write(&broken, &std::fs::read(&model).unwrap()[..1000]).unwrap();
+    let cfg = run_config(dir.path(), &broken, "");
+    let out = accelwatch()
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(stderr(&out).contains("broken.onnx"), "{}", stderr(&out));
+}
+
+#[test]
+fn sigterm_drains_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = run_config(dir.path(), &repo().join("models/demo.onnx"), "loop = true");
+    let child = accelwatch()
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out_path = dir.path().join("out.jsonl");
+    let started = Instant::now();
+    while std::fs::metadata(&out_path).map(|m| m.len()).unwrap_or(0) < 200_000 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the daemon writes windows"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("pipeline drained"),
+        "{}",
+        stderr(&out)
+    );
+    let text = std::fs::read_to_string(&out_path).unwrap();
+    assert!(text.ends_with('\n'));
+    for line in text.lines() {
+        serde_json::from_str::<serde_json::Value>(line).expect("every line complete");
+    }
+}
+
+#[test]
+fn demo_trains_replays_and_raises_alerts() {
+    let out = accelwatch()
+        .args(["demo", "--once", "--speed", "0", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("ALERT RAISED watch-9"), "{stdout}");
+    assert!(stdout.contains("alert cleared"), "{stdout}");
+    assert!(stdout.contains("Metrics: http://127.0.0.1:"), "{stdout}");
+    assert!(stdout.lines().filter(|l| l.starts_with("watch-")).count() >= 276);
+}

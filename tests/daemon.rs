@@ -1,0 +1,254 @@
+//! The daemon end to end: a real replay of shipped recordings through
+//! decoding, windowing, tract scoring and the sinks, with a real HTTP scrape
+//! of /metrics, and a clean drain on shutdown.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use accelwatch::config::Config;
+use accelwatch::daemon::{Daemon, DaemonError};
+use accelwatch::decode::Format;
+use accelwatch::pipeline::IngestStage;
+use accelwatch::sink::{Output, Sink};
+use accelwatch::source::Frame;
+use accelwatch::telemetry::Metrics;
+use common::*;
+
+/// Collects outputs in memory.
+#[derive(Clone, Default)]
+struct Collect(Arc<Mutex<Vec<Output>>>);
+
+impl Sink for Collect {
+    fn name(&self) -> &'static str {
+        "collect"
+    }
+    fn write(&mut self, output: &Output) -> std::io::Result<()> {
+        self.0.lock().unwrap().push(output.clone());
+        Ok(())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn config_with_model(dir: &std::path::Path) -> Config {
+    let trained = quick_model(&["ax", "ay", "az"], 40, 3);
+    let model = dir.join("model.onnx");
+    std::fs::write(&model, &trained.onnx).unwrap();
+    let mut config = Config::default();
+    config.model.path = model;
+    config.input.replay.path = demo_csv();
+    config.input.replay.speed = 0.0;
+    config.output.jsonl = dir.join("out.jsonl").display().to_string();
+    config.telemetry.listen = "127.0.0.1:0".parse().unwrap();
+    assert!(config.validate().is_empty(), "{:?}", config.validate());
+    config
+}
+
+/// Windows per device in the shipped demo file: floor((n - 128) / 64) + 1.
+fn expected_windows() -> usize {
+    let text = std::fs::read_to_string(demo_csv()).unwrap();
+    let mut counts = std::collections::BTreeMap::new();
+    for line in text.lines().skip(1) {
+        *counts
+            .entry(line.split(',').next().unwrap().to_string())
+            .or_insert(0usize) += 1;
+    }
+    assert_eq!(counts.len(), 2, "two devices in demo.csv");
+    counts.values().map(|n| (n - 128) / 64 + 1).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_to_the_end_scores_every_window_and_drains() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_with_model(dir.path());
+    let collected = Collect::default();
+    let daemon = Daemon::start(config, vec![Box::new(collected.clone())])
+        .await
+        .unwrap();
+    let summary = tokio::time::timeout(Duration::from_secs(60), daemon.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let expected = expected_windows();
+    assert_eq!(summary.windows as usize, expected);
+    assert_eq!(summary.frames, 17_837, "one frame per row of demo.csv");
+
+    // The JSON lines file holds the same windows, complete and parseable.
+    let text = std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let windows: Vec<&serde_json::Value> = lines.iter().filter(|l| l["type"] == "window").collect();
+    assert_eq!(windows.len(), expected);
+    let first = windows[0];
+    for key in [
+        "device",
+        "seq",
+        "t_start",
+        "t_end",
+        "score",
+        "threshold",
+        "anomaly",
+        "latent",
+        "channel_error",
+        "model",
+    ] {
+        assert!(first.get(key).is_some(), "window line has {key}: {first}");
+    }
+    assert_eq!(first["latent"].as_array().unwrap().len(), 8);
+    let errors = first["channel_error"].as_object().unwrap();
+    assert_eq!(errors.keys().collect::<Vec<_>>(), vec!["ax", "ay", "az"]);
+    assert!(
+        (first["t_end"].as_f64().unwrap() - first["t_start"].as_f64().unwrap() - 127.0 * 20.0)
+            .abs()
+            < 1e-9
+    );
+    // Per device, sequence numbers run 0, 1, 2, ... without a hole.
+    for device in ["watch-9", "watch-10"] {
+        let seqs: Vec<u64> = windows
+            .iter()
+            .filter(|w| w["device"] == device)
+            .map(|w| w["seq"].as_u64().unwrap())
+            .collect();
+        assert_eq!(seqs, (0..seqs.len() as u64).collect::<Vec<_>>(), "{device}");
+    }
+    // The held-out subjects do other exercises than PEN: alerts are raised.
+    let raised = lines
+        .iter()
+        .filter(|l| l["type"] == "alert" && l["event"] == "raise")
+        .count();
+    assert!(raised >= 2, "expected alerts on ABD/FEL, got {raised}");
+    assert_eq!(
+        collected.0.lock().unwrap().len(),
+        lines.len(),
+        "every sink got every output"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_scraped_over_http_and_shutdown_drains() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config_with_model(dir.path());
+    config.input.replay.repeat = true;
+    let daemon = Daemon::start(config, Vec::new()).await.unwrap();
+    let addr = daemon.telemetry_addr().expect("telemetry enabled");
+    let scrape =
+        move |path: &'static str| tokio::task::spawn_blocking(move || http_get(addr, path));
+
+    let (status, body) = scrape("/healthz").await.unwrap();
+    assert_eq!(status, 200);
+    assert!(body.contains("\"ok\""), "{body}");
+    let (status, body) = scrape("/readyz").await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let mut windows = 0.0;
+    for _ in 0..200 {
+        let (status, text) = scrape("/metrics").await.unwrap();
+        assert_eq!(status, 200);
+        windows = metric(&text, "accelwatch_windows_total").unwrap_or(0.0);
+        if windows > 300.0 {
+            assert!(metric(&text, "accelwatch_samples_total").unwrap() > 17_000.0);
+            assert!(text.contains("accelwatch_model_info{id=\"basic-"));
+            assert!(text.contains("accelwatch_inference_seconds_bucket"));
+            assert!(text.contains("accelwatch_reconstruction_error_bucket"));
+            assert!(text.contains("accelwatch_decode_errors_total{reason=\"syntax\"} 0"));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        windows > 300.0,
+        "the looping replay went past one pass: {windows}"
+    );
+
+    daemon.shutdown();
+    let summary = tokio::time::timeout(Duration::from_secs(30), daemon.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let text = std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap();
+    let lines = text
+        .lines()
+        .filter(|l| l.contains("\"type\":\"window\""))
+        .count();
+    assert_eq!(
+        lines as u64, summary.windows,
+        "every scored window was written before exit"
+    );
+    assert!(text.ends_with('\n'), "no half-written line");
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "telemetry stopped with the daemon"
+    );
+}
+
+#[tokio::test]
+async fn a_model_that_does_not_fit_the_config_never_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config_with_model(dir.path());
+    config.input.channels = channels(&["ax", "ay", "az", "wx", "wy", "wz"]);
+    config.window.size = 64;
+    config.window.hop = 32;
+    let err = Daemon::start(config, Vec::new())
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(err.exit_code(), 78);
+    let text = err.to_string();
+    assert!(
+        text.contains("input.channels") && text.contains("window.size"),
+        "{text}"
+    );
+    assert!(matches!(err, DaemonError::Mismatch(ref p) if p.len() == 2));
+}
+
+#[test]
+fn malformed_payloads_are_counted_and_the_stream_goes_on() {
+    let mut config = Config::default();
+    config.window.size = 4;
+    config.window.hop = 2;
+    let metrics = Metrics::new();
+    let mut stage = IngestStage::new(&config, metrics.clone());
+    let frame = |payload: &str, format| Frame {
+        device: Arc::from("dev"),
+        payload: payload.as_bytes().to_vec(),
+        format,
+        received_at_ms: 0.0,
+    };
+    let mut windows = Vec::new();
+    let payloads = [
+        ("0,1,2,3", Format::Csv),
+        ("garbage", Format::Csv),
+        (r#"{"t": 20, "ax": 1, "ay": 2, "az": 3}"#, Format::Json),
+        (r#"{"t": 40, "ax": 1, "ay": 2"#, Format::Json),
+        (
+            r#"{"t0": 40, "interval_ms": 20, "values": [[1,2,3],[4,5,6]]}"#,
+            Format::Json,
+        ),
+        ("60,9,9,9", Format::Csv),
+        ("100,1,1,1\n120,2,2,2", Format::Csv),
+    ];
+    for (payload, format) in payloads {
+        stage.ingest(&frame(payload, format), &mut windows);
+    }
+    assert_eq!(
+        windows.len(),
+        2,
+        "samples at 0..=60 make one window, 80..=120 the next after hop 2"
+    );
+    let text = metrics.render();
+    assert_eq!(metric(&text, "accelwatch_frames_total"), Some(7.0));
+    assert!(
+        text.contains("accelwatch_decode_errors_total{reason=\"field_count\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("accelwatch_decode_errors_total{reason=\"syntax\"} 1"));
+    assert!(
+        text.contains("accelwatch_samples_dropped_total{reason=\"duplicate\"} 1"),
+        "t=60 came twice"
+    );
+    assert_eq!(metric(&text, "accelwatch_samples_total"), Some(7.0));
+}
