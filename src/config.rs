@@ -310,7 +310,7 @@ pub struct TrainingConfig {
 
 impl TrainingConfig {
     const fn default_epochs() -> usize {
-        300
+        1000
     }
     const fn default_batch_size() -> usize {
         32
