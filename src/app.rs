@@ -222,16 +222,15 @@ fn train_model(
         set.push(w.stream, &w.window.data);
     }
     let arch = Architecture {
-        variant: config.model.variant,
-        features: set.features,
-        latent: config.model.latent,
+        window: spec.size,
+        channels: spec.channels,
+        model: config.model.clone(),
     };
     eprintln!(
-        "training a {} autoencoder ({} -> {} -> {}) on {} windows of {} x {} from {} streams ({} rows) of {}",
-        arch.variant.name(),
-        arch.features,
-        arch.latent,
-        arch.features,
+        "training a {} autoencoder ({} inputs, latent {}) on {} windows of {} x {} from {} streams ({} rows) of {}",
+        arch.model.variant.name(),
+        arch.features(),
+        arch.latent_dim(),
         set.len(),
         spec.size,
         config.input.channels.join(","),

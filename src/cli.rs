@@ -100,12 +100,22 @@ pub struct TrainArgs {
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum VariantArg {
     Basic,
+    Deep,
+    Denoising,
+    Sparse,
+    Vae,
+    Conv,
 }
 
 impl From<VariantArg> for Variant {
     fn from(v: VariantArg) -> Self {
         match v {
             VariantArg::Basic => Variant::Basic,
+            VariantArg::Deep => Variant::Deep,
+            VariantArg::Denoising => Variant::Denoising,
+            VariantArg::Sparse => Variant::Sparse,
+            VariantArg::Vae => Variant::Vae,
+            VariantArg::Conv => Variant::Conv,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! calibration quantile, and the [`Scorer`] that runs a model on a batch of
 //! windows (normalising them as its metadata says).
 
+use crate::model::meta::ScoreKind;
 use crate::model::{LoadedModel, ModelMetadata};
 
 /// Mean of squared differences over all values.
@@ -94,15 +95,26 @@ impl Scorer {
         let out = self.model.runtime.run(&self.buffer, n)?;
         let channels = meta.channels.len();
         let latent_dim = meta.latent_dim;
+        let kind = meta.score;
         Ok(self
             .buffer
             .chunks_exact(features)
             .zip(out.reconstruction.chunks_exact(features))
             .zip(out.latent.chunks_exact(latent_dim))
-            .map(|((x, r), z)| Scored {
-                score: mean_squared_error(x, r),
-                channel_error: channel_errors(x, r, channels),
-                latent: z.to_vec(),
+            .enumerate()
+            .map(|(i, ((x, r), z))| {
+                let mse = mean_squared_error(x, r);
+                let score = match (kind, &out.kl) {
+                    (ScoreKind::NegElbo { beta }, Some(kl)) => {
+                        0.5 * mse * features as f32 + beta as f32 * kl[i]
+                    }
+                    _ => mse,
+                };
+                Scored {
+                    score,
+                    channel_error: channel_errors(x, r, channels),
+                    latent: z.to_vec(),
+                }
             })
             .collect())
     }

@@ -28,6 +28,9 @@ pub struct ModelMetadata {
     /// the model sees raw units.
     #[serde(default)]
     pub normalization: Option<Normalization>,
+    /// How a window's score is computed from the outputs.
+    #[serde(default)]
+    pub score: ScoreKind,
     /// Scores above this are anomalous.
     pub threshold: f64,
     /// How the threshold was found.
@@ -38,6 +41,18 @@ pub struct ModelMetadata {
     pub hyperparameters: serde_json::Value,
     #[serde(default)]
     pub training: Option<TrainingRecord>,
+}
+
+/// The anomaly score of a window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ScoreKind {
+    /// Mean squared error over the window's T·C values (in normalised
+    /// units when the model has a normalisation).
+    #[default]
+    Mse,
+    /// ½Σ(x − x̂)² + β·KL, from the reconstruction and the `kl` output.
+    NegElbo { beta: f64 },
 }
 
 /// `flat` is `[N, T*C]`, time-major (t0's C values, then t1's...);
@@ -123,6 +138,9 @@ pub struct TrainingRecord {
     pub optimizer: String,
     pub learning_rate: f64,
     pub batch_size: usize,
+    /// Final loss of each layer's greedy pretraining (empty without it).
+    #[serde(default)]
+    pub pretrain_losses: Vec<f64>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -8,10 +8,13 @@ use sha2::{Digest, Sha256};
 use tract_onnx::pb;
 
 use super::meta::{InputLayout, ModelMetadata, METADATA_KEY};
+use super::net::Exported;
 
 pub const INPUT: &str = "x";
 pub const RECONSTRUCTION: &str = "reconstruction";
 pub const LATENT: &str = "latent";
+/// Per-window KL divergence of q(z|x) from the prior (variational models).
+pub const KL: &str = "kl";
 const OPSET: i64 = 17;
 const IR_VERSION: i64 = 8;
 
@@ -105,6 +108,17 @@ impl GraphBuilder {
         });
     }
 
+    /// A one-element float constant, broadcast against any tensor.
+    pub fn scalar(&mut self, stem: &str, value: f32) -> String {
+        self.floats(stem, vec![value])
+    }
+
+    pub fn floats(&mut self, stem: &str, values: Vec<f32>) -> String {
+        let name = self.fresh(stem);
+        self.constant(&name, vec![values.len() as i64], values);
+        name
+    }
+
     pub fn constant_i64(&mut self, stem: &str, values: Vec<i64>) -> String {
         let name = self.fresh(stem);
         self.initializers.push(pb::TensorProto {
@@ -142,17 +156,20 @@ impl GraphBuilder {
         Ok(self.node("Gemm", &refs, vec![Attr::Int("transB", 1)]))
     }
 
-    /// Closes the graph with its two named outputs and serialises the
-    /// model, with `meta` (whose `id` is filled in here from the graph's
-    /// hash) under [`METADATA_KEY`].
+    /// Closes the graph with its named outputs and serialises the model,
+    /// with `meta` (whose `id` is filled in here from the graph's hash)
+    /// under [`METADATA_KEY`].
     pub fn finish(
         mut self,
-        reconstruction: &str,
-        latent: &str,
+        outputs: &Exported,
         meta: &mut ModelMetadata,
     ) -> Result<Vec<u8>, ExportError> {
-        self.nodes.push(identity(reconstruction, RECONSTRUCTION));
-        self.nodes.push(identity(latent, LATENT));
+        self.nodes
+            .push(identity(&outputs.reconstruction, RECONSTRUCTION));
+        self.nodes.push(identity(&outputs.latent, LATENT));
+        if let Some(kl) = &outputs.kl {
+            self.nodes.push(identity(kl, KL));
+        }
         let input_dims: Vec<Dim> = match meta.input_layout {
             InputLayout::Flat => vec![Dim::Batch, Dim::Fixed(meta.features())],
             InputLayout::Ntc => vec![
@@ -166,10 +183,13 @@ impl GraphBuilder {
             node: self.nodes,
             initializer: self.initializers,
             input: vec![value_info(INPUT, &input_dims)],
-            output: vec![
+            output: [
                 value_info(RECONSTRUCTION, &input_dims),
                 value_info(LATENT, &[Dim::Batch, Dim::Fixed(meta.latent_dim)]),
-            ],
+            ]
+            .into_iter()
+            .chain(outputs.kl.as_ref().map(|_| value_info(KL, &[Dim::Batch])))
+            .collect(),
             ..Default::default()
         };
         let digest = Sha256::digest(graph.encode_to_vec());

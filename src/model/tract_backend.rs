@@ -7,8 +7,8 @@ use std::sync::Arc;
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
 
-use super::meta::{InputLayout, ModelMetadata};
-use super::onnx::{LATENT, RECONSTRUCTION};
+use super::meta::{InputLayout, ModelMetadata, ScoreKind};
+use super::onnx::{KL, LATENT, RECONSTRUCTION};
 
 #[derive(Clone)]
 pub struct TractModel {
@@ -16,6 +16,7 @@ pub struct TractModel {
     input_shape: Vec<usize>,
     features: usize,
     latent_dim: usize,
+    with_kl: bool,
 }
 
 /// What one batch of windows produced.
@@ -25,6 +26,8 @@ pub struct Inference {
     pub reconstruction: Vec<f32>,
     /// `n * latent_dim` values.
     pub latent: Vec<f32>,
+    /// `n` values, for models scored by their negative ELBO.
+    pub kl: Option<Vec<f32>>,
 }
 
 impl TractModel {
@@ -54,7 +57,11 @@ impl TractModel {
                 .find(|o| model.outlet_label(*o) == Some(name) || model.node(o.node).name == name)
                 .ok_or_else(|| format!("the graph has no output named {name:?}"))
         };
-        let selected = [find(RECONSTRUCTION)?, find(LATENT)?];
+        let with_kl = matches!(meta.score, ScoreKind::NegElbo { .. });
+        let mut selected = vec![find(RECONSTRUCTION)?, find(LATENT)?];
+        if with_kl {
+            selected.push(find(KL)?);
+        }
         model
             .select_output_outlets(&selected)
             .map_err(|e| e.to_string())?;
@@ -67,6 +74,7 @@ impl TractModel {
             input_shape,
             features: meta.features(),
             latent_dim: meta.latent_dim,
+            with_kl,
         })
     }
 
@@ -106,6 +114,11 @@ impl TractModel {
         Ok(Inference {
             reconstruction: take(0, self.features, RECONSTRUCTION)?,
             latent: take(1, self.latent_dim, LATENT)?,
+            kl: if self.with_kl {
+                Some(take(2, 1, KL)?)
+            } else {
+                None
+            },
         })
     }
 }

@@ -110,6 +110,8 @@ pub enum TrainError {
     Candle(#[from] candle_core::Error),
     #[error("export: {0}")]
     Export(#[from] onnx::ExportError),
+    #[error("reading the exported model back: {0}")]
+    Reload(String),
 }
 
 /// Splits window indices into training and validation: the last
@@ -153,6 +155,7 @@ pub fn train(
     let started = Instant::now();
     let device = Device::Cpu;
     let features = windows.features;
+    debug_assert_eq!(features, arch.features());
     let (train_idx, val_idx) = split(
         windows,
         settings.validation_fraction,
@@ -189,6 +192,17 @@ pub fn train(
     let varmap = VarMap::new();
     let network = net::build(arch, VarBuilder::from_varmap(&varmap, DType::F32, &device))?;
     let vars = seeded_init(&varmap, &mut rng)?;
+    let pretrain_losses = if settings.pretrain_epochs > 0 {
+        let plan = net::PretrainPlan {
+            epochs: settings.pretrain_epochs,
+            batch_size: settings.batch_size,
+            learning_rate: settings.learning_rate,
+            weight_decay: settings.weight_decay,
+        };
+        network.pretrain(&train_x, &plan, &mut rng)?
+    } else {
+        Vec::new()
+    };
     let mut optimizer = AdamW::new(
         vars.clone(),
         ParamsAdamW {
@@ -215,8 +229,7 @@ pub fn train(
             batches += 1;
         }
         let train_loss = loss_sum / batches as f64;
-        let (val_reconstruction, _) = network.forward(&val_x)?;
-        let validation_loss = net::mse(&val_reconstruction, &val_x)?.to_scalar::<f32>()? as f64;
+        let validation_loss = network.validation_loss(&val_x)?.to_scalar::<f32>()? as f64;
         if !train_loss.is_finite() || !validation_loss.is_finite() {
             return Err(TrainError::Diverged {
                 epoch,
@@ -250,27 +263,19 @@ pub fn train(
         var.set(value)?;
     }
 
-    let (val_reconstruction, _) = network.forward(&val_x)?;
-    let reconstruction: Vec<f32> = val_reconstruction.flatten_all()?.to_vec1()?;
-    let mut errors: Vec<f32> = val_data
-        .chunks_exact(features)
-        .zip(reconstruction.chunks_exact(features))
-        .map(|(x, r)| score::mean_squared_error(x, r))
-        .collect();
-    let threshold = score::quantile(&mut errors, settings.threshold_quantile) as f64;
-
     let mut meta = ModelMetadata {
         format: FORMAT.into(),
         id: String::new(),
-        variant: arch.variant.name().into(),
+        variant: arch.model.variant.name().into(),
         channels: input.channels.clone(),
         window: input.window,
         hop: input.hop,
         sample_rate_hz: input.sample_rate_hz,
         input_layout: InputLayout::Flat,
-        latent_dim: arch.latent,
+        latent_dim: arch.latent_dim(),
         normalization: Some(normalization),
-        threshold,
+        score: network.score_kind(),
+        threshold: 0.0,
         calibration: Some(Calibration {
             quantile: settings.threshold_quantile,
             windows: val_idx.len(),
@@ -289,11 +294,24 @@ pub fn train(
             optimizer: "adamw".into(),
             learning_rate: settings.learning_rate,
             batch_size: settings.batch_size,
+            pretrain_losses,
         }),
     };
-    let mut graph = GraphBuilder::default();
-    let (reconstruction_name, latent_name) = network.export(&mut graph)?;
-    let onnx = graph.finish(&reconstruction_name, &latent_name, &mut meta)?;
+    // The threshold is calibrated by scoring the held-out windows with the
+    // exported model itself, exactly as the daemon will score them.
+    let exported = export(network.as_ref(), &mut meta)?;
+    let model = super::LoadedModel::from_bytes(&exported, std::path::Path::new("<exported>"))
+        .map_err(|e| TrainError::Reload(e.to_string()))?;
+    let mut scorer = score::Scorer::new(model);
+    let mut errors: Vec<f32> = scorer
+        .score(val_idx.iter().map(|&i| windows.window(i)))
+        .map_err(TrainError::Reload)?
+        .into_iter()
+        .map(|s| s.score)
+        .collect();
+    meta.threshold = score::quantile(&mut errors, settings.threshold_quantile) as f64;
+    let onnx = export(network.as_ref(), &mut meta)?;
+    let threshold = meta.threshold;
     let summary = TrainSummary {
         train_windows: train_idx.len(),
         validation_windows: val_idx.len(),
@@ -310,6 +328,12 @@ pub fn train(
         network,
         summary,
     })
+}
+
+fn export(network: &dyn Autoencoder, meta: &mut ModelMetadata) -> Result<Vec<u8>, TrainError> {
+    let mut graph = GraphBuilder::default();
+    let outputs = network.export(&mut graph)?;
+    Ok(graph.finish(&outputs, meta)?)
 }
 
 /// Re-initialises every variable from the seeded generator, in name order,

@@ -56,16 +56,24 @@ pub fn pen_windows(config: &Config) -> WindowSet {
 pub fn quick_model(channel_names: &[&str], epochs: usize, seed: u64) -> Trained {
     let mut config = Config::default();
     config.input.channels = channels(channel_names);
+    config.model.latent = 8;
+    quick_variant(&config, Variant::Basic, epochs, seed)
+}
+
+/// Trains `variant` on the shipped PEN data with `config`'s settings.
+pub fn quick_variant(config: &Config, variant: Variant, epochs: usize, seed: u64) -> Trained {
+    let mut config = config.clone();
+    config.model.variant = variant;
     let set = pen_windows(&config);
     let arch = Architecture {
-        variant: Variant::Basic,
-        features: set.features,
-        latent: 8,
+        window: config.window.size,
+        channels: config.input.channels.len(),
+        model: config.model.clone(),
     };
     let settings = TrainingConfig {
         epochs,
         seed,
-        ..TrainingConfig::default()
+        ..config.training.clone()
     };
     let input = InputSpec {
         channels: config.input.channels.clone(),
