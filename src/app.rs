@@ -9,12 +9,12 @@ use anyhow::{anyhow, Context};
 use crate::cli::{Command, DataArgs, DemoArgs, EvaluateArgs, ScoreArgs, TrainArgs};
 use crate::config::{Config, ConfigError, CsvColumns, Problem};
 use crate::daemon::{model_problems, Daemon, DaemonError};
-use crate::evaluate::{average_precision, roc_auc, Confusion};
+use crate::evaluation::{self, LabelledWindows};
 use crate::model::net::Architecture;
 use crate::model::train::{self, EpochReport, InputSpec, WindowSet};
 use crate::model::{LoadedModel, ModelError};
 use crate::pipeline::{window_spec, ScoreStage};
-use crate::recording::{ReadOptions, Recording, RecordingError};
+use crate::recording::{ReadOptions, RecordedWindow, Recording, RecordingError};
 use crate::sink::console::ConsoleSink;
 use crate::sink::jsonl::JsonlSink;
 use crate::sink::{Output, Sink};
@@ -366,8 +366,8 @@ fn score_recording(
     config: &Config,
     data: &DataArgs,
     keep: Vec<String>,
-    mut each: impl FnMut(&[Output]) -> Result<(), Failure>,
-) -> Result<(Recording, Vec<Vec<u32>>), Failure> {
+    mut each: impl FnMut(&[RecordedWindow], &[Output]) -> Result<(), Failure>,
+) -> Result<Recording, Failure> {
     let options = read_options(
         data,
         config,
@@ -378,16 +378,14 @@ fn score_recording(
     let recording = Recording::read(&data.data, &options)?;
     let windows = recording.windows(model_window_spec(&model, config));
     let mut stage = ScoreStage::new(model, config, Metrics::new()).quiet();
-    let mut kept = Vec::with_capacity(windows.len());
     for chunk in windows.chunks(OFFLINE_BATCH) {
         let batch: Vec<_> = chunk.iter().map(|w| w.window.clone()).collect();
         let outputs = stage
             .score(&batch)
             .map_err(|e| anyhow!("scoring {}: {e}", data.data.display()))?;
-        each(&outputs)?;
-        kept.extend(chunk.iter().map(|w| w.kept.clone()));
+        each(chunk, &outputs)?;
     }
-    Ok((recording, kept))
+    Ok(recording)
 }
 
 fn score(args: ScoreArgs) -> Result<(), Failure> {
@@ -400,7 +398,7 @@ fn score(args: ScoreArgs) -> Result<(), Failure> {
         None => JsonlSink::new(Box::new(std::io::stdout())),
     };
     let (mut windows, mut over, mut alerts) = (0usize, 0usize, 0usize);
-    score_recording(model, &config, &args.data, Vec::new(), |outputs| {
+    score_recording(model, &config, &args.data, Vec::new(), |_, outputs| {
         for output in outputs {
             match output {
                 Output::Window(w) => {
@@ -418,159 +416,71 @@ fn score(args: ScoreArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-#[derive(serde::Serialize)]
-struct EvaluationReport {
-    model: String,
-    data: String,
-    label: String,
-    normal: Vec<String>,
-    windows: usize,
-    normal_windows: usize,
-    anomalous_windows: usize,
-    roc_auc: Option<f64>,
-    pr_auc: Option<f64>,
-    threshold: f64,
-    at_threshold: Rates,
-    after_hysteresis: Rates,
-    mean_score_by_label: Vec<(String, f64, usize)>,
-}
-
-#[derive(serde::Serialize)]
-struct Rates {
-    precision: f64,
-    recall: f64,
-    false_alarm_rate: f64,
-    counts: Confusion,
-}
-
-impl From<Confusion> for Rates {
-    fn from(c: Confusion) -> Self {
-        Rates {
-            precision: c.precision(),
-            recall: c.recall(),
-            false_alarm_rate: c.false_alarm_rate(),
-            counts: c,
-        }
-    }
-}
-
 fn evaluate(args: EvaluateArgs) -> Result<(), Failure> {
     let config = load_config(args.config.as_deref())?;
     let model = LoadedModel::load(&args.model)?;
     let model_id = model.meta.id.clone();
-    let (mut scores, mut over, mut alarmed) = (Vec::new(), Vec::new(), Vec::new());
-    let mut threshold = 0.0;
-    let (recording, kept) = score_recording(
-        model,
-        &config,
-        &args.data,
-        vec![args.label.clone()],
-        |outputs| {
-            for output in outputs {
-                if let Output::Window(w) = output {
-                    scores.push(w.score);
-                    over.push(w.over_threshold);
-                    alarmed.push(w.anomaly);
-                    threshold = w.threshold;
-                }
+    let normalization = model.meta.normalization.clone();
+    let mut keep = vec![args.label.clone()];
+    keep.extend(args.group.clone());
+    let mut w = LabelledWindows::default();
+    let recording = score_recording(model, &config, &args.data, keep, |windows, outputs| {
+        let records = outputs.iter().filter_map(|o| match o {
+            Output::Window(record) => Some(record),
+            Output::Alert(_) => None,
+        });
+        for (window, record) in windows.iter().zip(records) {
+            w.scores.push(record.score);
+            w.over_threshold.push(record.over_threshold);
+            w.in_alert.push(record.anomaly);
+            w.threshold = record.threshold;
+            w.latent.push(record.latent.clone());
+            let mut input = window.window.data.clone();
+            if let Some(norm) = &normalization {
+                norm.apply(&mut input);
             }
-            Ok(())
-        },
-    )?;
-    let levels = &recording.levels[0];
+            w.input.push(input);
+            w.labels.push(window.kept[0]);
+            // Without a group column, a device (or recording) is a group.
+            w.groups
+                .push(window.kept.get(1).copied().unwrap_or(window.stream as u32));
+        }
+        Ok(())
+    })?;
+    w.label_names = recording.levels[0].clone();
     for normal in &args.normal {
-        if !levels.contains(normal) {
+        if !w.label_names.contains(normal) {
             return Err(failure(
                 EX_DATAERR,
                 anyhow!(
                     "--normal {normal:?} never appears in column {:?} (values: {})",
                     args.label,
-                    levels.join(", ")
+                    w.label_names.join(", ")
                 ),
             ));
         }
     }
-    let anomalous: Vec<bool> = kept
-        .iter()
-        .map(|k| !args.normal.contains(&levels[k[0] as usize]))
-        .collect();
-    let mut by_label = Vec::new();
-    for (i, name) in levels.iter().enumerate() {
-        let s: Vec<f32> = kept
-            .iter()
-            .zip(&scores)
-            .filter(|(k, _)| k[0] as usize == i)
-            .map(|(_, s)| *s)
-            .collect();
-        if !s.is_empty() {
-            by_label.push((
-                name.clone(),
-                s.iter().map(|v| *v as f64).sum::<f64>() / s.len() as f64,
-                s.len(),
-            ));
-        }
-    }
-    let report = EvaluationReport {
-        model: model_id,
-        data: args.data.data.display().to_string(),
-        label: args.label.clone(),
-        normal: args.normal.clone(),
-        windows: scores.len(),
-        normal_windows: anomalous.iter().filter(|a| !**a).count(),
-        anomalous_windows: anomalous.iter().filter(|a| **a).count(),
-        roc_auc: roc_auc(&scores, &anomalous),
-        pr_auc: average_precision(&scores, &anomalous),
-        threshold,
-        at_threshold: Confusion::count(&over, &anomalous).into(),
-        after_hysteresis: Confusion::count(&alarmed, &anomalous).into(),
-        mean_score_by_label: by_label,
+    let data = args.data.data.display().to_string();
+    let grouped_by = match &args.group {
+        Some(column) => format!("column {column:?}"),
+        None => "device".to_string(),
     };
-    let markdown = evaluation_markdown(&report);
-    print!("{markdown}");
+    let report = evaluation::evaluate(
+        &w,
+        &evaluation::Subject {
+            model: &model_id,
+            data: &data,
+            label: &args.label,
+            normal: &args.normal,
+            grouped_by: &grouped_by,
+        },
+    );
+    print!("{}", evaluation::markdown(&report));
     if let Some(dir) = &args.report {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        std::fs::write(
-            dir.join("report.json"),
-            serde_json::to_string_pretty(&report).context("report")?,
-        )
-        .with_context(|| format!("writing {}", dir.join("report.json").display()))?;
-        std::fs::write(dir.join("report.md"), &markdown)
-            .with_context(|| format!("writing {}", dir.join("report.md").display()))?;
+        evaluation::write(dir, &report, &w)
+            .with_context(|| format!("writing the report into {}", dir.display()))?;
     }
     Ok(())
-}
-
-fn evaluation_markdown(r: &EvaluationReport) -> String {
-    let opt = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.4}"));
-    let mut md = format!(
-        "# Evaluation of {} on {}\n\nNormal: {} = {}; {} windows ({} normal, {} anomalous).\n\n\
-         | measure | value |\n|---|---|\n| ROC AUC | {} |\n| PR AUC (average precision) | {} |\n\
-         | threshold | {:.5} |\n",
-        r.model,
-        r.data,
-        r.label,
-        r.normal.join(", "),
-        r.windows,
-        r.normal_windows,
-        r.anomalous_windows,
-        opt(r.roc_auc),
-        opt(r.pr_auc),
-        r.threshold
-    );
-    for (name, rates) in [
-        ("at the threshold", &r.at_threshold),
-        ("after hysteresis", &r.after_hysteresis),
-    ] {
-        md += &format!(
-            "| precision {name} | {:.4} |\n| recall {name} | {:.4} |\n| false-alarm rate {name} | {:.4} |\n",
-            rates.precision, rates.recall, rates.false_alarm_rate
-        );
-    }
-    md += "\n| label | windows | mean score |\n|---|---|---|\n";
-    for (name, mean, n) in &r.mean_score_by_label {
-        md += &format!("| {name} | {n} | {mean:.4} |\n");
-    }
-    md
 }
 
 const DEMO_TRAIN: &str = include_str!("../data/watch/train-pen.csv");

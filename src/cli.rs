@@ -146,7 +146,11 @@ pub struct EvaluateArgs {
     /// Label value(s) that are normal; every other value is an anomaly.
     #[arg(long, required = true)]
     pub normal: Vec<String>,
-    /// Directory to write report.json and report.md into.
+    /// Column whose values keep cross-validation folds apart (e.g. subject);
+    /// the device otherwise.
+    #[arg(long)]
+    pub group: Option<String>,
+    /// Directory to write report.json, report.md and SVG plots into.
     #[arg(long)]
     pub report: Option<PathBuf>,
     /// Config giving detector settings and CSV columns.
