@@ -28,6 +28,7 @@ pub mod decode;
 pub mod detect;
 pub mod evaluate;
 pub mod model;
+pub mod mqtt;
 pub mod pipeline;
 pub mod recording;
 pub mod score;
