@@ -192,7 +192,7 @@ async fn client(
                 }
                 Ok(Event::Incoming(Incoming::SubAck(_))) => Got::Subscribed,
                 Ok(Event::Incoming(Incoming::Publish(p))) => Got::Message(
-                    String::from_utf8(p.topic.to_vec()).unwrap(),
+                    p.topic.clone(),
                     p.payload.to_vec(),
                 ),
                 Ok(_) => continue,

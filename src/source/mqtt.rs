@@ -75,7 +75,7 @@ impl MqttSource {
         })
     }
 
-    fn route(&self, topic: &str) -> Option<(&str, Format)> {
+    fn route<'t>(&self, topic: &'t str) -> Option<(&'t str, Format)> {
         self.routes
             .iter()
             .find_map(|r| r.filter.device(topic).map(|d| (d, r.format)))
@@ -132,11 +132,7 @@ impl MqttSource {
                     }
                 }
                 Ok(Event::Incoming(Incoming::Publish(publish))) => {
-                    let Ok(topic) = std::str::from_utf8(&publish.topic) else {
-                        self.metrics.mqtt_unrouted();
-                        continue;
-                    };
-                    let Some((device, format)) = self.route(topic) else {
+                    let Some((device, format)) = self.route(&publish.topic) else {
                         self.metrics.mqtt_unrouted();
                         continue;
                     };
