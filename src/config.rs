@@ -937,7 +937,10 @@ impl Config {
         check(
             input.binary_i16_scale.is_finite() && input.binary_i16_scale != 0.0,
             "input.binary_i16_scale",
-            format!("must be a finite non-zero factor, got {}", input.binary_i16_scale),
+            format!(
+                "must be a finite non-zero factor, got {}",
+                input.binary_i16_scale
+            ),
         );
         if input.kind == InputKind::Mqtt {
             mqtt_input_problems(input, &mut check);

@@ -126,7 +126,8 @@ impl BinaryHeader {
             other => return Err(DecodeError::BadValueType(other)),
         };
         let u16_at = |i: usize| u16::from_le_bytes([bytes[i], bytes[i + 1]]);
-        let u32_at = |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+        let u32_at =
+            |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
         let mut t0 = [0u8; 8];
         t0.copy_from_slice(&bytes[12..20]);
         Ok(Self {
@@ -638,7 +639,13 @@ mod tests {
         assert_eq!(err.reason(), "too_large");
     }
 
-    fn binary(value_type: BinaryType, channels: u16, samples: u32, t0: f64, body: &[u8]) -> Vec<u8> {
+    fn binary(
+        value_type: BinaryType,
+        channels: u16,
+        samples: u32,
+        t0: f64,
+        body: &[u8],
+    ) -> Vec<u8> {
         let mut bytes = BinaryHeader {
             value_type,
             channels,
@@ -711,11 +718,32 @@ mod tests {
             (bad_version, "bad_version"),
             (bad_type, "bad_value_type"),
             (bad_interval, "bad_interval"),
-            (binary(BinaryType::F32, 2, 1, 0.0, &f32s(&[1.0, 2.0])), "channel_count"),
-            (binary(BinaryType::F32, 3, 1, 0.0, &f32s(&[1.0, f32::NAN, 3.0])), "non_finite"),
-            (binary(BinaryType::F32, 3, 1, f64::INFINITY, &f32s(&[1.0, 2.0, 3.0])), "non_finite"),
-            (binary(BinaryType::I16, 3, 5, 0.0, &[0; 30]), "too_many_samples"),
-            (binary(BinaryType::I16, 3, u32::MAX, 0.0, &[]), "too_many_samples"),
+            (
+                binary(BinaryType::F32, 2, 1, 0.0, &f32s(&[1.0, 2.0])),
+                "channel_count",
+            ),
+            (
+                binary(BinaryType::F32, 3, 1, 0.0, &f32s(&[1.0, f32::NAN, 3.0])),
+                "non_finite",
+            ),
+            (
+                binary(
+                    BinaryType::F32,
+                    3,
+                    1,
+                    f64::INFINITY,
+                    &f32s(&[1.0, 2.0, 3.0]),
+                ),
+                "non_finite",
+            ),
+            (
+                binary(BinaryType::I16, 3, 5, 0.0, &[0; 30]),
+                "too_many_samples",
+            ),
+            (
+                binary(BinaryType::I16, 3, u32::MAX, 0.0, &[]),
+                "too_many_samples",
+            ),
             (binary(BinaryType::I16, 3, 0, 0.0, &[]), "empty"),
         ];
         for (payload, reason) in cases {
@@ -736,7 +764,10 @@ mod tests {
                 let mut corrupted = good.clone();
                 corrupted[i] = b;
                 let mut out = Samples::default();
-                if decoder().decode(Format::Binary, &corrupted, &mut out).is_ok() {
+                if decoder()
+                    .decode(Format::Binary, &corrupted, &mut out)
+                    .is_ok()
+                {
                     assert_eq!(out.values.len(), out.len() * 3);
                 }
             }

@@ -191,10 +191,9 @@ async fn client(
                     Got::Connected
                 }
                 Ok(Event::Incoming(Incoming::SubAck(_))) => Got::Subscribed,
-                Ok(Event::Incoming(Incoming::Publish(p))) => Got::Message(
-                    p.topic.clone(),
-                    p.payload.to_vec(),
-                ),
+                Ok(Event::Incoming(Incoming::Publish(p))) => {
+                    Got::Message(p.topic.clone(), p.payload.to_vec())
+                }
                 Ok(_) => continue,
                 Err(_) => {
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -310,7 +309,10 @@ impl Received {
                 }
                 Ok(Some(_)) => {}
                 Ok(None) => panic!("subscriber gone"),
-                Err(_) => panic!("timed out waiting for {what}; got {} messages", self.0.len()),
+                Err(_) => panic!(
+                    "timed out waiting for {what}; got {} messages",
+                    self.0.len()
+                ),
             }
         }
     }
@@ -384,17 +386,39 @@ async fn samples_from_two_devices_become_features_alerts_and_status() {
             .collect();
         assert!(raised.len() >= 2, "alerts on the ABD/FEL parts: {raised:?}");
         for (topic, alert) in got.0.iter().filter(|(t, _)| t.ends_with("/alert")) {
-            assert_eq!(*topic, format!("accelwatch/{}/alert", alert["device"].as_str().unwrap()));
+            assert_eq!(
+                *topic,
+                format!("accelwatch/{}/alert", alert["device"].as_str().unwrap())
+            );
             assert_eq!(alert["type"], "alert");
         }
         let status = got.on("accelwatch/status");
-        assert_eq!(status.first().map(|s| &s["status"]), Some(&Value::from("online")));
+        assert_eq!(
+            status.first().map(|s| &s["status"]),
+            Some(&Value::from("online"))
+        );
 
         let text = scrape(addr).await;
-        assert_eq!(metric(&text, "accelwatch_decode_errors_total{reason=\"syntax\"}"), Some(1.0));
-        assert_eq!(metric(&text, "accelwatch_decode_errors_total{reason=\"too_large\"}"), Some(1.0));
-        assert_eq!(metric(&text, "accelwatch_mqtt_unrouted_total"), Some(0.0), "not subscribed");
-        assert_eq!(metric(&text, "accelwatch_windows_total"), Some(total as f64));
+        assert_eq!(
+            metric(&text, "accelwatch_decode_errors_total{reason=\"syntax\"}"),
+            Some(1.0)
+        );
+        assert_eq!(
+            metric(
+                &text,
+                "accelwatch_decode_errors_total{reason=\"too_large\"}"
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            metric(&text, "accelwatch_mqtt_unrouted_total"),
+            Some(0.0),
+            "not subscribed"
+        );
+        assert_eq!(
+            metric(&text, "accelwatch_windows_total"),
+            Some(total as f64)
+        );
 
         daemon.shutdown();
         let summary = tokio::time::timeout(Duration::from_secs(30), daemon.wait())
@@ -403,7 +427,9 @@ async fn samples_from_two_devices_become_features_alerts_and_status() {
             .unwrap();
         assert_eq!(summary.windows as usize, total);
         got.until(&mut watched, "the offline status", |r| {
-            r.on("accelwatch/status").last().map(|s| s["status"].clone())
+            r.on("accelwatch/status")
+                .last()
+                .map(|s| s["status"].clone())
                 == Some(Value::from("offline"))
         })
         .await;
@@ -416,7 +442,9 @@ async fn samples_from_two_devices_become_features_alerts_and_status() {
 async fn a_broker_restart_is_survived() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let mut broker = Broker::start();
-        let daemon = Daemon::start(mqtt_config(&broker), Vec::new()).await.unwrap();
+        let daemon = Daemon::start(mqtt_config(&broker), Vec::new())
+            .await
+            .unwrap();
         let addr = daemon.telemetry_addr().unwrap();
         wait_metric(addr, "accelwatch_mqtt_connected{role=\"input\"}", 1.0).await;
         wait_metric(addr, "accelwatch_mqtt_connected{role=\"output\"}", 1.0).await;
@@ -429,16 +457,21 @@ async fn a_broker_restart_is_survived() {
             }
             publisher
         };
-        let (_watcher, mut watched) = client(broker.port, "watcher", &["accelwatch/+/features"]).await;
+        let (_watcher, mut watched) =
+            client(broker.port, "watcher", &["accelwatch/+/features"]).await;
         let _p = send(rows[..256].to_vec(), broker.port).await;
         let mut got = Received::default();
-        got.until(&mut watched, "windows before the restart", |r| r.0.len() >= 3)
-            .await;
+        got.until(&mut watched, "windows before the restart", |r| {
+            r.0.len() >= 3
+        })
+        .await;
 
         broker.kill();
         wait_metric(addr, "accelwatch_mqtt_connected{role=\"input\"}", 0.0).await;
         wait_metric(addr, "accelwatch_mqtt_connected{role=\"output\"}", 0.0).await;
-        assert!(daemon.metrics.render().contains("accelwatch_mqtt_connection_failures_total{reason=\"network\",role=\"input\"}"));
+        assert!(daemon.metrics.render().contains(
+            "accelwatch_mqtt_connection_failures_total{reason=\"network\",role=\"input\"}"
+        ));
         broker.restart();
         wait_metric(addr, "accelwatch_mqtt_connected{role=\"input\"}", 1.0).await;
         wait_metric(addr, "accelwatch_mqtt_connected{role=\"output\"}", 1.0).await;
@@ -453,7 +486,9 @@ async fn a_broker_restart_is_survived() {
         let _p = send(rows[256..512].to_vec(), broker.port).await;
         let mut after = Received::default();
         after
-            .until(&mut watched, "windows after the restart", |r| r.0.len() >= 3)
+            .until(&mut watched, "windows after the restart", |r| {
+                r.0.len() >= 3
+            })
             .await;
         assert_eq!(after.0[0].0, "accelwatch/w1/features");
         daemon.shutdown();
@@ -479,7 +514,8 @@ async fn oversize_packets_and_odd_device_ids() {
         let daemon = Daemon::start(config, Vec::new()).await.unwrap();
         let addr = daemon.telemetry_addr().unwrap();
         wait_metric(addr, "accelwatch_mqtt_connected{role=\"input\"}", 1.0).await;
-        let (_watcher, mut watched) = client(broker.port, "watcher", &["accelwatch/+/features"]).await;
+        let (_watcher, mut watched) =
+            client(broker.port, "watcher", &["accelwatch/+/features"]).await;
         let (publisher, _) = client(broker.port, "publisher", &[]).await;
 
         let long_id = "d".repeat(100);
@@ -498,14 +534,27 @@ async fn oversize_packets_and_odd_device_ids() {
             publish(&publisher, &topic, json_samples(chunk)).await;
         }
         let mut got = Received::default();
-        got.until(&mut watched, "windows around the oversize message", |r| r.0.len() >= 3)
-            .await;
+        got.until(&mut watched, "windows around the oversize message", |r| {
+            r.0.len() >= 3
+        })
+        .await;
         let expected_topic = format!("accelwatch/{}/features", "d".repeat(64));
-        assert!(got.0.iter().all(|(t, _)| *t == expected_topic), "{:?}", got.0[0].0);
-        assert_eq!(got.0[0].1["device"], long_id.as_str(), "the payload keeps the full id");
+        assert!(
+            got.0.iter().all(|(t, _)| *t == expected_topic),
+            "{:?}",
+            got.0[0].0
+        );
+        assert_eq!(
+            got.0[0].1["device"],
+            long_id.as_str(),
+            "the payload keeps the full id"
+        );
         let text = scrape(addr).await;
         assert_eq!(
-            metric(&text, "accelwatch_mqtt_connection_failures_total{reason=\"oversize\",role=\"input\"}"),
+            metric(
+                &text,
+                "accelwatch_mqtt_connection_failures_total{reason=\"oversize\",role=\"input\"}"
+            ),
             Some(1.0),
             "{text}"
         );
@@ -529,16 +578,30 @@ async fn username_and_password() {
         let mut config = mqtt_config(&broker);
         config.input.mqtt.auth.username = Some("edge".into());
         config.input.mqtt.auth.password_file = Some(password_file.clone());
-        assert!(config.validate_settings().is_empty(), "{:?}", config.validate_settings());
+        assert!(
+            config.validate_settings().is_empty(),
+            "{:?}",
+            config.validate_settings()
+        );
         let daemon = Daemon::start(config.clone(), Vec::new()).await.unwrap();
         let addr = daemon.telemetry_addr().unwrap();
-        let refused = "accelwatch_mqtt_connection_failures_total{reason=\"refused\",role=\"input\"}";
+        let refused =
+            "accelwatch_mqtt_connection_failures_total{reason=\"refused\",role=\"input\"}";
         let deadline = Instant::now() + Duration::from_secs(20);
         while metric(&scrape(addr).await, refused).unwrap_or(0.0) < 2.0 {
-            assert!(Instant::now() < deadline, "refusals are counted and retried");
+            assert!(
+                Instant::now() < deadline,
+                "refusals are counted and retried"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert_eq!(metric(&scrape(addr).await, "accelwatch_mqtt_connected{role=\"input\"}"), Some(0.0));
+        assert_eq!(
+            metric(
+                &scrape(addr).await,
+                "accelwatch_mqtt_connected{role=\"input\"}"
+            ),
+            Some(0.0)
+        );
         daemon.shutdown();
         tokio::time::timeout(Duration::from_secs(30), daemon.wait())
             .await

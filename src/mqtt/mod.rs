@@ -280,7 +280,12 @@ pub fn failure_reason(error: &ConnectionError) -> &'static str {
         )) => "oversize",
         ConnectionError::ConnectionRefused(_) => "refused",
         ConnectionError::Tls(_) => "tls",
-        ConnectionError::Io(_) | ConnectionError::NetworkTimeout => "network",
+        ConnectionError::Io(_)
+        | ConnectionError::NetworkTimeout
+        | ConnectionError::FlushTimeout
+        | ConnectionError::MqttState(
+            StateError::Io(_) | StateError::ConnectionAborted | StateError::AwaitPingResp,
+        ) => "network",
         _ => "protocol",
     }
 }
@@ -302,7 +307,10 @@ mod tests {
         let u = BrokerUrl::parse("mqtt://127.0.0.1:1884").unwrap();
         assert_eq!((u.host.as_str(), u.port, u.tls), ("127.0.0.1", 1884, false));
         let u = BrokerUrl::parse("mqtts://broker.example/").unwrap();
-        assert_eq!((u.host.as_str(), u.port, u.tls), ("broker.example", 8883, true));
+        assert_eq!(
+            (u.host.as_str(), u.port, u.tls),
+            ("broker.example", 8883, true)
+        );
         let u = BrokerUrl::parse("mqtt://[::1]:1885").unwrap();
         assert_eq!((u.host.as_str(), u.port), ("::1", 1885));
         for bad in [
@@ -321,7 +329,10 @@ mod tests {
     fn backoff_grows_to_its_cap_with_jitter() {
         let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(1000));
         let delays: Vec<Duration> = (0..8).map(|_| b.next_delay()).collect();
-        for (d, base) in delays.iter().zip([100, 200, 400, 800, 1000, 1000, 1000, 1000]) {
+        for (d, base) in delays
+            .iter()
+            .zip([100, 200, 400, 800, 1000, 1000, 1000, 1000])
+        {
             let base = Duration::from_millis(base);
             assert!(*d >= base / 2 && *d <= base, "{d:?} for {base:?}");
         }

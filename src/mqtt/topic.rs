@@ -118,7 +118,9 @@ pub fn check_topic_name(topic: &str) -> Result<(), String> {
         return Err("a topic is empty".into());
     }
     if topic.contains(['+', '#', '\0']) {
-        return Err(format!("{topic:?}: no + or # (or NUL) in a topic to publish to"));
+        return Err(format!(
+            "{topic:?}: no + or # (or NUL) in a topic to publish to"
+        ));
     }
     if topic.contains(['{', '}']) {
         return Err(format!("{topic:?}: unknown placeholder"));
@@ -209,7 +211,10 @@ mod tests {
 
     #[test]
     fn device_ids_are_sanitised() {
-        assert!(matches!(sanitize_device("watch-9"), Cow::Borrowed("watch-9")));
+        assert!(matches!(
+            sanitize_device("watch-9"),
+            Cow::Borrowed("watch-9")
+        ));
         assert_eq!(sanitize_device(""), "_");
         assert_eq!(sanitize_device("a/b"), "a_b");
         assert_eq!(sanitize_device("+#"), "__");

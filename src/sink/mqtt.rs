@@ -55,7 +55,10 @@ impl MqttSink {
     /// The sink and the task driving its connection; the task ends after
     /// the sink is dropped and its final `offline` status is sent (or
     /// never, while the broker is away: bound the wait for it).
-    pub fn open(config: &Config, metrics: Metrics) -> Result<Option<(Self, JoinHandle<()>)>, MqttError> {
+    pub fn open(
+        config: &Config,
+        metrics: Metrics,
+    ) -> Result<Option<(Self, JoinHandle<()>)>, MqttError> {
         let Some(output) = &config.output.mqtt else {
             return Ok(None);
         };
@@ -88,7 +91,8 @@ impl MqttSink {
             client,
             features: Template::parse(&output.features_topic)
                 .map_err(setting("output.mqtt.features_topic"))?,
-            alert: Template::parse(&output.alert_topic).map_err(setting("output.mqtt.alert_topic"))?,
+            alert: Template::parse(&output.alert_topic)
+                .map_err(setting("output.mqtt.alert_topic"))?,
             features_qos: qos(output.features_qos),
             features_retain: output.features_retain,
             alert_qos: qos(output.alert_qos),
@@ -100,7 +104,11 @@ impl MqttSink {
     }
 
     fn publish(&self, kind: &str, topic: String, qos: QoS, retain: bool, payload: Vec<u8>) {
-        if self.client.try_publish(topic, qos, retain, payload).is_err() {
+        if self
+            .client
+            .try_publish(topic, qos, retain, payload)
+            .is_err()
+        {
             self.metrics.mqtt_publish_dropped(kind);
         }
     }
@@ -175,7 +183,12 @@ impl Connection {
                     tracing::info!(url = %self.url, "MQTT output connected");
                     if self
                         .client
-                        .try_publish(&self.status_topic, QoS::AtLeastOnce, true, status_payload(true))
+                        .try_publish(
+                            &self.status_topic,
+                            QoS::AtLeastOnce,
+                            true,
+                            status_payload(true),
+                        )
                         .is_err()
                     {
                         self.metrics.mqtt_publish_dropped("status");
