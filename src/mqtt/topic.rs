@@ -80,7 +80,8 @@ impl DeviceFilter {
         }
         // MQTT wildcards do not match `$SYS`-like topics at the first level,
         // and an empty level names no device.
-        device.filter(|d| !d.is_empty() && !(self.device_index == 0 && d.starts_with('$')))
+        let system = |d: &str| self.device_index == 0 && d.starts_with('$');
+        device.filter(|d| !d.is_empty() && !system(d))
     }
 }
 
