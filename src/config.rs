@@ -1100,3 +1100,58 @@ fn mqtt_output_problems(
         "must be at least 1".into(),
     );
 }
+
+#[cfg(test)]
+mod mqtt_tests {
+    use super::*;
+
+    fn keys(config: &Config) -> Vec<String> {
+        config
+            .validate_settings()
+            .into_iter()
+            .map(|p| p.key)
+            .collect()
+    }
+
+    #[test]
+    fn mqtt_settings_are_checked_with_their_keys() {
+        let mut config = Config::default();
+        config.input.kind = InputKind::Mqtt;
+        assert!(keys(&config).is_empty(), "{:?}", config.validate_settings());
+        config.input.mqtt.url = "tcp://broker".into();
+        config.input.mqtt.topics = vec![
+            TopicEntry::Filter("sensors/accel".into()),
+            TopicEntry::WithFormat(TopicWithFormat {
+                filter: "a/{device}".into(),
+                format: PayloadFormat::Binary,
+            }),
+        ];
+        config.input.mqtt.qos = 2;
+        config.input.mqtt.max_packet_bytes = 1024;
+        config.input.mqtt.auth.password_env = Some("X".into());
+        config.output.mqtt = Some(MqttOutputConfig {
+            features_topic: "out/+/{device}".into(),
+            ..MqttOutputConfig::default()
+        });
+        let keys = keys(&config);
+        for key in [
+            "input.mqtt.url",
+            "input.mqtt.topics",
+            "input.mqtt.qos",
+            "input.mqtt.max_packet_bytes",
+            "input.mqtt.auth.username",
+            "output.mqtt.features_topic",
+        ] {
+            assert!(keys.iter().any(|k| k == key), "{key} in {keys:?}");
+        }
+        assert_eq!(keys.iter().filter(|k| *k == "input.mqtt.topics").count(), 1);
+
+        let mut config = Config::default();
+        config.output.mqtt = Some(MqttOutputConfig::default());
+        assert_eq!(
+            self::keys(&config),
+            vec!["output.mqtt.url"],
+            "replay input, no output url"
+        );
+    }
+}
