@@ -69,6 +69,7 @@ pub struct Config {
 #[serde(rename_all = "lowercase")]
 pub enum InputKind {
     Replay,
+    Mqtt,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -86,11 +87,19 @@ pub struct InputConfig {
     pub max_payload_bytes: usize,
     #[serde(default = "InputConfig::default_max_samples_per_message")]
     pub max_samples_per_message: usize,
+    /// Factor applied to int16 values of the binary payload format.
+    #[serde(default = "InputConfig::default_binary_i16_scale")]
+    pub binary_i16_scale: f64,
     #[serde(default)]
     pub replay: ReplayConfig,
+    #[serde(default)]
+    pub mqtt: MqttInputConfig,
 }
 
 impl InputConfig {
+    const fn default_binary_i16_scale() -> f64 {
+        1.0
+    }
     const fn default_kind() -> InputKind {
         InputKind::Replay
     }
@@ -113,7 +122,9 @@ impl Default for InputConfig {
             sample_rate_hz: Self::default_sample_rate_hz(),
             max_payload_bytes: Self::default_max_payload_bytes(),
             max_samples_per_message: Self::default_max_samples_per_message(),
+            binary_i16_scale: Self::default_binary_i16_scale(),
             replay: ReplayConfig::default(),
+            mqtt: MqttInputConfig::default(),
         }
     }
 }
@@ -183,6 +194,239 @@ impl Default for ReplayConfig {
             speed: Self::default_speed(),
             repeat: false,
             columns: CsvColumns::default(),
+        }
+    }
+}
+
+/// How a payload is encoded; see `decode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PayloadFormat {
+    /// A JSON sample, batch or array of samples.
+    Json,
+    Csv,
+    /// The little-endian binary batch (int16 or float32, said by its header).
+    Binary,
+}
+
+impl PayloadFormat {
+    pub const fn decode_format(self) -> crate::decode::Format {
+        match self {
+            PayloadFormat::Json => crate::decode::Format::Json,
+            PayloadFormat::Csv => crate::decode::Format::Csv,
+            PayloadFormat::Binary => crate::decode::Format::Binary,
+        }
+    }
+}
+
+/// One subscription: a topic filter with a `{device}` segment, either as a
+/// bare string (using `input.mqtt.format`) or with its own format.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TopicEntry {
+    Filter(String),
+    WithFormat(TopicWithFormat),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicWithFormat {
+    pub filter: String,
+    pub format: PayloadFormat,
+}
+
+impl TopicEntry {
+    pub fn filter(&self) -> &str {
+        match self {
+            TopicEntry::Filter(f) => f,
+            TopicEntry::WithFormat(t) => &t.filter,
+        }
+    }
+    pub fn format(&self, default: PayloadFormat) -> PayloadFormat {
+        match self {
+            TopicEntry::Filter(_) => default,
+            TopicEntry::WithFormat(t) => t.format,
+        }
+    }
+}
+
+/// How to reach and authenticate to a broker; shared by the MQTT input
+/// and output (the output reuses the input's unless it sets `url`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttAuth {
+    #[serde(default)]
+    pub username: Option<String>,
+    /// A file holding the password (a trailing newline is ignored).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// The name of an environment variable holding the password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// PEM CA certificates for `mqtts://`; the system's roots when unset.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate chain and key, for mutual TLS.
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
+}
+
+impl MqttAuth {
+    fn is_empty(&self) -> bool {
+        *self == MqttAuth::default()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttInputConfig {
+    /// `mqtt://host[:1883]` or `mqtts://host[:8883]`.
+    #[serde(default = "MqttInputConfig::default_url")]
+    pub url: String,
+    #[serde(default = "MqttInputConfig::default_client_id")]
+    pub client_id: String,
+    /// false keeps the broker-side session (and QoS 1 messages queued for
+    /// us) across reconnects.
+    #[serde(default = "MqttInputConfig::default_clean_session")]
+    pub clean_session: bool,
+    #[serde(default = "MqttInputConfig::default_keep_alive_s")]
+    pub keep_alive_s: u64,
+    /// QoS of the subscriptions (0 or 1).
+    #[serde(default)]
+    pub qos: u8,
+    #[serde(default = "MqttInputConfig::default_topics")]
+    pub topics: Vec<TopicEntry>,
+    #[serde(default = "MqttInputConfig::default_format")]
+    pub format: PayloadFormat,
+    /// Largest MQTT packet read or written. A larger incoming packet costs
+    /// the connection (the client cannot skip it) and is counted.
+    #[serde(default = "MqttInputConfig::default_max_packet_bytes")]
+    pub max_packet_bytes: usize,
+    #[serde(default = "MqttInputConfig::default_reconnect_min_ms")]
+    pub reconnect_min_ms: u64,
+    #[serde(default = "MqttInputConfig::default_reconnect_max_ms")]
+    pub reconnect_max_ms: u64,
+    #[serde(default)]
+    pub auth: MqttAuth,
+}
+
+impl MqttInputConfig {
+    fn default_url() -> String {
+        "mqtt://127.0.0.1:1883".into()
+    }
+    fn default_client_id() -> String {
+        "accelwatch".into()
+    }
+    const fn default_clean_session() -> bool {
+        true
+    }
+    const fn default_keep_alive_s() -> u64 {
+        30
+    }
+    fn default_topics() -> Vec<TopicEntry> {
+        vec![TopicEntry::Filter("sensors/{device}/accel".into())]
+    }
+    const fn default_format() -> PayloadFormat {
+        PayloadFormat::Json
+    }
+    const fn default_max_packet_bytes() -> usize {
+        1024 * 1024
+    }
+    const fn default_reconnect_min_ms() -> u64 {
+        500
+    }
+    const fn default_reconnect_max_ms() -> u64 {
+        30_000
+    }
+}
+
+impl Default for MqttInputConfig {
+    fn default() -> Self {
+        Self {
+            url: Self::default_url(),
+            client_id: Self::default_client_id(),
+            clean_session: Self::default_clean_session(),
+            keep_alive_s: Self::default_keep_alive_s(),
+            qos: 0,
+            topics: Self::default_topics(),
+            format: Self::default_format(),
+            max_packet_bytes: Self::default_max_packet_bytes(),
+            reconnect_min_ms: Self::default_reconnect_min_ms(),
+            reconnect_max_ms: Self::default_reconnect_max_ms(),
+            auth: MqttAuth::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttOutputConfig {
+    /// Another broker; unset, the input's broker, credentials and TLS.
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default = "MqttOutputConfig::default_client_id")]
+    pub client_id: String,
+    #[serde(default = "MqttOutputConfig::default_features_topic")]
+    pub features_topic: String,
+    #[serde(default = "MqttOutputConfig::default_alert_topic")]
+    pub alert_topic: String,
+    /// Retained `online` / `offline` (the last will) status.
+    #[serde(default = "MqttOutputConfig::default_status_topic")]
+    pub status_topic: String,
+    #[serde(default)]
+    pub features_qos: u8,
+    #[serde(default)]
+    pub features_retain: bool,
+    #[serde(default = "MqttOutputConfig::default_alert_qos")]
+    pub alert_qos: u8,
+    #[serde(default)]
+    pub alert_retain: bool,
+    /// Messages waiting for the broker; beyond this (a long outage) they
+    /// are dropped and counted.
+    #[serde(default = "MqttOutputConfig::default_queue")]
+    pub queue: usize,
+    /// Only with `url`; otherwise the input's.
+    #[serde(default)]
+    pub auth: MqttAuth,
+}
+
+impl MqttOutputConfig {
+    fn default_client_id() -> String {
+        "accelwatch-out".into()
+    }
+    fn default_features_topic() -> String {
+        "accelwatch/{device}/features".into()
+    }
+    fn default_alert_topic() -> String {
+        "accelwatch/{device}/alert".into()
+    }
+    fn default_status_topic() -> String {
+        "accelwatch/status".into()
+    }
+    const fn default_alert_qos() -> u8 {
+        1
+    }
+    const fn default_queue() -> usize {
+        4096
+    }
+}
+
+impl Default for MqttOutputConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            client_id: Self::default_client_id(),
+            features_topic: Self::default_features_topic(),
+            alert_topic: Self::default_alert_topic(),
+            status_topic: Self::default_status_topic(),
+            features_qos: 0,
+            features_retain: false,
+            alert_qos: Self::default_alert_qos(),
+            alert_retain: false,
+            queue: Self::default_queue(),
+            auth: MqttAuth::default(),
         }
     }
 }
@@ -619,6 +863,9 @@ pub struct OutputConfig {
     /// `-` for stdout, a file path, or `off`.
     #[serde(default = "OutputConfig::default_jsonl")]
     pub jsonl: String,
+    /// Publish windows, alerts and a status to MQTT when present.
+    #[serde(default)]
+    pub mqtt: Option<MqttOutputConfig>,
 }
 
 impl OutputConfig {
@@ -631,6 +878,7 @@ impl Default for OutputConfig {
     fn default() -> Self {
         Self {
             jsonl: Self::default_jsonl(),
+            mqtt: None,
         }
     }
 }
@@ -745,6 +993,10 @@ impl Config {
                 "input.replay.path",
                 format!("no such file: {}", self.input.replay.path.display()),
             ),
+            InputKind::Mqtt => auth_files(&self.input.mqtt.auth, "input.mqtt.auth", &mut check),
+        }
+        if let Some(output) = &self.output.mqtt {
+            auth_files(&output.auth, "output.mqtt.auth", &mut check);
         }
         let jsonl = self.output.jsonl.as_str();
         if jsonl != "-" && jsonl != "off" {
@@ -991,6 +1243,224 @@ impl Config {
             "pipeline.queue_capacity",
             "must be at least 1".into(),
         );
+        check(
+            input.binary_i16_scale.is_finite() && input.binary_i16_scale != 0.0,
+            "input.binary_i16_scale",
+            format!(
+                "must be a finite non-zero factor, got {}",
+                input.binary_i16_scale
+            ),
+        );
+        if input.kind == InputKind::Mqtt {
+            mqtt_input_problems(input, &mut check);
+        }
+        if let Some(output) = &self.output.mqtt {
+            mqtt_output_problems(output, input.kind == InputKind::Mqtt, &mut check);
+        }
         problems
+    }
+}
+
+fn auth_files(auth: &MqttAuth, prefix: &str, check: &mut impl FnMut(bool, &str, String)) {
+    let files = [
+        ("password_file", &auth.password_file),
+        ("ca_file", &auth.ca_file),
+        ("client_cert_file", &auth.client_cert_file),
+        ("client_key_file", &auth.client_key_file),
+    ];
+    for (key, file) in files {
+        if let Some(path) = file {
+            check(
+                path.is_file(),
+                &format!("{prefix}.{key}"),
+                format!("no such file: {}", path.display()),
+            );
+        }
+    }
+    if let Some(name) = &auth.password_env {
+        check(
+            std::env::var_os(name).is_some(),
+            &format!("{prefix}.password_env"),
+            format!("the environment variable {name} is not set"),
+        );
+    }
+}
+
+fn broker_problems(
+    url: &str,
+    auth: &MqttAuth,
+    prefix: &str,
+    check: &mut impl FnMut(bool, &str, String),
+) {
+    if let Err(message) = crate::mqtt::BrokerUrl::parse(url) {
+        check(false, &format!("{prefix}.url"), message);
+    }
+    check(
+        !(auth.password_file.is_some() && auth.password_env.is_some()),
+        &format!("{prefix}.auth.password_env"),
+        "set password_file or password_env, not both".into(),
+    );
+    check(
+        auth.username.is_some() || (auth.password_file.is_none() && auth.password_env.is_none()),
+        &format!("{prefix}.auth.username"),
+        "a password needs a username".into(),
+    );
+    check(
+        auth.client_cert_file.is_some() == auth.client_key_file.is_some(),
+        &format!("{prefix}.auth.client_key_file"),
+        "client_cert_file and client_key_file go together".into(),
+    );
+}
+
+fn qos_problem(qos: u8, key: &str, check: &mut impl FnMut(bool, &str, String)) {
+    check(qos <= 1, key, format!("must be 0 or 1, got {qos}"));
+}
+
+fn mqtt_input_problems(input: &InputConfig, check: &mut impl FnMut(bool, &str, String)) {
+    let mqtt = &input.mqtt;
+    broker_problems(&mqtt.url, &mqtt.auth, "input.mqtt", check);
+    check(
+        !mqtt.client_id.is_empty() || mqtt.clean_session,
+        "input.mqtt.client_id",
+        "a persistent session (clean_session = false) needs a client id".into(),
+    );
+    check(
+        mqtt.keep_alive_s >= 5,
+        "input.mqtt.keep_alive_s",
+        format!("must be at least 5 seconds, got {}", mqtt.keep_alive_s),
+    );
+    qos_problem(mqtt.qos, "input.mqtt.qos", check);
+    check(
+        !mqtt.topics.is_empty(),
+        "input.mqtt.topics",
+        "must list at least one topic filter".into(),
+    );
+    for entry in &mqtt.topics {
+        if let Err(message) = crate::mqtt::topic::DeviceFilter::parse(entry.filter()) {
+            check(false, "input.mqtt.topics", message);
+        }
+    }
+    check(
+        mqtt.max_packet_bytes > input.max_payload_bytes,
+        "input.mqtt.max_packet_bytes",
+        format!(
+            "must exceed input.max_payload_bytes ({}) so that an over-limit payload is counted \
+             instead of costing the connection, got {}",
+            input.max_payload_bytes, mqtt.max_packet_bytes
+        ),
+    );
+    check(
+        mqtt.max_packet_bytes <= 256 * 1024 * 1024,
+        "input.mqtt.max_packet_bytes",
+        "MQTT packets are at most 256 MiB".into(),
+    );
+    check(
+        mqtt.reconnect_min_ms >= 1 && mqtt.reconnect_min_ms <= mqtt.reconnect_max_ms,
+        "input.mqtt.reconnect_min_ms",
+        format!(
+            "must be between 1 and reconnect_max_ms ({}), got {}",
+            mqtt.reconnect_max_ms, mqtt.reconnect_min_ms
+        ),
+    );
+}
+
+fn mqtt_output_problems(
+    output: &MqttOutputConfig,
+    input_is_mqtt: bool,
+    check: &mut impl FnMut(bool, &str, String),
+) {
+    match &output.url {
+        Some(url) => broker_problems(url, &output.auth, "output.mqtt", check),
+        None => {
+            check(
+                input_is_mqtt,
+                "output.mqtt.url",
+                "required unless input.kind is mqtt (the output then uses the input's broker)"
+                    .into(),
+            );
+            check(
+                output.auth.is_empty(),
+                "output.mqtt.auth",
+                "only with output.mqtt.url; without it the input's connection is used".into(),
+            );
+        }
+    }
+    check(
+        !output.client_id.is_empty(),
+        "output.mqtt.client_id",
+        "must not be empty".into(),
+    );
+    for (key, template) in [
+        ("output.mqtt.features_topic", &output.features_topic),
+        ("output.mqtt.alert_topic", &output.alert_topic),
+    ] {
+        if let Err(message) = crate::mqtt::topic::Template::parse(template) {
+            check(false, key, message);
+        }
+    }
+    if let Err(message) = crate::mqtt::topic::check_topic_name(&output.status_topic) {
+        check(false, "output.mqtt.status_topic", message);
+    }
+    qos_problem(output.features_qos, "output.mqtt.features_qos", check);
+    qos_problem(output.alert_qos, "output.mqtt.alert_qos", check);
+    check(
+        output.queue >= 1,
+        "output.mqtt.queue",
+        "must be at least 1".into(),
+    );
+}
+
+#[cfg(test)]
+mod mqtt_tests {
+    use super::*;
+
+    fn keys(config: &Config) -> Vec<String> {
+        config
+            .validate_settings()
+            .into_iter()
+            .map(|p| p.key)
+            .collect()
+    }
+
+    #[test]
+    fn mqtt_settings_are_checked_with_their_keys() {
+        let mut config = Config::default();
+        config.input.kind = InputKind::Mqtt;
+        assert!(keys(&config).is_empty(), "{:?}", config.validate_settings());
+        config.input.mqtt.url = "tcp://broker".into();
+        config.input.mqtt.topics = vec![
+            TopicEntry::Filter("sensors/accel".into()),
+            TopicEntry::WithFormat(TopicWithFormat {
+                filter: "a/{device}".into(),
+                format: PayloadFormat::Binary,
+            }),
+        ];
+        config.input.mqtt.qos = 2;
+        config.input.mqtt.max_packet_bytes = 1024;
+        config.input.mqtt.auth.password_env = Some("X".into());
+        config.output.mqtt = Some(MqttOutputConfig {
+            features_topic: "out/+/{device}".into(),
+            ..MqttOutputConfig::default()
+        });
+        let keys = keys(&config);
+        for key in [
+            "input.mqtt.url",
+            "input.mqtt.topics",
+            "input.mqtt.qos",
+            "input.mqtt.max_packet_bytes",
+            "input.mqtt.auth.username",
+            "output.mqtt.features_topic",
+        ] {
+            assert!(keys.iter().any(|k| k == key), "{key} in {keys:?}");
+        }
+        assert_eq!(keys.iter().filter(|k| *k == "input.mqtt.topics").count(), 1);
+
+        let mut config = Config::default();
+        config.output.mqtt = Some(MqttOutputConfig::default());
+        assert_eq!(
+            self::keys(&config),
+            vec!["output.mqtt.url"],
+            "replay input, no output url"
+        );
     }
 }

@@ -10,14 +10,13 @@ use std::net::SocketAddr;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, InputKind, Problem};
+use crate::config::{Config, Problem};
 use crate::model::{LoadedModel, ModelError, ModelMetadata};
 use crate::pipeline::{IngestStage, ScoreStage};
-use crate::recording::RecordingError;
 use crate::sink::jsonl::JsonlSink;
+use crate::sink::mqtt::MqttSink;
 use crate::sink::{Output, Sink};
-use crate::source::replay::Replay;
-use crate::source::Frame;
+use crate::source::{Frame, Source, SourceError};
 use crate::telemetry::{self, Metrics};
 use crate::window::Window;
 
@@ -28,7 +27,9 @@ pub enum DaemonError {
     #[error(transparent)]
     Model(#[from] ModelError),
     #[error("input: {0}")]
-    Input(#[from] RecordingError),
+    Input(#[from] SourceError),
+    #[error("output: {0}")]
+    MqttOutput(crate::mqtt::MqttError),
     #[error("output.jsonl: cannot open {path}: {cause}")]
     Output {
         path: std::path::PathBuf,
@@ -50,6 +51,7 @@ impl DaemonError {
             DaemonError::Mismatch(_)
             | DaemonError::Model(_)
             | DaemonError::Input(_)
+            | DaemonError::MqttOutput(_)
             | DaemonError::Output { .. }
             | DaemonError::Listen { .. } => crate::EX_CONFIG,
             DaemonError::Stage(_) => 1,
@@ -114,6 +116,8 @@ pub struct Daemon {
     ingest: JoinHandle<()>,
     scorer: JoinHandle<Result<(u64, u64), String>>,
     sinks: JoinHandle<()>,
+    /// The MQTT output's connection, which sends its final status.
+    mqtt_output: Option<JoinHandle<()>>,
     pub metrics: Metrics,
 }
 
@@ -130,15 +134,21 @@ impl Daemon {
         if !problems.is_empty() {
             return Err(DaemonError::Mismatch(problems));
         }
-        let source = match config.input.kind {
-            InputKind::Replay => Replay::open(&config.input)?,
-        };
+        let metrics = Metrics::new();
+        let source = Source::open(&config.input, &metrics)?;
         if config.output.jsonl != "off" {
             let jsonl = JsonlSink::open(&config.output.jsonl)
                 .map_err(|(path, cause)| DaemonError::Output { path, cause })?;
             sinks.insert(0, Box::new(jsonl));
         }
-        let metrics = Metrics::new();
+        let mqtt_output = match MqttSink::open(&config, metrics.clone()) {
+            Ok(Some((sink, task))) => {
+                sinks.push(Box::new(sink));
+                Some(task)
+            }
+            Ok(None) => None,
+            Err(error) => return Err(DaemonError::MqttOutput(error)),
+        };
         let score_stage = ScoreStage::new(model, &config, metrics.clone());
         let (stop_telemetry, mut telemetry_stopped) = watch::channel(false);
         let (telemetry_addr, telemetry) = if config.telemetry.enabled {
@@ -188,6 +198,7 @@ impl Daemon {
             ingest,
             scorer,
             sinks,
+            mqtt_output,
             metrics,
         })
     }
@@ -212,6 +223,17 @@ impl Daemon {
         self.ingest.await.map_err(join)?;
         let scored = self.scorer.await.map_err(join)?;
         self.sinks.await.map_err(join)?;
+        if let Some(mut task) = self.mqtt_output {
+            // The sinks are dropped: the MQTT output is saying goodbye.
+            // A broker that is away does not hold the exit for long.
+            if tokio::time::timeout(crate::sink::mqtt::GOODBYE_TIMEOUT, &mut task)
+                .await
+                .is_err()
+            {
+                tracing::warn!("MQTT output: the offline status could not be sent in time");
+                task.abort();
+            }
+        }
         self.metrics.set_ready(false);
         let _ = self.stop_telemetry.send(true);
         if let Some(task) = self.telemetry {

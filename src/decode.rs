@@ -5,7 +5,8 @@
 //! - JSON sample: `{"t": 1000.0, "ax": 0.1, "ay": 0.0, "az": 0.98}` (`t` in ms, optional);
 //! - JSON batch: `{"t0": 1000.0, "interval_ms": 20.0, "values": [[ax, ay, az], ...]}`;
 //! - JSON array of samples: `[{"t": ..}, {"t": ..}]`;
-//! - CSV lines: `t,ax,ay,az` or `ax,ay,az`, one sample per line.
+//! - CSV lines: `t,ax,ay,az` or `ax,ay,az`, one sample per line;
+//! - binary: a little-endian header then samples (see [`BinaryHeader`]).
 
 use serde_json::Value;
 
@@ -38,6 +39,105 @@ pub enum Format {
     /// A JSON sample, batch or array of samples, told apart by shape.
     Json,
     Csv,
+    /// The binary batch format of [`BinaryHeader`]; int16 or float32 values.
+    Binary,
+}
+
+/// The binary batch format, for constrained senders: a 24-byte
+/// little-endian header, then `samples * channels` values, time-major
+/// (sample 0's channels, then sample 1's, ...).
+///
+/// | offset | type | field |
+/// |---|---|---|
+/// | 0 | `[u8; 4]` | magic `AWB1` |
+/// | 4 | u8 | version, 1 |
+/// | 5 | u8 | value type: 1 = int16, 2 = float32 |
+/// | 6 | u16 | channel count (must equal the configured channels) |
+/// | 8 | u32 | sample count |
+/// | 12 | f64 | device timestamp of sample 0 in ms; NaN for none |
+/// | 20 | f32 | interval between samples in ms (ignored when t0 is NaN) |
+///
+/// int16 values are multiplied by the decoder's scale (e.g. 1/4096 for a
+/// ±8 g sensor reporting in LSB) to give channel units.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BinaryHeader {
+    pub value_type: BinaryType,
+    pub channels: u16,
+    pub samples: u32,
+    pub t0_ms: f64,
+    pub interval_ms: f32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BinaryType {
+    I16,
+    F32,
+}
+
+impl BinaryType {
+    const fn code(self) -> u8 {
+        match self {
+            BinaryType::I16 => 1,
+            BinaryType::F32 => 2,
+        }
+    }
+    const fn width(self) -> usize {
+        match self {
+            BinaryType::I16 => 2,
+            BinaryType::F32 => 4,
+        }
+    }
+}
+
+impl BinaryHeader {
+    pub const MAGIC: [u8; 4] = *b"AWB1";
+    pub const VERSION: u8 = 1;
+    pub const LEN: usize = 24;
+
+    /// The header's bytes; a sender appends the values after it.
+    pub fn to_bytes(&self) -> [u8; Self::LEN] {
+        let mut b = [0u8; Self::LEN];
+        b[0..4].copy_from_slice(&Self::MAGIC);
+        b[4] = Self::VERSION;
+        b[5] = self.value_type.code();
+        b[6..8].copy_from_slice(&self.channels.to_le_bytes());
+        b[8..12].copy_from_slice(&self.samples.to_le_bytes());
+        b[12..20].copy_from_slice(&self.t0_ms.to_le_bytes());
+        b[20..24].copy_from_slice(&self.interval_ms.to_le_bytes());
+        b
+    }
+
+    fn parse(bytes: &[u8]) -> Result<Self, DecodeError> {
+        if bytes.len() < Self::LEN {
+            return Err(DecodeError::Length {
+                expected: Self::LEN,
+                got: bytes.len(),
+            });
+        }
+        if bytes[0..4] != Self::MAGIC {
+            return Err(DecodeError::BadMagic);
+        }
+        if bytes[4] != Self::VERSION {
+            return Err(DecodeError::BadVersion(bytes[4]));
+        }
+        let value_type = match bytes[5] {
+            1 => BinaryType::I16,
+            2 => BinaryType::F32,
+            other => return Err(DecodeError::BadValueType(other)),
+        };
+        let u16_at = |i: usize| u16::from_le_bytes([bytes[i], bytes[i + 1]]);
+        let u32_at =
+            |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+        let mut t0 = [0u8; 8];
+        t0.copy_from_slice(&bytes[12..20]);
+        Ok(Self {
+            value_type,
+            channels: u16_at(6),
+            samples: u32_at(8),
+            t0_ms: f64::from_le_bytes(t0),
+            interval_ms: f32::from_bits(u32_at(20)),
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -68,6 +168,16 @@ pub enum DecodeError {
     BadInterval,
     #[error("payload holds no sample")]
     Empty,
+    #[error("binary payload of {got} bytes, expected {expected}")]
+    Length { expected: usize, got: usize },
+    #[error("binary payload does not start with the magic AWB1")]
+    BadMagic,
+    #[error("binary format version {0} is not supported (only 1)")]
+    BadVersion(u8),
+    #[error("binary value type {0} is neither 1 (int16) nor 2 (float32)")]
+    BadValueType(u8),
+    #[error("binary payload has {got} channels, expected {expected}")]
+    ChannelCount { expected: usize, got: usize },
 }
 
 impl DecodeError {
@@ -85,10 +195,15 @@ impl DecodeError {
             DecodeError::TooManySamples { .. } => "too_many_samples",
             DecodeError::BadInterval => "bad_interval",
             DecodeError::Empty => "empty",
+            DecodeError::Length { .. } => "length",
+            DecodeError::BadMagic => "bad_magic",
+            DecodeError::BadVersion(_) => "bad_version",
+            DecodeError::BadValueType(_) => "bad_value_type",
+            DecodeError::ChannelCount { .. } => "channel_count",
         }
     }
 
-    pub const ALL_REASONS: [&'static str; 11] = [
+    pub const ALL_REASONS: [&'static str; 16] = [
         "too_large",
         "not_utf8",
         "syntax",
@@ -100,6 +215,11 @@ impl DecodeError {
         "too_many_samples",
         "bad_interval",
         "empty",
+        "length",
+        "bad_magic",
+        "bad_version",
+        "bad_value_type",
+        "channel_count",
     ];
 }
 
@@ -108,6 +228,7 @@ pub struct Decoder {
     channels: Vec<String>,
     max_payload_bytes: usize,
     max_samples: usize,
+    i16_scale: f32,
 }
 
 impl Decoder {
@@ -116,7 +237,14 @@ impl Decoder {
             channels,
             max_payload_bytes,
             max_samples,
+            i16_scale: 1.0,
         }
+    }
+
+    /// The factor int16 values of the binary format are multiplied by.
+    pub fn with_i16_scale(mut self, scale: f32) -> Self {
+        self.i16_scale = scale;
+        self
     }
 
     pub fn channels(&self) -> usize {
@@ -151,10 +279,10 @@ impl Decoder {
                 limit: self.max_payload_bytes,
             });
         }
-        let text = std::str::from_utf8(payload).map_err(|_| DecodeError::NotUtf8)?;
         match format {
-            Format::Json => self.decode_json(text, out)?,
-            Format::Csv => self.decode_csv(text, out)?,
+            Format::Json => self.decode_json(utf8(payload)?, out)?,
+            Format::Csv => self.decode_csv(utf8(payload)?, out)?,
+            Format::Binary => self.decode_binary(payload, out)?,
         }
         if out.is_empty() {
             return Err(DecodeError::Empty);
@@ -260,6 +388,62 @@ impl Decoder {
         Ok(())
     }
 
+    fn decode_binary(&self, payload: &[u8], out: &mut Samples) -> Result<(), DecodeError> {
+        let header = BinaryHeader::parse(payload)?;
+        let channels = self.channels.len();
+        if header.channels as usize != channels {
+            return Err(DecodeError::ChannelCount {
+                expected: channels,
+                got: header.channels as usize,
+            });
+        }
+        let count = header.samples as usize;
+        self.check_count(count)?;
+        let width = header.value_type.width();
+        // count is bounded by max_samples above, so this cannot overflow.
+        let expected = BinaryHeader::LEN + count * channels * width;
+        if payload.len() != expected {
+            return Err(DecodeError::Length {
+                expected,
+                got: payload.len(),
+            });
+        }
+        let t0 = if header.t0_ms.is_nan() {
+            None
+        } else {
+            let t0 = finite(header.t0_ms, "t0")?;
+            let dt = header.interval_ms as f64;
+            if !(dt.is_finite() && dt > 0.0) {
+                return Err(DecodeError::BadInterval);
+            }
+            Some((t0, dt))
+        };
+        let body = &payload[BinaryHeader::LEN..];
+        out.values.reserve(count * channels);
+        match header.value_type {
+            BinaryType::I16 => {
+                for v in body.chunks_exact(2) {
+                    out.values
+                        .push(i16::from_le_bytes([v[0], v[1]]) as f32 * self.i16_scale);
+                }
+            }
+            BinaryType::F32 => {
+                for (i, v) in body.chunks_exact(4).enumerate() {
+                    let v = f32::from_le_bytes([v[0], v[1], v[2], v[3]]);
+                    if !v.is_finite() {
+                        return Err(DecodeError::NonFinite {
+                            field: self.channels[i % channels].clone(),
+                        });
+                    }
+                    out.values.push(v);
+                }
+            }
+        }
+        out.t_ms
+            .extend((0..count).map(|i| t0.map(|(t0, dt)| t0 + dt * i as f64)));
+        Ok(())
+    }
+
     fn decode_csv(&self, text: &str, out: &mut Samples) -> Result<(), DecodeError> {
         let channels = self.channels.len();
         let mut count = 0;
@@ -295,6 +479,10 @@ impl Decoder {
         }
         Ok(())
     }
+}
+
+fn utf8(payload: &[u8]) -> Result<&str, DecodeError> {
+    std::str::from_utf8(payload).map_err(|_| DecodeError::NotUtf8)
 }
 
 fn json_number(value: &Value, field: &str) -> Result<f64, DecodeError> {
@@ -449,6 +637,141 @@ mod tests {
             .decode(Format::Csv, &[b'1'; 2000], &mut Samples::default())
             .unwrap_err();
         assert_eq!(err.reason(), "too_large");
+    }
+
+    fn binary(
+        value_type: BinaryType,
+        channels: u16,
+        samples: u32,
+        t0: f64,
+        body: &[u8],
+    ) -> Vec<u8> {
+        let mut bytes = BinaryHeader {
+            value_type,
+            channels,
+            samples,
+            t0_ms: t0,
+            interval_ms: 20.0,
+        }
+        .to_bytes()
+        .to_vec();
+        bytes.extend_from_slice(body);
+        bytes
+    }
+
+    #[test]
+    fn binary_int16_is_scaled_and_timed() {
+        let body: Vec<u8> = [1i16, -2, 4096, 0, 0, -4096]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let payload = binary(BinaryType::I16, 3, 2, 1000.0, &body);
+        assert_eq!(&payload[..4], b"AWB1");
+        assert_eq!(payload.len(), 24 + 12);
+        let mut out = Samples::default();
+        decoder()
+            .with_i16_scale(1.0 / 4096.0)
+            .decode(Format::Binary, &payload, &mut out)
+            .unwrap();
+        assert_eq!(out.t_ms, vec![Some(1000.0), Some(1020.0)]);
+        assert_eq!(
+            out.values,
+            vec![1.0 / 4096.0, -2.0 / 4096.0, 1.0, 0.0, 0.0, -1.0]
+        );
+    }
+
+    #[test]
+    fn binary_float32_without_time() {
+        let body: Vec<u8> = [0.5f32, 1.5, -2.5]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let mut out = Samples::default();
+        decoder()
+            .decode(
+                Format::Binary,
+                &binary(BinaryType::F32, 3, 1, f64::NAN, &body),
+                &mut out,
+            )
+            .unwrap();
+        assert_eq!(out.t_ms, vec![None]);
+        assert_eq!(out.values, vec![0.5, 1.5, -2.5]);
+    }
+
+    #[test]
+    fn malformed_binary_payloads_have_reasons() {
+        let f32s = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|v| v.to_le_bytes()).collect() };
+        let good = binary(BinaryType::F32, 3, 1, 0.0, &f32s(&[1.0, 2.0, 3.0]));
+        let mut bad_magic = good.clone();
+        bad_magic[0] = b'X';
+        let mut bad_version = good.clone();
+        bad_version[4] = 2;
+        let mut bad_type = good.clone();
+        bad_type[5] = 9;
+        let mut bad_interval = good.clone();
+        bad_interval[20..24].copy_from_slice(&0f32.to_le_bytes());
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (good[..10].to_vec(), "length"),
+            (good[..good.len() - 1].to_vec(), "length"),
+            ([good.clone(), vec![0]].concat(), "length"),
+            (bad_magic, "bad_magic"),
+            (bad_version, "bad_version"),
+            (bad_type, "bad_value_type"),
+            (bad_interval, "bad_interval"),
+            (
+                binary(BinaryType::F32, 2, 1, 0.0, &f32s(&[1.0, 2.0])),
+                "channel_count",
+            ),
+            (
+                binary(BinaryType::F32, 3, 1, 0.0, &f32s(&[1.0, f32::NAN, 3.0])),
+                "non_finite",
+            ),
+            (
+                binary(
+                    BinaryType::F32,
+                    3,
+                    1,
+                    f64::INFINITY,
+                    &f32s(&[1.0, 2.0, 3.0]),
+                ),
+                "non_finite",
+            ),
+            (
+                binary(BinaryType::I16, 3, 5, 0.0, &[0; 30]),
+                "too_many_samples",
+            ),
+            (
+                binary(BinaryType::I16, 3, u32::MAX, 0.0, &[]),
+                "too_many_samples",
+            ),
+            (binary(BinaryType::I16, 3, 0, 0.0, &[]), "empty"),
+        ];
+        for (payload, reason) in cases {
+            let mut out = Samples::default();
+            let err = decoder()
+                .decode(Format::Binary, &payload, &mut out)
+                .unwrap_err();
+            assert_eq!(err.reason(), reason, "{err}");
+            assert!(out.is_empty());
+            assert!(DecodeError::ALL_REASONS.contains(&err.reason()));
+        }
+        // Every prefix and single-byte corruption: an error or a whole payload.
+        for end in 0..good.len() {
+            let _ = decoder().decode(Format::Binary, &good[..end], &mut Samples::default());
+        }
+        for i in 0..good.len() {
+            for b in [0u8, 1, 2, 0x7f, 0xff] {
+                let mut corrupted = good.clone();
+                corrupted[i] = b;
+                let mut out = Samples::default();
+                if decoder()
+                    .decode(Format::Binary, &corrupted, &mut out)
+                    .is_ok()
+                {
+                    assert_eq!(out.values.len(), out.len() * 3);
+                }
+            }
+        }
     }
 
     #[test]

@@ -30,6 +30,7 @@ pub mod evaluate;
 pub mod evaluation;
 pub mod features;
 pub mod model;
+pub mod mqtt;
 pub mod pipeline;
 pub mod recording;
 pub mod report;

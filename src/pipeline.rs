@@ -45,7 +45,8 @@ impl IngestStage {
                 config.input.channels.clone(),
                 config.input.max_payload_bytes,
                 config.input.max_samples_per_message,
-            ),
+            )
+            .with_i16_scale(config.input.binary_i16_scale as f32),
             windower: Windower::new(window_spec(config)),
             samples: Samples::default(),
             warned: HashSet::new(),

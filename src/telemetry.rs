@@ -43,6 +43,10 @@ struct Inner {
     output_errors: IntCounterVec,
     model_info: IntGaugeVec,
     model_threshold: prometheus::Gauge,
+    mqtt_connected: IntGaugeVec,
+    mqtt_connection_failures: IntCounterVec,
+    mqtt_unrouted: IntCounter,
+    mqtt_publish_dropped: IntCounterVec,
     ready: AtomicBool,
     model_id: RwLock<String>,
 }
@@ -167,8 +171,39 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        let mqtt_connected = IntGaugeVec::new(
+            Opts::new(
+                "accelwatch_mqtt_connected",
+                "1 while connected to the MQTT broker, by role (input, output).",
+            ),
+            &["role"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(mqtt_connected.clone()))
+            .expect("unique metric");
+        let mqtt_connection_failures = counter_vec(
+            r,
+            "accelwatch_mqtt_connection_failures_total",
+            "MQTT connections lost or refused, by role and reason \
+             (network, refused, tls, oversize, protocol).",
+            &["role", "reason"],
+        );
+        let mqtt_publish_dropped = counter_vec(
+            r,
+            "accelwatch_mqtt_publish_dropped_total",
+            "MQTT messages not published because the output queue was full, by kind.",
+            &["kind"],
+        );
         Self {
             inner: Arc::new(Inner {
+                mqtt_connected,
+                mqtt_connection_failures,
+                mqtt_unrouted: counter(
+                    r,
+                    "accelwatch_mqtt_unrouted_total",
+                    "MQTT messages whose topic named no device.",
+                ),
+                mqtt_publish_dropped,
                 frames: counter(
                     r,
                     "accelwatch_frames_total",
@@ -269,6 +304,29 @@ impl Metrics {
             .set(1);
         self.inner.model_threshold.set(threshold);
         *self.inner.model_id.write().expect("model id lock") = id.to_string();
+    }
+    /// `role` is `input` or `output`.
+    pub fn mqtt_connected(&self, role: &str, connected: bool) {
+        self.inner
+            .mqtt_connected
+            .with_label_values(&[role])
+            .set(i64::from(connected));
+    }
+    pub fn mqtt_connection_failure(&self, role: &str, reason: &str) {
+        self.inner
+            .mqtt_connection_failures
+            .with_label_values(&[role, reason])
+            .inc();
+    }
+    pub fn mqtt_unrouted(&self) {
+        self.inner.mqtt_unrouted.inc();
+    }
+    /// `kind` is `features`, `alert` or `status`.
+    pub fn mqtt_publish_dropped(&self, kind: &str) {
+        self.inner
+            .mqtt_publish_dropped
+            .with_label_values(&[kind])
+            .inc();
     }
     pub fn set_ready(&self, ready: bool) {
         self.inner.ready.store(ready, Ordering::SeqCst);

@@ -4,6 +4,7 @@
 
 pub mod console;
 pub mod jsonl;
+pub mod mqtt;
 
 use std::sync::Arc;
 

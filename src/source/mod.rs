@@ -1,6 +1,7 @@
 //! Sources turn the outside world into [`Frame`]s: raw payloads tagged with
 //! the device they came from. They never decode; the pipeline does.
 
+pub mod mqtt;
 pub mod replay;
 
 use std::sync::Arc;
@@ -20,4 +21,46 @@ pub fn unix_ms() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+}
+
+/// Why a source could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error(transparent)]
+    Replay(#[from] crate::recording::RecordingError),
+    #[error(transparent)]
+    Mqtt(#[from] crate::mqtt::MqttError),
+}
+
+/// The configured source.
+pub enum Source {
+    Replay(replay::Replay),
+    Mqtt(Box<mqtt::MqttSource>),
+}
+
+impl Source {
+    pub fn open(
+        input: &crate::config::InputConfig,
+        metrics: &crate::telemetry::Metrics,
+    ) -> Result<Self, SourceError> {
+        Ok(match input.kind {
+            crate::config::InputKind::Replay => Source::Replay(replay::Replay::open(input)?),
+            crate::config::InputKind::Mqtt => {
+                Source::Mqtt(Box::new(mqtt::MqttSource::open(input, metrics.clone())?))
+            }
+        })
+    }
+
+    /// Sends frames until the source ends, `shutdown` fires or the
+    /// receiver is gone; dropping `frames` on return lets the pipeline drain.
+    pub async fn run(
+        self,
+        frames: tokio::sync::mpsc::Sender<Frame>,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> u64 {
+        match self {
+            Source::Replay(replay) => replay.run(frames, shutdown).await,
+            Source::Mqtt(mqtt) => mqtt.run(frames, shutdown).await,
+        }
+    }
 }

@@ -1,0 +1,221 @@
+//! MQTT output: each window's JSON line (as the jsonl sink writes it) on
+//! the features topic, each alert transition on the alert topic, both per
+//! device, and a retained status (`online` on every connect, `offline` as
+//! the last will and on shutdown).
+//!
+//! Sinks run on a blocking thread, so publishing never waits: messages go
+//! into rumqttc's bounded request queue (`output.mqtt.queue`), which the
+//! connection task drains. While the broker is away they wait there; when
+//! it is full, new messages are dropped and counted in
+//! `accelwatch_mqtt_publish_dropped_total{kind}` rather than stalling the
+//! pipeline behind an outage.
+
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, EventLoop, Incoming, LastWill, Outgoing, QoS};
+use tokio::task::JoinHandle;
+
+use super::{Output, Sink};
+use crate::config::Config;
+use crate::mqtt::topic::Template;
+use crate::mqtt::{failure_reason, qos, Backoff, Broker, MqttError};
+use crate::telemetry::Metrics;
+
+const ROLE: &str = "output";
+
+pub struct MqttSink {
+    client: AsyncClient,
+    features: Template,
+    alert: Template,
+    features_qos: QoS,
+    features_retain: bool,
+    alert_qos: QoS,
+    alert_retain: bool,
+    status_topic: String,
+    metrics: Metrics,
+}
+
+/// The status payload: `{"status": "online"|"offline", "version": ...}`.
+pub fn status_payload(online: bool) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "status": if online { "online" } else { "offline" },
+        "version": env!("CARGO_PKG_VERSION"),
+    }))
+    .expect("static JSON")
+}
+
+fn setting(key: &str) -> impl Fn(String) -> MqttError + '_ {
+    move |message| MqttError::Setting {
+        key: key.into(),
+        message,
+    }
+}
+
+impl MqttSink {
+    /// The sink and the task driving its connection; the task ends after
+    /// the sink is dropped and its final `offline` status is sent (or
+    /// never, while the broker is away: bound the wait for it).
+    pub fn open(
+        config: &Config,
+        metrics: Metrics,
+    ) -> Result<Option<(Self, JoinHandle<()>)>, MqttError> {
+        let Some(output) = &config.output.mqtt else {
+            return Ok(None);
+        };
+        let mut broker = Broker::input(&config.input.mqtt);
+        if let Some(url) = &output.url {
+            broker.url = url.clone();
+            broker.key = "output.mqtt";
+            broker.auth = output.auth.clone();
+        }
+        let mut options = broker.options(&output.client_id)?;
+        // The will tells subscribers the daemon vanished without a goodbye.
+        options.set_last_will(LastWill::new(
+            &output.status_topic,
+            status_payload(false),
+            QoS::AtLeastOnce,
+            true,
+        ));
+        let (client, events) = AsyncClient::new(options, output.queue);
+        metrics.mqtt_connected(ROLE, false);
+        let connection = Connection {
+            client: client.clone(),
+            events,
+            status_topic: output.status_topic.clone(),
+            backoff: Backoff::new(broker.backoff_min, broker.backoff_max),
+            url: broker.url.clone(),
+            metrics: metrics.clone(),
+        };
+        let task = tokio::spawn(connection.run());
+        let sink = Self {
+            client,
+            features: Template::parse(&output.features_topic)
+                .map_err(setting("output.mqtt.features_topic"))?,
+            alert: Template::parse(&output.alert_topic)
+                .map_err(setting("output.mqtt.alert_topic"))?,
+            features_qos: qos(output.features_qos),
+            features_retain: output.features_retain,
+            alert_qos: qos(output.alert_qos),
+            alert_retain: output.alert_retain,
+            status_topic: output.status_topic.clone(),
+            metrics,
+        };
+        Ok(Some((sink, task)))
+    }
+
+    fn publish(&self, kind: &str, topic: String, qos: QoS, retain: bool, payload: Vec<u8>) {
+        if self
+            .client
+            .try_publish(topic, qos, retain, payload)
+            .is_err()
+        {
+            self.metrics.mqtt_publish_dropped(kind);
+        }
+    }
+}
+
+impl Sink for MqttSink {
+    fn name(&self) -> &'static str {
+        "mqtt"
+    }
+
+    fn write(&mut self, output: &Output) -> std::io::Result<()> {
+        let payload = serde_json::to_vec(output)?;
+        match output {
+            Output::Window(w) => self.publish(
+                "features",
+                self.features.render(&w.device),
+                self.features_qos,
+                self.features_retain,
+                payload,
+            ),
+            Output::Alert(a) => self.publish(
+                "alert",
+                self.alert.render(&a.device),
+                self.alert_qos,
+                self.alert_retain,
+                payload,
+            ),
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for MqttSink {
+    /// Says goodbye: a retained `offline`, then DISCONNECT (so the broker
+    /// does not publish the will as well).
+    fn drop(&mut self) {
+        self.publish(
+            "status",
+            self.status_topic.clone(),
+            QoS::AtLeastOnce,
+            true,
+            status_payload(false),
+        );
+        let _ = self.client.try_disconnect();
+    }
+}
+
+struct Connection {
+    client: AsyncClient,
+    events: EventLoop,
+    status_topic: String,
+    backoff: Backoff,
+    url: String,
+    metrics: Metrics,
+}
+
+impl Connection {
+    async fn run(mut self) {
+        let mut connected = false;
+        let mut logged_failure = false;
+        loop {
+            match self.events.poll().await {
+                Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+                    connected = true;
+                    logged_failure = false;
+                    self.backoff.reset();
+                    self.metrics.mqtt_connected(ROLE, true);
+                    tracing::info!(url = %self.url, "MQTT output connected");
+                    if self
+                        .client
+                        .try_publish(
+                            &self.status_topic,
+                            QoS::AtLeastOnce,
+                            true,
+                            status_payload(true),
+                        )
+                        .is_err()
+                    {
+                        self.metrics.mqtt_publish_dropped("status");
+                    }
+                }
+                Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
+                Ok(_) => {}
+                Err(error) => {
+                    let reason = failure_reason(&error);
+                    self.metrics.mqtt_connection_failure(ROLE, reason);
+                    if connected || !logged_failure {
+                        tracing::warn!(
+                            url = %self.url, %error, reason,
+                            "MQTT output disconnected; reconnecting with back-off"
+                        );
+                    }
+                    connected = false;
+                    logged_failure = true;
+                    self.metrics.mqtt_connected(ROLE, false);
+                    tokio::time::sleep(self.backoff.next_delay()).await;
+                }
+            }
+        }
+        self.metrics.mqtt_connected(ROLE, false);
+        tracing::info!("MQTT output disconnected");
+    }
+}
+
+/// How long shutdown waits for the final status to reach the broker.
+pub const GOODBYE_TIMEOUT: Duration = Duration::from_secs(3);

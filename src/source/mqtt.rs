@@ -1,0 +1,201 @@
+//! MQTT input: subscribes to the configured topic filters and turns each
+//! message into a [`Frame`] for the device named by its topic.
+//!
+//! The connection is never fatal: on any error the gauge
+//! `accelwatch_mqtt_connected{role="input"}` drops to 0, the failure is
+//! counted and logged, and the client reconnects after a capped, jittered
+//! back-off, subscribing again on every ConnAck. When the frame queue is
+//! full the source waits (it does not read from the broker meanwhile), so
+//! back-pressure reaches the broker, which queues or drops per its own
+//! limits; nothing is dropped here.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, EventLoop, Incoming, Outgoing, SubscribeFilter};
+use tokio::sync::{mpsc, watch};
+
+use super::{unix_ms, Frame};
+use crate::config::InputConfig;
+use crate::decode::Format;
+use crate::mqtt::topic::DeviceFilter;
+use crate::mqtt::{failure_reason, qos, Backoff, Broker, MqttError};
+use crate::telemetry::Metrics;
+
+const ROLE: &str = "input";
+
+struct Route {
+    filter: DeviceFilter,
+    format: Format,
+}
+
+pub struct MqttSource {
+    client: AsyncClient,
+    events: EventLoop,
+    routes: Vec<Route>,
+    qos: rumqttc::QoS,
+    backoff: Backoff,
+    url: String,
+    metrics: Metrics,
+}
+
+impl MqttSource {
+    /// Builds the client; connecting happens in [`run`](Self::run), so a
+    /// broker that is down at start-up is waited for, not an error.
+    pub fn open(input: &InputConfig, metrics: Metrics) -> Result<Self, MqttError> {
+        let mqtt = &input.mqtt;
+        let broker = Broker::input(mqtt);
+        let mut options = broker.options(&mqtt.client_id)?;
+        options.set_clean_session(mqtt.clean_session);
+        let routes = mqtt
+            .topics
+            .iter()
+            .map(|entry| {
+                Ok(Route {
+                    filter: DeviceFilter::parse(entry.filter()).map_err(|message| {
+                        MqttError::Setting {
+                            key: "input.mqtt.topics".into(),
+                            message,
+                        }
+                    })?,
+                    format: entry.format(mqtt.format).decode_format(),
+                })
+            })
+            .collect::<Result<Vec<_>, MqttError>>()?;
+        let (client, events) = AsyncClient::new(options, routes.len() + 8);
+        metrics.mqtt_connected(ROLE, false);
+        Ok(Self {
+            client,
+            events,
+            routes,
+            qos: qos(mqtt.qos),
+            backoff: Backoff::new(broker.backoff_min, broker.backoff_max),
+            url: mqtt.url.clone(),
+            metrics,
+        })
+    }
+
+    fn route<'t>(&self, topic: &'t str) -> Option<(&'t str, Format)> {
+        self.routes
+            .iter()
+            .find_map(|r| r.filter.device(topic).map(|d| (d, r.format)))
+    }
+
+    /// Sends every message into `frames` until `shutdown` fires or the
+    /// receiver is gone; then disconnects cleanly. Returns the frames sent.
+    pub async fn run(
+        mut self,
+        frames: mpsc::Sender<Frame>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> u64 {
+        let mut sent = 0u64;
+        let mut connected = false;
+        let mut failing_since_log = false;
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let event = tokio::select! {
+                event = self.events.poll() => event,
+                _ = shutdown.changed() => break,
+            };
+            match event {
+                Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
+                    connected = true;
+                    failing_since_log = false;
+                    self.backoff.reset();
+                    self.metrics.mqtt_connected(ROLE, true);
+                    let filters: Vec<SubscribeFilter> = self
+                        .routes
+                        .iter()
+                        .map(|r| SubscribeFilter::new(r.filter.subscription.clone(), self.qos))
+                        .collect();
+                    tracing::info!(
+                        url = %self.url,
+                        session_present = ack.session_present,
+                        topics = ?filters.iter().map(|f| &f.path).collect::<Vec<_>>(),
+                        "MQTT input connected; subscribing"
+                    );
+                    // The request queue holds more than one subscribe per
+                    // connection, so this cannot be full.
+                    if let Err(error) = self.client.try_subscribe_many(filters) {
+                        tracing::error!(%error, "MQTT input could not queue its subscription");
+                    }
+                }
+                Ok(Event::Incoming(Incoming::SubAck(ack))) => {
+                    if ack
+                        .return_codes
+                        .iter()
+                        .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
+                    {
+                        tracing::error!("the broker refused an MQTT subscription (check its ACL)");
+                    }
+                }
+                Ok(Event::Incoming(Incoming::Publish(publish))) => {
+                    let Some((device, format)) = self.route(&publish.topic) else {
+                        self.metrics.mqtt_unrouted();
+                        continue;
+                    };
+                    let frame = Frame {
+                        device: Arc::from(device),
+                        payload: publish.payload.to_vec(),
+                        format,
+                        received_at_ms: unix_ms(),
+                    };
+                    tokio::select! {
+                        result = frames.send(frame) => if result.is_err() { break },
+                        _ = shutdown.changed() => break,
+                    }
+                    sent += 1;
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    let reason = failure_reason(&error);
+                    self.metrics.mqtt_connection_failure(ROLE, reason);
+                    if connected || !failing_since_log {
+                        tracing::warn!(
+                            url = %self.url, %error, reason,
+                            "MQTT input disconnected; reconnecting with back-off"
+                        );
+                    }
+                    if reason == "oversize" {
+                        tracing::warn!(
+                            "a message larger than input.mqtt.max_packet_bytes was lost with the \
+                             connection"
+                        );
+                    }
+                    connected = false;
+                    failing_since_log = true;
+                    self.metrics.mqtt_connected(ROLE, false);
+                    let delay = self.backoff.next_delay();
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = shutdown.changed() => break,
+                    }
+                }
+            }
+        }
+        if connected {
+            self.disconnect().await;
+        }
+        self.metrics.mqtt_connected(ROLE, false);
+        tracing::info!(frames = sent, "MQTT input stopped");
+        sent
+    }
+
+    /// Sends DISCONNECT and drives the event loop until it is written.
+    async fn disconnect(&mut self) {
+        if self.client.try_disconnect().is_err() {
+            return;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            loop {
+                match self.events.poll().await {
+                    Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+    }
+}

@@ -1,0 +1,624 @@
+//! The MQTT input and output against a real mosquitto broker, started by
+//! each test on a free 127.0.0.1 port: samples published by a test client
+//! are windowed and scored by the daemon, and its features, alerts and
+//! status are received by a test subscriber.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use accelwatch::config::{Config, InputKind, MqttOutputConfig};
+use accelwatch::daemon::Daemon;
+use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use common::*;
+
+const TEST_TIMEOUT: Duration = Duration::from_secs(150);
+
+fn mosquitto_binary() -> PathBuf {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    dirs.extend(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from));
+    dirs.into_iter()
+        .map(|d| d.join("mosquitto"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "the MQTT tests need a real broker: install the Debian package mosquitto \
+                 (apt-get install mosquitto), or run .ci/run as root"
+            )
+        })
+}
+
+/// A mosquitto process of our own; killed on drop.
+struct Broker {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Broker {
+    fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// `users`: (name, password) pairs; any makes the broker refuse
+    /// anonymous clients.
+    fn start_with(users: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut conf = format!(
+            "listener {port} 127.0.0.1\npersistence false\nmax_queued_messages 100000\n\
+             message_size_limit 0\nlog_dest stderr\n"
+        );
+        if users.is_empty() {
+            conf.push_str("allow_anonymous true\n");
+        } else {
+            let passwords = dir.path().join("passwords");
+            for (i, (user, password)) in users.iter().enumerate() {
+                let mut cmd = Command::new("mosquitto_passwd");
+                cmd.arg("-b");
+                if i == 0 {
+                    cmd.arg("-c");
+                }
+                let status = cmd
+                    .arg(&passwords)
+                    .arg(user)
+                    .arg(password)
+                    .status()
+                    .expect("mosquitto_passwd (Debian package mosquitto)");
+                assert!(status.success());
+            }
+            conf.push_str(&format!(
+                "allow_anonymous false\npassword_file {}\n",
+                passwords.display()
+            ));
+        }
+        write(&dir.path().join("mosquitto.conf"), &conf);
+        let mut broker = Self {
+            port,
+            dir,
+            child: None,
+        };
+        broker.restart();
+        broker
+    }
+
+    fn restart(&mut self) {
+        assert!(self.child.is_none());
+        let child = Command::new(mosquitto_binary())
+            .arg("-c")
+            .arg(self.dir.path().join("mosquitto.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start mosquitto");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "mosquitto did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One model for every test of this binary.
+fn model_file() -> &'static Path {
+    static MODEL: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    &MODEL
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("model.onnx");
+            std::fs::write(&path, quick_model(&["ax", "ay", "az"], 40, 3).onnx).unwrap();
+            (dir, path)
+        })
+        .1
+}
+
+fn mqtt_config(broker: &Broker) -> Config {
+    let mut config = Config::default();
+    config.model.path = model_file().to_path_buf();
+    config.input.kind = InputKind::Mqtt;
+    config.input.mqtt.url = broker.url();
+    config.input.mqtt.client_id = "accelwatch-test".into();
+    config.input.mqtt.qos = 1;
+    config.input.mqtt.reconnect_min_ms = 50;
+    config.input.mqtt.reconnect_max_ms = 400;
+    config.output.jsonl = "off".into();
+    config.output.mqtt = Some(MqttOutputConfig::default());
+    config.telemetry.listen = "127.0.0.1:0".parse().unwrap();
+    config
+}
+
+#[derive(Debug)]
+enum Got {
+    Connected,
+    Subscribed,
+    Message(String, Vec<u8>),
+}
+
+/// A test client; reconnects by itself and subscribes to `topics` on every
+/// connect. Returns once connected (and subscribed, if asked to).
+async fn client(
+    port: u16,
+    id: &str,
+    topics: &[&str],
+) -> (AsyncClient, mpsc::UnboundedReceiver<Got>) {
+    let mut options = MqttOptions::new(id, "127.0.0.1", port);
+    options.set_max_packet_size(8 << 20, 8 << 20);
+    options.set_keep_alive(Duration::from_secs(30));
+    let (client, mut events) = AsyncClient::new(options, 10_000);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
+    let wanted = topics.len();
+    let subscriber = client.clone();
+    tokio::spawn(async move {
+        loop {
+            let got = match events.poll().await {
+                Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+                    for topic in &topics {
+                        subscriber.subscribe(topic, QoS::AtLeastOnce).await.unwrap();
+                    }
+                    Got::Connected
+                }
+                Ok(Event::Incoming(Incoming::SubAck(_))) => Got::Subscribed,
+                Ok(Event::Incoming(Incoming::Publish(p))) => {
+                    Got::Message(p.topic.clone(), p.payload.to_vec())
+                }
+                Ok(_) => continue,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            if tx.send(got).is_err() {
+                return;
+            }
+        }
+    });
+    // Wait for the connection and every SubAck (one per topic).
+    let mut pending = wanted + 1;
+    while pending > 0 {
+        match rx.recv().await.expect("test client task") {
+            Got::Connected | Got::Subscribed => pending -= 1,
+            Got::Message(..) => {}
+        }
+    }
+    (client, rx)
+}
+
+type Rows = Vec<(f64, [f64; 3])>;
+
+/// demo.csv's rows per device: (t_ms, [ax, ay, az]).
+fn demo_rows() -> BTreeMap<String, Rows> {
+    let text = std::fs::read_to_string(demo_csv()).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let (d, t, ax, ay, az) = (col("device"), col("t_ms"), col("ax"), col("ay"), col("az"));
+    let mut rows: BTreeMap<String, Rows> = BTreeMap::new();
+    for line in lines {
+        let f: Vec<&str> = line.split(',').collect();
+        let n = |i: usize| f[i].parse::<f64>().unwrap();
+        rows.entry(f[d].to_string())
+            .or_default()
+            .push((n(t), [n(ax), n(ay), n(az)]));
+    }
+    rows
+}
+
+/// A JSON array of samples.
+fn json_samples(rows: &[(f64, [f64; 3])]) -> Vec<u8> {
+    let samples: Vec<Value> = rows
+        .iter()
+        .map(|(t, v)| serde_json::json!({"t": t, "ax": v[0], "ay": v[1], "az": v[2]}))
+        .collect();
+    serde_json::to_vec(&samples).unwrap()
+}
+
+fn windows_of(samples: usize) -> usize {
+    if samples < 128 {
+        0
+    } else {
+        (samples - 128) / 64 + 1
+    }
+}
+
+async fn publish(client: &AsyncClient, topic: &str, payload: Vec<u8>) {
+    client
+        .publish(topic, QoS::AtLeastOnce, false, payload)
+        .await
+        .unwrap();
+}
+
+async fn scrape(addr: SocketAddr) -> String {
+    let (status, text) = tokio::task::spawn_blocking(move || http_get(addr, "/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    text
+}
+
+/// Polls /metrics until `sample` has `value`.
+async fn wait_metric(addr: SocketAddr, sample: &str, value: f64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = scrape(addr).await;
+        if metric(&text, sample) == Some(value) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{sample} never reached {value}; last:\n{}",
+            text.lines()
+                .filter(|l| l.starts_with("accelwatch_mqtt"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Messages received, as (topic, JSON).
+#[derive(Default)]
+struct Received(Vec<(String, Value)>);
+
+impl Received {
+    /// Receives until `done` holds.
+    async fn until(
+        &mut self,
+        rx: &mut mpsc::UnboundedReceiver<Got>,
+        what: &str,
+        done: impl Fn(&Self) -> bool,
+    ) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+        while !done(self) {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(Got::Message(topic, payload))) => {
+                    let value = serde_json::from_slice(&payload).expect("JSON payload");
+                    self.0.push((topic, value));
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("subscriber gone"),
+                Err(_) => panic!(
+                    "timed out waiting for {what}; got {} messages",
+                    self.0.len()
+                ),
+            }
+        }
+    }
+
+    fn on(&self, topic: &str) -> Vec<&Value> {
+        self.0
+            .iter()
+            .filter(|(t, _)| t == topic)
+            .map(|(_, v)| v)
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn samples_from_two_devices_become_features_alerts_and_status() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let broker = Broker::start();
+        let (_watcher, mut watched) = client(broker.port, "watcher", &["accelwatch/#"]).await;
+        let mut config = mqtt_config(&broker);
+        config.input.max_payload_bytes = 64 * 1024;
+        let daemon = Daemon::start(config, Vec::new()).await.unwrap();
+        let addr = daemon.telemetry_addr().unwrap();
+        wait_metric(addr, "accelwatch_mqtt_connected{role=\"input\"}", 1.0).await;
+        wait_metric(addr, "accelwatch_mqtt_connected{role=\"output\"}", 1.0).await;
+
+        let (publisher, _) = client(broker.port, "publisher", &[]).await;
+        let rows = demo_rows();
+        assert_eq!(rows.len(), 2);
+        let expected: BTreeMap<&str, usize> = rows
+            .iter()
+            .map(|(d, r)| (d.as_str(), windows_of(r.len())))
+            .collect();
+        let longest = rows.values().map(Vec::len).max().unwrap();
+        for (i, start) in (0..longest).step_by(32).enumerate() {
+            for (device, rows) in &rows {
+                if start < rows.len() {
+                    let end = (start + 32).min(rows.len());
+                    let topic = format!("sensors/{device}/accel");
+                    publish(&publisher, &topic, json_samples(&rows[start..end])).await;
+                }
+            }
+            if i == 100 {
+                // Malformed and over-limit payloads in the middle of the stream.
+                publish(&publisher, "sensors/watch-9/accel", b"{\"ax\": 1".to_vec()).await;
+                publish(&publisher, "sensors/watch-10/accel", vec![b' '; 100 * 1024]).await;
+                publish(&publisher, "elsewhere/watch-9", b"{}".to_vec()).await;
+            }
+        }
+
+        let total: usize = expected.values().sum();
+        let mut got = Received::default();
+        got.until(&mut watched, "every window", |r| {
+            r.0.iter().filter(|(t, _)| t.ends_with("/features")).count() >= total
+        })
+        .await;
+        for (device, n) in &expected {
+            let windows = got.on(&format!("accelwatch/{device}/features"));
+            let seqs: Vec<u64> = windows.iter().map(|w| w["seq"].as_u64().unwrap()).collect();
+            assert_eq!(seqs, (0..*n as u64).collect::<Vec<_>>(), "{device}");
+            let w = windows[0];
+            assert_eq!(w["type"], "window");
+            assert_eq!(w["device"], *device);
+            assert_eq!(w["latent"].as_array().unwrap().len(), 8);
+            assert!(w["score"].as_f64().unwrap() >= 0.0);
+        }
+        let raised: Vec<&Value> = got
+            .0
+            .iter()
+            .filter(|(t, v)| t.ends_with("/alert") && v["event"] == "raise")
+            .map(|(_, v)| v)
+            .collect();
+        assert!(raised.len() >= 2, "alerts on the ABD/FEL parts: {raised:?}");
+        for (topic, alert) in got.0.iter().filter(|(t, _)| t.ends_with("/alert")) {
+            assert_eq!(
+                *topic,
+                format!("accelwatch/{}/alert", alert["device"].as_str().unwrap())
+            );
+            assert_eq!(alert["type"], "alert");
+        }
+        let status = got.on("accelwatch/status");
+        assert_eq!(
+            status.first().map(|s| &s["status"]),
+            Some(&Value::from("online"))
+        );
+
+        let text = scrape(addr).await;
+        assert_eq!(
+            metric(&text, "accelwatch_decode_errors_total{reason=\"syntax\"}"),
+            Some(1.0)
+        );
+        assert_eq!(
+            metric(
+                &text,
+                "accelwatch_decode_errors_total{reason=\"too_large\"}"
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            metric(&text, "accelwatch_mqtt_unrouted_total"),
+            Some(0.0),
+            "not subscribed"
+        );
+        assert_eq!(
+            metric(&text, "accelwatch_windows_total"),
+            Some(total as f64)
+        );
+
+        daemon.shutdown();
+        let summary = tokio::time::timeout(Duration::from_secs(30), daemon.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(summary.windows as usize, total);
+        got.until(&mut watched, "the offline status", |r| {
+            r.on("accelwatch/status")
+                .last()
+                .map(|s| s["status"].clone())
+                == Some(Value::from("offline"))
+        })
+        .await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_restart_is_survived() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let mut broker = Broker::start();
+        let daemon = Daemon::start(mqtt_config(&broker), Vec::new())
+            .await
+            .unwrap();
+        let addr = daemon.telemetry_addr().unwrap();
+        wait_metric(addr, "accelwatch_mqtt_connected{role=\"input\"}", 1.0).await;
+        wait_metric(addr, "accelwatch_mqtt_connected{role=\"output\"}", 1.0).await;
+        let rows = demo_rows().remove("watch-9").unwrap();
+
+        let send = |rows: Rows, port: u16| async move {
+            let (publisher, _) = client(port, "publisher", &[]).await;
+            for chunk in rows.chunks(32) {
+                publish(&publisher, "sensors/w1/accel", json_samples(chunk)).await;
+            }
+            publisher
+        };
+        let (_watcher, mut watched) =
+            client(broker.port, "watcher", &["accelwatch/+/features"]).await;
+        let _p = send(rows[..256].to_vec(), broker.port).await;
+        let mut got = Received::default();
+        got.until(&mut watched, "windows before the restart", |r| {
+            r.0.len() >= 3
+        })
+        .await;
+
+        broker.kill();
+        wait_metric(addr, "accelwatch_mqtt_connected{role=\"input\"}", 0.0).await;
+        wait_metric(addr, "accelwatch_mqtt_connected{role=\"output\"}", 0.0).await;
+        assert!(daemon.metrics.render().contains(
+            "accelwatch_mqtt_connection_failures_total{reason=\"network\",role=\"input\"}"
+        ));
+        broker.restart();
+        wait_metric(addr, "accelwatch_mqtt_connected{role=\"input\"}", 1.0).await;
+        wait_metric(addr, "accelwatch_mqtt_connected{role=\"output\"}", 1.0).await;
+
+        // The watcher reconnects by itself; wait for its subscription.
+        loop {
+            match watched.recv().await.unwrap() {
+                Got::Subscribed => break,
+                _ => continue,
+            }
+        }
+        let _p = send(rows[256..512].to_vec(), broker.port).await;
+        let mut after = Received::default();
+        after
+            .until(&mut watched, "windows after the restart", |r| {
+                r.0.len() >= 3
+            })
+            .await;
+        assert_eq!(after.0[0].0, "accelwatch/w1/features");
+        daemon.shutdown();
+        tokio::time::timeout(Duration::from_secs(30), daemon.wait())
+            .await
+            .unwrap()
+            .unwrap();
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_packets_and_odd_device_ids() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let broker = Broker::start();
+        let mut config = mqtt_config(&broker);
+        config.input.max_payload_bytes = 16 * 1024;
+        config.input.mqtt.max_packet_bytes = 64 * 1024;
+        // A persistent session: QoS 1 messages wait at the broker while the
+        // connection is re-established.
+        config.input.mqtt.clean_session = false;
+        let daemon = Daemon::start(config, Vec::new()).await.unwrap();
+        let addr = daemon.telemetry_addr().unwrap();
+        wait_metric(addr, "accelwatch_mqtt_connected{role=\"input\"}", 1.0).await;
+        let (_watcher, mut watched) =
+            client(broker.port, "watcher", &["accelwatch/+/features"]).await;
+        let (publisher, _) = client(broker.port, "publisher", &[]).await;
+
+        let long_id = "d".repeat(100);
+        let topic = format!("sensors/{long_id}/accel");
+        let rows = demo_rows().remove("watch-9").unwrap();
+        for chunk in rows[..128].chunks(32) {
+            publish(&publisher, &topic, json_samples(chunk)).await;
+        }
+        // Over the packet limit, at QoS 0 so that the broker does not
+        // deliver it again after the reconnection.
+        publisher
+            .publish(&topic, QoS::AtMostOnce, false, vec![b' '; 100 * 1024])
+            .await
+            .unwrap();
+        for chunk in rows[128..256].chunks(32) {
+            publish(&publisher, &topic, json_samples(chunk)).await;
+        }
+        let mut got = Received::default();
+        got.until(&mut watched, "windows around the oversize message", |r| {
+            r.0.len() >= 3
+        })
+        .await;
+        let expected_topic = format!("accelwatch/{}/features", "d".repeat(64));
+        assert!(
+            got.0.iter().all(|(t, _)| *t == expected_topic),
+            "{:?}",
+            got.0[0].0
+        );
+        assert_eq!(
+            got.0[0].1["device"],
+            long_id.as_str(),
+            "the payload keeps the full id"
+        );
+        let text = scrape(addr).await;
+        assert_eq!(
+            metric(
+                &text,
+                "accelwatch_mqtt_connection_failures_total{reason=\"oversize\",role=\"input\"}"
+            ),
+            Some(1.0),
+            "{text}"
+        );
+        daemon.shutdown();
+        tokio::time::timeout(Duration::from_secs(30), daemon.wait())
+            .await
+            .unwrap()
+            .unwrap();
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn username_and_password() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let broker = Broker::start_with(&[("edge", "s3cret"), ("watcher", "w")]);
+        let dir = tempfile::tempdir().unwrap();
+        let password_file = dir.path().join("password");
+        write(&password_file, "wrong\n");
+        let mut config = mqtt_config(&broker);
+        config.input.mqtt.auth.username = Some("edge".into());
+        config.input.mqtt.auth.password_file = Some(password_file.clone());
+        assert!(
+            config.validate_settings().is_empty(),
+            "{:?}",
+            config.validate_settings()
+        );
+        let daemon = Daemon::start(config.clone(), Vec::new()).await.unwrap();
+        let addr = daemon.telemetry_addr().unwrap();
+        let refused =
+            "accelwatch_mqtt_connection_failures_total{reason=\"refused\",role=\"input\"}";
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while metric(&scrape(addr).await, refused).unwrap_or(0.0) < 2.0 {
+            assert!(
+                Instant::now() < deadline,
+                "refusals are counted and retried"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            metric(
+                &scrape(addr).await,
+                "accelwatch_mqtt_connected{role=\"input\"}"
+            ),
+            Some(0.0)
+        );
+        daemon.shutdown();
+        tokio::time::timeout(Duration::from_secs(30), daemon.wait())
+            .await
+            .unwrap()
+            .unwrap();
+
+        write(&password_file, "s3cret\n");
+        let daemon = Daemon::start(config, Vec::new()).await.unwrap();
+        let addr = daemon.telemetry_addr().unwrap();
+        wait_metric(addr, "accelwatch_mqtt_connected{role=\"input\"}", 1.0).await;
+        wait_metric(addr, "accelwatch_mqtt_connected{role=\"output\"}", 1.0).await;
+        daemon.shutdown();
+        tokio::time::timeout(Duration::from_secs(30), daemon.wait())
+            .await
+            .unwrap()
+            .unwrap();
+    })
+    .await
+    .expect("test timed out");
+}
