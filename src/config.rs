@@ -575,7 +575,7 @@ pub enum SparsityPenalty {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SparseConfig {
-    /// Code units; must exceed the input size (T·C). Absent: twice the input size.
+    /// Code units; must exceed the input size (T·C). Absent: 1.25 times the input size.
     #[serde(default)]
     pub units: Option<usize>,
     #[serde(default = "SparseConfig::default_penalty")]

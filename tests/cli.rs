@@ -17,7 +17,15 @@ fn train_into(dir: &std::path::Path, extra: &[&str]) -> std::path::PathBuf {
     let out = accelwatch()
         .args(["train", "--data"])
         .arg(train_csv())
-        .args(["--device-column", "series", "--epochs", "60", "--out"])
+        .args([
+            "--device-column",
+            "series",
+            "--epochs",
+            "60",
+            "--latent",
+            "16",
+            "--out",
+        ])
         .arg(&model)
         .args(extra)
         .output()
@@ -77,6 +85,21 @@ fn train_score_evaluate_on_recorded_data() {
     );
     assert_eq!(json["windows"], 276);
     assert!(String::from_utf8_lossy(&out.stdout).contains("| ROC AUC |"));
+    let latent_accuracy = json["feature_quality"]["latent"]["accuracy"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        latent_accuracy > 0.5,
+        "latent codes tell 4 exercises apart across devices: {latent_accuracy}"
+    );
+    assert_eq!(json["feature_quality"]["latent"]["dimensions"], 16);
+    for plot in ["scores.svg", "histogram.svg", "latent.svg"] {
+        let svg = std::fs::read_to_string(report.join(plot)).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("<text"), "{plot}");
+    }
+    assert!(std::fs::read_to_string(report.join("report.md"))
+        .unwrap()
+        .contains("## Feature quality"));
 
     let out = accelwatch()
         .args(["evaluate", "--model"])

@@ -41,7 +41,11 @@ impl Architecture {
     /// The size of the published latent code.
     pub fn latent_dim(&self) -> usize {
         match self.model.variant {
-            Variant::Sparse => self.model.sparse.units.unwrap_or(2 * self.features()),
+            Variant::Sparse => self
+                .model
+                .sparse
+                .units
+                .unwrap_or(self.features() + self.features().div_ceil(4)),
             _ => self.model.latent,
         }
     }
