@@ -196,7 +196,7 @@ fn train_command(args: TrainArgs) -> Result<(), Failure> {
             .unwrap_or_else(|| PathBuf::from("<command line>"));
         return Err(ConfigError::Invalid { path, problems }.into());
     }
-    train_model(&config, &args.data, &args.out, true)?;
+    train_model(&config, &args.data, &args.out, true, args.report.as_deref())?;
     Ok(())
 }
 
@@ -207,6 +207,7 @@ fn train_model(
     data: &DataArgs,
     out: &Path,
     verbose: bool,
+    report: Option<&Path>,
 ) -> Result<train::TrainSummary, Failure> {
     let options = read_options(
         data,
@@ -245,11 +246,17 @@ fn train_model(
         sample_rate_hz: config.input.sample_rate_hz,
     };
     let mut progress = Progress::new(config.training.epochs, verbose);
+    let mut history = Vec::new();
     let trained = train::train(&arch, &config.training, &input, &set, &mut |r| {
-        progress.epoch(r)
+        progress.epoch(r);
+        history.push(*r);
     })
     .map_err(|e| failure(EX_DATAERR, e.into()))?;
     progress.finish();
+    if let Some(dir) = report {
+        write_training_report(dir, &history, &trained.meta)
+            .with_context(|| format!("writing the training report into {}", dir.display()))?;
+    }
     let check_windows = set.len().min(64);
     let gap = train::export_gap(&trained, &set.data[..check_windows * set.features])
         .map_err(|e| anyhow!("re-reading the exported model: {e}"))?;
@@ -279,6 +286,30 @@ fn train_model(
         trained.onnx.len()
     );
     Ok(trained.summary)
+}
+
+/// The loss curve as SVG and the per-epoch history and model metadata as JSON.
+fn write_training_report(
+    dir: &Path,
+    history: &[EpochReport],
+    meta: &crate::model::ModelMetadata,
+) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let epochs: Vec<serde_json::Value> = history
+        .iter()
+        .map(|r| serde_json::json!({"epoch": r.epoch, "loss": r.train_loss, "validation_loss": r.validation_loss}))
+        .collect();
+    let json = serde_json::json!({ "model": meta, "epochs": epochs });
+    std::fs::write(
+        dir.join("training.json"),
+        serde_json::to_string_pretty(&json).map_err(std::io::Error::other)?,
+    )?;
+    let train: Vec<f64> = history.iter().map(|r| r.train_loss).collect();
+    let validation: Vec<f64> = history.iter().map(|r| r.validation_loss).collect();
+    std::fs::write(
+        dir.join("loss.svg"),
+        crate::report::loss_curve(&train, &validation),
+    )
 }
 
 /// Writes to a temporary file beside `path`, then renames it into place,
@@ -520,7 +551,7 @@ async fn demo(args: DemoArgs) -> Result<(), Failure> {
     let config_for_training = config.clone();
     let model_path = config.model.path.clone();
     tokio::task::spawn_blocking(move || {
-        train_model(&config_for_training, &data, &model_path, true)
+        train_model(&config_for_training, &data, &model_path, true, None)
     })
     .await
     .map_err(|e| anyhow!("training task: {e}"))??;

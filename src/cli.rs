@@ -95,6 +95,9 @@ pub struct TrainArgs {
     /// Random seed (overrides training.seed).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Directory to write the loss curve (loss.svg) and history (training.json) into.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

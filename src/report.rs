@@ -237,6 +237,36 @@ pub fn score_histograms(normal: &[f32], anomalous: &[f32], threshold: f64) -> St
     c.finish()
 }
 
+/// Training and validation loss per epoch, on a log₁₀ axis.
+pub fn loss_curve(train: &[f64], validation: &[f64]) -> String {
+    let log = |v: f64| v.max(1e-12).log10();
+    let y = range(train.iter().chain(validation).map(|v| log(*v)));
+    let mut c = Canvas::new(
+        "Loss per epoch",
+        (1.0, train.len().max(2) as f64),
+        y,
+        "epoch",
+        "log10(loss)",
+    );
+    for (values, colour) in [(train, "#0072B2"), (validation, "#D55E00")] {
+        let points: Vec<String> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| format!("{:.1},{:.1}", c.px(i as f64 + 1.0), c.py(log(*v))))
+            .collect();
+        let _ = writeln!(
+            c.svg,
+            "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"1.5\" points=\"{}\"/>",
+            points.join(" ")
+        );
+    }
+    c.legend(&[
+        ("training".to_string(), "#0072B2"),
+        ("validation".to_string(), "#D55E00"),
+    ]);
+    c.finish()
+}
+
 /// A scatter of 2-D points coloured by label.
 pub fn scatter(
     title: &str,
@@ -276,6 +306,7 @@ mod tests {
             score_timeline(&[0.1, 0.5, 2.0], 0.4, &[0, 1, 1], &names),
             score_histograms(&[0.1, 0.2], &[1.0, 3.0], 0.4),
             scatter("latent", &[(0.0, 1.0), (1.0, 0.0)], &[0, 1], &names),
+            loss_curve(&[1.0, 0.5, 0.25], &[1.2, 0.6, 0.5]),
         ] {
             assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
             assert!(!svg.contains("NaN") && !svg.contains("inf"));

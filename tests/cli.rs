@@ -43,7 +43,15 @@ fn train_into(dir: &std::path::Path, extra: &[&str]) -> std::path::PathBuf {
 #[test]
 fn train_score_evaluate_on_recorded_data() {
     let dir = tempfile::tempdir().unwrap();
-    let model = train_into(dir.path(), &[]);
+    let train_report = dir.path().join("training");
+    let model = train_into(dir.path(), &["--report", train_report.to_str().unwrap()]);
+    let history: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(train_report.join("training.json")).unwrap())
+            .unwrap();
+    assert!(history["epochs"].as_array().unwrap().len() >= 10);
+    assert!(std::fs::read_to_string(train_report.join("loss.svg"))
+        .unwrap()
+        .contains("<polyline"));
 
     let scores = dir.path().join("scores.jsonl");
     let out = accelwatch()

@@ -1,0 +1,81 @@
+//! Training time per variant on the shipped PEN recordings (191 training
+//! windows of 128 x 3), for a fixed number of epochs, on this machine's
+//! cores. `cargo bench --bench training` prints the figures; under
+//! `cargo test` it runs one epoch of each variant as a smoke test.
+
+use std::path::Path;
+use std::time::Instant;
+
+use accelwatch::config::{Config, CsvColumns, TrainingConfig, Variant};
+use accelwatch::model::net::Architecture;
+use accelwatch::model::train::{self, InputSpec, WindowSet};
+use accelwatch::pipeline::window_spec;
+use accelwatch::recording::{ReadOptions, Recording};
+
+fn main() {
+    let benchmarking = std::env::args().any(|a| a == "--bench");
+    let epochs = if benchmarking { 30 } else { 1 };
+    let config = Config::default();
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/watch/train-pen.csv");
+    let recording = Recording::read(
+        &data,
+        &ReadOptions {
+            columns: CsvColumns {
+                device_column: "series".into(),
+                time_column: "t_ms".into(),
+            },
+            channels: config.input.channels.clone(),
+            sample_rate_hz: config.input.sample_rate_hz,
+            ..Default::default()
+        },
+    )
+    .expect("shipped training data");
+    let spec = window_spec(&config);
+    let mut set = WindowSet::new(spec.size * spec.channels);
+    for w in recording.windows(spec) {
+        set.push(w.stream, &w.window.data);
+    }
+    let input = InputSpec {
+        channels: config.input.channels.clone(),
+        window: config.window.size,
+        hop: config.window.hop,
+        sample_rate_hz: config.input.sample_rate_hz,
+    };
+    println!(
+        "training {} epochs on {} windows of {}x{} (batch {}), {} cores",
+        epochs,
+        set.len(),
+        spec.size,
+        spec.channels,
+        config.training.batch_size,
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    println!("| variant | parameters | seconds per epoch | windows per second |");
+    println!("|---|---|---|---|");
+    for variant in Variant::ALL {
+        let mut model = config.model.clone();
+        model.variant = variant;
+        let arch = Architecture {
+            window: spec.size,
+            channels: spec.channels,
+            model,
+        };
+        // Patience above the epoch count: every epoch runs.
+        let settings = TrainingConfig {
+            epochs,
+            patience: epochs + 1,
+            ..config.training.clone()
+        };
+        let started = Instant::now();
+        let trained = train::train(&arch, &settings, &input, &set, &mut |_| {}).expect("training");
+        let seconds = started.elapsed().as_secs_f64() / epochs as f64;
+        let parameters = trained.onnx.len() / 4;
+        println!(
+            "| {} | ~{} | {:.3} | {:.0} |",
+            variant.name(),
+            parameters,
+            seconds,
+            trained.summary.train_windows as f64 / seconds
+        );
+    }
+}
