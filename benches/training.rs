@@ -50,7 +50,7 @@ fn main() {
         config.training.batch_size,
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
-    println!("| variant | parameters | seconds per epoch | windows per second |");
+    println!("| variant | ONNX file | seconds per epoch | windows per second |");
     println!("|---|---|---|---|");
     for variant in Variant::ALL {
         let mut model = config.model.clone();
@@ -69,11 +69,10 @@ fn main() {
         let started = Instant::now();
         let trained = train::train(&arch, &settings, &input, &set, &mut |_| {}).expect("training");
         let seconds = started.elapsed().as_secs_f64() / epochs as f64;
-        let parameters = trained.onnx.len() / 4;
         println!(
-            "| {} | ~{} | {:.3} | {:.0} |",
+            "| {} | {} kB | {:.3} | {:.0} |",
             variant.name(),
-            parameters,
+            trained.onnx.len() / 1000,
             seconds,
             trained.summary.train_windows as f64 / seconds
         );
