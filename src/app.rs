@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context};
 
-use crate::cli::{Command, DataArgs, DemoArgs, EvaluateArgs, ScoreArgs, TrainArgs};
+use crate::cli::{Command, DataArgs, EvaluateArgs, ScoreArgs, TrainArgs};
 use crate::config::{Config, ConfigError, CsvColumns, Problem};
 use crate::daemon::{model_problems, Daemon, DaemonError};
 use crate::evaluation::{self, LabelledWindows};
@@ -15,7 +15,6 @@ use crate::model::train::{self, EpochReport, InputSpec, WindowSet};
 use crate::model::{LoadedModel, ModelError};
 use crate::pipeline::{window_spec, ScoreStage};
 use crate::recording::{ReadOptions, RecordedWindow, Recording, RecordingError};
-use crate::sink::console::ConsoleSink;
 use crate::sink::jsonl::JsonlSink;
 use crate::sink::{Output, Sink};
 use crate::telemetry::Metrics;
@@ -58,7 +57,7 @@ pub fn execute(command: Command) -> Result<(), Failure> {
         Command::Train(args) => train_command(args),
         Command::Score(args) => score(args),
         Command::Evaluate(args) => evaluate(args),
-        Command::Demo(args) => runtime()?.block_on(demo(args)),
+        Command::Demo(args) => runtime()?.block_on(crate::demo::run(args)),
     }
 }
 
@@ -69,7 +68,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .context("starting the runtime")?)
 }
 
-async fn wait_for_signal() {
+pub(crate) async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -84,7 +83,7 @@ async fn wait_for_signal() {
 }
 
 /// Runs a daemon until its source ends or a signal arrives, then drains.
-async fn serve(daemon: Daemon) -> Result<(), Failure> {
+pub(crate) async fn serve(daemon: Daemon) -> Result<(), Failure> {
     let handle = daemon.shutdown_handle();
     let signals = tokio::spawn(async move {
         wait_for_signal().await;
@@ -202,7 +201,7 @@ fn train_command(args: TrainArgs) -> Result<(), Failure> {
 
 /// Reads, windows, trains, checks the export and writes the model file
 /// atomically. Shared by `train` and `demo`.
-fn train_model(
+pub(crate) fn train_model(
     config: &Config,
     data: &DataArgs,
     out: &Path,
@@ -512,56 +511,4 @@ fn evaluate(args: EvaluateArgs) -> Result<(), Failure> {
             .with_context(|| format!("writing the report into {}", dir.display()))?;
     }
     Ok(())
-}
-
-const DEMO_TRAIN: &str = include_str!("../data/watch/train-pen.csv");
-const DEMO_REPLAY: &str = include_str!("../data/watch/demo.csv");
-
-async fn demo(args: DemoArgs) -> Result<(), Failure> {
-    let dir = tempfile::tempdir().context("creating a temporary directory")?;
-    let train_path = dir.path().join("train-pen.csv");
-    let replay_path = dir.path().join("demo.csv");
-    std::fs::write(&train_path, DEMO_TRAIN).context("writing the demo data")?;
-    std::fs::write(&replay_path, DEMO_REPLAY).context("writing the demo data")?;
-    let mut config = Config::default();
-    config.input.replay.path = replay_path;
-    config.input.replay.speed = args.speed;
-    config.input.replay.repeat = !args.once;
-    config.model.path = dir.path().join("demo.onnx");
-    config.output.jsonl = "off".into();
-    config.telemetry.listen = args.listen;
-    let problems = config.validate();
-    if !problems.is_empty() {
-        return Err(ConfigError::Invalid {
-            path: "<demo>".into(),
-            problems,
-        }
-        .into());
-    }
-    println!(
-        "accelwatch demo: real smartwatch recordings (Burns et al. 2018, see data/watch/README.md).\n\
-         1. Training a basic autoencoder on the PEN (pendulum) exercise of subjects 1-7 ..."
-    );
-    let data = DataArgs {
-        data: train_path,
-        device_column: Some("series".into()),
-        time_column: None,
-        filters: Vec::new(),
-    };
-    let config_for_training = config.clone();
-    let model_path = config.model.path.clone();
-    tokio::task::spawn_blocking(move || {
-        train_model(&config_for_training, &data, &model_path, true, None)
-    })
-    .await
-    .map_err(|e| anyhow!("training task: {e}"))??;
-    let daemon = Daemon::start(config, vec![Box::new(ConsoleSink::stdout())]).await?;
-    println!(
-        "2. Replaying held-out subjects 9 and 10 at {}x: PEN, then ABD, PEN, FEL, TRAP. Motions other than PEN \
-         should score over the threshold (|) and raise alerts.\n   Metrics: http://{}/metrics   ({})\n",
-        args.speed,
-        daemon.telemetry_addr().map_or("off".to_string(), |a| a.to_string()),
-        if args.once { "stops after one pass" } else { "Ctrl-C to stop" }
-    );
-    serve(daemon).await
 }

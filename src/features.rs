@@ -241,6 +241,8 @@ pub fn accuracy_and_macro_f1(truth: &[u32], predicted: &[u32]) -> (f64, f64) {
     (accuracy, f1s.iter().sum::<f64>() / f1s.len().max(1) as f64)
 }
 
+type Projection = Box<dyn Fn(&[f32]) -> Vec<f32>>;
+
 /// Grouped cross-validated k-NN on `rows`: each fold's rows are classified
 /// by the others, after standardising with the others' statistics and, when
 /// `pca_dim` is given, projecting on their principal components.
@@ -257,7 +259,7 @@ pub fn cross_validate(
         let is_test: std::collections::HashSet<usize> = test.iter().copied().collect();
         let train_idx: Vec<usize> = (0..rows.len()).filter(|i| !is_test.contains(i)).collect();
         let train_rows: Vec<&[f32]> = train_idx.iter().map(|i| rows[*i].as_slice()).collect();
-        let project: Box<dyn Fn(&[f32]) -> Vec<f32>> = match pca_dim {
+        let project: Projection = match pca_dim {
             Some(d) => {
                 let pca = Pca::fit(&train_rows, d);
                 Box::new(move |r| pca.transform(r))
@@ -292,7 +294,8 @@ mod tests {
         let pca = Pca::fit(&refs, 2);
         let c = &pca.components[0];
         assert!(
-            (c[0].abs() - 0.7071).abs() < 1e-3 && (c[1].abs() - 0.7071).abs() < 1e-3,
+            (c[0].abs() - std::f64::consts::FRAC_1_SQRT_2).abs() < 1e-3
+                && (c[1].abs() - std::f64::consts::FRAC_1_SQRT_2).abs() < 1e-3,
             "{c:?}"
         );
         assert!(c[2].abs() < 1e-3);

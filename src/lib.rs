@@ -25,6 +25,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod decode;
+pub mod demo;
 pub mod detect;
 pub mod evaluate;
 pub mod evaluation;

@@ -80,10 +80,10 @@ impl Canvas {
     fn legend(&mut self, entries: &[(String, &str)]) {
         for (i, (name, colour)) in entries.iter().enumerate() {
             let x = MARGIN + 10.0 + 110.0 * i as f64;
-            let _ = write!(
+            let _ = writeln!(
                 self.svg,
                 "<rect x=\"{x}\" y=\"30\" width=\"10\" height=\"10\" fill=\"{colour}\"/>\
-                 <text x=\"{}\" y=\"39\">{}</text>\n",
+                 <text x=\"{}\" y=\"39\">{}</text>",
                 x + 14.0,
                 escape(name)
             );

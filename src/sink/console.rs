@@ -29,35 +29,52 @@ fn bar(score: f32, threshold: f64) -> String {
 }
 
 pub fn format_line(output: &Output) -> String {
-    match output {
-        Output::Window(w) => format!(
+    let json = serde_json::to_value(output).expect("outputs serialise");
+    format_message(&json).expect("an output has the fields of a message")
+}
+
+/// The line for a published window or alert message (the JSON the jsonl and
+/// MQTT sinks write); `None` for anything else.
+pub fn format_message(m: &serde_json::Value) -> Option<String> {
+    let text = |k: &str| m.get(k).and_then(|v| v.as_str());
+    let number = |k: &str| m.get(k).and_then(|v| v.as_f64());
+    let flag = |k: &str| m.get(k).and_then(|v| v.as_bool()).unwrap_or(false);
+    let (device, seq, score, threshold) = (
+        text("device")?,
+        number("seq")?,
+        number("score")?,
+        number("threshold")?,
+    );
+    match text("type")? {
+        "window" => Some(format!(
             "{:<10} #{:<5} t={:>8.1}s  score {:>7.3} [{}] {}",
-            w.device,
-            w.seq,
-            w.t_end / 1000.0,
-            w.score,
-            bar(w.score, w.threshold),
-            if w.anomaly {
+            device,
+            seq,
+            number("t_end")? / 1000.0,
+            score,
+            bar(score as f32, threshold),
+            if flag("anomaly") {
                 "ANOMALY"
-            } else if w.over_threshold {
+            } else if flag("over_threshold") {
                 "over"
             } else {
                 "ok"
             }
-        ),
-        Output::Alert(a) => format!(
+        )),
+        "alert" => Some(format!(
             ">>> {} {} at t={:.1}s (window #{}, score {:.3}, threshold {:.3})",
-            if a.event == "raise" {
+            if text("event")? == "raise" {
                 "ALERT RAISED"
             } else {
                 "alert cleared"
             },
-            a.device,
-            a.t / 1000.0,
-            a.seq,
-            a.score,
-            a.threshold
-        ),
+            device,
+            number("t")? / 1000.0,
+            seq,
+            score,
+            threshold
+        )),
+        _ => None,
     }
 }
 
