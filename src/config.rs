@@ -1156,6 +1156,9 @@ impl Config {
                 format!("no such file: {}", self.input.replay.path.display()),
             ),
             InputKind::Mqtt => auth_files(&self.input.mqtt.auth, "input.mqtt.auth", &mut check),
+            // A port that is not there (yet) is waited for, not an error:
+            // USB devices come and go.
+            InputKind::Serial => {}
         }
         if let Some(output) = &self.output.mqtt {
             auth_files(&output.auth, "output.mqtt.auth", &mut check);

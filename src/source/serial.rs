@@ -169,7 +169,6 @@ impl PortTask {
             }
             match open(&self.port) {
                 Ok(stream) => {
-                    failing = false;
                     backoff.reset();
                     self.metrics.serial_connected(&self.label, true);
                     tracing::info!(
