@@ -120,6 +120,7 @@ fn end_to_end(c: &mut Criterion) {
             .into_bytes(),
             format: Format::Csv,
             received_at_ms: 0.0,
+            restart: false,
         })
         .collect();
     let mut group = c.benchmark_group("ingest_and_score");

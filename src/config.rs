@@ -70,6 +70,7 @@ pub struct Config {
 pub enum InputKind {
     Replay,
     Mqtt,
+    Serial,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -94,6 +95,8 @@ pub struct InputConfig {
     pub replay: ReplayConfig,
     #[serde(default)]
     pub mqtt: MqttInputConfig,
+    #[serde(default)]
+    pub serial: SerialInputConfig,
 }
 
 impl InputConfig {
@@ -125,6 +128,7 @@ impl Default for InputConfig {
             binary_i16_scale: Self::default_binary_i16_scale(),
             replay: ReplayConfig::default(),
             mqtt: MqttInputConfig::default(),
+            serial: SerialInputConfig::default(),
         }
     }
 }
@@ -357,6 +361,164 @@ impl Default for MqttInputConfig {
             reconnect_max_ms: Self::default_reconnect_max_ms(),
             auth: MqttAuth::default(),
         }
+    }
+}
+
+/// Serial input (`input.kind = "serial"`): one or more ports, each carrying
+/// one device's samples (see `serial::framing` for the wire formats).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SerialInputConfig {
+    #[serde(default)]
+    pub ports: Vec<SerialPortConfig>,
+    /// Longest text line (without its line feed); a longer one is counted
+    /// and skipped up to the next line feed.
+    #[serde(default = "SerialInputConfig::default_max_line_bytes")]
+    pub max_line_bytes: usize,
+    /// Largest payload of a binary frame; a frame announcing more is
+    /// treated as garbage (it would otherwise stall resynchronisation).
+    #[serde(default = "SerialInputConfig::default_max_frame_bytes")]
+    pub max_frame_bytes: usize,
+    #[serde(default = "SerialInputConfig::default_reconnect_min_ms")]
+    pub reconnect_min_ms: u64,
+    #[serde(default = "SerialInputConfig::default_reconnect_max_ms")]
+    pub reconnect_max_ms: u64,
+    /// Relative deviation of the observed sample rate from
+    /// `input.sample_rate_hz` that counts as a mismatch...
+    #[serde(default = "SerialInputConfig::default_rate_tolerance")]
+    pub rate_tolerance: f64,
+    /// ...when it lasts this long.
+    #[serde(default = "SerialInputConfig::default_rate_window_s")]
+    pub rate_window_s: f64,
+}
+
+impl SerialInputConfig {
+    const fn default_max_line_bytes() -> usize {
+        1024
+    }
+    const fn default_max_frame_bytes() -> usize {
+        1536
+    }
+    const fn default_reconnect_min_ms() -> u64 {
+        500
+    }
+    const fn default_reconnect_max_ms() -> u64 {
+        10_000
+    }
+    const fn default_rate_tolerance() -> f64 {
+        0.2
+    }
+    const fn default_rate_window_s() -> f64 {
+        10.0
+    }
+}
+
+impl Default for SerialInputConfig {
+    fn default() -> Self {
+        Self {
+            ports: Vec::new(),
+            max_line_bytes: Self::default_max_line_bytes(),
+            max_frame_bytes: Self::default_max_frame_bytes(),
+            reconnect_min_ms: Self::default_reconnect_min_ms(),
+            reconnect_max_ms: Self::default_reconnect_max_ms(),
+            rate_tolerance: Self::default_rate_tolerance(),
+            rate_window_s: Self::default_rate_window_s(),
+        }
+    }
+}
+
+/// How a serial port's bytes are framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SerialFormat {
+    /// One `t,ax,ay,az` or `ax,ay,az` line per sample.
+    Csv,
+    /// One JSON sample (or batch) per line.
+    Json,
+    /// Sync bytes, length, int16 samples, CRC-16 (see `serial::framing`).
+    Binary,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SerialParity {
+    None,
+    Odd,
+    Even,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SerialFlowControl {
+    None,
+    /// XON/XOFF.
+    Software,
+    /// RTS/CTS.
+    Hardware,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SerialPortConfig {
+    /// e.g. `/dev/ttyUSB0`, or a stable udev name such as `/dev/accel0`.
+    pub path: PathBuf,
+    /// The device id its samples are windowed and published under.
+    pub device: String,
+    /// The `port` label of the serial metrics; the port's index when unset.
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default = "SerialPortConfig::default_baud")]
+    pub baud: u32,
+    #[serde(default = "SerialPortConfig::default_format")]
+    pub format: SerialFormat,
+    #[serde(default = "SerialPortConfig::default_data_bits")]
+    pub data_bits: u8,
+    #[serde(default = "SerialPortConfig::default_parity")]
+    pub parity: SerialParity,
+    #[serde(default = "SerialPortConfig::default_stop_bits")]
+    pub stop_bits: u8,
+    #[serde(default = "SerialPortConfig::default_flow_control")]
+    pub flow_control: SerialFlowControl,
+}
+
+impl SerialPortConfig {
+    const fn default_baud() -> u32 {
+        115_200
+    }
+    const fn default_format() -> SerialFormat {
+        SerialFormat::Csv
+    }
+    const fn default_data_bits() -> u8 {
+        8
+    }
+    const fn default_parity() -> SerialParity {
+        SerialParity::None
+    }
+    const fn default_stop_bits() -> u8 {
+        1
+    }
+    const fn default_flow_control() -> SerialFlowControl {
+        SerialFlowControl::None
+    }
+
+    /// A port with every default but its path and device.
+    pub fn new(path: impl Into<PathBuf>, device: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            device: device.into(),
+            name: None,
+            baud: Self::default_baud(),
+            format: Self::default_format(),
+            data_bits: Self::default_data_bits(),
+            parity: Self::default_parity(),
+            stop_bits: Self::default_stop_bits(),
+            flow_control: Self::default_flow_control(),
+        }
+    }
+
+    /// The metric label of the port at `index` in `input.serial.ports`.
+    pub fn label(&self, index: usize) -> String {
+        self.name.clone().unwrap_or_else(|| index.to_string())
     }
 }
 
@@ -994,6 +1156,9 @@ impl Config {
                 format!("no such file: {}", self.input.replay.path.display()),
             ),
             InputKind::Mqtt => auth_files(&self.input.mqtt.auth, "input.mqtt.auth", &mut check),
+            // A port that is not there (yet) is waited for, not an error:
+            // USB devices come and go.
+            InputKind::Serial => {}
         }
         if let Some(output) = &self.output.mqtt {
             auth_files(&output.auth, "output.mqtt.auth", &mut check);
@@ -1254,6 +1419,9 @@ impl Config {
         if input.kind == InputKind::Mqtt {
             mqtt_input_problems(input, &mut check);
         }
+        if input.kind == InputKind::Serial {
+            serial_input_problems(input, &mut check);
+        }
         if let Some(output) = &self.output.mqtt {
             mqtt_output_problems(output, input.kind == InputKind::Mqtt, &mut check);
         }
@@ -1364,6 +1532,100 @@ fn mqtt_input_problems(input: &InputConfig, check: &mut impl FnMut(bool, &str, S
     );
 }
 
+fn serial_input_problems(input: &InputConfig, check: &mut impl FnMut(bool, &str, String)) {
+    let serial = &input.serial;
+    check(
+        !serial.ports.is_empty(),
+        "input.serial.ports",
+        "must list at least one port ([[input.serial.ports]] with path and device)".into(),
+    );
+    let mut devices = std::collections::HashSet::new();
+    let mut labels = std::collections::HashSet::new();
+    for (i, port) in serial.ports.iter().enumerate() {
+        let key = |field: &str| format!("input.serial.ports[{i}].{field}");
+        check(
+            !port.path.as_os_str().is_empty(),
+            &key("path"),
+            "must not be empty".into(),
+        );
+        check(
+            !port.device.trim().is_empty(),
+            &key("device"),
+            "must not be empty".into(),
+        );
+        check(
+            devices.insert(port.device.as_str()),
+            &key("device"),
+            format!(
+                "{:?} is already read from another port (one device per port)",
+                port.device
+            ),
+        );
+        let label = port.label(i);
+        check(!label.is_empty(), &key("name"), "must not be empty".into());
+        check(
+            labels.insert(label.clone()),
+            &key("name"),
+            format!("{label:?} names two ports"),
+        );
+        check(port.baud > 0, &key("baud"), "must be positive".into());
+        check(
+            (5..=8).contains(&port.data_bits),
+            &key("data_bits"),
+            format!("must be 5, 6, 7 or 8, got {}", port.data_bits),
+        );
+        check(
+            matches!(port.stop_bits, 1 | 2),
+            &key("stop_bits"),
+            format!("must be 1 or 2, got {}", port.stop_bits),
+        );
+    }
+    check(
+        serial.max_line_bytes >= 1 && serial.max_line_bytes <= input.max_payload_bytes,
+        "input.serial.max_line_bytes",
+        format!(
+            "must be between 1 and input.max_payload_bytes ({}), got {}",
+            input.max_payload_bytes, serial.max_line_bytes
+        ),
+    );
+    let sample_bytes = 2 * input.channels.len().max(1);
+    let max_frame = (u16::MAX as usize)
+        .min(
+            input
+                .max_payload_bytes
+                .saturating_sub(crate::decode::BinaryHeader::LEN),
+        )
+        .min(input.max_samples_per_message.saturating_mul(sample_bytes));
+    check(
+        serial.max_frame_bytes >= sample_bytes && serial.max_frame_bytes <= max_frame,
+        "input.serial.max_frame_bytes",
+        format!(
+            "must hold at least one sample ({sample_bytes} bytes) and at most {max_frame} \
+             (65535, input.max_payload_bytes less a 24-byte batch header, and \
+             input.max_samples_per_message samples), got {}",
+            serial.max_frame_bytes
+        ),
+    );
+    check(
+        serial.reconnect_min_ms >= 1 && serial.reconnect_min_ms <= serial.reconnect_max_ms,
+        "input.serial.reconnect_min_ms",
+        format!(
+            "must be between 1 and reconnect_max_ms ({}), got {}",
+            serial.reconnect_max_ms, serial.reconnect_min_ms
+        ),
+    );
+    check(
+        serial.rate_tolerance.is_finite() && serial.rate_tolerance > 0.0,
+        "input.serial.rate_tolerance",
+        format!("must be a positive fraction, got {}", serial.rate_tolerance),
+    );
+    check(
+        serial.rate_window_s.is_finite() && serial.rate_window_s >= 1.0,
+        "input.serial.rate_window_s",
+        format!("must be at least 1 second, got {}", serial.rate_window_s),
+    );
+}
+
 fn mqtt_output_problems(
     output: &MqttOutputConfig,
     input_is_mqtt: bool,
@@ -1462,5 +1724,79 @@ mod mqtt_tests {
             vec!["output.mqtt.url"],
             "replay input, no output url"
         );
+    }
+}
+
+#[cfg(test)]
+mod serial_tests {
+    use super::*;
+
+    fn keys(config: &Config) -> Vec<String> {
+        config
+            .validate_settings()
+            .into_iter()
+            .map(|p| p.key)
+            .collect()
+    }
+
+    #[test]
+    fn serial_settings_are_checked_with_their_keys() {
+        let mut config = Config::default();
+        config.input.kind = InputKind::Serial;
+        assert_eq!(keys(&config), vec!["input.serial.ports"]);
+        config.input.serial.ports = vec![
+            SerialPortConfig::new("/dev/ttyUSB0", "a"),
+            SerialPortConfig::new("/dev/ttyUSB1", "b"),
+        ];
+        assert!(keys(&config).is_empty(), "{:?}", config.validate_settings());
+        config.input.serial.ports[1].device = "a".into();
+        config.input.serial.ports[1].data_bits = 9;
+        config.input.serial.ports[1].stop_bits = 3;
+        config.input.serial.ports[0].name = Some("1".into());
+        config.input.serial.max_frame_bytes = 70_000;
+        config.input.serial.rate_tolerance = 0.0;
+        let keys = keys(&config);
+        for key in [
+            "input.serial.ports[1].device",
+            "input.serial.ports[1].data_bits",
+            "input.serial.ports[1].stop_bits",
+            "input.serial.ports[1].name",
+            "input.serial.max_frame_bytes",
+            "input.serial.rate_tolerance",
+        ] {
+            assert!(keys.iter().any(|k| k == key), "{key} in {keys:?}");
+        }
+    }
+
+    #[test]
+    fn serial_ports_parse_from_toml_strictly() {
+        let text = r#"
+            [input]
+            kind = "serial"
+            [[input.serial.ports]]
+            path = "/dev/accel0"
+            device = "press-1"
+            baud = 230400
+            format = "binary"
+            parity = "even"
+            flow_control = "hardware"
+        "#;
+        let config: Config = toml_like(text).expect("parses");
+        let port = &config.input.serial.ports[0];
+        assert_eq!(port.baud, 230_400);
+        assert_eq!(port.format, SerialFormat::Binary);
+        assert_eq!(port.parity, SerialParity::Even);
+        assert_eq!(port.flow_control, SerialFlowControl::Hardware);
+        assert_eq!((port.data_bits, port.stop_bits), (8, 1));
+        assert_eq!(port.label(0), "0");
+        let bad = text.replace("baud = 230400", "bauds = 230400");
+        assert!(toml_like(&bad).is_err(), "unknown key refused");
+    }
+
+    fn toml_like(text: &str) -> Result<Config, config::ConfigError> {
+        config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .build()?
+            .try_deserialize()
     }
 }

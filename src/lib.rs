@@ -36,6 +36,7 @@ pub mod pipeline;
 pub mod recording;
 pub mod report;
 pub mod score;
+pub mod serial;
 pub mod sink;
 pub mod source;
 pub mod telemetry;

@@ -58,6 +58,9 @@ impl IngestStage {
     pub fn ingest(&mut self, frame: &Frame, windows: &mut Vec<Window>) {
         let metrics = &self.metrics;
         metrics.frame();
+        if frame.restart {
+            self.windower.restart_device(&frame.device);
+        }
         if let Err(error) = self
             .decoder
             .decode(frame.format, &frame.payload, &mut self.samples)

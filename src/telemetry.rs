@@ -47,6 +47,12 @@ struct Inner {
     mqtt_connection_failures: IntCounterVec,
     mqtt_unrouted: IntCounter,
     mqtt_publish_dropped: IntCounterVec,
+    serial_connected: IntGaugeVec,
+    serial_connection_failures: IntCounterVec,
+    serial_framing_errors: IntCounterVec,
+    serial_discarded_bytes: IntCounterVec,
+    serial_observed_rate: prometheus::GaugeVec,
+    serial_rate_mismatch: IntCounterVec,
     ready: AtomicBool,
     model_id: RwLock<String>,
 }
@@ -194,8 +200,60 @@ impl Metrics {
             "MQTT messages not published because the output queue was full, by kind.",
             &["kind"],
         );
+        let serial_connected = IntGaugeVec::new(
+            Opts::new(
+                "accelwatch_serial_connected",
+                "1 while the serial port is open, by port (the configured name or index).",
+            ),
+            &["port"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(serial_connected.clone()))
+            .expect("unique metric");
+        let serial_connection_failures = counter_vec(
+            r,
+            "accelwatch_serial_connection_failures_total",
+            "Serial ports that could not be opened (open) or went away (lost), by port.",
+            &["port", "reason"],
+        );
+        let serial_framing_errors = counter_vec(
+            r,
+            "accelwatch_serial_framing_errors_total",
+            "Serial bytes that formed no line or frame, by port and reason \
+             (line_too_long, bad_length, bad_crc, garbage, truncated).",
+            &["port", "reason"],
+        );
+        let serial_discarded_bytes = counter_vec(
+            r,
+            "accelwatch_serial_discarded_bytes_total",
+            "Serial bytes thrown away by the binary framer (garbage, torn frames), by port.",
+            &["port"],
+        );
+        let serial_observed_rate = prometheus::GaugeVec::new(
+            Opts::new(
+                "accelwatch_serial_observed_rate_hz",
+                "Samples per second received over the last second, by port.",
+            ),
+            &["port"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(serial_observed_rate.clone()))
+            .expect("unique metric");
+        let serial_rate_mismatch = counter_vec(
+            r,
+            "accelwatch_serial_rate_mismatch_total",
+            "Episodes of a serial port's sample rate off input.sample_rate_hz by more than \
+             input.serial.rate_tolerance for input.serial.rate_window_s, by port.",
+            &["port"],
+        );
         Self {
             inner: Arc::new(Inner {
+                serial_connected,
+                serial_connection_failures,
+                serial_framing_errors,
+                serial_discarded_bytes,
+                serial_observed_rate,
+                serial_rate_mismatch,
                 mqtt_connected,
                 mqtt_connection_failures,
                 mqtt_unrouted: counter(
@@ -326,6 +384,64 @@ impl Metrics {
         self.inner
             .mqtt_publish_dropped
             .with_label_values(&[kind])
+            .inc();
+    }
+    /// Makes a serial port's series visible (at 0) before anything happens.
+    pub fn serial_port(&self, port: &str) {
+        let inner = &self.inner;
+        inner.serial_connected.with_label_values(&[port]).set(0);
+        for reason in ["open", "lost"] {
+            inner
+                .serial_connection_failures
+                .with_label_values(&[port, reason]);
+        }
+        for reason in crate::serial::framing::FrameError::ALL_REASONS {
+            inner
+                .serial_framing_errors
+                .with_label_values(&[port, reason]);
+        }
+        inner.serial_discarded_bytes.with_label_values(&[port]);
+        inner
+            .serial_observed_rate
+            .with_label_values(&[port])
+            .set(0.0);
+        inner.serial_rate_mismatch.with_label_values(&[port]);
+    }
+    pub fn serial_connected(&self, port: &str, connected: bool) {
+        self.inner
+            .serial_connected
+            .with_label_values(&[port])
+            .set(i64::from(connected));
+    }
+    /// `reason` is `open` or `lost`.
+    pub fn serial_connection_failure(&self, port: &str, reason: &str) {
+        self.inner
+            .serial_connection_failures
+            .with_label_values(&[port, reason])
+            .inc();
+    }
+    pub fn serial_framing_error(&self, port: &str, error: &crate::serial::framing::FrameError) {
+        self.inner
+            .serial_framing_errors
+            .with_label_values(&[port, error.reason()])
+            .inc();
+        if error.bytes() > 0 {
+            self.inner
+                .serial_discarded_bytes
+                .with_label_values(&[port])
+                .inc_by(error.bytes() as u64);
+        }
+    }
+    pub fn serial_observed_rate(&self, port: &str, hz: f64) {
+        self.inner
+            .serial_observed_rate
+            .with_label_values(&[port])
+            .set(hz);
+    }
+    pub fn serial_rate_mismatch(&self, port: &str) {
+        self.inner
+            .serial_rate_mismatch
+            .with_label_values(&[port])
             .inc();
     }
     pub fn set_ready(&self, ready: bool) {

@@ -217,6 +217,7 @@ fn malformed_payloads_are_counted_and_the_stream_goes_on() {
         payload: payload.as_bytes().to_vec(),
         format,
         received_at_ms: 0.0,
+        restart: false,
     };
     let mut windows = Vec::new();
     let payloads = [

@@ -3,6 +3,7 @@
 
 pub mod mqtt;
 pub mod replay;
+pub mod serial;
 
 use std::sync::Arc;
 
@@ -15,6 +16,10 @@ pub struct Frame {
     pub format: Format,
     /// Wall-clock arrival time in Unix milliseconds.
     pub received_at_ms: f64,
+    /// The first frame since the source (re)connected to this device: the
+    /// device's window starts afresh instead of joining samples from
+    /// before an outage.
+    pub restart: bool,
 }
 
 pub fn unix_ms() -> f64 {
@@ -36,6 +41,7 @@ pub enum SourceError {
 pub enum Source {
     Replay(replay::Replay),
     Mqtt(Box<mqtt::MqttSource>),
+    Serial(serial::SerialSource),
 }
 
 impl Source {
@@ -47,6 +53,9 @@ impl Source {
             crate::config::InputKind::Replay => Source::Replay(replay::Replay::open(input)?),
             crate::config::InputKind::Mqtt => {
                 Source::Mqtt(Box::new(mqtt::MqttSource::open(input, metrics.clone())?))
+            }
+            crate::config::InputKind::Serial => {
+                Source::Serial(serial::SerialSource::open(input, metrics.clone()))
             }
         })
     }
@@ -61,6 +70,7 @@ impl Source {
         match self {
             Source::Replay(replay) => replay.run(frames, shutdown).await,
             Source::Mqtt(mqtt) => mqtt.run(frames, shutdown).await,
+            Source::Serial(serial) => serial.run(frames, shutdown).await,
         }
     }
 }

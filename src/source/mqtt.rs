@@ -141,6 +141,7 @@ impl MqttSource {
                         payload: publish.payload.to_vec(),
                         format,
                         received_at_ms: unix_ms(),
+                        restart: false,
                     };
                     tokio::select! {
                         result = frames.send(frame) => if result.is_err() { break },

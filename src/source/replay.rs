@@ -122,6 +122,7 @@ impl Replay {
                     payload: text.as_bytes().to_vec(),
                     format: Format::Csv,
                     received_at_ms: unix_ms(),
+                    restart: false,
                 };
                 tokio::select! {
                     result = frames.send(frame) => if result.is_err() { return sent },

@@ -1,0 +1,6 @@
+//! Serial-port input pieces that need no port: the framers that cut a byte
+//! stream into payloads ([`framing`]) and the sample-rate check
+//! ([`rate`]). Both are pure; `source::serial` does the I/O.
+
+pub mod framing;
+pub mod rate;
