@@ -108,6 +108,12 @@ async fn run(format: SerialFormat, samples: usize) -> (f64, f64) {
 }
 
 fn main() {
+    // Opt-in: the pty run has been seen to stall on a loaded machine, and
+    // neither `cargo test` nor `cargo bench` may hang on it.
+    if std::env::var_os("ACCELWATCH_SERIAL_BENCH").is_none() {
+        println!("serial bench skipped: set ACCELWATCH_SERIAL_BENCH=1 to run it (not yet measured; see README)");
+        return;
+    }
     let full = std::env::args().any(|a| a == "--bench");
     let samples = if full { 2_000_000 } else { 20_000 };
     let runtime = tokio::runtime::Builder::new_multi_thread()
