@@ -604,6 +604,22 @@ impl Vae {
         Ok((self.mu.forward(&h)?, self.log_var.forward(&h)?))
     }
 
+    /// ½Σ(x − decode(z))² + β·KL per window, averaged over the batch and
+    /// divided by the number of inputs.
+    fn negative_elbo(
+        &self,
+        x: &Tensor,
+        z: &Tensor,
+        mu: &Tensor,
+        log_var: &Tensor,
+    ) -> Result<Tensor> {
+        let reconstruction = self.decoder.forward(z)?;
+        let nll = ((reconstruction - x)?.sqr()?.sum(D::Minus1)? * 0.5)?;
+        let kl = Self::kl(mu, log_var)?;
+        let features = x.dim(D::Minus1)? as f64;
+        (nll + (kl * self.beta)?)?.mean_all()? / features
+    }
+
     /// KL(N(μ, σ²) ‖ N(0, I)) per row: -½ Σ (1 + log σ² − μ² − σ²).
     pub fn kl(mu: &Tensor, log_var: &Tensor) -> Result<Tensor> {
         ((log_var + 1.0)? - mu.sqr()? - log_var.exp()?)?.sum(D::Minus1)? * -0.5
@@ -623,21 +639,13 @@ impl Autoencoder for Vae {
     fn loss(&self, x: &Tensor, rng: &mut ChaCha8Rng) -> Result<Tensor> {
         let (mu, log_var) = self.encode(x)?;
         let z = (&mu + ((&log_var * 0.5)?.exp()? * normal_like(&mu, rng)?)?)?;
-        let reconstruction = self.decoder.forward(&z)?;
-        let nll = ((reconstruction - x)?.sqr()?.sum(D::Minus1)? * 0.5)?;
-        let kl = Self::kl(&mu, &log_var)?;
-        let features = x.dim(D::Minus1)? as f64;
-        (nll + (kl * self.beta)?)?.mean_all()? / features
+        self.negative_elbo(x, &z, &mu, &log_var)
     }
 
     /// The negative ELBO at z = μ, on the same scale as the training loss.
     fn validation_loss(&self, x: &Tensor) -> Result<Tensor> {
         let (mu, log_var) = self.encode(x)?;
-        let reconstruction = self.decoder.forward(&mu)?;
-        let nll = ((reconstruction - x)?.sqr()?.sum(D::Minus1)? * 0.5)?;
-        let kl = Self::kl(&mu, &log_var)?;
-        let features = x.dim(D::Minus1)? as f64;
-        (nll + (kl * self.beta)?)?.mean_all()? / features
+        self.negative_elbo(x, &mu, &mu, &log_var)
     }
 
     fn export(&self, graph: &mut GraphBuilder) -> std::result::Result<Exported, ExportError> {
