@@ -11,7 +11,8 @@
 #
 # Usage: scripts/quality.sh PATH/TO/watch.csv [VARIANT...]
 # watch.csv is the full recording (see data/watch/README.md).
-# FEATURE_EPOCHS (default 200) caps training for the feature table.
+# FEATURE_EPOCHS (default 200) caps training for the feature table;
+# SKIP_ANOMALY=1 prints the feature table only.
 set -euo pipefail
 data=${1:?usage: scripts/quality.sh PATH/TO/watch.csv [VARIANT...]}
 shift
@@ -22,6 +23,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 field() { python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))" "$@"; }
 
+if [ -z "${SKIP_ANOMALY:-}" ]; then
 echo "Anomaly quality (ROC AUC; normal exercise of subjects 1-7, scored on subjects 8-10)"
 echo
 printf '| variant | normal | channels | ROC AUC | PR AUC | false alarms at threshold | training time |\n|---|---|---|---|---|---|---|\n'
@@ -41,6 +43,8 @@ for variant in "${variants[@]}"; do
     done
   done
 done
+
+fi
 
 echo
 echo "Feature quality (exercise from 5-NN on standardised features, 5-fold CV grouped by subject)"
