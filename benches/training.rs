@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use accelwatch::config::{Config, CsvColumns, TrainingConfig, Variant};
 use accelwatch::model::net::Architecture;
-use accelwatch::model::train::{self, InputSpec, WindowSet};
+use accelwatch::model::train::{self, InputSpec};
 use accelwatch::pipeline::window_spec;
 use accelwatch::recording::{ReadOptions, Recording};
 
@@ -31,10 +31,7 @@ fn main() {
     )
     .expect("shipped training data");
     let spec = window_spec(&config);
-    let mut set = WindowSet::new(spec.size * spec.channels);
-    for w in recording.windows(spec) {
-        set.push(w.stream, &w.window.data);
-    }
+    let set = recording.window_set(spec);
     let input = InputSpec {
         channels: config.input.channels.clone(),
         window: config.window.size,

@@ -11,7 +11,7 @@ use crate::config::{Config, ConfigError, CsvColumns, Problem};
 use crate::daemon::{model_problems, Daemon, DaemonError};
 use crate::evaluation::{self, LabelledWindows};
 use crate::model::net::Architecture;
-use crate::model::train::{self, EpochReport, InputSpec, WindowSet};
+use crate::model::train::{self, EpochReport, InputSpec};
 use crate::model::{LoadedModel, ModelError};
 use crate::pipeline::{window_spec, ScoreStage};
 use crate::recording::{ReadOptions, RecordedWindow, Recording, RecordingError};
@@ -217,10 +217,7 @@ pub(crate) fn train_model(
     );
     let recording = Recording::read(&data.data, &options)?;
     let spec = window_spec(config);
-    let mut set = WindowSet::new(spec.size * spec.channels);
-    for w in recording.windows(spec) {
-        set.push(w.stream, &w.window.data);
-    }
+    let set = recording.window_set(spec);
     let arch = Architecture {
         window: spec.size,
         channels: spec.channels,

@@ -244,6 +244,18 @@ impl Recording {
     }
 }
 
+impl Recording {
+    /// Every window of the recording, tagged with its stream, ready for
+    /// training.
+    pub fn window_set(&self, spec: WindowSpec) -> crate::model::train::WindowSet {
+        let mut set = crate::model::train::WindowSet::new(spec.size * spec.channels);
+        for w in self.windows(spec) {
+            set.push(w.stream, &w.window.data);
+        }
+        set
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct RecordedWindow {
     pub stream: usize,

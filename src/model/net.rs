@@ -227,6 +227,23 @@ impl Mlp {
     }
 }
 
+/// `x̂ = W₂·act(W₁x + b₁) + b₂`, the graph of both single-code-layer variants.
+fn export_one_code_layer(
+    graph: &mut GraphBuilder,
+    encoder: &Linear,
+    activation_op: &str,
+    decoder: &Linear,
+) -> std::result::Result<Exported, ExportError> {
+    let pre = graph.linear(INPUT, encoder)?;
+    let latent = graph.node(activation_op, &[&pre], vec![]);
+    let reconstruction = graph.linear(&latent, decoder)?;
+    Ok(Exported {
+        reconstruction,
+        latent,
+        kl: None,
+    })
+}
+
 /// One hidden code layer: `z = tanh(W₁x + b₁)`, `x̂ = W₂z + b₂`.
 pub struct Basic {
     encoder: Linear,
@@ -254,14 +271,7 @@ impl Autoencoder for Basic {
     }
 
     fn export(&self, graph: &mut GraphBuilder) -> std::result::Result<Exported, ExportError> {
-        let pre = graph.linear(INPUT, &self.encoder)?;
-        let latent = graph.node("Tanh", &[&pre], vec![]);
-        let reconstruction = graph.linear(&latent, &self.decoder)?;
-        Ok(Exported {
-            reconstruction,
-            latent,
-            kl: None,
-        })
+        export_one_code_layer(graph, &self.encoder, "Tanh", &self.decoder)
     }
 
     fn hyperparameters(&self) -> serde_json::Value {
@@ -520,14 +530,7 @@ impl Autoencoder for Sparse {
     }
 
     fn export(&self, graph: &mut GraphBuilder) -> std::result::Result<Exported, ExportError> {
-        let pre = graph.linear(INPUT, &self.encoder)?;
-        let latent = graph.node("Sigmoid", &[&pre], vec![]);
-        let reconstruction = graph.linear(&latent, &self.decoder)?;
-        Ok(Exported {
-            reconstruction,
-            latent,
-            kl: None,
-        })
+        export_one_code_layer(graph, &self.encoder, "Sigmoid", &self.decoder)
     }
 
     fn hyperparameters(&self) -> serde_json::Value {

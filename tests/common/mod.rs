@@ -45,11 +45,7 @@ pub fn pen_windows(config: &Config) -> WindowSet {
     )
     .expect("shipped training data");
     let spec = window_spec(config);
-    let mut set = WindowSet::new(spec.size * spec.channels);
-    for w in recording.windows(spec) {
-        set.push(w.stream, &w.window.data);
-    }
-    set
+    recording.window_set(spec)
 }
 
 /// Trains a basic model on the shipped PEN data with few epochs.
