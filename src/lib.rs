@@ -31,6 +31,7 @@ pub mod evaluation;
 pub mod features;
 pub mod model;
 pub mod mqtt;
+pub mod ops;
 pub mod pipeline;
 pub mod recording;
 pub mod report;

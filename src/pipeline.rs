@@ -124,6 +124,21 @@ impl ScoreStage {
         }
     }
 
+    /// Serves `model` from the next batch on (a reload): the threshold and
+    /// the hysteresis lengths come from `config`; each device's alert state
+    /// is kept.
+    pub fn replace_model(&mut self, model: LoadedModel, config: &Config) {
+        let threshold = config.detector.threshold.unwrap_or(model.meta.threshold);
+        self.metrics
+            .model_loaded(&model.meta.id, &model.meta.variant, threshold);
+        self.threshold = threshold;
+        self.model_id = Arc::from(model.meta.id.as_str());
+        self.channel_names = model.meta.channels.clone().into();
+        self.scorer = Scorer::new(model);
+        self.detector
+            .set_limits(config.detector.raise_after, config.detector.clear_after);
+    }
+
     /// Offline commands report alerts in their output only, not the log.
     pub fn quiet(mut self) -> Self {
         self.log_alerts = false;
