@@ -206,7 +206,14 @@ impl Daemon {
         let scorer = {
             let pulse = pulse.clone();
             tokio::task::spawn_blocking(move || {
-                score_loop(score_stage, max_batch, window_rx, output_tx, &pending, &pulse)
+                score_loop(
+                    score_stage,
+                    max_batch,
+                    window_rx,
+                    output_tx,
+                    &pending,
+                    &pulse,
+                )
             })
         };
         let sinks = {

@@ -85,7 +85,10 @@ async fn twenty_reloads_under_load_lose_no_window() {
         }
         let (bytes, id) = &models()[(i + 1) % 2];
         install(&model_path, bytes);
-        let served = reload(reloader.clone()).await.unwrap().expect("valid model");
+        let served = reload(reloader.clone())
+            .await
+            .unwrap()
+            .expect("valid model");
         assert_eq!(&served, id);
         tokio::time::sleep(Duration::from_millis(40)).await;
     }
@@ -117,7 +120,10 @@ async fn twenty_reloads_under_load_lose_no_window() {
             assert_eq!(pair[1], pair[0] + 1, "{device}: a window went missing");
         }
     }
-    assert!(ids.contains(&models()[0].1) && ids.contains(&models()[1].1), "{ids:?}");
+    assert!(
+        ids.contains(&models()[0].1) && ids.contains(&models()[1].1),
+        "{ids:?}"
+    );
     assert_eq!(ids.len(), 2, "only the two valid models scored: {ids:?}");
     assert!(
         text.contains(&format!("accelwatch_model_info{{id=\"{}\"", models()[1].1)),
@@ -251,7 +257,9 @@ fn tool(name: &str, package: &str) -> PathBuf {
         .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/sbin")])
         .map(|dir| dir.join(name))
         .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("missing {name}: install the Debian package {package} (.ci/run does)"))
+        .unwrap_or_else(|| {
+            panic!("missing {name}: install the Debian package {package} (.ci/run does)")
+        })
 }
 
 fn run_ok(command: &mut std::process::Command) -> String {
@@ -273,7 +281,11 @@ fn the_systemd_unit_verifies() {
     let binary = env!("CARGO_BIN_EXE_accelwatch");
     let unit_path = dir.path().join("accelwatch.service");
     write(&unit_path, &unit.replace("/usr/bin/accelwatch", binary));
-    let text = run_ok(std::process::Command::new(analyze).arg("verify").arg(&unit_path));
+    let text = run_ok(
+        std::process::Command::new(analyze)
+            .arg("verify")
+            .arg(&unit_path),
+    );
     assert!(!text.to_lowercase().contains("error"), "{text}");
 }
 
@@ -336,6 +348,9 @@ fn the_grafana_dashboard_is_valid_json_with_the_panels() {
         "accelwatch_decode_errors_total",
         "accelwatch_mqtt_connected",
     ] {
-        assert!(exprs.iter().any(|e| e.contains(metric)), "no panel shows {metric}");
+        assert!(
+            exprs.iter().any(|e| e.contains(metric)),
+            "no panel shows {metric}"
+        );
     }
 }
