@@ -52,7 +52,13 @@ fn failure(code: u8, error: anyhow::Error) -> Failure {
 
 pub fn execute(command: Command) -> Result<(), Failure> {
     match command {
-        Command::Run { config } => runtime()?.block_on(run(&config)),
+        Command::Run { config } => {
+            let runtime = runtime()?;
+            let result = runtime.block_on(run(&config));
+            // Past the shutdown grace a stage may still be busy: do not wait for it.
+            runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+            result
+        }
         Command::Validate { config } => validate(&config),
         Command::Train(args) => train_command(args),
         Command::Score(args) => score(args),
@@ -82,23 +88,64 @@ pub(crate) async fn wait_for_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-/// Runs a daemon until its source ends or a signal arrives, then drains.
-pub(crate) async fn serve(daemon: Daemon) -> Result<(), Failure> {
+/// Runs a daemon until its source ends or a signal arrives, then drains
+/// within `grace` (else fails saying what was in flight). SIGHUP reloads;
+/// systemd is notified when NOTIFY_SOCKET is set.
+pub(crate) async fn serve(daemon: Daemon, grace: std::time::Duration) -> Result<(), Failure> {
+    use crate::ops;
     let handle = daemon.shutdown_handle();
+    let health = daemon.health();
+    let (stopping, mut stop_requested) = tokio::sync::watch::channel(false);
     let signals = tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("signal received: stopping the sources and draining");
+        ops::notify_stopping();
+        let _ = stopping.send(true);
         let _ = handle.send(true);
     });
-    let summary = daemon.wait().await;
+    let hangups = tokio::spawn(ops::reload_on_sighup(daemon.reloader()));
+    let notifier = tokio::spawn(ops::notify_loop(
+        daemon.health(),
+        daemon.metrics.clone(),
+        daemon.input_kind().to_string(),
+        std::time::Duration::from_secs(5),
+    ));
+    ops::notify_ready(daemon.input_kind());
+    let wait = daemon.wait();
+    tokio::pin!(wait);
+    let summary = tokio::select! {
+        summary = &mut wait => summary,
+        _ = stop_requested.wait_for(|stop| *stop) => {
+            match tokio::time::timeout(grace, &mut wait).await {
+                Ok(summary) => summary,
+                Err(_) => {
+                    let in_flight = health.in_flight();
+                    tracing::error!("shutdown grace of {} ms is over; exiting with {in_flight}", grace.as_millis());
+                    hangups.abort();
+                    notifier.abort();
+                    return Err(failure(1, anyhow!("did not drain within pipeline.shutdown_grace_ms ({} ms): {in_flight}", grace.as_millis())));
+                }
+            }
+        }
+    };
+    ops::notify_stopping();
     signals.abort();
+    hangups.abort();
+    notifier.abort();
     summary?;
     Ok(())
 }
 
 async fn run(path: &Path) -> Result<(), Failure> {
     let config = Config::load(path)?;
-    serve(Daemon::start(config, Vec::new()).await?).await
+    let grace = std::time::Duration::from_millis(config.pipeline.shutdown_grace_ms);
+    let daemon = Daemon::start(config, Vec::new()).await?;
+    daemon.reloader().set_config_path(path);
+    tracing::info!(
+        "SIGHUP or a changed model file reloads the model, model.path and detector.*; \
+         other changes need a restart"
+    );
+    serve(daemon, grace).await
 }
 
 fn validate(path: &Path) -> Result<(), Failure> {

@@ -21,8 +21,9 @@ pub struct Cli {
     /// default `info` (`warn` for the demo, whose console shows the events).
     #[arg(long, global = true, env = "ACCELWATCH_LOG")]
     pub log: Option<String>,
-    /// Log format on stderr.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    /// Log format on stderr: text (coloured on a terminal), json, or
+    /// journald (syslog priority prefixes, no timestamps).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "ACCELWATCH_LOG_FORMAT")]
     pub log_format: LogFormat,
 }
 
@@ -30,6 +31,7 @@ pub struct Cli {
 pub enum LogFormat {
     Text,
     Json,
+    Journald,
 }
 
 #[derive(Debug, Subcommand)]

@@ -860,6 +860,10 @@ pub struct ModelConfig {
     /// Windows scored in one inference call, batched across devices.
     #[serde(default = "ModelConfig::default_max_batch")]
     pub max_batch: usize,
+    /// How often the daemon polls the model file (mtime, size) and reloads
+    /// it when it changed; 0 turns the watch off.
+    #[serde(default = "ModelConfig::default_watch_interval_ms")]
+    pub watch_interval_ms: u64,
     /// Hidden layer sizes between the input and the code (deep, denoising, vae).
     #[serde(default = "ModelConfig::default_hidden")]
     pub hidden: Vec<usize>,
@@ -889,6 +893,9 @@ impl ModelConfig {
     const fn default_max_batch() -> usize {
         32
     }
+    const fn default_watch_interval_ms() -> u64 {
+        2000
+    }
     fn default_hidden() -> Vec<usize> {
         vec![128, 64]
     }
@@ -904,6 +911,7 @@ impl Default for ModelConfig {
             variant: Self::default_variant(),
             latent: Self::default_latent(),
             max_batch: Self::default_max_batch(),
+            watch_interval_ms: Self::default_watch_interval_ms(),
             hidden: Self::default_hidden(),
             activation: Self::default_activation(),
             denoising: DenoisingConfig::default(),
@@ -1079,11 +1087,18 @@ pub struct PipelineConfig {
     /// before it, back to the source.
     #[serde(default = "PipelineConfig::default_queue_capacity")]
     pub queue_capacity: usize,
+    /// On SIGTERM, how long the stages may take to drain before the daemon
+    /// gives up and exits non-zero.
+    #[serde(default = "PipelineConfig::default_shutdown_grace_ms")]
+    pub shutdown_grace_ms: u64,
 }
 
 impl PipelineConfig {
     const fn default_queue_capacity() -> usize {
         1024
+    }
+    const fn default_shutdown_grace_ms() -> u64 {
+        10_000
     }
 }
 
@@ -1091,6 +1106,7 @@ impl Default for PipelineConfig {
     fn default() -> Self {
         Self {
             queue_capacity: Self::default_queue_capacity(),
+            shutdown_grace_ms: Self::default_shutdown_grace_ms(),
         }
     }
 }

@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::{Config, Problem};
 use crate::model::{LoadedModel, ModelError, ModelMetadata};
+use crate::ops::{Health, PendingModel, Pulse, Reloader};
 use crate::pipeline::{IngestStage, ScoreStage};
 use crate::sink::jsonl::JsonlSink;
 use crate::sink::mqtt::MqttSink;
@@ -119,6 +120,10 @@ pub struct Daemon {
     /// The MQTT output's connection, which sends its final status.
     mqtt_output: Option<JoinHandle<()>>,
     pub metrics: Metrics,
+    reloader: Reloader,
+    health: Health,
+    model_watch: Option<JoinHandle<()>>,
+    input_kind: String,
 }
 
 impl Daemon {
@@ -150,6 +155,9 @@ impl Daemon {
             Err(error) => return Err(DaemonError::MqttOutput(error)),
         };
         let score_stage = ScoreStage::new(model, &config, metrics.clone());
+        let pending = PendingModel::default();
+        let reloader = Reloader::new(&config, pending.clone(), metrics.clone());
+        let pulse = std::sync::Arc::new(Pulse::default());
         let (stop_telemetry, mut telemetry_stopped) = watch::channel(false);
         let (telemetry_addr, telemetry) = if config.telemetry.enabled {
             let stopped = async move {
@@ -173,19 +181,44 @@ impl Daemon {
         let (window_tx, window_rx) = mpsc::channel::<Window>(capacity);
         let (output_tx, output_rx) = mpsc::channel::<Vec<Output>>(capacity);
 
+        let health = Health {
+            pulse: pulse.clone(),
+            frames: frame_tx.downgrade(),
+            windows: window_tx.downgrade(),
+            outputs: output_tx.downgrade(),
+        };
+        let model_watch = (config.model.watch_interval_ms > 0).then(|| {
+            let interval = std::time::Duration::from_millis(config.model.watch_interval_ms);
+            tokio::spawn(crate::ops::watch_model(
+                reloader.clone(),
+                interval,
+                shutdown_rx.clone(),
+            ))
+        });
         let source = tokio::spawn(source.run(frame_tx, shutdown_rx));
         let ingest = tokio::spawn(ingest(
             IngestStage::new(&config, metrics.clone()),
             frame_rx,
             window_tx,
+            pulse.clone(),
         ));
         let max_batch = config.model.max_batch;
-        let scorer = tokio::task::spawn_blocking(move || {
-            score_loop(score_stage, max_batch, window_rx, output_tx)
-        });
+        let scorer = {
+            let pulse = pulse.clone();
+            tokio::task::spawn_blocking(move || {
+                score_loop(
+                    score_stage,
+                    max_batch,
+                    window_rx,
+                    output_tx,
+                    &pending,
+                    &pulse,
+                )
+            })
+        };
         let sinks = {
             let metrics = metrics.clone();
-            tokio::task::spawn_blocking(move || sink_loop(sinks, output_rx, &metrics))
+            tokio::task::spawn_blocking(move || sink_loop(sinks, output_rx, &metrics, &pulse))
         };
         metrics.set_ready(true);
         tracing::info!(input = ?config.input.kind, "pipeline started");
@@ -200,7 +233,27 @@ impl Daemon {
             sinks,
             mqtt_output,
             metrics,
+            reloader,
+            health,
+            model_watch,
+            input_kind: format!("{:?}", config.input.kind).to_lowercase(),
         })
+    }
+
+    /// Reloads the model (SIGHUP, a changed model file, or a test); see
+    /// [`crate::ops`].
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
+    }
+
+    /// The pipeline's heartbeat and queue depths.
+    pub fn health(&self) -> Health {
+        self.health.clone()
+    }
+
+    /// The input's kind, lower case (`replay`, `mqtt`, ...).
+    pub fn input_kind(&self) -> &str {
+        &self.input_kind
     }
 
     pub fn telemetry_addr(&self) -> Option<SocketAddr> {
@@ -220,6 +273,9 @@ impl Daemon {
     pub async fn wait(self) -> Result<RunSummary, DaemonError> {
         let join = |e: tokio::task::JoinError| DaemonError::Stage(e.to_string());
         let frames = self.source.await.map_err(join)?;
+        if let Some(task) = self.model_watch {
+            task.abort();
+        }
         self.ingest.await.map_err(join)?;
         let scored = self.scorer.await.map_err(join)?;
         self.sinks.await.map_err(join)?;
@@ -254,10 +310,12 @@ async fn ingest(
     mut stage: IngestStage,
     mut frames: mpsc::Receiver<Frame>,
     windows: mpsc::Sender<Window>,
+    pulse: std::sync::Arc<Pulse>,
 ) {
     let mut completed = Vec::new();
     while let Some(frame) = frames.recv().await {
         stage.ingest(&frame, &mut completed);
+        Pulse::beat(&pulse.frames);
         for window in completed.drain(..) {
             if windows.send(window).await.is_err() {
                 return;
@@ -274,6 +332,8 @@ fn score_loop(
     max_batch: usize,
     mut windows: mpsc::Receiver<Window>,
     outputs: mpsc::Sender<Vec<Output>>,
+    pending: &PendingModel,
+    pulse: &Pulse,
 ) -> Result<(u64, u64), String> {
     let (mut scored, mut alerts) = (0u64, 0u64);
     let mut batch = Vec::with_capacity(max_batch);
@@ -286,7 +346,12 @@ fn score_loop(
                 Err(_) => break,
             }
         }
+        // A reloaded model takes over between two batches.
+        if let Some(new) = pending.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            stage.replace_model(new.model, &new.config);
+        }
         let out = stage.score(&batch)?;
+        Pulse::beat(&pulse.batches);
         scored += batch.len() as u64;
         alerts += out.iter().filter(|o| matches!(o, Output::Alert(_))).count() as u64;
         if outputs.blocking_send(out).is_err() {
@@ -302,9 +367,11 @@ fn sink_loop(
     mut sinks: Vec<Box<dyn Sink>>,
     mut outputs: mpsc::Receiver<Vec<Output>>,
     metrics: &Metrics,
+    pulse: &Pulse,
 ) {
     let mut failing = vec![false; sinks.len()];
     while let Some(batch) = outputs.blocking_recv() {
+        Pulse::beat(&pulse.written);
         for (sink, failing) in sinks.iter_mut().zip(failing.iter_mut()) {
             let result = batch
                 .iter()

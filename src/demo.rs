@@ -53,7 +53,7 @@ pub async fn run(args: DemoArgs) -> Result<(), Failure> {
     .map_err(|e| anyhow!("training task: {e}"))??;
     let daemon = Daemon::start(config, vec![Box::new(ConsoleSink::stdout())]).await?;
     banner(&args, &daemon, "replayed as two live devices");
-    serve(daemon).await
+    serve(daemon, std::time::Duration::from_secs(10)).await
 }
 
 fn banner(args: &DemoArgs, daemon: &Daemon, path: &str) {

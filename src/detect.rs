@@ -82,6 +82,12 @@ impl Detector {
         (state.active, transition)
     }
 
+    /// New hysteresis lengths (a reload); each device keeps its state.
+    pub fn set_limits(&mut self, raise_after: u32, clear_after: u32) {
+        self.raise_after = raise_after;
+        self.clear_after = clear_after;
+    }
+
     pub fn forget(&mut self, device: &str) {
         self.devices.remove(device);
     }

@@ -4,7 +4,7 @@
 //! Data flows one way:
 //!
 //! ```text
-//! source (replay) -> decode -> window -> score (tract) -> detect -> sinks (jsonl, console)
+//! source (replay, mqtt, serial) -> decode -> window -> score (tract) -> detect -> sinks (jsonl, console)
 //!   Frame            Samples   Window    Scored            alert      Output
 //! ```
 //!
@@ -18,6 +18,8 @@
 //! - [`pipeline`] holds the stages every path shares; [`daemon`] runs them
 //!   as tasks joined by bounded queues.
 //! - [`sink`] publishes; [`telemetry`] serves Prometheus metrics.
+//! - [`ops`] keeps a service healthy: model reloads, the pipeline's
+//!   heartbeat, systemd notifications; [`logging`] sets up the logs.
 //! - [`app`] and [`cli`] are the commands on top.
 
 pub mod app;
@@ -30,8 +32,10 @@ pub mod detect;
 pub mod evaluate;
 pub mod evaluation;
 pub mod features;
+pub mod logging;
 pub mod model;
 pub mod mqtt;
+pub mod ops;
 pub mod pipeline;
 pub mod recording;
 pub mod report;

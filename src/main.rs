@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use accelwatch::cli::{Cli, Command, LogFormat};
+use accelwatch::cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -22,13 +22,7 @@ fn main() -> ExitCode {
         },
         None => EnvFilter::new(default_level),
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match cli.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    accelwatch::logging::init(cli.log_format, filter);
     match accelwatch::app::execute(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {

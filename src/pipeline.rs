@@ -3,7 +3,7 @@
 //! outputs ([`ScoreStage`]). The daemon runs them in tasks; the offline
 //! commands call them directly, so both score a window the same way.
 
-use std::collections::HashSet;
+use crate::logging::RateLimited;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -34,7 +34,7 @@ pub struct IngestStage {
     decoder: Decoder,
     windower: Windower,
     samples: Samples,
-    warned: HashSet<&'static str>,
+    warned: RateLimited,
     metrics: Metrics,
 }
 
@@ -49,7 +49,7 @@ impl IngestStage {
             .with_i16_scale(config.input.binary_i16_scale as f32),
             windower: Windower::new(window_spec(config)),
             samples: Samples::default(),
-            warned: HashSet::new(),
+            warned: RateLimited::new(std::time::Duration::from_secs(60)),
             metrics,
         }
     }
@@ -66,11 +66,11 @@ impl IngestStage {
             .decode(frame.format, &frame.payload, &mut self.samples)
         {
             metrics.decode_error(&error);
-            if self.warned.insert(error.reason()) {
+            if let Some(held_back) = self.warned.check(error.reason(), Instant::now()) {
                 tracing::warn!(
-                    device = %frame.device, %error,
-                    "dropping a malformed payload (further ones for this reason are only counted in \
-                     accelwatch_decode_errors_total)"
+                    device = %frame.device, %error, held_back,
+                    "dropping a malformed payload (at most one line a minute per reason; all are \
+                     counted in accelwatch_decode_errors_total)"
                 );
             }
             return;
@@ -125,6 +125,21 @@ impl ScoreStage {
             metrics,
             log_alerts: true,
         }
+    }
+
+    /// Serves `model` from the next batch on (a reload): the threshold and
+    /// the hysteresis lengths come from `config`; each device's alert state
+    /// is kept.
+    pub fn replace_model(&mut self, model: LoadedModel, config: &Config) {
+        let threshold = config.detector.threshold.unwrap_or(model.meta.threshold);
+        self.metrics
+            .model_loaded(&model.meta.id, &model.meta.variant, threshold);
+        self.threshold = threshold;
+        self.model_id = Arc::from(model.meta.id.as_str());
+        self.channel_names = model.meta.channels.clone().into();
+        self.scorer = Scorer::new(model);
+        self.detector
+            .set_limits(config.detector.raise_after, config.detector.clear_after);
     }
 
     /// Offline commands report alerts in their output only, not the log.

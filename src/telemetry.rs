@@ -55,6 +55,7 @@ struct Inner {
     serial_rate_mismatch: IntCounterVec,
     ready: AtomicBool,
     model_id: RwLock<String>,
+    reloads: IntCounterVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -301,6 +302,12 @@ impl Metrics {
                 model_threshold,
                 ready: AtomicBool::new(false),
                 model_id: RwLock::new(String::new()),
+                reloads: counter_vec(
+                    r,
+                    "accelwatch_reloads_total",
+                    "Model reloads (SIGHUP or a changed model file), by result: ok or failed.",
+                    &["result"],
+                ),
                 registry,
             }),
         }
@@ -362,6 +369,19 @@ impl Metrics {
             .set(1);
         self.inner.model_threshold.set(threshold);
         *self.inner.model_id.write().expect("model id lock") = id.to_string();
+    }
+    /// `result` is `ok` or `failed`.
+    pub fn reload(&self, result: &str) {
+        self.inner.reloads.with_label_values(&[result]).inc();
+    }
+    pub fn windows_scored(&self) -> u64 {
+        self.inner.windows.get()
+    }
+    pub fn frames_received(&self) -> u64 {
+        self.inner.frames.get()
+    }
+    pub fn is_mqtt_connected(&self, role: &str) -> bool {
+        self.inner.mqtt_connected.with_label_values(&[role]).get() != 0
     }
     /// `role` is `input` or `output`.
     pub fn mqtt_connected(&self, role: &str, connected: bool) {

@@ -11,9 +11,8 @@
 //! and never end the stream. The observed sample rate is compared with
 //! `input.sample_rate_hz` once a second (see `serial::rate`).
 
-use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, watch};
@@ -25,6 +24,7 @@ use crate::config::{
     InputConfig, SerialFlowControl, SerialFormat, SerialInputConfig, SerialParity, SerialPortConfig,
 };
 use crate::decode::{BinaryHeader, BinaryType, Decoder, Format, Samples};
+use crate::logging::RateLimited;
 use crate::mqtt::Backoff;
 use crate::serial::framing::{BinaryFramer, Framed, Framer, LineFramer};
 use crate::serial::rate::{RateEvent, RateMonitor};
@@ -227,7 +227,7 @@ impl PortTask {
     ) -> Ended {
         let mut buffer = vec![0u8; READ_BUFFER];
         let mut framed = Vec::new();
-        let mut warned: HashSet<&'static str> = HashSet::new();
+        let mut warned = RateLimited::new(Duration::from_secs(60));
         let mut counted = Samples::default();
         let mut rate = RateMonitor::new(
             self.sample_rate_hz,
@@ -258,11 +258,12 @@ impl PortTask {
                     Framed::Payload(payload) => payload,
                     Framed::Error(error) => {
                         self.metrics.serial_framing_error(&self.label, &error);
-                        if warned.insert(error.reason()) {
+                        if let Some(held_back) = warned.check(error.reason(), Instant::now()) {
                             tracing::warn!(
-                                port = %self.label, reason = error.reason(),
-                                "skipping serial bytes that form no line or frame (further ones \
-                                 are only counted in accelwatch_serial_framing_errors_total)"
+                                port = %self.label, reason = error.reason(), held_back,
+                                "skipping serial bytes that form no line or frame (at most one \
+                                 line a minute per reason; all are counted in \
+                                 accelwatch_serial_framing_errors_total)"
                             );
                         }
                         continue;

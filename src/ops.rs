@@ -1,0 +1,398 @@
+//! Running as a service: model reloads (SIGHUP or a changed model file),
+//! the pipeline's heartbeat, and systemd notifications (READY, STATUS,
+//! WATCHDOG, STOPPING).
+//!
+//! A reload re-reads the config file (when the daemon has one) and the
+//! model it names, validates the model fully against the *running*
+//! pipeline's channels, window and rate, and only then hands it to the
+//! scorer, which switches between two batches: every window is scored by
+//! one model or the other, none is dropped. A failed reload leaves the
+//! running model in place. Only `model.path`, `detector.*` take effect on
+//! a reload; any other change needs a restart (logged).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{mpsc, watch};
+
+use crate::config::{Config, ConfigError, Problem};
+use crate::daemon::model_problems;
+use crate::model::{LoadedModel, ModelError};
+use crate::sink::Output;
+use crate::source::Frame;
+use crate::telemetry::Metrics;
+use crate::window::Window;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Config(Box<ConfigError>),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("the new model does not fit the running pipeline:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Mismatch(Vec<Problem>),
+}
+
+impl From<ConfigError> for ReloadError {
+    fn from(error: ConfigError) -> Self {
+        Self::Config(Box::new(error))
+    }
+}
+
+/// A validated model waiting for the scorer's next batch.
+pub struct NewModel {
+    pub model: LoadedModel,
+    pub config: Config,
+}
+
+/// Where the reloader leaves a new model for the scorer; the latest wins.
+pub type PendingModel = Arc<Mutex<Option<NewModel>>>;
+
+struct ReloaderState {
+    config_path: Option<PathBuf>,
+    /// The config the pipeline was started with: channels, window and rate
+    /// a new model must fit.
+    running: Config,
+    /// The latest accepted config (its model path, threshold, detector).
+    current: Config,
+}
+
+/// Reloads the model (and the reloadable part of the config). Cheap to
+/// clone; reloads are serialised.
+#[derive(Clone)]
+pub struct Reloader {
+    state: Arc<Mutex<ReloaderState>>,
+    pending: PendingModel,
+    metrics: Metrics,
+}
+
+impl Reloader {
+    pub fn new(config: &Config, pending: PendingModel, metrics: Metrics) -> Self {
+        Self {
+            state: Arc::new(Mutex::new(ReloaderState {
+                config_path: None,
+                running: config.clone(),
+                current: config.clone(),
+            })),
+            pending,
+            metrics,
+        }
+    }
+
+    /// From now on, reloads re-read this config file.
+    pub fn set_config_path(&self, path: &Path) {
+        self.lock().config_path = Some(path.to_path_buf());
+    }
+
+    /// The model file currently served (or about to be).
+    pub fn model_path(&self) -> PathBuf {
+        self.lock().current.model.path.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ReloaderState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Re-reads the config file (if any) and the model, validates them and
+    /// hands the model to the scorer. Blocking (the model is parsed and
+    /// probed here). Logs and counts the result; returns the new model id.
+    pub fn reload(&self, why: &str) -> Result<String, ReloadError> {
+        let mut state = self.lock();
+        let result = Self::prepare(&state);
+        match result {
+            Ok((config, model)) => {
+                let id = model.meta.id.clone();
+                let threshold = config.detector.threshold.unwrap_or(model.meta.threshold);
+                self.metrics
+                    .model_loaded(&model.meta.id, &model.meta.variant, threshold);
+                self.metrics.reload("ok");
+                tracing::info!(model = %id, path = %config.model.path.display(), threshold, why, "model reloaded");
+                state.current = config.clone();
+                *self.pending.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some(NewModel { model, config });
+                Ok(id)
+            }
+            Err(error) => {
+                self.metrics.reload("failed");
+                tracing::error!(why, "reload refused, the running model stays: {error}");
+                Err(error)
+            }
+        }
+    }
+
+    fn prepare(state: &ReloaderState) -> Result<(Config, LoadedModel), ReloadError> {
+        let config = match &state.config_path {
+            Some(path) => {
+                let new = Config::load(path)?;
+                let ignored = restart_only_changes(&state.running, &new);
+                if !ignored.is_empty() {
+                    tracing::warn!(
+                        keys = %ignored.join(", "),
+                        "config changes that need a restart are ignored until then \
+                         (a reload applies model.path and detector.* only)"
+                    );
+                }
+                let mut config = state.running.clone();
+                config.model.path = new.model.path;
+                config.detector = new.detector;
+                config
+            }
+            None => state.current.clone(),
+        };
+        let model = LoadedModel::load(&config.model.path)?;
+        let problems = model_problems(&state.running, &model.meta);
+        if !problems.is_empty() {
+            return Err(ReloadError::Mismatch(problems));
+        }
+        Ok((config, model))
+    }
+}
+
+/// The `section.key` paths that differ between two configs, except the
+/// ones a reload applies.
+fn restart_only_changes(running: &Config, new: &Config) -> Vec<String> {
+    let (Ok(a), Ok(b)) = (serde_json::to_value(running), serde_json::to_value(new)) else {
+        return Vec::new();
+    };
+    let mut keys = Vec::new();
+    diff("", &a, &b, &mut keys);
+    keys.retain(|k| k != "model.path" && !k.starts_with("detector."));
+    keys
+}
+
+fn diff(prefix: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let mut names: Vec<&String> = x.keys().chain(y.keys()).collect();
+            names.sort();
+            names.dedup();
+            for name in names {
+                let key = if prefix.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{prefix}.{name}")
+                };
+                match (x.get(name), y.get(name)) {
+                    (Some(p), Some(q)) => diff(&key, p, q, out),
+                    _ => out.push(key),
+                }
+            }
+        }
+        _ if a != b => out.push(prefix.to_string()),
+        _ => {}
+    }
+}
+
+/// Polls the model file every `interval`; reloads when its modification
+/// time or size changes. Replace model files by renaming a complete file
+/// over them: a half-written file is refused (and retried on the next
+/// change).
+pub async fn watch_model(
+    reloader: Reloader,
+    interval: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let fingerprint = |path: &Path| {
+        std::fs::metadata(path)
+            .ok()
+            .map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()))
+    };
+    let mut seen = (reloader.model_path(), fingerprint(&reloader.model_path()));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        let path = reloader.model_path();
+        let now = (path.clone(), fingerprint(&path));
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        if seen.1.is_none() {
+            tracing::warn!(path = %path.display(), "the model file is gone; the running model stays");
+            continue;
+        }
+        let r = reloader.clone();
+        let _ = tokio::task::spawn_blocking(move || r.reload("the model file changed")).await;
+        // The reload may have switched paths: start from what is there now.
+        let path = reloader.model_path();
+        seen = (path.clone(), fingerprint(&path));
+    }
+}
+
+/// Progress counters the stages bump; see [`Health`].
+#[derive(Debug, Default)]
+pub struct Pulse {
+    pub frames: AtomicU64,
+    pub batches: AtomicU64,
+    pub written: AtomicU64,
+}
+
+impl Pulse {
+    pub fn beat(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The pipeline's heartbeat: each stage either made progress since the
+/// last look or has nothing queued for it.
+#[derive(Clone)]
+pub struct Health {
+    pub pulse: Arc<Pulse>,
+    pub frames: mpsc::WeakSender<Frame>,
+    pub windows: mpsc::WeakSender<Window>,
+    pub outputs: mpsc::WeakSender<Vec<Output>>,
+}
+
+/// One look at the pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Snapshot {
+    pub progress: [u64; 3],
+    pub queued: [usize; 3],
+}
+
+const STAGES: [&str; 3] = ["ingest", "scorer", "sinks"];
+
+fn depth<T>(weak: &mpsc::WeakSender<T>) -> usize {
+    weak.upgrade()
+        .map(|s| s.max_capacity() - s.capacity())
+        .unwrap_or(0)
+}
+
+impl Health {
+    pub fn snapshot(&self) -> Snapshot {
+        let p = &self.pulse;
+        Snapshot {
+            progress: [
+                p.frames.load(Ordering::Relaxed),
+                p.batches.load(Ordering::Relaxed),
+                p.written.load(Ordering::Relaxed),
+            ],
+            queued: [
+                depth(&self.frames),
+                depth(&self.windows),
+                depth(&self.outputs),
+            ],
+        }
+    }
+
+    /// What is still queued, for the log: "3 frames, 12 windows, 0 output batches".
+    pub fn in_flight(&self) -> String {
+        let s = self.snapshot();
+        format!(
+            "{} frames queued for ingest, {} windows queued for the scorer, {} output batches queued for the sinks",
+            s.queued[0], s.queued[1], s.queued[2]
+        )
+    }
+}
+
+impl Snapshot {
+    /// The stages that had work queued and did none between `before` and `self`.
+    pub fn stalled_since(&self, before: &Snapshot) -> Vec<&'static str> {
+        (0..3)
+            .filter(|&i| self.progress[i] == before.progress[i] && self.queued[i] > 0)
+            .map(|i| STAGES[i])
+            .collect()
+    }
+}
+
+fn notify(states: &[sd_notify::NotifyState]) {
+    if let Err(error) = sd_notify::notify(states) {
+        tracing::debug!(%error, "systemd notification failed");
+    }
+}
+
+/// READY=1 (the model is loaded and the pipeline runs), with a first STATUS=.
+pub fn notify_ready(input_kind: &str) {
+    let status = format!("running, input {input_kind}");
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&status),
+    ]);
+}
+
+/// STOPPING=1.
+pub fn notify_stopping() {
+    notify(&[sd_notify::NotifyState::Stopping]);
+}
+
+/// Sends STATUS= every `status_every` (windows/s and the input's state)
+/// and WATCHDOG=1 at half the watchdog period, but only while the
+/// pipeline's heartbeat advances. Returns at once when NOTIFY_SOCKET is
+/// unset.
+pub async fn notify_loop(
+    health: Health,
+    metrics: Metrics,
+    input_kind: String,
+    status_every: Duration,
+) {
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return;
+    }
+    let watchdog = sd_notify::watchdog_enabled();
+    let tick = match watchdog {
+        Some(period) => (period / 2).min(status_every),
+        None => status_every,
+    };
+    let mut last = health.snapshot();
+    let mut last_windows = metrics.windows_scored();
+    let mut last_status = Instant::now();
+    let mut stalled_logged = false;
+    loop {
+        tokio::time::sleep(tick).await;
+        let now = health.snapshot();
+        let stalled = now.stalled_since(&last);
+        last = now;
+        if watchdog.is_some() {
+            if stalled.is_empty() {
+                stalled_logged = false;
+                notify(&[sd_notify::NotifyState::Watchdog]);
+            } else if !stalled_logged {
+                stalled_logged = true;
+                tracing::error!(
+                    stages = %stalled.join(", "),
+                    "the pipeline is stalled: not pinging the systemd watchdog"
+                );
+            }
+        }
+        if last_status.elapsed() >= status_every {
+            let windows = metrics.windows_scored();
+            let rate = (windows - last_windows) as f64 / last_status.elapsed().as_secs_f64();
+            last_windows = windows;
+            last_status = Instant::now();
+            let input = match input_kind.as_str() {
+                "mqtt" if metrics.is_mqtt_connected("input") => "mqtt connected",
+                "mqtt" => "mqtt disconnected",
+                other => other,
+            };
+            let status = format!(
+                "{rate:.1} windows/s, {windows} windows, {} frames, input {input}{}",
+                metrics.frames_received(),
+                if stalled.is_empty() { "" } else { ", STALLED" }
+            );
+            notify(&[sd_notify::NotifyState::Status(&status)]);
+        }
+    }
+}
+
+/// Reloads on every SIGHUP until aborted.
+pub async fn reload_on_sighup(reloader: Reloader) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot install the SIGHUP handler: reloads by signal are off");
+            return;
+        };
+        while hangup.recv().await.is_some() {
+            let r = reloader.clone();
+            let _ = tokio::task::spawn_blocking(move || r.reload("SIGHUP")).await;
+        }
+    }
+    #[cfg(not(unix))]
+    std::future::pending::<()>().await;
+}

@@ -1,0 +1,377 @@
+//! Running as a service: reloads under load lose no window, a changed model
+//! file is picked up, systemd notifications arrive on a real socket, and a
+//! shutdown past its grace exits non-zero saying what was in flight.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use accelwatch::config::Config;
+use accelwatch::daemon::Daemon;
+use common::*;
+
+/// Two valid models (different seeds, so different ids), trained once.
+fn models() -> &'static [(Vec<u8>, String); 2] {
+    static MODELS: OnceLock<[(Vec<u8>, String); 2]> = OnceLock::new();
+    MODELS.get_or_init(|| {
+        let train = |seed| {
+            let t = quick_model(&["ax", "ay", "az"], 30, seed);
+            (t.onnx, t.meta.id)
+        };
+        let (a, b) = (train(1), train(2));
+        assert_ne!(a.1, b.1, "different seeds give different model ids");
+        [a, b]
+    })
+}
+
+/// Replaces `path` the way operators should: a complete file renamed over it.
+fn install(path: &Path, bytes: &[u8]) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+fn config(dir: &Path) -> Config {
+    let model = dir.join("model.onnx");
+    install(&model, &models()[0].0);
+    let mut config = Config::default();
+    config.model.path = model;
+    config.model.watch_interval_ms = 0;
+    config.input.replay.path = demo_csv();
+    config.input.replay.speed = 0.0;
+    config.input.replay.repeat = true;
+    config.output.jsonl = dir.join("out.jsonl").display().to_string();
+    config.telemetry.listen = "127.0.0.1:0".parse().unwrap();
+    assert!(config.validate().is_empty(), "{:?}", config.validate());
+    config
+}
+
+fn window_records(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["type"] == "window")
+        .collect()
+}
+
+async fn scrape(addr: std::net::SocketAddr) -> String {
+    tokio::task::spawn_blocking(move || http_get(addr, "/metrics"))
+        .await
+        .unwrap()
+        .1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_reloads_under_load_lose_no_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    let model_path = config.model.path.clone();
+    let daemon = Daemon::start(config, Vec::new()).await.unwrap();
+    let addr = daemon.telemetry_addr().unwrap();
+    let reloader = daemon.reloader();
+    let reload = |reloader: accelwatch::ops::Reloader| {
+        tokio::task::spawn_blocking(move || reloader.reload("test"))
+    };
+    for i in 0..20 {
+        if i == 10 {
+            install(&model_path, b"not an onnx model");
+            let refused = reload(reloader.clone()).await.unwrap();
+            assert!(refused.is_err(), "an invalid model is refused");
+        }
+        let (bytes, id) = &models()[(i + 1) % 2];
+        install(&model_path, bytes);
+        let served = reload(reloader.clone())
+            .await
+            .unwrap()
+            .expect("valid model");
+        assert_eq!(&served, id);
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    let text = scrape(addr).await;
+    daemon.shutdown();
+    let summary = tokio::time::timeout(Duration::from_secs(60), daemon.wait())
+        .await
+        .unwrap()
+        .unwrap();
+
+    assert!(
+        text.contains("accelwatch_reloads_total{result=\"ok\"} 20"),
+        "{text}"
+    );
+    assert!(text.contains("accelwatch_reloads_total{result=\"failed\"} 1"));
+    let records = window_records(&dir.path().join("out.jsonl"));
+    assert_eq!(records.len() as u64, summary.windows);
+    let mut seqs: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut ids = std::collections::BTreeSet::new();
+    for r in &records {
+        seqs.entry(r["device"].as_str().unwrap().to_string())
+            .or_default()
+            .push(r["seq"].as_u64().unwrap());
+        ids.insert(r["model"].as_str().unwrap().to_string());
+    }
+    assert_eq!(seqs.len(), 2);
+    for (device, seqs) in &seqs {
+        for pair in seqs.windows(2) {
+            assert_eq!(pair[1], pair[0] + 1, "{device}: a window went missing");
+        }
+    }
+    assert!(
+        ids.contains(&models()[0].1) && ids.contains(&models()[1].1),
+        "{ids:?}"
+    );
+    assert_eq!(ids.len(), 2, "only the two valid models scored: {ids:?}");
+    assert!(
+        text.contains(&format!("accelwatch_model_info{{id=\"{}\"", models()[0].1)),
+        "model_info follows the served model (the last reload installed model A)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_model_file_is_reloaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.model.watch_interval_ms = 100;
+    config.input.replay.speed = 20.0;
+    let model_path = config.model.path.clone();
+    let daemon = Daemon::start(config, Vec::new()).await.unwrap();
+    let addr = daemon.telemetry_addr().unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    install(&model_path, &models()[1].0);
+    let wanted = format!("accelwatch_model_info{{id=\"{}\"", models()[1].1);
+    let started = Instant::now();
+    let mut text = String::new();
+    while started.elapsed() < Duration::from_secs(20) {
+        text = scrape(addr).await;
+        if text.contains(&wanted) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    daemon.shutdown();
+    daemon.wait().await.unwrap();
+    assert!(text.contains(&wanted), "{text}");
+    assert!(text.contains("accelwatch_reloads_total{result=\"ok\"} 1"));
+}
+
+fn toml_config(dir: &Path, jsonl: &str, extra: &str) -> PathBuf {
+    let model = dir.join("model.onnx");
+    install(&model, &models()[0].0);
+    let path = dir.join("accelwatch.toml");
+    write(
+        &path,
+        &format!(
+            "[input]\nkind = \"replay\"\n[input.replay]\npath = {:?}\nspeed = 0\nloop = true\n\
+             [model]\npath = {:?}\n[output]\njsonl = {jsonl:?}\n[telemetry]\nlisten = \"127.0.0.1:0\"\n{extra}",
+            demo_csv().display().to_string(),
+            model.display().to_string(),
+        ),
+    );
+    path
+}
+
+/// The child's stderr goes to a file: a pipe nobody reads while the test
+/// waits for the child would block the child once the pipe is full.
+fn log_file(dir: &Path) -> std::fs::File {
+    std::fs::File::create(dir.join("stderr.log")).unwrap()
+}
+
+fn read_log(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("stderr.log")).unwrap()
+}
+
+fn signal(child: &std::process::Child, name: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([name, &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {name}");
+}
+
+#[test]
+fn systemd_hears_ready_status_watchdog_and_stopping() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = toml_config(dir.path(), "off", "");
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut child = accelwatch()
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "1000000")
+        .env_remove("WATCHDOG_PID")
+        .stderr(log_file(dir.path()))
+        .spawn()
+        .unwrap();
+    let mut heard = String::new();
+    let mut buf = [0u8; 4096];
+    let mut listen = |until: &dyn Fn(&str) -> bool, heard: &mut String| {
+        let started = Instant::now();
+        while !until(heard) && started.elapsed() < Duration::from_secs(30) {
+            if let Ok(n) = socket.recv(&mut buf) {
+                heard.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        }
+    };
+    listen(
+        &|h: &str| h.contains("READY=1") && h.matches("WATCHDOG=1").count() >= 2,
+        &mut heard,
+    );
+    signal(&child, "-HUP");
+    std::thread::sleep(Duration::from_millis(500));
+    signal(&child, "-TERM");
+    listen(&|h: &str| h.contains("STOPPING=1"), &mut heard);
+    let status = child.wait().unwrap();
+    let log = read_log(dir.path());
+    assert!(heard.contains("READY=1"), "{heard}");
+    assert!(heard.contains("STATUS=running, input replay"), "{heard}");
+    assert!(heard.contains("WATCHDOG=1"), "{heard}");
+    assert!(heard.contains("STOPPING=1"), "{heard}");
+    assert!(status.success(), "{status:?}\n{log}");
+    assert!(log.contains("model reloaded"), "SIGHUP reloads:\n{log}");
+}
+
+#[test]
+fn a_shutdown_past_its_grace_exits_non_zero_saying_what_was_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    // An output that stops taking data: a FIFO this test holds open and
+    // never reads, so the pipeline backs up and cannot drain.
+    let fifo = dir.path().join("stuck.jsonl");
+    run_ok(std::process::Command::new("mkfifo").arg(&fifo));
+    let _held_open = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&fifo)
+        .unwrap();
+    let config = toml_config(
+        dir.path(),
+        fifo.to_str().unwrap(),
+        "[pipeline]\nshutdown_grace_ms = 500\n",
+    );
+    let mut child = accelwatch()
+        .args(["run", "--config"])
+        .arg(&config)
+        .stderr(log_file(dir.path()))
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    signal(&child, "-TERM");
+    let status = child.wait().unwrap();
+    let log = read_log(dir.path());
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains("shutdown_grace_ms (500 ms)"), "{log}");
+    assert!(log.contains("queued for"), "{log}");
+}
+
+/// A tool the test needs, or a failure saying what to install.
+fn tool(name: &str, package: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/sbin")])
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!("missing {name}: install the Debian package {package} (.ci/run does)")
+        })
+}
+
+fn run_ok(command: &mut std::process::Command) -> String {
+    let out = command.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{command:?} failed:\n{text}");
+    text
+}
+
+#[test]
+fn the_systemd_unit_verifies() {
+    let analyze = tool("systemd-analyze", "systemd");
+    let dir = tempfile::tempdir().unwrap();
+    let unit = std::fs::read_to_string(repo().join("deploy/accelwatch.service")).unwrap();
+    let binary = env!("CARGO_BIN_EXE_accelwatch");
+    let unit_path = dir.path().join("accelwatch.service");
+    write(&unit_path, &unit.replace("/usr/bin/accelwatch", binary));
+    let text = run_ok(
+        std::process::Command::new(analyze)
+            .arg("verify")
+            .arg(&unit_path),
+    );
+    assert!(!text.to_lowercase().contains("error"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_rules_pass_promtool_and_the_scrape_is_valid() {
+    let promtool = tool("promtool", "prometheus");
+    let rules = repo().join("deploy/prometheus");
+    run_ok(
+        std::process::Command::new(&promtool)
+            .args(["check", "rules"])
+            .arg(rules.join("accelwatch.rules.yml")),
+    );
+    run_ok(
+        std::process::Command::new(&promtool)
+            .args(["test", "rules"])
+            .arg(rules.join("accelwatch.rules.test.yml")),
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(config(dir.path()), Vec::new()).await.unwrap();
+    let addr = daemon.telemetry_addr().unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let text = scrape(addr).await;
+    daemon.shutdown();
+    daemon.wait().await.unwrap();
+    let mut child = std::process::Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), text.as_bytes()).unwrap();
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_grafana_dashboard_is_valid_json_with_the_panels() {
+    let text = std::fs::read_to_string(repo().join("deploy/grafana/accelwatch.json")).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().clone())
+        .map(|t| t["expr"].as_str().unwrap().to_string())
+        .collect();
+    for metric in [
+        "accelwatch_windows_total",
+        "accelwatch_anomalous_windows_total",
+        "accelwatch_alerts_active",
+        "accelwatch_inference_seconds_bucket",
+        "accelwatch_decode_errors_total",
+        "accelwatch_mqtt_connected",
+    ] {
+        assert!(
+            exprs.iter().any(|e| e.contains(metric)),
+            "no panel shows {metric}"
+        );
+    }
+}
