@@ -174,4 +174,8 @@ pub struct DemoArgs {
     /// Stop after the replay has run once instead of looping until Ctrl-C.
     #[arg(long)]
     pub once: bool,
+    /// Feed the pipeline straight from the file instead of over the
+    /// embedded MQTT broker.
+    #[arg(long)]
+    pub no_mqtt: bool,
 }

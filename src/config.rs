@@ -302,6 +302,10 @@ pub struct MqttInputConfig {
     pub qos: u8,
     #[serde(default = "MqttInputConfig::default_topics")]
     pub topics: Vec<TopicEntry>,
+    /// Subscribe every filter as `$share/<group>/<filter>`, so daemons in
+    /// the same group split the messages (README: splitting a fleet).
+    #[serde(default)]
+    pub share_group: Option<String>,
     #[serde(default = "MqttInputConfig::default_format")]
     pub format: PayloadFormat,
     /// Largest MQTT packet read or written. A larger incoming packet costs
@@ -344,6 +348,17 @@ impl MqttInputConfig {
     const fn default_reconnect_max_ms() -> u64 {
         30_000
     }
+
+    /// The filter as subscribed: within `share_group` when one is set and
+    /// the filter is not a shared subscription already.
+    pub fn subscription_filter(&self, entry: &TopicEntry) -> String {
+        match &self.share_group {
+            Some(group) if !entry.filter().starts_with("$share/") => {
+                format!("$share/{group}/{}", entry.filter())
+            }
+            _ => entry.filter().to_string(),
+        }
+    }
 }
 
 impl Default for MqttInputConfig {
@@ -355,6 +370,7 @@ impl Default for MqttInputConfig {
             keep_alive_s: Self::default_keep_alive_s(),
             qos: 0,
             topics: Self::default_topics(),
+            share_group: None,
             format: Self::default_format(),
             max_packet_bytes: Self::default_max_packet_bytes(),
             reconnect_min_ms: Self::default_reconnect_min_ms(),
@@ -1519,8 +1535,15 @@ fn mqtt_input_problems(input: &InputConfig, check: &mut impl FnMut(bool, &str, S
         "input.mqtt.topics",
         "must list at least one topic filter".into(),
     );
+    if let Some(group) = &mqtt.share_group {
+        if let Err(message) = crate::mqtt::topic::check_share_group(group) {
+            check(false, "input.mqtt.share_group", message);
+        }
+    }
     for entry in &mqtt.topics {
-        if let Err(message) = crate::mqtt::topic::DeviceFilter::parse(entry.filter()) {
+        if let Err(message) =
+            crate::mqtt::topic::DeviceFilter::parse(&mqtt.subscription_filter(entry))
+        {
             check(false, "input.mqtt.topics", message);
         }
     }

@@ -23,6 +23,8 @@
 //! - [`app`] and [`cli`] are the commands on top.
 
 pub mod app;
+#[cfg(feature = "embedded-broker")]
+pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -8,7 +8,9 @@ use accelwatch::cli::{Cli, Command};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_level = if matches!(cli.command, Command::Demo(_)) {
-        "warn"
+        // The embedded broker logs every connection, and an error for the
+        // readiness probe that connects and leaves.
+        "warn,rumqttd=off"
     } else {
         "info"
     };

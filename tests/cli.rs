@@ -328,5 +328,10 @@ fn demo_trains_replays_and_raises_alerts() {
     assert!(stdout.contains("ALERT RAISED watch-9"), "{stdout}");
     assert!(stdout.contains("alert cleared"), "{stdout}");
     assert!(stdout.contains("Metrics: http://127.0.0.1:"), "{stdout}");
-    assert!(stdout.lines().filter(|l| l.starts_with("watch-")).count() >= 276);
+    assert!(
+        stdout.contains("on the embedded broker mqtt://127.0.0.1:"),
+        "the demo goes over MQTT: {stdout}"
+    );
+    let windows = stdout.lines().filter(|l| l.starts_with("watch-")).count();
+    assert_eq!(windows, 276, "every window came back over MQTT:\n{stdout}");
 }

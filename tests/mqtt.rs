@@ -38,6 +38,14 @@ fn mosquitto_binary() -> PathBuf {
         })
 }
 
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A mosquitto process of our own; killed on drop.
 struct Broker {
     port: u16,
@@ -53,15 +61,17 @@ impl Broker {
     /// `users`: (name, password) pairs; any makes the broker refuse
     /// anonymous clients.
     fn start_with(users: &[(&str, &str)]) -> Self {
+        Self::start_conf(users, |_| String::new())
+    }
+
+    /// `extra` writes more config (e.g. a TLS listener) into the broker's
+    /// directory, after the plain listener.
+    fn start_conf(users: &[(&str, &str)], extra: impl FnOnce(&Path) -> String) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let mut conf = format!(
-            "listener {port} 127.0.0.1\npersistence false\nmax_queued_messages 100000\n\
-             message_size_limit 0\nlog_dest stderr\n"
+            "per_listener_settings false\npersistence false\nmax_queued_messages 100000\n\
+             message_size_limit 0\nlog_dest stderr\nlistener {port} 127.0.0.1\n"
         );
         if users.is_empty() {
             conf.push_str("allow_anonymous true\n");
@@ -86,6 +96,7 @@ impl Broker {
                 passwords.display()
             ));
         }
+        conf.push_str(&extra(dir.path()));
         write(&dir.path().join("mosquitto.conf"), &conf);
         let mut broker = Self {
             port,
@@ -102,13 +113,17 @@ impl Broker {
             .arg("-c")
             .arg(self.dir.path().join("mosquitto.conf"))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(self.dir.path().join("mosquitto.log")).unwrap())
             .spawn()
             .expect("start mosquitto");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "mosquitto did not listen");
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto did not listen: {}",
+                std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -613,6 +628,279 @@ async fn username_and_password() {
         let addr = daemon.telemetry_addr().unwrap();
         wait_metric(addr, "accelwatch_mqtt_connected{role=\"input\"}", 1.0).await;
         wait_metric(addr, "accelwatch_mqtt_connected{role=\"output\"}", 1.0).await;
+        daemon.shutdown();
+        tokio::time::timeout(Duration::from_secs(30), daemon.wait())
+            .await
+            .unwrap()
+            .unwrap();
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_subscription_splits_messages_between_daemons() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let broker = Broker::start();
+        let mut daemons = Vec::new();
+        for member in ["a", "b"] {
+            let mut config = mqtt_config(&broker);
+            config.input.mqtt.client_id = format!("accelwatch-{member}");
+            config.input.mqtt.share_group = Some("fleet".into());
+            config.output.mqtt = None;
+            assert!(config.validate_settings().is_empty());
+            let daemon = Daemon::start(config, Vec::new()).await.unwrap();
+            let addr = daemon.telemetry_addr().unwrap();
+            wait_metric(addr, "accelwatch_mqtt_connected{role=\"input\"}", 1.0).await;
+            daemons.push((daemon, addr));
+        }
+        // Mosquitto hands each message to one member only, round robin;
+        // every message here is one whole window of its own device, so the
+        // split cannot cut a window.
+        let rows = demo_rows();
+        let rows = rows.values().next().unwrap();
+        let (publisher, _rx) = client(broker.port, "sensors", &[]).await;
+        let messages = 40;
+        // Let both subscriptions settle before publishing.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for i in 0..messages {
+            let window = &rows[i * 128..(i + 1) * 128];
+            publish(
+                &publisher,
+                &format!("sensors/d{i}/accel"),
+                json_samples(window),
+            )
+            .await;
+        }
+        let windows = |text: &str| metric(text, "accelwatch_windows_total").unwrap_or(0.0);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let per_member = loop {
+            let mut counts = Vec::new();
+            for (_, addr) in &daemons {
+                counts.push(windows(&scrape(*addr).await));
+            }
+            if counts.iter().sum::<f64>() >= messages as f64 || Instant::now() > deadline {
+                break counts;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        // No message reaches both members.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut settled = Vec::new();
+        for (_, addr) in &daemons {
+            settled.push(windows(&scrape(*addr).await));
+        }
+        assert_eq!(settled, per_member, "late duplicates");
+        assert_eq!(
+            per_member.iter().sum::<f64>(),
+            messages as f64,
+            "{per_member:?}"
+        );
+        assert!(
+            per_member.iter().all(|n| *n > 0.0),
+            "both members work: {per_member:?}"
+        );
+        for (daemon, _) in daemons {
+            daemon.shutdown();
+            tokio::time::timeout(Duration::from_secs(30), daemon.wait())
+                .await
+                .unwrap()
+                .unwrap();
+        }
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// Runs openssl, or fails saying what to install.
+fn openssl(dir: &Path, args: &[&str]) {
+    let output = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("the TLS test needs the openssl command (Debian package openssl)");
+    assert!(
+        output.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A CA (`name`.pem/.key) and, signed by it, a server certificate for
+/// 127.0.0.1 and a client certificate.
+fn make_pki(dir: &Path, name: &str) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let ca_key = format!("{name}.key");
+    let ca_pem = format!("{name}.pem");
+    let mut req = vec![
+        "req",
+        "-x509",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=accelwatch test CA",
+    ];
+    req.extend(ec);
+    req.extend(["-keyout", &ca_key, "-out", &ca_pem]);
+    openssl(dir, &req);
+    for (leaf, ext) in [
+        (
+            "server",
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        ),
+        ("client", "extendedKeyUsage=clientAuth\n"),
+    ] {
+        let (key, csr, pem, ext_file) = (
+            format!("{name}-{leaf}.key"),
+            format!("{name}-{leaf}.csr"),
+            format!("{name}-{leaf}.pem"),
+            format!("{name}-{leaf}.ext"),
+        );
+        write(&dir.join(&ext_file), ext);
+        let subject = format!("/CN={leaf}");
+        let mut req = vec!["req", "-subj", &subject];
+        req.extend(ec);
+        req.extend(["-keyout", &key, "-out", &csr]);
+        openssl(dir, &req);
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-days",
+                "2",
+                "-in",
+                &csr,
+                "-CA",
+                &ca_pem,
+                "-CAkey",
+                &ca_key,
+                "-CAcreateserial",
+                "-extfile",
+                &ext_file,
+                "-out",
+                &pem,
+            ],
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_in_and_out() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let tls_port = free_port();
+        // A plain listener for the test's clients, and a TLS one that
+        // demands a client certificate signed by the test CA.
+        let broker = Broker::start_conf(&[], |dir| {
+            make_pki(dir, "ca");
+            make_pki(dir, "other");
+            // Started as root, mosquitto drops to its own user before it
+            // reads the key files.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+            }
+            format!(
+                "listener {tls_port} 127.0.0.1\ncafile {0}/ca.pem\ncertfile {0}/ca-server.pem\n\
+                 keyfile {0}/ca-server.key\nrequire_certificate true\n",
+                dir.display()
+            )
+        });
+        let pki = broker.dir.path();
+        let tls_config = |ca: &str, client: Option<&str>| {
+            let mut config = mqtt_config(&broker);
+            config.input.mqtt.url = format!("mqtts://127.0.0.1:{tls_port}");
+            config.input.mqtt.auth.ca_file = Some(pki.join(format!("{ca}.pem")));
+            if let Some(client) = client {
+                config.input.mqtt.auth.client_cert_file =
+                    Some(pki.join(format!("{client}-client.pem")));
+                config.input.mqtt.auth.client_key_file =
+                    Some(pki.join(format!("{client}-client.key")));
+            }
+            assert!(
+                config.validate_settings().is_empty(),
+                "{:?}",
+                config.validate_settings()
+            );
+            config
+        };
+
+        // Refused: no client certificate; a server not signed by our CA;
+        // a client certificate from another CA. Each is counted, retried,
+        // and never connects.
+        for (ca, client) in [
+            ("ca", None),
+            ("other", Some("other")),
+            ("ca", Some("other")),
+        ] {
+            let daemon = Daemon::start(tls_config(ca, client), Vec::new())
+                .await
+                .unwrap();
+            let addr = daemon.telemetry_addr().unwrap();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let text = scrape(addr).await;
+                let failures: f64 = text
+                    .lines()
+                    .filter(|l| {
+                        l.starts_with("accelwatch_mqtt_connection_failures_total{")
+                            && l.contains("role=\"input\"")
+                    })
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .sum();
+                if failures >= 2.0 {
+                    assert_eq!(
+                        metric(&text, "accelwatch_mqtt_connected{role=\"input\"}"),
+                        Some(0.0),
+                        "{ca} {client:?}"
+                    );
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{ca} {client:?}: no failure counted"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            daemon.shutdown();
+            tokio::time::timeout(Duration::from_secs(30), daemon.wait())
+                .await
+                .unwrap()
+                .unwrap();
+        }
+
+        // Accepted: input and output (same broker, same TLS settings) go
+        // over the TLS listener; the test's clients use the plain one.
+        let (_watcher, mut watched) =
+            client(broker.port, "watcher", &["accelwatch/+/features"]).await;
+        let daemon = Daemon::start(tls_config("ca", Some("ca")), Vec::new())
+            .await
+            .unwrap();
+        let addr = daemon.telemetry_addr().unwrap();
+        wait_metric(addr, "accelwatch_mqtt_connected{role=\"input\"}", 1.0).await;
+        wait_metric(addr, "accelwatch_mqtt_connected{role=\"output\"}", 1.0).await;
+        let (publisher, _) = client(broker.port, "publisher", &[]).await;
+        let rows = demo_rows();
+        let rows = rows.values().next().unwrap();
+        publish(
+            &publisher,
+            "sensors/tls-1/accel",
+            json_samples(&rows[..256]),
+        )
+        .await;
+        let mut got = Received::default();
+        got.until(&mut watched, "features over TLS", |r| {
+            r.on("accelwatch/tls-1/features").len() >= windows_of(256)
+        })
+        .await;
         daemon.shutdown();
         tokio::time::timeout(Duration::from_secs(30), daemon.wait())
             .await

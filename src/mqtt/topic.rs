@@ -4,10 +4,16 @@
 //! `sensors/{device}/accel`; it is subscribed with `+` in its place, and the
 //! matching segment of each message's topic is the device id. Output topics
 //! are templates with `{device}` replaced by the sanitised id.
+//!
+//! A filter may start with `$share/<group>/` (an MQTT shared subscription:
+//! the broker hands each message to one member of the group). The prefix
+//! is subscribed as given, and messages arrive on their plain topic, so the
+//! device segment is matched against the rest of the filter.
 
 use std::borrow::Cow;
 
 const DEVICE: &str = "{device}";
+const SHARE: &str = "$share/";
 
 /// Longest device id put into an output topic, in characters.
 pub const MAX_DEVICE_CHARS: usize = 64;
@@ -23,6 +29,16 @@ pub struct DeviceFilter {
 
 impl DeviceFilter {
     pub fn parse(filter: &str) -> Result<Self, String> {
+        let (share_prefix, filter) = match filter.strip_prefix(SHARE) {
+            Some(rest) => {
+                let (group, rest) = rest
+                    .split_once('/')
+                    .ok_or_else(|| format!("{SHARE}{rest:?}: expected $share/<group>/<filter>"))?;
+                check_share_group(group)?;
+                (format!("{SHARE}{group}/"), rest)
+            }
+            None => (String::new(), filter),
+        };
         if filter.is_empty() {
             return Err("a topic filter is empty".into());
         }
@@ -47,11 +63,12 @@ impl DeviceFilter {
         }
         let device_index =
             device_index.ok_or_else(|| format!("{filter:?} has no {DEVICE} segment"))?;
-        let subscription = segments
-            .iter()
-            .map(|s| if s == DEVICE { "+" } else { s.as_str() })
-            .collect::<Vec<_>>()
-            .join("/");
+        let subscription = share_prefix
+            + &segments
+                .iter()
+                .map(|s| if s == DEVICE { "+" } else { s.as_str() })
+                .collect::<Vec<_>>()
+                .join("/");
         Ok(Self {
             subscription,
             segments,
@@ -82,6 +99,18 @@ impl DeviceFilter {
         // and an empty level names no device.
         let system = |d: &str| self.device_index == 0 && d.starts_with('$');
         device.filter(|d| !d.is_empty() && !system(d))
+    }
+}
+
+/// A shared-subscription group name: one non-empty topic level without
+/// wildcards.
+pub fn check_share_group(group: &str) -> Result<(), String> {
+    if group.is_empty() || group.contains(['/', '+', '#']) || group.chars().any(char::is_control) {
+        Err(format!(
+            "shared subscription group {group:?} must be one non-empty level without /, + or #"
+        ))
+    } else {
+        Ok(())
     }
 }
 
@@ -180,6 +209,22 @@ mod tests {
         let f = DeviceFilter::parse("{device}").unwrap();
         assert_eq!(f.device("$SYS"), None);
         assert_eq!(f.device("d"), Some("d"));
+    }
+
+    #[test]
+    fn shared_subscriptions_keep_their_prefix_and_match_plain_topics() {
+        let f = DeviceFilter::parse("$share/fleet/sensors/{device}/accel").unwrap();
+        assert_eq!(f.subscription, "$share/fleet/sensors/+/accel");
+        assert_eq!(f.device("sensors/w1/accel"), Some("w1"));
+        assert_eq!(f.device("$share/fleet/sensors/w1/accel"), None);
+        for bad in [
+            "$share/fleet",
+            "$share//sensors/{device}",
+            "$share/a+b/{device}",
+            "$share/g/",
+        ] {
+            assert!(DeviceFilter::parse(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -52,12 +52,12 @@ impl MqttSource {
             .iter()
             .map(|entry| {
                 Ok(Route {
-                    filter: DeviceFilter::parse(entry.filter()).map_err(|message| {
-                        MqttError::Setting {
+                    filter: DeviceFilter::parse(&mqtt.subscription_filter(entry)).map_err(
+                        |message| MqttError::Setting {
                             key: "input.mqtt.topics".into(),
                             message,
-                        }
-                    })?,
+                        },
+                    )?,
                     format: entry.format(mqtt.format).decode_format(),
                 })
             })
