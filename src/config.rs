@@ -291,6 +291,9 @@ pub struct MqttInputConfig {
     pub url: String,
     #[serde(default = "MqttInputConfig::default_client_id")]
     pub client_id: String,
+    /// `"3.1.1"` or `"5"`.
+    #[serde(default)]
+    pub protocol: MqttProtocol,
     /// false keeps the broker-side session (and QoS 1 messages queued for
     /// us) across reconnects.
     #[serde(default = "MqttInputConfig::default_clean_session")]
@@ -366,6 +369,7 @@ impl Default for MqttInputConfig {
         Self {
             url: Self::default_url(),
             client_id: Self::default_client_id(),
+            protocol: MqttProtocol::default(),
             clean_session: Self::default_clean_session(),
             keep_alive_s: Self::default_keep_alive_s(),
             qos: 0,
@@ -378,6 +382,16 @@ impl Default for MqttInputConfig {
             auth: MqttAuth::default(),
         }
     }
+}
+
+/// The MQTT protocol version a client speaks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MqttProtocol {
+    #[default]
+    #[serde(rename = "3.1.1")]
+    V311,
+    #[serde(rename = "5")]
+    V5,
 }
 
 /// Serial input (`input.kind = "serial"`): one or more ports, each carrying
@@ -541,6 +555,9 @@ impl SerialPortConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttOutputConfig {
+    /// `"3.1.1"` or `"5"`; the input's when unset.
+    #[serde(default)]
+    pub protocol: Option<MqttProtocol>,
     /// Another broker; unset, the input's broker, credentials and TLS.
     #[serde(default)]
     pub url: Option<String>,
@@ -594,6 +611,7 @@ impl MqttOutputConfig {
 impl Default for MqttOutputConfig {
     fn default() -> Self {
         Self {
+            protocol: None,
             url: None,
             client_id: Self::default_client_id(),
             features_topic: Self::default_features_topic(),

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use accelwatch::config::{Config, InputKind, MqttOutputConfig};
+use accelwatch::config::{Config, InputKind, MqttOutputConfig, MqttProtocol};
 use accelwatch::daemon::Daemon;
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
 use serde_json::Value;
@@ -343,10 +343,22 @@ impl Received {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn samples_from_two_devices_become_features_alerts_and_status() {
+    two_devices(MqttProtocol::V311).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn samples_from_two_devices_over_mqtt_5() {
+    two_devices(MqttProtocol::V5).await;
+}
+
+/// The daemon speaks `protocol` (input and output); the test's clients
+/// speak 3.1.1, so the two versions also interoperate through the broker.
+async fn two_devices(protocol: MqttProtocol) {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let broker = Broker::start();
         let (_watcher, mut watched) = client(broker.port, "watcher", &["accelwatch/#"]).await;
         let mut config = mqtt_config(&broker);
+        config.input.mqtt.protocol = protocol;
         config.input.max_payload_bytes = 64 * 1024;
         let daemon = Daemon::start(config, Vec::new()).await.unwrap();
         let addr = daemon.telemetry_addr().unwrap();
@@ -518,9 +530,21 @@ async fn a_broker_restart_is_survived() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversize_packets_and_odd_device_ids() {
+    oversize(MqttProtocol::V311).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_packets_over_mqtt_5_keep_the_connection() {
+    oversize(MqttProtocol::V5).await;
+}
+
+/// MQTT 3.1.1 has to drop the connection to refuse an oversize packet;
+/// an MQTT 5 client announces its limit, and the broker drops the message.
+async fn oversize(protocol: MqttProtocol) {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let broker = Broker::start();
         let mut config = mqtt_config(&broker);
+        config.input.mqtt.protocol = protocol;
         config.input.max_payload_bytes = 16 * 1024;
         config.input.mqtt.max_packet_bytes = 64 * 1024;
         // A persistent session: QoS 1 messages wait at the broker while the
@@ -565,12 +589,17 @@ async fn oversize_packets_and_odd_device_ids() {
             "the payload keeps the full id"
         );
         let text = scrape(addr).await;
+        let lost_connections = match protocol {
+            MqttProtocol::V311 => 1.0,
+            MqttProtocol::V5 => 0.0,
+        };
         assert_eq!(
             metric(
                 &text,
                 "accelwatch_mqtt_connection_failures_total{reason=\"oversize\",role=\"input\"}"
-            ),
-            Some(1.0),
+            )
+            .unwrap_or(0.0),
+            lost_connections,
             "{text}"
         );
         daemon.shutdown();

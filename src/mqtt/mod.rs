@@ -1,10 +1,12 @@
 //! What the MQTT input and output share: the broker URL, client options
-//! (credentials, TLS, packet limit), reconnection back-off, topic rules.
+//! (credentials, TLS, packet limit), one client over MQTT 3.1.1 and 5
+//! ([`client`]), reconnection back-off, topic rules ([`topic`]).
 //!
 //! The callers own rumqttc's event loop and poll it in a task; rumqttc
 //! reconnects on the poll after an error, and the caller waits with
 //! [`Backoff`] in between, so an outage never ends the daemon.
 
+pub mod client;
 pub mod topic;
 
 use std::path::{Path, PathBuf};
@@ -12,7 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
-use rumqttc::{ConnectionError, MqttOptions, StateError, TlsConfiguration, Transport};
+use rumqttc::{TlsConfiguration, Transport};
+
+pub use client::{Client, Event, Events};
 
 use crate::config::{MqttAuth, MqttInputConfig};
 
@@ -111,27 +115,32 @@ impl Broker {
         }
     }
 
-    /// Client options: address, credentials, TLS, keep-alive and packet
-    /// limits. The password is read here and never logged.
-    pub fn options(&self, client_id: &str) -> Result<MqttOptions, MqttError> {
+    /// The client and its event loop: address, credentials, TLS,
+    /// keep-alive and packet limit from here, the rest from `session`. The
+    /// password is read here and never logged.
+    pub fn connect(&self, session: client::Session) -> Result<(Client, Events), MqttError> {
         let url = BrokerUrl::parse(&self.url).map_err(|message| MqttError::Setting {
             key: format!("{}.url", self.key),
             message,
         })?;
-        let mut options = MqttOptions::new(client_id, url.host.clone(), url.port);
-        options.set_keep_alive(self.keep_alive);
-        // Set explicitly: rumqttc's default (10 KiB) would cost the
-        // connection on any larger batch.
-        options.set_max_packet_size(self.max_packet_bytes, self.max_packet_bytes);
-        if let Some(username) = &self.auth.username {
-            options.set_credentials(username.clone(), self.password()?.unwrap_or_default());
-        }
-        if url.tls {
-            options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-                Arc::new(self.tls_config()?),
-            )));
-        }
-        Ok(options)
+        let credentials = match &self.auth.username {
+            Some(username) => Some((username.clone(), self.password()?.unwrap_or_default())),
+            None => None,
+        };
+        let transport = if url.tls {
+            Transport::tls_with_config(TlsConfiguration::Rustls(Arc::new(self.tls_config()?)))
+        } else {
+            Transport::Tcp
+        };
+        let endpoint = client::Endpoint {
+            host: url.host,
+            port: url.port,
+            keep_alive: self.keep_alive,
+            max_packet_bytes: self.max_packet_bytes,
+            credentials,
+            transport,
+        };
+        Ok(client::new(endpoint, session))
     }
 
     fn password(&self) -> Result<Option<String>, MqttError> {
@@ -269,32 +278,6 @@ impl Backoff {
         self.current = (self.current * 2).min(self.max);
         let half = base / 2;
         half + rand::rng().random_range(Duration::ZERO..=base - half)
-    }
-}
-
-/// Why a connection ended, as a bounded label.
-pub fn failure_reason(error: &ConnectionError) -> &'static str {
-    match error {
-        ConnectionError::MqttState(StateError::Deserialization(
-            rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(_),
-        )) => "oversize",
-        ConnectionError::ConnectionRefused(_) => "refused",
-        ConnectionError::Tls(_) => "tls",
-        ConnectionError::Io(_)
-        | ConnectionError::NetworkTimeout
-        | ConnectionError::FlushTimeout
-        | ConnectionError::MqttState(
-            StateError::Io(_) | StateError::ConnectionAborted | StateError::AwaitPingResp,
-        ) => "network",
-        _ => "protocol",
-    }
-}
-
-/// The QoS of a validated config value (0 or 1).
-pub fn qos(value: u8) -> rumqttc::QoS {
-    match value {
-        0 => rumqttc::QoS::AtMostOnce,
-        _ => rumqttc::QoS::AtLeastOnce,
     }
 }
 

@@ -12,24 +12,24 @@
 
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, EventLoop, Incoming, LastWill, Outgoing, QoS};
 use tokio::task::JoinHandle;
 
 use super::{Output, Sink};
 use crate::config::Config;
+use crate::mqtt::client::{Session, Will};
 use crate::mqtt::topic::Template;
-use crate::mqtt::{failure_reason, qos, Backoff, Broker, MqttError};
+use crate::mqtt::{Backoff, Broker, Client, Event, Events, MqttError};
 use crate::telemetry::Metrics;
 
 const ROLE: &str = "output";
 
 pub struct MqttSink {
-    client: AsyncClient,
+    client: Client,
     features: Template,
     alert: Template,
-    features_qos: QoS,
+    features_qos: u8,
     features_retain: bool,
-    alert_qos: QoS,
+    alert_qos: u8,
     alert_retain: bool,
     status_topic: String,
     metrics: Metrics,
@@ -68,15 +68,19 @@ impl MqttSink {
             broker.key = "output.mqtt";
             broker.auth = output.auth.clone();
         }
-        let mut options = broker.options(&output.client_id)?;
-        // The will tells subscribers the daemon vanished without a goodbye.
-        options.set_last_will(LastWill::new(
-            &output.status_topic,
-            status_payload(false),
-            QoS::AtLeastOnce,
-            true,
-        ));
-        let (client, events) = AsyncClient::new(options, output.queue);
+        let (client, events) = broker.connect(Session {
+            protocol: output.protocol.unwrap_or(config.input.mqtt.protocol),
+            client_id: output.client_id.clone(),
+            clean_session: true,
+            // The will tells subscribers the daemon vanished without a goodbye.
+            will: Some(Will {
+                topic: output.status_topic.clone(),
+                payload: status_payload(false),
+                qos: 1,
+                retain: true,
+            }),
+            capacity: output.queue,
+        })?;
         metrics.mqtt_connected(ROLE, false);
         let connection = Connection {
             client: client.clone(),
@@ -93,9 +97,9 @@ impl MqttSink {
                 .map_err(setting("output.mqtt.features_topic"))?,
             alert: Template::parse(&output.alert_topic)
                 .map_err(setting("output.mqtt.alert_topic"))?,
-            features_qos: qos(output.features_qos),
+            features_qos: output.features_qos,
             features_retain: output.features_retain,
-            alert_qos: qos(output.alert_qos),
+            alert_qos: output.alert_qos,
             alert_retain: output.alert_retain,
             status_topic: output.status_topic.clone(),
             metrics,
@@ -103,12 +107,8 @@ impl MqttSink {
         Ok(Some((sink, task)))
     }
 
-    fn publish(&self, kind: &str, topic: String, qos: QoS, retain: bool, payload: Vec<u8>) {
-        if self
-            .client
-            .try_publish(topic, qos, retain, payload)
-            .is_err()
-        {
+    fn publish(&self, kind: &str, topic: String, qos: u8, retain: bool, payload: Vec<u8>) {
+        if !self.client.try_publish(&topic, qos, retain, payload) {
             self.metrics.mqtt_publish_dropped(kind);
         }
     }
@@ -152,17 +152,17 @@ impl Drop for MqttSink {
         self.publish(
             "status",
             self.status_topic.clone(),
-            QoS::AtLeastOnce,
+            1,
             true,
             status_payload(false),
         );
-        let _ = self.client.try_disconnect();
+        self.client.try_disconnect();
     }
 }
 
 struct Connection {
-    client: AsyncClient,
-    events: EventLoop,
+    client: Client,
+    events: Events,
     status_topic: String,
     backoff: Backoff,
     url: String,
@@ -175,29 +175,23 @@ impl Connection {
         let mut logged_failure = false;
         loop {
             match self.events.poll().await {
-                Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+                Ok(Event::ConnAck { .. }) => {
                     connected = true;
                     logged_failure = false;
                     self.backoff.reset();
                     self.metrics.mqtt_connected(ROLE, true);
                     tracing::info!(url = %self.url, "MQTT output connected");
-                    if self
+                    if !self
                         .client
-                        .try_publish(
-                            &self.status_topic,
-                            QoS::AtLeastOnce,
-                            true,
-                            status_payload(true),
-                        )
-                        .is_err()
+                        .try_publish(&self.status_topic, 1, true, status_payload(true))
                     {
                         self.metrics.mqtt_publish_dropped("status");
                     }
                 }
-                Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
+                Ok(Event::Disconnected) => break,
                 Ok(_) => {}
                 Err(error) => {
-                    let reason = failure_reason(&error);
+                    let reason = error.reason;
                     self.metrics.mqtt_connection_failure(ROLE, reason);
                     if connected || !logged_failure {
                         tracing::warn!(

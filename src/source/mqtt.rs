@@ -12,14 +12,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, EventLoop, Incoming, Outgoing, SubscribeFilter};
 use tokio::sync::{mpsc, watch};
 
 use super::{unix_ms, Frame};
 use crate::config::InputConfig;
 use crate::decode::Format;
+use crate::mqtt::client::Session;
 use crate::mqtt::topic::DeviceFilter;
-use crate::mqtt::{failure_reason, qos, Backoff, Broker, MqttError};
+use crate::mqtt::{Backoff, Broker, Client, Event, Events, MqttError};
 use crate::telemetry::Metrics;
 
 const ROLE: &str = "input";
@@ -30,10 +30,10 @@ struct Route {
 }
 
 pub struct MqttSource {
-    client: AsyncClient,
-    events: EventLoop,
+    client: Client,
+    events: Events,
     routes: Vec<Route>,
-    qos: rumqttc::QoS,
+    qos: u8,
     backoff: Backoff,
     url: String,
     metrics: Metrics,
@@ -45,8 +45,6 @@ impl MqttSource {
     pub fn open(input: &InputConfig, metrics: Metrics) -> Result<Self, MqttError> {
         let mqtt = &input.mqtt;
         let broker = Broker::input(mqtt);
-        let mut options = broker.options(&mqtt.client_id)?;
-        options.set_clean_session(mqtt.clean_session);
         let routes = mqtt
             .topics
             .iter()
@@ -62,13 +60,19 @@ impl MqttSource {
                 })
             })
             .collect::<Result<Vec<_>, MqttError>>()?;
-        let (client, events) = AsyncClient::new(options, routes.len() + 8);
+        let (client, events) = broker.connect(Session {
+            protocol: mqtt.protocol,
+            client_id: mqtt.client_id.clone(),
+            clean_session: mqtt.clean_session,
+            will: None,
+            capacity: routes.len() + 8,
+        })?;
         metrics.mqtt_connected(ROLE, false);
         Ok(Self {
             client,
             events,
             routes,
-            qos: qos(mqtt.qos),
+            qos: mqtt.qos,
             backoff: Backoff::new(broker.backoff_min, broker.backoff_max),
             url: mqtt.url.clone(),
             metrics,
@@ -100,45 +104,41 @@ impl MqttSource {
                 _ = shutdown.changed() => break,
             };
             match event {
-                Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
+                Ok(Event::ConnAck { session_present }) => {
                     connected = true;
                     failing_since_log = false;
                     self.backoff.reset();
                     self.metrics.mqtt_connected(ROLE, true);
-                    let filters: Vec<SubscribeFilter> = self
+                    let filters: Vec<String> = self
                         .routes
                         .iter()
-                        .map(|r| SubscribeFilter::new(r.filter.subscription.clone(), self.qos))
+                        .map(|r| r.filter.subscription.clone())
                         .collect();
                     tracing::info!(
                         url = %self.url,
-                        session_present = ack.session_present,
-                        topics = ?filters.iter().map(|f| &f.path).collect::<Vec<_>>(),
+                        session_present,
+                        topics = ?filters,
                         "MQTT input connected; subscribing"
                     );
                     // The request queue holds more than one subscribe per
                     // connection, so this cannot be full.
-                    if let Err(error) = self.client.try_subscribe_many(filters) {
+                    if let Err(error) = self.client.try_subscribe_many(&filters, self.qos) {
                         tracing::error!(%error, "MQTT input could not queue its subscription");
                     }
                 }
-                Ok(Event::Incoming(Incoming::SubAck(ack))) => {
-                    if ack
-                        .return_codes
-                        .iter()
-                        .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
-                    {
+                Ok(Event::SubAck { refused }) => {
+                    if refused {
                         tracing::error!("the broker refused an MQTT subscription (check its ACL)");
                     }
                 }
-                Ok(Event::Incoming(Incoming::Publish(publish))) => {
-                    let Some((device, format)) = self.route(&publish.topic) else {
+                Ok(Event::Publish { topic, payload }) => {
+                    let Some((device, format)) = self.route(&topic) else {
                         self.metrics.mqtt_unrouted();
                         continue;
                     };
                     let frame = Frame {
                         device: Arc::from(device),
-                        payload: publish.payload.to_vec(),
+                        payload,
                         format,
                         received_at_ms: unix_ms(),
                         restart: false,
@@ -151,7 +151,7 @@ impl MqttSource {
                 }
                 Ok(_) => {}
                 Err(error) => {
-                    let reason = failure_reason(&error);
+                    let reason = error.reason;
                     self.metrics.mqtt_connection_failure(ROLE, reason);
                     if connected || !failing_since_log {
                         tracing::warn!(
@@ -186,13 +186,13 @@ impl MqttSource {
 
     /// Sends DISCONNECT and drives the event loop until it is written.
     async fn disconnect(&mut self) {
-        if self.client.try_disconnect().is_err() {
+        if !self.client.try_disconnect() {
             return;
         }
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
             loop {
                 match self.events.poll().await {
-                    Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
+                    Ok(Event::Disconnected) | Err(_) => break,
                     Ok(_) => {}
                 }
             }
