@@ -305,6 +305,10 @@ pub struct MqttInputConfig {
     pub qos: u8,
     #[serde(default = "MqttInputConfig::default_topics")]
     pub topics: Vec<TopicEntry>,
+    /// A JSON payload field naming the device, for filters without a
+    /// `{device}` level (those must carry JSON).
+    #[serde(default)]
+    pub device_field: Option<String>,
     /// Subscribe every filter as `$share/<group>/<filter>`, so daemons in
     /// the same group split the messages (README: splitting a fleet).
     #[serde(default)]
@@ -375,6 +379,7 @@ impl Default for MqttInputConfig {
             qos: 0,
             topics: Self::default_topics(),
             share_group: None,
+            device_field: None,
             format: Self::default_format(),
             max_packet_bytes: Self::default_max_packet_bytes(),
             reconnect_min_ms: Self::default_reconnect_min_ms(),
@@ -1558,11 +1563,28 @@ fn mqtt_input_problems(input: &InputConfig, check: &mut impl FnMut(bool, &str, S
             check(false, "input.mqtt.share_group", message);
         }
     }
+    if let Some(field) = &mqtt.device_field {
+        check(
+            !field.is_empty(),
+            "input.mqtt.device_field",
+            "must name a JSON field".into(),
+        );
+    }
     for entry in &mqtt.topics {
-        if let Err(message) =
-            crate::mqtt::topic::DeviceFilter::parse(&mqtt.subscription_filter(entry))
-        {
-            check(false, "input.mqtt.topics", message);
+        match crate::mqtt::topic::DeviceFilter::parse_with(
+            &mqtt.subscription_filter(entry),
+            mqtt.device_field.is_some(),
+        ) {
+            Err(message) => check(false, "input.mqtt.topics", message),
+            Ok(filter) => check(
+                filter.names_device() || entry.format(mqtt.format) == PayloadFormat::Json,
+                "input.mqtt.topics",
+                format!(
+                    "{:?} takes its device from the payload field input.mqtt.device_field, \
+                     which needs format = \"json\"",
+                    entry.filter()
+                ),
+            ),
         }
     }
     check(

@@ -510,6 +510,24 @@ fn finite(number: f64, field: &str) -> Result<f64, DecodeError> {
     }
 }
 
+/// The device id a JSON payload names in `field`: a string or integer
+/// of a sample object, a batch object, or the first sample of an array.
+pub fn json_device_field(payload: &[u8], field: &str) -> Result<String, String> {
+    let value: Value = serde_json::from_slice(payload).map_err(|e| e.to_string())?;
+    let holder = match &value {
+        Value::Array(items) => items.first(),
+        other => Some(other),
+    };
+    match holder.and_then(|h| h.get(field)) {
+        Some(Value::String(id)) if !id.is_empty() => Ok(id.clone()),
+        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(n.to_string()),
+        Some(other) => Err(format!(
+            "device field {field:?} must be a non-empty string or an integer, got {other}"
+        )),
+        None => Err(format!("no device field {field:?}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -554,6 +572,22 @@ mod tests {
         assert_eq!(s.values, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
         let s = decode(Format::Json, r#"{"values": [[1,2,3]]}"#).unwrap();
         assert_eq!(s.t_ms, vec![None]);
+    }
+
+    #[test]
+    fn device_ids_from_a_payload_field() {
+        let id = |p: &str| json_device_field(p.as_bytes(), "id");
+        assert_eq!(id(r#"{"id": "w1", "ax": 1}"#).unwrap(), "w1");
+        assert_eq!(id(r#"{"id": 7, "values": [[1,2,3]]}"#).unwrap(), "7");
+        assert_eq!(
+            id(r#"[{"id": "w2", "ax": 1}, {"id": "w2"}]"#).unwrap(),
+            "w2"
+        );
+        assert!(id(r#"{"ax": 1}"#).unwrap_err().contains("no device field"));
+        assert!(id(r#"{"id": ""}"#).is_err());
+        assert!(id(r#"{"id": 1.5}"#).is_err());
+        assert!(id("[]").is_err());
+        assert!(id("{").is_err());
     }
 
     #[test]

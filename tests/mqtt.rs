@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use accelwatch::config::{Config, InputKind, MqttOutputConfig, MqttProtocol};
+use accelwatch::config::{Config, InputKind, MqttOutputConfig, MqttProtocol, TopicEntry};
 use accelwatch::daemon::Daemon;
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
 use serde_json::Value;
@@ -930,6 +930,48 @@ async fn mutual_tls_in_and_out() {
             r.on("accelwatch/tls-1/features").len() >= windows_of(256)
         })
         .await;
+        daemon.shutdown();
+        tokio::time::timeout(Duration::from_secs(30), daemon.wait())
+            .await
+            .unwrap()
+            .unwrap();
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_device_named_by_a_payload_field() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let broker = Broker::start();
+        let (_watcher, mut watched) =
+            client(broker.port, "watcher", &["accelwatch/+/features"]).await;
+        let mut config = mqtt_config(&broker);
+        config.input.mqtt.topics = vec![TopicEntry::Filter("plant/accel".into())];
+        config.input.mqtt.device_field = Some("id".into());
+        assert!(config.validate_settings().is_empty(), "{:?}", config.validate_settings());
+        let daemon = Daemon::start(config, Vec::new()).await.unwrap();
+        let addr = daemon.telemetry_addr().unwrap();
+        wait_metric(addr, "accelwatch_mqtt_connected{role=\"input\"}", 1.0).await;
+        let (publisher, _) = client(broker.port, "publisher", &[]).await;
+        let rows = demo_rows();
+        let rows = rows.values().next().unwrap();
+        let tagged = |id: &str, rows: &[(f64, [f64; 3])]| {
+            let samples: Vec<Value> = rows
+                .iter()
+                .map(|(t, v)| serde_json::json!({"id": id, "t": t, "ax": v[0], "ay": v[1], "az": v[2]}))
+                .collect();
+            serde_json::to_vec(&samples).unwrap()
+        };
+        publish(&publisher, "plant/accel", tagged("press-1", &rows[..128])).await;
+        publish(&publisher, "plant/accel", json_samples(&rows[..128])).await;
+        publish(&publisher, "plant/accel", tagged("press-2", &rows[..128])).await;
+        let mut got = Received::default();
+        got.until(&mut watched, "one window per tagged device", |r| r.0.len() >= 2)
+            .await;
+        assert_eq!(got.on("accelwatch/press-1/features").len(), 1);
+        assert_eq!(got.on("accelwatch/press-2/features").len(), 1);
+        wait_metric(addr, "accelwatch_mqtt_unrouted_total", 1.0).await;
         daemon.shutdown();
         tokio::time::timeout(Duration::from_secs(30), daemon.wait())
             .await

@@ -24,11 +24,26 @@ pub struct DeviceFilter {
     /// What is subscribed: the filter with `+` for `{device}`.
     pub subscription: String,
     segments: Vec<String>,
-    device_index: usize,
+    /// None: the device is named by a payload field instead.
+    device_index: Option<usize>,
+}
+
+/// Where a matching message's device id is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceSource<'t> {
+    Topic(&'t str),
+    Payload,
 }
 
 impl DeviceFilter {
+    /// A filter naming its device with a `{device}` level.
     pub fn parse(filter: &str) -> Result<Self, String> {
+        Self::parse_with(filter, false)
+    }
+
+    /// `device_in_payload`: a filter without `{device}` is allowed, its
+    /// messages name their device in a payload field.
+    pub fn parse_with(filter: &str, device_in_payload: bool) -> Result<Self, String> {
         let (share_prefix, filter) = match filter.strip_prefix(SHARE) {
             Some(rest) => {
                 let (group, rest) = rest
@@ -61,8 +76,12 @@ impl DeviceFilter {
                 return Err(format!("{filter:?}: + and # must be whole segments"));
             }
         }
-        let device_index =
-            device_index.ok_or_else(|| format!("{filter:?} has no {DEVICE} segment"))?;
+        if device_index.is_none() && !device_in_payload {
+            return Err(format!(
+                "{filter:?} has no {DEVICE} segment (or set input.mqtt.device_field to take the \
+                 device from the payload)"
+            ));
+        }
         let subscription = share_prefix
             + &segments
                 .iter()
@@ -76,8 +95,21 @@ impl DeviceFilter {
         })
     }
 
-    /// The device id when `topic` matches this filter.
+    /// Whether the device is a level of the topic (else a payload field).
+    pub fn names_device(&self) -> bool {
+        self.device_index.is_some()
+    }
+
+    /// The device id when `topic` matches this filter and names it.
     pub fn device<'t>(&self, topic: &'t str) -> Option<&'t str> {
+        match self.matches(topic)? {
+            DeviceSource::Topic(device) => Some(device),
+            DeviceSource::Payload => None,
+        }
+    }
+
+    /// Whether `topic` matches, and where its device id is.
+    pub fn matches<'t>(&self, topic: &'t str) -> Option<DeviceSource<'t>> {
         let mut device = None;
         let mut levels = topic.split('/');
         for (i, pattern) in self.segments.iter().enumerate() {
@@ -86,7 +118,7 @@ impl DeviceFilter {
                 break;
             }
             let level = levels.next()?;
-            if i == self.device_index {
+            if Some(i) == self.device_index {
                 device = Some(level);
             } else if pattern != "+" && pattern != level {
                 return None;
@@ -97,8 +129,13 @@ impl DeviceFilter {
         }
         // MQTT wildcards do not match `$SYS`-like topics at the first level,
         // and an empty level names no device.
-        let system = |d: &str| self.device_index == 0 && d.starts_with('$');
-        device.filter(|d| !d.is_empty() && !system(d))
+        let Some(index) = self.device_index else {
+            return Some(DeviceSource::Payload);
+        };
+        let system = |d: &str| index == 0 && d.starts_with('$');
+        device
+            .filter(|d| !d.is_empty() && !system(d))
+            .map(DeviceSource::Topic)
     }
 }
 
@@ -225,6 +262,17 @@ mod tests {
         ] {
             assert!(DeviceFilter::parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_filter_without_device_level_when_the_payload_names_it() {
+        assert!(DeviceFilter::parse("plant/accel/#").is_err());
+        let f = DeviceFilter::parse_with("plant/accel/#", true).unwrap();
+        assert_eq!(f.subscription, "plant/accel/#");
+        assert_eq!(f.matches("plant/accel/line1"), Some(DeviceSource::Payload));
+        assert_eq!(f.matches("plant/gyro/line1"), None);
+        let f = DeviceFilter::parse_with("s/{device}/a", true).unwrap();
+        assert_eq!(f.matches("s/w1/a"), Some(DeviceSource::Topic("w1")));
     }
 
     #[test]

@@ -10,15 +10,17 @@
 //! limits; nothing is dropped here.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
 use super::{unix_ms, Frame};
 use crate::config::InputConfig;
+use crate::decode::json_device_field;
 use crate::decode::Format;
+use crate::logging::RateLimited;
 use crate::mqtt::client::Session;
-use crate::mqtt::topic::DeviceFilter;
+use crate::mqtt::topic::{DeviceFilter, DeviceSource};
 use crate::mqtt::{Backoff, Broker, Client, Event, Events, MqttError};
 use crate::telemetry::Metrics;
 
@@ -37,6 +39,8 @@ pub struct MqttSource {
     backoff: Backoff,
     url: String,
     metrics: Metrics,
+    device_field: Option<String>,
+    warned: RateLimited,
 }
 
 impl MqttSource {
@@ -50,12 +54,14 @@ impl MqttSource {
             .iter()
             .map(|entry| {
                 Ok(Route {
-                    filter: DeviceFilter::parse(&mqtt.subscription_filter(entry)).map_err(
-                        |message| MqttError::Setting {
-                            key: "input.mqtt.topics".into(),
-                            message,
-                        },
-                    )?,
+                    filter: DeviceFilter::parse_with(
+                        &mqtt.subscription_filter(entry),
+                        mqtt.device_field.is_some(),
+                    )
+                    .map_err(|message| MqttError::Setting {
+                        key: "input.mqtt.topics".into(),
+                        message,
+                    })?,
                     format: entry.format(mqtt.format).decode_format(),
                 })
             })
@@ -76,13 +82,36 @@ impl MqttSource {
             backoff: Backoff::new(broker.backoff_min, broker.backoff_max),
             url: mqtt.url.clone(),
             metrics,
+            device_field: mqtt.device_field.clone(),
+            warned: RateLimited::new(Duration::from_secs(60)),
         })
     }
 
-    fn route<'t>(&self, topic: &'t str) -> Option<(&'t str, Format)> {
+    fn route<'t>(&self, topic: &'t str) -> Option<(DeviceSource<'t>, Format)> {
         self.routes
             .iter()
-            .find_map(|r| r.filter.device(topic).map(|d| (d, r.format)))
+            .find_map(|r| r.filter.matches(topic).map(|d| (d, r.format)))
+    }
+
+    /// The message's device: its topic level, or its payload field.
+    fn device(&mut self, source: DeviceSource<'_>, payload: &[u8]) -> Option<Arc<str>> {
+        let field = match source {
+            DeviceSource::Topic(device) => return Some(Arc::from(device)),
+            DeviceSource::Payload => self.device_field.as_deref()?,
+        };
+        match json_device_field(payload, field) {
+            Ok(device) => Some(Arc::from(device)),
+            Err(error) => {
+                if let Some(held_back) = self.warned.check("device_field", Instant::now()) {
+                    tracing::warn!(
+                        %error, held_back,
+                        "dropping a message that names no device (at most one line a minute; \
+                         all are counted in accelwatch_mqtt_unrouted_total)"
+                    );
+                }
+                None
+            }
+        }
     }
 
     /// Sends every message into `frames` until `shutdown` fires or the
@@ -132,12 +161,15 @@ impl MqttSource {
                     }
                 }
                 Ok(Event::Publish { topic, payload }) => {
-                    let Some((device, format)) = self.route(&topic) else {
+                    let routed = self.route(&topic).and_then(|(source, format)| {
+                        Some((self.device(source, &payload)?, format))
+                    });
+                    let Some((device, format)) = routed else {
                         self.metrics.mqtt_unrouted();
                         continue;
                     };
                     let frame = Frame {
-                        device: Arc::from(device),
+                        device,
                         payload,
                         format,
                         received_at_ms: unix_ms(),
