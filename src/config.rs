@@ -73,6 +73,16 @@ pub enum InputKind {
     Serial,
 }
 
+impl InputKind {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Replay => "replay",
+            Self::Mqtt => "mqtt",
+            Self::Serial => "serial",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InputConfig {

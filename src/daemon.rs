@@ -220,6 +220,7 @@ impl Daemon {
             let metrics = metrics.clone();
             tokio::task::spawn_blocking(move || sink_loop(sinks, output_rx, &metrics, &pulse))
         };
+        metrics.set_input_kind(config.input.kind.name());
         metrics.set_ready(true);
         tracing::info!(input = ?config.input.kind, "pipeline started");
         Ok(Daemon {
@@ -236,7 +237,7 @@ impl Daemon {
             reloader,
             health,
             model_watch,
-            input_kind: format!("{:?}", config.input.kind).to_lowercase(),
+            input_kind: config.input.kind.name().to_string(),
         })
     }
 

@@ -54,6 +54,8 @@ struct Inner {
     serial_observed_rate: prometheus::GaugeVec,
     serial_rate_mismatch: IntCounterVec,
     ready: AtomicBool,
+    /// `replay`, `mqtt` or `serial`: which connection gauges /readyz reads.
+    input_kind: RwLock<&'static str>,
     model_id: RwLock<String>,
     reloads: IntCounterVec,
 }
@@ -301,6 +303,7 @@ impl Metrics {
                 model_info,
                 model_threshold,
                 ready: AtomicBool::new(false),
+                input_kind: RwLock::new("replay"),
                 model_id: RwLock::new(String::new()),
                 reloads: counter_vec(
                     r,
@@ -467,6 +470,26 @@ impl Metrics {
     pub fn set_ready(&self, ready: bool) {
         self.inner.ready.store(ready, Ordering::SeqCst);
     }
+    /// `replay`, `mqtt` or `serial`.
+    pub fn set_input_kind(&self, kind: &'static str) {
+        *self.inner.input_kind.write().expect("input kind lock") = kind;
+    }
+    /// Whether the input is connected: the MQTT input's connection, or
+    /// every serial port open; a replay always is.
+    pub fn input_connected(&self) -> bool {
+        match *self.inner.input_kind.read().expect("input kind lock") {
+            "mqtt" => self.is_mqtt_connected("input"),
+            "serial" => {
+                let families = prometheus::core::Collector::collect(&self.inner.serial_connected);
+                let ports: Vec<f64> = families
+                    .iter()
+                    .flat_map(|f| f.get_metric().iter().map(|m| m.get_gauge().get_value()))
+                    .collect();
+                !ports.is_empty() && ports.iter().all(|v| *v == 1.0)
+            }
+            _ => true,
+        }
+    }
 
     /// The registry in Prometheus text format.
     pub fn render(&self) -> String {
@@ -493,7 +516,10 @@ async fn healthz() -> impl IntoResponse {
 }
 
 async fn readyz(State(metrics): State<Metrics>) -> impl IntoResponse {
-    let ready = metrics.inner.ready.load(Ordering::SeqCst);
+    let pipeline = metrics.inner.ready.load(Ordering::SeqCst);
+    let input_kind = *metrics.inner.input_kind.read().expect("input kind lock");
+    let input_connected = metrics.input_connected();
+    let ready = pipeline && input_connected;
     let model = metrics
         .inner
         .model_id
@@ -507,7 +533,12 @@ async fn readyz(State(metrics): State<Metrics>) -> impl IntoResponse {
     };
     (
         status,
-        Json(serde_json::json!({ "ready": ready, "model": model })),
+        Json(serde_json::json!({
+            "ready": ready,
+            "model": model,
+            "pipeline": pipeline,
+            "input": { "kind": input_kind, "connected": input_connected },
+        })),
     )
 }
 

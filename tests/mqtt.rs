@@ -493,9 +493,26 @@ async fn a_broker_restart_is_survived() {
         })
         .await;
 
+        let readyz = || async move {
+            let (status, body) = tokio::task::spawn_blocking(move || http_get(addr, "/readyz"))
+                .await
+                .unwrap();
+            (status, serde_json::from_str::<Value>(&body).unwrap())
+        };
+        let (status, body) = readyz().await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["input"]["connected"], true);
+
         broker.kill();
         wait_metric(addr, "accelwatch_mqtt_connected{role=\"input\"}", 0.0).await;
         wait_metric(addr, "accelwatch_mqtt_connected{role=\"output\"}", 0.0).await;
+        let (status, body) = readyz().await;
+        assert_eq!(status, 503, "not ready while the broker is away: {body}");
+        assert_eq!(
+            body["input"],
+            serde_json::json!({"kind": "mqtt", "connected": false})
+        );
+        assert_eq!(body["pipeline"], true);
         assert!(daemon.metrics.render().contains(
             "accelwatch_mqtt_connection_failures_total{reason=\"network\",role=\"input\"}"
         ));

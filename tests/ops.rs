@@ -375,3 +375,92 @@ fn the_grafana_dashboard_is_valid_json_with_the_panels() {
         );
     }
 }
+
+/// Builds the .deb from the binary this test run built (`cargo deb
+/// --no-build`), then checks what it installs, its maintainer scripts, and
+/// that its config and model pass `accelwatch validate` together.
+#[test]
+fn the_debian_package_installs_binary_unit_config_model_and_user() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let has_cargo_deb = std::process::Command::new(&cargo)
+        .args(["deb", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        has_cargo_deb,
+        "missing cargo-deb: cargo install cargo-deb --locked --version 3.8.0 (.ci/run does)"
+    );
+    let dpkg_deb = tool("dpkg-deb", "dpkg");
+    let dir = tempfile::tempdir().unwrap();
+    let deb = dir.path().join("accelwatch.deb");
+    // The test binary's profile; the asset path target/release/accelwatch
+    // follows --profile.
+    run_ok(
+        std::process::Command::new(&cargo)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(["deb", "--no-build", "--profile", "dev", "--fast", "-o"])
+            .arg(&deb),
+    );
+
+    let listing = run_ok(std::process::Command::new(&dpkg_deb).arg("-c").arg(&deb));
+    for path in [
+        "./usr/bin/accelwatch",
+        "./usr/lib/systemd/system/accelwatch.service",
+        "./etc/accelwatch/accelwatch.toml",
+        "./var/lib/accelwatch/models/demo.onnx",
+        "./usr/share/accelwatch/prometheus/accelwatch.rules.yml",
+        "./usr/share/accelwatch/grafana/accelwatch.json",
+        "./usr/share/doc/accelwatch/accelwatch.toml.example",
+    ] {
+        assert!(listing.contains(path), "{path} missing:\n{listing}");
+    }
+    let info = run_ok(std::process::Command::new(&dpkg_deb).arg("-I").arg(&deb));
+    assert!(info.contains("Package: accelwatch"), "{info}");
+    assert!(info.contains("adduser"), "Depends on adduser:\n{info}");
+
+    let control = dir.path().join("control");
+    run_ok(
+        std::process::Command::new(&dpkg_deb)
+            .arg("-e")
+            .arg(&deb)
+            .arg(&control),
+    );
+    let conffiles = std::fs::read_to_string(control.join("conffiles")).unwrap();
+    assert!(conffiles.contains("/etc/accelwatch/accelwatch.toml"));
+    let postinst = std::fs::read_to_string(control.join("postinst")).unwrap();
+    assert!(postinst.contains("adduser --system --group"), "{postinst}");
+    assert!(
+        postinst.contains("deb-systemd-helper"),
+        "the unit is enabled on install:\n{postinst}"
+    );
+    assert!(!postinst.contains("#DEBHELPER#"), "cargo-deb filled it in");
+    for script in ["postinst", "postrm", "prerm"] {
+        let path = control.join(script);
+        if path.exists() {
+            run_ok(std::process::Command::new("sh").arg("-n").arg(&path));
+        }
+    }
+
+    let root = dir.path().join("root");
+    run_ok(
+        std::process::Command::new(&dpkg_deb)
+            .arg("-x")
+            .arg(&deb)
+            .arg(&root),
+    );
+    let out = std::process::Command::new(root.join("usr/bin/accelwatch"))
+        .args(["validate", "--config"])
+        .arg(root.join("etc/accelwatch/accelwatch.toml"))
+        .env(
+            "ACCELWATCH__MODEL__PATH",
+            root.join("var/lib/accelwatch/models/demo.onnx"),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the packaged config and model fit: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
