@@ -901,6 +901,10 @@ impl Default for ConvConfig {
 pub struct ModelConfig {
     #[serde(default = "ModelConfig::default_path")]
     pub path: PathBuf,
+    /// A directory of model versions (online training writes here); when
+    /// set, its current version is served and `path` is not used.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
     #[serde(default = "ModelConfig::default_variant")]
     pub variant: Variant,
     /// Size of the latent code published per window.
@@ -957,6 +961,7 @@ impl Default for ModelConfig {
     fn default() -> Self {
         Self {
             path: Self::default_path(),
+            dir: None,
             variant: Self::default_variant(),
             latent: Self::default_latent(),
             max_batch: Self::default_max_batch(),
@@ -998,6 +1003,28 @@ pub struct TrainingConfig {
     /// stack is fine-tuned (deep only; 0 turns it off).
     #[serde(default)]
     pub pretrain_epochs: usize,
+    /// `off`, or `online`: with no model in `model.dir`, the daemon collects
+    /// windows and trains one itself.
+    #[serde(default)]
+    pub mode: TrainingMode,
+    /// Windows to collect before the first online training.
+    #[serde(default = "TrainingConfig::default_min_windows")]
+    pub min_windows: usize,
+    /// Most windows kept for an online training (memory: 4 bytes per value).
+    #[serde(default = "TrainingConfig::default_max_windows")]
+    pub max_windows: usize,
+    /// Model versions kept in `model.dir`.
+    #[serde(default = "TrainingConfig::default_keep_versions")]
+    pub keep_versions: usize,
+}
+
+/// Whether the daemon trains its own models.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrainingMode {
+    #[default]
+    Off,
+    Online,
 }
 
 impl TrainingConfig {
@@ -1025,6 +1052,15 @@ impl TrainingConfig {
     const fn default_threshold_quantile() -> f64 {
         0.99
     }
+    const fn default_min_windows() -> usize {
+        2000
+    }
+    const fn default_max_windows() -> usize {
+        20_000
+    }
+    const fn default_keep_versions() -> usize {
+        5
+    }
 }
 
 impl Default for TrainingConfig {
@@ -1039,6 +1075,10 @@ impl Default for TrainingConfig {
             seed: Self::default_seed(),
             threshold_quantile: Self::default_threshold_quantile(),
             pretrain_epochs: 0,
+            mode: TrainingMode::Off,
+            min_windows: Self::default_min_windows(),
+            max_windows: Self::default_max_windows(),
+            keep_versions: Self::default_keep_versions(),
         }
     }
 }
@@ -1450,6 +1490,26 @@ impl Config {
                 "must be strictly between 0 and 1, got {}",
                 training.threshold_quantile
             ),
+        );
+        if training.mode == TrainingMode::Online {
+            check(
+                self.model.dir.is_some(),
+                "model.dir",
+                "training.mode = \"online\" needs a model directory to keep its models in".into(),
+            );
+        }
+        check(
+            training.min_windows >= 20 && training.min_windows <= training.max_windows,
+            "training.min_windows",
+            format!(
+                "must be at least 20 and at most training.max_windows ({}), got {}",
+                training.max_windows, training.min_windows
+            ),
+        );
+        check(
+            training.keep_versions >= 1,
+            "training.keep_versions",
+            "must be at least 1".into(),
         );
         check(
             self.detector.raise_after >= 1,

@@ -37,6 +37,7 @@ pub mod features;
 pub mod logging;
 pub mod model;
 pub mod mqtt;
+pub mod online;
 pub mod ops;
 pub mod pipeline;
 pub mod recording;
