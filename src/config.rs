@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::{BackendKind, BackendOptions};
+
 /// Where a configuration problem is and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -852,6 +854,13 @@ impl Default for ConvConfig {
 pub struct ModelConfig {
     #[serde(default = "ModelConfig::default_path")]
     pub path: PathBuf,
+    /// The inference engine: tract (built in) or ort (ONNX Runtime).
+    #[serde(default)]
+    pub backend: BackendKind,
+    /// The ONNX Runtime shared library for `backend = "ort"`; when absent,
+    /// the `ORT_DYLIB_PATH` environment variable names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ort_library: Option<PathBuf>,
     #[serde(default = "ModelConfig::default_variant")]
     pub variant: Variant,
     /// Size of the latent code published per window.
@@ -881,6 +890,14 @@ pub struct ModelConfig {
 }
 
 impl ModelConfig {
+    /// The backend to load `path` with.
+    pub fn backend_options(&self) -> BackendOptions {
+        BackendOptions {
+            kind: self.backend,
+            ort_library: self.ort_library.clone(),
+        }
+    }
+
     fn default_path() -> PathBuf {
         PathBuf::from("models/demo.onnx")
     }
@@ -908,6 +925,8 @@ impl Default for ModelConfig {
     fn default() -> Self {
         Self {
             path: Self::default_path(),
+            backend: BackendKind::default(),
+            ort_library: None,
             variant: Self::default_variant(),
             latent: Self::default_latent(),
             max_batch: Self::default_max_batch(),
@@ -1285,6 +1304,14 @@ impl Config {
             self.model.max_batch >= 1,
             "model.max_batch",
             "must be at least 1".into(),
+        );
+        check(
+            self.model.backend.available(),
+            "model.backend",
+            format!(
+                "{:?}: this build has no such backend (build with the cargo feature `ort`)",
+                self.model.backend.name()
+            ),
         );
         check(
             self.model.hidden.iter().all(|h| *h >= 1),
