@@ -134,7 +134,9 @@ impl GraphIo {
                     put(object, "latent_dim", (*d).into());
                 }
             }
-            None => {}
+            // A named output that does not exist: any size will do, as
+            // `signature` then refuses the model naming that output.
+            None => put(object, "latent_dim", 0.into()),
         }
     }
 
@@ -160,13 +162,16 @@ impl GraphIo {
             InputLayout::Ntc => vec![t, c],
         };
         let expected = format!(
-            "[N, {}] (metadata input_layout {:?}, window {t}, {c} channels)",
+            "[N, {}] (metadata input_layout {}, window {t}, {c} channels)",
             input_shape
                 .iter()
                 .map(|d| d.to_string())
                 .collect::<Vec<_>>()
                 .join(", "),
-            meta.input_layout
+            match meta.input_layout {
+                InputLayout::Flat => "flat",
+                InputLayout::Ntc => "ntc",
+            }
         );
         check_float(input, "input")?;
         if let Some(dims) = &input.dims {
