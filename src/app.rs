@@ -408,7 +408,9 @@ impl Progress {
                     r.train_loss, r.validation_loss
                 ));
             }
-            None if self.verbose && (r.epoch == 1 || r.epoch % 10 == 0) => eprintln!("{line}"),
+            None if self.verbose && (r.epoch == 1 || r.epoch.is_multiple_of(10)) => {
+                eprintln!("{line}")
+            }
             None => {}
         }
     }

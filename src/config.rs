@@ -1383,7 +1383,7 @@ impl Config {
         if self.model.variant == Variant::Conv {
             let divisor = 1usize << conv.filters.len().min(16);
             check(
-                self.window.size % divisor == 0,
+                self.window.size.is_multiple_of(divisor),
                 "window.size",
                 format!(
                     "a conv model with {} stride-2 stages needs a multiple of {divisor}, got {}",

@@ -19,8 +19,6 @@ use accelwatch::model::{BackendOptions, LoadedModel, MAX_MODEL_BYTES};
 use accelwatch::score::Scorer;
 use common::*;
 
-const INSTALL: &str = "install: pip install numpy scikit-learn skl2onnx onnx onnxruntime";
-
 fn python() -> &'static str {
     "python3"
 }
@@ -34,54 +32,18 @@ fn models() -> &'static Path {
             .arg(repo().join("scripts/external_models.py"))
             .arg(&dir)
             .output()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}; {INSTALL}", python()));
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}; {PIP_INSTALL}", python()));
         assert!(
             out.status.success(),
-            "scripts/external_models.py failed ({INSTALL}):\n{}",
+            "scripts/external_models.py failed ({PIP_INSTALL}):\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
         dir
     })
 }
 
-/// ORT_DYLIB_PATH, else the library inside the onnxruntime wheel.
-fn ort_library() -> PathBuf {
-    static LIB: OnceLock<PathBuf> = OnceLock::new();
-    LIB.get_or_init(|| {
-        if let Some(path) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
-            return PathBuf::from(path);
-        }
-        let out = Command::new(python())
-            .args([
-                "-c",
-                "import glob, os, onnxruntime; \
-                 print(sorted(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), 'capi', 'libonnxruntime.so*')))[0])",
-            ])
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}; {INSTALL}", python()));
-        assert!(
-            out.status.success(),
-            "no onnxruntime wheel found ({INSTALL}):\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-    })
-    .clone()
-}
-
-fn backends() -> [BackendOptions; 2] {
-    [
-        BackendOptions::tract(),
-        BackendOptions::ort(Some(ort_library())),
-    ]
-}
-
-/// `accelwatch` with the backend chosen through the environment, as a user would.
 fn cli(backend: &BackendOptions) -> Command {
-    let mut cmd = accelwatch();
-    cmd.env("ACCELWATCH__MODEL__BACKEND", backend.kind.name())
-        .env("ORT_DYLIB_PATH", ort_library());
-    cmd
+    accelwatch_on(backend)
 }
 
 /// Scores of `accelwatch score` by (device, seq), with the latent codes.

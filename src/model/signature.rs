@@ -40,10 +40,11 @@ pub struct GraphIo {
 impl GraphIo {
     pub fn of(graph: &pb::GraphProto) -> Self {
         let port = |v: &pb::ValueInfoProto| {
-            let tensor = v.r#type.as_ref().and_then(|t| match &t.value {
-                Some(pb::type_proto::Value::TensorType(t)) => Some(t),
-                None => None,
-            });
+            let tensor = v
+                .r#type
+                .as_ref()
+                .and_then(|t| t.value.as_ref())
+                .map(|pb::type_proto::Value::TensorType(t)| t);
             Port {
                 name: v.name.clone(),
                 elem_type: tensor.map(|t| t.elem_type).unwrap_or(0),
