@@ -158,13 +158,14 @@ fn validate(path: &Path) -> Result<(), Failure> {
             problems.extend(model_problems(&config, &model.meta));
             let m = &model.meta;
             model_line = format!(
-                "model {} ({}, {} channels x {} samples, latent {}, threshold {:.4})",
+                "model {} ({}, {} channels x {} samples, latent {}, threshold {:.4}, backend {})",
                 m.id,
                 m.variant,
                 m.channels.len(),
                 m.window,
                 m.latent_dim,
-                m.threshold
+                m.threshold,
+                model.runtime.backend().name()
             );
         }
         Err(error) => problems.push(Problem {

@@ -380,3 +380,26 @@ fn the_ort_backend_without_its_library_is_a_config_error() {
         assert!(stderr.contains("backend ort"), "{stderr}");
     }
 }
+
+#[test]
+fn a_model_without_latent_output_is_evaluated_on_its_scores() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = accelwatch()
+        .args(["evaluate", "--model"])
+        .arg(models().join("sklearn.onnx"))
+        .arg("--data")
+        .arg(demo_csv())
+        .args(["--label", "exercise", "--normal", "PEN", "--report"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("ROC AUC"), "{stdout}");
+    assert!(dir.path().join("scores.svg").exists());
+    assert!(!dir.path().join("latent.svg").exists(), "no codes, no plot");
+}
