@@ -118,15 +118,16 @@ impl GraphIo {
             format!("external-{}", &file_sha256[..12.min(file_sha256.len())]).into(),
         );
         put(object, "variant", "external".into());
-        if let Some(dims) = self
+        match self
             .input_named(input.as_deref())
-            .and_then(|p| p.dims.as_ref())
+            .map(|p| p.dims.as_deref())
         {
-            match dims.len() {
-                2 => put(object, "input_layout", "flat".into()),
-                3 => put(object, "input_layout", "ntc".into()),
-                _ => {}
-            }
+            Some(Some(dims)) if dims.len() == 2 => put(object, "input_layout", "flat".into()),
+            Some(Some(dims)) if dims.len() == 3 => put(object, "input_layout", "ntc".into()),
+            // No such input: any layout will do, as `signature` then
+            // refuses the model naming the input.
+            None => put(object, "input_layout", "flat".into()),
+            Some(_) => {}
         }
         match self.latent_named(latent.as_deref()) {
             None if latent.is_none() => put(object, "latent_dim", 0.into()),
@@ -342,4 +343,142 @@ pub struct Signature {
     pub reconstruction: String,
     pub latent: Option<String>,
     pub kl: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn port(name: &str, elem_type: i32, dims: &[Dim]) -> Port {
+        Port {
+            name: name.into(),
+            elem_type,
+            dims: Some(dims.to_vec()),
+        }
+    }
+
+    fn io(input: Port, outputs: Vec<Port>) -> GraphIo {
+        GraphIo {
+            inputs: vec![input],
+            outputs,
+        }
+    }
+
+    fn meta(value: serde_json::Value, io: &GraphIo) -> ModelMetadata {
+        let mut value = value;
+        io.complete_metadata(&mut value, "0123456789abcdef");
+        ModelMetadata::from_value(value).unwrap()
+    }
+
+    fn sidecar() -> serde_json::Value {
+        serde_json::json!({"channels": ["ax", "ay", "az"], "window": 4, "hop": 2,
+                           "sample_rate_hz": 50.0, "threshold": 1.0})
+    }
+
+    const S: Dim = Dim::Symbolic;
+
+    #[test]
+    fn a_sidecar_is_completed_from_the_graph() {
+        let g = io(
+            port("in", FLOAT, &[S, Dim::Fixed(4), Dim::Fixed(3)]),
+            vec![
+                port("out", FLOAT, &[S, Dim::Fixed(12)]),
+                port("latent", FLOAT, &[S, Dim::Fixed(5)]),
+            ],
+        );
+        let m = meta(sidecar(), &g);
+        assert_eq!(m.id, "external-0123456789ab");
+        assert_eq!(m.variant, "external");
+        assert_eq!(m.input_layout, InputLayout::Ntc);
+        assert_eq!(m.latent_dim, 5);
+        let sig = g.signature(&m).unwrap();
+        assert_eq!(sig.input, "in");
+        assert_eq!(sig.input_shape, vec![4, 3]);
+        assert_eq!(sig.reconstruction, "out");
+        assert_eq!(sig.latent.as_deref(), Some("latent"));
+    }
+
+    #[test]
+    fn without_a_latent_output_the_code_is_empty() {
+        let g = io(
+            port("x", FLOAT, &[S, Dim::Fixed(12)]),
+            vec![port("y", FLOAT, &[S, S])],
+        );
+        let m = meta(sidecar(), &g);
+        assert_eq!((m.input_layout, m.latent_dim), (InputLayout::Flat, 0));
+        assert_eq!(g.signature(&m).unwrap().latent, None);
+        let mut wrong = m.clone();
+        wrong.latent_dim = 8;
+        let err = g.signature(&wrong).unwrap_err();
+        assert!(
+            err.contains("latent_dim is 8") && err.contains("no latent output"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn mismatches_name_the_input_or_output() {
+        let flat = |input: Port, output: Port| {
+            let g = io(input, vec![output]);
+            let mut value = sidecar();
+            value["input_layout"] = "flat".into();
+            g.signature(&meta(value, &g)).unwrap_err()
+        };
+        let double = 11;
+        let err = flat(
+            port("x", double, &[S, Dim::Fixed(12)]),
+            port("y", FLOAT, &[S, Dim::Fixed(12)]),
+        );
+        assert!(err.contains("input \"x\" is of type DOUBLE"), "{err}");
+        let err = flat(
+            port("x", FLOAT, &[Dim::Fixed(1), Dim::Fixed(12)]),
+            port("y", FLOAT, &[Dim::Fixed(1), Dim::Fixed(12)]),
+        );
+        assert!(err.contains("fixed batch dimension of 1"), "{err}");
+        let err = flat(
+            port("x", FLOAT, &[S, Dim::Fixed(10)]),
+            port("y", FLOAT, &[S, Dim::Fixed(12)]),
+        );
+        assert!(
+            err.contains("input \"x\" has shape [?, 10], expected [N, 12]"),
+            "{err}"
+        );
+        let err = flat(
+            port("x", FLOAT, &[S, Dim::Fixed(12)]),
+            port("y", FLOAT, &[S, Dim::Fixed(3)]),
+        );
+        assert!(
+            err.contains("reconstruction output \"y\" has shape [?, 3]"),
+            "{err}"
+        );
+        let err = flat(
+            port("x", FLOAT, &[S, Dim::Fixed(4), Dim::Fixed(3)]),
+            port("y", FLOAT, &[S, Dim::Fixed(12)]),
+        );
+        assert!(err.contains("expected [N, 12]"), "{err}");
+    }
+
+    #[test]
+    fn named_inputs_and_outputs_must_exist() {
+        let g = io(
+            port("x", FLOAT, &[S, Dim::Fixed(12)]),
+            vec![port("y", FLOAT, &[S, Dim::Fixed(12)])],
+        );
+        for (key, needle) in [
+            ("input", "metadata input: the graph has no input \"nope\""),
+            (
+                "reconstruction_output",
+                "metadata reconstruction_output: the graph has no output \"nope\"",
+            ),
+            (
+                "latent_output",
+                "metadata latent_output: the graph has no output \"nope\"",
+            ),
+        ] {
+            let mut value = sidecar();
+            value[key] = "nope".into();
+            let err = g.signature(&meta(value, &g)).unwrap_err();
+            assert!(err.contains(needle), "{err}");
+        }
+    }
 }
