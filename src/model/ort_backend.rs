@@ -65,11 +65,6 @@ fn environment(configured: Option<&Path>) -> Result<&'static Environment, String
     Ok(&RUNTIME.get_or_init(|| (path, env)).1)
 }
 
-/// The library this process loaded, once it loaded one.
-pub fn loaded_library() -> Option<&'static Path> {
-    RUNTIME.get().map(|(p, _)| p.as_path())
-}
-
 fn fail(e: impl std::fmt::Display) -> String {
     format!("ONNX Runtime cannot load the graph: {e}")
 }
