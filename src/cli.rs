@@ -52,6 +52,9 @@ pub enum Command {
     Score(ScoreArgs),
     /// Measure a model on a labelled recording (ROC AUC, PR AUC, alarms).
     Evaluate(EvaluateArgs),
+    /// Write the sidecar metadata (`<model>.json`) of a model made by another
+    /// tool, its threshold a quantile of its scores on a recording of normal data.
+    Calibrate(CalibrateArgs),
     /// Train on shipped real data, then replay held-out motion live, with /metrics.
     Demo(DemoArgs),
 }
@@ -137,6 +140,49 @@ pub struct ScoreArgs {
     /// Config giving detector settings and CSV columns.
     #[arg(long, short)]
     pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CalibrateArgs {
+    /// The ONNX model (made elsewhere, without accelwatch metadata inside).
+    #[arg(long)]
+    pub model: PathBuf,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Config giving input.channels, input.sample_rate_hz, window.size,
+    /// window.hop, training.threshold_quantile and model.backend (defaults otherwise).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Channel columns, in the order of the model's input (overrides input.channels).
+    #[arg(long, value_delimiter = ',')]
+    pub channels: Option<Vec<String>>,
+    /// Samples per window (overrides window.size).
+    #[arg(long)]
+    pub window: Option<usize>,
+    /// Samples between window starts (overrides window.hop).
+    #[arg(long)]
+    pub hop: Option<usize>,
+    /// Sample rate in Hz (overrides input.sample_rate_hz).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// The threshold's quantile of the scores (overrides training.threshold_quantile).
+    #[arg(long)]
+    pub quantile: Option<f64>,
+    /// The graph input to feed (default: its only input).
+    #[arg(long)]
+    pub input: Option<String>,
+    /// The output holding the reconstruction (default: `reconstruction`, else the first).
+    #[arg(long)]
+    pub reconstruction_output: Option<String>,
+    /// The output holding the latent code (default: `latent` if present, else none).
+    #[arg(long)]
+    pub latent_output: Option<String>,
+    /// Size of the latent code, when the graph does not declare it.
+    #[arg(long)]
+    pub latent_dim: Option<usize>,
+    /// Where to write the metadata (default: the model's path with `.json`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::{BackendKind, BackendOptions};
+
 /// Where a configuration problem is and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -905,6 +907,13 @@ pub struct ModelConfig {
     /// set, its current version is served and `path` is not used.
     #[serde(default)]
     pub dir: Option<PathBuf>,
+    /// The inference engine: tract (built in) or ort (ONNX Runtime).
+    #[serde(default)]
+    pub backend: BackendKind,
+    /// The ONNX Runtime shared library for `backend = "ort"`; when absent,
+    /// the `ORT_DYLIB_PATH` environment variable names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ort_library: Option<PathBuf>,
     #[serde(default = "ModelConfig::default_variant")]
     pub variant: Variant,
     /// Size of the latent code published per window.
@@ -934,6 +943,14 @@ pub struct ModelConfig {
 }
 
 impl ModelConfig {
+    /// The backend to load `path` with.
+    pub fn backend_options(&self) -> BackendOptions {
+        BackendOptions {
+            kind: self.backend,
+            ort_library: self.ort_library.clone(),
+        }
+    }
+
     fn default_path() -> PathBuf {
         PathBuf::from("models/demo.onnx")
     }
@@ -962,6 +979,8 @@ impl Default for ModelConfig {
         Self {
             path: Self::default_path(),
             dir: None,
+            backend: BackendKind::default(),
+            ort_library: None,
             variant: Self::default_variant(),
             latent: Self::default_latent(),
             max_batch: Self::default_max_batch(),
@@ -1376,6 +1395,14 @@ impl Config {
             "must be at least 1".into(),
         );
         check(
+            self.model.backend.available(),
+            "model.backend",
+            format!(
+                "{:?}: this build has no such backend (build with the cargo feature `ort`)",
+                self.model.backend.name()
+            ),
+        );
+        check(
             self.model.hidden.iter().all(|h| *h >= 1),
             "model.hidden",
             format!(
@@ -1445,7 +1472,7 @@ impl Config {
         if self.model.variant == Variant::Conv {
             let divisor = 1usize << conv.filters.len().min(16);
             check(
-                self.window.size % divisor == 0,
+                self.window.size.is_multiple_of(divisor),
                 "window.size",
                 format!(
                     "a conv model with {} stride-2 stages needs a multiple of {divisor}, got {}",

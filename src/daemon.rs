@@ -134,7 +134,7 @@ impl Daemon {
         config: Config,
         mut sinks: Vec<Box<dyn Sink>>,
     ) -> Result<Daemon, DaemonError> {
-        let model = LoadedModel::load(&config.model.path)?;
+        let model = LoadedModel::load_with(&config.model.path, &config.model.backend_options())?;
         let problems = model_problems(&config, &model.meta);
         if !problems.is_empty() {
             return Err(DaemonError::Mismatch(problems));

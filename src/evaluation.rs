@@ -128,7 +128,9 @@ pub fn evaluate(w: &LabelledWindows, subject: &Subject) -> EvaluationReport {
         l.dedup();
         l.len()
     };
-    let feature_quality = (classes >= 2 && !w.latent.is_empty()).then(|| {
+    // A model without a latent output has empty codes: nothing to classify.
+    let has_codes = w.latent.first().is_some_and(|c| !c.is_empty());
+    let feature_quality = (classes >= 2 && has_codes).then(|| {
         let latent_dim = w.latent[0].len();
         let pca_dim = latent_dim.min(w.input[0].len()).min(MAX_PCA_DIMENSIONS);
         let run = |rows: &[Vec<f32>], pca: Option<usize>| {
@@ -235,10 +237,12 @@ pub fn write(dir: &Path, r: &EvaluationReport, w: &LabelledWindows) -> std::io::
         dir.join("report.json"),
         serde_json::to_string_pretty(r).map_err(std::io::Error::other)?,
     )?;
+    let has_codes = w.latent.first().is_some_and(|c| !c.is_empty());
     let mut md = markdown(r);
-    md +=
-        "\n## Plots\n\n![score over time](scores.svg)\n\n![score distribution](histogram.svg)\n\n\
-           ![latent codes](latent.svg)\n";
+    md += "\n## Plots\n\n![score over time](scores.svg)\n\n![score distribution](histogram.svg)\n";
+    if has_codes {
+        md += "\n![latent codes](latent.svg)\n";
+    }
     std::fs::write(dir.join("report.md"), md)?;
     std::fs::write(
         dir.join("scores.svg"),
@@ -256,6 +260,9 @@ pub fn write(dir: &Path, r: &EvaluationReport, w: &LabelledWindows) -> std::io::
         dir.join("histogram.svg"),
         report::score_histograms(&normal, &anomalous, w.threshold),
     )?;
+    if !has_codes {
+        return Ok(());
+    }
     let rows: Vec<&[f32]> = w.latent.iter().map(Vec::as_slice).collect();
     let pca = Pca::fit(&rows, 2);
     let points: Vec<(f32, f32)> = rows

@@ -141,7 +141,7 @@ impl Reloader {
             }
             None => state.current.clone(),
         };
-        let model = LoadedModel::load(&config.model.path)?;
+        let model = LoadedModel::load_with(&config.model.path, &config.model.backend_options())?;
         let problems = model_problems(&state.running, &model.meta);
         if !problems.is_empty() {
             return Err(ReloadError::Mismatch(problems));

@@ -100,9 +100,13 @@ impl Scorer {
             .buffer
             .chunks_exact(features)
             .zip(out.reconstruction.chunks_exact(features))
-            .zip(out.latent.chunks_exact(latent_dim))
             .enumerate()
-            .map(|(i, ((x, r), z))| {
+            .map(|(i, (x, r))| {
+                // A model without a latent output publishes an empty code.
+                let z = out
+                    .latent
+                    .get(i * latent_dim..(i + 1) * latent_dim)
+                    .unwrap_or(&[]);
                 let mse = mean_squared_error(x, r);
                 let score = match (kind, &out.kl) {
                     (ScoreKind::NegElbo { beta }, Some(kl)) => {

@@ -58,6 +58,11 @@ struct Inner {
     input_kind: RwLock<&'static str>,
     model_id: RwLock<String>,
     reloads: IntCounterVec,
+    model_state: IntGaugeVec,
+    calibration_windows: IntGauge,
+    calibration_target: IntGauge,
+    training_runs: IntCounterVec,
+    training_excluded: IntCounter,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -311,6 +316,40 @@ impl Metrics {
                     "Model reloads (SIGHUP or a changed model file), by result: ok or failed.",
                     &["result"],
                 ),
+                model_state: {
+                    let g = IntGaugeVec::new(
+                        Opts::new(
+                            "accelwatch_model_state",
+                            "1 for the model state the daemon is in: calibrating (collecting \
+                             windows, no model), training, or serving.",
+                        ),
+                        &["state"],
+                    )
+                    .expect("valid metric");
+                    r.register(Box::new(g.clone())).expect("unique metric");
+                    g
+                },
+                calibration_windows: gauge(
+                    r,
+                    "accelwatch_calibration_windows",
+                    "Windows collected for the next online training.",
+                ),
+                calibration_target: gauge(
+                    r,
+                    "accelwatch_calibration_target_windows",
+                    "Windows an online training waits for (training.min_windows).",
+                ),
+                training_runs: counter_vec(
+                    r,
+                    "accelwatch_training_runs_total",
+                    "Online trainings, by result: ok or failed.",
+                    &["result"],
+                ),
+                training_excluded: counter(
+                    r,
+                    "accelwatch_training_excluded_windows_total",
+                    "Calibration windows left out of online training as outliers.",
+                ),
                 registry,
             }),
         }
@@ -372,6 +411,24 @@ impl Metrics {
             .set(1);
         self.inner.model_threshold.set(threshold);
         *self.inner.model_id.write().expect("model id lock") = id.to_string();
+    }
+    /// `state` is `calibrating`, `training` or `serving`.
+    pub fn model_state(&self, state: &str) {
+        for s in ["calibrating", "training", "serving"] {
+            self.inner
+                .model_state
+                .with_label_values(&[s])
+                .set((s == state) as i64);
+        }
+    }
+    pub fn calibration(&self, collected: usize, target: usize) {
+        self.inner.calibration_windows.set(collected as i64);
+        self.inner.calibration_target.set(target as i64);
+    }
+    /// `result` is `ok` or `failed`.
+    pub fn training_run(&self, result: &str, excluded: usize) {
+        self.inner.training_runs.with_label_values(&[result]).inc();
+        self.inner.training_excluded.inc_by(excluded as u64);
     }
     /// `result` is `ok` or `failed`.
     pub fn reload(&self, result: &str) {

@@ -251,32 +251,38 @@ fn run_config(dir: &std::path::Path, model: &std::path::Path, extra: &str) -> st
 fn run_exits_zero_at_the_end_of_a_replay_and_78_on_a_broken_model() {
     let dir = tempfile::tempdir().unwrap();
     let model = repo().join("models/demo.onnx");
-    let cfg = run_config(dir.path(), &model, "");
-    let out = accelwatch()
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    let lines = std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap();
-    assert_eq!(
-        lines
-            .lines()
-            .filter(|l| l.contains("\"type\":\"window\""))
-            .count(),
-        276
-    );
+    // The same daemon run on every backend.
+    for backend in backends() {
+        let _ = std::fs::remove_file(dir.path().join("out.jsonl"));
+        let cfg = run_config(dir.path(), &model, "");
+        let out = accelwatch_on(&backend)
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        let lines = std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap();
+        assert_eq!(
+            lines
+                .lines()
+                .filter(|l| l.contains("\"type\":\"window\""))
+                .count(),
+            276,
+            "{}",
+            backend.kind.name()
+        );
 
-    let broken = dir.path().join("broken.onnx");
-    std::fs::write(&broken, &std::fs::read(&model).unwrap()[..1000]).unwrap();
-    let cfg = run_config(dir.path(), &broken, "");
-    let out = accelwatch()
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(78));
-    assert!(stderr(&out).contains("broken.onnx"), "{}", stderr(&out));
+        let broken = dir.path().join("broken.onnx");
+        std::fs::write(&broken, &std::fs::read(&model).unwrap()[..1000]).unwrap();
+        let cfg = run_config(dir.path(), &broken, "");
+        let out = accelwatch_on(&backend)
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(78));
+        assert!(stderr(&out).contains("broken.onnx"), "{}", stderr(&out));
+    }
 }
 
 #[test]

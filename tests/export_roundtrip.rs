@@ -52,28 +52,31 @@ fn metadata_travels_inside_the_file() {
 }
 
 #[test]
-fn the_batch_dimension_is_dynamic() {
+fn the_batch_dimension_is_dynamic_on_every_backend() {
     let trained = quick_model(&["ax", "ay", "az"], 5, 1);
-    let loaded = LoadedModel::from_bytes(&trained.onnx, "mem.onnx".as_ref()).unwrap();
-    let features = loaded.meta.features();
-    let input: Vec<f32> = (0..33 * features)
-        .map(|i| ((i % 17) as f32 - 8.0) / 8.0)
-        .collect();
-    let all = loaded.runtime.run(&input, 33).unwrap();
-    // Window 5 alone gives what it gave inside the batch.
-    let one = loaded
-        .runtime
-        .run(&input[5 * features..6 * features], 1)
-        .unwrap();
-    let in_batch = &all.reconstruction[5 * features..6 * features];
-    let gap = one
-        .reconstruction
-        .iter()
-        .zip(in_batch)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
-    assert!(gap < 1e-5, "{gap}");
-    assert_eq!(all.latent.len(), 33 * loaded.meta.latent_dim);
+    for backend in backends() {
+        let loaded =
+            LoadedModel::from_bytes_with(&trained.onnx, "mem.onnx".as_ref(), &backend).unwrap();
+        let features = loaded.meta.features();
+        let input: Vec<f32> = (0..33 * features)
+            .map(|i| ((i % 17) as f32 - 8.0) / 8.0)
+            .collect();
+        let all = loaded.runtime.run(&input, 33).unwrap();
+        // Window 5 alone gives what it gave inside the batch.
+        let one = loaded
+            .runtime
+            .run(&input[5 * features..6 * features], 1)
+            .unwrap();
+        let in_batch = &all.reconstruction[5 * features..6 * features];
+        let gap = one
+            .reconstruction
+            .iter()
+            .zip(in_batch)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(gap < 1e-5, "{}: {gap}", backend.kind.name());
+        assert_eq!(all.latent.len(), 33 * loaded.meta.latent_dim);
+    }
 }
 
 #[test]
@@ -129,6 +132,15 @@ fn broken_model_files_are_refused_with_a_reason() {
         serde_json::to_string(&meta).unwrap(),
     )
     .unwrap();
-    let err = LoadedModel::load(&bare).err().expect("refused").to_string();
-    assert!(err.contains("bare.onnx"), "{err}");
+    for backend in backends() {
+        let err = LoadedModel::load_with(&bare, &backend)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            err.contains("bare.onnx") && err.contains("expected [N, 192]"),
+            "{}: {err}",
+            backend.kind.name()
+        );
+    }
 }

@@ -23,7 +23,19 @@ pub struct ModelMetadata {
     pub sample_rate_hz: f64,
     /// How the input tensor is laid out.
     pub input_layout: InputLayout,
+    /// Size of the latent code; 0 for a model without a latent output.
     pub latent_dim: usize,
+    /// The graph input to feed; absent: the graph's only input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
+    /// The output holding the reconstruction; absent: the output named
+    /// `reconstruction`, else the graph's first output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconstruction_output: Option<String>,
+    /// The output holding the latent code; absent: the output named
+    /// `latent` when there is one, else none (and `latent_dim` 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latent_output: Option<String>,
     /// Per-channel standardisation applied before the model; absent means
     /// the model sees raw units.
     #[serde(default)]
@@ -155,8 +167,14 @@ pub enum MetadataError {
 
 impl ModelMetadata {
     pub fn from_json(text: &str) -> Result<Self, MetadataError> {
-        let meta: ModelMetadata =
+        let value: serde_json::Value =
             serde_json::from_str(text).map_err(|e| MetadataError::Invalid(e.to_string()))?;
+        Self::from_value(value)
+    }
+
+    pub fn from_value(value: serde_json::Value) -> Result<Self, MetadataError> {
+        let meta: ModelMetadata =
+            serde_json::from_value(value).map_err(|e| MetadataError::Invalid(e.to_string()))?;
         meta.check()?;
         Ok(meta)
     }

@@ -1,5 +1,5 @@
 //! Inference with tract: the graph is loaded once, its input fact fixed to
-//! `[N, features]` with a symbolic batch, optimised, and the runnable plan
+//! `[N, T·C]` or `[N, T, C]` with a symbolic batch, optimised, and the runnable plan
 //! shared behind an `Arc` by every caller.
 
 use std::sync::Arc;
@@ -7,8 +7,8 @@ use std::sync::Arc;
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
 
-use super::meta::{InputLayout, ModelMetadata, ScoreKind};
-use super::onnx::{KL, LATENT, RECONSTRUCTION};
+use super::meta::ModelMetadata;
+use super::signature::Signature;
 
 #[derive(Clone)]
 pub struct TractModel {
@@ -16,6 +16,7 @@ pub struct TractModel {
     input_shape: Vec<usize>,
     features: usize,
     latent_dim: usize,
+    with_latent: bool,
     with_kl: bool,
 }
 
@@ -24,30 +25,40 @@ pub struct TractModel {
 pub struct Inference {
     /// `n * features` values, time-major per window.
     pub reconstruction: Vec<f32>,
-    /// `n * latent_dim` values.
+    /// `n * latent_dim` values (none for a model without a latent output).
     pub latent: Vec<f32>,
     /// `n` values, for models scored by their negative ELBO.
     pub kl: Option<Vec<f32>>,
 }
 
 impl TractModel {
-    pub fn from_proto(proto: &pb::ModelProto, meta: &ModelMetadata) -> Result<Self, String> {
+    pub fn from_proto(
+        proto: &pb::ModelProto,
+        meta: &ModelMetadata,
+        signature: &Signature,
+    ) -> Result<Self, String> {
         let mut model = tract_onnx::onnx()
             .model_for_proto_model(proto)
             .map_err(|e| format!("tract cannot read the graph: {e:#}"))?;
         let batch = model.symbols.sym("N");
-        let input_shape: Vec<usize> = match meta.input_layout {
-            InputLayout::Flat => vec![meta.features()],
-            InputLayout::Ntc => vec![meta.window, meta.channels.len()],
-        };
+        let input_shape = signature.input_shape.clone();
         let dims: Vec<TDim> = std::iter::once(batch.to_dim())
             .chain(input_shape.iter().map(|d| d.to_dim()))
             .collect();
-        if model.input_outlets().map(|i| i.len()).unwrap_or(0) != 1 {
-            return Err("the graph must have exactly one input".into());
+        let inputs = model.input_outlets().map_err(|e| e.to_string())?.to_vec();
+        let input = inputs
+            .iter()
+            .position(|o| model.node(o.node).name == signature.input)
+            .ok_or_else(|| format!("tract finds no input {:?}", signature.input))?;
+        // Any other input is fed nothing: the model must not need it.
+        if inputs.len() != 1 {
+            return Err(format!(
+                "the graph must have exactly one input, it has {}",
+                inputs.len()
+            ));
         }
         model
-            .set_input_fact(0, InferenceFact::dt_shape(f32::datum_type(), dims))
+            .set_input_fact(input, InferenceFact::dt_shape(f32::datum_type(), dims))
             .map_err(|e| format!("setting the input shape: {e:#}"))?;
         let outputs = model.output_outlets().map_err(|e| e.to_string())?.to_vec();
         let find = |name: &str| {
@@ -57,10 +68,12 @@ impl TractModel {
                 .find(|o| model.outlet_label(*o) == Some(name) || model.node(o.node).name == name)
                 .ok_or_else(|| format!("the graph has no output named {name:?}"))
         };
-        let with_kl = matches!(meta.score, ScoreKind::NegElbo { .. });
-        let mut selected = vec![find(RECONSTRUCTION)?, find(LATENT)?];
-        if with_kl {
-            selected.push(find(KL)?);
+        let mut selected = vec![find(&signature.reconstruction)?];
+        if let Some(latent) = &signature.latent {
+            selected.push(find(latent)?);
+        }
+        if let Some(kl) = &signature.kl {
+            selected.push(find(kl)?);
         }
         model
             .select_output_outlets(&selected)
@@ -74,7 +87,8 @@ impl TractModel {
             input_shape,
             features: meta.features(),
             latent_dim: meta.latent_dim,
-            with_kl,
+            with_latent: signature.latent.is_some(),
+            with_kl: signature.kl.is_some(),
         })
     }
 
@@ -111,14 +125,21 @@ impl TractModel {
             }
             Ok(values.to_vec())
         };
+        let reconstruction = take(0, self.features, "reconstruction")?;
+        let latent = if self.with_latent {
+            take(1, self.latent_dim, "latent")?
+        } else {
+            Vec::new()
+        };
+        let kl = if self.with_kl {
+            Some(take(1 + self.with_latent as usize, 1, "kl")?)
+        } else {
+            None
+        };
         Ok(Inference {
-            reconstruction: take(0, self.features, RECONSTRUCTION)?,
-            latent: take(1, self.latent_dim, LATENT)?,
-            kl: if self.with_kl {
-                Some(take(2, 1, KL)?)
-            } else {
-                None
-            },
+            reconstruction,
+            latent,
+            kl,
         })
     }
 }

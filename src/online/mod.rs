@@ -158,7 +158,8 @@ impl OnlineTrainer {
 
     fn start(&mut self) {
         let (tx, rx) = mpsc::channel();
-        let set = std::mem::replace(&mut self.collected, WindowSet::new(self.collected.features));
+        let features = self.collected.features;
+        let set = std::mem::replace(&mut self.collected, WindowSet::new(features));
         let config = self.config.clone();
         let store = self.store.clone();
         let spawned = std::thread::Builder::new()

@@ -231,7 +231,7 @@ impl BinaryFramer {
     }
 
     fn plausible(&self, len: usize) -> bool {
-        len > 0 && len % self.sample_bytes == 0 && len <= self.max_payload
+        len > 0 && len.is_multiple_of(self.sample_bytes) && len <= self.max_payload
     }
 
     pub fn feed(&mut self, bytes: &[u8], out: &mut Vec<Framed>) {

@@ -9,6 +9,7 @@ use std::process::Command;
 use accelwatch::config::{Config, TrainingConfig, Variant};
 use accelwatch::model::net::Architecture;
 use accelwatch::model::train::{self, InputSpec, Trained, WindowSet};
+use accelwatch::model::BackendOptions;
 use accelwatch::pipeline::window_spec;
 use accelwatch::recording::{ReadOptions, Recording};
 
@@ -116,4 +117,48 @@ pub fn accelwatch() -> Command {
 
 pub fn write(path: &Path, text: &str) {
     std::fs::write(path, text).expect("write test file");
+}
+
+pub const PIP_INSTALL: &str = "install: pip install numpy scikit-learn skl2onnx onnx onnxruntime";
+
+/// The ONNX Runtime library for the `ort` backend: ORT_DYLIB_PATH, else the
+/// one inside the onnxruntime wheel (`pip install onnxruntime`).
+pub fn ort_library() -> PathBuf {
+    static LIB: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    LIB.get_or_init(|| {
+        if let Some(path) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
+            return PathBuf::from(path);
+        }
+        let out = Command::new("python3")
+            .args([
+                "-c",
+                "import glob, os, onnxruntime; \
+                 print(sorted(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), 'capi', 'libonnxruntime.so*')))[0])",
+            ])
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run python3: {e}; {PIP_INSTALL}"));
+        assert!(
+            out.status.success(),
+            "no ORT_DYLIB_PATH and no onnxruntime wheel found ({PIP_INSTALL}):\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    })
+    .clone()
+}
+
+/// Every backend, for tests that must pass on each.
+pub fn backends() -> [BackendOptions; 2] {
+    [
+        BackendOptions::tract(),
+        BackendOptions::ort(Some(ort_library())),
+    ]
+}
+
+/// `accelwatch` serving with `backend`, chosen through the environment.
+pub fn accelwatch_on(backend: &BackendOptions) -> Command {
+    let mut cmd = accelwatch();
+    cmd.env("ACCELWATCH__MODEL__BACKEND", backend.kind.name())
+        .env("ORT_DYLIB_PATH", ort_library());
+    cmd
 }
