@@ -65,6 +65,7 @@ pub fn execute(command: Command) -> Result<(), Failure> {
         Command::Evaluate(args) => evaluate(args),
         Command::Calibrate(args) => calibrate(args),
         Command::Demo(args) => runtime()?.block_on(crate::demo::run(args)),
+        Command::Models(command) => models(command),
     }
 }
 
@@ -484,6 +485,7 @@ fn score(args: ScoreArgs) -> Result<(), Failure> {
                     over += w.over_threshold as usize;
                 }
                 Output::Alert(a) => alerts += (a.event == "raise") as usize,
+                Output::Status(_) => {}
             }
             sink.write(output).context("writing scores")?;
         }
@@ -505,7 +507,7 @@ fn evaluate(args: EvaluateArgs) -> Result<(), Failure> {
     let recording = score_recording(model, &config, &args.data, keep, |windows, outputs| {
         let records = outputs.iter().filter_map(|o| match o {
             Output::Window(record) => Some(record),
-            Output::Alert(_) => None,
+            Output::Alert(_) | Output::Status(_) => None,
         });
         for (window, record) in windows.iter().zip(records) {
             w.scores.push(record.score);
@@ -629,7 +631,7 @@ fn calibrate(args: CalibrateArgs) -> Result<(), Failure> {
         |_, outputs| {
             scores.extend(outputs.iter().filter_map(|o| match o {
                 Output::Window(w) => Some(w.score),
-                Output::Alert(_) => None,
+                Output::Alert(_) | Output::Status(_) => None,
             }));
             Ok(())
         },
@@ -669,4 +671,48 @@ fn calibrate(args: CalibrateArgs) -> Result<(), Failure> {
         out.display()
     );
     Ok(())
+}
+
+fn models(command: crate::cli::ModelsCommand) -> Result<(), Failure> {
+    use crate::cli::ModelsCommand;
+    use crate::online::store::ModelStore;
+    let config_error = |e: crate::online::store::StoreError| failure(EX_CONFIG, e.into());
+    match command {
+        ModelsCommand::List { dir } => {
+            let store = ModelStore::open(&dir).map_err(config_error)?;
+            let current = store.current().map_err(config_error)?;
+            let versions = store.versions().map_err(config_error)?;
+            if versions.is_empty() {
+                println!("{}: no model yet", dir.display());
+            }
+            for version in versions {
+                let mark = if Some(&version) == current.as_ref() {
+                    "*"
+                } else {
+                    " "
+                };
+                let detail = match LoadedModel::load(&version.path) {
+                    Ok(model) => format!(
+                        "{} {}, threshold {:.4}",
+                        model.meta.id, model.meta.variant, model.meta.threshold
+                    ),
+                    Err(error) => format!("unreadable: {error}"),
+                };
+                println!("{mark} {}  {detail}", version.name);
+            }
+            Ok(())
+        }
+        ModelsCommand::Rollback { dir, to } => {
+            let store = ModelStore::open(&dir).map_err(config_error)?;
+            let version = match to {
+                Some(name) => {
+                    store.set_current(&name).map_err(config_error)?;
+                    name
+                }
+                None => store.rollback().map_err(config_error)?.name,
+            };
+            println!("{}: serving {version} from the next reload", dir.display());
+            Ok(())
+        }
+    }
 }

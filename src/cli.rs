@@ -57,6 +57,26 @@ pub enum Command {
     Calibrate(CalibrateArgs),
     /// Train on shipped real data, then replay held-out motion live, with /metrics.
     Demo(DemoArgs),
+    /// The model versions in a model directory (model.dir, online training).
+    #[command(subcommand)]
+    Models(ModelsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelsCommand {
+    /// Every version, oldest first; the served one is marked with `*`.
+    List {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Serve the version before the current one (or `--to NAME`); a running
+    /// daemon switches on SIGHUP or within model.watch_interval_ms.
+    Rollback {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        to: Option<String>,
+    },
 }
 
 /// How to read a CSV recording.

@@ -10,13 +10,15 @@ use std::net::SocketAddr;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, Problem};
+use crate::config::{Config, Problem, TrainingMode};
 use crate::model::{LoadedModel, ModelError, ModelMetadata};
+use crate::online::store::{ModelStore, StoreError};
+use crate::online::{OnlineTrainer, State};
 use crate::ops::{Health, PendingModel, Pulse, Reloader};
 use crate::pipeline::{IngestStage, ScoreStage};
 use crate::sink::jsonl::JsonlSink;
 use crate::sink::mqtt::MqttSink;
-use crate::sink::{Output, Sink};
+use crate::sink::{Output, Sink, StatusRecord};
 use crate::source::{Frame, Source, SourceError};
 use crate::telemetry::{self, Metrics};
 use crate::window::Window;
@@ -27,6 +29,13 @@ pub enum DaemonError {
     Mismatch(Vec<Problem>),
     #[error(transparent)]
     Model(#[from] ModelError),
+    #[error("model.dir: {0}")]
+    Store(#[from] StoreError),
+    #[error(
+        "model.dir {0}: holds no model, and training.mode is \"off\" (train one with \
+         `accelwatch train`, or set training.mode = \"online\")"
+    )]
+    NoModel(std::path::PathBuf),
     #[error("input: {0}")]
     Input(#[from] SourceError),
     #[error("output: {0}")]
@@ -51,6 +60,8 @@ impl DaemonError {
         match self {
             DaemonError::Mismatch(_)
             | DaemonError::Model(_)
+            | DaemonError::Store(_)
+            | DaemonError::NoModel(_)
             | DaemonError::Input(_)
             | DaemonError::MqttOutput(_)
             | DaemonError::Output { .. }
@@ -134,12 +145,44 @@ impl Daemon {
         config: Config,
         mut sinks: Vec<Box<dyn Sink>>,
     ) -> Result<Daemon, DaemonError> {
-        let model = LoadedModel::load_with(&config.model.path, &config.model.backend_options())?;
-        let problems = model_problems(&config, &model.meta);
-        if !problems.is_empty() {
-            return Err(DaemonError::Mismatch(problems));
+        let store = match &config.model.dir {
+            Some(dir) => Some(ModelStore::open(dir)?),
+            None => None,
+        };
+        let model_path = match &store {
+            Some(store) => store.current()?.map(|version| version.path),
+            None => Some(config.model.path.clone()),
+        };
+        let model = match model_path {
+            Some(path) => Some(LoadedModel::load_with(
+                &path,
+                &config.model.backend_options(),
+            )?),
+            None if config.training.mode == TrainingMode::Online => None,
+            None => {
+                return Err(DaemonError::NoModel(
+                    config.model.dir.clone().unwrap_or_default(),
+                ))
+            }
+        };
+        if let Some(model) = &model {
+            let problems = model_problems(&config, &model.meta);
+            if !problems.is_empty() {
+                return Err(DaemonError::Mismatch(problems));
+            }
         }
         let metrics = Metrics::new();
+        let online = match (&store, config.training.mode) {
+            (Some(store), TrainingMode::Online) => {
+                Some(OnlineTrainer::new(&config, store.clone(), metrics.clone())?)
+            }
+            _ => None,
+        };
+        metrics.model_state(if model.is_some() {
+            State::Serving.as_str()
+        } else {
+            State::Calibrating.as_str()
+        });
         let source = Source::open(&config.input, &metrics)?;
         if config.output.jsonl != "off" {
             let jsonl = JsonlSink::open(&config.output.jsonl)
@@ -154,7 +197,7 @@ impl Daemon {
             Ok(None) => None,
             Err(error) => return Err(DaemonError::MqttOutput(error)),
         };
-        let score_stage = ScoreStage::new(model, &config, metrics.clone());
+        let score_stage = model.map(|model| ScoreStage::new(model, &config, metrics.clone()));
         let pending = PendingModel::default();
         let reloader = Reloader::new(&config, pending.clone(), metrics.clone());
         let pulse = std::sync::Arc::new(Pulse::default());
@@ -205,9 +248,16 @@ impl Daemon {
         let max_batch = config.model.max_batch;
         let scorer = {
             let pulse = pulse.clone();
+            let stage_config = config.clone();
+            let stage_metrics = metrics.clone();
             tokio::task::spawn_blocking(move || {
                 score_loop(
-                    score_stage,
+                    Scoring {
+                        stage: score_stage,
+                        online,
+                        config: stage_config,
+                        metrics: stage_metrics,
+                    },
                     max_batch,
                     window_rx,
                     output_tx,
@@ -325,11 +375,55 @@ async fn ingest(
     }
 }
 
-/// Scores whatever is queued, up to `max_batch` windows per inference
-/// call, so devices are batched together under load and a lone window
-/// waits for nobody.
+/// The scorer's state: a stage once there is a model; before that (online
+/// training), the trainer collecting windows.
+struct Scoring {
+    stage: Option<ScoreStage>,
+    online: Option<OnlineTrainer>,
+    config: Config,
+    metrics: Metrics,
+}
+
+impl Scoring {
+    /// Serves `model` from now on (a reload or an online training).
+    fn serve(&mut self, model: LoadedModel, config: &Config) {
+        match &mut self.stage {
+            Some(stage) => stage.replace_model(model, config),
+            None => self.stage = Some(ScoreStage::new(model, config, self.metrics.clone())),
+        }
+        self.metrics.model_state(State::Serving.as_str());
+    }
+
+    /// Serves a model the online trainer finished, and says so; false when
+    /// the outputs are gone.
+    fn take_learned(&mut self, outputs: &mpsc::Sender<Vec<Output>>) -> bool {
+        let Some(result) = self.online.as_mut().and_then(OnlineTrainer::finished) else {
+            return true;
+        };
+        let status = match result {
+            Ok(learned) => {
+                let mut status =
+                    StatusRecord::new(State::Serving, learned.windows, learned.windows);
+                status.model = Some(learned.model.meta.id.as_str().into());
+                let config = self.config.clone();
+                self.serve(learned.model, &config);
+                status
+            }
+            Err(_) => {
+                self.metrics.model_state(State::Calibrating.as_str());
+                StatusRecord::new(State::Calibrating, 0, self.config.training.min_windows)
+            }
+        };
+        outputs.blocking_send(vec![Output::Status(status)]).is_ok()
+    }
+}
+
+/// Scores batches of windows on a blocking thread (inference is CPU work);
+/// a batch is whatever is queued, up to `max_batch`, so a lone window
+/// waits for nobody. Without a model yet, windows go to the online trainer,
+/// and status records say how far it is.
 fn score_loop(
-    mut stage: ScoreStage,
+    mut scoring: Scoring,
     max_batch: usize,
     mut windows: mpsc::Receiver<Window>,
     outputs: mpsc::Sender<Vec<Output>>,
@@ -338,7 +432,32 @@ fn score_loop(
 ) -> Result<(u64, u64), String> {
     let (mut scored, mut alerts) = (0u64, 0u64);
     let mut batch = Vec::with_capacity(max_batch);
-    while let Some(first) = windows.blocking_recv() {
+    let mut last_status: Option<StatusRecord> = None;
+    loop {
+        // While a model trains, poll so that it is served (and its status
+        // sent) as soon as it is ready, not at the next window.
+        let first = if scoring
+            .online
+            .as_ref()
+            .is_some_and(OnlineTrainer::is_training)
+        {
+            match windows.try_recv() {
+                Ok(window) => window,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    if !scoring.take_learned(&outputs) {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                    continue;
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+            }
+        } else {
+            match windows.blocking_recv() {
+                Some(window) => window,
+                None => break,
+            }
+        };
         batch.clear();
         batch.push(first);
         while batch.len() < max_batch {
@@ -349,15 +468,49 @@ fn score_loop(
         }
         // A reloaded model takes over between two batches.
         if let Some(new) = pending.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            stage.replace_model(new.model, &new.config);
+            scoring.serve(new.model, &new.config);
         }
-        let out = stage.score(&batch)?;
-        Pulse::beat(&pulse.batches);
-        scored += batch.len() as u64;
-        alerts += out.iter().filter(|o| matches!(o, Output::Alert(_))).count() as u64;
-        if outputs.blocking_send(out).is_err() {
+        if !scoring.take_learned(&outputs) {
             break;
         }
+        let out = match scoring.stage.as_mut() {
+            Some(stage) => stage.score(&batch)?,
+            None => {
+                let trainer = scoring
+                    .online
+                    .as_mut()
+                    .expect("no model only with online training");
+                trainer.collect(&batch);
+                let state = if trainer.is_training() {
+                    State::Training
+                } else {
+                    State::Calibrating
+                };
+                scoring.metrics.model_state(state.as_str());
+                let status = StatusRecord::new(state, trainer.collected(), trainer.target());
+                // A status per 5% of progress and per change of state.
+                let changed = last_status.as_ref().is_none_or(|last| {
+                    last.state != status.state || status.progress >= last.progress + 0.05
+                });
+                if changed {
+                    last_status = Some(status.clone());
+                    vec![Output::Status(status)]
+                } else {
+                    Vec::new()
+                }
+            }
+        };
+        Pulse::beat(&pulse.batches);
+        if scoring.stage.is_some() {
+            scored += batch.len() as u64;
+        }
+        alerts += out.iter().filter(|o| matches!(o, Output::Alert(_))).count() as u64;
+        if !out.is_empty() && outputs.blocking_send(out).is_err() {
+            break;
+        }
+    }
+    if let (None, Some(trainer)) = (&scoring.stage, &scoring.online) {
+        trainer.save();
     }
     Ok((scored, alerts))
 }

@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, watch};
 use crate::config::{Config, ConfigError, Problem};
 use crate::daemon::model_problems;
 use crate::model::{LoadedModel, ModelError};
+use crate::online::store::{ModelStore, StoreError};
 use crate::sink::Output;
 use crate::source::Frame;
 use crate::telemetry::Metrics;
@@ -31,6 +32,8 @@ pub enum ReloadError {
     Config(Box<ConfigError>),
     #[error(transparent)]
     Model(#[from] ModelError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error("the new model does not fit the running pipeline:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
     Mismatch(Vec<Problem>),
 }
@@ -87,8 +90,14 @@ impl Reloader {
     }
 
     /// The model file currently served (or about to be).
+    /// With `model.dir`, its `current` pointer, which changes when a
+    /// version is installed or rolled back to.
     pub fn model_path(&self) -> PathBuf {
-        self.lock().current.model.path.clone()
+        let state = self.lock();
+        match &state.current.model.dir {
+            Some(dir) => dir.join("current"),
+            None => state.current.model.path.clone(),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ReloaderState> {
@@ -141,7 +150,16 @@ impl Reloader {
             }
             None => state.current.clone(),
         };
-        let model = LoadedModel::load_with(&config.model.path, &config.model.backend_options())?;
+        let path = match &config.model.dir {
+            Some(dir) => {
+                ModelStore::open(dir)?
+                    .current()?
+                    .ok_or_else(|| StoreError::Empty { dir: dir.clone() })?
+                    .path
+            }
+            None => config.model.path.clone(),
+        };
+        let model = LoadedModel::load_with(&path, &config.model.backend_options())?;
         let problems = model_problems(&state.running, &model.meta);
         if !problems.is_empty() {
             return Err(ReloadError::Mismatch(problems));

@@ -998,3 +998,171 @@ async fn the_device_named_by_a_payload_field() {
     .await
     .expect("test timed out");
 }
+
+/// Rows of a CSV with columns `key`, `t_ms`, `ax`, `ay`, `az`, grouped by
+/// `key` (and, if given, only where `filter` = value).
+fn csv_rows(path: &Path, key: &str, filter: Option<(&str, &str)>) -> BTreeMap<String, Rows> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let (k, t, ax, ay, az) = (col(key), col("t_ms"), col("ax"), col("ay"), col("az"));
+    let filter = filter.map(|(name, value)| (col(name), value));
+    let mut rows: BTreeMap<String, Rows> = BTreeMap::new();
+    for line in lines {
+        let f: Vec<&str> = line.split(',').collect();
+        if filter.is_some_and(|(i, value)| f[i] != value) {
+            continue;
+        }
+        let n = |i: usize| f[i].parse::<f64>().unwrap();
+        rows.entry(f[k].to_string())
+            .or_default()
+            .push((n(t), [n(ax), n(ay), n(az)]));
+    }
+    rows
+}
+
+/// Publishes every device's rows in batches of 32 samples, the devices
+/// interleaved as live sensors would be.
+async fn stream(publisher: &AsyncClient, devices: &[(String, Rows)]) {
+    let longest = devices.iter().map(|(_, r)| r.len()).max().unwrap_or(0);
+    for start in (0..longest).step_by(32) {
+        for (device, rows) in devices {
+            if start < rows.len() {
+                let end = (start + 32).min(rows.len());
+                let topic = format!("sensors/{device}/accel");
+                publish(publisher, &topic, json_samples(&rows[start..end])).await;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_without_a_model_calibrates_then_alerts_and_keeps_its_model() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let broker = Broker::start();
+        let (_watcher, mut watched) = client(
+            broker.port,
+            "watcher",
+            &["accelwatch/status", "accelwatch/+/alert"],
+        )
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let models = dir.path().join("models");
+        let mut config = mqtt_config(&broker);
+        config.model.dir = Some(models.clone());
+        config.training.mode = accelwatch::config::TrainingMode::Online;
+        config.training.min_windows = 280;
+        assert!(
+            config.validate_settings().is_empty(),
+            "{:?}",
+            config.validate_settings()
+        );
+        let daemon = Daemon::start(config.clone(), Vec::new()).await.unwrap();
+        let addr = daemon.telemetry_addr().unwrap();
+        wait_metric(addr, "accelwatch_mqtt_connected{role=\"input\"}", 1.0).await;
+        assert_eq!(
+            metric(
+                &scrape(addr).await,
+                "accelwatch_model_state{state=\"calibrating\"}"
+            ),
+            Some(1.0)
+        );
+
+        // Normal data: the PEN recordings of subjects 1-7 (about 260
+        // windows), with 30-odd windows of another motion (ABD) in the
+        // middle that nobody marked: it must not become normal.
+        let mut devices: Vec<(String, Rows)> = csv_rows(&train_csv(), "series", None)
+            .into_iter()
+            .map(|(series, rows)| (format!("pen-{series}"), rows))
+            .collect();
+        let abd = csv_rows(&demo_csv(), "device", Some(("exercise", "ABD")))
+            .remove("watch-9")
+            .unwrap();
+        devices.insert(devices.len() / 2, ("unmarked-abd".to_string(), abd));
+        let (publisher, _) = client(broker.port, "publisher", &[]).await;
+        stream(&publisher, &devices).await;
+
+        let mut got = Received::default();
+        got.until(&mut watched, "a model trained online", |r| {
+            r.on("accelwatch/status")
+                .iter()
+                .any(|s| s["model_state"] == "serving")
+        })
+        .await;
+        let statuses = got.on("accelwatch/status");
+        let calibrating: Vec<f64> = statuses
+            .iter()
+            .filter(|s| s["model_state"] == "calibrating")
+            .map(|s| s["progress"].as_f64().unwrap())
+            .collect();
+        assert!(calibrating.len() >= 3, "progress is reported: {statuses:?}");
+        assert!(calibrating.windows(2).all(|p| p[1] >= p[0]));
+        let text = scrape(addr).await;
+        assert_eq!(
+            metric(&text, "accelwatch_model_state{state=\"serving\"}"),
+            Some(1.0)
+        );
+        assert_eq!(
+            metric(&text, "accelwatch_training_runs_total{result=\"ok\"}"),
+            Some(1.0)
+        );
+        let excluded = metric(&text, "accelwatch_training_excluded_windows_total").unwrap();
+        assert!(
+            excluded >= 10.0,
+            "the unmarked ABD windows are left out: {excluded}"
+        );
+
+        // Now live: PEN, then ABD and the other motions raise alerts.
+        let live = csv_rows(&demo_csv(), "device", None)
+            .remove("watch-10")
+            .unwrap();
+        stream(&publisher, &[("watch-10".to_string(), live)]).await;
+        got.until(&mut watched, "an alert from the online model", |r| {
+            r.on("accelwatch/watch-10/alert")
+                .iter()
+                .any(|a| a["event"] == "raise")
+        })
+        .await;
+        let served = got
+            .on("accelwatch/status")
+            .iter()
+            .find_map(|s| s["model"].as_str().map(String::from))
+            .unwrap();
+        daemon.shutdown();
+        tokio::time::timeout(Duration::from_secs(30), daemon.wait())
+            .await
+            .unwrap()
+            .unwrap();
+
+        // A restart serves the stored model at once.
+        let daemon = Daemon::start(config, Vec::new()).await.unwrap();
+        let text = scrape(daemon.telemetry_addr().unwrap()).await;
+        assert_eq!(
+            metric(&text, "accelwatch_model_state{state=\"serving\"}"),
+            Some(1.0)
+        );
+        assert!(
+            text.contains(&format!("accelwatch_model_info{{id=\"{served}\"")),
+            "{served}"
+        );
+        daemon.shutdown();
+        tokio::time::timeout(Duration::from_secs(30), daemon.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        let listed = accelwatch()
+            .args(["models", "list", "--dir"])
+            .arg(&models)
+            .output()
+            .unwrap();
+        let listed = String::from_utf8_lossy(&listed.stdout).to_string();
+        assert_eq!(listed.lines().count(), 1, "{listed}");
+        assert!(
+            listed.starts_with("* ") && listed.contains(&served),
+            "{listed}"
+        );
+    })
+    .await
+    .expect("test timed out");
+}

@@ -38,6 +38,16 @@ pub fn format_line(output: &Output) -> String {
 pub fn format_message(m: &serde_json::Value) -> Option<String> {
     let text = |k: &str| m.get(k).and_then(|v| v.as_str());
     let number = |k: &str| m.get(k).and_then(|v| v.as_f64());
+    if text("type")? == "status" {
+        return Some(format!(
+            "--- model {}: {} of {} windows collected ({:.0}%){}",
+            text("state")?,
+            number("collected")?,
+            number("target")?,
+            number("progress")? * 100.0,
+            text("model").map_or(String::new(), |m| format!(", serving {m}"))
+        ));
+    }
     let flag = |k: &str| m.get(k).and_then(|v| v.as_bool()).unwrap_or(false);
     let (device, seq, score, threshold) = (
         text("device")?,

@@ -48,6 +48,36 @@ impl Serialize for ChannelErrors {
     }
 }
 
+/// Where the daemon's model stands (online training): published on the
+/// status topic, written as a JSON line.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StatusRecord {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// `calibrating`, `training` or `serving`.
+    pub state: &'static str,
+    /// Windows collected for the training, and how many it waits for.
+    pub collected: usize,
+    pub target: usize,
+    /// collected / target, at most 1.
+    pub progress: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<Arc<str>>,
+}
+
+impl StatusRecord {
+    pub fn new(state: crate::online::State, collected: usize, target: usize) -> Self {
+        Self {
+            kind: "status",
+            state: state.as_str(),
+            collected,
+            target,
+            progress: (collected as f64 / target.max(1) as f64).min(1.0),
+            model: None,
+        }
+    }
+}
+
 /// An alert raised or cleared by the detector.
 #[derive(Debug, Clone, Serialize)]
 pub struct AlertRecord {
@@ -69,6 +99,7 @@ pub struct AlertRecord {
 pub enum Output {
     Window(WindowRecord),
     Alert(AlertRecord),
+    Status(StatusRecord),
 }
 
 pub trait Sink: Send {

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
-use super::{Output, Sink};
+use super::{Output, Sink, StatusRecord};
 use crate::config::Config;
 use crate::mqtt::client::{Session, Will};
 use crate::mqtt::topic::Template;
@@ -37,11 +37,27 @@ pub struct MqttSink {
 
 /// The status payload: `{"status": "online"|"offline", "version": ...}`.
 pub fn status_payload(online: bool) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({
+    status_payload_with(online, None)
+}
+
+/// The status payload, with the model's state (online training) when known:
+/// `{"status": "online", "version": ..., "model_state": "calibrating",
+/// "collected": 420, "target": 2000, "progress": 0.21}`.
+pub fn status_payload_with(online: bool, model: Option<&StatusRecord>) -> Vec<u8> {
+    let mut payload = serde_json::json!({
         "status": if online { "online" } else { "offline" },
         "version": env!("CARGO_PKG_VERSION"),
-    }))
-    .expect("static JSON")
+    });
+    if let Some(model) = model {
+        payload["model_state"] = model.state.into();
+        payload["collected"] = model.collected.into();
+        payload["target"] = model.target.into();
+        payload["progress"] = model.progress.into();
+        if let Some(id) = &model.model {
+            payload["model"] = id.as_ref().into();
+        }
+    }
+    serde_json::to_vec(&payload).expect("static JSON")
 }
 
 fn setting(key: &str) -> impl Fn(String) -> MqttError + '_ {
@@ -135,6 +151,14 @@ impl Sink for MqttSink {
                 self.alert_qos,
                 self.alert_retain,
                 payload,
+            ),
+            // The retained status says "online" and how the model stands.
+            Output::Status(status) => self.publish(
+                "status",
+                self.status_topic.clone(),
+                1,
+                true,
+                status_payload_with(true, Some(status)),
             ),
         }
         Ok(())
