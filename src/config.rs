@@ -321,6 +321,10 @@ pub struct MqttInputConfig {
     /// `{device}` level (those must carry JSON).
     #[serde(default)]
     pub device_field: Option<String>,
+    /// A topic for control commands (`{"command": "retrain"}`), with online
+    /// training; restrict who may publish to it with the broker's ACL.
+    #[serde(default)]
+    pub command_topic: Option<String>,
     /// Subscribe every filter as `$share/<group>/<filter>`, so daemons in
     /// the same group split the messages (README: splitting a fleet).
     #[serde(default)]
@@ -391,6 +395,7 @@ impl Default for MqttInputConfig {
             qos: 0,
             topics: Self::default_topics(),
             share_group: None,
+            command_topic: None,
             device_field: None,
             format: Self::default_format(),
             max_packet_bytes: Self::default_max_packet_bytes(),
@@ -1658,6 +1663,11 @@ fn mqtt_input_problems(input: &InputConfig, check: &mut impl FnMut(bool, &str, S
     if let Some(group) = &mqtt.share_group {
         if let Err(message) = crate::mqtt::topic::check_share_group(group) {
             check(false, "input.mqtt.share_group", message);
+        }
+    }
+    if let Some(topic) = &mqtt.command_topic {
+        if let Err(message) = crate::mqtt::topic::check_topic_name(topic) {
+            check(false, "input.mqtt.command_topic", message);
         }
     }
     if let Some(field) = &mqtt.device_field {

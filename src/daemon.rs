@@ -12,8 +12,9 @@ use tokio::task::JoinHandle;
 
 use crate::config::{Config, Problem, TrainingMode};
 use crate::model::{LoadedModel, ModelError, ModelMetadata};
+use crate::online::control::{Command, Control};
 use crate::online::store::{ModelStore, StoreError};
-use crate::online::{OnlineTrainer, State};
+use crate::online::{Drift, OnlineTrainer, State};
 use crate::ops::{Health, PendingModel, Pulse, Reloader};
 use crate::pipeline::{IngestStage, ScoreStage};
 use crate::sink::jsonl::JsonlSink;
@@ -183,7 +184,7 @@ impl Daemon {
         } else {
             State::Calibrating.as_str()
         });
-        let source = Source::open(&config.input, &metrics)?;
+        let mut source = Source::open(&config.input, &metrics)?;
         if config.output.jsonl != "off" {
             let jsonl = JsonlSink::open(&config.output.jsonl)
                 .map_err(|(path, cause)| DaemonError::Output { path, cause })?;
@@ -197,6 +198,25 @@ impl Daemon {
             Ok(None) => None,
             Err(error) => return Err(DaemonError::MqttOutput(error)),
         };
+        let drift = model.as_ref().map(|model| {
+            Drift::new(
+                model
+                    .meta
+                    .calibration
+                    .as_ref()
+                    .map_or(config.training.threshold_quantile, |c| c.quantile),
+            )
+        });
+        let (control, commands) = match online {
+            Some(_) => {
+                let (control, commands) = Control::channel();
+                (Some(control), Some(commands))
+            }
+            None => (None, None),
+        };
+        if let (Source::Mqtt(mqtt), Some(control)) = (&mut source, &control) {
+            mqtt.set_control(control.clone());
+        }
         let score_stage = model.map(|model| ScoreStage::new(model, &config, metrics.clone()));
         let pending = PendingModel::default();
         let reloader = Reloader::new(&config, pending.clone(), metrics.clone());
@@ -206,12 +226,17 @@ impl Daemon {
             let stopped = async move {
                 let _ = telemetry_stopped.wait_for(|stop| *stop).await;
             };
-            let (addr, task) = telemetry::serve(config.telemetry.listen, metrics.clone(), stopped)
-                .await
-                .map_err(|cause| DaemonError::Listen {
-                    addr: config.telemetry.listen,
-                    cause,
-                })?;
+            let (addr, task) = telemetry::serve(
+                config.telemetry.listen,
+                metrics.clone(),
+                control.clone(),
+                stopped,
+            )
+            .await
+            .map_err(|cause| DaemonError::Listen {
+                addr: config.telemetry.listen,
+                cause,
+            })?;
             tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
             (Some(addr), Some(task))
         } else {
@@ -255,6 +280,8 @@ impl Daemon {
                     Scoring {
                         stage: score_stage,
                         online,
+                        commands,
+                        drift,
                         config: stage_config,
                         metrics: stage_metrics,
                     },
@@ -380,6 +407,8 @@ async fn ingest(
 struct Scoring {
     stage: Option<ScoreStage>,
     online: Option<OnlineTrainer>,
+    commands: Option<std::sync::mpsc::Receiver<Command>>,
+    drift: Option<Drift>,
     config: Config,
     metrics: Metrics,
 }
@@ -387,11 +416,103 @@ struct Scoring {
 impl Scoring {
     /// Serves `model` from now on (a reload or an online training).
     fn serve(&mut self, model: LoadedModel, config: &Config) {
+        let quantile = model
+            .meta
+            .calibration
+            .as_ref()
+            .map_or(config.training.threshold_quantile, |c| c.quantile);
+        self.drift = Some(Drift::new(quantile));
         match &mut self.stage {
             Some(stage) => stage.replace_model(model, config),
             None => self.stage = Some(ScoreStage::new(model, config, self.metrics.clone())),
         }
         self.metrics.model_state(State::Serving.as_str());
+    }
+
+    /// Carries out the commands that arrived; returns status records to
+    /// publish.
+    fn run_commands(&mut self) -> Vec<Output> {
+        let mut out = Vec::new();
+        while let Some(command) = self.commands.as_ref().and_then(|rx| rx.try_recv().ok()) {
+            let result = self.run_command(command);
+            let label = if result.is_ok() {
+                "accepted"
+            } else {
+                "refused"
+            };
+            self.metrics.command(command.as_str(), label);
+            match result {
+                Ok(Some(status)) => out.push(Output::Status(status)),
+                Ok(None) => {}
+                Err(why) => tracing::warn!(command = command.as_str(), %why, "command refused"),
+            }
+        }
+        out
+    }
+
+    fn run_command(&mut self, command: Command) -> Result<Option<StatusRecord>, String> {
+        let Some(trainer) = self.online.as_mut() else {
+            return Err("training.mode is \"off\"".into());
+        };
+        tracing::info!(command = command.as_str(), "command accepted");
+        match command {
+            Command::Calibrate => {
+                trainer.recalibrate();
+                self.stage = None;
+                self.drift = None;
+                self.metrics.model_state(State::Calibrating.as_str());
+                Ok(Some(StatusRecord::new(
+                    State::Calibrating,
+                    0,
+                    trainer.target(),
+                )))
+            }
+            Command::Retrain => {
+                let current = self
+                    .stage
+                    .as_ref()
+                    .ok_or("no model is served yet; it is calibrating")?
+                    .model()
+                    .clone();
+                trainer.retrain(current)?;
+                let mut status = StatusRecord::new(State::Training, 0, 0);
+                status.progress = 1.0;
+                Ok(Some(status))
+            }
+            Command::Rollback => {
+                let version = trainer.store().rollback().map_err(|e| e.to_string())?;
+                let model =
+                    LoadedModel::load_with(&version.path, &self.config.model.backend_options())
+                        .map_err(|e| e.to_string())?;
+                let problems = model_problems(&self.config, &model.meta);
+                if !problems.is_empty() {
+                    return Err(DaemonError::Mismatch(problems).to_string());
+                }
+                let mut status = StatusRecord::new(State::Serving, 0, 0);
+                status.progress = 1.0;
+                status.model = Some(model.meta.id.as_str().into());
+                let config = self.config.clone();
+                self.serve(model, &config);
+                Ok(Some(status))
+            }
+        }
+    }
+
+    /// Feeds the drift score and the retraining buffer with a scored batch.
+    fn observe(&mut self, batch: &[Window], out: &[Output]) {
+        let over = || {
+            out.iter().filter_map(|o| match o {
+                Output::Window(w) => Some(w.over_threshold || w.anomaly),
+                _ => None,
+            })
+        };
+        if let Some(drift) = self.drift.as_mut() {
+            over().for_each(|o| drift.observe(o));
+            self.metrics.drift(drift.ratio());
+        }
+        if let Some(trainer) = self.online.as_mut() {
+            trainer.observe(batch, over());
+        }
     }
 
     /// Serves a model the online trainer finished, and says so; false when
@@ -409,6 +530,8 @@ impl Scoring {
                 self.serve(learned.model, &config);
                 status
             }
+            // A refused retraining: the served model stays.
+            Err(_) if self.stage.is_some() => return true,
             Err(_) => {
                 self.metrics.model_state(State::Calibrating.as_str());
                 StatusRecord::new(State::Calibrating, 0, self.config.training.min_windows)
@@ -434,20 +557,21 @@ fn score_loop(
     let mut batch = Vec::with_capacity(max_batch);
     let mut last_status: Option<StatusRecord> = None;
     loop {
-        // While a model trains, poll so that it is served (and its status
-        // sent) as soon as it is ready, not at the next window.
-        let first = if scoring
-            .online
-            .as_ref()
-            .is_some_and(OnlineTrainer::is_training)
-        {
+        // With online training, poll: a finished model is served (and its
+        // status sent), and a command carried out, without waiting for the
+        // next window.
+        let first = if scoring.online.is_some() {
             match windows.try_recv() {
                 Ok(window) => window,
                 Err(mpsc::error::TryRecvError::Empty) => {
                     if !scoring.take_learned(&outputs) {
                         break;
                     }
-                    std::thread::sleep(std::time::Duration::from_millis(50));
+                    let commanded = scoring.run_commands();
+                    if !commanded.is_empty() && outputs.blocking_send(commanded).is_err() {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
                     continue;
                 }
                 Err(mpsc::error::TryRecvError::Disconnected) => break,
@@ -473,8 +597,16 @@ fn score_loop(
         if !scoring.take_learned(&outputs) {
             break;
         }
+        let commanded = scoring.run_commands();
+        if !commanded.is_empty() && outputs.blocking_send(commanded).is_err() {
+            break;
+        }
         let out = match scoring.stage.as_mut() {
-            Some(stage) => stage.score(&batch)?,
+            Some(stage) => {
+                let out = stage.score(&batch)?;
+                scoring.observe(&batch, &out);
+                out
+            }
             None => {
                 let trainer = scoring
                     .online

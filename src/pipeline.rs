@@ -152,6 +152,11 @@ impl ScoreStage {
         self.threshold
     }
 
+    /// The model being served.
+    pub fn model(&self) -> &LoadedModel {
+        self.scorer.model()
+    }
+
     /// Scores `windows` in one inference call; returns each window's record,
     /// each followed by the alert it caused, if any.
     pub fn score(&mut self, windows: &[Window]) -> Result<Vec<Output>, String> {

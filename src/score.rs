@@ -71,6 +71,10 @@ impl Scorer {
         &self.model.meta
     }
 
+    pub fn model(&self) -> &LoadedModel {
+        &self.model
+    }
+
     /// Scores raw windows (each `window * channels` values, time-major, in
     /// the units of the recording).
     pub fn score<'a>(

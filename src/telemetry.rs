@@ -6,11 +6,13 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
+
+use crate::online::control::{Command, Control};
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -63,6 +65,9 @@ struct Inner {
     calibration_target: IntGauge,
     training_runs: IntCounterVec,
     training_excluded: IntCounter,
+    commands: IntCounterVec,
+    drift: prometheus::Gauge,
+    retrain_windows: IntGauge,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -350,6 +355,28 @@ impl Metrics {
                     "accelwatch_training_excluded_windows_total",
                     "Calibration windows left out of online training as outliers.",
                 ),
+                commands: counter_vec(
+                    r,
+                    "accelwatch_commands_total",
+                    "Control commands (HTTP or MQTT), by command and result: accepted, \
+                     refused (cannot be done now) or invalid.",
+                    &["command", "result"],
+                ),
+                retrain_windows: gauge(
+                    r,
+                    "accelwatch_retrain_windows",
+                    "Recent windows judged normal, kept for a retraining.",
+                ),
+                drift: {
+                    let g = prometheus::Gauge::new(
+                        "accelwatch_drift_ratio",
+                        "Share of the last 1000 windows over the threshold, divided by the \
+                         share expected from calibration (1 - quantile); about 1 without drift.",
+                    )
+                    .expect("valid metric");
+                    r.register(Box::new(g.clone())).expect("unique metric");
+                    g
+                },
                 registry,
             }),
         }
@@ -425,7 +452,21 @@ impl Metrics {
         self.inner.calibration_windows.set(collected as i64);
         self.inner.calibration_target.set(target as i64);
     }
-    /// `result` is `ok` or `failed`.
+    /// `command` is a known command name or `unknown`; `result` is
+    /// `accepted`, `refused` or `invalid`.
+    pub fn command(&self, command: &str, result: &str) {
+        self.inner
+            .commands
+            .with_label_values(&[command, result])
+            .inc();
+    }
+    pub fn retrain_windows(&self, windows: usize) {
+        self.inner.retrain_windows.set(windows as i64);
+    }
+    pub fn drift(&self, ratio: f64) {
+        self.inner.drift.set(ratio);
+    }
+    /// `result` is `ok`, `rejected` or `failed`.
     pub fn training_run(&self, result: &str, excluded: usize) {
         self.inner.training_runs.with_label_values(&[result]).inc();
         self.inner.training_excluded.inc_by(excluded as u64);
@@ -599,11 +640,49 @@ async fn readyz(State(metrics): State<Metrics>) -> impl IntoResponse {
     )
 }
 
+/// `POST /control/<command>`: queued for the scorer (202), refused when
+/// online training is off (409), or an unknown command (404).
+async fn control_handler(
+    State((metrics, control)): State<(Metrics, Option<Control>)>,
+    Path(name): Path<String>,
+) -> impl IntoResponse {
+    let command = match Command::parse_name(&name) {
+        Ok(command) => command,
+        Err(error) => {
+            metrics.command("unknown", "invalid");
+            return (
+                StatusCode::NOT_FOUND,
+                Json(serde_json::json!({ "error": error })),
+            );
+        }
+    };
+    match &control {
+        Some(control) if control.send(command) => (
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({ "accepted": command.as_str() })),
+        ),
+        Some(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "error": "shutting down" })),
+        ),
+        None => {
+            metrics.command(command.as_str(), "refused");
+            (
+                StatusCode::CONFLICT,
+                Json(serde_json::json!({
+                    "error": "control needs training.mode = \"online\" and model.dir"
+                })),
+            )
+        }
+    }
+}
+
 /// Binds `addr` (port 0 picks a free one) and serves until `shutdown`
 /// resolves. Returns the bound address and the server task.
 pub async fn serve(
     addr: SocketAddr,
     metrics: Metrics,
+    control: Option<Control>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -612,7 +691,12 @@ pub async fn serve(
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(metrics);
+        .with_state(metrics.clone())
+        .merge(
+            Router::new()
+                .route("/control/{command}", post(control_handler))
+                .with_state((metrics, control)),
+        );
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)

@@ -295,7 +295,8 @@ async fn wait_metric(addr: SocketAddr, sample: &str, value: f64) {
             Instant::now() < deadline,
             "{sample} never reached {value}; last:\n{}",
             text.lines()
-                .filter(|l| l.starts_with("accelwatch_mqtt"))
+                .filter(|l| l.starts_with("accelwatch_mqtt")
+                    || l.starts_with(sample.split('{').next().unwrap()))
                 .collect::<Vec<_>>()
                 .join("\n")
         );
@@ -1053,6 +1054,7 @@ async fn a_daemon_without_a_model_calibrates_then_alerts_and_keeps_its_model() {
         config.model.dir = Some(models.clone());
         config.training.mode = accelwatch::config::TrainingMode::Online;
         config.training.min_windows = 280;
+        config.input.mqtt.command_topic = Some("accelwatch/command".into());
         assert!(
             config.validate_settings().is_empty(),
             "{:?}",
@@ -1129,6 +1131,108 @@ async fn a_daemon_without_a_model_calibrates_then_alerts_and_keeps_its_model() {
             .iter()
             .find_map(|s| s["model"].as_str().map(String::from))
             .unwrap();
+        let text = scrape(addr).await;
+        let drift = metric(&text, "accelwatch_drift_ratio").unwrap();
+        assert!(drift > 1.0, "ABD and FEL are not PEN: drift {drift}");
+
+        // Control: an unknown HTTP command, an invalid MQTT one, then a
+        // retraining from the windows judged normal since (more PEN).
+        let post = |path: &'static str| async move {
+            tokio::task::spawn_blocking(move || http_post(addr, path))
+                .await
+                .unwrap()
+        };
+        assert_eq!(post("/control/format-disk").await.0, 404);
+        publish(
+            &publisher,
+            "accelwatch/command",
+            br#"{"command":"retrain","now":1}"#.to_vec(),
+        )
+        .await;
+        wait_metric(
+            addr,
+            "accelwatch_commands_total{command=\"unknown\",result=\"invalid\"}",
+            2.0,
+        )
+        .await;
+        let more_pen: Vec<(String, Rows)> = csv_rows(&train_csv(), "series", None)
+            .into_iter()
+            .map(|(series, rows)| (format!("pen-again-{series}"), rows))
+            .collect();
+        stream(&publisher, &more_pen).await;
+        // The command overtakes queued windows: let the scorer catch up.
+        let mut last = -1.0;
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let now = metric(&scrape(addr).await, "accelwatch_windows_total").unwrap();
+            if now == last {
+                break;
+            }
+            last = now;
+        }
+        publish(
+            &publisher,
+            "accelwatch/command",
+            br#"{"command":"retrain"}"#.to_vec(),
+        )
+        .await;
+        wait_metric(
+            addr,
+            "accelwatch_commands_total{command=\"retrain\",result=\"accepted\"}",
+            1.0,
+        )
+        .await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let outcome = loop {
+            let text = scrape(addr).await;
+            let ok = metric(&text, "accelwatch_training_runs_total{result=\"ok\"}").unwrap_or(0.0);
+            let rejected =
+                metric(&text, "accelwatch_training_runs_total{result=\"rejected\"}").unwrap_or(0.0);
+            if ok + rejected >= 2.0 {
+                break if ok == 2.0 { "ok" } else { "rejected" };
+            }
+            assert!(Instant::now() < deadline, "the retraining never finished");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let versions = |models: &Path| {
+            std::fs::read_dir(models)
+                .unwrap()
+                .filter(|e| {
+                    e.as_ref()
+                        .unwrap()
+                        .path()
+                        .extension()
+                        .is_some_and(|x| x == "onnx")
+                })
+                .count()
+        };
+        eprintln!("the retrained model was {outcome}");
+        if outcome == "ok" {
+            assert_eq!(versions(&models), 2);
+            // Back to the first model.
+            assert_eq!(post("/control/rollback").await.0, 202);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !scrape(addr)
+                .await
+                .contains(&format!("accelwatch_model_info{{id=\"{served}\""))
+            {
+                assert!(Instant::now() < deadline, "rollback to {served}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        } else {
+            assert_eq!(versions(&models), 1, "a rejected model is not stored");
+            // Nothing older to roll back to: refused, the model stays.
+            assert_eq!(post("/control/rollback").await.0, 202);
+            wait_metric(
+                addr,
+                "accelwatch_commands_total{command=\"rollback\",result=\"refused\"}",
+                1.0,
+            )
+            .await;
+            assert!(scrape(addr)
+                .await
+                .contains(&format!("accelwatch_model_info{{id=\"{served}\"")));
+        }
         daemon.shutdown();
         tokio::time::timeout(Duration::from_secs(30), daemon.wait())
             .await

@@ -15,9 +15,10 @@
 //! rest. An anomaly that is a minority of the calibration data is thus not
 //! learned as normal.
 
+pub mod control;
 pub mod store;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc;
 use std::sync::Arc;
 
@@ -73,6 +74,7 @@ pub struct OnlineTrainer {
     running: Option<mpsc::Receiver<Result<Learned, String>>>,
     metrics: Metrics,
     saved_at: usize,
+    normal: NormalWindows,
 }
 
 /// Collected windows are written to the model directory this often, so a
@@ -101,10 +103,18 @@ impl OnlineTrainer {
             streams: HashMap::new(),
             store,
             running: None,
+            normal: NormalWindows::new(
+                config.training.max_windows,
+                config.window.size.div_ceil(config.window.hop),
+            ),
             metrics,
         };
         trainer.report();
         Ok(trainer)
+    }
+
+    pub fn store(&self) -> &ModelStore {
+        &self.store
     }
 
     pub fn target(&self) -> usize {
@@ -197,13 +207,74 @@ impl OnlineTrainer {
                     "online training done; serving the new model"
                 );
             }
+            Err(error) if error.starts_with(REJECTED) => {
+                self.metrics.training_run("rejected", 0);
+                tracing::warn!(%error, "the retrained model is not used");
+            }
             Err(error) => {
                 self.metrics.training_run("failed", 0);
-                tracing::error!(%error, "online training failed; collecting again");
+                tracing::error!(%error, "online training failed");
                 self.report();
             }
         }
         Some(result)
+    }
+
+    /// Starts over: the next windows are collected for a new training
+    /// (the `calibrate` command).
+    pub fn recalibrate(&mut self) {
+        self.collected = WindowSet::new(self.collected.features);
+        self.streams.clear();
+        self.next_stream = 0;
+        self.saved_at = 0;
+        self.store.clear_collected();
+        self.report();
+    }
+
+    /// Remembers the scored windows judged normal, for a retraining.
+    pub fn observe(&mut self, windows: &[Window], over: impl Iterator<Item = bool>) {
+        for (window, over) in windows.iter().zip(over) {
+            self.normal.observe(window, over);
+        }
+        self.metrics.retrain_windows(self.normal.kept.len());
+    }
+
+    /// Windows available for a retraining.
+    pub fn normal_windows(&self) -> usize {
+        self.normal.kept.len()
+    }
+
+    /// Trains a successor of `current` from the recent normal windows, in
+    /// the background; false (and why) when it cannot start.
+    pub fn retrain(&mut self, current: LoadedModel) -> Result<(), String> {
+        if self.running.is_some() {
+            return Err("a training is already running".into());
+        }
+        let needed = retrain_windows_needed(self.config.training.min_windows);
+        if self.normal.kept.len() < needed {
+            return Err(format!(
+                "{} normal windows collected since the model was served, {needed} needed",
+                self.normal.kept.len()
+            ));
+        }
+        let (train_set, held_back) = self.normal.split(self.collected.features);
+        let (tx, rx) = mpsc::channel();
+        let config = self.config.clone();
+        let store = self.store.clone();
+        std::thread::Builder::new()
+            .name("online-retraining".into())
+            .spawn(move || {
+                lower_priority();
+                let result = relearn(&config, &store, &train_set, &held_back, current);
+                let _ = tx.send(result.map_err(|e| e.to_string()));
+            })
+            .map_err(|e| format!("cannot start the training thread: {e}"))?;
+        tracing::info!(
+            windows = self.normal.kept.len(),
+            "retraining in the background"
+        );
+        self.running = Some(rx);
+        Ok(())
     }
 
     /// Saves what is collected (at shutdown).
@@ -216,8 +287,170 @@ impl OnlineTrainer {
     }
 }
 
+/// Fewest normal windows a retraining starts from: half of what the first
+/// training waited for.
+pub fn retrain_windows_needed(min_windows: usize) -> usize {
+    (min_windows / 2).max(20)
+}
+
+/// Share of recent normal windows held back to compare a retrained model
+/// with the served one.
+pub const HELD_BACK_FRACTION: f64 = 0.2;
+
+/// How much more of the held-back normal windows a retrained model may put
+/// over its threshold than the served model does over its own.
+pub const NOT_WORSE_MARGIN: f64 = 0.01;
+
+const REJECTED: &str = "rejected";
+
+/// Recent windows the served model judged normal. A window is kept only
+/// once the `margin` windows after it on its device were normal too, and
+/// the `margin` windows after an over-threshold one are dropped, so the
+/// surroundings of an anomaly are not learned as normal either.
+struct NormalWindows {
+    capacity: usize,
+    margin: usize,
+    pending: HashMap<Arc<str>, (VecDeque<Vec<f32>>, usize)>,
+    streams: HashMap<Arc<str>, usize>,
+    kept: VecDeque<(usize, Vec<f32>)>,
+}
+
+impl NormalWindows {
+    fn new(capacity: usize, margin: usize) -> Self {
+        Self {
+            capacity,
+            margin,
+            pending: HashMap::new(),
+            streams: HashMap::new(),
+            kept: VecDeque::new(),
+        }
+    }
+
+    fn observe(&mut self, window: &Window, over: bool) {
+        let next = self.streams.len();
+        let stream = *self.streams.entry(window.device.clone()).or_insert(next);
+        let (queue, cooldown) = self.pending.entry(window.device.clone()).or_default();
+        if over {
+            queue.clear();
+            *cooldown = self.margin;
+            return;
+        }
+        if *cooldown > 0 {
+            *cooldown -= 1;
+            return;
+        }
+        queue.push_back(window.data.clone());
+        if queue.len() > self.margin {
+            let confirmed = queue.pop_front().expect("longer than the margin");
+            if self.kept.len() == self.capacity {
+                self.kept.pop_front();
+            }
+            self.kept.push_back((stream, confirmed));
+        }
+    }
+
+    /// The older windows to train on and the newest ones held back, each
+    /// grouped by device in time order.
+    fn split(&self, features: usize) -> (WindowSet, WindowSet) {
+        let held = ((self.kept.len() as f64) * HELD_BACK_FRACTION).ceil() as usize;
+        let cut = self.kept.len() - held;
+        let mut train_set = WindowSet::new(features);
+        let mut held_back = WindowSet::new(features);
+        // The windows just before the cut overlap the held-back ones.
+        for (i, (stream, data)) in self.kept.iter().enumerate() {
+            if i < cut.saturating_sub(self.margin) {
+                train_set.push(*stream, data);
+            } else if i >= cut {
+                held_back.push(*stream, data);
+            }
+        }
+        (grouped_by_stream(&train_set), held_back)
+    }
+}
+
+/// Share of `set`'s windows a model puts over its threshold.
+fn alarm_rate(model: LoadedModel, set: &WindowSet) -> Result<f64, LearnError> {
+    let threshold = model.meta.threshold;
+    let mut scorer = Scorer::new(model);
+    let scores = scorer
+        .score((0..set.len()).map(|i| set.window(i)))
+        .map_err(LearnError::Score)?;
+    let over = scores.iter().filter(|s| s.score as f64 > threshold).count();
+    Ok(over as f64 / set.len().max(1) as f64)
+}
+
+/// Trains on `train_set`; keeps the model only if its alarm rate on the
+/// held-back normal windows is not worse than the served model's.
+fn relearn(
+    config: &Config,
+    store: &ModelStore,
+    train_set: &WindowSet,
+    held_back: &WindowSet,
+    current: LoadedModel,
+) -> Result<Learned, LearnError> {
+    let candidate = train_model(config, train_set)?;
+    let model = load_online(&candidate.onnx)?;
+    let new_rate = alarm_rate(model.clone(), held_back)?;
+    let old_rate = alarm_rate(current, held_back)?;
+    if new_rate > old_rate + NOT_WORSE_MARGIN {
+        return Err(LearnError::Rejected { new_rate, old_rate });
+    }
+    let version = store.install(
+        &candidate.onnx,
+        &data_hash(train_set),
+        config.training.keep_versions,
+    )?;
+    Ok(Learned {
+        model,
+        version: version.name,
+        windows: train_set.len(),
+        excluded: 0,
+    })
+}
+
+fn train_model(config: &Config, set: &WindowSet) -> Result<train::Trained, LearnError> {
+    let arch = Architecture {
+        window: config.window.size,
+        channels: config.input.channels.len(),
+        model: config.model.clone(),
+    };
+    let input = InputSpec {
+        channels: config.input.channels.clone(),
+        window: config.window.size,
+        hop: config.window.hop,
+        sample_rate_hz: config.input.sample_rate_hz,
+    };
+    Ok(train::train(
+        &arch,
+        &config.training,
+        &input,
+        set,
+        &mut |_| {},
+    )?)
+}
+
+fn load_online(onnx: &[u8]) -> Result<LoadedModel, LearnError> {
+    LoadedModel::from_bytes(onnx, std::path::Path::new("<online>"))
+        .map_err(|e| LearnError::Load(e.to_string()))
+}
+
+fn data_hash(set: &WindowSet) -> String {
+    let hash = Sha256::digest(
+        set.data
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect::<Vec<u8>>(),
+    );
+    hash[..6].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 #[derive(Debug, thiserror::Error)]
 enum LearnError {
+    #[error(
+        "rejected: it puts {:.1}% of the held-back normal windows over its threshold, the \
+         served model {:.1}%", new_rate * 100.0, old_rate * 100.0
+    )]
+    Rejected { new_rate: f64, old_rate: f64 },
     #[error(transparent)]
     Train(#[from] train::TrainError),
     #[error("the trained model does not load: {0}")]
@@ -231,23 +464,8 @@ enum LearnError {
 /// Trains, excludes outlying windows, trains again, stores the model.
 fn learn(config: &Config, store: &ModelStore, set: &WindowSet) -> Result<Learned, LearnError> {
     let set = &grouped_by_stream(set);
-    let arch = Architecture {
-        window: config.window.size,
-        channels: config.input.channels.len(),
-        model: config.model.clone(),
-    };
-    let input = InputSpec {
-        channels: config.input.channels.clone(),
-        window: config.window.size,
-        hop: config.window.hop,
-        sample_rate_hz: config.input.sample_rate_hz,
-    };
-    let first = train::train(&arch, &config.training, &input, set, &mut |_| {})?;
-    let load = |onnx: &[u8]| {
-        LoadedModel::from_bytes(onnx, std::path::Path::new("<online>"))
-            .map_err(|e| LearnError::Load(e.to_string()))
-    };
-    let mut scorer = Scorer::new(load(&first.onnx)?);
+    let first = train_model(config, set)?;
+    let mut scorer = Scorer::new(load_online(&first.onnx)?);
     let errors: Vec<f32> = scorer
         .score((0..set.len()).map(|i| set.window(i)))
         .map_err(LearnError::Score)?
@@ -264,18 +482,15 @@ fn learn(config: &Config, store: &ModelStore, set: &WindowSet) -> Result<Learned
         for &i in &keep {
             kept.push(set.streams[i], set.window(i));
         }
-        train::train(&arch, &config.training, &input, &kept, &mut |_| {})?
+        train_model(config, &kept)?
     };
-    let hash = Sha256::digest(
-        set.data
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect::<Vec<u8>>(),
-    );
-    let hash: String = hash[..6].iter().map(|b| format!("{b:02x}")).collect();
-    let version = store.install(&trained.onnx, &hash, config.training.keep_versions)?;
+    let version = store.install(
+        &trained.onnx,
+        &data_hash(set),
+        config.training.keep_versions,
+    )?;
     Ok(Learned {
-        model: load(&trained.onnx)?,
+        model: load_online(&trained.onnx)?,
         version: version.name,
         windows: set.len(),
         excluded,
@@ -315,6 +530,44 @@ pub fn inliers(errors: &[f32], streams: &[usize], overlap: usize) -> Vec<usize> 
         .collect()
 }
 
+/// Recent alarm rate against the calibrated one: the share of the last
+/// [`Drift::WINDOWS`] windows over the threshold, divided by the share a
+/// model calibrated at quantile q expects of normal data (1 − q). About 1
+/// while the data looks like the training data; a lasting rise means drift
+/// (or a lasting anomaly), and a retraining may be due.
+pub struct Drift {
+    recent: VecDeque<bool>,
+    over: usize,
+    expected: f64,
+}
+
+impl Drift {
+    pub const WINDOWS: usize = 1000;
+
+    pub fn new(quantile: f64) -> Self {
+        Self {
+            recent: VecDeque::with_capacity(Self::WINDOWS),
+            over: 0,
+            expected: (1.0 - quantile).max(1e-6),
+        }
+    }
+
+    pub fn observe(&mut self, over: bool) {
+        if self.recent.len() == Self::WINDOWS && self.recent.pop_front() == Some(true) {
+            self.over -= 1;
+        }
+        self.recent.push_back(over);
+        self.over += over as usize;
+    }
+
+    pub fn ratio(&self) -> f64 {
+        if self.recent.is_empty() {
+            return 0.0;
+        }
+        (self.over as f64 / self.recent.len() as f64) / self.expected
+    }
+}
+
 /// Nice the calling thread (Linux: per thread), so the trainer yields to
 /// ingestion and scoring when the CPU is short.
 fn lower_priority() {
@@ -330,6 +583,45 @@ fn lower_priority() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn window(device: &str, value: f32) -> Window {
+        Window {
+            device: Arc::from(device),
+            seq: 0,
+            t_start: 0.0,
+            t_end: 0.0,
+            data: vec![value; 2],
+        }
+    }
+
+    #[test]
+    fn only_windows_well_clear_of_an_anomaly_count_as_normal() {
+        let mut normal = NormalWindows::new(100, 1);
+        let flags = [false, false, false, true, false, false, false, false];
+        for (i, over) in flags.iter().enumerate() {
+            normal.observe(&window("a", i as f32), *over);
+        }
+        // 0 and 1 are confirmed; 2 is dropped with the anomaly at 3; 4 is
+        // the cool-down; 5 and 6 are confirmed by their successors; 7 waits.
+        let kept: Vec<f32> = normal.kept.iter().map(|(_, d)| d[0]).collect();
+        assert_eq!(kept, vec![0.0, 1.0, 5.0, 6.0]);
+        let (train_set, held_back) = normal.split(2);
+        assert_eq!(held_back.len(), 1);
+        assert_eq!(train_set.len(), 2, "the window before the cut overlaps it");
+    }
+
+    #[test]
+    fn drift_is_the_alarm_rate_over_the_calibrated_one() {
+        let mut drift = Drift::new(0.99);
+        for i in 0..Drift::WINDOWS {
+            drift.observe(i % 100 == 0);
+        }
+        assert!((drift.ratio() - 1.0).abs() < 1e-9);
+        for i in 0..Drift::WINDOWS {
+            drift.observe(i % 10 == 0);
+        }
+        assert!((drift.ratio() - 10.0).abs() < 1e-6);
+    }
 
     #[test]
     fn outlying_windows_and_their_neighbours_are_excluded() {

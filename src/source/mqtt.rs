@@ -22,6 +22,7 @@ use crate::logging::RateLimited;
 use crate::mqtt::client::Session;
 use crate::mqtt::topic::{DeviceFilter, DeviceSource};
 use crate::mqtt::{Backoff, Broker, Client, Event, Events, MqttError};
+use crate::online::control::{Command, Control};
 use crate::telemetry::Metrics;
 
 const ROLE: &str = "input";
@@ -41,6 +42,8 @@ pub struct MqttSource {
     metrics: Metrics,
     device_field: Option<String>,
     warned: RateLimited,
+    command_topic: Option<String>,
+    control: Option<Control>,
 }
 
 impl MqttSource {
@@ -84,7 +87,35 @@ impl MqttSource {
             metrics,
             device_field: mqtt.device_field.clone(),
             warned: RateLimited::new(Duration::from_secs(60)),
+            command_topic: mqtt.command_topic.clone(),
+            control: None,
         })
+    }
+
+    /// Commands on `input.mqtt.command_topic` go here (online training).
+    pub fn set_control(&mut self, control: Control) {
+        self.control = Some(control);
+    }
+
+    /// Takes a command message; invalid ones are counted and warned about.
+    fn command(&mut self, payload: &[u8]) {
+        let Some(control) = &self.control else {
+            self.metrics.command("unknown", "refused");
+            return;
+        };
+        match Command::parse_json(payload) {
+            Ok(command) => {
+                if !control.send(command) {
+                    self.metrics.command(command.as_str(), "refused");
+                }
+            }
+            Err(error) => {
+                self.metrics.command("unknown", "invalid");
+                if let Some(held_back) = self.warned.check("command", Instant::now()) {
+                    tracing::warn!(%error, held_back, "ignoring an invalid command message");
+                }
+            }
+        }
     }
 
     fn route<'t>(&self, topic: &'t str) -> Option<(DeviceSource<'t>, Format)> {
@@ -142,6 +173,7 @@ impl MqttSource {
                         .routes
                         .iter()
                         .map(|r| r.filter.subscription.clone())
+                        .chain(self.command_topic.clone())
                         .collect();
                     tracing::info!(
                         url = %self.url,
@@ -159,6 +191,11 @@ impl MqttSource {
                     if refused {
                         tracing::error!("the broker refused an MQTT subscription (check its ACL)");
                     }
+                }
+                Ok(Event::Publish { topic, payload })
+                    if self.command_topic.as_deref() == Some(topic.as_str()) =>
+                {
+                    self.command(&payload);
                 }
                 Ok(Event::Publish { topic, payload }) => {
                     let routed = self.route(&topic).and_then(|(source, format)| {
