@@ -568,9 +568,9 @@ impl Drift {
     }
 }
 
-/// Nice the calling thread (Linux: per thread), so the trainer yields to
+/// Nices the calling thread (Linux: per thread), so a trainer yields to
 /// ingestion and scoring when the CPU is short.
-fn lower_priority() {
+pub fn lower_priority() {
     #[cfg(target_os = "linux")]
     // SAFETY: setpriority on the calling thread's id only changes its nice
     // value; a failure is harmless and ignored.
