@@ -530,3 +530,44 @@ async fn a_port_missing_at_start_is_waited_for_while_another_port_serves() {
     .await
     .expect("test timed out");
 }
+
+/// The simulator the README points users without hardware to
+/// (`examples/serial_sim.rs` runs `accelwatch::serial::sim`): its pty,
+/// in both formats, read by the daemon through to scored windows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulated_device_is_read_through_to_windows() {
+    use accelwatch::serial::sim::{self, SimFormat};
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let rows = sim::recording_rows(&demo_csv(), "watch-10").unwrap();
+        let rows = &rows[..128 + 64 * 9];
+        for (format, serial_format) in [
+            (SimFormat::Csv, SerialFormat::Csv),
+            (SimFormat::Binary, SerialFormat::Binary),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let (mut master, _slave, path) = sim::pty_pair().unwrap();
+            let mut port = SerialPortConfig::new(Path::new(&path), "sim");
+            port.format = serial_format;
+            let mut config = config(dir.path(), vec![port]);
+            config.input.binary_i16_scale = 1.0 / sim::COUNTS_PER_G;
+            let collect = Collect::default();
+            let daemon = Daemon::start(config, vec![Box::new(collect.clone())])
+                .await
+                .unwrap();
+            wait_metric(&daemon, "accelwatch_serial_connected{port=\"0\"}", |v| {
+                v == 1.0
+            })
+            .await;
+            sim::play(&mut master, rows, format, 50.0, 20.0)
+                .await
+                .unwrap();
+            wait_windows(&collect, "sim", 10).await;
+            let windows = collect.of("sim");
+            assert_eq!(windows.len(), 10, "{format:?}");
+            assert!(windows.iter().all(|w| w.score.is_finite()));
+            stop(daemon).await;
+        }
+    })
+    .await
+    .expect("test timed out");
+}
