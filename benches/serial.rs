@@ -15,7 +15,6 @@ use accelwatch::source::Source;
 use accelwatch::telemetry::Metrics;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch};
-use tokio_serial::SerialStream;
 
 /// Samples per binary frame.
 const PER_FRAME: usize = 32;
@@ -50,9 +49,7 @@ fn payload(format: SerialFormat, samples: usize) -> Vec<u8> {
 
 /// Samples per second from the first byte written to the last sample windowed.
 async fn run(format: SerialFormat, samples: usize) -> (f64, f64) {
-    let (mut master, mut slave) = SerialStream::pair().expect("pty pair");
-    slave.set_exclusive(false).unwrap();
-    let path = tokio_serial::SerialPort::name(&slave).unwrap();
+    let (mut master, _keeper, path) = accelwatch::serial::sim::pty_pair().expect("pty pair");
     let mut config = Config::default();
     config.input.kind = InputKind::Serial;
     let mut port = SerialPortConfig::new(path, "bench");
@@ -108,12 +105,6 @@ async fn run(format: SerialFormat, samples: usize) -> (f64, f64) {
 }
 
 fn main() {
-    // Opt-in: the pty run has been seen to stall on a loaded machine, and
-    // neither `cargo test` nor `cargo bench` may hang on it.
-    if std::env::var_os("ACCELWATCH_SERIAL_BENCH").is_none() {
-        println!("serial bench skipped: set ACCELWATCH_SERIAL_BENCH=1 to run it (not yet measured; see README)");
-        return;
-    }
     let full = std::env::args().any(|a| a == "--bench");
     let samples = if full { 2_000_000 } else { 20_000 };
     let runtime = tokio::runtime::Builder::new_multi_thread()
