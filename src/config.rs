@@ -1040,6 +1040,10 @@ pub struct TrainingConfig {
     /// Model versions kept in `model.dir`.
     #[serde(default = "TrainingConfig::default_keep_versions")]
     pub keep_versions: usize,
+    /// With online training, retrain this often (hours since the served
+    /// model was trained or last retried); 0 retrains on command only.
+    #[serde(default)]
+    pub retrain_every_h: f64,
 }
 
 /// Whether the daemon trains its own models.
@@ -1103,6 +1107,7 @@ impl Default for TrainingConfig {
             min_windows: Self::default_min_windows(),
             max_windows: Self::default_max_windows(),
             keep_versions: Self::default_keep_versions(),
+            retrain_every_h: 0.0,
         }
     }
 }
@@ -1542,6 +1547,14 @@ impl Config {
             training.keep_versions >= 1,
             "training.keep_versions",
             "must be at least 1".into(),
+        );
+        check(
+            training.retrain_every_h.is_finite() && training.retrain_every_h >= 0.0,
+            "training.retrain_every_h",
+            format!(
+                "must be 0 (off) or positive, got {}",
+                training.retrain_every_h
+            ),
         );
         check(
             self.detector.raise_after >= 1,

@@ -14,7 +14,7 @@ use crate::config::{Config, Problem, TrainingMode};
 use crate::model::{LoadedModel, ModelError, ModelMetadata};
 use crate::online::control::{Command, Control};
 use crate::online::store::{ModelStore, StoreError};
-use crate::online::{Drift, OnlineTrainer, State};
+use crate::online::{retrain_due, Drift, OnlineTrainer, State};
 use crate::ops::{Health, PendingModel, Pulse, Reloader};
 use crate::pipeline::{IngestStage, ScoreStage};
 use crate::sink::jsonl::JsonlSink;
@@ -282,6 +282,7 @@ impl Daemon {
                         online,
                         commands,
                         drift,
+                        last_trained: std::time::Instant::now(),
                         config: stage_config,
                         metrics: stage_metrics,
                     },
@@ -409,6 +410,8 @@ struct Scoring {
     online: Option<OnlineTrainer>,
     commands: Option<std::sync::mpsc::Receiver<Command>>,
     drift: Option<Drift>,
+    /// When the served model came, or a scheduled retraining was last tried.
+    last_trained: std::time::Instant,
     config: Config,
     metrics: Metrics,
 }
@@ -422,6 +425,7 @@ impl Scoring {
             .as_ref()
             .map_or(config.training.threshold_quantile, |c| c.quantile);
         self.drift = Some(Drift::new(quantile));
+        self.last_trained = std::time::Instant::now();
         match &mut self.stage {
             Some(stage) => stage.replace_model(model, config),
             None => self.stage = Some(ScoreStage::new(model, config, self.metrics.clone())),
@@ -433,6 +437,21 @@ impl Scoring {
     /// publish.
     fn run_commands(&mut self) -> Vec<Output> {
         let mut out = Vec::new();
+        let scheduled = self.stage.is_some()
+            && self.online.as_ref().is_some_and(|t| !t.is_training())
+            && retrain_due(
+                self.last_trained.elapsed(),
+                self.config.training.retrain_every_h,
+            );
+        if scheduled {
+            // Tried once per period, whatever the outcome.
+            self.last_trained = std::time::Instant::now();
+            match self.run_command(Command::Retrain) {
+                Ok(Some(status)) => out.push(Output::Status(status)),
+                Ok(None) => {}
+                Err(why) => tracing::warn!(%why, "scheduled retraining skipped"),
+            }
+        }
         while let Some(command) = self.commands.as_ref().and_then(|rx| rx.try_recv().ok()) {
             let result = self.run_command(command);
             let label = if result.is_ok() {

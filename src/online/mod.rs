@@ -287,6 +287,12 @@ impl OnlineTrainer {
     }
 }
 
+/// Whether a scheduled retraining is due: `every` has passed since the
+/// served model came (or since the last attempt); never when `every` is 0.
+pub fn retrain_due(since_last: std::time::Duration, every_h: f64) -> bool {
+    every_h > 0.0 && since_last.as_secs_f64() >= every_h * 3600.0
+}
+
 /// Fewest normal windows a retraining starts from: half of what the first
 /// training waited for.
 pub fn retrain_windows_needed(min_windows: usize) -> usize {
@@ -608,6 +614,14 @@ mod tests {
         let (train_set, held_back) = normal.split(2);
         assert_eq!(held_back.len(), 1);
         assert_eq!(train_set.len(), 2, "the window before the cut overlaps it");
+    }
+
+    #[test]
+    fn scheduled_retraining() {
+        let hours = |h: f64| std::time::Duration::from_secs_f64(h * 3600.0);
+        assert!(!retrain_due(hours(1000.0), 0.0), "0 is off");
+        assert!(!retrain_due(hours(23.9), 24.0));
+        assert!(retrain_due(hours(24.0), 24.0));
     }
 
     #[test]
