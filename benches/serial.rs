@@ -97,7 +97,7 @@ async fn run(format: SerialFormat, samples: usize) -> (f64, f64) {
         windows.clear();
         received += 1;
         // Rendering the registry costs more than a frame: look now and then.
-        if received % 256 == 0 || frames.is_empty() {
+        if received.is_multiple_of(256) || frames.is_empty() {
             taken = rendered(&metrics);
         }
     }
