@@ -453,17 +453,18 @@ impl Scoring {
             }
         }
         while let Some(command) = self.commands.as_ref().and_then(|rx| rx.try_recv().ok()) {
+            let name = command.as_str();
             let result = self.run_command(command);
             let label = if result.is_ok() {
                 "accepted"
             } else {
                 "refused"
             };
-            self.metrics.command(command.as_str(), label);
+            self.metrics.command(name, label);
             match result {
                 Ok(Some(status)) => out.push(Output::Status(status)),
                 Ok(None) => {}
-                Err(why) => tracing::warn!(command = command.as_str(), %why, "command refused"),
+                Err(why) => tracing::warn!(command = name, %why, "command refused"),
             }
         }
         out
@@ -497,6 +498,11 @@ impl Scoring {
                 let mut status = StatusRecord::new(State::Training, 0, 0);
                 status.progress = 1.0;
                 Ok(Some(status))
+            }
+            Command::Mark(mark) => {
+                let removed = trainer.mark(mark);
+                tracing::info!(removed, "time range marked");
+                Ok(None)
             }
             Command::Rollback => {
                 let version = trainer.store().rollback().map_err(|e| e.to_string())?;

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -640,33 +640,39 @@ async fn readyz(State(metrics): State<Metrics>) -> impl IntoResponse {
     )
 }
 
-/// `POST /control/<command>`: queued for the scorer (202), refused when
-/// online training is off (409), or an unknown command (404).
+/// `POST /control/<command>[?arguments]`: queued for the scorer (202),
+/// refused when online training is off (409), an unknown command (404) or
+/// bad arguments (400).
 async fn control_handler(
     State((metrics, control)): State<(Metrics, Option<Control>)>,
     Path(name): Path<String>,
+    RawQuery(query): RawQuery,
 ) -> impl IntoResponse {
-    let command = match Command::parse_name(&name) {
+    let command = match Command::parse(&name, query.as_deref()) {
         Ok(command) => command,
         Err(error) => {
-            metrics.command("unknown", "invalid");
-            return (
-                StatusCode::NOT_FOUND,
-                Json(serde_json::json!({ "error": error })),
-            );
+            let known = crate::online::control::NAMES.contains(&name.as_str());
+            metrics.command(if known { name.as_str() } else { "unknown" }, "invalid");
+            let status = if known {
+                StatusCode::BAD_REQUEST
+            } else {
+                StatusCode::NOT_FOUND
+            };
+            return (status, Json(serde_json::json!({ "error": error })));
         }
     };
+    let name = command.as_str();
     match &control {
         Some(control) if control.send(command) => (
             StatusCode::ACCEPTED,
-            Json(serde_json::json!({ "accepted": command.as_str() })),
+            Json(serde_json::json!({ "accepted": name })),
         ),
         Some(_) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(serde_json::json!({ "error": "shutting down" })),
         ),
         None => {
-            metrics.command(command.as_str(), "refused");
+            metrics.command(name, "refused");
             (
                 StatusCode::CONFLICT,
                 Json(serde_json::json!({

@@ -1143,6 +1143,24 @@ async fn a_daemon_without_a_model_calibrates_then_alerts_and_keeps_its_model() {
                 .unwrap()
         };
         assert_eq!(post("/control/format-disk").await.0, 404);
+        assert_eq!(
+            post("/control/mark?label=abnormal&from_ms=9&to_ms=1")
+                .await
+                .0,
+            400
+        );
+        assert_eq!(
+            post("/control/mark?label=abnormal&from_ms=0&to_ms=1&device=nobody")
+                .await
+                .0,
+            202
+        );
+        wait_metric(
+            addr,
+            "accelwatch_commands_total{command=\"mark\",result=\"accepted\"}",
+            1.0,
+        )
+        .await;
         publish(
             &publisher,
             "accelwatch/command",

@@ -31,6 +31,7 @@ use crate::model::LoadedModel;
 use crate::score::Scorer;
 use crate::telemetry::Metrics;
 use crate::window::Window;
+use control::{Label, Mark};
 use store::{ModelStore, StoreError};
 
 /// Robust standard deviations above the median error beyond which a
@@ -75,7 +76,14 @@ pub struct OnlineTrainer {
     metrics: Metrics,
     saved_at: usize,
     normal: NormalWindows,
+    /// Device and time span of each collected window (unknown for windows
+    /// restored from disk).
+    collected_spans: Vec<(Arc<str>, f64, f64)>,
+    marks: Vec<Mark>,
 }
+
+/// Marks remembered, newest last.
+const MAX_MARKS: usize = 1000;
 
 /// Collected windows are written to the model directory this often, so a
 /// restart keeps them.
@@ -95,7 +103,11 @@ impl OnlineTrainer {
             );
         }
         let next_stream = collected.streams.iter().max().map_or(0, |m| m + 1);
+        let unknown: Arc<str> = Arc::from("");
+        let collected_spans = vec![(unknown, f64::NAN, f64::NAN); collected.len()];
         let trainer = Self {
+            collected_spans,
+            marks: Vec::new(),
             next_stream,
             config: config.clone(),
             saved_at: collected.len(),
@@ -144,6 +156,11 @@ impl OnlineTrainer {
             if self.collected.len() >= max {
                 break;
             }
+            if self.marked(window) == Some(Label::Abnormal) {
+                continue;
+            }
+            self.collected_spans
+                .push((window.device.clone(), window.t_start, window.t_end));
             let next = &mut self.next_stream;
             let stream = *self
                 .streams
@@ -170,6 +187,7 @@ impl OnlineTrainer {
         let (tx, rx) = mpsc::channel();
         let features = self.collected.features;
         let set = std::mem::replace(&mut self.collected, WindowSet::new(features));
+        self.collected_spans.clear();
         let config = self.config.clone();
         let store = self.store.clone();
         let spawned = std::thread::Builder::new()
@@ -224,6 +242,7 @@ impl OnlineTrainer {
     /// (the `calibrate` command).
     pub fn recalibrate(&mut self) {
         self.collected = WindowSet::new(self.collected.features);
+        self.collected_spans.clear();
         self.streams.clear();
         self.next_stream = 0;
         self.saved_at = 0;
@@ -231,9 +250,61 @@ impl OnlineTrainer {
         self.report();
     }
 
+    /// The label of the newest mark covering `window`, if any.
+    fn marked(&self, window: &Window) -> Option<Label> {
+        self.marks
+            .iter()
+            .rev()
+            .find(|m| m.covers(&window.device, window.t_start, window.t_end))
+            .map(|m| m.label)
+    }
+
+    /// Records a labelled time range: windows overlapping an abnormal one
+    /// leave the calibration collection and the retraining buffer, and
+    /// later ones are not collected; windows overlapping a normal one are
+    /// kept for retraining whatever their score. Returns the windows
+    /// removed.
+    pub fn mark(&mut self, mark: Mark) -> usize {
+        let mut removed = 0;
+        if mark.label == Label::Abnormal {
+            let keep: Vec<bool> = self
+                .collected_spans
+                .iter()
+                .map(|(device, from, to)| !mark.covers(device, *from, *to))
+                .collect();
+            if keep.contains(&false) {
+                let mut kept = WindowSet::new(self.collected.features);
+                for (i, keep) in keep.iter().enumerate() {
+                    if *keep {
+                        kept.push(self.collected.streams[i], self.collected.window(i));
+                    }
+                }
+                removed += self.collected.len() - kept.len();
+                self.collected = kept;
+                let mut spans = std::mem::take(&mut self.collected_spans).into_iter();
+                self.collected_spans = keep
+                    .iter()
+                    .filter_map(|k| spans.next().filter(|_| *k))
+                    .collect();
+            }
+            removed += self.normal.remove(&mark);
+        }
+        if self.marks.len() == MAX_MARKS {
+            self.marks.remove(0);
+        }
+        self.marks.push(mark);
+        self.report();
+        removed
+    }
+
     /// Remembers the scored windows judged normal, for a retraining.
     pub fn observe(&mut self, windows: &[Window], over: impl Iterator<Item = bool>) {
         for (window, over) in windows.iter().zip(over) {
+            let over = match self.marked(window) {
+                Some(Label::Abnormal) => true,
+                Some(Label::Normal) => false,
+                None => over,
+            };
             self.normal.observe(window, over);
         }
         self.metrics.retrain_windows(self.normal.kept.len());
@@ -316,9 +387,18 @@ const REJECTED: &str = "rejected";
 struct NormalWindows {
     capacity: usize,
     margin: usize,
-    pending: HashMap<Arc<str>, (VecDeque<Vec<f32>>, usize)>,
+    pending: HashMap<Arc<str>, (VecDeque<Kept>, usize)>,
     streams: HashMap<Arc<str>, usize>,
-    kept: VecDeque<(usize, Vec<f32>)>,
+    kept: VecDeque<Kept>,
+}
+
+/// A window kept for retraining: its stream, values and span.
+struct Kept {
+    stream: usize,
+    data: Vec<f32>,
+    device: Arc<str>,
+    t_start: f64,
+    t_end: f64,
 }
 
 impl NormalWindows {
@@ -345,14 +425,34 @@ impl NormalWindows {
             *cooldown -= 1;
             return;
         }
-        queue.push_back(window.data.clone());
+        queue.push_back(Kept {
+            stream,
+            data: window.data.clone(),
+            device: window.device.clone(),
+            t_start: window.t_start,
+            t_end: window.t_end,
+        });
         if queue.len() > self.margin {
             let confirmed = queue.pop_front().expect("longer than the margin");
             if self.kept.len() == self.capacity {
                 self.kept.pop_front();
             }
-            self.kept.push_back((stream, confirmed));
+            self.kept.push_back(confirmed);
         }
+    }
+
+    /// Forgets the windows `mark` covers, kept or pending; returns how many.
+    fn remove(&mut self, mark: &Mark) -> usize {
+        let before = self.kept.len();
+        self.kept
+            .retain(|k| !mark.covers(&k.device, k.t_start, k.t_end));
+        let mut removed = before - self.kept.len();
+        for (queue, _) in self.pending.values_mut() {
+            let before = queue.len();
+            queue.retain(|k| !mark.covers(&k.device, k.t_start, k.t_end));
+            removed += before - queue.len();
+        }
+        removed
     }
 
     /// The older windows to train on and the newest ones held back, each
@@ -363,11 +463,11 @@ impl NormalWindows {
         let mut train_set = WindowSet::new(features);
         let mut held_back = WindowSet::new(features);
         // The windows just before the cut overlap the held-back ones.
-        for (i, (stream, data)) in self.kept.iter().enumerate() {
+        for (i, kept) in self.kept.iter().enumerate() {
             if i < cut.saturating_sub(self.margin) {
-                train_set.push(*stream, data);
+                train_set.push(kept.stream, &kept.data);
             } else if i >= cut {
-                held_back.push(*stream, data);
+                held_back.push(kept.stream, &kept.data);
             }
         }
         (grouped_by_stream(&train_set), held_back)
@@ -609,11 +709,68 @@ mod tests {
         }
         // 0 and 1 are confirmed; 2 is dropped with the anomaly at 3; 4 is
         // the cool-down; 5 and 6 are confirmed by their successors; 7 waits.
-        let kept: Vec<f32> = normal.kept.iter().map(|(_, d)| d[0]).collect();
+        let kept: Vec<f32> = normal.kept.iter().map(|k| k.data[0]).collect();
         assert_eq!(kept, vec![0.0, 1.0, 5.0, 6.0]);
         let (train_set, held_back) = normal.split(2);
         assert_eq!(held_back.len(), 1);
         assert_eq!(train_set.len(), 2, "the window before the cut overlaps it");
+    }
+
+    fn timed(device: &str, i: usize) -> Window {
+        Window {
+            device: Arc::from(device),
+            seq: i as u64,
+            t_start: i as f64 * 1000.0,
+            t_end: i as f64 * 1000.0 + 2540.0,
+            data: vec![i as f32; 128 * 3],
+        }
+    }
+
+    #[test]
+    fn marked_ranges_are_not_learned_or_are_learned_whatever_the_score() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ModelStore::open(dir.path()).unwrap();
+        let mut trainer = OnlineTrainer::new(&Config::default(), store, Metrics::new()).unwrap();
+        let a: Vec<Window> = (0..10).map(|i| timed("a", i)).collect();
+        trainer.collect(&a);
+        assert_eq!(trainer.collected(), 10);
+        let abnormal = |device: Option<&str>| Mark {
+            label: Label::Abnormal,
+            from_ms: 3000.0,
+            to_ms: 5000.0,
+            device: device.map(String::from),
+        };
+        // Windows 1 to 5 overlap 3000..5000.
+        assert_eq!(trainer.mark(abnormal(Some("a"))), 5);
+        assert_eq!(trainer.collected(), 5);
+        trainer.collect(&[timed("a", 4), timed("b", 4)]);
+        assert_eq!(trainer.collected(), 6, "a's window is marked, b's is not");
+
+        // Retraining buffer: over-threshold windows in a normal range count.
+        trainer.mark(Mark {
+            label: Label::Normal,
+            from_ms: 20_000.0,
+            to_ms: 40_000.0,
+            device: None,
+        });
+        let c: Vec<Window> = (20..30).map(|i| timed("c", i)).collect();
+        trainer.observe(&c, std::iter::repeat(true));
+        assert_eq!(
+            trainer.normal_windows(),
+            10 - 2,
+            "all but the last two (the margin)"
+        );
+        trainer.mark(Mark {
+            label: Label::Abnormal,
+            from_ms: 25_000.0,
+            to_ms: 25_000.0,
+            device: Some("c".into()),
+        });
+        assert_eq!(
+            trainer.normal_windows(),
+            8 - 3,
+            "windows 23, 24, 25 overlap 25 s"
+        );
     }
 
     #[test]

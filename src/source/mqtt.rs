@@ -105,8 +105,9 @@ impl MqttSource {
         };
         match Command::parse_json(payload) {
             Ok(command) => {
+                let name = command.as_str();
                 if !control.send(command) {
-                    self.metrics.command(command.as_str(), "refused");
+                    self.metrics.command(name, "refused");
                 }
             }
             Err(error) => {
