@@ -283,6 +283,7 @@ impl Daemon {
                         commands,
                         drift,
                         last_trained: std::time::Instant::now(),
+                        windows_since_status: 0,
                         config: stage_config,
                         metrics: stage_metrics,
                     },
@@ -403,6 +404,10 @@ async fn ingest(
     }
 }
 
+/// With online training, the serving status (with the drift ratio) is
+/// published this often.
+const STATUS_EVERY_WINDOWS: usize = 250;
+
 /// The scorer's state: a stage once there is a model; before that (online
 /// training), the trainer collecting windows.
 struct Scoring {
@@ -412,6 +417,7 @@ struct Scoring {
     drift: Option<Drift>,
     /// When the served model came, or a scheduled retraining was last tried.
     last_trained: std::time::Instant,
+    windows_since_status: usize,
     config: Config,
     metrics: Metrics,
 }
@@ -524,20 +530,38 @@ impl Scoring {
     }
 
     /// Feeds the drift score and the retraining buffer with a scored batch.
-    fn observe(&mut self, batch: &[Window], out: &[Output]) {
+    /// With online training, a serving status with the drift ratio every
+    /// [`STATUS_EVERY_WINDOWS`] windows.
+    fn observe(&mut self, batch: &[Window], out: &[Output]) -> Option<StatusRecord> {
         let over = || {
             out.iter().filter_map(|o| match o {
                 Output::Window(w) => Some(w.over_threshold || w.anomaly),
                 _ => None,
             })
         };
+        let mut status = None;
         if let Some(drift) = self.drift.as_mut() {
-            over().for_each(|o| drift.observe(o));
+            for o in over() {
+                drift.observe(o);
+                self.windows_since_status += 1;
+            }
             self.metrics.drift(drift.ratio());
+            if self.online.is_some() && self.windows_since_status >= STATUS_EVERY_WINDOWS {
+                self.windows_since_status = 0;
+                let mut record = StatusRecord::new(State::Serving, 0, 0);
+                record.progress = 1.0;
+                record.model = self
+                    .stage
+                    .as_ref()
+                    .map(|s| s.model().meta.id.as_str().into());
+                record.drift = Some(drift.ratio());
+                status = Some(record);
+            }
         }
         if let Some(trainer) = self.online.as_mut() {
             trainer.observe(batch, over());
         }
+        status
     }
 
     /// Serves a model the online trainer finished, and says so; false when
@@ -628,8 +652,10 @@ fn score_loop(
         }
         let out = match scoring.stage.as_mut() {
             Some(stage) => {
-                let out = stage.score(&batch)?;
-                scoring.observe(&batch, &out);
+                let mut out = stage.score(&batch)?;
+                if let Some(status) = scoring.observe(&batch, &out) {
+                    out.push(Output::Status(status));
+                }
                 out
             }
             None => {

@@ -1178,6 +1178,12 @@ async fn a_daemon_without_a_model_calibrates_then_alerts_and_keeps_its_model() {
             .map(|(series, rows)| (format!("pen-again-{series}"), rows))
             .collect();
         stream(&publisher, &more_pen).await;
+        got.until(&mut watched, "a serving status with the drift ratio", |r| {
+            r.on("accelwatch/status")
+                .iter()
+                .any(|s| s["model_state"] == "serving" && s["drift"].as_f64().is_some())
+        })
+        .await;
         // The command overtakes queued windows: let the scorer catch up.
         let mut last = -1.0;
         loop {

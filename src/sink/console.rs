@@ -39,14 +39,16 @@ pub fn format_message(m: &serde_json::Value) -> Option<String> {
     let text = |k: &str| m.get(k).and_then(|v| v.as_str());
     let number = |k: &str| m.get(k).and_then(|v| v.as_f64());
     if text("type")? == "status" {
-        return Some(format!(
-            "--- model {}: {} of {} windows collected ({:.0}%){}",
-            text("state")?,
-            number("collected")?,
-            number("target")?,
-            number("progress")? * 100.0,
-            text("model").map_or(String::new(), |m| format!(", serving {m}"))
-        ));
+        return Some(
+            format!(
+                "--- model {}: {} of {} windows collected ({:.0}%){}",
+                text("state")?,
+                number("collected")?,
+                number("target")?,
+                number("progress")? * 100.0,
+                text("model").map_or(String::new(), |m| format!(", serving {m}")),
+            ) + &number("drift").map_or(String::new(), |d| format!(", drift {d:.2}")),
+        );
     }
     let flag = |k: &str| m.get(k).and_then(|v| v.as_bool()).unwrap_or(false);
     let (device, seq, score, threshold) = (

@@ -63,6 +63,9 @@ pub struct StatusRecord {
     pub progress: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<Arc<str>>,
+    /// The drift ratio of the served model (see `online::Drift`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drift: Option<f64>,
 }
 
 impl StatusRecord {
@@ -74,6 +77,7 @@ impl StatusRecord {
             target,
             progress: (collected as f64 / target.max(1) as f64).min(1.0),
             model: None,
+            drift: None,
         }
     }
 }

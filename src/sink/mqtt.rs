@@ -56,6 +56,9 @@ pub fn status_payload_with(online: bool, model: Option<&StatusRecord>) -> Vec<u8
         if let Some(id) = &model.model {
             payload["model"] = id.as_ref().into();
         }
+        if let Some(drift) = model.drift {
+            payload["drift"] = drift.into();
+        }
     }
     serde_json::to_vec(&payload).expect("static JSON")
 }
