@@ -50,10 +50,12 @@ fn main() {
             )
             .expect("shipped training data");
             let set = recording.window_set(window_spec(&config));
+            let mut model = config.model.clone();
+            model.variant = accelwatch::config::Variant::Basic;
             let arch = Architecture {
                 window: config.window.size,
                 channels: config.input.channels.len(),
-                model: config.model.clone(),
+                model,
             };
             let input = InputSpec {
                 channels: config.input.channels.clone(),

@@ -39,7 +39,8 @@ pub async fn run(args: DemoArgs) -> Result<(), Failure> {
     }
     println!(
         "accelwatch demo: real smartwatch recordings (Burns et al. 2018, see data/watch/README.md).\n\
-         1. Training a basic autoencoder on the PEN (pendulum) exercise of subjects 1-7 ..."
+         1. Training a {} autoencoder on the PEN (pendulum) exercise of subjects 1-7 ...",
+        config.model.variant.name()
     );
     let data = DataArgs {
         data: train_path,

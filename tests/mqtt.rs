@@ -1053,6 +1053,8 @@ async fn a_daemon_without_a_model_calibrates_then_alerts_and_keeps_its_model() {
         let mut config = mqtt_config(&broker);
         config.model.dir = Some(models.clone());
         config.training.mode = accelwatch::config::TrainingMode::Online;
+        // The mechanics, with the quickest variant to train.
+        config.model.variant = accelwatch::config::Variant::Basic;
         config.training.min_windows = 280;
         config.input.mqtt.command_topic = Some("accelwatch/command".into());
         assert!(
