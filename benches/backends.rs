@@ -124,12 +124,7 @@ fn other_variants(repo: &Path, dir: &Path) -> Vec<(String, PathBuf)> {
     .expect("shipped training data");
     let spec = window_spec(&config);
     let set = recording.window_set(spec);
-    let input = InputSpec {
-        channels: config.input.channels.clone(),
-        window: config.window.size,
-        hop: config.window.hop,
-        sample_rate_hz: config.input.sample_rate_hz,
-    };
+    let input = InputSpec::from_config(&config);
     [Variant::Deep, Variant::Vae, Variant::Conv, Variant::Sparse]
         .into_iter()
         .map(|variant| {

@@ -57,12 +57,7 @@ fn main() {
                 channels: config.input.channels.len(),
                 model,
             };
-            let input = InputSpec {
-                channels: config.input.channels.clone(),
-                window: config.window.size,
-                hop: config.window.hop,
-                sample_rate_hz: config.input.sample_rate_hz,
-            };
+            let input = InputSpec::from_config(&config);
             let mut settings = config.training.clone();
             settings.epochs = 20;
             while !stop.load(Ordering::SeqCst) {

@@ -32,12 +32,7 @@ fn main() {
     .expect("shipped training data");
     let spec = window_spec(&config);
     let set = recording.window_set(spec);
-    let input = InputSpec {
-        channels: config.input.channels.clone(),
-        window: config.window.size,
-        hop: config.window.hop,
-        sample_rate_hz: config.input.sample_rate_hz,
-    };
+    let input = InputSpec::from_config(&config);
     println!(
         "training {} epochs on {} windows of {}x{} (batch {}), {} cores",
         epochs,

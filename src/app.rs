@@ -285,12 +285,7 @@ pub(crate) fn train_model(
         recording.rows(),
         data.data.display()
     );
-    let input = InputSpec {
-        channels: config.input.channels.clone(),
-        window: config.window.size,
-        hop: config.window.hop,
-        sample_rate_hz: config.input.sample_rate_hz,
-    };
+    let input = InputSpec::from_config(config);
     let mut progress = Progress::new(config.training.epochs, verbose);
     let mut history = Vec::new();
     let trained = train::train(&arch, &config.training, &input, &set, &mut |r| {

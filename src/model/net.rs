@@ -34,6 +34,15 @@ pub struct Architecture {
 }
 
 impl Architecture {
+    /// The network `config` describes: its window, channels and `[model]`.
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        Self {
+            window: config.window.size,
+            channels: config.input.channels.len(),
+            model: config.model.clone(),
+        }
+    }
+
     pub fn features(&self) -> usize {
         self.window * self.channels
     }

@@ -63,6 +63,18 @@ pub struct InputSpec {
     pub sample_rate_hz: f64,
 }
 
+impl InputSpec {
+    /// What `config`'s input and window settings tell a model.
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        Self {
+            channels: config.input.channels.clone(),
+            window: config.window.size,
+            hop: config.window.hop,
+            sample_rate_hz: config.input.sample_rate_hz,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EpochReport {
     pub epoch: usize,

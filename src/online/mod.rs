@@ -515,17 +515,8 @@ fn relearn(
 }
 
 fn train_model(config: &Config, set: &WindowSet) -> Result<train::Trained, LearnError> {
-    let arch = Architecture {
-        window: config.window.size,
-        channels: config.input.channels.len(),
-        model: config.model.clone(),
-    };
-    let input = InputSpec {
-        channels: config.input.channels.clone(),
-        window: config.window.size,
-        hop: config.window.hop,
-        sample_rate_hz: config.input.sample_rate_hz,
-    };
+    let arch = Architecture::from_config(config);
+    let input = InputSpec::from_config(config);
     Ok(train::train(
         &arch,
         &config.training,

@@ -62,22 +62,13 @@ pub fn quick_variant(config: &Config, variant: Variant, epochs: usize, seed: u64
     let mut config = config.clone();
     config.model.variant = variant;
     let set = pen_windows(&config);
-    let arch = Architecture {
-        window: config.window.size,
-        channels: config.input.channels.len(),
-        model: config.model.clone(),
-    };
+    let arch = Architecture::from_config(&config);
     let settings = TrainingConfig {
         epochs,
         seed,
         ..config.training.clone()
     };
-    let input = InputSpec {
-        channels: config.input.channels.clone(),
-        window: config.window.size,
-        hop: config.window.hop,
-        sample_rate_hz: config.input.sample_rate_hz,
-    };
+    let input = InputSpec::from_config(&config);
     train::train(&arch, &settings, &input, &set, &mut |_| {}).expect("training")
 }
 
