@@ -114,6 +114,7 @@ fn measure(config: &Config, model: &LoadedModel, run_for: Duration) -> Figures {
             format: Format::Csv,
             received_at_ms: 0.0,
             restart: false,
+            topic: None,
         };
         let arrived = Instant::now();
         ingest.ingest(&frame, &mut windows);

@@ -121,6 +121,7 @@ fn end_to_end(c: &mut Criterion) {
             format: Format::Csv,
             received_at_ms: 0.0,
             restart: false,
+            topic: None,
         })
         .collect();
     let mut group = c.benchmark_group("ingest_and_score");

@@ -668,37 +668,59 @@ fn calibrate(args: CalibrateArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+/// One model directory's versions, the served one marked with `*`.
+fn list_versions(
+    store: &crate::online::store::ModelStore,
+) -> Result<(), crate::online::store::StoreError> {
+    let current = store.current()?;
+    let versions = store.versions()?;
+    if versions.is_empty() {
+        println!("{}: no model yet", store.dir().display());
+    }
+    for version in versions {
+        let mark = if Some(&version) == current.as_ref() {
+            "*"
+        } else {
+            " "
+        };
+        let detail = match LoadedModel::load(&version.path) {
+            Ok(model) => format!(
+                "{} {}, threshold {:.4}",
+                model.meta.id, model.meta.variant, model.meta.threshold
+            ),
+            Err(error) => format!("unreadable: {error}"),
+        };
+        println!("{mark} {}  {detail}", version.name);
+    }
+    Ok(())
+}
+
 fn models(command: crate::cli::ModelsCommand) -> Result<(), Failure> {
     use crate::cli::ModelsCommand;
+    use crate::online::scope::{self, FLEET};
     use crate::online::store::ModelStore;
     let config_error = |e: crate::online::store::StoreError| failure(EX_CONFIG, e.into());
     match command {
-        ModelsCommand::List { dir } => {
-            let store = ModelStore::open(&dir).map_err(config_error)?;
-            let current = store.current().map_err(config_error)?;
-            let versions = store.versions().map_err(config_error)?;
-            if versions.is_empty() {
-                println!("{}: no model yet", dir.display());
-            }
-            for version in versions {
-                let mark = if Some(&version) == current.as_ref() {
-                    "*"
-                } else {
-                    " "
-                };
-                let detail = match LoadedModel::load(&version.path) {
-                    Ok(model) => format!(
-                        "{} {}, threshold {:.4}",
-                        model.meta.id, model.meta.variant, model.meta.threshold
-                    ),
-                    Err(error) => format!("unreadable: {error}"),
-                };
-                println!("{mark} {}  {detail}", version.name);
+        ModelsCommand::List { dir, scope } => {
+            let scopes: Vec<String> = match scope {
+                Some(scope) => vec![scope],
+                None => std::iter::once(FLEET.to_string())
+                    .chain(scope::existing(&dir).into_iter().map(|(name, _)| name))
+                    .collect(),
+            };
+            let headed = scopes.len() > 1;
+            for name in scopes {
+                let store =
+                    ModelStore::open(&scope::scope_dir(&dir, &name)).map_err(config_error)?;
+                if headed {
+                    println!("{name}:");
+                }
+                list_versions(&store).map_err(config_error)?;
             }
             Ok(())
         }
-        ModelsCommand::Rollback { dir, to } => {
-            let store = ModelStore::open(&dir).map_err(config_error)?;
+        ModelsCommand::Rollback { dir, scope, to } => {
+            let store = ModelStore::open(&scope::scope_dir(&dir, &scope)).map_err(config_error)?;
             let version = match to {
                 Some(name) => {
                     store.set_current(&name).map_err(config_error)?;
@@ -706,7 +728,10 @@ fn models(command: crate::cli::ModelsCommand) -> Result<(), Failure> {
                 }
                 None => store.rollback().map_err(config_error)?.name,
             };
-            println!("{}: serving {version} from the next reload", dir.display());
+            println!(
+                "{}: serving {version} from the next reload",
+                store.dir().display()
+            );
             Ok(())
         }
     }

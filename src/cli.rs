@@ -64,16 +64,25 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum ModelsCommand {
-    /// Every version, oldest first; the served one is marked with `*`.
+    /// Every version, oldest first; the served one is marked with `*`. With
+    /// per-device or per-group models, every scope's (or one `--scope`'s).
     List {
         #[arg(long)]
         dir: PathBuf,
+        /// One scope: `fleet`, `device:<id>` or `group:<name>`.
+        #[arg(long)]
+        scope: Option<String>,
     },
     /// Serve the version before the current one (or `--to NAME`); a running
-    /// daemon switches on SIGHUP or within model.watch_interval_ms.
+    /// daemon switches on SIGHUP or within model.watch_interval_ms (the
+    /// fleet model), or at its next start (a device's or group's; the
+    /// `rollback` command switches a running daemon at once).
     Rollback {
         #[arg(long)]
         dir: PathBuf,
+        /// The scope whose model to roll back (default: the fleet's).
+        #[arg(long, default_value = "fleet")]
+        scope: String,
         #[arg(long)]
         to: Option<String>,
     },

@@ -1045,6 +1045,46 @@ pub struct TrainingConfig {
     /// model was trained or last retried); 0 retrains on command only.
     #[serde(default)]
     pub retrain_every_h: f64,
+    /// What one model serves: the whole `fleet`, each `device`, or each
+    /// `group` of `training.groups` (devices in no group share the fleet
+    /// model).
+    #[serde(default)]
+    pub scope: ScopeKind,
+    /// Device groups for `scope = "group"`, first match wins.
+    #[serde(default)]
+    pub groups: Vec<GroupConfig>,
+    /// Most scopes with a model of their own; windows of further devices or
+    /// groups are scored by the fleet model (and counted).
+    #[serde(default = "TrainingConfig::default_max_scopes")]
+    pub max_scopes: usize,
+    /// Share of one CPU core an online training may use (0 to 1]; the
+    /// training thread sleeps between batches to keep to it.
+    #[serde(default = "TrainingConfig::default_cpu_share")]
+    pub cpu_share: f64,
+    /// Bound on the memory online training may hold in windows, over all
+    /// scopes (collected and kept for retraining); the config is refused
+    /// when max_scopes × max_windows could exceed it.
+    #[serde(default = "TrainingConfig::default_max_memory_mb")]
+    pub max_memory_mb: usize,
+}
+
+/// What one model serves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScopeKind {
+    #[default]
+    Fleet,
+    Device,
+    Group,
+}
+
+/// A device group: the devices heard on topics matching any of `topics`
+/// (MQTT filters; `+`, `#` and `{device}` allowed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupConfig {
+    pub name: String,
+    pub topics: Vec<String>,
 }
 
 /// Whether the daemon trains its own models.
@@ -1090,6 +1130,27 @@ impl TrainingConfig {
     const fn default_keep_versions() -> usize {
         5
     }
+    const fn default_max_scopes() -> usize {
+        16
+    }
+    const fn default_cpu_share() -> f64 {
+        0.5
+    }
+    const fn default_max_memory_mb() -> usize {
+        1024
+    }
+
+    /// Most bytes online training may hold in windows of `features` values:
+    /// per scope, the calibration collection or the retraining buffer, each
+    /// up to max_windows.
+    pub fn memory_bound_bytes(&self, features: usize) -> u64 {
+        let scopes = match self.scope {
+            ScopeKind::Fleet => 1,
+            // The fleet scope takes the overflow.
+            _ => self.max_scopes as u64 + 1,
+        };
+        scopes * 2 * self.max_windows as u64 * features as u64 * 4
+    }
 }
 
 impl Default for TrainingConfig {
@@ -1109,6 +1170,11 @@ impl Default for TrainingConfig {
             max_windows: Self::default_max_windows(),
             keep_versions: Self::default_keep_versions(),
             retrain_every_h: 0.0,
+            scope: ScopeKind::Fleet,
+            groups: Vec::new(),
+            max_scopes: Self::default_max_scopes(),
+            cpu_share: Self::default_cpu_share(),
+            max_memory_mb: Self::default_max_memory_mb(),
         }
     }
 }
@@ -1544,6 +1610,101 @@ impl Config {
                 training.max_windows, training.min_windows
             ),
         );
+        if training.scope != ScopeKind::Fleet {
+            let kind = if training.scope == ScopeKind::Device {
+                "device"
+            } else {
+                "group"
+            };
+            check(
+                self.model.dir.is_some(),
+                "model.dir",
+                format!(
+                    "training.scope = \"{kind}\" keeps a model per scope under a model directory"
+                ),
+            );
+            check(
+                training.mode == TrainingMode::Online,
+                "training.mode",
+                format!(
+                    "training.scope = \"{kind}\" needs \"online\": a new {kind} calibrates a model of its own"
+                ),
+            );
+        }
+        if training.scope == ScopeKind::Group {
+            check(
+                !training.groups.is_empty(),
+                "training.groups",
+                "training.scope = \"group\" needs at least one [[training.groups]]".into(),
+            );
+            check(
+                self.input.kind == InputKind::Mqtt,
+                "training.groups",
+                "groups are topic patterns: they need input.kind = \"mqtt\"".into(),
+            );
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, group) in training.groups.iter().enumerate() {
+            let key = format!("training.groups[{i}]");
+            check(
+                !group.name.is_empty()
+                    && group.name.len() <= 64
+                    && group
+                        .name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+                &format!("{key}.name"),
+                format!(
+                    "{:?}: 1 to 64 of A-Z, a-z, 0-9, - and _ (it names a directory)",
+                    group.name
+                ),
+            );
+            check(
+                names.insert(group.name.as_str()),
+                &format!("{key}.name"),
+                format!("{:?} is used twice", group.name),
+            );
+            check(
+                !group.topics.is_empty(),
+                &format!("{key}.topics"),
+                "needs at least one topic filter".into(),
+            );
+            for topic in &group.topics {
+                if let Err(why) = crate::mqtt::topic::DeviceFilter::parse_with(topic, true) {
+                    check(false, &format!("{key}.topics"), why);
+                }
+            }
+        }
+        check(
+            training.max_scopes >= 1,
+            "training.max_scopes",
+            "must be at least 1".into(),
+        );
+        check(
+            training.cpu_share > 0.0 && training.cpu_share <= 1.0,
+            "training.cpu_share",
+            format!(
+                "must be more than 0 and at most 1 (of one core), got {}",
+                training.cpu_share
+            ),
+        );
+        if training.mode == TrainingMode::Online {
+            let features = self.window.size * self.input.channels.len();
+            let bound = training.memory_bound_bytes(features);
+            check(
+                bound <= training.max_memory_mb as u64 * 1024 * 1024,
+                "training.max_memory_mb",
+                format!(
+                    "{} MiB, but online training may hold up to {} MiB of windows ({} scope(s) × \
+                     2 × training.max_windows {} × {features} values × 4 bytes); lower \
+                     training.max_windows or training.max_scopes, or raise this bound",
+                    training.max_memory_mb,
+                    bound.div_ceil(1024 * 1024),
+                    bound / (2 * training.max_windows as u64 * features as u64 * 4),
+                    training.max_windows
+                ),
+            );
+        }
         check(
             training.keep_versions >= 1,
             "training.keep_versions",

@@ -10,9 +10,14 @@ use std::net::SocketAddr;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, Problem, TrainingMode};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::config::{Config, Problem, ScopeKind, TrainingMode};
+use crate::logging::RateLimited;
 use crate::model::{LoadedModel, ModelError, ModelMetadata};
-use crate::online::control::{Command, Control};
+use crate::online::control::{Command, Control, Target};
+use crate::online::scope::{self, FLEET};
 use crate::online::store::{ModelStore, StoreError};
 use crate::online::{retrain_due, Drift, OnlineTrainer, State};
 use crate::ops::{Health, PendingModel, Pulse, Reloader};
@@ -51,6 +56,15 @@ pub enum DaemonError {
         addr: SocketAddr,
         cause: std::io::Error,
     },
+    #[error(
+        "model.dir {dir}: holds models for {found} scopes, more than training.max_scopes \
+         ({max}); raise it, or remove the directories of scopes no longer wanted"
+    )]
+    TooManyScopes {
+        dir: std::path::PathBuf,
+        found: usize,
+        max: usize,
+    },
     #[error("pipeline stage failed: {0}")]
     Stage(String),
 }
@@ -63,6 +77,7 @@ impl DaemonError {
             | DaemonError::Model(_)
             | DaemonError::Store(_)
             | DaemonError::NoModel(_)
+            | DaemonError::TooManyScopes { .. }
             | DaemonError::Input(_)
             | DaemonError::MqttOutput(_)
             | DaemonError::Output { .. }
@@ -146,44 +161,8 @@ impl Daemon {
         config: Config,
         mut sinks: Vec<Box<dyn Sink>>,
     ) -> Result<Daemon, DaemonError> {
-        let store = match &config.model.dir {
-            Some(dir) => Some(ModelStore::open(dir)?),
-            None => None,
-        };
-        let model_path = match &store {
-            Some(store) => store.current()?.map(|version| version.path),
-            None => Some(config.model.path.clone()),
-        };
-        let model = match model_path {
-            Some(path) => Some(LoadedModel::load_with(
-                &path,
-                &config.model.backend_options(),
-            )?),
-            None if config.training.mode == TrainingMode::Online => None,
-            None => {
-                return Err(DaemonError::NoModel(
-                    config.model.dir.clone().unwrap_or_default(),
-                ))
-            }
-        };
-        if let Some(model) = &model {
-            let problems = model_problems(&config, &model.meta);
-            if !problems.is_empty() {
-                return Err(DaemonError::Mismatch(problems));
-            }
-        }
         let metrics = Metrics::new();
-        let online = match (&store, config.training.mode) {
-            (Some(store), TrainingMode::Online) => {
-                Some(OnlineTrainer::new(&config, store.clone(), metrics.clone())?)
-            }
-            _ => None,
-        };
-        metrics.model_state(if model.is_some() {
-            State::Serving.as_str()
-        } else {
-            State::Calibrating.as_str()
-        });
+        let scopes = open_scopes(&config, &metrics)?;
         let mut source = Source::open(&config.input, &metrics)?;
         if config.output.jsonl != "off" {
             let jsonl = JsonlSink::open(&config.output.jsonl)
@@ -198,26 +177,21 @@ impl Daemon {
             Ok(None) => None,
             Err(error) => return Err(DaemonError::MqttOutput(error)),
         };
-        let drift = model.as_ref().map(|model| {
-            Drift::new(
-                model
-                    .meta
-                    .calibration
-                    .as_ref()
-                    .map_or(config.training.threshold_quantile, |c| c.quantile),
-            )
-        });
-        let (control, commands) = match online {
-            Some(_) => {
+        let (control, commands) = match config.training.mode {
+            TrainingMode::Online => {
                 let (control, commands) = Control::channel();
                 (Some(control), Some(commands))
             }
-            None => (None, None),
+            TrainingMode::Off => (None, None),
         };
-        if let (Source::Mqtt(mqtt), Some(control)) = (&mut source, &control) {
-            mqtt.set_control(control.clone());
+        if let Source::Mqtt(mqtt) = &mut source {
+            if let Some(control) = &control {
+                mqtt.set_control(control.clone());
+            }
+            if config.training.scope == ScopeKind::Group {
+                mqtt.keep_topics();
+            }
         }
-        let score_stage = model.map(|model| ScoreStage::new(model, &config, metrics.clone()));
         let pending = PendingModel::default();
         let reloader = Reloader::new(&config, pending.clone(), metrics.clone());
         let pulse = std::sync::Arc::new(Pulse::default());
@@ -277,16 +251,7 @@ impl Daemon {
             let stage_metrics = metrics.clone();
             tokio::task::spawn_blocking(move || {
                 score_loop(
-                    Scoring {
-                        stage: score_stage,
-                        online,
-                        commands,
-                        drift,
-                        last_trained: std::time::Instant::now(),
-                        windows_since_status: 0,
-                        config: stage_config,
-                        metrics: stage_metrics,
-                    },
+                    Scoring::new(scopes, commands, stage_config, stage_metrics),
                     max_batch,
                     window_rx,
                     output_tx,
@@ -405,26 +370,126 @@ async fn ingest(
 }
 
 /// With online training, the serving status (with the drift ratio) is
-/// published this often.
+/// published this often (windows of a scope).
 const STATUS_EVERY_WINDOWS: usize = 250;
 
-/// The scorer's state: a stage once there is a model; before that (online
-/// training), the trainer collecting windows.
-struct Scoring {
+/// Opens the scopes that have a model or collected windows (all of them
+/// checked now, so a bad model stops the start, exit 78). With one model
+/// for the fleet, that is the fleet scope, which must have a model unless
+/// the daemon trains its own.
+fn open_scopes(config: &Config, metrics: &Metrics) -> Result<Vec<Scope>, DaemonError> {
+    let Some(root) = config
+        .model
+        .dir
+        .as_ref()
+        .filter(|_| config.training.scope != ScopeKind::Fleet)
+    else {
+        return Ok(vec![Scope::open(config, metrics, Arc::from(FLEET))?]);
+    };
+    let existing = scope::existing(root);
+    if existing.len() > config.training.max_scopes {
+        return Err(DaemonError::TooManyScopes {
+            dir: root.clone(),
+            found: existing.len(),
+            max: config.training.max_scopes,
+        });
+    }
+    let mut scopes = Vec::new();
+    let fleet = ModelStore::open(root)?;
+    if fleet.current()?.is_some() || fleet.has_collected() {
+        scopes.push(Scope::open(config, metrics, Arc::from(FLEET))?);
+    }
+    for (name, _) in existing {
+        scopes.push(Scope::open(config, metrics, Arc::from(name))?);
+    }
+    tracing::info!(
+        scopes = scopes.len(),
+        kind = ?config.training.scope,
+        "model scopes found in model.dir"
+    );
+    Ok(scopes)
+}
+
+/// One model scope's part of the scorer: a stage once it has a model;
+/// before that (online training), the trainer collecting its windows.
+struct Scope {
+    name: Arc<str>,
     stage: Option<ScoreStage>,
     online: Option<OnlineTrainer>,
-    commands: Option<std::sync::mpsc::Receiver<Command>>,
     drift: Option<Drift>,
     /// When the served model came, or a scheduled retraining was last tried.
     last_trained: std::time::Instant,
     windows_since_status: usize,
-    config: Config,
-    metrics: Metrics,
+    /// The last calibration status sent (one per 5% of progress).
+    last_status: Option<StatusRecord>,
 }
 
-impl Scoring {
+impl Scope {
+    /// The scope's model (from its directory, or `model.path` without
+    /// one) and trainer (with online training).
+    fn open(config: &Config, metrics: &Metrics, name: Arc<str>) -> Result<Self, DaemonError> {
+        let store = match &config.model.dir {
+            Some(root) if &*name == FLEET => Some(ModelStore::open(root)?),
+            Some(root) => Some(ModelStore::open_scope(root, &name)?),
+            None => None,
+        };
+        let model_path = match &store {
+            Some(store) => store.current()?.map(|version| version.path),
+            None => Some(config.model.path.clone()),
+        };
+        let online = config.training.mode == TrainingMode::Online;
+        let model = match model_path {
+            Some(path) => Some(LoadedModel::load_with(
+                &path,
+                &config.model.backend_options(),
+            )?),
+            None if online => None,
+            None => {
+                return Err(DaemonError::NoModel(
+                    config.model.dir.clone().unwrap_or_default(),
+                ))
+            }
+        };
+        if let Some(model) = &model {
+            let problems = model_problems(config, &model.meta);
+            if !problems.is_empty() {
+                return Err(DaemonError::Mismatch(problems));
+            }
+        }
+        let trainer = match (&store, online) {
+            (Some(store), true) => Some(OnlineTrainer::new(
+                config,
+                store.clone(),
+                metrics.clone(),
+                name.clone(),
+            )?),
+            _ => None,
+        };
+        metrics.model_state(
+            &name,
+            if model.is_some() {
+                State::Serving.as_str()
+            } else {
+                State::Calibrating.as_str()
+            },
+        );
+        let mut scope = Self {
+            stage: None,
+            online: trainer,
+            drift: None,
+            last_trained: std::time::Instant::now(),
+            windows_since_status: 0,
+            last_status: None,
+            name,
+        };
+        if let Some(model) = model {
+            scope.serve(model, config, metrics);
+        }
+        Ok(scope)
+    }
+
     /// Serves `model` from now on (a reload or an online training).
-    fn serve(&mut self, model: LoadedModel, config: &Config) {
+    fn serve(&mut self, model: LoadedModel, config: &Config, metrics: &Metrics) {
         let quantile = model
             .meta
             .calibration
@@ -434,66 +499,46 @@ impl Scoring {
         self.last_trained = std::time::Instant::now();
         match &mut self.stage {
             Some(stage) => stage.replace_model(model, config),
-            None => self.stage = Some(ScoreStage::new(model, config, self.metrics.clone())),
-        }
-        self.metrics.model_state(State::Serving.as_str());
-    }
-
-    /// Carries out the commands that arrived; returns status records to
-    /// publish.
-    fn run_commands(&mut self) -> Vec<Output> {
-        let mut out = Vec::new();
-        let scheduled = self.stage.is_some()
-            && self.online.as_ref().is_some_and(|t| !t.is_training())
-            && retrain_due(
-                self.last_trained.elapsed(),
-                self.config.training.retrain_every_h,
-            );
-        if scheduled {
-            // Tried once per period, whatever the outcome.
-            self.last_trained = std::time::Instant::now();
-            match self.run_command(Command::Retrain) {
-                Ok(Some(status)) => out.push(Output::Status(status)),
-                Ok(None) => {}
-                Err(why) => tracing::warn!(%why, "scheduled retraining skipped"),
+            None => {
+                self.stage = Some(ScoreStage::for_scope(
+                    model,
+                    config,
+                    metrics.clone(),
+                    self.name.clone(),
+                ))
             }
         }
-        while let Some(command) = self.commands.as_ref().and_then(|rx| rx.try_recv().ok()) {
-            let name = command.as_str();
-            let result = self.run_command(command);
-            let label = if result.is_ok() {
-                "accepted"
-            } else {
-                "refused"
-            };
-            self.metrics.command(name, label);
-            match result {
-                Ok(Some(status)) => out.push(Output::Status(status)),
-                Ok(None) => {}
-                Err(why) => tracing::warn!(command = name, %why, "command refused"),
-            }
-        }
-        out
+        metrics.model_state(&self.name, State::Serving.as_str());
     }
 
-    fn run_command(&mut self, command: Command) -> Result<Option<StatusRecord>, String> {
+    fn serving_status(&self) -> Option<StatusRecord> {
+        let stage = self.stage.as_ref()?;
+        let drift = self.drift.as_ref().map(Drift::ratio);
+        Some(StatusRecord::serving(&stage.model().meta.id, drift).in_scope(&self.name))
+    }
+
+    fn run_command(
+        &mut self,
+        command: &Command,
+        config: &Config,
+        metrics: &Metrics,
+    ) -> Result<Option<StatusRecord>, String> {
         let Some(trainer) = self.online.as_mut() else {
             return Err("training.mode is \"off\"".into());
         };
-        tracing::info!(command = command.as_str(), "command accepted");
+        tracing::info!(command = command.as_str(), scope = %self.name, "command accepted");
         match command {
-            Command::Calibrate => {
+            Command::Calibrate(_) => {
                 trainer.recalibrate();
                 self.stage = None;
                 self.drift = None;
-                self.metrics.model_state(State::Calibrating.as_str());
-                Ok(Some(StatusRecord::new(
-                    State::Calibrating,
-                    0,
-                    trainer.target(),
-                )))
+                self.last_status = None;
+                metrics.model_state(&self.name, State::Calibrating.as_str());
+                Ok(Some(
+                    StatusRecord::new(State::Calibrating, 0, trainer.target()).in_scope(&self.name),
+                ))
             }
-            Command::Retrain => {
+            Command::Retrain(_) => {
                 let current = self
                     .stage
                     .as_ref()
@@ -503,36 +548,89 @@ impl Scoring {
                 trainer.retrain(current)?;
                 let mut status = StatusRecord::new(State::Training, 0, 0);
                 status.progress = 1.0;
-                Ok(Some(status))
+                Ok(Some(status.in_scope(&self.name)))
             }
             Command::Mark(mark) => {
-                let removed = trainer.mark(mark);
-                tracing::info!(removed, "time range marked");
+                let removed = trainer.mark(mark.clone());
+                tracing::info!(scope = %self.name, removed, "time range marked");
                 Ok(None)
             }
-            Command::Rollback => {
+            Command::Rollback(_) => {
                 let version = trainer.store().rollback().map_err(|e| e.to_string())?;
-                let model =
-                    LoadedModel::load_with(&version.path, &self.config.model.backend_options())
-                        .map_err(|e| e.to_string())?;
-                let problems = model_problems(&self.config, &model.meta);
+                let model = LoadedModel::load_with(&version.path, &config.model.backend_options())
+                    .map_err(|e| e.to_string())?;
+                let problems = model_problems(config, &model.meta);
                 if !problems.is_empty() {
                     return Err(DaemonError::Mismatch(problems).to_string());
                 }
-                let mut status = StatusRecord::new(State::Serving, 0, 0);
-                status.progress = 1.0;
-                status.model = Some(model.meta.id.as_str().into());
-                let config = self.config.clone();
-                self.serve(model, &config);
-                Ok(Some(status))
+                self.serve(model, config, metrics);
+                Ok(self.serving_status())
             }
         }
+    }
+
+    /// A scheduled retraining, when one is due.
+    fn scheduled(&mut self, config: &Config, metrics: &Metrics) -> Option<StatusRecord> {
+        let due = self.stage.is_some()
+            && self.online.as_ref().is_some_and(|t| !t.is_training())
+            && retrain_due(self.last_trained.elapsed(), config.training.retrain_every_h);
+        if !due {
+            return None;
+        }
+        // Tried once per period, whatever the outcome.
+        self.last_trained = std::time::Instant::now();
+        match self.run_command(&Command::Retrain(Target::all()), config, metrics) {
+            Ok(status) => status,
+            Err(why) => {
+                tracing::warn!(scope = %self.name, %why, "scheduled retraining skipped");
+                None
+            }
+        }
+    }
+
+    /// Scores `windows` (or, without a model yet, collects them), and says
+    /// how the scope stands when that is news.
+    fn process(&mut self, windows: &[Window], metrics: &Metrics) -> Result<Vec<Output>, String> {
+        if let Some(stage) = self.stage.as_mut() {
+            let mut out = stage.score(windows)?;
+            if let Some(status) = self.observe(windows, &out, metrics) {
+                out.push(Output::Status(status));
+            }
+            return Ok(out);
+        }
+        let trainer = self
+            .online
+            .as_mut()
+            .expect("a scope has a model or a trainer");
+        trainer.collect(windows);
+        let state = if trainer.is_training() {
+            State::Training
+        } else {
+            State::Calibrating
+        };
+        metrics.model_state(&self.name, state.as_str());
+        let status =
+            StatusRecord::new(state, trainer.collected(), trainer.target()).in_scope(&self.name);
+        // A status per 5% of progress and per change of state.
+        let changed = self.last_status.as_ref().is_none_or(|last| {
+            last.state != status.state || status.progress >= last.progress + 0.05
+        });
+        if !changed {
+            return Ok(Vec::new());
+        }
+        self.last_status = Some(status.clone());
+        Ok(vec![Output::Status(status)])
     }
 
     /// Feeds the drift score and the retraining buffer with a scored batch.
     /// With online training, a serving status with the drift ratio every
     /// [`STATUS_EVERY_WINDOWS`] windows.
-    fn observe(&mut self, batch: &[Window], out: &[Output]) -> Option<StatusRecord> {
+    fn observe(
+        &mut self,
+        batch: &[Window],
+        out: &[Output],
+        metrics: &Metrics,
+    ) -> Option<StatusRecord> {
         let over = || {
             out.iter().filter_map(|o| match o {
                 Output::Window(w) => Some(w.over_threshold || w.anomaly),
@@ -545,17 +643,10 @@ impl Scoring {
                 drift.observe(o);
                 self.windows_since_status += 1;
             }
-            self.metrics.drift(drift.ratio());
+            metrics.drift(&self.name, drift.ratio());
             if self.online.is_some() && self.windows_since_status >= STATUS_EVERY_WINDOWS {
                 self.windows_since_status = 0;
-                let mut record = StatusRecord::new(State::Serving, 0, 0);
-                record.progress = 1.0;
-                record.model = self
-                    .stage
-                    .as_ref()
-                    .map(|s| s.model().meta.id.as_str().into());
-                record.drift = Some(drift.ratio());
-                status = Some(record);
+                status = self.serving_status();
             }
         }
         if let Some(trainer) = self.online.as_mut() {
@@ -564,36 +655,251 @@ impl Scoring {
         status
     }
 
-    /// Serves a model the online trainer finished, and says so; false when
-    /// the outputs are gone.
-    fn take_learned(&mut self, outputs: &mpsc::Sender<Vec<Output>>) -> bool {
-        let Some(result) = self.online.as_mut().and_then(OnlineTrainer::finished) else {
-            return true;
-        };
-        let status = match result {
+    /// Serves a model the online trainer finished; the status to send.
+    fn take_learned(&mut self, config: &Config, metrics: &Metrics) -> Option<StatusRecord> {
+        let result = self.online.as_mut().and_then(OnlineTrainer::finished)?;
+        match result {
             Ok(learned) => {
-                let mut status =
-                    StatusRecord::new(State::Serving, learned.windows, learned.windows);
-                status.model = Some(learned.model.meta.id.as_str().into());
-                let config = self.config.clone();
-                self.serve(learned.model, &config);
-                status
+                let mut status = StatusRecord::serving(&learned.model.meta.id, None);
+                status.collected = learned.windows;
+                status.target = learned.windows;
+                self.serve(learned.model, config, metrics);
+                Some(status.in_scope(&self.name))
             }
             // A refused retraining: the served model stays.
-            Err(_) if self.stage.is_some() => return true,
+            Err(_) if self.stage.is_some() => None,
             Err(_) => {
-                self.metrics.model_state(State::Calibrating.as_str());
-                StatusRecord::new(State::Calibrating, 0, self.config.training.min_windows)
+                metrics.model_state(&self.name, State::Calibrating.as_str());
+                self.last_status = None;
+                Some(
+                    StatusRecord::new(State::Calibrating, 0, config.training.min_windows)
+                        .in_scope(&self.name),
+                )
             }
+        }
+    }
+}
+
+/// The scorer's state: the model scopes, and the commands to them.
+struct Scoring {
+    scopes: Vec<Scope>,
+    by_name: HashMap<Arc<str>, usize>,
+    commands: Option<std::sync::mpsc::Receiver<Command>>,
+    config: Config,
+    metrics: Metrics,
+    warned: RateLimited,
+}
+
+impl Scoring {
+    fn new(
+        scopes: Vec<Scope>,
+        commands: Option<std::sync::mpsc::Receiver<Command>>,
+        config: Config,
+        metrics: Metrics,
+    ) -> Self {
+        let by_name = scopes
+            .iter()
+            .enumerate()
+            .map(|(i, scope)| (scope.name.clone(), i))
+            .collect();
+        Self {
+            scopes,
+            by_name,
+            commands,
+            config,
+            metrics,
+            warned: RateLimited::new(std::time::Duration::from_secs(60)),
+        }
+    }
+
+    fn trains_online(&self) -> bool {
+        self.config.training.mode == TrainingMode::Online
+    }
+
+    /// The scope named `name`, opened (and its directory made) when it is
+    /// first met; None when it cannot be opened (logged).
+    fn scope_index(&mut self, name: &Arc<str>) -> Option<usize> {
+        if let Some(&i) = self.by_name.get(name) {
+            return Some(i);
+        }
+        match Scope::open(&self.config, &self.metrics, name.clone()) {
+            Ok(scope) => {
+                tracing::info!(scope = %name, "a new model scope: calibrating");
+                self.scopes.push(scope);
+                self.by_name.insert(name.clone(), self.scopes.len() - 1);
+                Some(self.scopes.len() - 1)
+            }
+            Err(error) => {
+                if let Some(held_back) = self.warned.check("scope", std::time::Instant::now()) {
+                    tracing::error!(
+                        scope = %name, %error, held_back,
+                        "cannot open a model scope; its windows go to the fleet scope"
+                    );
+                }
+                None
+            }
+        }
+    }
+
+    /// Splits a batch by scope, each part in arrival order. Windows of a
+    /// scope beyond `training.max_scopes` (or one that cannot be opened)
+    /// go to the fleet scope.
+    fn route(&mut self, batch: &mut Vec<Window>) -> Vec<(usize, Vec<Window>)> {
+        if self.config.training.scope == ScopeKind::Fleet {
+            return vec![(0, std::mem::take(batch))];
+        }
+        let fleet: Arc<str> = Arc::from(FLEET);
+        let mut parts: Vec<(usize, Vec<Window>)> = Vec::new();
+        let mut overflow = 0;
+        for window in batch.drain(..) {
+            let name = window.scope.clone().unwrap_or_else(|| fleet.clone());
+            let own = self.by_name.get(&name).copied().or_else(|| {
+                let own_scopes = self.scopes.iter().filter(|s| &*s.name != FLEET).count();
+                if &*name != FLEET && own_scopes >= self.config.training.max_scopes {
+                    return None;
+                }
+                self.scope_index(&name)
+            });
+            let index = match own {
+                Some(i) => i,
+                None => {
+                    overflow += 1;
+                    match self.scope_index(&fleet) {
+                        Some(i) => i,
+                        None => continue,
+                    }
+                }
+            };
+            match parts.iter_mut().find(|(i, _)| *i == index) {
+                Some((_, windows)) => windows.push(window),
+                None => parts.push((index, vec![window])),
+            }
+        }
+        if overflow > 0 {
+            self.metrics.scope_overflow(overflow);
+            if let Some(held_back) = self.warned.check("overflow", std::time::Instant::now()) {
+                tracing::warn!(
+                    max_scopes = self.config.training.max_scopes,
+                    held_back,
+                    "more devices or groups than training.max_scopes: the rest are scored \
+                     by the fleet model (counted in accelwatch_scope_overflow_windows_total)"
+                );
+            }
+        }
+        parts
+    }
+
+    /// A reloaded model (SIGHUP, a changed file) is the fleet scope's.
+    fn reload(&mut self, model: LoadedModel, config: &Config) {
+        match self.by_name.get(FLEET) {
+            Some(&i) => self.scopes[i].serve(model, config, &self.metrics),
+            None => tracing::warn!("a reloaded model is the fleet's; this daemon serves none"),
+        }
+    }
+
+    /// Models the online trainers finished, served; their statuses.
+    fn take_learned(&mut self) -> Vec<Output> {
+        let (config, metrics) = (&self.config, &self.metrics);
+        self.scopes
+            .iter_mut()
+            .filter_map(|scope| scope.take_learned(config, metrics))
+            .map(Output::Status)
+            .collect()
+    }
+
+    /// Carries out the commands that arrived, and scheduled retrainings;
+    /// returns status records to publish.
+    fn run_commands(&mut self) -> Vec<Output> {
+        let (config, metrics) = (&self.config, &self.metrics);
+        let mut out: Vec<Output> = self
+            .scopes
+            .iter_mut()
+            .filter_map(|scope| scope.scheduled(config, metrics))
+            .map(Output::Status)
+            .collect();
+        while let Some(command) = self.commands.as_ref().and_then(|rx| rx.try_recv().ok()) {
+            let name = command.as_str();
+            let result = self.run_command(&command, &mut out);
+            let label = if result.is_ok() {
+                "accepted"
+            } else {
+                "refused"
+            };
+            self.metrics.command(name, label);
+            if let Err(why) = result {
+                tracing::warn!(command = name, %why, "command refused");
+            }
+        }
+        out
+    }
+
+    /// Runs `command` in the scopes it is for; accepted when at least one
+    /// of them took it.
+    fn run_command(&mut self, command: &Command, out: &mut Vec<Output>) -> Result<(), String> {
+        let target = match command {
+            Command::Calibrate(t) | Command::Retrain(t) | Command::Rollback(t) => t.clone(),
+            Command::Mark(_) => Target::all(),
         };
-        outputs.blocking_send(vec![Output::Status(status)]).is_ok()
+        if !self.trains_online() {
+            return Err("training.mode is \"off\"".into());
+        }
+        let scoped = self.config.training.scope != ScopeKind::Fleet;
+        if scoped && target.scope.is_none() && matches!(command, Command::Rollback(_)) {
+            return Err(format!(
+                "rollback needs a scope (one of {})",
+                self.scope_names()
+            ));
+        }
+        let chosen: Vec<usize> = (0..self.scopes.len())
+            .filter(|&i| target.includes(&self.scopes[i].name))
+            .collect();
+        if chosen.is_empty() {
+            return Err(match &target.scope {
+                Some(name) => format!("no scope {name:?} (scopes: {})", self.scope_names()),
+                None => "no scope has seen a window yet".into(),
+            });
+        }
+        let mut errors = Vec::new();
+        for i in chosen.iter().copied() {
+            let scope = &mut self.scopes[i];
+            match scope.run_command(command, &self.config, &self.metrics) {
+                Ok(status) => out.extend(status.map(Output::Status)),
+                Err(why) => errors.push(format!("{}: {why}", scope.name)),
+            }
+        }
+        if errors.len() == chosen.len() {
+            return Err(errors.join("; "));
+        }
+        for error in errors {
+            tracing::warn!(command = command.as_str(), %error, "command refused in a scope");
+        }
+        Ok(())
+    }
+
+    fn scope_names(&self) -> String {
+        let names: Vec<&str> = self.scopes.iter().map(|s| &*s.name).collect();
+        if names.is_empty() {
+            "none yet".into()
+        } else {
+            names.join(", ")
+        }
+    }
+
+    /// Saves what the calibrating scopes collected (at shutdown).
+    fn save(&self) {
+        for scope in &self.scopes {
+            if let (None, Some(trainer)) = (&scope.stage, &scope.online) {
+                trainer.save();
+            }
+        }
     }
 }
 
 /// Scores batches of windows on a blocking thread (inference is CPU work);
 /// a batch is whatever is queued, up to `max_batch`, so a lone window
-/// waits for nobody. Without a model yet, windows go to the online trainer,
-/// and status records say how far it is.
+/// waits for nobody. Each window goes to its model scope; a scope without
+/// a model yet hands its windows to its online trainer, and status records
+/// say how far it is.
 fn score_loop(
     mut scoring: Scoring,
     max_batch: usize,
@@ -604,20 +910,17 @@ fn score_loop(
 ) -> Result<(u64, u64), String> {
     let (mut scored, mut alerts) = (0u64, 0u64);
     let mut batch = Vec::with_capacity(max_batch);
-    let mut last_status: Option<StatusRecord> = None;
     loop {
         // With online training, poll: a finished model is served (and its
         // status sent), and a command carried out, without waiting for the
         // next window.
-        let first = if scoring.online.is_some() {
+        let first = if scoring.trains_online() {
             match windows.try_recv() {
                 Ok(window) => window,
                 Err(mpsc::error::TryRecvError::Empty) => {
-                    if !scoring.take_learned(&outputs) {
-                        break;
-                    }
-                    let commanded = scoring.run_commands();
-                    if !commanded.is_empty() && outputs.blocking_send(commanded).is_err() {
+                    let mut news = scoring.take_learned();
+                    news.extend(scoring.run_commands());
+                    if !news.is_empty() && outputs.blocking_send(news).is_err() {
                         break;
                     }
                     std::thread::sleep(std::time::Duration::from_millis(20));
@@ -641,60 +944,29 @@ fn score_loop(
         }
         // A reloaded model takes over between two batches.
         if let Some(new) = pending.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            scoring.serve(new.model, &new.config);
+            scoring.reload(new.model, &new.config);
         }
-        if !scoring.take_learned(&outputs) {
-            break;
-        }
-        let commanded = scoring.run_commands();
-        if !commanded.is_empty() && outputs.blocking_send(commanded).is_err() {
-            break;
-        }
-        let out = match scoring.stage.as_mut() {
-            Some(stage) => {
-                let mut out = stage.score(&batch)?;
-                if let Some(status) = scoring.observe(&batch, &out) {
-                    out.push(Output::Status(status));
-                }
-                out
+        let mut out = scoring.take_learned();
+        out.extend(scoring.run_commands());
+        for (index, part) in scoring.route(&mut batch) {
+            let scope = &mut scoring.scopes[index];
+            let scoring_it = scope.stage.is_some();
+            let produced = scope.process(&part, &scoring.metrics)?;
+            if scoring_it {
+                scored += part.len() as u64;
             }
-            None => {
-                let trainer = scoring
-                    .online
-                    .as_mut()
-                    .expect("no model only with online training");
-                trainer.collect(&batch);
-                let state = if trainer.is_training() {
-                    State::Training
-                } else {
-                    State::Calibrating
-                };
-                scoring.metrics.model_state(state.as_str());
-                let status = StatusRecord::new(state, trainer.collected(), trainer.target());
-                // A status per 5% of progress and per change of state.
-                let changed = last_status.as_ref().is_none_or(|last| {
-                    last.state != status.state || status.progress >= last.progress + 0.05
-                });
-                if changed {
-                    last_status = Some(status.clone());
-                    vec![Output::Status(status)]
-                } else {
-                    Vec::new()
-                }
-            }
-        };
+            alerts += produced
+                .iter()
+                .filter(|o| matches!(o, Output::Alert(_)))
+                .count() as u64;
+            out.extend(produced);
+        }
         Pulse::beat(&pulse.batches);
-        if scoring.stage.is_some() {
-            scored += batch.len() as u64;
-        }
-        alerts += out.iter().filter(|o| matches!(o, Output::Alert(_))).count() as u64;
         if !out.is_empty() && outputs.blocking_send(out).is_err() {
             break;
         }
     }
-    if let (None, Some(trainer)) = (&scoring.stage, &scoring.online) {
-        trainer.save();
-    }
+    scoring.save();
     Ok((scored, alerts))
 }
 

@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, watch};
 use crate::config::{Config, ConfigError, Problem};
 use crate::daemon::model_problems;
 use crate::model::{LoadedModel, ModelError};
+use crate::online::scope::FLEET;
 use crate::online::store::{ModelStore, StoreError};
 use crate::sink::Output;
 use crate::source::Frame;
@@ -115,7 +116,7 @@ impl Reloader {
                 let id = model.meta.id.clone();
                 let threshold = config.detector.threshold.unwrap_or(model.meta.threshold);
                 self.metrics
-                    .model_loaded(&model.meta.id, &model.meta.variant, threshold);
+                    .model_loaded(FLEET, &model.meta.id, &model.meta.variant, threshold);
                 self.metrics.reload("ok");
                 tracing::info!(model = %id, path = %config.model.path.display(), threshold, why, "model reloaded");
                 state.current = config.clone();

@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::decode::{Decoder, Samples};
 use crate::detect::{Detector, Transition};
 use crate::model::LoadedModel;
+use crate::online::scope::{ScopeCache, ScopeRules, FLEET};
 use crate::score::Scorer;
 use crate::sink::{AlertRecord, ChannelErrors, Output, WindowRecord};
 use crate::source::Frame;
@@ -36,6 +37,7 @@ pub struct IngestStage {
     samples: Samples,
     warned: RateLimited,
     metrics: Metrics,
+    scopes: ScopeCache,
 }
 
 impl IngestStage {
@@ -51,6 +53,10 @@ impl IngestStage {
             samples: Samples::default(),
             warned: RateLimited::new(std::time::Duration::from_secs(60)),
             metrics,
+            scopes: ScopeCache::new(
+                ScopeRules::from_config(config),
+                config.window.max_devices.saturating_mul(2),
+            ),
         }
     }
 
@@ -77,6 +83,7 @@ impl IngestStage {
         }
         metrics.samples(self.samples.len());
         let channels = self.decoder.channels();
+        let scope = self.scopes.scope_of(&frame.device, frame.topic.as_deref());
         for (i, t) in self.samples.t_ms.iter().enumerate() {
             let values = &self.samples.values[i * channels..(i + 1) * channels];
             match self
@@ -94,7 +101,10 @@ impl IngestStage {
                     if pushed.new_device || pushed.evicted.is_some() {
                         metrics.devices(self.windower.device_count());
                     }
-                    windows.extend(pushed.window);
+                    windows.extend(pushed.window.map(|mut window| {
+                        window.scope = scope.clone();
+                        window
+                    }));
                 }
             }
         }
@@ -110,13 +120,26 @@ pub struct ScoreStage {
     channel_names: Arc<[String]>,
     metrics: Metrics,
     log_alerts: bool,
+    /// The model scope served, for metrics.
+    scope: Arc<str>,
 }
 
 impl ScoreStage {
     pub fn new(model: LoadedModel, config: &Config, metrics: Metrics) -> Self {
+        Self::for_scope(model, config, metrics, Arc::from(FLEET))
+    }
+
+    /// A stage serving the model of `scope` (see [`crate::online::scope`]).
+    pub fn for_scope(
+        model: LoadedModel,
+        config: &Config,
+        metrics: Metrics,
+        scope: Arc<str>,
+    ) -> Self {
         let threshold = config.detector.threshold.unwrap_or(model.meta.threshold);
-        metrics.model_loaded(&model.meta.id, &model.meta.variant, threshold);
+        metrics.model_loaded(&scope, &model.meta.id, &model.meta.variant, threshold);
         Self {
+            scope,
             threshold,
             model_id: Arc::from(model.meta.id.as_str()),
             channel_names: model.meta.channels.clone().into(),
@@ -133,7 +156,7 @@ impl ScoreStage {
     pub fn replace_model(&mut self, model: LoadedModel, config: &Config) {
         let threshold = config.detector.threshold.unwrap_or(model.meta.threshold);
         self.metrics
-            .model_loaded(&model.meta.id, &model.meta.variant, threshold);
+            .model_loaded(&self.scope, &model.meta.id, &model.meta.variant, threshold);
         self.threshold = threshold;
         self.model_id = Arc::from(model.meta.id.as_str());
         self.channel_names = model.meta.channels.clone().into();

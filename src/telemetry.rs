@@ -44,7 +44,7 @@ struct Inner {
     reconstruction_error: HistogramVec,
     output_errors: IntCounterVec,
     model_info: IntGaugeVec,
-    model_threshold: prometheus::Gauge,
+    model_threshold: prometheus::GaugeVec,
     mqtt_connected: IntGaugeVec,
     mqtt_connection_failures: IntCounterVec,
     mqtt_unrouted: IntCounter,
@@ -59,15 +59,18 @@ struct Inner {
     /// `replay`, `mqtt` or `serial`: which connection gauges /readyz reads.
     input_kind: RwLock<&'static str>,
     model_id: RwLock<String>,
+    /// Each scope's served model (id, variant), to retire its info series.
+    scope_models: std::sync::Mutex<std::collections::HashMap<String, (String, String)>>,
     reloads: IntCounterVec,
     model_state: IntGaugeVec,
-    calibration_windows: IntGauge,
+    calibration_windows: IntGaugeVec,
     calibration_target: IntGauge,
     training_runs: IntCounterVec,
     training_excluded: IntCounter,
     commands: IntCounterVec,
-    drift: prometheus::Gauge,
-    retrain_windows: IntGauge,
+    drift: prometheus::GaugeVec,
+    retrain_windows: IntGaugeVec,
+    scope_overflow: IntCounter,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -84,6 +87,14 @@ fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> 
         .register(Box::new(c.clone()))
         .expect("unique metric");
     c
+}
+
+fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("unique metric");
+    g
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
@@ -169,15 +180,23 @@ impl Metrics {
             &["sink"],
         );
         let model_info = IntGaugeVec::new(
-            Opts::new("accelwatch_model_info", "The model being served (value 1)."),
-            &["id", "variant"],
+            Opts::new(
+                "accelwatch_model_info",
+                "The model being served (value 1), by model scope.",
+            ),
+            &["id", "scope", "variant"],
         )
         .expect("valid metric");
         r.register(Box::new(model_info.clone()))
             .expect("unique metric");
-        let model_threshold =
-            prometheus::Gauge::new("accelwatch_model_threshold", "Anomaly threshold in use.")
-                .expect("valid metric");
+        let model_threshold = prometheus::GaugeVec::new(
+            Opts::new(
+                "accelwatch_model_threshold",
+                "Anomaly threshold in use, by model scope.",
+            ),
+            &["scope"],
+        )
+        .expect("valid metric");
         r.register(Box::new(model_threshold.clone()))
             .expect("unique metric");
         let build_info = IntGaugeVec::new(
@@ -315,6 +334,7 @@ impl Metrics {
                 ready: AtomicBool::new(false),
                 input_kind: RwLock::new("replay"),
                 model_id: RwLock::new(String::new()),
+                scope_models: Default::default(),
                 reloads: counter_vec(
                     r,
                     "accelwatch_reloads_total",
@@ -328,16 +348,17 @@ impl Metrics {
                             "1 for the model state the daemon is in: calibrating (collecting \
                              windows, no model), training, or serving.",
                         ),
-                        &["state"],
+                        &["scope", "state"],
                     )
                     .expect("valid metric");
                     r.register(Box::new(g.clone())).expect("unique metric");
                     g
                 },
-                calibration_windows: gauge(
+                calibration_windows: gauge_vec(
                     r,
                     "accelwatch_calibration_windows",
-                    "Windows collected for the next online training.",
+                    "Windows collected for the next online training, by model scope.",
+                    &["scope"],
                 ),
                 calibration_target: gauge(
                     r,
@@ -362,21 +383,32 @@ impl Metrics {
                      refused (cannot be done now) or invalid.",
                     &["command", "result"],
                 ),
-                retrain_windows: gauge(
+                retrain_windows: gauge_vec(
                     r,
                     "accelwatch_retrain_windows",
-                    "Recent windows judged normal, kept for a retraining.",
+                    "Recent windows judged normal, kept for a retraining, by model scope.",
+                    &["scope"],
                 ),
                 drift: {
-                    let g = prometheus::Gauge::new(
-                        "accelwatch_drift_ratio",
-                        "Share of the last 1000 windows over the threshold, divided by the \
-                         share expected from calibration (1 - quantile); about 1 without drift.",
+                    let g = prometheus::GaugeVec::new(
+                        Opts::new(
+                            "accelwatch_drift_ratio",
+                            "Share of the last 1000 windows over the threshold, divided by the \
+                             share expected from calibration (1 - quantile); about 1 without \
+                             drift. By model scope.",
+                        ),
+                        &["scope"],
                     )
                     .expect("valid metric");
                     r.register(Box::new(g.clone())).expect("unique metric");
                     g
                 },
+                scope_overflow: counter(
+                    r,
+                    "accelwatch_scope_overflow_windows_total",
+                    "Windows of devices or groups beyond training.max_scopes, scored by the \
+                     fleet model instead of one of their own.",
+                ),
                 registry,
             }),
         }
@@ -430,27 +462,50 @@ impl Metrics {
     pub fn output_error(&self, sink: &str) {
         self.inner.output_errors.with_label_values(&[sink]).inc();
     }
-    pub fn model_loaded(&self, id: &str, variant: &str, threshold: f64) {
-        self.inner.model_info.reset();
+    /// `scope` now serves the model `id` (see [`crate::online::scope`]).
+    pub fn model_loaded(&self, scope: &str, id: &str, variant: &str, threshold: f64) {
+        let mut models = self
+            .inner
+            .scope_models
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some((old_id, old_variant)) = models.remove(scope) {
+            let _ = self
+                .inner
+                .model_info
+                .remove_label_values(&[&old_id, scope, &old_variant]);
+        }
         self.inner
             .model_info
-            .with_label_values(&[id, variant])
+            .with_label_values(&[id, scope, variant])
             .set(1);
-        self.inner.model_threshold.set(threshold);
-        *self.inner.model_id.write().expect("model id lock") = id.to_string();
+        models.insert(scope.to_string(), (id.to_string(), variant.to_string()));
+        self.inner
+            .model_threshold
+            .with_label_values(&[scope])
+            .set(threshold);
+        if scope == crate::online::scope::FLEET {
+            *self.inner.model_id.write().expect("model id lock") = id.to_string();
+        }
     }
     /// `state` is `calibrating`, `training` or `serving`.
-    pub fn model_state(&self, state: &str) {
+    pub fn model_state(&self, scope: &str, state: &str) {
         for s in ["calibrating", "training", "serving"] {
             self.inner
                 .model_state
-                .with_label_values(&[s])
+                .with_label_values(&[scope, s])
                 .set((s == state) as i64);
         }
     }
-    pub fn calibration(&self, collected: usize, target: usize) {
-        self.inner.calibration_windows.set(collected as i64);
+    pub fn calibration(&self, scope: &str, collected: usize, target: usize) {
+        self.inner
+            .calibration_windows
+            .with_label_values(&[scope])
+            .set(collected as i64);
         self.inner.calibration_target.set(target as i64);
+    }
+    pub fn scope_overflow(&self, windows: usize) {
+        self.inner.scope_overflow.inc_by(windows as u64);
     }
     /// `command` is a known command name or `unknown`; `result` is
     /// `accepted`, `refused` or `invalid`.
@@ -460,11 +515,14 @@ impl Metrics {
             .with_label_values(&[command, result])
             .inc();
     }
-    pub fn retrain_windows(&self, windows: usize) {
-        self.inner.retrain_windows.set(windows as i64);
+    pub fn retrain_windows(&self, scope: &str, windows: usize) {
+        self.inner
+            .retrain_windows
+            .with_label_values(&[scope])
+            .set(windows as i64);
     }
-    pub fn drift(&self, ratio: f64) {
-        self.inner.drift.set(ratio);
+    pub fn drift(&self, scope: &str, ratio: f64) {
+        self.inner.drift.with_label_values(&[scope]).set(ratio);
     }
     /// `result` is `ok`, `rejected` or `failed`.
     pub fn training_run(&self, result: &str, excluded: usize) {

@@ -13,6 +13,9 @@ pub struct Window {
     pub t_start: f64,
     pub t_end: f64,
     pub data: Vec<f32>,
+    /// The model scope serving the device (see [`crate::online::scope`]);
+    /// None for the fleet.
+    pub scope: Option<Arc<str>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -108,6 +111,7 @@ impl DeviceRing {
             t_start,
             t_end,
             data,
+            scope: None,
         }
     }
 }

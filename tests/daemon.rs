@@ -218,6 +218,7 @@ fn malformed_payloads_are_counted_and_the_stream_goes_on() {
         format,
         received_at_ms: 0.0,
         restart: false,
+        topic: None,
     };
     let mut windows = Vec::new();
     let payloads = [

@@ -1068,7 +1068,7 @@ async fn a_daemon_without_a_model_calibrates_then_alerts_and_keeps_its_model() {
         assert_eq!(
             metric(
                 &scrape(addr).await,
-                "accelwatch_model_state{state=\"calibrating\"}"
+                "accelwatch_model_state{scope=\"fleet\",state=\"calibrating\"}"
             ),
             Some(1.0)
         );
@@ -1104,7 +1104,10 @@ async fn a_daemon_without_a_model_calibrates_then_alerts_and_keeps_its_model() {
         assert!(calibrating.windows(2).all(|p| p[1] >= p[0]));
         let text = scrape(addr).await;
         assert_eq!(
-            metric(&text, "accelwatch_model_state{state=\"serving\"}"),
+            metric(
+                &text,
+                "accelwatch_model_state{scope=\"fleet\",state=\"serving\"}"
+            ),
             Some(1.0)
         );
         assert_eq!(
@@ -1134,7 +1137,7 @@ async fn a_daemon_without_a_model_calibrates_then_alerts_and_keeps_its_model() {
             .find_map(|s| s["model"].as_str().map(String::from))
             .unwrap();
         let text = scrape(addr).await;
-        let drift = metric(&text, "accelwatch_drift_ratio").unwrap();
+        let drift = metric(&text, "accelwatch_drift_ratio{scope=\"fleet\"}").unwrap();
         assert!(drift > 1.0, "ABD and FEL are not PEN: drift {drift}");
 
         // Control: an unknown HTTP command, an invalid MQTT one, then a
@@ -1269,7 +1272,10 @@ async fn a_daemon_without_a_model_calibrates_then_alerts_and_keeps_its_model() {
         let daemon = Daemon::start(config, Vec::new()).await.unwrap();
         let text = scrape(daemon.telemetry_addr().unwrap()).await;
         assert_eq!(
-            metric(&text, "accelwatch_model_state{state=\"serving\"}"),
+            metric(
+                &text,
+                "accelwatch_model_state{scope=\"fleet\",state=\"serving\"}"
+            ),
             Some(1.0)
         );
         assert!(
@@ -1292,6 +1298,361 @@ async fn a_daemon_without_a_model_calibrates_then_alerts_and_keeps_its_model() {
             listed.starts_with("* ") && listed.contains(&served),
             "{listed}"
         );
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// `rows` one after the other, each shifted to start 20 ms after the
+/// previous one ends (one device recording several sessions).
+fn back_to_back<'a>(parts: impl IntoIterator<Item = &'a Rows>, start_ms: f64) -> Rows {
+    let mut joined = Rows::new();
+    let mut next = start_ms;
+    for rows in parts {
+        let first = rows.first().map_or(0.0, |r| r.0);
+        joined.extend(rows.iter().map(|(t, v)| (t - first + next, *v)));
+        next = joined.last().map_or(next, |r| r.0 + 20.0);
+    }
+    joined
+}
+
+/// `device`'s feature records of windows ending from `from_ms` on.
+fn features_from<'r>(got: &'r Received, device: &str, from_ms: f64) -> Vec<&'r Value> {
+    got.on(&format!("accelwatch/{device}/features"))
+        .into_iter()
+        .filter(|w| w["t_end"].as_f64().unwrap() >= from_ms)
+        .collect()
+}
+
+/// The share of `device`'s feature records from `from_ms` on over the
+/// threshold.
+fn over_share(got: &Received, device: &str, from_ms: f64) -> f64 {
+    let records = features_from(got, device, from_ms);
+    let over = records
+        .iter()
+        .filter(|r| r["over_threshold"] == true)
+        .count();
+    over as f64 / records.len().max(1) as f64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_device_calibrates_a_model_of_its_own() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let broker = Broker::start();
+        let (_watcher, mut watched) = client(
+            broker.port,
+            "watcher",
+            &["accelwatch/status/#", "accelwatch/+/features"],
+        )
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let models = dir.path().join("models");
+        let mut config = mqtt_config(&broker);
+        config.model.dir = Some(models.clone());
+        config.model.variant = accelwatch::config::Variant::Basic;
+        config.training.mode = accelwatch::config::TrainingMode::Online;
+        config.training.scope = accelwatch::config::ScopeKind::Device;
+        config.training.max_scopes = 2;
+        config.training.min_windows = 60;
+        assert!(
+            config.validate_settings().is_empty(),
+            "{:?}",
+            config.validate_settings()
+        );
+        let daemon = Daemon::start(config.clone(), Vec::new()).await.unwrap();
+        let addr = daemon.telemetry_addr().unwrap();
+        wait_metric(addr, "accelwatch_mqtt_connected{role=\"input\"}", 1.0).await;
+
+        // One wrist does the pendulum, the other abduction: each device's
+        // normal is its own motion.
+        let pen = csv_rows(&train_csv(), "series", None);
+        let pen_rows = back_to_back(pen.values().take(4), 0.0);
+        let abd9 = csv_rows(&demo_csv(), "device", Some(("exercise", "ABD")))
+            .remove("watch-9")
+            .unwrap();
+        let fel9 = csv_rows(&demo_csv(), "device", Some(("exercise", "FEL")))
+            .remove("watch-9")
+            .unwrap();
+        let abd_rows = back_to_back([&abd9, &fel9], 0.0);
+        let (publisher, _) = client(broker.port, "publisher", &[]).await;
+        stream(
+            &publisher,
+            &[
+                ("pen-dev".to_string(), pen_rows.clone()),
+                ("abd-dev".to_string(), abd_rows.clone()),
+            ],
+        )
+        .await;
+        let mut got = Received::default();
+        got.until(
+            &mut watched,
+            "both devices served by their own model",
+            |r| {
+                ["pen-dev", "abd-dev"].iter().all(|d| {
+                    r.on(&format!("accelwatch/status/device/{d}"))
+                        .iter()
+                        .any(|s| s["model_state"] == "serving")
+                })
+            },
+        )
+        .await;
+        for device in ["pen-dev", "abd-dev"] {
+            let statuses = got.on(&format!("accelwatch/status/device/{device}"));
+            assert!(
+                statuses
+                    .iter()
+                    .all(|s| s["scope"] == format!("device:{device}").as_str()),
+                "{statuses:?}"
+            );
+            assert!(statuses.iter().any(|s| s["model_state"] == "calibrating"));
+            let versions: Vec<_> = std::fs::read_dir(models.join("devices").join(device))
+                .unwrap()
+                .filter_map(|e| e.ok())
+                .filter(|e| e.path().extension().is_some_and(|x| x == "onnx"))
+                .collect();
+            assert_eq!(versions.len(), 1, "{device}: one version of its own");
+        }
+        assert!(
+            !std::fs::read_dir(&models).unwrap().any(|e| e
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "onnx")),
+            "no fleet model"
+        );
+        let text = scrape(addr).await;
+        let infos: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("accelwatch_model_info{"))
+            .collect();
+        assert_eq!(infos.len(), 2, "{infos:?}");
+        assert!(infos.iter().any(|l| l.contains("scope=\"device:pen-dev\"")));
+        assert!(infos.iter().any(|l| l.contains("scope=\"device:abd-dev\"")));
+        let id = |l: &str| {
+            l.split("id=\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap()
+                .to_string()
+        };
+        assert_ne!(id(infos[0]), id(infos[1]), "two different models");
+
+        // Live: both wrists now do the pendulum (another subject's). The
+        // abduction wrist's model finds it abnormal far more often than the
+        // pendulum wrist's.
+        let pen10 = csv_rows(&demo_csv(), "device", Some(("exercise", "PEN")))
+            .remove("watch-10")
+            .unwrap();
+        let abd10 = csv_rows(&demo_csv(), "device", Some(("exercise", "ABD")))
+            .remove("watch-10")
+            .unwrap();
+        let mut live = Received::default();
+        let after_pen = pen_rows.last().unwrap().0 + 20.0;
+        let after_abd = abd_rows.last().unwrap().0 + 20.0;
+        stream(
+            &publisher,
+            &[
+                ("pen-dev".to_string(), back_to_back([&pen10], after_pen)),
+                ("abd-dev".to_string(), back_to_back([&pen10], after_abd)),
+            ],
+        )
+        .await;
+        // (watch-10's PEN has a pause in it, where each window restarts.)
+        let expected = windows_of(pen10.len()) - 2;
+        live.until(&mut watched, "the live windows scored", |r| {
+            features_from(r, "pen-dev", after_pen).len() >= expected
+                && features_from(r, "abd-dev", after_abd).len() >= expected
+        })
+        .await;
+        let pen_share = over_share(&live, "pen-dev", after_pen);
+        let abd_share = over_share(&live, "abd-dev", after_abd);
+        eprintln!("live PEN over threshold: pen-dev {pen_share:.2}, abd-dev {abd_share:.2}");
+        assert!(
+            abd_share > 0.5 && abd_share > pen_share + 0.3,
+            "pen-dev {pen_share:.2}, abd-dev {abd_share:.2}"
+        );
+
+        // A third device is past training.max_scopes: the fleet scope
+        // takes it, and says so.
+        stream(
+            &publisher,
+            &[("extra".to_string(), back_to_back([&abd10], 0.0))],
+        )
+        .await;
+        let extra = windows_of(abd10.len()) as f64;
+        wait_metric(addr, "accelwatch_scope_overflow_windows_total", extra).await;
+        let text = scrape(addr).await;
+        assert_eq!(
+            metric(&text, "accelwatch_calibration_windows{scope=\"fleet\"}"),
+            Some(extra)
+        );
+
+        // Commands address a scope; a rollback must name one.
+        let post = |path: &'static str| async move {
+            tokio::task::spawn_blocking(move || http_post(addr, path))
+                .await
+                .unwrap()
+        };
+        assert_eq!(post("/control/rollback").await.0, 202);
+        wait_metric(
+            addr,
+            "accelwatch_commands_total{command=\"rollback\",result=\"refused\"}",
+            1.0,
+        )
+        .await;
+        assert_eq!(post("/control/retrain?scope=device:nobody").await.0, 202);
+        wait_metric(
+            addr,
+            "accelwatch_commands_total{command=\"retrain\",result=\"refused\"}",
+            1.0,
+        )
+        .await;
+        assert_eq!(
+            post("/control/calibrate?scope=device%3Aabd-dev").await.0,
+            202
+        );
+        wait_metric(
+            addr,
+            "accelwatch_model_state{scope=\"device:abd-dev\",state=\"calibrating\"}",
+            1.0,
+        )
+        .await;
+        let text = scrape(addr).await;
+        assert_eq!(
+            metric(
+                &text,
+                "accelwatch_model_state{scope=\"device:pen-dev\",state=\"serving\"}"
+            ),
+            Some(1.0)
+        );
+        // A mark reaches every scope and outlives a restart.
+        assert_eq!(
+            post("/control/mark?label=abnormal&from_ms=0&to_ms=1000&device=pen-dev")
+                .await
+                .0,
+            202
+        );
+        wait_metric(
+            addr,
+            "accelwatch_commands_total{command=\"mark\",result=\"accepted\"}",
+            1.0,
+        )
+        .await;
+        assert!(models.join("devices/pen-dev/marks.json").exists());
+        daemon.shutdown();
+        tokio::time::timeout(Duration::from_secs(30), daemon.wait())
+            .await
+            .unwrap()
+            .unwrap();
+
+        // A restart finds every scope again: pen-dev serves at once, the
+        // fleet scope resumes its collection.
+        let daemon = Daemon::start(config, Vec::new()).await.unwrap();
+        let text = scrape(daemon.telemetry_addr().unwrap()).await;
+        assert_eq!(
+            metric(
+                &text,
+                "accelwatch_model_state{scope=\"device:pen-dev\",state=\"serving\"}"
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            metric(&text, "accelwatch_calibration_windows{scope=\"fleet\"}"),
+            Some(extra)
+        );
+        daemon.shutdown();
+        tokio::time::timeout(Duration::from_secs(30), daemon.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        let listed = accelwatch()
+            .args(["models", "list", "--dir"])
+            .arg(&models)
+            .output()
+            .unwrap();
+        let listed = String::from_utf8_lossy(&listed.stdout).to_string();
+        for heading in ["fleet:", "device:abd-dev:", "device:pen-dev:"] {
+            assert!(listed.lines().any(|l| l == heading), "{listed}");
+        }
+        assert_eq!(
+            listed.lines().filter(|l| l.starts_with("* ")).count(),
+            2,
+            "{listed}"
+        );
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_groups_are_topic_patterns() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let broker = Broker::start();
+        let (_watcher, mut watched) =
+            client(broker.port, "watcher", &["accelwatch/status/#"]).await;
+        let dir = tempfile::tempdir().unwrap();
+        let models = dir.path().join("models");
+        let mut config = mqtt_config(&broker);
+        config.input.mqtt.topics = vec![TopicEntry::Filter("plant/+/{device}/accel".into())];
+        config.model.dir = Some(models.clone());
+        config.training.mode = accelwatch::config::TrainingMode::Online;
+        config.training.scope = accelwatch::config::ScopeKind::Group;
+        config.training.groups = vec![accelwatch::config::GroupConfig {
+            name: "line1".into(),
+            topics: vec!["plant/line1/#".into()],
+        }];
+        config.training.min_windows = 1000;
+        assert!(
+            config.validate_settings().is_empty(),
+            "{:?}",
+            config.validate_settings()
+        );
+        let daemon = Daemon::start(config, Vec::new()).await.unwrap();
+        let addr = daemon.telemetry_addr().unwrap();
+        wait_metric(addr, "accelwatch_mqtt_connected{role=\"input\"}", 1.0).await;
+        let rows = demo_rows().remove("watch-9").unwrap();
+        let part = &rows[..64 * 20 + 64];
+        let (publisher, _) = client(broker.port, "publisher", &[]).await;
+        for (topic, rows) in [
+            ("plant/line1/w1/accel", part),
+            ("plant/line1/w2/accel", part),
+            ("plant/line2/w3/accel", part),
+        ] {
+            for chunk in rows.chunks(32) {
+                publish(&publisher, topic, json_samples(chunk)).await;
+            }
+        }
+        let per_device = windows_of(part.len()) as f64;
+        wait_metric(
+            addr,
+            "accelwatch_calibration_windows{scope=\"group:line1\"}",
+            2.0 * per_device,
+        )
+        .await;
+        wait_metric(
+            addr,
+            "accelwatch_calibration_windows{scope=\"fleet\"}",
+            per_device,
+        )
+        .await;
+        let mut got = Received::default();
+        got.until(&mut watched, "the group's retained status", |r| {
+            r.on("accelwatch/status/group/line1")
+                .iter()
+                .any(|s| s["scope"] == "group:line1" && s["model_state"] == "calibrating")
+        })
+        .await;
+        assert_eq!(
+            std::fs::read_to_string(models.join("groups/line1/scope")).unwrap(),
+            "group:line1"
+        );
+        daemon.shutdown();
+        tokio::time::timeout(Duration::from_secs(30), daemon.wait())
+            .await
+            .unwrap()
+            .unwrap();
     })
     .await
     .expect("test timed out");

@@ -164,6 +164,19 @@ pub fn train(
     windows: &WindowSet,
     on_epoch: &mut dyn FnMut(&EpochReport),
 ) -> Result<Trained, TrainError> {
+    train_paced(arch, settings, input, windows, on_epoch, &mut || {})
+}
+
+/// [`train`], calling `pace` after every batch (online training sleeps
+/// there to keep to its CPU share).
+pub fn train_paced(
+    arch: &Architecture,
+    settings: &TrainingConfig,
+    input: &InputSpec,
+    windows: &WindowSet,
+    on_epoch: &mut dyn FnMut(&EpochReport),
+    pace: &mut dyn FnMut(),
+) -> Result<Trained, TrainError> {
     let started = Instant::now();
     let device = Device::Cpu;
     let features = windows.features;
@@ -239,6 +252,7 @@ pub fn train(
             optimizer.backward_step(&loss)?;
             loss_sum += loss.to_scalar::<f32>()? as f64;
             batches += 1;
+            pace();
         }
         let train_loss = loss_sum / batches as f64;
         let validation_loss = network.validation_loss(&val_x)?.to_scalar::<f32>()? as f64;

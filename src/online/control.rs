@@ -5,36 +5,60 @@
 
 use std::sync::mpsc;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// What an operator can ask for.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     /// Forget the served model's role: collect windows and train anew.
-    Calibrate,
+    Calibrate(Target),
     /// Train a new model from recent windows judged normal; it replaces the
     /// current one only if it is not worse on a held-back slice of them.
-    Retrain,
+    Retrain(Target),
     /// Serve the previous version of the model directory.
-    Rollback,
+    Rollback(Target),
     /// Say what a time range was: windows overlapping it are never learned
     /// from (abnormal), or count as normal whatever their score (normal).
     Mark(Mark),
 }
 
+/// Which model scope a command is for (`training.scope`): one by name
+/// (`fleet`, `device:<id>`, `group:<name>`), or every scope when absent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Target {
+    pub scope: Option<String>,
+}
+
+impl Target {
+    pub fn all() -> Self {
+        Self::default()
+    }
+
+    pub fn scope(name: &str) -> Self {
+        Self {
+            scope: Some(name.to_string()),
+        }
+    }
+
+    /// Whether the command is for the scope named `name`.
+    pub fn includes(&self, name: &str) -> bool {
+        self.scope.as_deref().is_none_or(|s| s == name)
+    }
+}
+
 /// A labelled time range, in the devices' milliseconds.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Mark {
     pub label: Label,
     pub from_ms: f64,
     pub to_ms: f64,
     /// Only this device's windows; all devices when absent.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Label {
     Normal,
@@ -66,38 +90,33 @@ pub const NAMES: [&str; 4] = ["calibrate", "retrain", "rollback", "mark"];
 impl Command {
     pub const fn as_str(&self) -> &'static str {
         match self {
-            Command::Calibrate => "calibrate",
-            Command::Retrain => "retrain",
-            Command::Rollback => "rollback",
+            Command::Calibrate(_) => "calibrate",
+            Command::Retrain(_) => "retrain",
+            Command::Rollback(_) => "rollback",
             Command::Mark(_) => "mark",
         }
     }
 
-    /// A command by name, with `mark`'s arguments from `query`
-    /// (`label=abnormal&from_ms=…&to_ms=…[&device=…]`).
+    /// A command by name, with its arguments from `query`: `scope=…` for
+    /// calibrate, retrain and rollback (optional), and
+    /// `label=abnormal&from_ms=…&to_ms=…[&device=…]` for mark.
     pub fn parse(name: &str, query: Option<&str>) -> Result<Self, String> {
-        let no_arguments = |command: Command| match query {
-            None | Some("") => Ok(command),
-            Some(query) => Err(format!("{name} takes no arguments, got {query:?}")),
-        };
-        match name {
-            "calibrate" => no_arguments(Command::Calibrate),
-            "retrain" => no_arguments(Command::Retrain),
-            "rollback" => no_arguments(Command::Rollback),
-            "mark" => {
-                let mark: Mark = serde_urlencoded_mark(query.unwrap_or_default())?;
-                Ok(Command::Mark(mark.check()?))
+        let mut arguments = query_object(name, query.unwrap_or_default())?;
+        // Query values are strings; a mark's times are numbers.
+        for key in ["from_ms", "to_ms"] {
+            if let Some(serde_json::Value::String(text)) = arguments.get(key) {
+                let number = text
+                    .parse::<f64>()
+                    .map_err(|_| format!("{name}: {key} must be a number, got {text:?}"))?;
+                arguments.insert(key.into(), serde_json::Value::from(number));
             }
-            _ => Err(format!(
-                "unknown command {name:?}; one of {}",
-                NAMES.join(", ")
-            )),
         }
+        Self::from_object(name, arguments)
     }
 
-    /// An MQTT command payload: `{"command": "<name>"}`, and for `mark`
-    /// also `label`, `from_ms`, `to_ms` and optionally `device`; nothing
-    /// else.
+    /// An MQTT command payload: `{"command": "<name>"}`, optionally with
+    /// `scope`; for `mark` also `label`, `from_ms`, `to_ms` and optionally
+    /// `device`; nothing else.
     pub fn parse_json(payload: &[u8]) -> Result<Self, String> {
         let shape = || format!("expected {{\"command\": \"<{}>\", ...}}", NAMES.join("|"));
         let mut object: serde_json::Map<String, serde_json::Value> =
@@ -106,43 +125,65 @@ impl Command {
             Some(serde_json::Value::String(name)) => name,
             _ => return Err(shape()),
         };
-        match name.as_str() {
+        Self::from_object(&name, object)
+    }
+
+    fn from_object(
+        name: &str,
+        arguments: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Self, String> {
+        let target = |mut arguments: serde_json::Map<String, serde_json::Value>| {
+            let scope = match arguments.remove("scope") {
+                None => None,
+                Some(serde_json::Value::String(scope)) if !scope.is_empty() => Some(scope),
+                Some(other) => {
+                    return Err(format!("{name}: scope must be a scope name, got {other}"))
+                }
+            };
+            if !arguments.is_empty() {
+                return Err(format!(
+                    "{name} takes only scope, got {:?}",
+                    arguments.keys().collect::<Vec<_>>()
+                ));
+            }
+            Ok(Target { scope })
+        };
+        match name {
+            "calibrate" => Ok(Command::Calibrate(target(arguments)?)),
+            "retrain" => Ok(Command::Retrain(target(arguments)?)),
+            "rollback" => Ok(Command::Rollback(target(arguments)?)),
             "mark" => {
-                let mark: Mark = serde_json::from_value(serde_json::Value::Object(object))
+                let mark: Mark = serde_json::from_value(serde_json::Value::Object(arguments))
                     .map_err(|e| format!("mark: {e}"))?;
                 Ok(Command::Mark(mark.check()?))
             }
-            _ if !object.is_empty() => Err(format!(
-                "{name} takes no arguments, got {:?}",
-                object.keys().collect::<Vec<_>>()
+            _ => Err(format!(
+                "unknown command {name:?}; one of {}",
+                NAMES.join(", ")
             )),
-            _ => Self::parse(&name, None),
         }
     }
 }
 
-/// `label=…&from_ms=…&to_ms=…[&device=…]`, strictly: each key once, no
-/// other key.
-fn serde_urlencoded_mark(query: &str) -> Result<Mark, String> {
+/// `key=value&…`, strictly: each key once.
+fn query_object(
+    name: &str,
+    query: &str,
+) -> Result<serde_json::Map<String, serde_json::Value>, String> {
     let mut object = serde_json::Map::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair
             .split_once('=')
-            .ok_or_else(|| format!("mark: {pair:?} is not key=value"))?;
+            .ok_or_else(|| format!("{name}: {pair:?} is not key=value"))?;
         let value = percent_decode(value)?;
-        let json = match key {
-            "from_ms" | "to_ms" => serde_json::Value::from(
-                value
-                    .parse::<f64>()
-                    .map_err(|_| format!("mark: {key} must be a number, got {value:?}"))?,
-            ),
-            _ => serde_json::Value::from(value),
-        };
-        if object.insert(key.to_string(), json).is_some() {
-            return Err(format!("mark: {key} given twice"));
+        if object
+            .insert(key.to_string(), serde_json::Value::from(value))
+            .is_some()
+        {
+            return Err(format!("{name}: {key} given twice"));
         }
     }
-    serde_json::from_value(serde_json::Value::Object(object)).map_err(|e| format!("mark: {e}"))
+    Ok(object)
 }
 
 fn percent_decode(text: &str) -> Result<String, String> {
@@ -196,9 +237,20 @@ mod tests {
     fn commands_are_parsed_strictly() {
         assert_eq!(
             Command::parse_json(br#"{"command":"retrain"}"#),
-            Ok(Command::Retrain)
+            Ok(Command::Retrain(Target::all()))
         );
-        assert_eq!(Command::parse("rollback", None), Ok(Command::Rollback));
+        assert_eq!(
+            Command::parse("rollback", None),
+            Ok(Command::Rollback(Target::all()))
+        );
+        assert_eq!(
+            Command::parse_json(br#"{"command":"calibrate","scope":"device:press-1"}"#),
+            Command::parse("calibrate", Some("scope=device%3Apress-1")),
+        );
+        assert_eq!(
+            Command::parse("calibrate", Some("scope=device:press-1")),
+            Ok(Command::Calibrate(Target::scope("device:press-1")))
+        );
         for bad in [
             &br#"{"command":"Retrain"}"#[..],
             br#"{"command":"retrain","extra":1}"#,
@@ -208,6 +260,9 @@ mod tests {
             br#"{"command":"mark","label":"abnormal","from_ms":5,"to_ms":1}"#,
             br#"{"command":"mark","label":"weird","from_ms":1,"to_ms":5}"#,
             br#"{"command":"mark","label":"abnormal","from_ms":1}"#,
+            br#"{"command":"retrain","scope":7}"#,
+            br#"{"command":"retrain","scope":""}"#,
+            br#"{"command":"mark","label":"abnormal","from_ms":"1","to_ms":2}"#,
         ] {
             assert!(
                 Command::parse_json(bad).is_err(),
@@ -219,6 +274,7 @@ mod tests {
             .unwrap_err()
             .contains("calibrate, retrain, rollback, mark"));
         assert!(Command::parse("retrain", Some("now=1")).is_err());
+        assert!(Command::parse("retrain", Some("scope=a&scope=b")).is_err());
     }
 
     #[test]

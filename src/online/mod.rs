@@ -16,6 +16,7 @@
 //! learned as normal.
 
 pub mod control;
+pub mod scope;
 pub mod store;
 
 use std::collections::{HashMap, VecDeque};
@@ -67,6 +68,8 @@ pub struct Learned {
 
 /// Collects calibration windows and runs trainings in the background.
 pub struct OnlineTrainer {
+    /// The scope this trainer collects and trains for (see [`scope`]).
+    scope: Arc<str>,
     config: Config,
     store: ModelStore,
     collected: WindowSet,
@@ -90,24 +93,31 @@ const MAX_MARKS: usize = 1000;
 const SAVE_EVERY: usize = 100;
 
 impl OnlineTrainer {
-    /// Picks up windows a previous run collected.
-    pub fn new(config: &Config, store: ModelStore, metrics: Metrics) -> Result<Self, StoreError> {
+    /// Picks up the windows and marks a previous run left in `store`.
+    pub fn new(
+        config: &Config,
+        store: ModelStore,
+        metrics: Metrics,
+        scope: Arc<str>,
+    ) -> Result<Self, StoreError> {
         let features = config.window.size * config.input.channels.len();
         let collected = store
             .load_collected(features)?
             .unwrap_or_else(|| WindowSet::new(features));
         if !collected.is_empty() {
             tracing::info!(
-                windows = collected.len(),
+                %scope, windows = collected.len(),
                 "calibration resumes with the windows collected before the restart"
             );
         }
+        let marks = store.load_marks()?;
         let next_stream = collected.streams.iter().max().map_or(0, |m| m + 1);
         let unknown: Arc<str> = Arc::from("");
         let collected_spans = vec![(unknown, f64::NAN, f64::NAN); collected.len()];
         let trainer = Self {
+            scope,
             collected_spans,
-            marks: Vec::new(),
+            marks,
             next_stream,
             config: config.clone(),
             saved_at: collected.len(),
@@ -143,7 +153,7 @@ impl OnlineTrainer {
 
     fn report(&self) {
         self.metrics
-            .calibration(self.collected.len(), self.target());
+            .calibration(&self.scope, self.collected.len(), self.target());
     }
 
     /// Adds calibration windows; starts the training once there are enough.
@@ -174,7 +184,7 @@ impl OnlineTrainer {
         self.report();
         if self.collected.len() >= self.saved_at + SAVE_EVERY {
             if let Err(error) = self.store.save_collected(&self.collected) {
-                tracing::warn!(%error, "cannot save the calibration windows");
+                tracing::warn!(scope = %self.scope, %error, "cannot save the calibration windows");
             }
             self.saved_at = self.collected.len();
         }
@@ -193,15 +203,19 @@ impl OnlineTrainer {
         let spawned = std::thread::Builder::new()
             .name("online-training".into())
             .spawn(move || {
-                lower_priority();
-                let _ = tx.send(learn(&config, &store, &set).map_err(|e| e.to_string()));
+                let result = in_background(config.training.cpu_share, |pacer| {
+                    learn(&config, &store, &set, pacer).map_err(|e| e.to_string())
+                });
+                let _ = tx.send(result.and_then(|r| r));
             });
         match spawned {
             Ok(_) => {
-                tracing::info!("calibration complete: training in the background");
+                tracing::info!(scope = %self.scope, "calibration complete: training in the background");
                 self.running = Some(rx);
             }
-            Err(error) => tracing::error!(%error, "cannot start the training thread"),
+            Err(error) => {
+                tracing::error!(scope = %self.scope, %error, "cannot start the training thread")
+            }
         }
     }
 
@@ -219,7 +233,7 @@ impl OnlineTrainer {
                 self.store.clear_collected();
                 self.saved_at = 0;
                 tracing::info!(
-                    version = %learned.version, model = %learned.model.meta.id,
+                    scope = %self.scope, version = %learned.version, model = %learned.model.meta.id,
                     windows = learned.windows, excluded = learned.excluded,
                     threshold = learned.model.meta.threshold,
                     "online training done; serving the new model"
@@ -227,11 +241,11 @@ impl OnlineTrainer {
             }
             Err(error) if error.starts_with(REJECTED) => {
                 self.metrics.training_run("rejected", 0);
-                tracing::warn!(%error, "the retrained model is not used");
+                tracing::warn!(scope = %self.scope, %error, "the retrained model is not used");
             }
             Err(error) => {
                 self.metrics.training_run("failed", 0);
-                tracing::error!(%error, "online training failed");
+                tracing::error!(scope = %self.scope, %error, "online training failed");
                 self.report();
             }
         }
@@ -293,6 +307,9 @@ impl OnlineTrainer {
             self.marks.remove(0);
         }
         self.marks.push(mark);
+        if let Err(error) = self.store.save_marks(&self.marks) {
+            tracing::warn!(scope = %self.scope, %error, "cannot save the marks");
+        }
         self.report();
         removed
     }
@@ -307,7 +324,8 @@ impl OnlineTrainer {
             };
             self.normal.observe(window, over);
         }
-        self.metrics.retrain_windows(self.normal.kept.len());
+        self.metrics
+            .retrain_windows(&self.scope, self.normal.kept.len());
     }
 
     /// Windows available for a retraining.
@@ -335,13 +353,15 @@ impl OnlineTrainer {
         std::thread::Builder::new()
             .name("online-retraining".into())
             .spawn(move || {
-                lower_priority();
-                let result = relearn(&config, &store, &train_set, &held_back, current);
-                let _ = tx.send(result.map_err(|e| e.to_string()));
+                let result = in_background(config.training.cpu_share, |pacer| {
+                    relearn(&config, &store, &train_set, &held_back, current, pacer)
+                        .map_err(|e| e.to_string())
+                });
+                let _ = tx.send(result.and_then(|r| r));
             })
             .map_err(|e| format!("cannot start the training thread: {e}"))?;
         tracing::info!(
-            windows = self.normal.kept.len(),
+            scope = %self.scope, windows = self.normal.kept.len(),
             "retraining in the background"
         );
         self.running = Some(rx);
@@ -352,7 +372,7 @@ impl OnlineTrainer {
     pub fn save(&self) {
         if !self.collected.is_empty() {
             if let Err(error) = self.store.save_collected(&self.collected) {
-                tracing::warn!(%error, "cannot save the calibration windows");
+                tracing::warn!(scope = %self.scope, %error, "cannot save the calibration windows");
             }
         }
     }
@@ -493,8 +513,9 @@ fn relearn(
     train_set: &WindowSet,
     held_back: &WindowSet,
     current: LoadedModel,
+    pacer: &mut CpuPacer,
 ) -> Result<Learned, LearnError> {
-    let candidate = train_model(config, train_set)?;
+    let candidate = train_model(config, train_set, pacer)?;
     let model = load_online(&candidate.onnx)?;
     let new_rate = alarm_rate(model.clone(), held_back)?;
     let old_rate = alarm_rate(current, held_back)?;
@@ -514,15 +535,20 @@ fn relearn(
     })
 }
 
-fn train_model(config: &Config, set: &WindowSet) -> Result<train::Trained, LearnError> {
+fn train_model(
+    config: &Config,
+    set: &WindowSet,
+    pacer: &mut CpuPacer,
+) -> Result<train::Trained, LearnError> {
     let arch = Architecture::from_config(config);
     let input = InputSpec::from_config(config);
-    Ok(train::train(
+    Ok(train::train_paced(
         &arch,
         &config.training,
         &input,
         set,
         &mut |_| {},
+        &mut || pacer.pace(),
     )?)
 }
 
@@ -559,9 +585,14 @@ enum LearnError {
 }
 
 /// Trains, excludes outlying windows, trains again, stores the model.
-fn learn(config: &Config, store: &ModelStore, set: &WindowSet) -> Result<Learned, LearnError> {
+fn learn(
+    config: &Config,
+    store: &ModelStore,
+    set: &WindowSet,
+    pacer: &mut CpuPacer,
+) -> Result<Learned, LearnError> {
     let set = &grouped_by_stream(set);
-    let first = train_model(config, set)?;
+    let first = train_model(config, set, pacer)?;
     let mut scorer = Scorer::new(load_online(&first.onnx)?);
     let errors: Vec<f32> = scorer
         .score((0..set.len()).map(|i| set.window(i)))
@@ -579,7 +610,7 @@ fn learn(config: &Config, store: &ModelStore, set: &WindowSet) -> Result<Learned
         for &i in &keep {
             kept.push(set.streams[i], set.window(i));
         }
-        train_model(config, &kept)?
+        train_model(config, &kept, pacer)?
     };
     let version = store.install(
         &trained.onnx,
@@ -665,6 +696,83 @@ impl Drift {
     }
 }
 
+/// Runs `work` on a pool of one niced thread: candle hands its matrix
+/// products to the current rayon pool, so they stay on that one thread
+/// (otherwise they would spread over every core at normal priority), and
+/// the pacer, which reads that thread's CPU time, sees all of the work.
+pub fn in_background<T: Send>(
+    cpu_share: f64,
+    work: impl FnOnce(&mut CpuPacer) -> T + Send,
+) -> Result<T, String> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .thread_name(|_| "online-training".into())
+        .start_handler(|_| lower_priority())
+        .build()
+        .map_err(|e| format!("cannot start the training thread: {e}"))?;
+    Ok(pool.install(|| {
+        let mut pacer = CpuPacer::new(cpu_share);
+        let result = work(&mut pacer);
+        tracing::debug!(
+            cpu_share = pacer.measured(),
+            seconds = pacer.started.elapsed().as_secs_f64(),
+            "training thread's share of a core"
+        );
+        result
+    }))
+}
+
+/// Keeps the calling thread's CPU time at most `share` of the wall time
+/// since the pacer was made, by sleeping when it is ahead.
+pub struct CpuPacer {
+    share: f64,
+    started: std::time::Instant,
+    cpu_at_start: std::time::Duration,
+}
+
+impl CpuPacer {
+    pub fn new(share: f64) -> Self {
+        Self {
+            share,
+            started: std::time::Instant::now(),
+            cpu_at_start: thread_cpu_time(),
+        }
+    }
+
+    /// Sleeps until the CPU time used is within the share.
+    pub fn pace(&mut self) {
+        if self.share >= 1.0 {
+            return;
+        }
+        let used = thread_cpu_time().saturating_sub(self.cpu_at_start);
+        let due = used.div_f64(self.share);
+        let elapsed = self.started.elapsed();
+        if due > elapsed {
+            std::thread::sleep(due - elapsed);
+        }
+    }
+
+    /// CPU time used over wall time since the pacer was made.
+    pub fn measured(&self) -> f64 {
+        let used = thread_cpu_time().saturating_sub(self.cpu_at_start);
+        used.as_secs_f64() / self.started.elapsed().as_secs_f64().max(1e-9)
+    }
+}
+
+/// The calling thread's CPU time.
+pub fn thread_cpu_time() -> std::time::Duration {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec, which `now` is.
+    let ok = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) } == 0;
+    if !ok {
+        return std::time::Duration::ZERO;
+    }
+    std::time::Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
+}
+
 /// Nices the calling thread (Linux: per thread), so a trainer yields to
 /// ingestion and scoring when the CPU is short.
 pub fn lower_priority() {
@@ -688,6 +796,7 @@ mod tests {
             t_start: 0.0,
             t_end: 0.0,
             data: vec![value; 2],
+            scope: None,
         }
     }
 
@@ -714,6 +823,7 @@ mod tests {
             t_start: i as f64 * 1000.0,
             t_end: i as f64 * 1000.0 + 2540.0,
             data: vec![i as f32; 128 * 3],
+            scope: None,
         }
     }
 
@@ -721,7 +831,13 @@ mod tests {
     fn marked_ranges_are_not_learned_or_are_learned_whatever_the_score() {
         let dir = tempfile::tempdir().unwrap();
         let store = ModelStore::open(dir.path()).unwrap();
-        let mut trainer = OnlineTrainer::new(&Config::default(), store, Metrics::new()).unwrap();
+        let mut trainer = OnlineTrainer::new(
+            &Config::default(),
+            store.clone(),
+            Metrics::new(),
+            Arc::from("fleet"),
+        )
+        .unwrap();
         let a: Vec<Window> = (0..10).map(|i| timed("a", i)).collect();
         trainer.collect(&a);
         assert_eq!(trainer.collected(), 10);
@@ -762,6 +878,44 @@ mod tests {
             8 - 3,
             "windows 23, 24, 25 overlap 25 s"
         );
+
+        // A restart keeps the marks: a's marked range is still not learned.
+        drop(trainer);
+        let mut restarted = OnlineTrainer::new(
+            &Config::default(),
+            store,
+            Metrics::new(),
+            Arc::from("fleet"),
+        )
+        .unwrap();
+        assert_eq!(restarted.marks.len(), 3);
+        restarted.collect(&[timed("a", 4), timed("a", 9)]);
+        assert_eq!(
+            restarted.collected(),
+            1,
+            "window 4 is in the abnormal range"
+        );
+    }
+
+    #[test]
+    fn the_pacer_keeps_a_thread_to_its_share() {
+        let share = in_background(0.25, |pacer| {
+            let started = std::time::Instant::now();
+            let mut x = 0u64;
+            while started.elapsed() < std::time::Duration::from_millis(400) {
+                for i in 0..10_000u64 {
+                    x = x.wrapping_mul(31).wrapping_add(i);
+                }
+                std::hint::black_box(x);
+                pacer.pace();
+            }
+            pacer.measured()
+        })
+        .unwrap();
+        // Sleeping can only lower the share; 0.3 leaves room for the last
+        // slice of work after the final pace.
+        assert!(share <= 0.3, "measured share {share}");
+        assert!(share > 0.0, "the work ran");
     }
 
     #[test]

@@ -10,11 +10,13 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use super::control::Mark;
 use crate::model::train::WindowSet;
 
 const CURRENT: &str = "current";
 const COLLECTED: &str = "collected.awc";
 const COLLECTED_MAGIC: &[u8; 4] = b"AWC1";
+const MARKS: &str = "marks.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -29,6 +31,8 @@ pub enum StoreError {
     NothingOlder { dir: PathBuf, current: String },
     #[error("model directory {dir}: holds no model yet")]
     Empty { dir: PathBuf },
+    #[error("{path}: not a list of marks ({reason}); fix or remove it")]
+    BadMarks { path: PathBuf, reason: String },
     #[error("{path}: not a collection of windows ({reason})")]
     BadCollection { path: PathBuf, reason: String },
 }
@@ -47,6 +51,16 @@ pub struct ModelStore {
 
 impl ModelStore {
     /// Opens (and creates) the directory.
+    /// Opens (and creates) the directory of `scope` under `root`
+    /// (`model.dir`); see [`super::scope`].
+    pub fn open_scope(root: &Path, scope: &str) -> Result<Self, StoreError> {
+        let dir = super::scope::prepare_dir(root, scope).map_err(|cause| StoreError::Io {
+            path: super::scope::scope_dir(root, scope),
+            cause,
+        })?;
+        Ok(Self { dir })
+    }
+
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|cause| StoreError::Io {
             path: dir.to_path_buf(),
@@ -221,6 +235,30 @@ impl ModelStore {
             .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
             .collect();
         Ok(Some(set))
+    }
+
+    /// Saves the marked time ranges (atomically), so a restart keeps them.
+    pub fn save_marks(&self, marks: &[Mark]) -> Result<(), StoreError> {
+        let json = serde_json::to_vec_pretty(marks).expect("marks serialise");
+        self.write_atomically(&self.dir.join(MARKS), &json)
+    }
+
+    /// The marks saved by [`save_marks`](Self::save_marks), oldest first.
+    pub fn load_marks(&self) -> Result<Vec<Mark>, StoreError> {
+        let path = self.dir.join(MARKS);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StoreError::BadMarks {
+                path,
+                reason: e.to_string(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(cause) => Err(StoreError::Io { path, cause }),
+        }
+    }
+
+    /// Whether windows collected for a training are saved here.
+    pub fn has_collected(&self) -> bool {
+        self.dir.join(COLLECTED).exists()
     }
 
     /// Forgets the collected windows (after a successful training).

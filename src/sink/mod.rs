@@ -61,6 +61,10 @@ pub struct StatusRecord {
     pub target: usize,
     /// collected / target, at most 1.
     pub progress: f64,
+    /// The model scope (`device:<id>`, `group:<name>`); absent for the
+    /// fleet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<Arc<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<Arc<str>>,
     /// The drift ratio of the served model (see `online::Drift`).
@@ -76,9 +80,27 @@ impl StatusRecord {
             collected,
             target,
             progress: (collected as f64 / target.max(1) as f64).min(1.0),
+            scope: None,
             model: None,
             drift: None,
         }
+    }
+
+    /// The status of a scope serving `model`.
+    pub fn serving(model: &str, drift: Option<f64>) -> Self {
+        let mut status = Self::new(crate::online::State::Serving, 0, 0);
+        status.progress = 1.0;
+        status.model = Some(model.into());
+        status.drift = drift;
+        status
+    }
+
+    /// For `scope` (nothing is added for the fleet).
+    pub fn in_scope(mut self, scope: &Arc<str>) -> Self {
+        if &**scope != crate::online::scope::FLEET {
+            self.scope = Some(scope.clone());
+        }
+        self
     }
 }
 

@@ -59,8 +59,21 @@ pub fn status_payload_with(online: bool, model: Option<&StatusRecord>) -> Vec<u8
         if let Some(drift) = model.drift {
             payload["drift"] = drift.into();
         }
+        if let Some(scope) = &model.scope {
+            payload["scope"] = scope.as_ref().into();
+        }
     }
     serde_json::to_vec(&payload).expect("static JSON")
+}
+
+/// Where a scope's status is retained: `<status topic>/device/<id>` or
+/// `<status topic>/group/<name>` (the id made safe for one topic level).
+pub fn scope_status_topic(status_topic: &str, scope: &str) -> String {
+    let (kind, name) = scope.split_once(':').unwrap_or(("scope", scope));
+    format!(
+        "{status_topic}/{kind}/{}",
+        crate::mqtt::topic::sanitize_device(name)
+    )
 }
 
 fn setting(key: &str) -> impl Fn(String) -> MqttError + '_ {
@@ -155,10 +168,14 @@ impl Sink for MqttSink {
                 self.alert_retain,
                 payload,
             ),
-            // The retained status says "online" and how the model stands.
+            // The retained status says "online" and how the model stands;
+            // each scope's under a topic of its own, so none hides another.
             Output::Status(status) => self.publish(
                 "status",
-                self.status_topic.clone(),
+                match &status.scope {
+                    Some(scope) => scope_status_topic(&self.status_topic, scope),
+                    None => self.status_topic.clone(),
+                },
                 1,
                 true,
                 status_payload_with(true, Some(status)),

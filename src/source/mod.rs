@@ -20,6 +20,8 @@ pub struct Frame {
     /// device's window starts afresh instead of joining samples from
     /// before an outage.
     pub restart: bool,
+    /// The MQTT topic the payload came on (device groups match it).
+    pub topic: Option<Arc<str>>,
 }
 
 pub fn unix_ms() -> f64 {

@@ -44,6 +44,8 @@ pub struct MqttSource {
     warned: RateLimited,
     command_topic: Option<String>,
     control: Option<Control>,
+    /// Frames carry their topic (device groups are topic patterns).
+    keep_topics: bool,
 }
 
 impl MqttSource {
@@ -89,12 +91,18 @@ impl MqttSource {
             warned: RateLimited::new(Duration::from_secs(60)),
             command_topic: mqtt.command_topic.clone(),
             control: None,
+            keep_topics: false,
         })
     }
 
     /// Commands on `input.mqtt.command_topic` go here (online training).
     pub fn set_control(&mut self, control: Control) {
         self.control = Some(control);
+    }
+
+    /// Frames carry the topic they came on (for `training.scope = "group"`).
+    pub fn keep_topics(&mut self) {
+        self.keep_topics = true;
     }
 
     /// Takes a command message; invalid ones are counted and warned about.
@@ -212,6 +220,7 @@ impl MqttSource {
                         format,
                         received_at_ms: unix_ms(),
                         restart: false,
+                        topic: self.keep_topics.then(|| Arc::from(topic.as_str())),
                     };
                     tokio::select! {
                         result = frames.send(frame) => if result.is_err() { break },

@@ -123,6 +123,7 @@ impl Replay {
                     format: Format::Csv,
                     received_at_ms: unix_ms(),
                     restart: false,
+                    topic: None,
                 };
                 tokio::select! {
                     result = frames.send(frame) => if result.is_err() { return sent },

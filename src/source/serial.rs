@@ -290,6 +290,7 @@ impl PortTask {
                     format,
                     received_at_ms,
                     restart: std::mem::take(&mut restart),
+                    topic: None,
                 };
                 tokio::select! {
                     result = frames.send(frame) => if result.is_err() { return Ended::Shutdown },
