@@ -1,9 +1,11 @@
 //! Live scoring latency with and without an online training running next
 //! to it: every window of 8 simulated devices is ingested sample by sample
 //! and scored alone (batch 1, the live case), and the time from the sample
-//! that completes a window to its score is recorded. Then the same while a
-//! thread trains the basic autoencoder on the PEN recordings over and over,
-//! niced as the daemon's trainer is. `cargo bench --bench online` prints
+//! that completes a window to its score is recorded. Then the same while
+//! the daemon's training machinery (one niced thread, paced to
+//! `training.cpu_share`) trains the basic autoencoder on the PEN recordings
+//! over and over, at three shares; the training thread's measured share of
+//! a core is printed with each. `cargo bench --bench online` prints
 //! the figures; under `cargo test` it runs briefly as a smoke test.
 
 use std::path::Path;
@@ -29,13 +31,55 @@ fn main() {
     let model = LoadedModel::load(&root.join("models/demo.onnx")).expect("shipped model");
 
     let quiet = measure(&config, &model, run_for);
+    let data = root.join("data/watch/train-pen.csv");
+    let busy: Vec<(f64, Figures, usize, f64)> = [1.0, config.training.cpu_share, 0.25]
+        .into_iter()
+        .map(|share| {
+            let (figures, trainings, measured) =
+                measure_while_training(&config, &model, run_for, &data, share);
+            (share, figures, trainings, measured)
+        })
+        .collect();
+
+    println!(
+        "live scoring, batch 1, 8 devices, {} cores (std::thread::available_parallelism)",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!(
+        "| condition | windows | p50 µs | p99 µs | max µs | samples/s | trainings (20 epochs) | \
+         training thread's CPU share |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "| alone | {} | {:.1} | {:.1} | {:.1} | {:.0} | – | – |",
+        quiet.windows, quiet.p50, quiet.p99, quiet.max, quiet.samples_per_s
+    );
+    for (share, figures, trainings, measured) in &busy {
+        println!(
+            "| while training, training.cpu_share = {share} | {} | {:.1} | {:.1} | {:.1} | {:.0} \
+             | {trainings} | {measured:.2} |",
+            figures.windows, figures.p50, figures.p99, figures.max, figures.samples_per_s
+        );
+    }
+}
+
+/// Live scoring while the online trainer's machinery (one niced thread,
+/// paced to `share` of a core) trains the basic autoencoder on the PEN
+/// recordings over and over; also the trainings done and the training
+/// thread's measured CPU share.
+fn measure_while_training(
+    config: &Config,
+    model: &LoadedModel,
+    run_for: Duration,
+    data: &Path,
+    share: f64,
+) -> (Figures, usize, f64) {
     let stop = Arc::new(AtomicBool::new(false));
     let trainings = Arc::new(AtomicUsize::new(0));
     let trainer = {
         let (stop, trainings, config) = (stop.clone(), trainings.clone(), config.clone());
-        let data = root.join("data/watch/train-pen.csv");
+        let data = data.to_path_buf();
         std::thread::spawn(move || {
-            accelwatch::online::lower_priority();
             let recording = Recording::read(
                 &data,
                 &ReadOptions {
@@ -60,34 +104,25 @@ fn main() {
             let input = InputSpec::from_config(&config);
             let mut settings = config.training.clone();
             settings.epochs = 20;
-            while !stop.load(Ordering::SeqCst) {
-                train::train(&arch, &settings, &input, &set, &mut |_| {}).expect("training");
-                trainings.fetch_add(1, Ordering::SeqCst);
-            }
+            accelwatch::online::in_background(share, |pacer| {
+                while !stop.load(Ordering::SeqCst) {
+                    train::train_paced(&arch, &settings, &input, &set, &mut |_| {}, &mut || {
+                        pacer.pace()
+                    })
+                    .expect("training");
+                    trainings.fetch_add(1, Ordering::SeqCst);
+                }
+                pacer.measured()
+            })
+            .expect("training pool")
         })
     };
     // Let the trainer get going.
     std::thread::sleep(Duration::from_millis(200));
-    let busy = measure(&config, &model, run_for);
+    let figures = measure(config, model, run_for);
     stop.store(true, Ordering::SeqCst);
-    trainer.join().expect("trainer thread");
-
-    println!(
-        "live scoring, batch 1, 8 devices, {} cores (std::thread::available_parallelism)",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
-    );
-    println!("| condition | windows | p50 µs | p99 µs | max µs | samples/s |");
-    println!("|---|---|---|---|---|---|");
-    for (name, figures) in [("alone", &quiet), ("while training (nice 10)", &busy)] {
-        println!(
-            "| {name} | {} | {:.1} | {:.1} | {:.1} | {:.0} |",
-            figures.windows, figures.p50, figures.p99, figures.max, figures.samples_per_s
-        );
-    }
-    println!(
-        "trainings of 20 epochs completed meanwhile: {}",
-        trainings.load(Ordering::SeqCst)
-    );
+    let measured = trainer.join().expect("trainer thread");
+    (figures, trainings.load(Ordering::SeqCst), measured)
 }
 
 struct Figures {

@@ -1045,6 +1045,10 @@ pub struct TrainingConfig {
     /// model was trained or last retried); 0 retrains on command only.
     #[serde(default)]
     pub retrain_every_h: f64,
+    /// Calibration also lasts at least this long (seconds since its first
+    /// window, across restarts); 0: min_windows alone decides.
+    #[serde(default)]
+    pub min_duration_s: f64,
     /// What one model serves: the whole `fleet`, each `device`, or each
     /// `group` of `training.groups` (devices in no group share the fleet
     /// model).
@@ -1170,6 +1174,7 @@ impl Default for TrainingConfig {
             max_windows: Self::default_max_windows(),
             keep_versions: Self::default_keep_versions(),
             retrain_every_h: 0.0,
+            min_duration_s: 0.0,
             scope: ScopeKind::Fleet,
             groups: Vec::new(),
             max_scopes: Self::default_max_scopes(),
@@ -1676,6 +1681,14 @@ impl Config {
             }
         }
         check(
+            training.min_duration_s.is_finite() && training.min_duration_s >= 0.0,
+            "training.min_duration_s",
+            format!(
+                "must be 0 (off) or positive, got {}",
+                training.min_duration_s
+            ),
+        );
+        check(
             training.max_scopes >= 1,
             "training.max_scopes",
             "must be at least 1".into(),
@@ -2033,17 +2046,33 @@ fn mqtt_output_problems(
     );
 }
 
+/// What the config tests share.
 #[cfg(test)]
-mod mqtt_tests {
+mod test_support {
     use super::*;
 
-    fn keys(config: &Config) -> Vec<String> {
+    /// The keys `validate_settings` names, in order.
+    pub fn keys(config: &Config) -> Vec<String> {
         config
             .validate_settings()
             .into_iter()
             .map(|p| p.key)
             .collect()
     }
+
+    /// A config from TOML text, as `Config::load` reads a file.
+    pub fn toml_like(text: &str) -> Result<Config, config::ConfigError> {
+        config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .build()?
+            .try_deserialize()
+    }
+}
+
+#[cfg(test)]
+mod mqtt_tests {
+    use super::test_support::*;
+    use super::*;
 
     #[test]
     fn mqtt_settings_are_checked_with_their_keys() {
@@ -2089,16 +2118,95 @@ mod mqtt_tests {
 }
 
 #[cfg(test)]
-mod serial_tests {
+mod scope_tests {
+    use super::test_support::*;
     use super::*;
 
-    fn keys(config: &Config) -> Vec<String> {
+    fn online() -> Config {
+        let mut config = Config::default();
+        config.model.dir = Some("/tmp/models".into());
+        config.training.mode = TrainingMode::Online;
         config
-            .validate_settings()
-            .into_iter()
-            .map(|p| p.key)
-            .collect()
     }
+
+    #[test]
+    fn model_scopes_are_checked_with_their_keys() {
+        let mut config = online();
+        config.training.scope = ScopeKind::Device;
+        assert!(keys(&config).is_empty(), "{:?}", config.validate_settings());
+        // Six channels at 16 device scopes could hold 2 GiB of windows.
+        config.input.channels = ["ax", "ay", "az", "wx", "wy", "wz"]
+            .map(String::from)
+            .into();
+        assert_eq!(keys(&config), ["training.max_memory_mb"]);
+        config.training.max_windows = 10_000;
+        assert!(keys(&config).is_empty());
+
+        let mut config = Config::default();
+        config.training.scope = ScopeKind::Device;
+        config.training.cpu_share = 0.0;
+        config.training.max_scopes = 0;
+        assert_eq!(
+            keys(&config),
+            [
+                "model.dir",
+                "training.mode",
+                "training.max_scopes",
+                "training.cpu_share"
+            ]
+        );
+
+        let mut config = online();
+        config.training.scope = ScopeKind::Group;
+        assert_eq!(keys(&config), ["training.groups", "training.groups"]);
+        config.input.kind = InputKind::Mqtt;
+        config.training.groups = vec![
+            GroupConfig {
+                name: "line 1".into(),
+                topics: vec!["plant/line1/#".into()],
+            },
+            GroupConfig {
+                name: "b".into(),
+                topics: vec!["a/#/b".into()],
+            },
+            GroupConfig {
+                name: "b".into(),
+                topics: Vec::new(),
+            },
+        ];
+        assert_eq!(
+            keys(&config),
+            [
+                "training.groups[0].name",
+                "training.groups[1].topics",
+                "training.groups[2].name",
+                "training.groups[2].topics"
+            ]
+        );
+    }
+
+    #[test]
+    fn groups_parse_from_toml_strictly() {
+        let text = r#"
+            [training]
+            scope = "group"
+            [[training.groups]]
+            name = "line1"
+            topics = ["plant/line1/#"]
+        "#;
+        let config = toml_like(text).expect("parses");
+        assert_eq!(config.training.scope, ScopeKind::Group);
+        assert_eq!(config.training.groups[0].topics, ["plant/line1/#"]);
+        let bad = text.replace("topics =", "topic =");
+        assert!(toml_like(&bad).is_err(), "unknown key refused");
+        assert!(toml_like("[training]\nscope = \"site\"").is_err());
+    }
+}
+
+#[cfg(test)]
+mod serial_tests {
+    use super::test_support::*;
+    use super::*;
 
     #[test]
     fn serial_settings_are_checked_with_their_keys() {
@@ -2152,12 +2260,5 @@ mod serial_tests {
         assert_eq!(port.label(0), "0");
         let bad = text.replace("baud = 230400", "bauds = 230400");
         assert!(toml_like(&bad).is_err(), "unknown key refused");
-    }
-
-    fn toml_like(text: &str) -> Result<Config, config::ConfigError> {
-        config::Config::builder()
-            .add_source(config::File::from_str(text, config::FileFormat::Toml))
-            .build()?
-            .try_deserialize()
     }
 }

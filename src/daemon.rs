@@ -609,8 +609,9 @@ impl Scope {
             State::Calibrating
         };
         metrics.model_state(&self.name, state.as_str());
-        let status =
+        let mut status =
             StatusRecord::new(state, trainer.collected(), trainer.target()).in_scope(&self.name);
+        status.progress = trainer.progress();
         // A status per 5% of progress and per change of state.
         let changed = self.last_status.as_ref().is_none_or(|last| {
             last.state != status.state || status.progress >= last.progress + 0.05

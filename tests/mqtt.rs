@@ -448,11 +448,7 @@ async fn two_devices(protocol: MqttProtocol) {
             Some(total as f64)
         );
 
-        daemon.shutdown();
-        let summary = tokio::time::timeout(Duration::from_secs(30), daemon.wait())
-            .await
-            .unwrap()
-            .unwrap();
+        let summary = stop(daemon).await;
         assert_eq!(summary.windows as usize, total);
         got.until(&mut watched, "the offline status", |r| {
             r.on("accelwatch/status")
@@ -536,11 +532,7 @@ async fn a_broker_restart_is_survived() {
             })
             .await;
         assert_eq!(after.0[0].0, "accelwatch/w1/features");
-        daemon.shutdown();
-        tokio::time::timeout(Duration::from_secs(30), daemon.wait())
-            .await
-            .unwrap()
-            .unwrap();
+        stop(daemon).await;
     })
     .await
     .expect("test timed out");
@@ -620,11 +612,7 @@ async fn oversize(protocol: MqttProtocol) {
             lost_connections,
             "{text}"
         );
-        daemon.shutdown();
-        tokio::time::timeout(Duration::from_secs(30), daemon.wait())
-            .await
-            .unwrap()
-            .unwrap();
+        stop(daemon).await;
     })
     .await
     .expect("test timed out");
@@ -664,22 +652,14 @@ async fn username_and_password() {
             ),
             Some(0.0)
         );
-        daemon.shutdown();
-        tokio::time::timeout(Duration::from_secs(30), daemon.wait())
-            .await
-            .unwrap()
-            .unwrap();
+        stop(daemon).await;
 
         write(&password_file, "s3cret\n");
         let daemon = Daemon::start(config, Vec::new()).await.unwrap();
         let addr = daemon.telemetry_addr().unwrap();
         wait_metric(addr, "accelwatch_mqtt_connected{role=\"input\"}", 1.0).await;
         wait_metric(addr, "accelwatch_mqtt_connected{role=\"output\"}", 1.0).await;
-        daemon.shutdown();
-        tokio::time::timeout(Duration::from_secs(30), daemon.wait())
-            .await
-            .unwrap()
-            .unwrap();
+        stop(daemon).await;
     })
     .await
     .expect("test timed out");
@@ -748,11 +728,7 @@ async fn a_shared_subscription_splits_messages_between_daemons() {
             "both members work: {per_member:?}"
         );
         for (daemon, _) in daemons {
-            daemon.shutdown();
-            tokio::time::timeout(Duration::from_secs(30), daemon.wait())
-                .await
-                .unwrap()
-                .unwrap();
+            stop(daemon).await;
         }
     })
     .await
@@ -917,11 +893,7 @@ async fn mutual_tls_in_and_out() {
                 );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            daemon.shutdown();
-            tokio::time::timeout(Duration::from_secs(30), daemon.wait())
-                .await
-                .unwrap()
-                .unwrap();
+            stop(daemon).await;
         }
 
         // Accepted: input and output (same broker, same TLS settings) go
@@ -948,11 +920,7 @@ async fn mutual_tls_in_and_out() {
             r.on("accelwatch/tls-1/features").len() >= windows_of(256)
         })
         .await;
-        daemon.shutdown();
-        tokio::time::timeout(Duration::from_secs(30), daemon.wait())
-            .await
-            .unwrap()
-            .unwrap();
+        stop(daemon).await;
     })
     .await
     .expect("test timed out");
@@ -990,11 +958,7 @@ async fn the_device_named_by_a_payload_field() {
         assert_eq!(got.on("accelwatch/press-1/features").len(), 1);
         assert_eq!(got.on("accelwatch/press-2/features").len(), 1);
         wait_metric(addr, "accelwatch_mqtt_unrouted_total", 1.0).await;
-        daemon.shutdown();
-        tokio::time::timeout(Duration::from_secs(30), daemon.wait())
-            .await
-            .unwrap()
-            .unwrap();
+        stop(daemon).await;
     })
     .await
     .expect("test timed out");
@@ -1262,11 +1226,7 @@ async fn a_daemon_without_a_model_calibrates_then_alerts_and_keeps_its_model() {
                 .await
                 .contains(&format!("accelwatch_model_info{{id=\"{served}\"")));
         }
-        daemon.shutdown();
-        tokio::time::timeout(Duration::from_secs(30), daemon.wait())
-            .await
-            .unwrap()
-            .unwrap();
+        stop(daemon).await;
 
         // A restart serves the stored model at once.
         let daemon = Daemon::start(config, Vec::new()).await.unwrap();
@@ -1282,11 +1242,7 @@ async fn a_daemon_without_a_model_calibrates_then_alerts_and_keeps_its_model() {
             text.contains(&format!("accelwatch_model_info{{id=\"{served}\"")),
             "{served}"
         );
-        daemon.shutdown();
-        tokio::time::timeout(Duration::from_secs(30), daemon.wait())
-            .await
-            .unwrap()
-            .unwrap();
+        stop(daemon).await;
         let listed = accelwatch()
             .args(["models", "list", "--dir"])
             .arg(&models)
@@ -1541,11 +1497,7 @@ async fn each_device_calibrates_a_model_of_its_own() {
         )
         .await;
         assert!(models.join("devices/pen-dev/marks.json").exists());
-        daemon.shutdown();
-        tokio::time::timeout(Duration::from_secs(30), daemon.wait())
-            .await
-            .unwrap()
-            .unwrap();
+        stop(daemon).await;
 
         // A restart finds every scope again: pen-dev serves at once, the
         // fleet scope resumes its collection.
@@ -1562,11 +1514,7 @@ async fn each_device_calibrates_a_model_of_its_own() {
             metric(&text, "accelwatch_calibration_windows{scope=\"fleet\"}"),
             Some(extra)
         );
-        daemon.shutdown();
-        tokio::time::timeout(Duration::from_secs(30), daemon.wait())
-            .await
-            .unwrap()
-            .unwrap();
+        stop(daemon).await;
         let listed = accelwatch()
             .args(["models", "list", "--dir"])
             .arg(&models)
@@ -1648,11 +1596,7 @@ async fn device_groups_are_topic_patterns() {
             std::fs::read_to_string(models.join("groups/line1/scope")).unwrap(),
             "group:line1"
         );
-        daemon.shutdown();
-        tokio::time::timeout(Duration::from_secs(30), daemon.wait())
-            .await
-            .unwrap()
-            .unwrap();
+        stop(daemon).await;
     })
     .await
     .expect("test timed out");

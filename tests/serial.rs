@@ -202,14 +202,6 @@ fn value(text: &str, series: &str) -> f64 {
     metric(text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"))
 }
 
-async fn stop(daemon: Daemon) {
-    daemon.shutdown();
-    tokio::time::timeout(Duration::from_secs(20), daemon.wait())
-        .await
-        .expect("drains in time")
-        .expect("clean stop");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn csv_lines_are_windowed_scored_and_their_rate_checked() {
     tokio::time::timeout(TEST_TIMEOUT, async {

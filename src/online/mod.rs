@@ -83,6 +83,8 @@ pub struct OnlineTrainer {
     /// restored from disk).
     collected_spans: Vec<(Arc<str>, f64, f64)>,
     marks: Vec<Mark>,
+    /// When the calibration's first window came (Unix ms).
+    calibrating_since: Option<f64>,
 }
 
 /// Marks remembered, newest last.
@@ -115,6 +117,7 @@ impl OnlineTrainer {
         let unknown: Arc<str> = Arc::from("");
         let collected_spans = vec![(unknown, f64::NAN, f64::NAN); collected.len()];
         let trainer = Self {
+            calibrating_since: store.calibrating_since(),
             scope,
             collected_spans,
             marks,
@@ -145,6 +148,20 @@ impl OnlineTrainer {
 
     pub fn collected(&self) -> usize {
         self.collected.len()
+    }
+
+    /// How far the calibration is, 0 to 1: the smaller of the windows
+    /// collected over min_windows and, with training.min_duration_s, the
+    /// time since it began over that.
+    pub fn progress(&self) -> f64 {
+        let windows = self.collected.len() as f64 / self.target().max(1) as f64;
+        let duration = self.config.training.min_duration_s;
+        let time = match self.calibrating_since {
+            _ if duration <= 0.0 => 1.0,
+            Some(since) => (crate::source::unix_ms() - since) / 1000.0 / duration,
+            None => 0.0,
+        };
+        windows.min(time).clamp(0.0, 1.0)
     }
 
     pub fn is_training(&self) -> bool {
@@ -188,7 +205,14 @@ impl OnlineTrainer {
             }
             self.saved_at = self.collected.len();
         }
-        if self.collected.len() >= self.target() {
+        if self.calibrating_since.is_none() && !self.collected.is_empty() {
+            let now = crate::source::unix_ms();
+            self.calibrating_since = Some(now);
+            if let Err(error) = self.store.save_calibrating_since(now) {
+                tracing::warn!(scope = %self.scope, %error, "cannot save when calibration began");
+            }
+        }
+        if self.progress() >= 1.0 {
             self.start();
         }
     }
@@ -198,6 +222,7 @@ impl OnlineTrainer {
         let features = self.collected.features;
         let set = std::mem::replace(&mut self.collected, WindowSet::new(features));
         self.collected_spans.clear();
+        self.calibrating_since = None;
         let config = self.config.clone();
         let store = self.store.clone();
         let spawned = std::thread::Builder::new()
@@ -255,6 +280,7 @@ impl OnlineTrainer {
     /// Starts over: the next windows are collected for a new training
     /// (the `calibrate` command).
     pub fn recalibrate(&mut self) {
+        self.calibrating_since = None;
         self.collected = WindowSet::new(self.collected.features);
         self.collected_spans.clear();
         self.streams.clear();
@@ -895,6 +921,32 @@ mod tests {
             1,
             "window 4 is in the abnormal range"
         );
+    }
+
+    #[test]
+    fn a_calibration_can_also_wait_for_a_duration() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ModelStore::open(dir.path()).unwrap();
+        let mut config = Config::default();
+        config.training.min_windows = 20;
+        config.training.min_duration_s = 3600.0;
+        let trainer = |store: &ModelStore| {
+            OnlineTrainer::new(&config, store.clone(), Metrics::new(), Arc::from("fleet")).unwrap()
+        };
+        let mut first = trainer(&store);
+        assert_eq!(first.progress(), 0.0);
+        first.collect(&(0..30).map(|i| timed("a", i)).collect::<Vec<_>>());
+        assert!(!first.is_training(), "enough windows, not yet an hour");
+        assert!(first.progress() < 0.01);
+        // A restart keeps the start; an hour later the training begins.
+        let since = store.calibrating_since().expect("saved");
+        drop(first);
+        let mut restarted = trainer(&store);
+        assert_eq!(restarted.calibrating_since, Some(since));
+        restarted.calibrating_since = Some(since - 3_600_000.0);
+        assert_eq!(restarted.progress(), 0.0, "the windows were not saved yet");
+        restarted.collect(&(0..20).map(|i| timed("b", i)).collect::<Vec<_>>());
+        assert!(restarted.is_training());
     }
 
     #[test]

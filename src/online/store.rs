@@ -17,6 +17,7 @@ const CURRENT: &str = "current";
 const COLLECTED: &str = "collected.awc";
 const COLLECTED_MAGIC: &[u8; 4] = b"AWC1";
 const MARKS: &str = "marks.json";
+const CALIBRATING_SINCE: &str = "calibrating-since";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -264,6 +265,24 @@ impl ModelStore {
     /// Forgets the collected windows (after a successful training).
     pub fn clear_collected(&self) {
         let _ = std::fs::remove_file(self.dir.join(COLLECTED));
+        let _ = std::fs::remove_file(self.dir.join(CALIBRATING_SINCE));
+    }
+
+    /// Records when the calibration began (Unix ms).
+    pub fn save_calibrating_since(&self, unix_ms: f64) -> Result<(), StoreError> {
+        self.write_atomically(
+            &self.dir.join(CALIBRATING_SINCE),
+            format!("{unix_ms:.0}\n").as_bytes(),
+        )
+    }
+
+    /// When the calibration under way began, if one is.
+    pub fn calibrating_since(&self) -> Option<f64> {
+        std::fs::read_to_string(self.dir.join(CALIBRATING_SINCE))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     }
 }
 

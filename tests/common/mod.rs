@@ -162,3 +162,12 @@ pub fn accelwatch_on(backend: &BackendOptions) -> Command {
         .env("ORT_DYLIB_PATH", ort_library());
     cmd
 }
+
+/// Shuts `daemon` down and waits (30 s at most) for a clean drain.
+pub async fn stop(daemon: accelwatch::daemon::Daemon) -> accelwatch::daemon::RunSummary {
+    daemon.shutdown();
+    tokio::time::timeout(std::time::Duration::from_secs(30), daemon.wait())
+        .await
+        .expect("drains in time")
+        .expect("clean stop")
+}
