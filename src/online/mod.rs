@@ -218,11 +218,20 @@ impl OnlineTrainer {
     }
 
     fn start(&mut self) {
+        // Kept on disk until a model is stored: a shutdown or crash
+        // mid-training trains again from the same windows after a restart.
+        if self.saved_at != self.collected.len() {
+            if let Err(error) = self.store.save_collected(&self.collected) {
+                tracing::warn!(scope = %self.scope, %error, "cannot save the calibration windows");
+            }
+            self.saved_at = self.collected.len();
+        }
         let (tx, rx) = mpsc::channel();
         let features = self.collected.features;
         let set = std::mem::replace(&mut self.collected, WindowSet::new(features));
         self.collected_spans.clear();
         self.calibrating_since = None;
+        self.saved_at = 0;
         let config = self.config.clone();
         let store = self.store.clone();
         let spawned = std::thread::Builder::new()
@@ -947,6 +956,11 @@ mod tests {
         assert_eq!(restarted.progress(), 0.0, "the windows were not saved yet");
         restarted.collect(&(0..20).map(|i| timed("b", i)).collect::<Vec<_>>());
         assert!(restarted.is_training());
+        assert_eq!(
+            store.load_collected(128 * 3).unwrap().map(|set| set.len()),
+            Some(20),
+            "the windows being trained on are on disk until a model is stored"
+        );
     }
 
     #[test]
