@@ -368,6 +368,8 @@ fn the_grafana_dashboard_is_valid_json_with_the_panels() {
         "accelwatch_inference_seconds_bucket",
         "accelwatch_decode_errors_total",
         "accelwatch_mqtt_connected",
+        "accelwatch_calibration_windows",
+        "accelwatch_drift_ratio",
     ] {
         assert!(
             exprs.iter().any(|e| e.contains(metric)),
