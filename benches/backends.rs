@@ -11,12 +11,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use accelwatch::config::{Config, CsvColumns, TrainingConfig, Variant};
+use accelwatch::config::{Config, TrainingConfig, Variant};
 use accelwatch::model::net::Architecture;
 use accelwatch::model::train::{self, InputSpec};
 use accelwatch::model::{BackendOptions, LoadedModel};
 use accelwatch::pipeline::window_spec;
-use accelwatch::recording::{ReadOptions, Recording};
+use accelwatch::recording::Recording;
 
 const BATCHES: [usize; 4] = [1, 8, 32, 128];
 
@@ -109,21 +109,9 @@ fn per_window(mut run: impl FnMut(), batch: usize, seconds: f64) -> f64 {
 /// (inference time does not depend on how well they were trained).
 fn other_variants(repo: &Path, dir: &Path) -> Vec<(String, PathBuf)> {
     let config = Config::default();
-    let recording = Recording::read(
-        &repo.join("data/watch/train-pen.csv"),
-        &ReadOptions {
-            columns: CsvColumns {
-                device_column: "series".into(),
-                time_column: "t_ms".into(),
-            },
-            channels: config.input.channels.clone(),
-            sample_rate_hz: config.input.sample_rate_hz,
-            ..Default::default()
-        },
-    )
-    .expect("shipped training data");
     let spec = window_spec(&config);
-    let set = recording.window_set(spec);
+    let set = Recording::window_set_of(&repo.join("data/watch/train-pen.csv"), "series", &config)
+        .expect("shipped training data");
     let input = InputSpec::from_config(&config);
     [Variant::Deep, Variant::Vae, Variant::Conv, Variant::Sparse]
         .into_iter()

@@ -13,13 +13,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use accelwatch::config::{Config, CsvColumns};
+use accelwatch::config::Config;
 use accelwatch::decode::Format;
 use accelwatch::model::net::Architecture;
 use accelwatch::model::train::{self, InputSpec};
 use accelwatch::model::LoadedModel;
-use accelwatch::pipeline::{window_spec, IngestStage, ScoreStage};
-use accelwatch::recording::{ReadOptions, Recording};
+use accelwatch::pipeline::{IngestStage, ScoreStage};
+use accelwatch::recording::Recording;
 use accelwatch::source::Frame;
 use accelwatch::telemetry::Metrics;
 
@@ -80,20 +80,8 @@ fn measure_while_training(
         let (stop, trainings, config) = (stop.clone(), trainings.clone(), config.clone());
         let data = data.to_path_buf();
         std::thread::spawn(move || {
-            let recording = Recording::read(
-                &data,
-                &ReadOptions {
-                    columns: CsvColumns {
-                        device_column: "series".into(),
-                        time_column: "t_ms".into(),
-                    },
-                    channels: config.input.channels.clone(),
-                    sample_rate_hz: config.input.sample_rate_hz,
-                    ..Default::default()
-                },
-            )
-            .expect("shipped training data");
-            let set = recording.window_set(window_spec(&config));
+            let set =
+                Recording::window_set_of(&data, "series", &config).expect("shipped training data");
             let mut model = config.model.clone();
             model.variant = accelwatch::config::Variant::Basic;
             let arch = Architecture {

@@ -6,32 +6,19 @@
 use std::path::Path;
 use std::time::Instant;
 
-use accelwatch::config::{Config, CsvColumns, TrainingConfig, Variant};
+use accelwatch::config::{Config, TrainingConfig, Variant};
 use accelwatch::model::net::Architecture;
 use accelwatch::model::train::{self, InputSpec};
 use accelwatch::pipeline::window_spec;
-use accelwatch::recording::{ReadOptions, Recording};
+use accelwatch::recording::Recording;
 
 fn main() {
     let benchmarking = std::env::args().any(|a| a == "--bench");
     let epochs = if benchmarking { 30 } else { 1 };
     let config = Config::default();
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/watch/train-pen.csv");
-    let recording = Recording::read(
-        &data,
-        &ReadOptions {
-            columns: CsvColumns {
-                device_column: "series".into(),
-                time_column: "t_ms".into(),
-            },
-            channels: config.input.channels.clone(),
-            sample_rate_hz: config.input.sample_rate_hz,
-            ..Default::default()
-        },
-    )
-    .expect("shipped training data");
     let spec = window_spec(&config);
-    let set = recording.window_set(spec);
+    let set = Recording::window_set_of(&data, "series", &config).expect("shipped training data");
     let input = InputSpec::from_config(&config);
     println!(
         "training {} epochs on {} windows of {}x{} (batch {}), {} cores",

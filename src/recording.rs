@@ -85,6 +85,27 @@ pub enum RecordingError {
 }
 
 impl Recording {
+    /// The windows of a recording whose devices (one stream each) are
+    /// named by `device_column` and timed by `t_ms`, read with `config`'s
+    /// channels and rate and windowed as the pipeline would.
+    pub fn window_set_of(
+        path: &Path,
+        device_column: &str,
+        config: &crate::config::Config,
+    ) -> Result<crate::model::train::WindowSet, RecordingError> {
+        let options = ReadOptions {
+            columns: CsvColumns {
+                device_column: device_column.into(),
+                time_column: "t_ms".into(),
+            },
+            channels: config.input.channels.clone(),
+            sample_rate_hz: config.input.sample_rate_hz,
+            ..Default::default()
+        };
+        let recording = Self::read(path, &options)?;
+        Ok(recording.window_set(crate::pipeline::window_spec(config)))
+    }
+
     pub fn read(path: &Path, options: &ReadOptions) -> Result<Recording, RecordingError> {
         let csv_error = |cause| RecordingError::Csv {
             path: path.to_path_buf(),

@@ -10,8 +10,7 @@ use accelwatch::config::{Config, TrainingConfig, Variant};
 use accelwatch::model::net::Architecture;
 use accelwatch::model::train::{self, InputSpec, Trained, WindowSet};
 use accelwatch::model::BackendOptions;
-use accelwatch::pipeline::window_spec;
-use accelwatch::recording::{ReadOptions, Recording};
+use accelwatch::recording::Recording;
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -32,21 +31,7 @@ pub fn channels(names: &[&str]) -> Vec<String> {
 
 /// Windows of the shipped PEN recordings, one stream per recording.
 pub fn pen_windows(config: &Config) -> WindowSet {
-    let recording = Recording::read(
-        &train_csv(),
-        &ReadOptions {
-            columns: accelwatch::config::CsvColumns {
-                device_column: "series".into(),
-                time_column: "t_ms".into(),
-            },
-            channels: config.input.channels.clone(),
-            sample_rate_hz: config.input.sample_rate_hz,
-            ..Default::default()
-        },
-    )
-    .expect("shipped training data");
-    let spec = window_spec(config);
-    recording.window_set(spec)
+    Recording::window_set_of(&train_csv(), "series", config).expect("shipped training data")
 }
 
 /// Trains a basic model on the shipped PEN data with few epochs.
