@@ -18,6 +18,9 @@
 //! - [`pipeline`] holds the stages every path shares; [`daemon`] runs them
 //!   as tasks joined by bounded queues.
 //! - [`sink`] publishes; [`telemetry`] serves Prometheus metrics.
+//! - [`online`] lets the daemon train its own models: calibration, training
+//!   in the background, retraining, drift, commands, and one model per
+//!   fleet, device or device group.
 //! - [`ops`] keeps a service healthy: model reloads, the pipeline's
 //!   heartbeat, systemd notifications; [`logging`] sets up the logs.
 //! - [`app`] and [`cli`] are the commands on top.
