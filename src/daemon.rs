@@ -611,7 +611,12 @@ impl Scope {
         metrics.model_state(&self.name, state.as_str());
         let mut status =
             StatusRecord::new(state, trainer.collected(), trainer.target()).in_scope(&self.name);
-        status.progress = trainer.progress();
+        // Training means the calibration is complete.
+        status.progress = if state == State::Training {
+            1.0
+        } else {
+            trainer.progress()
+        };
         // A status per 5% of progress and per change of state.
         let changed = self.last_status.as_ref().is_none_or(|last| {
             last.state != status.state || status.progress >= last.progress + 0.05
