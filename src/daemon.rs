@@ -194,6 +194,7 @@ impl Daemon {
         }
         let pending = PendingModel::default();
         let reloader = Reloader::new(&config, pending.clone(), metrics.clone());
+        let rescan = reloader.rescan_flag();
         let pulse = std::sync::Arc::new(Pulse::default());
         let (stop_telemetry, mut telemetry_stopped) = watch::channel(false);
         let (telemetry_addr, telemetry) = if config.telemetry.enabled {
@@ -251,7 +252,7 @@ impl Daemon {
             let stage_metrics = metrics.clone();
             tokio::task::spawn_blocking(move || {
                 score_loop(
-                    Scoring::new(scopes, commands, stage_config, stage_metrics),
+                    Scoring::new(scopes, commands, stage_config, stage_metrics).rescan_on(rescan),
                     max_batch,
                     window_rx,
                     output_tx,
@@ -422,6 +423,8 @@ struct Scope {
     windows_since_status: usize,
     /// The last calibration status sent (one per 5% of progress).
     last_status: Option<StatusRecord>,
+    /// The version of the scope's directory being served.
+    served_version: Option<String>,
 }
 
 impl Scope {
@@ -433,8 +436,12 @@ impl Scope {
             Some(root) => Some(ModelStore::open_scope(root, &name)?),
             None => None,
         };
+        let current = match &store {
+            Some(store) => store.current()?,
+            None => None,
+        };
         let model_path = match &store {
-            Some(store) => store.current()?.map(|version| version.path),
+            Some(_) => current.as_ref().map(|version| version.path.clone()),
             None => Some(config.model.path.clone()),
         };
         let online = config.training.mode == TrainingMode::Online;
@@ -480,6 +487,7 @@ impl Scope {
             last_trained: std::time::Instant::now(),
             windows_since_status: 0,
             last_status: None,
+            served_version: current.map(|version| version.name),
             name,
         };
         if let Some(model) = model {
@@ -509,6 +517,55 @@ impl Scope {
             }
         }
         metrics.model_state(&self.name, State::Serving.as_str());
+    }
+
+    /// Loads, checks and serves a version of the scope's directory.
+    fn serve_version(
+        &mut self,
+        version: crate::online::store::Version,
+        config: &Config,
+        metrics: &Metrics,
+    ) -> Result<(), String> {
+        let model = LoadedModel::load_with(&version.path, &config.model.backend_options())
+            .map_err(|e| e.to_string())?;
+        let problems = model_problems(config, &model.meta);
+        if !problems.is_empty() {
+            return Err(DaemonError::Mismatch(problems).to_string());
+        }
+        self.serve(model, config, metrics);
+        self.served_version = Some(version.name);
+        Ok(())
+    }
+
+    /// Serves the directory's current version if it is not the one served
+    /// (a reload after `accelwatch models rollback --scope`).
+    fn reread(&mut self, config: &Config, metrics: &Metrics) -> Option<StatusRecord> {
+        let current = self.online.as_ref()?.store().current();
+        let version = match current {
+            Ok(Some(version)) if Some(&version.name) != self.served_version.as_ref() => version,
+            Ok(_) => return None,
+            Err(error) => {
+                metrics.reload("failed");
+                tracing::error!(scope = %self.name, %error, "reload: cannot read the model directory");
+                return None;
+            }
+        };
+        let name = version.name.clone();
+        match self.serve_version(version, config, metrics) {
+            Ok(()) => {
+                metrics.reload("ok");
+                tracing::info!(scope = %self.name, version = %name, "model reloaded");
+                self.serving_status()
+            }
+            Err(error) => {
+                metrics.reload("failed");
+                tracing::error!(
+                    scope = %self.name, version = %name,
+                    "reload refused, the running model stays: {error}"
+                );
+                None
+            }
+        }
     }
 
     fn serving_status(&self) -> Option<StatusRecord> {
@@ -557,13 +614,7 @@ impl Scope {
             }
             Command::Rollback(_) => {
                 let version = trainer.store().rollback().map_err(|e| e.to_string())?;
-                let model = LoadedModel::load_with(&version.path, &config.model.backend_options())
-                    .map_err(|e| e.to_string())?;
-                let problems = model_problems(config, &model.meta);
-                if !problems.is_empty() {
-                    return Err(DaemonError::Mismatch(problems).to_string());
-                }
-                self.serve(model, config, metrics);
+                self.serve_version(version, config, metrics)?;
                 Ok(self.serving_status())
             }
         }
@@ -670,6 +721,7 @@ impl Scope {
                 status.collected = learned.windows;
                 status.target = learned.windows;
                 self.serve(learned.model, config, metrics);
+                self.served_version = Some(learned.version);
                 Some(status.in_scope(&self.name))
             }
             // A refused retraining: the served model stays.
@@ -694,6 +746,9 @@ struct Scoring {
     config: Config,
     metrics: Metrics,
     warned: RateLimited,
+    /// Set by a reload: every device or group scope re-reads its current
+    /// version.
+    rescan: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Scoring {
@@ -715,7 +770,28 @@ impl Scoring {
             config,
             metrics,
             warned: RateLimited::new(std::time::Duration::from_secs(60)),
+            rescan: Arc::default(),
         }
+    }
+
+    fn rescan_on(mut self, flag: Arc<std::sync::atomic::AtomicBool>) -> Self {
+        self.rescan = flag;
+        self
+    }
+
+    /// After a reload, the device and group scopes serve their directories'
+    /// current versions (the fleet's comes through the reloader).
+    fn reread_scopes(&mut self) -> Vec<Output> {
+        if !self.rescan.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            return Vec::new();
+        }
+        let (config, metrics) = (&self.config, &self.metrics);
+        self.scopes
+            .iter_mut()
+            .filter(|scope| &*scope.name != FLEET)
+            .filter_map(|scope| scope.reread(config, metrics))
+            .map(Output::Status)
+            .collect()
     }
 
     fn trains_online(&self) -> bool {
@@ -925,6 +1001,7 @@ fn score_loop(
                 Ok(window) => window,
                 Err(mpsc::error::TryRecvError::Empty) => {
                     let mut news = scoring.take_learned();
+                    news.extend(scoring.reread_scopes());
                     news.extend(scoring.run_commands());
                     if !news.is_empty() && outputs.blocking_send(news).is_err() {
                         break;
@@ -953,6 +1030,7 @@ fn score_loop(
             scoring.reload(new.model, &new.config);
         }
         let mut out = scoring.take_learned();
+        out.extend(scoring.reread_scopes());
         out.extend(scoring.run_commands());
         for (index, part) in scoring.route(&mut batch) {
             let scope = &mut scoring.scopes[index];

@@ -70,6 +70,9 @@ pub struct Reloader {
     state: Arc<Mutex<ReloaderState>>,
     pending: PendingModel,
     metrics: Metrics,
+    /// Set by a reload when models are per device or group: the scorer
+    /// re-reads every scope's current version.
+    rescan: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Reloader {
@@ -82,7 +85,13 @@ impl Reloader {
             })),
             pending,
             metrics,
+            rescan: Arc::default(),
         }
+    }
+
+    /// Set when every model scope should re-read its current version.
+    pub fn rescan_flag(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.rescan.clone()
     }
 
     /// From now on, reloads re-read this config file.
@@ -110,7 +119,17 @@ impl Reloader {
     /// probed here). Logs and counts the result; returns the new model id.
     pub fn reload(&self, why: &str) -> Result<String, ReloadError> {
         let mut state = self.lock();
+        let scoped = state.running.training.scope != crate::config::ScopeKind::Fleet;
+        if scoped {
+            self.rescan.store(true, Ordering::SeqCst);
+        }
         let result = Self::prepare(&state);
+        if scoped {
+            if let Err(ReloadError::Store(StoreError::Empty { .. })) = &result {
+                tracing::info!(why, "no fleet model to reload; the scopes re-read theirs");
+                return Ok(String::new());
+            }
+        }
         match result {
             Ok((config, model)) => {
                 let id = model.meta.id.clone();

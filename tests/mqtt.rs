@@ -1514,6 +1514,53 @@ async fn each_device_calibrates_a_model_of_its_own() {
             metric(&text, "accelwatch_calibration_windows{scope=\"fleet\"}"),
             Some(extra)
         );
+
+        // `models rollback --scope` and a reload (SIGHUP's) switch a running
+        // daemon's device model: here to a copy of abd-dev's model.
+        let onnx_in = |device: &str| {
+            std::fs::read_dir(models.join("devices").join(device))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .find(|p| p.extension().is_some_and(|x| x == "onnx"))
+                .unwrap()
+        };
+        let abd_model = accelwatch::model::LoadedModel::load(&onnx_in("abd-dev")).unwrap();
+        std::fs::copy(
+            onnx_in("abd-dev"),
+            models.join("devices/pen-dev/0000000000001-abd.onnx"),
+        )
+        .unwrap();
+        let rolled = accelwatch()
+            .args(["models", "rollback", "--scope", "device:pen-dev", "--to"])
+            .arg("0000000000001-abd")
+            .arg("--dir")
+            .arg(&models)
+            .output()
+            .unwrap();
+        assert!(rolled.status.success(), "{rolled:?}");
+        let reloader = daemon.reloader();
+        tokio::task::spawn_blocking(move || reloader.reload("test"))
+            .await
+            .unwrap()
+            .expect("a reload with no fleet model is not an error");
+        let wanted = format!(
+            "accelwatch_model_info{{id=\"{}\",scope=\"device:pen-dev\"",
+            abd_model.meta.id
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !scrape(daemon.telemetry_addr().unwrap())
+            .await
+            .contains(&wanted)
+        {
+            assert!(Instant::now() < deadline, "{wanted}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        wait_metric(
+            daemon.telemetry_addr().unwrap(),
+            "accelwatch_reloads_total{result=\"ok\"}",
+            1.0,
+        )
+        .await;
         stop(daemon).await;
         let listed = accelwatch()
             .args(["models", "list", "--dir"])
@@ -1529,6 +1576,7 @@ async fn each_device_calibrates_a_model_of_its_own() {
             2,
             "{listed}"
         );
+        assert!(listed.contains("* 0000000000001-abd"), "{listed}");
     })
     .await
     .expect("test timed out");
