@@ -74,9 +74,8 @@ pub enum ModelsCommand {
         scope: Option<String>,
     },
     /// Serve the version before the current one (or `--to NAME`); a running
-    /// daemon switches on SIGHUP or within model.watch_interval_ms (the
-    /// fleet model), or at its next start (a device's or group's; the
-    /// `rollback` command switches a running daemon at once).
+    /// daemon switches on SIGHUP (any scope) or within
+    /// model.watch_interval_ms (the fleet's).
     Rollback {
         #[arg(long)]
         dir: PathBuf,

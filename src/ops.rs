@@ -8,7 +8,9 @@
 //! scorer, which switches between two batches: every window is scored by
 //! one model or the other, none is dropped. A failed reload leaves the
 //! running model in place. Only `model.path`, `detector.*` take effect on
-//! a reload; any other change needs a restart (logged).
+//! a reload; any other change needs a restart (logged). With per-device or
+//! per-group models, a reload also has every such scope re-read its
+//! directory's current version (the scorer does, between two batches).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
