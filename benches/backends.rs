@@ -15,7 +15,6 @@ use accelwatch::config::{Config, TrainingConfig, Variant};
 use accelwatch::model::net::Architecture;
 use accelwatch::model::train::{self, InputSpec};
 use accelwatch::model::{BackendOptions, LoadedModel};
-use accelwatch::pipeline::window_spec;
 use accelwatch::recording::Recording;
 
 const BATCHES: [usize; 4] = [1, 8, 32, 128];
@@ -109,20 +108,13 @@ fn per_window(mut run: impl FnMut(), batch: usize, seconds: f64) -> f64 {
 /// (inference time does not depend on how well they were trained).
 fn other_variants(repo: &Path, dir: &Path) -> Vec<(String, PathBuf)> {
     let config = Config::default();
-    let spec = window_spec(&config);
     let set = Recording::window_set_of(&repo.join("data/watch/train-pen.csv"), "series", &config)
         .expect("shipped training data");
     let input = InputSpec::from_config(&config);
     [Variant::Deep, Variant::Vae, Variant::Conv, Variant::Sparse]
         .into_iter()
         .map(|variant| {
-            let mut model = config.model.clone();
-            model.variant = variant;
-            let arch = Architecture {
-                window: spec.size,
-                channels: spec.channels,
-                model,
-            };
+            let arch = Architecture::from_config(&config).with_variant(variant);
             let settings = TrainingConfig {
                 epochs: 2,
                 ..config.training.clone()

@@ -82,13 +82,8 @@ fn measure_while_training(
         std::thread::spawn(move || {
             let set =
                 Recording::window_set_of(&data, "series", &config).expect("shipped training data");
-            let mut model = config.model.clone();
-            model.variant = accelwatch::config::Variant::Basic;
-            let arch = Architecture {
-                window: config.window.size,
-                channels: config.input.channels.len(),
-                model,
-            };
+            let arch =
+                Architecture::from_config(&config).with_variant(accelwatch::config::Variant::Basic);
             let input = InputSpec::from_config(&config);
             let mut settings = config.training.clone();
             settings.epochs = 20;

@@ -32,13 +32,7 @@ fn main() {
     println!("| variant | ONNX file | seconds per epoch | windows per second |");
     println!("|---|---|---|---|");
     for variant in Variant::ALL {
-        let mut model = config.model.clone();
-        model.variant = variant;
-        let arch = Architecture {
-            window: spec.size,
-            channels: spec.channels,
-            model,
-        };
+        let arch = Architecture::from_config(&config).with_variant(variant);
         // Patience above the epoch count: every epoch runs.
         let settings = TrainingConfig {
             epochs,

@@ -710,8 +710,15 @@ fn models(command: crate::cli::ModelsCommand) -> Result<(), Failure> {
             };
             let headed = scopes.len() > 1;
             for name in scopes {
-                let store =
-                    ModelStore::open(&scope::scope_dir(&dir, &name)).map_err(config_error)?;
+                let scope_dir = scope::scope_dir(&dir, &name);
+                if name != FLEET && !scope_dir.is_dir() {
+                    // Listing must not create the directory of a misspelt scope.
+                    return Err(failure(
+                        EX_CONFIG,
+                        anyhow::anyhow!("{}: no scope {name:?} there", dir.display()),
+                    ));
+                }
+                let store = ModelStore::open(&scope_dir).map_err(config_error)?;
                 if headed {
                     println!("{name}:");
                 }

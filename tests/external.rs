@@ -42,13 +42,9 @@ fn models() -> &'static Path {
     })
 }
 
-fn cli(backend: &BackendOptions) -> Command {
+/// `accelwatch score` of the demo recording with `model` on `backend`.
+fn score_demo(model: &Path, backend: &BackendOptions) -> std::process::Output {
     accelwatch_on(backend)
-}
-
-/// Scores of `accelwatch score` by (device, seq), with the latent codes.
-fn cli_scores(model: &Path, backend: &BackendOptions) -> HashMap<(String, u64), (f64, Vec<f64>)> {
-    let out = cli(backend)
         .args(["score", "--config"])
         .arg(repo().join("configs/default.toml"))
         .arg("--model")
@@ -56,7 +52,12 @@ fn cli_scores(model: &Path, backend: &BackendOptions) -> HashMap<(String, u64), 
         .arg("--data")
         .arg(demo_csv())
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// Scores of `accelwatch score` by (device, seq), with the latent codes.
+fn cli_scores(model: &Path, backend: &BackendOptions) -> HashMap<(String, u64), (f64, Vec<f64>)> {
+    let out = score_demo(model, backend);
     assert!(
         out.status.success(),
         "{}: {}",
@@ -148,15 +149,7 @@ fn assert_refused(path: &Path, needles: &[&str]) {
         }
     }
     for backend in backends() {
-        let out = cli(&backend)
-            .args(["score", "--config"])
-            .arg(repo().join("configs/default.toml"))
-            .arg("--model")
-            .arg(path)
-            .arg("--data")
-            .arg(demo_csv())
-            .output()
-            .unwrap();
+        let out = score_demo(path, &backend);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(78), "{stderr}");
         assert!(stderr.contains(needles[0]), "{stderr}");
@@ -252,7 +245,7 @@ fn calibrate_writes_the_sidecar_onnxruntime_would() {
         serde_json::from_str(&std::fs::read_to_string(models().join("expected.json")).unwrap())
             .unwrap();
     for backend in backends() {
-        let out = cli(&backend)
+        let out = accelwatch_on(&backend)
             .args(["calibrate", "--config"])
             .arg(repo().join("configs/default.toml"))
             .arg("--model")

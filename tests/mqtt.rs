@@ -304,6 +304,37 @@ async fn wait_metric(addr: SocketAddr, sample: &str, value: f64) {
     }
 }
 
+/// Panics naming every problem `config` has.
+fn assert_valid(config: &Config) {
+    let problems = config.validate_settings();
+    assert!(problems.is_empty(), "{problems:?}");
+}
+
+/// Starts a daemon and waits for its MQTT input to connect.
+async fn start_connected(config: Config) -> (Daemon, SocketAddr) {
+    let daemon = Daemon::start(config, Vec::new()).await.unwrap();
+    let addr = daemon.telemetry_addr().unwrap();
+    wait_metric(addr, "accelwatch_mqtt_connected{role=\"input\"}", 1.0).await;
+    (daemon, addr)
+}
+
+/// POSTs to the daemon's HTTP endpoint (a control command).
+async fn post(addr: SocketAddr, path: &'static str) -> (u16, String) {
+    tokio::task::spawn_blocking(move || http_post(addr, path))
+        .await
+        .unwrap()
+}
+
+/// A daemon config that trains its own models in `models`, with the
+/// quickest variant to train.
+fn online_config(broker: &Broker, models: &Path) -> Config {
+    let mut config = mqtt_config(broker);
+    config.model.dir = Some(models.to_path_buf());
+    config.model.variant = accelwatch::config::Variant::Basic;
+    config.training.mode = accelwatch::config::TrainingMode::Online;
+    config
+}
+
 /// Messages received, as (topic, JSON).
 #[derive(Default)]
 struct Received(Vec<(String, Value)>);
@@ -361,9 +392,7 @@ async fn two_devices(protocol: MqttProtocol) {
         let mut config = mqtt_config(&broker);
         config.input.mqtt.protocol = protocol;
         config.input.max_payload_bytes = 64 * 1024;
-        let daemon = Daemon::start(config, Vec::new()).await.unwrap();
-        let addr = daemon.telemetry_addr().unwrap();
-        wait_metric(addr, "accelwatch_mqtt_connected{role=\"input\"}", 1.0).await;
+        let (daemon, addr) = start_connected(config).await;
         wait_metric(addr, "accelwatch_mqtt_connected{role=\"output\"}", 1.0).await;
 
         let (publisher, _) = client(broker.port, "publisher", &[]).await;
@@ -560,9 +589,7 @@ async fn oversize(protocol: MqttProtocol) {
         // A persistent session: QoS 1 messages wait at the broker while the
         // connection is re-established.
         config.input.mqtt.clean_session = false;
-        let daemon = Daemon::start(config, Vec::new()).await.unwrap();
-        let addr = daemon.telemetry_addr().unwrap();
-        wait_metric(addr, "accelwatch_mqtt_connected{role=\"input\"}", 1.0).await;
+        let (daemon, addr) = start_connected(config).await;
         let (_watcher, mut watched) =
             client(broker.port, "watcher", &["accelwatch/+/features"]).await;
         let (publisher, _) = client(broker.port, "publisher", &[]).await;
@@ -628,11 +655,7 @@ async fn username_and_password() {
         let mut config = mqtt_config(&broker);
         config.input.mqtt.auth.username = Some("edge".into());
         config.input.mqtt.auth.password_file = Some(password_file.clone());
-        assert!(
-            config.validate_settings().is_empty(),
-            "{:?}",
-            config.validate_settings()
-        );
+        assert_valid(&config);
         let daemon = Daemon::start(config.clone(), Vec::new()).await.unwrap();
         let addr = daemon.telemetry_addr().unwrap();
         let refused =
@@ -655,9 +678,7 @@ async fn username_and_password() {
         stop(daemon).await;
 
         write(&password_file, "s3cret\n");
-        let daemon = Daemon::start(config, Vec::new()).await.unwrap();
-        let addr = daemon.telemetry_addr().unwrap();
-        wait_metric(addr, "accelwatch_mqtt_connected{role=\"input\"}", 1.0).await;
+        let (daemon, addr) = start_connected(config).await;
         wait_metric(addr, "accelwatch_mqtt_connected{role=\"output\"}", 1.0).await;
         stop(daemon).await;
     })
@@ -675,10 +696,8 @@ async fn a_shared_subscription_splits_messages_between_daemons() {
             config.input.mqtt.client_id = format!("accelwatch-{member}");
             config.input.mqtt.share_group = Some("fleet".into());
             config.output.mqtt = None;
-            assert!(config.validate_settings().is_empty());
-            let daemon = Daemon::start(config, Vec::new()).await.unwrap();
-            let addr = daemon.telemetry_addr().unwrap();
-            wait_metric(addr, "accelwatch_mqtt_connected{role=\"input\"}", 1.0).await;
+            assert_valid(&config);
+            let (daemon, addr) = start_connected(config).await;
             daemons.push((daemon, addr));
         }
         // Mosquitto hands each message to one member only, round robin;
@@ -848,11 +867,7 @@ async fn mutual_tls_in_and_out() {
                 config.input.mqtt.auth.client_key_file =
                     Some(pki.join(format!("{client}-client.key")));
             }
-            assert!(
-                config.validate_settings().is_empty(),
-                "{:?}",
-                config.validate_settings()
-            );
+            assert_valid(&config);
             config
         };
 
@@ -935,10 +950,8 @@ async fn the_device_named_by_a_payload_field() {
         let mut config = mqtt_config(&broker);
         config.input.mqtt.topics = vec![TopicEntry::Filter("plant/accel".into())];
         config.input.mqtt.device_field = Some("id".into());
-        assert!(config.validate_settings().is_empty(), "{:?}", config.validate_settings());
-        let daemon = Daemon::start(config, Vec::new()).await.unwrap();
-        let addr = daemon.telemetry_addr().unwrap();
-        wait_metric(addr, "accelwatch_mqtt_connected{role=\"input\"}", 1.0).await;
+        assert_valid(&config);
+        let (daemon, addr) = start_connected(config).await;
         let (publisher, _) = client(broker.port, "publisher", &[]).await;
         let rows = demo_rows();
         let rows = rows.values().next().unwrap();
@@ -1014,21 +1027,11 @@ async fn a_daemon_without_a_model_calibrates_then_alerts_and_keeps_its_model() {
         .await;
         let dir = tempfile::tempdir().unwrap();
         let models = dir.path().join("models");
-        let mut config = mqtt_config(&broker);
-        config.model.dir = Some(models.clone());
-        config.training.mode = accelwatch::config::TrainingMode::Online;
-        // The mechanics, with the quickest variant to train.
-        config.model.variant = accelwatch::config::Variant::Basic;
+        let mut config = online_config(&broker, &models);
         config.training.min_windows = 280;
         config.input.mqtt.command_topic = Some("accelwatch/command".into());
-        assert!(
-            config.validate_settings().is_empty(),
-            "{:?}",
-            config.validate_settings()
-        );
-        let daemon = Daemon::start(config.clone(), Vec::new()).await.unwrap();
-        let addr = daemon.telemetry_addr().unwrap();
-        wait_metric(addr, "accelwatch_mqtt_connected{role=\"input\"}", 1.0).await;
+        assert_valid(&config);
+        let (daemon, addr) = start_connected(config.clone()).await;
         assert_eq!(
             metric(
                 &scrape(addr).await,
@@ -1106,22 +1109,20 @@ async fn a_daemon_without_a_model_calibrates_then_alerts_and_keeps_its_model() {
 
         // Control: an unknown HTTP command, an invalid MQTT one, then a
         // retraining from the windows judged normal since (more PEN).
-        let post = |path: &'static str| async move {
-            tokio::task::spawn_blocking(move || http_post(addr, path))
-                .await
-                .unwrap()
-        };
-        assert_eq!(post("/control/format-disk").await.0, 404);
+        assert_eq!(post(addr, "/control/format-disk").await.0, 404);
         assert_eq!(
-            post("/control/mark?label=abnormal&from_ms=9&to_ms=1")
+            post(addr, "/control/mark?label=abnormal&from_ms=9&to_ms=1")
                 .await
                 .0,
             400
         );
         assert_eq!(
-            post("/control/mark?label=abnormal&from_ms=0&to_ms=1&device=nobody")
-                .await
-                .0,
+            post(
+                addr,
+                "/control/mark?label=abnormal&from_ms=0&to_ms=1&device=nobody"
+            )
+            .await
+            .0,
             202
         );
         wait_metric(
@@ -1203,7 +1204,7 @@ async fn a_daemon_without_a_model_calibrates_then_alerts_and_keeps_its_model() {
         if outcome == "ok" {
             assert_eq!(versions(&models), 2);
             // Back to the first model.
-            assert_eq!(post("/control/rollback").await.0, 202);
+            assert_eq!(post(addr, "/control/rollback").await.0, 202);
             let deadline = Instant::now() + Duration::from_secs(30);
             while !scrape(addr)
                 .await
@@ -1215,7 +1216,7 @@ async fn a_daemon_without_a_model_calibrates_then_alerts_and_keeps_its_model() {
         } else {
             assert_eq!(versions(&models), 1, "a rejected model is not stored");
             // Nothing older to roll back to: refused, the model stays.
-            assert_eq!(post("/control/rollback").await.0, 202);
+            assert_eq!(post(addr, "/control/rollback").await.0, 202);
             wait_metric(
                 addr,
                 "accelwatch_commands_total{command=\"rollback\",result=\"refused\"}",
@@ -1303,21 +1304,12 @@ async fn each_device_calibrates_a_model_of_its_own() {
         .await;
         let dir = tempfile::tempdir().unwrap();
         let models = dir.path().join("models");
-        let mut config = mqtt_config(&broker);
-        config.model.dir = Some(models.clone());
-        config.model.variant = accelwatch::config::Variant::Basic;
-        config.training.mode = accelwatch::config::TrainingMode::Online;
+        let mut config = online_config(&broker, &models);
         config.training.scope = accelwatch::config::ScopeKind::Device;
         config.training.max_scopes = 2;
         config.training.min_windows = 60;
-        assert!(
-            config.validate_settings().is_empty(),
-            "{:?}",
-            config.validate_settings()
-        );
-        let daemon = Daemon::start(config.clone(), Vec::new()).await.unwrap();
-        let addr = daemon.telemetry_addr().unwrap();
-        wait_metric(addr, "accelwatch_mqtt_connected{role=\"input\"}", 1.0).await;
+        assert_valid(&config);
+        let (daemon, addr) = start_connected(config.clone()).await;
 
         // One wrist does the pendulum, the other abduction: each device's
         // normal is its own motion.
@@ -1446,19 +1438,17 @@ async fn each_device_calibrates_a_model_of_its_own() {
         );
 
         // Commands address a scope; a rollback must name one.
-        let post = |path: &'static str| async move {
-            tokio::task::spawn_blocking(move || http_post(addr, path))
-                .await
-                .unwrap()
-        };
-        assert_eq!(post("/control/rollback").await.0, 202);
+        assert_eq!(post(addr, "/control/rollback").await.0, 202);
         wait_metric(
             addr,
             "accelwatch_commands_total{command=\"rollback\",result=\"refused\"}",
             1.0,
         )
         .await;
-        assert_eq!(post("/control/retrain?scope=device:nobody").await.0, 202);
+        assert_eq!(
+            post(addr, "/control/retrain?scope=device:nobody").await.0,
+            202
+        );
         wait_metric(
             addr,
             "accelwatch_commands_total{command=\"retrain\",result=\"refused\"}",
@@ -1466,7 +1456,9 @@ async fn each_device_calibrates_a_model_of_its_own() {
         )
         .await;
         assert_eq!(
-            post("/control/calibrate?scope=device%3Aabd-dev").await.0,
+            post(addr, "/control/calibrate?scope=device%3Aabd-dev")
+                .await
+                .0,
             202
         );
         wait_metric(
@@ -1485,9 +1477,12 @@ async fn each_device_calibrates_a_model_of_its_own() {
         );
         // A mark reaches every scope and outlives a restart.
         assert_eq!(
-            post("/control/mark?label=abnormal&from_ms=0&to_ms=1000&device=pen-dev")
-                .await
-                .0,
+            post(
+                addr,
+                "/control/mark?label=abnormal&from_ms=0&to_ms=1000&device=pen-dev"
+            )
+            .await
+            .0,
             202
         );
         wait_metric(
@@ -1577,6 +1572,16 @@ async fn each_device_calibrates_a_model_of_its_own() {
             "{listed}"
         );
         assert!(listed.contains("* 0000000000001-abd"), "{listed}");
+        let misspelt = accelwatch()
+            .args(["models", "list", "--scope", "device:pen-deb", "--dir"])
+            .arg(&models)
+            .output()
+            .unwrap();
+        assert_eq!(misspelt.status.code(), Some(78), "{misspelt:?}");
+        assert!(
+            !models.join("devices/pen-deb").exists(),
+            "listing made no directory"
+        );
     })
     .await
     .expect("test timed out");
@@ -1590,24 +1595,16 @@ async fn device_groups_are_topic_patterns() {
             client(broker.port, "watcher", &["accelwatch/status/#"]).await;
         let dir = tempfile::tempdir().unwrap();
         let models = dir.path().join("models");
-        let mut config = mqtt_config(&broker);
+        let mut config = online_config(&broker, &models);
         config.input.mqtt.topics = vec![TopicEntry::Filter("plant/+/{device}/accel".into())];
-        config.model.dir = Some(models.clone());
-        config.training.mode = accelwatch::config::TrainingMode::Online;
         config.training.scope = accelwatch::config::ScopeKind::Group;
         config.training.groups = vec![accelwatch::config::GroupConfig {
             name: "line1".into(),
             topics: vec!["plant/line1/#".into()],
         }];
         config.training.min_windows = 1000;
-        assert!(
-            config.validate_settings().is_empty(),
-            "{:?}",
-            config.validate_settings()
-        );
-        let daemon = Daemon::start(config, Vec::new()).await.unwrap();
-        let addr = daemon.telemetry_addr().unwrap();
-        wait_metric(addr, "accelwatch_mqtt_connected{role=\"input\"}", 1.0).await;
+        assert_valid(&config);
+        let (daemon, addr) = start_connected(config).await;
         let rows = demo_rows().remove("watch-9").unwrap();
         let part = &rows[..64 * 20 + 64];
         let (publisher, _) = client(broker.port, "publisher", &[]).await;

@@ -202,6 +202,20 @@ fn value(text: &str, series: &str) -> f64 {
     metric(text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"))
 }
 
+/// Starts a daemon writing to a [`Collect`], and waits for its (first)
+/// serial port to open.
+async fn start_connected(config: Config) -> (Daemon, Collect) {
+    let collect = Collect::default();
+    let daemon = Daemon::start(config, vec![Box::new(collect.clone())])
+        .await
+        .unwrap();
+    wait_metric(&daemon, "accelwatch_serial_connected{port=\"0\"}", |v| {
+        v == 1.0
+    })
+    .await;
+    (daemon, collect)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn csv_lines_are_windowed_scored_and_their_rate_checked() {
     tokio::time::timeout(TEST_TIMEOUT, async {
@@ -314,14 +328,7 @@ async fn binary_frames_survive_garbage_torn_frames_and_bad_crcs() {
         port.baud = 921_600;
         let mut config = config(dir.path(), vec![port]);
         config.input.binary_i16_scale = 1.0 / 4096.0;
-        let collect = Collect::default();
-        let daemon = Daemon::start(config, vec![Box::new(collect.clone())])
-            .await
-            .unwrap();
-        wait_metric(&daemon, "accelwatch_serial_connected{port=\"0\"}", |v| {
-            v == 1.0
-        })
-        .await;
+        let (daemon, collect) = start_connected(config).await;
 
         let rows = demo_rows();
         let frames = binary_frames(&rows[..260], 10);
@@ -542,14 +549,7 @@ async fn the_simulated_device_is_read_through_to_windows() {
             port.format = serial_format;
             let mut config = config(dir.path(), vec![port]);
             config.input.binary_i16_scale = 1.0 / sim::COUNTS_PER_G;
-            let collect = Collect::default();
-            let daemon = Daemon::start(config, vec![Box::new(collect.clone())])
-                .await
-                .unwrap();
-            wait_metric(&daemon, "accelwatch_serial_connected{port=\"0\"}", |v| {
-                v == 1.0
-            })
-            .await;
+            let (daemon, collect) = start_connected(config).await;
             sim::play(&mut master, rows, format, 50.0, 20.0)
                 .await
                 .unwrap();

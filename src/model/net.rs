@@ -43,6 +43,12 @@ impl Architecture {
         }
     }
 
+    /// The same shapes for another variant.
+    pub fn with_variant(mut self, variant: crate::config::Variant) -> Self {
+        self.model.variant = variant;
+        self
+    }
+
     pub fn features(&self) -> usize {
         self.window * self.channels
     }
