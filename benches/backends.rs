@@ -108,13 +108,18 @@ fn per_window(mut run: impl FnMut(), batch: usize, seconds: f64) -> f64 {
 /// (inference time does not depend on how well they were trained).
 fn other_variants(repo: &Path, dir: &Path) -> Vec<(String, PathBuf)> {
     let config = Config::default();
-    let set = Recording::window_set_of(&repo.join("data/watch/train-pen.csv"), "series", &config)
-        .expect("shipped training data");
-    let input = InputSpec::from_config(&config);
+    let set = Recording::window_set_of(
+        &repo.join("data/watch/train-pen.csv"),
+        "series",
+        &config.input,
+        &config.window,
+    )
+    .expect("shipped training data");
+    let input = config.input_spec();
     [Variant::Deep, Variant::Vae, Variant::Conv, Variant::Sparse]
         .into_iter()
         .map(|variant| {
-            let arch = Architecture::from_config(&config).with_variant(variant);
+            let arch = config.architecture().with_variant(variant);
             let settings = TrainingConfig {
                 epochs: 2,
                 ..config.training.clone()

@@ -80,14 +80,15 @@ fn measure_while_training(
         let (stop, trainings, config) = (stop.clone(), trainings.clone(), config.clone());
         let data = data.to_path_buf();
         std::thread::spawn(move || {
-            let set =
-                Recording::window_set_of(&data, "series", &config).expect("shipped training data");
-            let arch =
-                Architecture::from_config(&config).with_variant(accelwatch::config::Variant::Basic);
-            let input = InputSpec::from_config(&config);
+            let set = Recording::window_set_of(&data, "series", &config.input, &config.window)
+                .expect("shipped training data");
+            let arch = config
+                .architecture()
+                .with_variant(accelwatch::config::Variant::Basic);
+            let input = config.input_spec();
             let mut settings = config.training.clone();
             settings.epochs = 20;
-            accelwatch::online::in_background(share, |pacer| {
+            accelwatch::online::background::in_background(share, |pacer| {
                 while !stop.load(Ordering::SeqCst) {
                     train::train_paced(&arch, &settings, &input, &set, &mut |_| {}, &mut || {
                         pacer.pace()
@@ -117,8 +118,19 @@ struct Figures {
 }
 
 fn measure(config: &Config, model: &LoadedModel, run_for: Duration) -> Figures {
-    let mut ingest = IngestStage::new(config, Metrics::new());
-    let mut score = ScoreStage::new(model.clone(), config, Metrics::new()).quiet();
+    let mut ingest = IngestStage::new(
+        &config.input,
+        &config.window,
+        &config.training,
+        Metrics::new(),
+    );
+    let mut score = ScoreStage::new(
+        model.clone(),
+        &config.detector,
+        config.window.max_devices,
+        Metrics::new(),
+    )
+    .quiet();
     let mut latencies = Vec::new();
     let mut windows = Vec::new();
     let started = Instant::now();

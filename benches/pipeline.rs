@@ -131,8 +131,19 @@ fn end_to_end(c: &mut Criterion) {
         b.iter_batched(
             || {
                 (
-                    IngestStage::new(&config, Metrics::new()),
-                    ScoreStage::new(model(), &config, Metrics::new()).quiet(),
+                    IngestStage::new(
+                        &config.input,
+                        &config.window,
+                        &config.training,
+                        Metrics::new(),
+                    ),
+                    ScoreStage::new(
+                        model(),
+                        &config.detector,
+                        config.window.max_devices,
+                        Metrics::new(),
+                    )
+                    .quiet(),
                 )
             },
             |(mut ingest, mut score)| {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use accelwatch::config::{Config, InputKind, SerialFormat, SerialPortConfig};
 use accelwatch::pipeline::IngestStage;
-use accelwatch::serial::framing::encode_samples;
+use accelwatch::source::serial::framing::encode_samples;
 use accelwatch::source::Source;
 use accelwatch::telemetry::Metrics;
 use tokio::io::AsyncWriteExt;
@@ -49,7 +49,8 @@ fn payload(format: SerialFormat, samples: usize) -> Vec<u8> {
 
 /// Samples per second from the first byte written to the last sample windowed.
 async fn run(format: SerialFormat, samples: usize) -> (f64, f64) {
-    let (mut master, _keeper, path) = accelwatch::serial::sim::pty_pair().expect("pty pair");
+    let (mut master, _keeper, path) =
+        accelwatch::source::serial::sim::pty_pair().expect("pty pair");
     let mut config = Config::default();
     config.input.kind = InputKind::Serial;
     let mut port = SerialPortConfig::new(path, "bench");
@@ -74,7 +75,12 @@ async fn run(format: SerialFormat, samples: usize) -> (f64, f64) {
         master.write_all(&bytes).await.unwrap();
         master
     });
-    let mut stage = IngestStage::new(&config, metrics.clone());
+    let mut stage = IngestStage::new(
+        &config.input,
+        &config.window,
+        &config.training,
+        metrics.clone(),
+    );
     let mut windows = Vec::new();
     let mut taken = 0usize;
     let mut received = 0usize;

@@ -9,17 +9,22 @@ use std::time::Instant;
 use accelwatch::config::{Config, TrainingConfig, Variant};
 use accelwatch::model::net::Architecture;
 use accelwatch::model::train::{self, InputSpec};
-use accelwatch::pipeline::window_spec;
 use accelwatch::recording::Recording;
+use accelwatch::window::WindowSpec;
 
 fn main() {
     let benchmarking = std::env::args().any(|a| a == "--bench");
     let epochs = if benchmarking { 30 } else { 1 };
     let config = Config::default();
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/watch/train-pen.csv");
-    let spec = window_spec(&config);
-    let set = Recording::window_set_of(&data, "series", &config).expect("shipped training data");
-    let input = InputSpec::from_config(&config);
+    let spec = WindowSpec::new(
+        &config.window,
+        config.input.channels.len(),
+        config.input.sample_rate_hz,
+    );
+    let set = Recording::window_set_of(&data, "series", &config.input, &config.window)
+        .expect("shipped training data");
+    let input = config.input_spec();
     println!(
         "training {} epochs on {} windows of {}x{} (batch {}), {} cores",
         epochs,
@@ -32,7 +37,7 @@ fn main() {
     println!("| variant | ONNX file | seconds per epoch | windows per second |");
     println!("|---|---|---|---|");
     for variant in Variant::ALL {
-        let arch = Architecture::from_config(&config).with_variant(variant);
+        let arch = config.architecture().with_variant(variant);
         // Patience above the epoch count: every epoch runs.
         let settings = TrainingConfig {
             epochs,

@@ -3,9 +3,10 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
-use crate::config::Variant;
+use crate::logging::LogFormat;
+use crate::model::config::Variant;
 use crate::recording::RowFilter;
 
 #[derive(Debug, Parser)]
@@ -25,13 +26,6 @@ pub struct Cli {
     /// journald (syslog priority prefixes, no timestamps).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "ACCELWATCH_LOG_FORMAT")]
     pub log_format: LogFormat,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-    Journald,
 }
 
 #[derive(Debug, Subcommand)]
@@ -115,7 +109,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub out: PathBuf,
     #[arg(long, value_enum)]
-    pub variant: Option<VariantArg>,
+    pub variant: Option<Variant>,
     /// Channel columns, in order (overrides input.channels).
     #[arg(long, value_delimiter = ',')]
     pub channels: Option<Vec<String>>,
@@ -131,29 +125,6 @@ pub struct TrainArgs {
     /// Directory to write the loss curve (loss.svg) and history (training.json) into.
     #[arg(long)]
     pub report: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum VariantArg {
-    Basic,
-    Deep,
-    Denoising,
-    Sparse,
-    Vae,
-    Conv,
-}
-
-impl From<VariantArg> for Variant {
-    fn from(v: VariantArg) -> Self {
-        match v {
-            VariantArg::Basic => Variant::Basic,
-            VariantArg::Deep => Variant::Deep,
-            VariantArg::Denoising => Variant::Denoising,
-            VariantArg::Sparse => Variant::Sparse,
-            VariantArg::Vae => Variant::Vae,
-            VariantArg::Conv => Variant::Conv,
-        }
-    }
 }
 
 #[derive(Debug, Args)]

@@ -8,6 +8,7 @@
 //! - CSV lines: `t,ax,ay,az` or `ax,ay,az`, one sample per line;
 //! - binary: a little-endian header then samples (see [`BinaryHeader`]).
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// Samples decoded from one payload, channel values flattened time-major.
@@ -510,6 +511,46 @@ fn finite(number: f64, field: &str) -> Result<f64, DecodeError> {
     }
 }
 
+/// How many samples a JSON payload holds, from its bracket structure alone
+/// (no parse, no allocation): a sample object is one, a batch object as
+/// many as the arrays inside its arrays, an array as many objects as it
+/// holds. For rates only: a malformed payload is judged by [`Decoder`].
+pub fn json_sample_count(payload: &[u8]) -> usize {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    let (mut top, mut count) = (0u8, 0usize);
+    for &byte in payload {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                if depth == 0 {
+                    top = byte;
+                } else if (top == b'{' && byte == b'[' && depth == 2)
+                    || (top == b'[' && byte == b'{' && depth == 1)
+                {
+                    count += 1;
+                }
+                depth += 1;
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    match top {
+        b'{' => count.max(1),
+        b'[' => count,
+        _ => 0,
+    }
+}
+
 /// The device id a JSON payload names in `field`: a string or integer
 /// of a sample object, a batch object, or the first sample of an array.
 pub fn json_device_field(payload: &[u8], field: &str) -> Result<String, String> {
@@ -525,6 +566,27 @@ pub fn json_device_field(payload: &[u8], field: &str) -> Result<String, String> 
             "device field {field:?} must be a non-empty string or an integer, got {other}"
         )),
         None => Err(format!("no device field {field:?}")),
+    }
+}
+
+/// How a payload is encoded; see `decode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PayloadFormat {
+    /// A JSON sample, batch or array of samples.
+    Json,
+    Csv,
+    /// The little-endian binary batch (int16 or float32, said by its header).
+    Binary,
+}
+
+impl PayloadFormat {
+    pub const fn decode_format(self) -> Format {
+        match self {
+            PayloadFormat::Json => Format::Json,
+            PayloadFormat::Csv => Format::Csv,
+            PayloadFormat::Binary => Format::Binary,
+        }
     }
 }
 
@@ -835,5 +897,25 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn json_sample_counts_agree_with_the_decoder() {
+        let mut decoder = Decoder::new(vec!["ax".into(), "ay".into(), "az".into()], 1 << 20, 4096);
+        let mut samples = Samples::default();
+        for payload in [
+            r#"{"t": 1000.0, "ax": 0.1, "ay": 0.0, "az": 0.98}"#,
+            r#"{"t0": 1000.0, "interval_ms": 20.0, "values": [[1, 2, 3], [4, 5, 6], [7, 8, 9]]}"#,
+            r#"[{"t": 1, "ax": 1, "ay": 2, "az": 3}, {"t": 2, "ax": "[{", "ay": 2, "az": 3}]"#,
+        ] {
+            let counted = json_sample_count(payload.as_bytes());
+            let decoded = decoder.decode(Format::Json, payload.as_bytes(), &mut samples);
+            if decoded.is_ok() {
+                assert_eq!(counted, samples.len(), "{payload}");
+            } else {
+                assert_eq!(counted, 2, "{payload}");
+            }
+        }
+        assert_eq!(json_sample_count(b"not json"), 0);
     }
 }

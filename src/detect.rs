@@ -2,8 +2,12 @@
 //! consecutive windows over the threshold, cleared after `clear_after`
 //! consecutive windows under it. Pure.
 
+use serde::{Deserialize, Serialize};
+
 use std::collections::HashMap;
 use std::sync::Arc;
+
+use crate::problem::Problems;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transition {
@@ -58,28 +62,58 @@ impl Hysteresis {
     }
 }
 
+/// The hysteresis of every device heard recently. It holds at most
+/// `max_devices` (the windower's bound): a new device beyond that takes the
+/// place of the one observed longest ago, which the windower has evicted
+/// too, so a fleet of ever-new device ids never grows it.
 #[derive(Debug)]
 pub struct Detector {
     raise_after: u32,
     clear_after: u32,
-    devices: HashMap<Arc<str>, Hysteresis>,
+    max_devices: usize,
+    /// Each device's state and the observation count when it was last seen.
+    devices: HashMap<Arc<str>, (Hysteresis, u64)>,
+    observations: u64,
 }
 
 impl Detector {
-    pub fn new(raise_after: u32, clear_after: u32) -> Self {
+    pub fn new(raise_after: u32, clear_after: u32, max_devices: usize) -> Self {
         Self {
             raise_after,
             clear_after,
+            max_devices: max_devices.max(1),
             devices: HashMap::new(),
+            observations: 0,
         }
     }
 
     /// Records one window's verdict; returns whether the device is in
     /// alert after it, and the transition it caused, if any.
     pub fn observe(&mut self, device: &Arc<str>, over: bool) -> (bool, Option<Transition>) {
-        let state = self.devices.entry(device.clone()).or_default();
+        self.observations += 1;
+        if !self.devices.contains_key(device) && self.devices.len() >= self.max_devices {
+            self.forget_idlest();
+        }
+        let (state, seen) = self.devices.entry(device.clone()).or_default();
+        *seen = self.observations;
         let transition = state.observe(over, self.raise_after, self.clear_after);
         (state.active, transition)
+    }
+
+    fn forget_idlest(&mut self) {
+        let idlest = self
+            .devices
+            .iter()
+            .min_by_key(|(_, (_, seen))| *seen)
+            .map(|(device, _)| device.clone());
+        if let Some(device) = idlest {
+            self.devices.remove(&device);
+        }
+    }
+
+    /// Devices whose state is kept.
+    pub fn devices_tracked(&self) -> usize {
+        self.devices.len()
     }
 
     /// New hysteresis lengths (a reload); each device keeps its state.
@@ -88,12 +122,65 @@ impl Detector {
         self.clear_after = clear_after;
     }
 
-    pub fn forget(&mut self, device: &str) {
-        self.devices.remove(device);
-    }
-
     pub fn active_alerts(&self) -> usize {
-        self.devices.values().filter(|s| s.active).count()
+        self.devices.values().filter(|(s, _)| s.active).count()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectorConfig {
+    /// Consecutive windows over the threshold that raise an alert.
+    #[serde(default = "DetectorConfig::default_raise_after")]
+    pub raise_after: u32,
+    /// Consecutive windows under the threshold that clear it.
+    #[serde(default = "DetectorConfig::default_clear_after")]
+    pub clear_after: u32,
+    /// Overrides the threshold calibrated into the model.
+    #[serde(default)]
+    pub threshold: Option<f64>,
+}
+
+impl DetectorConfig {
+    const fn default_raise_after() -> u32 {
+        3
+    }
+    const fn default_clear_after() -> u32 {
+        3
+    }
+}
+
+impl Default for DetectorConfig {
+    fn default() -> Self {
+        Self {
+            raise_after: Self::default_raise_after(),
+            clear_after: Self::default_clear_after(),
+            threshold: None,
+        }
+    }
+}
+
+impl DetectorConfig {
+    /// The problems of `[detector]`.
+    pub fn problems(&self, problems: &mut Problems) {
+        let mut check = |ok: bool, key: &str, message: String| problems.check(ok, key, message);
+        check(
+            self.raise_after >= 1,
+            "detector.raise_after",
+            "must be at least 1".into(),
+        );
+        check(
+            self.clear_after >= 1,
+            "detector.clear_after",
+            "must be at least 1".into(),
+        );
+        if let Some(threshold) = self.threshold {
+            check(
+                threshold.is_finite() && threshold > 0.0,
+                "detector.threshold",
+                format!("must be a positive number, got {threshold}"),
+            );
+        }
     }
 }
 
@@ -130,7 +217,7 @@ mod tests {
 
     #[test]
     fn devices_are_independent() {
-        let mut d = Detector::new(2, 1);
+        let mut d = Detector::new(2, 1, 16);
         let a: Arc<str> = "a".into();
         let b: Arc<str> = "b".into();
         assert_eq!(d.observe(&a, true), (false, None));

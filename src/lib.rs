@@ -1,52 +1,59 @@
 //! accelwatch: accelerometer/IMU streams in; per-window autoencoder latent
 //! features, reconstruction-error anomaly scores and alerts out.
 //!
-//! Data flows one way:
+//! Data flows one way, and the folders follow it:
 //!
 //! ```text
-//! source (replay, mqtt, serial) -> decode -> window -> score (tract) -> detect -> sinks (jsonl, console)
-//!   Frame            Samples   Window    Scored            alert      Output
+//! source -> decode -> window -> model + score -> detect -> record -> sink
+//! Frame     Samples   Window    latent, error    alert     Output    jsonl | mqtt | console
 //! ```
 //!
-//! - [`source`] yields [`source::Frame`]s: raw payloads tagged with a device.
-//! - [`decode`] turns payloads into samples (pure).
-//! - [`window`] keeps a ring buffer per device and emits windows (pure).
-//! - [`model`] trains autoencoders with candle, writes them as ONNX with
-//!   their metadata, and serves them with tract.
-//! - [`score`] computes reconstruction errors; [`detect`] applies hysteresis
-//!   per device (both pure).
-//! - [`pipeline`] holds the stages every path shares; [`daemon`] runs them
-//!   as tasks joined by bounded queues.
-//! - [`sink`] publishes; [`telemetry`] serves Prometheus metrics.
-//! - [`online`] lets the daemon train its own models: calibration, training
-//!   in the background, retraining, drift, commands, and one model per
-//!   fleet, device or device group.
-//! - [`ops`] keeps a service healthy: model reloads, the pipeline's
-//!   heartbeat, systemd notifications; [`logging`] sets up the logs.
-//! - [`app`] and [`cli`] are the commands on top.
+//! - [`source`]: replay (CSV), MQTT and serial inputs yield
+//!   [`source::frame::Frame`]s: raw payloads tagged with a device.
+//! - [`decode`]: payloads to samples (pure).
+//! - [`window`]: a ring buffer per device, emitting windows (pure).
+//! - [`model`]: autoencoders trained with candle, written as ONNX with
+//!   their metadata, served with tract or ONNX Runtime; [`model::scorer`]
+//!   runs a batch of windows through one.
+//! - [`score`]: reconstruction errors and quantiles; [`detect`]:
+//!   hysteresis per device (both pure).
+//! - [`record`]: what is published (windows, alerts, status).
+//! - [`sink`]: JSON lines, the console and MQTT.
+//! - [`pipeline`]: the stages every path shares (frames to windows, windows
+//!   to records); [`daemon`] runs them as tasks joined by bounded queues,
+//!   with reloads, health and systemd notifications.
+//! - [`scope`]: which model (fleet, device, group) serves a device, and
+//!   where its versions are stored; [`online`]: calibration, training in
+//!   the background, retraining and drift; [`control`]: the commands.
+//! - [`telemetry`]: Prometheus metrics and the HTTP endpoints; [`mqtt`]:
+//!   the client, topics and settings the MQTT input and output share.
+//! - [`config`] assembles the sections each component owns and checks what
+//!   spans them; [`problem`] collects what is wrong with a config.
+//! - [`cmd`]: the commands ([`cli`] parses them); [`eval`]: `evaluate`'s
+//!   metrics, feature quality and plots.
+//! - [`recording`] reads CSV recordings; [`clock`], [`backoff`] and
+//!   [`logging`] are small shared utilities.
 
-pub mod app;
-#[cfg(feature = "embedded-broker")]
-pub mod broker;
+pub mod backoff;
 pub mod cli;
+pub mod clock;
+pub mod cmd;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod decode;
-pub mod demo;
 pub mod detect;
-pub mod evaluate;
-pub mod evaluation;
-pub mod features;
+pub mod eval;
 pub mod logging;
 pub mod model;
 pub mod mqtt;
 pub mod online;
-pub mod ops;
 pub mod pipeline;
+pub mod problem;
+pub mod record;
 pub mod recording;
-pub mod report;
+pub mod scope;
 pub mod score;
-pub mod serial;
 pub mod sink;
 pub mod source;
 pub mod telemetry;

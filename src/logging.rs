@@ -7,6 +7,7 @@
 //! input yields one line a minute with a count, not a flood.
 
 use std::collections::HashMap;
+
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
@@ -16,7 +17,13 @@ use tracing_subscriber::fmt::FmtContext;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::LogFormat;
+/// How log lines look on stderr (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+    Journald,
+}
 
 /// Installs the global subscriber.
 pub fn init(format: LogFormat, filter: EnvFilter) {

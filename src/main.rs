@@ -25,7 +25,7 @@ fn main() -> ExitCode {
         None => EnvFilter::new(default_level),
     };
     accelwatch::logging::init(cli.log_format, filter);
-    match accelwatch::app::execute(cli.command) {
+    match accelwatch::cmd::execute(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
             eprintln!("error: {:#}", failure.error);

@@ -7,27 +7,19 @@ use crate::logging::RateLimited;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::config::Config;
 use crate::decode::{Decoder, Samples};
+use crate::detect::DetectorConfig;
 use crate::detect::{Detector, Transition};
+use crate::model::scorer::Scorer;
+use crate::model::train::config::TrainingConfig;
 use crate::model::LoadedModel;
-use crate::online::scope::{ScopeCache, ScopeRules, FLEET};
-use crate::score::Scorer;
-use crate::sink::{AlertRecord, ChannelErrors, Output, WindowRecord};
-use crate::source::Frame;
+use crate::record::{AlertRecord, ChannelErrors, Output, WindowRecord};
+use crate::scope::rules::{ScopeCache, ScopeRules, FLEET};
+use crate::source::config::InputConfig;
+use crate::source::frame::Frame;
 use crate::telemetry::Metrics;
+use crate::window::WindowConfig;
 use crate::window::{Window, WindowSpec, Windower};
-
-pub fn window_spec(config: &Config) -> WindowSpec {
-    WindowSpec {
-        size: config.window.size,
-        hop: config.window.hop,
-        channels: config.input.channels.len(),
-        max_gap_ms: config.window.max_gap_ms,
-        max_devices: config.window.max_devices,
-        interval_ms: 1000.0 / config.input.sample_rate_hz,
-    }
-}
 
 /// Decodes frames and windows their samples. A bad payload is counted, and
 /// logged the first time its reason is seen; the stream goes on.
@@ -41,23 +33,40 @@ pub struct IngestStage {
 }
 
 impl IngestStage {
-    pub fn new(config: &Config, metrics: Metrics) -> Self {
+    /// Decodes `input`'s payloads into `window`'s windows; `training` says
+    /// which devices share a model scope.
+    pub fn new(
+        input: &InputConfig,
+        window: &WindowConfig,
+        training: &TrainingConfig,
+        metrics: Metrics,
+    ) -> Self {
         Self {
             decoder: Decoder::new(
-                config.input.channels.clone(),
-                config.input.max_payload_bytes,
-                config.input.max_samples_per_message,
+                input.channels.clone(),
+                input.max_payload_bytes,
+                input.max_samples_per_message,
             )
-            .with_i16_scale(config.input.binary_i16_scale as f32),
-            windower: Windower::new(window_spec(config)),
+            .with_i16_scale(input.binary_i16_scale as f32),
+            windower: Windower::new(WindowSpec::new(
+                window,
+                input.channels.len(),
+                input.sample_rate_hz,
+            )),
             samples: Samples::default(),
             warned: RateLimited::new(std::time::Duration::from_secs(60)),
             metrics,
             scopes: ScopeCache::new(
-                ScopeRules::from_config(config),
-                config.window.max_devices.saturating_mul(2),
+                ScopeRules::new(training),
+                window.max_devices.saturating_mul(2),
             ),
         }
+    }
+
+    /// Devices with a window in progress, and devices whose scope is
+    /// remembered: both bounded by `window.max_devices`.
+    pub fn devices_tracked(&self) -> (usize, usize) {
+        (self.windower.device_count(), self.scopes.remembered())
     }
 
     /// Takes one frame; windows it completes are appended to `windows`.
@@ -125,18 +134,26 @@ pub struct ScoreStage {
 }
 
 impl ScoreStage {
-    pub fn new(model: LoadedModel, config: &Config, metrics: Metrics) -> Self {
-        Self::for_scope(model, config, metrics, Arc::from(FLEET))
+    /// A stage serving `model` to at most `max_devices` devices at once
+    /// (`window.max_devices`: the windower evicts the same devices).
+    pub fn new(
+        model: LoadedModel,
+        detector: &DetectorConfig,
+        max_devices: usize,
+        metrics: Metrics,
+    ) -> Self {
+        Self::for_scope(model, detector, max_devices, metrics, Arc::from(FLEET))
     }
 
-    /// A stage serving the model of `scope` (see [`crate::online::scope`]).
+    /// A stage serving the model of `scope` (see [`crate::scope`]).
     pub fn for_scope(
         model: LoadedModel,
-        config: &Config,
+        detector: &DetectorConfig,
+        max_devices: usize,
         metrics: Metrics,
         scope: Arc<str>,
     ) -> Self {
-        let threshold = config.detector.threshold.unwrap_or(model.meta.threshold);
+        let threshold = detector.threshold.unwrap_or(model.meta.threshold);
         metrics.model_loaded(&scope, &model.meta.id, &model.meta.variant, threshold);
         Self {
             scope,
@@ -144,17 +161,17 @@ impl ScoreStage {
             model_id: Arc::from(model.meta.id.as_str()),
             channel_names: model.meta.channels.clone().into(),
             scorer: Scorer::new(model),
-            detector: Detector::new(config.detector.raise_after, config.detector.clear_after),
+            detector: Detector::new(detector.raise_after, detector.clear_after, max_devices),
             metrics,
             log_alerts: true,
         }
     }
 
     /// Serves `model` from the next batch on (a reload): the threshold and
-    /// the hysteresis lengths come from `config`; each device's alert state
+    /// the hysteresis lengths come from `detector`; each device's alert state
     /// is kept.
-    pub fn replace_model(&mut self, model: LoadedModel, config: &Config) {
-        let threshold = config.detector.threshold.unwrap_or(model.meta.threshold);
+    pub fn replace_model(&mut self, model: LoadedModel, detector: &DetectorConfig) {
+        let threshold = detector.threshold.unwrap_or(model.meta.threshold);
         self.metrics
             .model_loaded(&self.scope, &model.meta.id, &model.meta.variant, threshold);
         self.threshold = threshold;
@@ -162,7 +179,12 @@ impl ScoreStage {
         self.channel_names = model.meta.channels.clone().into();
         self.scorer = Scorer::new(model);
         self.detector
-            .set_limits(config.detector.raise_after, config.detector.clear_after);
+            .set_limits(detector.raise_after, detector.clear_after);
+    }
+
+    /// Devices whose alert state is kept (at most `max_devices`).
+    pub fn devices_tracked(&self) -> usize {
+        self.detector.devices_tracked()
     }
 
     /// Offline commands report alerts in their output only, not the log.
@@ -238,5 +260,70 @@ impl ScoreStage {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::decode::Format;
+    use crate::model::train::config::ScopeKind;
+
+    /// A fleet of ever-new device ids, ten times `window.max_devices`:
+    /// every per-device map of both stages stays within its bound.
+    #[test]
+    fn evicted_devices_leave_no_state_behind() {
+        let model_path = concat!(env!("CARGO_MANIFEST_DIR"), "/models/demo.onnx");
+        let model = LoadedModel::load(std::path::Path::new(model_path)).expect("the shipped model");
+        let mut config = Config::default();
+        config.input.channels = model.meta.channels.clone();
+        config.window.size = model.meta.window;
+        config.window.hop = model.meta.window;
+        config.window.max_devices = 8;
+        config.training.scope = ScopeKind::Device;
+        let max = config.window.max_devices;
+        let mut ingest = IngestStage::new(
+            &config.input,
+            &config.window,
+            &config.training,
+            Metrics::new(),
+        );
+        let mut score = ScoreStage::new(model, &config.detector, max, Metrics::new()).quiet();
+        let channels = config.input.channels.len();
+        let one_window: String = (0..config.window.size)
+            .map(|i| {
+                let values = vec![format!("{}", (i as f32 * 0.1).sin()); channels];
+                format!("{},{}\n", i * 20, values.join(","))
+            })
+            .collect();
+        let (mut windows, mut scored) = (Vec::new(), 0);
+        for n in 0..10 * max {
+            let frame = Frame {
+                device: Arc::from(format!("device-{n}")),
+                payload: one_window.clone().into_bytes(),
+                format: Format::Csv,
+                received_at_ms: n as f64,
+                restart: false,
+                topic: None,
+            };
+            ingest.ingest(&frame, &mut windows);
+            let outputs = score.score(&windows).expect("scored");
+            scored += outputs
+                .iter()
+                .filter(|o| matches!(o, Output::Window(_)))
+                .count();
+            windows.clear();
+            let (windowed, scoped) = ingest.devices_tracked();
+            assert!(windowed <= max, "windower: {windowed} devices");
+            assert!(scoped <= 2 * max, "scope cache: {scoped} devices");
+            assert!(
+                score.devices_tracked() <= max,
+                "detector: {}",
+                score.devices_tracked()
+            );
+        }
+        assert_eq!(scored, 10 * max, "every device's window was scored");
+        assert_eq!(score.devices_tracked(), max);
     }
 }

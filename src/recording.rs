@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use crate::config::CsvColumns;
+use crate::source::replay::config::CsvColumns;
 use crate::window::{WindowSpec, Windower};
 
 /// Keeps the rows whose `column` holds one of `values`.
@@ -86,24 +86,30 @@ pub enum RecordingError {
 
 impl Recording {
     /// The windows of a recording whose devices (one stream each) are
-    /// named by `device_column` and timed by `t_ms`, read with `config`'s
-    /// channels and rate and windowed as the pipeline would.
+    /// named by `device_column` and timed by `t_ms`, read with `input`'s
+    /// channels and rate and windowed as `window` says, as the pipeline
+    /// would.
     pub fn window_set_of(
         path: &Path,
         device_column: &str,
-        config: &crate::config::Config,
+        input: &crate::source::config::InputConfig,
+        window: &crate::window::WindowConfig,
     ) -> Result<crate::model::train::WindowSet, RecordingError> {
         let options = ReadOptions {
             columns: CsvColumns {
                 device_column: device_column.into(),
                 time_column: "t_ms".into(),
             },
-            channels: config.input.channels.clone(),
-            sample_rate_hz: config.input.sample_rate_hz,
+            channels: input.channels.clone(),
+            sample_rate_hz: input.sample_rate_hz,
             ..Default::default()
         };
         let recording = Self::read(path, &options)?;
-        Ok(recording.window_set(crate::pipeline::window_spec(config)))
+        Ok(recording.window_set(WindowSpec::new(
+            window,
+            input.channels.len(),
+            input.sample_rate_hz,
+        )))
     }
 
     pub fn read(path: &Path, options: &ReadOptions) -> Result<Recording, RecordingError> {

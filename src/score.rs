@@ -1,9 +1,5 @@
-//! Scoring maths: reconstruction error per window and per channel, the
-//! calibration quantile, and the [`Scorer`] that runs a model on a batch of
-//! windows (normalising them as its metadata says).
-
-use crate::model::meta::ScoreKind;
-use crate::model::{LoadedModel, ModelMetadata};
+//! Scoring maths: reconstruction error per window and per channel, and the
+//! calibration quantile (pure; [`crate::model::scorer`] runs a model).
 
 /// Mean of squared differences over all values.
 pub fn mean_squared_error(input: &[f32], reconstruction: &[f32]) -> f32 {
@@ -43,89 +39,6 @@ pub fn quantile(values: &mut [f32], q: f64) -> f32 {
     let above = position.ceil() as usize;
     let fraction = (position - below as f64) as f32;
     values[below] + (values[above] - values[below]) * fraction
-}
-
-/// The score of one window.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Scored {
-    pub score: f32,
-    pub channel_error: Vec<f32>,
-    pub latent: Vec<f32>,
-}
-
-/// A loaded model plus the buffers to run it without allocating per window.
-pub struct Scorer {
-    model: LoadedModel,
-    buffer: Vec<f32>,
-}
-
-impl Scorer {
-    pub fn new(model: LoadedModel) -> Self {
-        Self {
-            model,
-            buffer: Vec::new(),
-        }
-    }
-
-    pub fn meta(&self) -> &ModelMetadata {
-        &self.model.meta
-    }
-
-    pub fn model(&self) -> &LoadedModel {
-        &self.model
-    }
-
-    /// Scores raw windows (each `window * channels` values, time-major, in
-    /// the units of the recording).
-    pub fn score<'a>(
-        &mut self,
-        windows: impl IntoIterator<Item = &'a [f32]>,
-    ) -> Result<Vec<Scored>, String> {
-        let meta = &self.model.meta;
-        let features = meta.features();
-        self.buffer.clear();
-        for window in windows {
-            assert_eq!(window.len(), features, "window of the model's size");
-            let start = self.buffer.len();
-            self.buffer.extend_from_slice(window);
-            if let Some(norm) = &meta.normalization {
-                norm.apply(&mut self.buffer[start..]);
-            }
-        }
-        let n = self.buffer.len() / features;
-        if n == 0 {
-            return Ok(Vec::new());
-        }
-        let out = self.model.runtime.run(&self.buffer, n)?;
-        let channels = meta.channels.len();
-        let latent_dim = meta.latent_dim;
-        let kind = meta.score;
-        Ok(self
-            .buffer
-            .chunks_exact(features)
-            .zip(out.reconstruction.chunks_exact(features))
-            .enumerate()
-            .map(|(i, (x, r))| {
-                // A model without a latent output publishes an empty code.
-                let z = out
-                    .latent
-                    .get(i * latent_dim..(i + 1) * latent_dim)
-                    .unwrap_or(&[]);
-                let mse = mean_squared_error(x, r);
-                let score = match (kind, &out.kl) {
-                    (ScoreKind::NegElbo { beta }, Some(kl)) => {
-                        0.5 * mse * features as f32 + beta as f32 * kl[i]
-                    }
-                    _ => mse,
-                };
-                Scored {
-                    score,
-                    channel_error: channel_errors(x, r, channels),
-                    latent: z.to_vec(),
-                }
-            })
-            .collect())
-    }
 }
 
 #[cfg(test)]

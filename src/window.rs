@@ -1,6 +1,9 @@
 //! Per-device sliding windows. Pure: time comes from the samples (or the
 //! caller's arrival stamp), never from a clock of its own.
 
+use serde::{Deserialize, Serialize};
+
+use crate::problem::Problems;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -13,7 +16,7 @@ pub struct Window {
     pub t_start: f64,
     pub t_end: f64,
     pub data: Vec<f32>,
-    /// The model scope serving the device (see [`crate::online::scope`]);
+    /// The model scope serving the device (see [`crate::scope`]);
     /// None for the fleet.
     pub scope: Option<Arc<str>>,
 }
@@ -223,6 +226,96 @@ impl Windower {
             .clone();
         self.devices.remove(&idlest);
         Some(idlest)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowConfig {
+    #[serde(default = "WindowConfig::default_size")]
+    pub size: usize,
+    #[serde(default = "WindowConfig::default_hop")]
+    pub hop: usize,
+    /// A larger jump between two timestamps of a device restarts its window.
+    #[serde(default = "WindowConfig::default_max_gap_ms")]
+    pub max_gap_ms: f64,
+    /// Devices tracked at once; the longest idle is evicted beyond this.
+    #[serde(default = "WindowConfig::default_max_devices")]
+    pub max_devices: usize,
+}
+
+impl WindowSpec {
+    /// The windowing `[window]` asks for, over `channels` channels sampled
+    /// at `sample_rate_hz` (samples without a timestamp are spaced by it).
+    pub fn new(window: &WindowConfig, channels: usize, sample_rate_hz: f64) -> Self {
+        Self {
+            size: window.size,
+            hop: window.hop,
+            channels,
+            max_gap_ms: window.max_gap_ms,
+            max_devices: window.max_devices,
+            interval_ms: 1000.0 / sample_rate_hz,
+        }
+    }
+}
+
+impl WindowConfig {
+    const fn default_size() -> usize {
+        128
+    }
+    const fn default_hop() -> usize {
+        64
+    }
+    const fn default_max_gap_ms() -> f64 {
+        1000.0
+    }
+    const fn default_max_devices() -> usize {
+        1024
+    }
+}
+
+impl Default for WindowConfig {
+    fn default() -> Self {
+        Self {
+            size: Self::default_size(),
+            hop: Self::default_hop(),
+            max_gap_ms: Self::default_max_gap_ms(),
+            max_devices: Self::default_max_devices(),
+        }
+    }
+}
+
+impl WindowConfig {
+    /// The problems of `[window]`.
+    pub fn problems(&self, problems: &mut Problems) {
+        let mut check = |ok: bool, key: &str, message: String| problems.check(ok, key, message);
+        let window = self;
+        check(
+            window.size >= 2,
+            "window.size",
+            format!("must be at least 2 samples, got {}", window.size),
+        );
+        check(
+            window.hop >= 1 && window.hop <= window.size,
+            "window.hop",
+            format!(
+                "must be between 1 and window.size ({}), got {}",
+                window.size, window.hop
+            ),
+        );
+        check(
+            window.max_gap_ms.is_finite() && window.max_gap_ms > 0.0,
+            "window.max_gap_ms",
+            format!(
+                "must be a positive number of milliseconds, got {}",
+                window.max_gap_ms
+            ),
+        );
+        check(
+            window.max_devices >= 1,
+            "window.max_devices",
+            "must be at least 1".into(),
+        );
     }
 }
 

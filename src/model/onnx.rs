@@ -8,7 +8,6 @@ use sha2::{Digest, Sha256};
 use tract_onnx::pb;
 
 use super::meta::{InputLayout, ModelMetadata, METADATA_KEY};
-use super::net::Exported;
 
 pub const INPUT: &str = "x";
 pub const RECONSTRUCTION: &str = "reconstruction";
@@ -193,7 +192,7 @@ impl GraphBuilder {
             ..Default::default()
         };
         let digest = Sha256::digest(graph.encode_to_vec());
-        meta.id = format!("{}-{}", meta.variant, hex(&digest[..6]));
+        meta.id = format!("{}-{}", meta.variant, &format!("{digest:x}")[..12]);
         let model = pb::ModelProto {
             ir_version: IR_VERSION,
             opset_import: vec![pb::OperatorSetIdProto {
@@ -212,10 +211,6 @@ impl GraphBuilder {
         };
         Ok(model.encode_to_vec())
     }
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn identity(from: &str, to: &str) -> pb::NodeProto {
@@ -256,4 +251,12 @@ fn value_info(name: &str, dims: &[Dim]) -> pb::ValueInfoProto {
         }),
         doc_string: String::new(),
     }
+}
+
+/// The names of a graph's outputs, as [`Autoencoder::export`] wrote them.
+pub struct Exported {
+    pub reconstruction: String,
+    pub latent: String,
+    /// Per-window KL divergence of q(z|x) from the prior (VAE only).
+    pub kl: Option<String>,
 }

@@ -10,9 +10,9 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 use ort::value::TensorRef;
 
+use super::inference::Inference;
 use super::meta::ModelMetadata;
 use super::signature::Signature;
-use super::Inference;
 
 /// The environment variable naming the library when the config does not.
 pub const DYLIB_ENV: &str = "ORT_DYLIB_PATH";

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
 
+use super::inference::Inference;
 use super::meta::ModelMetadata;
 use super::signature::Signature;
 
@@ -18,17 +19,6 @@ pub struct TractModel {
     latent_dim: usize,
     with_latent: bool,
     with_kl: bool,
-}
-
-/// What one batch of windows produced.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Inference {
-    /// `n * features` values, time-major per window.
-    pub reconstruction: Vec<f32>,
-    /// `n * latent_dim` values (none for a model without a latent output).
-    pub latent: Vec<f32>,
-    /// `n` values, for models scored by their negative ELBO.
-    pub kl: Option<Vec<f32>>,
 }
 
 impl TractModel {

@@ -13,7 +13,7 @@ use rumqttc::v5;
 use rumqttc::v5::mqttbytes::v5 as packet5;
 use rumqttc::{ConnectionError, Incoming, Outgoing, StateError};
 
-use crate::config::MqttProtocol;
+use crate::mqtt::config::MqttProtocol;
 
 /// How long an MQTT 5 broker keeps a persistent session of a client that
 /// went away: a week, to cover a long outage of the edge box.
@@ -74,7 +74,7 @@ impl std::fmt::Display for Failure {
 }
 
 /// Everything a connection needs besides the broker's address, TLS and
-/// credentials (which [`crate::mqtt::Broker`] adds).
+/// credentials (which [`crate::mqtt::broker::Broker`] adds).
 pub struct Session {
     pub protocol: MqttProtocol,
     pub client_id: String,
@@ -85,7 +85,7 @@ pub struct Session {
 }
 
 /// The address, keep-alive, packet limit, credentials and transport of a
-/// broker, resolved by [`crate::mqtt::Broker`].
+/// broker, resolved by [`crate::mqtt::broker::Broker`].
 pub struct Endpoint {
     pub host: String,
     pub port: u16,

@@ -2,7 +2,8 @@
 
 use std::io::Write;
 
-use super::{Output, Sink};
+use super::Sink;
+use crate::record::Output;
 
 pub struct ConsoleSink {
     out: Box<dyn Write + Send>,

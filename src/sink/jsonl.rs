@@ -4,7 +4,8 @@ use std::fs::OpenOptions;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
-use super::{Output, Sink};
+use super::Sink;
+use crate::record::Output;
 
 pub struct JsonlSink {
     writer: BufWriter<Box<dyn Write + Send>>,

@@ -1,34 +1,13 @@
 //! Sources turn the outside world into [`Frame`]s: raw payloads tagged with
 //! the device they came from. They never decode; the pipeline does.
 
+pub mod config;
+pub mod frame;
 pub mod mqtt;
 pub mod replay;
 pub mod serial;
 
-use std::sync::Arc;
-
-use crate::decode::Format;
-
-#[derive(Debug, Clone)]
-pub struct Frame {
-    pub device: Arc<str>,
-    pub payload: Vec<u8>,
-    pub format: Format,
-    /// Wall-clock arrival time in Unix milliseconds.
-    pub received_at_ms: f64,
-    /// The first frame since the source (re)connected to this device: the
-    /// device's window starts afresh instead of joining samples from
-    /// before an outage.
-    pub restart: bool,
-    /// The MQTT topic the payload came on (device groups match it).
-    pub topic: Option<Arc<str>>,
-}
-
-pub fn unix_ms() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-}
+use crate::source::frame::Frame;
 
 /// Why a source could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +15,7 @@ pub enum SourceError {
     #[error(transparent)]
     Replay(#[from] crate::recording::RecordingError),
     #[error(transparent)]
-    Mqtt(#[from] crate::mqtt::MqttError),
+    Mqtt(#[from] crate::mqtt::broker::MqttError),
 }
 
 /// The configured source.
@@ -48,15 +27,17 @@ pub enum Source {
 
 impl Source {
     pub fn open(
-        input: &crate::config::InputConfig,
+        input: &crate::source::config::InputConfig,
         metrics: &crate::telemetry::Metrics,
     ) -> Result<Self, SourceError> {
         Ok(match input.kind {
-            crate::config::InputKind::Replay => Source::Replay(replay::Replay::open(input)?),
-            crate::config::InputKind::Mqtt => {
+            crate::source::config::InputKind::Replay => {
+                Source::Replay(replay::Replay::open(input)?)
+            }
+            crate::source::config::InputKind::Mqtt => {
                 Source::Mqtt(Box::new(mqtt::MqttSource::open(input, metrics.clone())?))
             }
-            crate::config::InputKind::Serial => {
+            crate::source::config::InputKind::Serial => {
                 Source::Serial(serial::SerialSource::open(input, metrics.clone()))
             }
         })

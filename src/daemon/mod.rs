@@ -1,0 +1,275 @@
+//! The daemon: a source, then decoding and windowing, then batched scoring
+//! and detection, then the sinks; bounded queues between stages.
+//!
+//! Shutdown runs front to back: the source stops on the shutdown signal (or
+//! at the end of a replay) and drops its sender; each stage drains its
+//! queue, then drops its own sender; the sinks flush last. Nothing accepted
+//! is left half-processed.
+
+pub mod config;
+pub mod error;
+pub mod health;
+pub mod reload;
+pub mod scoring;
+pub mod served;
+pub mod service;
+pub mod stages;
+pub mod systemd;
+
+use crate::daemon::error::DaemonError;
+use crate::daemon::scoring::{score_loop, Scoring};
+use crate::daemon::served::open_scopes;
+use crate::daemon::stages::{ingest, sink_loop};
+use std::net::SocketAddr;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::control::Control;
+use crate::daemon::health::{Health, Pulse};
+use crate::daemon::reload::{PendingModel, Reloader};
+use crate::model::train::config::{ScopeKind, TrainingMode};
+use crate::mqtt::broker::BrokerSettings;
+use crate::pipeline::IngestStage;
+use crate::record::Output;
+use crate::sink::jsonl::JsonlSink;
+use crate::sink::mqtt::MqttSink;
+use crate::sink::Sink;
+use crate::source::frame::Frame;
+use crate::source::Source;
+use crate::telemetry::{self, Metrics};
+use crate::window::Window;
+
+/// What a finished run did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunSummary {
+    pub frames: u64,
+    pub windows: u64,
+    pub alerts: u64,
+}
+
+/// A started daemon. Dropping it does not stop it: call
+/// [`shutdown`](Self::shutdown) or wait for the source to end.
+pub struct Daemon {
+    shutdown: watch::Sender<bool>,
+    telemetry_addr: Option<SocketAddr>,
+    telemetry: Option<JoinHandle<()>>,
+    stop_telemetry: watch::Sender<bool>,
+    source: JoinHandle<u64>,
+    ingest: JoinHandle<()>,
+    scorer: JoinHandle<Result<(u64, u64), String>>,
+    sinks: JoinHandle<()>,
+    /// The MQTT output's connection, which sends its final status.
+    mqtt_output: Option<JoinHandle<()>>,
+    pub metrics: Metrics,
+    reloader: Reloader,
+    health: Health,
+    model_watch: Option<JoinHandle<()>>,
+    input_kind: String,
+}
+
+impl Daemon {
+    /// Loads and checks everything, then starts every stage. Any problem
+    /// with the config, the model, the input or an output is reported here,
+    /// before a single sample is read.
+    pub async fn start(
+        config: Config,
+        mut sinks: Vec<Box<dyn Sink>>,
+    ) -> Result<Daemon, DaemonError> {
+        let metrics = Metrics::new();
+        let scopes = open_scopes(&config, &metrics)?;
+        let mut source = Source::open(&config.input, &metrics)?;
+        if config.output.jsonl != "off" {
+            let jsonl = JsonlSink::open(&config.output.jsonl)
+                .map_err(|(path, cause)| DaemonError::Output { path, cause })?;
+            sinks.insert(0, Box::new(jsonl));
+        }
+        let mqtt_output = match &config.output.mqtt {
+            Some(output) => {
+                let fallback = BrokerSettings::input(&config.input.mqtt);
+                let (sink, task) = MqttSink::open(output, fallback, metrics.clone())
+                    .map_err(DaemonError::MqttOutput)?;
+                sinks.push(Box::new(sink));
+                Some(task)
+            }
+            None => None,
+        };
+        let (control, commands) = match config.training.mode {
+            TrainingMode::Online => {
+                let (control, commands) = Control::channel();
+                (Some(control), Some(commands))
+            }
+            TrainingMode::Off => (None, None),
+        };
+        if let Source::Mqtt(mqtt) = &mut source {
+            if let Some(control) = &control {
+                mqtt.set_control(control.clone());
+            }
+            if config.training.scope == ScopeKind::Group {
+                mqtt.keep_topics();
+            }
+        }
+        let pending = PendingModel::default();
+        let reloader = Reloader::new(&config, pending.clone(), metrics.clone());
+        let rescan = reloader.rescan_flag();
+        let pulse = std::sync::Arc::new(Pulse::default());
+        let (stop_telemetry, mut telemetry_stopped) = watch::channel(false);
+        let (telemetry_addr, telemetry) = if config.telemetry.enabled {
+            let stopped = async move {
+                let _ = telemetry_stopped.wait_for(|stop| *stop).await;
+            };
+            let (addr, task) = telemetry::serve(
+                config.telemetry.listen,
+                metrics.clone(),
+                control.clone(),
+                stopped,
+            )
+            .await
+            .map_err(|cause| DaemonError::Listen {
+                addr: config.telemetry.listen,
+                cause,
+            })?;
+            tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+            (Some(addr), Some(task))
+        } else {
+            (None, None)
+        };
+
+        let capacity = config.pipeline.queue_capacity;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (frame_tx, frame_rx) = mpsc::channel::<Frame>(capacity);
+        let (window_tx, window_rx) = mpsc::channel::<Window>(capacity);
+        let (output_tx, output_rx) = mpsc::channel::<Vec<Output>>(capacity);
+
+        let health = Health {
+            pulse: pulse.clone(),
+            frames: frame_tx.downgrade(),
+            windows: window_tx.downgrade(),
+            outputs: output_tx.downgrade(),
+        };
+        let model_watch = (config.model.watch_interval_ms > 0).then(|| {
+            let interval = std::time::Duration::from_millis(config.model.watch_interval_ms);
+            tokio::spawn(crate::daemon::reload::watch_model(
+                reloader.clone(),
+                interval,
+                shutdown_rx.clone(),
+            ))
+        });
+        let source = tokio::spawn(source.run(frame_tx, shutdown_rx));
+        let ingest = tokio::spawn(ingest(
+            IngestStage::new(
+                &config.input,
+                &config.window,
+                &config.training,
+                metrics.clone(),
+            ),
+            frame_rx,
+            window_tx,
+            pulse.clone(),
+        ));
+        let max_batch = config.model.max_batch;
+        let scorer = {
+            let pulse = pulse.clone();
+            let stage_config = config.clone();
+            let stage_metrics = metrics.clone();
+            tokio::task::spawn_blocking(move || {
+                score_loop(
+                    Scoring::new(scopes, commands, stage_config, stage_metrics).rescan_on(rescan),
+                    max_batch,
+                    window_rx,
+                    output_tx,
+                    &pending,
+                    &pulse,
+                )
+            })
+        };
+        let sinks = {
+            let metrics = metrics.clone();
+            tokio::task::spawn_blocking(move || sink_loop(sinks, output_rx, &metrics, &pulse))
+        };
+        metrics.set_input_kind(config.input.kind.name());
+        metrics.set_ready_while_calibrating(config.telemetry.ready_while_calibrating);
+        metrics.set_ready(true);
+        tracing::info!(input = ?config.input.kind, "pipeline started");
+        Ok(Daemon {
+            shutdown,
+            telemetry_addr,
+            telemetry,
+            stop_telemetry,
+            source,
+            ingest,
+            scorer,
+            sinks,
+            mqtt_output,
+            metrics,
+            reloader,
+            health,
+            model_watch,
+            input_kind: config.input.kind.name().to_string(),
+        })
+    }
+
+    /// Reloads the model (SIGHUP, a changed model file, or a test); see
+    /// [`crate::daemon::reload`].
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
+    }
+
+    /// The pipeline's heartbeat and queue depths.
+    pub fn health(&self) -> Health {
+        self.health.clone()
+    }
+
+    /// The input's kind, lower case (`replay`, `mqtt`, ...).
+    pub fn input_kind(&self) -> &str {
+        &self.input_kind
+    }
+
+    pub fn telemetry_addr(&self) -> Option<SocketAddr> {
+        self.telemetry_addr
+    }
+
+    /// A handle that stops the sources when `true` is sent.
+    pub fn shutdown_handle(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+
+    pub fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+
+    /// Waits until every stage has drained, then stops the telemetry server.
+    pub async fn wait(self) -> Result<RunSummary, DaemonError> {
+        let join = |e: tokio::task::JoinError| DaemonError::Stage(e.to_string());
+        let frames = self.source.await.map_err(join)?;
+        if let Some(task) = self.model_watch {
+            task.abort();
+        }
+        self.ingest.await.map_err(join)?;
+        let scored = self.scorer.await.map_err(join)?;
+        self.sinks.await.map_err(join)?;
+        if let Some(mut task) = self.mqtt_output {
+            // The sinks are dropped: the MQTT output is saying goodbye.
+            // A broker that is away does not hold the exit for long.
+            if tokio::time::timeout(crate::sink::mqtt::GOODBYE_TIMEOUT, &mut task)
+                .await
+                .is_err()
+            {
+                tracing::warn!("MQTT output: the offline status could not be sent in time");
+                task.abort();
+            }
+        }
+        self.metrics.set_ready(false);
+        let _ = self.stop_telemetry.send(true);
+        if let Some(task) = self.telemetry {
+            let _ = task.await;
+        }
+        let (windows, alerts) = scored.map_err(DaemonError::Stage)?;
+        tracing::info!(frames, windows, alerts, "pipeline drained");
+        Ok(RunSummary {
+            frames,
+            windows,
+            alerts,
+        })
+    }
+}

@@ -1,0 +1,405 @@
+//! One model scope's part of the scorer: its served model, or its online
+//! trainer while it calibrates.
+
+use crate::daemon::error::DaemonError;
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::control::{Command, Target};
+use crate::model::train::config::{ScopeKind, TrainingMode};
+use crate::model::LoadedModel;
+use crate::online::drift::Drift;
+use crate::online::trainer::{retrain_due, OnlineTrainer};
+use crate::pipeline::ScoreStage;
+use crate::record::{ModelState, Output, StatusRecord};
+use crate::scope::dirs;
+use crate::scope::rules::FLEET;
+use crate::scope::store::ModelStore;
+use crate::telemetry::Metrics;
+use crate::window::Window;
+
+/// With online training, the serving status (with the drift ratio) is
+/// published this often (windows of a scope).
+pub(crate) const STATUS_EVERY_WINDOWS: usize = 250;
+
+/// Opens the scopes that have a model or collected windows (all of them
+/// checked now, so a bad model stops the start, exit 78). With one model
+/// for the fleet, that is the fleet scope, which must have a model unless
+/// the daemon trains its own.
+pub(crate) fn open_scopes(
+    config: &Config,
+    metrics: &Metrics,
+) -> Result<Vec<ServedScope>, DaemonError> {
+    let Some(root) = config
+        .model
+        .dir
+        .as_ref()
+        .filter(|_| config.training.scope != ScopeKind::Fleet)
+    else {
+        return Ok(vec![ServedScope::open(config, metrics, Arc::from(FLEET))?]);
+    };
+    let existing = dirs::existing(root);
+    if existing.len() > config.training.max_scopes {
+        return Err(DaemonError::TooManyScopes {
+            dir: root.clone(),
+            found: existing.len(),
+            max: config.training.max_scopes,
+        });
+    }
+    let mut scopes = Vec::new();
+    let fleet = ModelStore::open(root)?;
+    if fleet.current()?.is_some() || fleet.has_collected() {
+        scopes.push(ServedScope::open(config, metrics, Arc::from(FLEET))?);
+    }
+    for (name, _) in existing {
+        scopes.push(ServedScope::open(config, metrics, Arc::from(name))?);
+    }
+    tracing::info!(
+        scopes = scopes.len(),
+        kind = ?config.training.scope,
+        "model scopes found in model.dir"
+    );
+    Ok(scopes)
+}
+
+/// One model scope's part of the scorer: a stage once it has a model;
+/// before that (online training), the trainer collecting its windows.
+pub(crate) struct ServedScope {
+    pub(crate) name: Arc<str>,
+    pub(crate) stage: Option<ScoreStage>,
+    pub(crate) online: Option<OnlineTrainer>,
+    pub(crate) drift: Option<Drift>,
+    /// When the served model came, or a scheduled retraining was last tried.
+    pub(crate) last_trained: std::time::Instant,
+    pub(crate) windows_since_status: usize,
+    /// The last calibration status sent (one per 5% of progress).
+    pub(crate) last_status: Option<StatusRecord>,
+    /// The version of the scope's directory being served.
+    pub(crate) served_version: Option<String>,
+}
+
+impl ServedScope {
+    /// The scope's model (from its directory, or `model.path` without
+    /// one) and trainer (with online training).
+    pub(crate) fn open(
+        config: &Config,
+        metrics: &Metrics,
+        name: Arc<str>,
+    ) -> Result<Self, DaemonError> {
+        let store = match &config.model.dir {
+            Some(root) if &*name == FLEET => Some(ModelStore::open(root)?),
+            Some(root) => Some(ModelStore::open_scope(root, &name)?),
+            None => None,
+        };
+        let current = match &store {
+            Some(store) => store.current()?,
+            None => None,
+        };
+        let model_path = match &store {
+            Some(_) => current.as_ref().map(|version| version.path.clone()),
+            None => Some(config.model.path.clone()),
+        };
+        let online = config.training.mode == TrainingMode::Online;
+        let model = match model_path {
+            Some(path) => Some(LoadedModel::load_with(
+                &path,
+                &config.model.backend_options(),
+            )?),
+            None if online => None,
+            None => {
+                return Err(DaemonError::NoModel(
+                    config.model.dir.clone().unwrap_or_default(),
+                ))
+            }
+        };
+        if let Some(model) = &model {
+            let problems = config.model_problems(&model.meta);
+            if !problems.is_empty() {
+                return Err(DaemonError::Mismatch(problems));
+            }
+        }
+        let trainer = match (&store, online) {
+            (Some(store), true) => Some(OnlineTrainer::new(
+                config,
+                store.clone(),
+                metrics.clone(),
+                name.clone(),
+            )?),
+            _ => None,
+        };
+        metrics.model_state(
+            &name,
+            if model.is_some() {
+                ModelState::Serving.as_str()
+            } else {
+                ModelState::Calibrating.as_str()
+            },
+        );
+        let mut scope = Self {
+            stage: None,
+            online: trainer,
+            drift: None,
+            last_trained: std::time::Instant::now(),
+            windows_since_status: 0,
+            last_status: None,
+            served_version: current.map(|version| version.name),
+            name,
+        };
+        if let Some(model) = model {
+            scope.serve(model, config, metrics);
+        }
+        Ok(scope)
+    }
+
+    /// Serves `model` from now on (a reload or an online training).
+    pub(crate) fn serve(&mut self, model: LoadedModel, config: &Config, metrics: &Metrics) {
+        let quantile = model
+            .meta
+            .calibration
+            .as_ref()
+            .map_or(config.training.threshold_quantile, |c| c.quantile);
+        self.drift = Some(Drift::new(quantile));
+        self.last_trained = std::time::Instant::now();
+        match &mut self.stage {
+            Some(stage) => stage.replace_model(model, &config.detector),
+            None => {
+                self.stage = Some(ScoreStage::for_scope(
+                    model,
+                    &config.detector,
+                    config.window.max_devices,
+                    metrics.clone(),
+                    self.name.clone(),
+                ))
+            }
+        }
+        metrics.model_state(&self.name, ModelState::Serving.as_str());
+    }
+
+    /// Loads, checks and serves a version of the scope's directory.
+    pub(crate) fn serve_version(
+        &mut self,
+        version: crate::scope::store::Version,
+        config: &Config,
+        metrics: &Metrics,
+    ) -> Result<(), String> {
+        let model = LoadedModel::load_with(&version.path, &config.model.backend_options())
+            .map_err(|e| e.to_string())?;
+        let problems = config.model_problems(&model.meta);
+        if !problems.is_empty() {
+            return Err(DaemonError::Mismatch(problems).to_string());
+        }
+        self.serve(model, config, metrics);
+        self.served_version = Some(version.name);
+        Ok(())
+    }
+
+    /// Serves the directory's current version if it is not the one served
+    /// (a reload after `accelwatch models rollback --scope`).
+    pub(crate) fn reread(&mut self, config: &Config, metrics: &Metrics) -> Option<StatusRecord> {
+        let current = self.online.as_ref()?.store().current();
+        let version = match current {
+            Ok(Some(version)) if Some(&version.name) != self.served_version.as_ref() => version,
+            Ok(_) => return None,
+            Err(error) => {
+                metrics.reload("failed");
+                tracing::error!(scope = %self.name, %error, "reload: cannot read the model directory");
+                return None;
+            }
+        };
+        let name = version.name.clone();
+        match self.serve_version(version, config, metrics) {
+            Ok(()) => {
+                metrics.reload("ok");
+                tracing::info!(scope = %self.name, version = %name, "model reloaded");
+                self.serving_status()
+            }
+            Err(error) => {
+                metrics.reload("failed");
+                tracing::error!(
+                    scope = %self.name, version = %name,
+                    "reload refused, the running model stays: {error}"
+                );
+                None
+            }
+        }
+    }
+
+    pub(crate) fn serving_status(&self) -> Option<StatusRecord> {
+        let stage = self.stage.as_ref()?;
+        let drift = self.drift.as_ref().map(Drift::ratio);
+        Some(StatusRecord::serving(&stage.model().meta.id, drift).in_scope(&self.name))
+    }
+
+    pub(crate) fn run_command(
+        &mut self,
+        command: &Command,
+        config: &Config,
+        metrics: &Metrics,
+    ) -> Result<Option<StatusRecord>, String> {
+        let Some(trainer) = self.online.as_mut() else {
+            return Err("training.mode is \"off\"".into());
+        };
+        tracing::info!(command = command.as_str(), scope = %self.name, "command accepted");
+        match command {
+            Command::Calibrate(_) => {
+                trainer.recalibrate();
+                self.stage = None;
+                self.drift = None;
+                self.last_status = None;
+                metrics.model_state(&self.name, ModelState::Calibrating.as_str());
+                Ok(Some(
+                    StatusRecord::new(ModelState::Calibrating, 0, trainer.target())
+                        .in_scope(&self.name),
+                ))
+            }
+            Command::Retrain(_) => {
+                let current = self
+                    .stage
+                    .as_ref()
+                    .ok_or("no model is served yet; it is calibrating")?
+                    .model()
+                    .clone();
+                trainer.retrain(current)?;
+                let mut status = StatusRecord::new(ModelState::Training, 0, 0);
+                status.progress = 1.0;
+                Ok(Some(status.in_scope(&self.name)))
+            }
+            Command::Mark(mark) => {
+                let removed = trainer.mark(mark.clone());
+                tracing::info!(scope = %self.name, removed, "time range marked");
+                Ok(None)
+            }
+            Command::Rollback(_) => {
+                let version = trainer.store().rollback().map_err(|e| e.to_string())?;
+                self.serve_version(version, config, metrics)?;
+                Ok(self.serving_status())
+            }
+        }
+    }
+
+    /// A scheduled retraining, when one is due.
+    pub(crate) fn scheduled(&mut self, config: &Config, metrics: &Metrics) -> Option<StatusRecord> {
+        let due = self.stage.is_some()
+            && self.online.as_ref().is_some_and(|t| !t.is_training())
+            && retrain_due(self.last_trained.elapsed(), config.training.retrain_every_h);
+        if !due {
+            return None;
+        }
+        // Tried once per period, whatever the outcome.
+        self.last_trained = std::time::Instant::now();
+        match self.run_command(&Command::Retrain(Target::all()), config, metrics) {
+            Ok(status) => status,
+            Err(why) => {
+                tracing::warn!(scope = %self.name, %why, "scheduled retraining skipped");
+                None
+            }
+        }
+    }
+
+    /// Scores `windows` (or, without a model yet, collects them), and says
+    /// how the scope stands when that is news.
+    pub(crate) fn process(
+        &mut self,
+        windows: &[Window],
+        metrics: &Metrics,
+    ) -> Result<Vec<Output>, String> {
+        if let Some(stage) = self.stage.as_mut() {
+            let mut out = stage.score(windows)?;
+            if let Some(status) = self.observe(windows, &out, metrics) {
+                out.push(Output::Status(status));
+            }
+            return Ok(out);
+        }
+        let trainer = self
+            .online
+            .as_mut()
+            .expect("a scope has a model or a trainer");
+        trainer.collect(windows);
+        let state = if trainer.is_training() {
+            ModelState::Training
+        } else {
+            ModelState::Calibrating
+        };
+        metrics.model_state(&self.name, state.as_str());
+        let mut status =
+            StatusRecord::new(state, trainer.collected(), trainer.target()).in_scope(&self.name);
+        // Training means the calibration is complete.
+        status.progress = if state == ModelState::Training {
+            1.0
+        } else {
+            trainer.progress()
+        };
+        // A status per 5% of progress and per change of state.
+        let changed = self.last_status.as_ref().is_none_or(|last| {
+            last.state != status.state || status.progress >= last.progress + 0.05
+        });
+        if !changed {
+            return Ok(Vec::new());
+        }
+        self.last_status = Some(status.clone());
+        Ok(vec![Output::Status(status)])
+    }
+
+    /// Feeds the drift score and the retraining buffer with a scored batch.
+    /// With online training, a serving status with the drift ratio every
+    /// [`STATUS_EVERY_WINDOWS`] windows.
+    pub(crate) fn observe(
+        &mut self,
+        batch: &[Window],
+        out: &[Output],
+        metrics: &Metrics,
+    ) -> Option<StatusRecord> {
+        let over = || {
+            out.iter().filter_map(|o| match o {
+                Output::Window(w) => Some(w.over_threshold || w.anomaly),
+                _ => None,
+            })
+        };
+        let mut status = None;
+        if let Some(drift) = self.drift.as_mut() {
+            for o in over() {
+                drift.observe(o);
+                self.windows_since_status += 1;
+            }
+            metrics.drift(&self.name, drift.ratio());
+            if self.online.is_some() && self.windows_since_status >= STATUS_EVERY_WINDOWS {
+                self.windows_since_status = 0;
+                status = self.serving_status();
+            }
+        }
+        if let Some(trainer) = self.online.as_mut() {
+            trainer.observe(batch, over());
+        }
+        status
+    }
+
+    /// Serves a model the online trainer finished; the status to send.
+    pub(crate) fn take_learned(
+        &mut self,
+        config: &Config,
+        metrics: &Metrics,
+    ) -> Option<StatusRecord> {
+        let result = self.online.as_mut().and_then(OnlineTrainer::finished)?;
+        match result {
+            Ok(learned) => {
+                let mut status = StatusRecord::serving(&learned.model.meta.id, None);
+                status.collected = learned.windows;
+                status.target = learned.windows;
+                self.serve(learned.model, config, metrics);
+                self.served_version = Some(learned.version);
+                Some(status.in_scope(&self.name))
+            }
+            // A refused retraining: the served model stays.
+            Err(_) if self.stage.is_some() => None,
+            Err(_) => {
+                metrics.model_state(&self.name, ModelState::Calibrating.as_str());
+                self.last_status = None;
+                Some(
+                    StatusRecord::new(ModelState::Calibrating, 0, config.training.min_windows)
+                        .in_scope(&self.name),
+                )
+            }
+        }
+    }
+}

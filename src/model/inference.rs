@@ -1,0 +1,12 @@
+//! What every backend answers for a batch of windows.
+
+/// What one batch of windows produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inference {
+    /// `n * features` values, time-major per window.
+    pub reconstruction: Vec<f32>,
+    /// `n * latent_dim` values (none for a model without a latent output).
+    pub latent: Vec<f32>,
+    /// `n` values, for models scored by their negative ELBO.
+    pub kl: Option<Vec<f32>>,
+}

@@ -1,0 +1,447 @@
+//! Training with candle: a deterministic split, per-channel standardisation,
+//! seeded initialisation, AdamW on mini-batches, early stopping on the
+//! validation loss, threshold calibration on held-out normal windows, and
+//! export to one ONNX file.
+
+pub mod config;
+
+use std::time::{Duration, Instant};
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use sha2::{Digest, Sha256};
+
+use super::family;
+use super::meta::{Calibration, InputLayout, ModelMetadata, Normalization, TrainingRecord, FORMAT};
+use super::net::{Architecture, Autoencoder};
+use super::onnx::{self, GraphBuilder};
+use crate::model::train::config::TrainingConfig;
+use crate::score;
+
+/// Windows to learn from, each tagged with the stream (device or
+/// recording) it came from; within a stream they are in time order.
+#[derive(Debug, Clone, Default)]
+pub struct WindowSet {
+    pub features: usize,
+    pub data: Vec<f32>,
+    pub streams: Vec<usize>,
+}
+
+impl WindowSet {
+    pub fn new(features: usize) -> Self {
+        Self {
+            features,
+            ..Default::default()
+        }
+    }
+
+    pub fn push(&mut self, stream: usize, window: &[f32]) {
+        debug_assert_eq!(window.len(), self.features);
+        self.data.extend_from_slice(window);
+        self.streams.push(stream);
+    }
+
+    pub fn len(&self) -> usize {
+        self.streams.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.streams.is_empty()
+    }
+
+    pub fn window(&self, i: usize) -> &[f32] {
+        &self.data[i * self.features..(i + 1) * self.features]
+    }
+}
+
+/// What the model will be told about its input.
+#[derive(Debug, Clone)]
+pub struct InputSpec {
+    pub channels: Vec<String>,
+    pub window: usize,
+    pub hop: usize,
+    pub sample_rate_hz: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EpochReport {
+    pub epoch: usize,
+    pub epochs: usize,
+    pub train_loss: f64,
+    pub validation_loss: f64,
+    pub best: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct TrainSummary {
+    pub train_windows: usize,
+    pub validation_windows: usize,
+    pub epochs_run: usize,
+    pub best_epoch: usize,
+    pub train_loss: f64,
+    pub validation_loss: f64,
+    pub threshold: f64,
+    pub elapsed: Duration,
+}
+
+pub struct Trained {
+    pub onnx: Vec<u8>,
+    pub meta: ModelMetadata,
+    pub network: Box<dyn Autoencoder>,
+    pub summary: TrainSummary,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(
+        "too few windows: {windows} in all, {train} for training and {validation} held out; \
+         record more data or lower window.size"
+    )]
+    TooFewWindows {
+        windows: usize,
+        train: usize,
+        validation: usize,
+    },
+    #[error(
+        "training diverged at epoch {epoch}: the loss is {loss}; lower training.learning_rate"
+    )]
+    Diverged { epoch: usize, loss: f64 },
+    #[error("candle: {0}")]
+    Candle(#[from] candle_core::Error),
+    #[error("export: {0}")]
+    Export(#[from] onnx::ExportError),
+    #[error("reading the exported model back: {0}")]
+    Reload(String),
+}
+
+/// Splits window indices into training and validation: the last
+/// `fraction` of each stream is held out, and the windows that overlap the
+/// held-out ones are left out of both, so no sample is in both sets.
+pub fn split(
+    set: &WindowSet,
+    fraction: f64,
+    window: usize,
+    hop: usize,
+) -> (Vec<usize>, Vec<usize>) {
+    let overlap = window.div_ceil(hop).saturating_sub(1);
+    let mut train = Vec::new();
+    let mut validation = Vec::new();
+    let mut start = 0;
+    while start < set.len() {
+        let stream = set.streams[start];
+        let end = (start..set.len())
+            .find(|&i| set.streams[i] != stream)
+            .unwrap_or(set.len());
+        let n = end - start;
+        let held = ((n as f64) * fraction).ceil() as usize;
+        if n > held + overlap && held > 0 {
+            train.extend(start..end - held - overlap);
+            validation.extend(end - held..end);
+        } else {
+            train.extend(start..end);
+        }
+        start = end;
+    }
+    (train, validation)
+}
+
+pub fn train(
+    arch: &Architecture,
+    settings: &TrainingConfig,
+    input: &InputSpec,
+    windows: &WindowSet,
+    on_epoch: &mut dyn FnMut(&EpochReport),
+) -> Result<Trained, TrainError> {
+    train_paced(arch, settings, input, windows, on_epoch, &mut || {})
+}
+
+/// [`train`], calling `pace` after every batch (online training sleeps
+/// there to keep to its CPU share).
+pub fn train_paced(
+    arch: &Architecture,
+    settings: &TrainingConfig,
+    input: &InputSpec,
+    windows: &WindowSet,
+    on_epoch: &mut dyn FnMut(&EpochReport),
+    pace: &mut dyn FnMut(),
+) -> Result<Trained, TrainError> {
+    let started = Instant::now();
+    let device = Device::Cpu;
+    let features = windows.features;
+    debug_assert_eq!(features, arch.features());
+    let (train_idx, val_idx) = split(
+        windows,
+        settings.validation_fraction,
+        input.window,
+        input.hop,
+    );
+    if train_idx.len() < 2 || val_idx.is_empty() {
+        return Err(TrainError::TooFewWindows {
+            windows: windows.len(),
+            train: train_idx.len(),
+            validation: val_idx.len(),
+        });
+    }
+    let mut train_raw = Vec::with_capacity(train_idx.len() * features);
+    for &i in &train_idx {
+        train_raw.extend_from_slice(windows.window(i));
+    }
+    let normalization = Normalization::fit(&train_raw, input.channels.len());
+    let data_sha256 = format!("{:x}", Sha256::digest(bytes_of(&train_raw)));
+    let normalised = |idx: &[usize]| {
+        let mut out = Vec::with_capacity(idx.len() * features);
+        for &i in idx {
+            let start = out.len();
+            out.extend_from_slice(windows.window(i));
+            normalization.apply(&mut out[start..]);
+        }
+        out
+    };
+    let train_x = Tensor::from_vec(normalised(&train_idx), (train_idx.len(), features), &device)?;
+    let val_data = normalised(&val_idx);
+    let val_x = Tensor::from_slice(&val_data, (val_idx.len(), features), &device)?;
+
+    let mut rng = ChaCha8Rng::seed_from_u64(settings.seed);
+    let varmap = VarMap::new();
+    let network = family::build(arch, VarBuilder::from_varmap(&varmap, DType::F32, &device))?;
+    let vars = seeded_init(&varmap, &mut rng)?;
+    let pretrain_losses = if settings.pretrain_epochs > 0 {
+        let plan = crate::model::net::PretrainPlan {
+            epochs: settings.pretrain_epochs,
+            batch_size: settings.batch_size,
+            learning_rate: settings.learning_rate,
+            weight_decay: settings.weight_decay,
+        };
+        network.pretrain(&train_x, &plan, &mut rng)?
+    } else {
+        Vec::new()
+    };
+    let mut optimizer = AdamW::new(
+        vars.clone(),
+        ParamsAdamW {
+            lr: settings.learning_rate,
+            weight_decay: settings.weight_decay,
+            ..Default::default()
+        },
+    )?;
+
+    let mut order: Vec<u32> = (0..train_idx.len() as u32).collect();
+    let mut best: Option<(usize, f64, f64, Vec<Tensor>)> = None;
+    let mut epochs_run = 0;
+    for epoch in 1..=settings.epochs {
+        epochs_run = epoch;
+        order.shuffle(&mut rng);
+        let mut loss_sum = 0.0;
+        let mut batches = 0;
+        for chunk in order.chunks(settings.batch_size) {
+            let idx = Tensor::from_slice(chunk, chunk.len(), &device)?;
+            let batch = train_x.index_select(&idx, 0)?;
+            let loss = network.loss(&batch, &mut rng)?;
+            optimizer.backward_step(&loss)?;
+            loss_sum += loss.to_scalar::<f32>()? as f64;
+            batches += 1;
+            pace();
+        }
+        let train_loss = loss_sum / batches as f64;
+        let validation_loss = network.validation_loss(&val_x)?.to_scalar::<f32>()? as f64;
+        if !train_loss.is_finite() || !validation_loss.is_finite() {
+            return Err(TrainError::Diverged {
+                epoch,
+                loss: train_loss,
+            });
+        }
+        let improved = best
+            .as_ref()
+            .is_none_or(|(_, _, v, _)| validation_loss < *v);
+        if improved {
+            let snapshot = vars
+                .iter()
+                .map(|v| v.as_tensor().copy())
+                .collect::<candle_core::Result<_>>()?;
+            best = Some((epoch, train_loss, validation_loss, snapshot));
+        }
+        on_epoch(&EpochReport {
+            epoch,
+            epochs: settings.epochs,
+            train_loss,
+            validation_loss,
+            best: improved,
+        });
+        let best_epoch = best.as_ref().map_or(epoch, |b| b.0);
+        if epoch - best_epoch >= settings.patience {
+            break;
+        }
+    }
+    let (best_epoch, train_loss, validation_loss, snapshot) = best.expect("at least one epoch ran");
+    for (var, value) in vars.iter().zip(&snapshot) {
+        var.set(value)?;
+    }
+
+    let mut meta = ModelMetadata {
+        format: FORMAT.into(),
+        id: String::new(),
+        variant: arch.model.variant.name().into(),
+        channels: input.channels.clone(),
+        window: input.window,
+        hop: input.hop,
+        sample_rate_hz: input.sample_rate_hz,
+        input_layout: InputLayout::Flat,
+        latent_dim: arch.latent_dim(),
+        input: None,
+        reconstruction_output: None,
+        latent_output: None,
+        normalization: Some(normalization),
+        score: network.score_kind(),
+        threshold: 0.0,
+        calibration: Some(Calibration {
+            quantile: settings.threshold_quantile,
+            windows: val_idx.len(),
+        }),
+        hyperparameters: network.hyperparameters(),
+        training: Some(TrainingRecord {
+            tool: format!("accelwatch {}", env!("CARGO_PKG_VERSION")),
+            train_windows: train_idx.len(),
+            validation_windows: val_idx.len(),
+            epochs_run,
+            best_epoch,
+            train_loss,
+            validation_loss,
+            seed: settings.seed,
+            data_sha256,
+            optimizer: "adamw".into(),
+            learning_rate: settings.learning_rate,
+            batch_size: settings.batch_size,
+            pretrain_losses,
+        }),
+    };
+    // The threshold is calibrated by scoring the held-out windows with the
+    // exported model itself, exactly as the daemon will score them.
+    let exported = export(network.as_ref(), &mut meta)?;
+    let model = super::LoadedModel::from_bytes(&exported, std::path::Path::new("<exported>"))
+        .map_err(|e| TrainError::Reload(e.to_string()))?;
+    let mut scorer = crate::model::scorer::Scorer::new(model);
+    let mut errors: Vec<f32> = scorer
+        .score(val_idx.iter().map(|&i| windows.window(i)))
+        .map_err(TrainError::Reload)?
+        .into_iter()
+        .map(|s| s.score)
+        .collect();
+    meta.threshold = score::quantile(&mut errors, settings.threshold_quantile) as f64;
+    let onnx = export(network.as_ref(), &mut meta)?;
+    let threshold = meta.threshold;
+    let summary = TrainSummary {
+        train_windows: train_idx.len(),
+        validation_windows: val_idx.len(),
+        epochs_run,
+        best_epoch,
+        train_loss,
+        validation_loss,
+        threshold,
+        elapsed: started.elapsed(),
+    };
+    Ok(Trained {
+        onnx,
+        meta,
+        network,
+        summary,
+    })
+}
+
+fn export(network: &dyn Autoencoder, meta: &mut ModelMetadata) -> Result<Vec<u8>, TrainError> {
+    let mut graph = GraphBuilder::default();
+    let outputs = network.export(&mut graph)?;
+    Ok(graph.finish(&outputs, meta)?)
+}
+
+/// Re-initialises every variable from the seeded generator, in name order,
+/// so the same seed gives the same model (candle's own CPU initialiser
+/// cannot be seeded). Uniform in ±1/√fan_in, as PyTorch's `Linear` does.
+fn seeded_init(varmap: &VarMap, rng: &mut ChaCha8Rng) -> candle_core::Result<Vec<Var>> {
+    let data = varmap.data().lock().expect("varmap lock");
+    let mut named: Vec<(&String, &Var)> = data.iter().collect();
+    named.sort_by(|a, b| a.0.cmp(b.0));
+    for (name, var) in &named {
+        let dims = var.dims().to_vec();
+        let fan_in = if name.ends_with("bias") {
+            // A bias is sized by fan-out; its layer's weight gives fan-in.
+            let weight = name.trim_end_matches("bias").to_string() + "weight";
+            data.get(&weight)
+                .and_then(|w| w.dims().get(1).copied())
+                .unwrap_or(dims[0])
+        } else {
+            dims.iter().skip(1).product::<usize>().max(1)
+        };
+        let bound = 1.0 / (fan_in as f32).sqrt();
+        let values: Vec<f32> = (0..var.elem_count())
+            .map(|_| rng.random_range(-bound..bound))
+            .collect();
+        var.set(&Tensor::from_vec(values, dims.as_slice(), var.device())?)?;
+    }
+    Ok(named.into_iter().map(|(_, v)| v.clone()).collect())
+}
+
+fn bytes_of(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// The largest difference between candle's and tract's outputs
+/// (reconstruction and latent) on `raw` windows: proof that the exported
+/// graph computes what was trained.
+pub fn export_gap(trained: &Trained, raw: &[f32]) -> Result<f32, String> {
+    let features = trained.meta.features();
+    let n = raw.len() / features;
+    let mut input = raw.to_vec();
+    if let Some(norm) = &trained.meta.normalization {
+        norm.apply(&mut input);
+    }
+    let loaded = super::LoadedModel::from_bytes(&trained.onnx, std::path::Path::new("<exported>"))
+        .map_err(|e| e.to_string())?;
+    let tract = loaded.runtime.run(&input, n)?;
+    let candle = (|| -> candle_core::Result<(Vec<f32>, Vec<f32>)> {
+        let x = Tensor::from_slice(&input, (n, features), &Device::Cpu)?;
+        let (r, z) = trained.network.forward(&x)?;
+        Ok((r.flatten_all()?.to_vec1()?, z.flatten_all()?.to_vec1()?))
+    })()
+    .map_err(|e| e.to_string())?;
+    let gap = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max)
+    };
+    Ok(gap(&tract.reconstruction, &candle.0).max(gap(&tract.latent, &candle.1)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_holds_out_each_stream_tail_without_overlap() {
+        let mut set = WindowSet::new(1);
+        for stream in 0..2 {
+            for _ in 0..10 {
+                set.push(stream, &[0.0]);
+            }
+        }
+        let (train, val) = split(&set, 0.2, 128, 64);
+        assert_eq!(val, vec![8, 9, 18, 19]);
+        assert_eq!(
+            train,
+            (0..7).chain(10..17).collect::<Vec<_>>(),
+            "window 7 overlaps window 8"
+        );
+    }
+
+    #[test]
+    fn a_short_stream_goes_to_training() {
+        let mut set = WindowSet::new(1);
+        set.push(0, &[0.0]);
+        set.push(0, &[0.0]);
+        let (train, val) = split(&set, 0.2, 128, 64);
+        assert_eq!((train.len(), val.len()), (2, 0));
+    }
+}

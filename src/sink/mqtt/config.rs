@@ -1,0 +1,127 @@
+//! `[output.mqtt]`: where features, alerts and status are published.
+
+use serde::{Deserialize, Serialize};
+
+use crate::mqtt::config::{broker_problems, qos_problem, MqttAuth, MqttProtocol};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttOutputConfig {
+    /// `"3.1.1"` or `"5"`; the input's when unset.
+    #[serde(default)]
+    pub protocol: Option<MqttProtocol>,
+    /// Another broker; unset, the input's broker, credentials and TLS.
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default = "MqttOutputConfig::default_client_id")]
+    pub client_id: String,
+    #[serde(default = "MqttOutputConfig::default_features_topic")]
+    pub features_topic: String,
+    #[serde(default = "MqttOutputConfig::default_alert_topic")]
+    pub alert_topic: String,
+    /// Retained `online` / `offline` (the last will) status.
+    #[serde(default = "MqttOutputConfig::default_status_topic")]
+    pub status_topic: String,
+    #[serde(default)]
+    pub features_qos: u8,
+    #[serde(default)]
+    pub features_retain: bool,
+    #[serde(default = "MqttOutputConfig::default_alert_qos")]
+    pub alert_qos: u8,
+    #[serde(default)]
+    pub alert_retain: bool,
+    /// Messages waiting for the broker; beyond this (a long outage) they
+    /// are dropped and counted.
+    #[serde(default = "MqttOutputConfig::default_queue")]
+    pub queue: usize,
+    /// Only with `url`; otherwise the input's.
+    #[serde(default)]
+    pub auth: MqttAuth,
+}
+
+impl MqttOutputConfig {
+    fn default_client_id() -> String {
+        "accelwatch-out".into()
+    }
+    fn default_features_topic() -> String {
+        "accelwatch/{device}/features".into()
+    }
+    fn default_alert_topic() -> String {
+        "accelwatch/{device}/alert".into()
+    }
+    fn default_status_topic() -> String {
+        "accelwatch/status".into()
+    }
+    const fn default_alert_qos() -> u8 {
+        1
+    }
+    const fn default_queue() -> usize {
+        4096
+    }
+}
+
+impl Default for MqttOutputConfig {
+    fn default() -> Self {
+        Self {
+            protocol: None,
+            url: None,
+            client_id: Self::default_client_id(),
+            features_topic: Self::default_features_topic(),
+            alert_topic: Self::default_alert_topic(),
+            status_topic: Self::default_status_topic(),
+            features_qos: 0,
+            features_retain: false,
+            alert_qos: Self::default_alert_qos(),
+            alert_retain: false,
+            queue: Self::default_queue(),
+            auth: MqttAuth::default(),
+        }
+    }
+}
+
+impl MqttOutputConfig {
+    /// The problems of `[output.mqtt]`; without a url of its own it needs
+    /// the MQTT input's broker (`input_is_mqtt`).
+    pub fn problems(&self, input_is_mqtt: bool, check: &mut impl FnMut(bool, &str, String)) {
+        let output = self;
+        match &output.url {
+            Some(url) => broker_problems(url, &output.auth, "output.mqtt", check),
+            None => {
+                check(
+                    input_is_mqtt,
+                    "output.mqtt.url",
+                    "required unless input.kind is mqtt (the output then uses the input's broker)"
+                        .into(),
+                );
+                check(
+                    output.auth.is_empty(),
+                    "output.mqtt.auth",
+                    "only with output.mqtt.url; without it the input's connection is used".into(),
+                );
+            }
+        }
+        check(
+            !output.client_id.is_empty(),
+            "output.mqtt.client_id",
+            "must not be empty".into(),
+        );
+        for (key, template) in [
+            ("output.mqtt.features_topic", &output.features_topic),
+            ("output.mqtt.alert_topic", &output.alert_topic),
+        ] {
+            if let Err(message) = crate::mqtt::topic::Template::parse(template) {
+                check(false, key, message);
+            }
+        }
+        if let Err(message) = crate::mqtt::topic::check_topic_name(&output.status_topic) {
+            check(false, "output.mqtt.status_topic", message);
+        }
+        qos_problem(output.features_qos, "output.mqtt.features_qos", check);
+        qos_problem(output.alert_qos, "output.mqtt.alert_qos", check);
+        check(
+            output.queue >= 1,
+            "output.mqtt.queue",
+            "must be at least 1".into(),
+        );
+    }
+}

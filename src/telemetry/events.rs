@@ -1,0 +1,353 @@
+//! The small typed calls through which every stage reports.
+
+use std::sync::atomic::Ordering;
+
+use prometheus::{Encoder, TextEncoder};
+
+use crate::decode::DecodeError;
+use crate::window::Dropped;
+
+use super::metrics::Metrics;
+
+impl Metrics {
+    pub fn frame(&self) {
+        self.inner.frames.inc();
+    }
+    pub fn samples(&self, n: usize) {
+        self.inner.samples.inc_by(n as u64);
+    }
+    pub fn decode_error(&self, error: &DecodeError) {
+        self.inner
+            .decode_errors
+            .with_label_values(&[error.reason()])
+            .inc();
+    }
+    pub fn sample_dropped(&self, reason: Dropped) {
+        self.inner
+            .samples_dropped
+            .with_label_values(&[reason.reason()])
+            .inc();
+    }
+    pub fn gap_restart(&self) {
+        self.inner.gap_restarts.inc();
+    }
+    pub fn device_evicted(&self) {
+        self.inner.devices_evicted.inc();
+    }
+    pub fn devices(&self, n: usize) {
+        self.inner.devices.set(n as i64);
+    }
+    pub fn inference(&self, windows: usize, seconds: f64) {
+        self.inner.inference_seconds.observe(seconds);
+        self.inner.inference_batch.observe(windows as f64);
+    }
+    pub fn window_scored(&self, model: &str, score: f32, anomalous: bool) {
+        self.inner.windows.inc();
+        self.inner
+            .reconstruction_error
+            .with_label_values(&[model])
+            .observe(score as f64);
+        if anomalous {
+            self.inner.anomalous_windows.inc();
+        }
+    }
+    pub fn alert(&self, event: &str, active: usize) {
+        self.inner.alerts.with_label_values(&[event]).inc();
+        self.inner.alerts_active.set(active as i64);
+    }
+    pub fn output_error(&self, sink: &str) {
+        self.inner.output_errors.with_label_values(&[sink]).inc();
+    }
+    /// `scope` now serves the model `id` (see [`crate::scope`]).
+    pub fn model_loaded(&self, scope: &str, id: &str, variant: &str, threshold: f64) {
+        let mut models = self
+            .inner
+            .scope_models
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some((old_id, old_variant)) = models.remove(scope) {
+            let _ = self
+                .inner
+                .model_info
+                .remove_label_values(&[&old_id, scope, &old_variant]);
+        }
+        self.inner
+            .model_info
+            .with_label_values(&[id, scope, variant])
+            .set(1);
+        models.insert(scope.to_string(), (id.to_string(), variant.to_string()));
+        self.inner
+            .model_threshold
+            .with_label_values(&[scope])
+            .set(threshold);
+        if scope == crate::scope::rules::FLEET {
+            *self.inner.model_id.write().expect("model id lock") = id.to_string();
+        }
+    }
+    /// `state` is `calibrating`, `training` or `serving`.
+    pub fn model_state(&self, scope: &str, state: &str) {
+        let served = self
+            .inner
+            .scope_models
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(scope);
+        let mut waiting = self
+            .inner
+            .waiting_for_model
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if state == "serving" || served {
+            waiting.remove(scope);
+        } else {
+            waiting.insert(scope.to_string());
+        }
+        drop(waiting);
+        for s in ["calibrating", "training", "serving"] {
+            self.inner
+                .model_state
+                .with_label_values(&[scope, s])
+                .set((s == state) as i64);
+        }
+    }
+    pub fn calibration(&self, scope: &str, collected: usize, target: usize) {
+        self.inner
+            .calibration_windows
+            .with_label_values(&[scope])
+            .set(collected as i64);
+        self.inner.calibration_target.set(target as i64);
+    }
+    pub fn scope_overflow(&self, windows: usize) {
+        self.inner.scope_overflow.inc_by(windows as u64);
+    }
+    /// `command` is a known command name or `unknown`; `result` is
+    /// `accepted`, `refused` or `invalid`.
+    pub fn command(&self, command: &str, result: &str) {
+        self.inner
+            .commands
+            .with_label_values(&[command, result])
+            .inc();
+    }
+    pub fn retrain_windows(&self, scope: &str, windows: usize) {
+        self.inner
+            .retrain_windows
+            .with_label_values(&[scope])
+            .set(windows as i64);
+    }
+    pub fn drift(&self, scope: &str, ratio: f64) {
+        self.inner.drift.with_label_values(&[scope]).set(ratio);
+    }
+    /// `result` is `ok`, `rejected` or `failed`.
+    pub fn training_run(&self, result: &str, excluded: usize) {
+        self.inner.training_runs.with_label_values(&[result]).inc();
+        self.inner.training_excluded.inc_by(excluded as u64);
+    }
+    /// `result` is `ok` or `failed`.
+    pub fn reload(&self, result: &str) {
+        self.inner.reloads.with_label_values(&[result]).inc();
+    }
+    pub fn windows_scored(&self) -> u64 {
+        self.inner.windows.get()
+    }
+    pub fn frames_received(&self) -> u64 {
+        self.inner.frames.get()
+    }
+    pub fn is_mqtt_connected(&self, role: &str) -> bool {
+        self.inner.mqtt_connected.with_label_values(&[role]).get() != 0
+    }
+    /// `role` is `input` or `output`.
+    pub fn mqtt_connected(&self, role: &str, connected: bool) {
+        self.inner
+            .mqtt_connected
+            .with_label_values(&[role])
+            .set(i64::from(connected));
+    }
+    pub fn mqtt_connection_failure(&self, role: &str, reason: &str) {
+        self.inner
+            .mqtt_connection_failures
+            .with_label_values(&[role, reason])
+            .inc();
+    }
+    pub fn mqtt_unrouted(&self) {
+        self.inner.mqtt_unrouted.inc();
+    }
+    /// `kind` is `features`, `alert` or `status`.
+    pub fn mqtt_publish_dropped(&self, kind: &str) {
+        self.inner
+            .mqtt_publish_dropped
+            .with_label_values(&[kind])
+            .inc();
+    }
+    /// Makes a serial port's series visible (at 0) before anything happens.
+    pub fn serial_port(&self, port: &str) {
+        let inner = &self.inner;
+        inner.serial_connected.with_label_values(&[port]).set(0);
+        for reason in ["open", "lost"] {
+            inner
+                .serial_connection_failures
+                .with_label_values(&[port, reason]);
+        }
+        for reason in crate::source::serial::framing::FrameError::ALL_REASONS {
+            inner
+                .serial_framing_errors
+                .with_label_values(&[port, reason]);
+        }
+        inner.serial_discarded_bytes.with_label_values(&[port]);
+        inner
+            .serial_observed_rate
+            .with_label_values(&[port])
+            .set(0.0);
+        inner.serial_rate_mismatch.with_label_values(&[port]);
+    }
+    pub fn serial_connected(&self, port: &str, connected: bool) {
+        self.inner
+            .serial_connected
+            .with_label_values(&[port])
+            .set(i64::from(connected));
+    }
+    /// `reason` is `open` or `lost`.
+    pub fn serial_connection_failure(&self, port: &str, reason: &str) {
+        self.inner
+            .serial_connection_failures
+            .with_label_values(&[port, reason])
+            .inc();
+    }
+    pub fn serial_framing_error(
+        &self,
+        port: &str,
+        error: &crate::source::serial::framing::FrameError,
+    ) {
+        self.inner
+            .serial_framing_errors
+            .with_label_values(&[port, error.reason()])
+            .inc();
+        if error.bytes() > 0 {
+            self.inner
+                .serial_discarded_bytes
+                .with_label_values(&[port])
+                .inc_by(error.bytes() as u64);
+        }
+    }
+    pub fn serial_observed_rate(&self, port: &str, hz: f64) {
+        self.inner
+            .serial_observed_rate
+            .with_label_values(&[port])
+            .set(hz);
+    }
+    pub fn serial_rate_mismatch(&self, port: &str) {
+        self.inner
+            .serial_rate_mismatch
+            .with_label_values(&[port])
+            .inc();
+    }
+    /// The MQTT input's subscriptions were acknowledged (or the connection
+    /// that had them is gone).
+    pub fn mqtt_subscribed(&self, subscribed: bool) {
+        self.inner
+            .input_subscribed
+            .store(subscribed, Ordering::SeqCst);
+    }
+    /// `telemetry.ready_while_calibrating`.
+    pub fn set_ready_while_calibrating(&self, ready: bool) {
+        self.inner
+            .ready_while_calibrating
+            .store(ready, Ordering::SeqCst);
+    }
+    /// What /readyz reports; see [`Readiness`].
+    pub fn readiness(&self) -> Readiness {
+        let input_kind = *self.inner.input_kind.read().expect("input kind lock");
+        let waiting = self
+            .inner
+            .waiting_for_model
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        Readiness {
+            pipeline: self.inner.ready.load(Ordering::SeqCst),
+            input_kind,
+            input_connected: self.input_connected(),
+            input_subscribed: input_kind != "mqtt"
+                || self.inner.input_subscribed.load(Ordering::SeqCst),
+            calibrating: waiting.len(),
+            calibrating_first: waiting.iter().take(10).cloned().collect(),
+            ready_while_calibrating: self.inner.ready_while_calibrating.load(Ordering::SeqCst),
+            model: self.inner.model_id.read().expect("model id lock").clone(),
+        }
+    }
+    pub fn set_ready(&self, ready: bool) {
+        self.inner.ready.store(ready, Ordering::SeqCst);
+    }
+    /// `replay`, `mqtt` or `serial`.
+    pub fn set_input_kind(&self, kind: &'static str) {
+        *self.inner.input_kind.write().expect("input kind lock") = kind;
+    }
+    /// Whether the input is connected: the MQTT input's connection, or
+    /// every serial port open; a replay always is.
+    pub fn input_connected(&self) -> bool {
+        match *self.inner.input_kind.read().expect("input kind lock") {
+            "mqtt" => self.is_mqtt_connected("input"),
+            "serial" => {
+                let families = prometheus::core::Collector::collect(&self.inner.serial_connected);
+                let ports: Vec<f64> = families
+                    .iter()
+                    .flat_map(|f| f.get_metric().iter().map(|m| m.get_gauge().get_value()))
+                    .collect();
+                !ports.is_empty() && ports.iter().all(|v| *v == 1.0)
+            }
+            _ => true,
+        }
+    }
+
+    /// The registry in Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        TextEncoder::new()
+            .encode(&self.inner.registry.gather(), &mut buffer)
+            .expect("text encoding");
+        String::from_utf8(buffer).expect("prometheus text is UTF-8")
+    }
+}
+
+/// Whether the daemon does its job now: the pipeline runs, the input is
+/// connected and (MQTT) subscribed, and every scope that should score has
+/// a model, unless `telemetry.ready_while_calibrating`.
+#[derive(Debug, Clone)]
+pub struct Readiness {
+    pub pipeline: bool,
+    pub input_kind: &'static str,
+    pub input_connected: bool,
+    pub input_subscribed: bool,
+    /// Scopes calibrating without a model, and the first ten of them.
+    pub calibrating: usize,
+    pub calibrating_first: Vec<String>,
+    pub ready_while_calibrating: bool,
+    /// The fleet's model id ("" while it has none).
+    pub model: String,
+}
+
+impl Readiness {
+    pub fn ready(&self) -> bool {
+        self.pipeline
+            && self.input_connected
+            && self.input_subscribed
+            && (self.calibrating == 0 || self.ready_while_calibrating)
+    }
+
+    /// What keeps the daemon from being ready, first things first.
+    pub fn reason(&self) -> Option<String> {
+        if !self.pipeline {
+            Some("the pipeline is not running".into())
+        } else if !self.input_connected {
+            Some(format!("the {} input is not connected", self.input_kind))
+        } else if !self.input_subscribed {
+            Some("the MQTT input's subscriptions are not acknowledged yet".into())
+        } else if self.calibrating > 0 && !self.ready_while_calibrating {
+            Some(format!(
+                "{} model scope(s) calibrating, serving no model yet: {}",
+                self.calibrating,
+                self.calibrating_first.join(", ")
+            ))
+        } else {
+            None
+        }
+    }
+}

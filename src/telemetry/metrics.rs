@@ -1,0 +1,416 @@
+//! Every metric accelwatch exports, registered once with its name, help
+//! and labels.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, RwLock};
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
+};
+
+use crate::decode::DecodeError;
+use crate::window::Dropped;
+
+#[derive(Clone)]
+pub struct Metrics {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) registry: Registry,
+    pub(crate) frames: IntCounter,
+    pub(crate) samples: IntCounter,
+    pub(crate) decode_errors: IntCounterVec,
+    pub(crate) samples_dropped: IntCounterVec,
+    pub(crate) gap_restarts: IntCounter,
+    pub(crate) devices_evicted: IntCounter,
+    pub(crate) devices: IntGauge,
+    pub(crate) windows: IntCounter,
+    pub(crate) anomalous_windows: IntCounter,
+    pub(crate) alerts: IntCounterVec,
+    pub(crate) alerts_active: IntGauge,
+    pub(crate) inference_seconds: Histogram,
+    pub(crate) inference_batch: Histogram,
+    pub(crate) reconstruction_error: HistogramVec,
+    pub(crate) output_errors: IntCounterVec,
+    pub(crate) model_info: IntGaugeVec,
+    pub(crate) model_threshold: prometheus::GaugeVec,
+    pub(crate) mqtt_connected: IntGaugeVec,
+    pub(crate) mqtt_connection_failures: IntCounterVec,
+    pub(crate) mqtt_unrouted: IntCounter,
+    pub(crate) mqtt_publish_dropped: IntCounterVec,
+    pub(crate) serial_connected: IntGaugeVec,
+    pub(crate) serial_connection_failures: IntCounterVec,
+    pub(crate) serial_framing_errors: IntCounterVec,
+    pub(crate) serial_discarded_bytes: IntCounterVec,
+    pub(crate) serial_observed_rate: prometheus::GaugeVec,
+    pub(crate) serial_rate_mismatch: IntCounterVec,
+    pub(crate) ready: AtomicBool,
+    /// The MQTT input's subscriptions are acknowledged (SUBACK, none
+    /// refused) on its current connection.
+    pub(crate) input_subscribed: AtomicBool,
+    /// Scopes that should score but serve no model yet (calibrating).
+    pub(crate) waiting_for_model: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    pub(crate) ready_while_calibrating: AtomicBool,
+    /// `replay`, `mqtt` or `serial`: which connection gauges /readyz reads.
+    pub(crate) input_kind: RwLock<&'static str>,
+    pub(crate) model_id: RwLock<String>,
+    /// Each scope's served model (id, variant), to retire its info series.
+    pub(crate) scope_models: std::sync::Mutex<std::collections::HashMap<String, (String, String)>>,
+    pub(crate) reloads: IntCounterVec,
+    pub(crate) model_state: IntGaugeVec,
+    pub(crate) calibration_windows: IntGaugeVec,
+    pub(crate) calibration_target: IntGauge,
+    pub(crate) training_runs: IntCounterVec,
+    pub(crate) training_excluded: IntCounter,
+    pub(crate) commands: IntCounterVec,
+    pub(crate) drift: prometheus::GaugeVec,
+    pub(crate) retrain_windows: IntGaugeVec,
+    pub(crate) scope_overflow: IntCounter,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("valid metric");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("unique metric");
+    c
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("unique metric");
+    c
+}
+
+fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("unique metric");
+    g
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("valid metric");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("unique metric");
+    g
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let r = &registry;
+        let decode_errors = counter_vec(
+            r,
+            "accelwatch_decode_errors_total",
+            "Payloads that could not be decoded, by reason.",
+            &["reason"],
+        );
+        for reason in DecodeError::ALL_REASONS {
+            decode_errors.with_label_values(&[reason]);
+        }
+        let samples_dropped = counter_vec(
+            r,
+            "accelwatch_samples_dropped_total",
+            "Decoded samples not windowed, by reason (out_of_order, duplicate).",
+            &["reason"],
+        );
+        for reason in [Dropped::OutOfOrder, Dropped::Duplicate] {
+            samples_dropped.with_label_values(&[reason.reason()]);
+        }
+        let alerts = counter_vec(
+            r,
+            "accelwatch_alerts_total",
+            "Alert transitions, by event.",
+            &["event"],
+        );
+        for event in ["raise", "clear"] {
+            alerts.with_label_values(&[event]);
+        }
+        let inference_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "accelwatch_inference_seconds",
+                "Time to score one batch of windows.",
+            )
+            .buckets(prometheus::exponential_buckets(1e-5, 2.0, 18).expect("buckets")),
+        )
+        .expect("valid metric");
+        r.register(Box::new(inference_seconds.clone()))
+            .expect("unique metric");
+        let inference_batch = Histogram::with_opts(
+            HistogramOpts::new(
+                "accelwatch_inference_batch_windows",
+                "Windows per inference call.",
+            )
+            .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
+        )
+        .expect("valid metric");
+        r.register(Box::new(inference_batch.clone()))
+            .expect("unique metric");
+        let reconstruction_error = HistogramVec::new(
+            HistogramOpts::new(
+                "accelwatch_reconstruction_error",
+                "Reconstruction error (the anomaly score) per window, by model.",
+            )
+            .buckets(prometheus::exponential_buckets(0.01, 2.0, 16).expect("buckets")),
+            &["model"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(reconstruction_error.clone()))
+            .expect("unique metric");
+        let output_errors = counter_vec(
+            r,
+            "accelwatch_output_errors_total",
+            "Failed writes to an output, by sink.",
+            &["sink"],
+        );
+        let model_info = IntGaugeVec::new(
+            Opts::new(
+                "accelwatch_model_info",
+                "The model being served (value 1), by model scope.",
+            ),
+            &["id", "scope", "variant"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(model_info.clone()))
+            .expect("unique metric");
+        let model_threshold = prometheus::GaugeVec::new(
+            Opts::new(
+                "accelwatch_model_threshold",
+                "Anomaly threshold in use, by model scope.",
+            ),
+            &["scope"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(model_threshold.clone()))
+            .expect("unique metric");
+        let build_info = IntGaugeVec::new(
+            Opts::new("accelwatch_build_info", "The running build (value 1)."),
+            &["version"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(build_info.clone()))
+            .expect("unique metric");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        let mqtt_connected = IntGaugeVec::new(
+            Opts::new(
+                "accelwatch_mqtt_connected",
+                "1 while connected to the MQTT broker, by role (input, output).",
+            ),
+            &["role"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(mqtt_connected.clone()))
+            .expect("unique metric");
+        let mqtt_connection_failures = counter_vec(
+            r,
+            "accelwatch_mqtt_connection_failures_total",
+            "MQTT connections lost or refused, by role and reason \
+             (network, refused, tls, oversize, protocol).",
+            &["role", "reason"],
+        );
+        let mqtt_publish_dropped = counter_vec(
+            r,
+            "accelwatch_mqtt_publish_dropped_total",
+            "MQTT messages not published because the output queue was full, by kind.",
+            &["kind"],
+        );
+        let serial_connected = IntGaugeVec::new(
+            Opts::new(
+                "accelwatch_serial_connected",
+                "1 while the serial port is open, by port (the configured name or index).",
+            ),
+            &["port"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(serial_connected.clone()))
+            .expect("unique metric");
+        let serial_connection_failures = counter_vec(
+            r,
+            "accelwatch_serial_connection_failures_total",
+            "Serial ports that could not be opened (open) or went away (lost), by port.",
+            &["port", "reason"],
+        );
+        let serial_framing_errors = counter_vec(
+            r,
+            "accelwatch_serial_framing_errors_total",
+            "Serial bytes that formed no line or frame, by port and reason \
+             (line_too_long, bad_length, bad_crc, garbage, truncated).",
+            &["port", "reason"],
+        );
+        let serial_discarded_bytes = counter_vec(
+            r,
+            "accelwatch_serial_discarded_bytes_total",
+            "Serial bytes thrown away by the binary framer (garbage, torn frames), by port.",
+            &["port"],
+        );
+        let serial_observed_rate = prometheus::GaugeVec::new(
+            Opts::new(
+                "accelwatch_serial_observed_rate_hz",
+                "Samples per second received over the last second, by port.",
+            ),
+            &["port"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(serial_observed_rate.clone()))
+            .expect("unique metric");
+        let serial_rate_mismatch = counter_vec(
+            r,
+            "accelwatch_serial_rate_mismatch_total",
+            "Episodes of a serial port's sample rate off input.sample_rate_hz by more than \
+             input.serial.rate_tolerance for input.serial.rate_window_s, by port.",
+            &["port"],
+        );
+        Self {
+            inner: Arc::new(Inner {
+                serial_connected,
+                serial_connection_failures,
+                serial_framing_errors,
+                serial_discarded_bytes,
+                serial_observed_rate,
+                serial_rate_mismatch,
+                mqtt_connected,
+                mqtt_connection_failures,
+                mqtt_unrouted: counter(
+                    r,
+                    "accelwatch_mqtt_unrouted_total",
+                    "MQTT messages whose topic named no device.",
+                ),
+                mqtt_publish_dropped,
+                frames: counter(
+                    r,
+                    "accelwatch_frames_total",
+                    "Messages (frames) received from sources.",
+                ),
+                samples: counter(
+                    r,
+                    "accelwatch_samples_total",
+                    "Samples decoded from frames.",
+                ),
+                decode_errors,
+                samples_dropped,
+                gap_restarts: counter(
+                    r,
+                    "accelwatch_gap_restarts_total",
+                    "Device windows restarted after a timestamp gap over window.max_gap_ms.",
+                ),
+                devices_evicted: counter(
+                    r,
+                    "accelwatch_devices_evicted_total",
+                    "Devices forgotten to stay within window.max_devices.",
+                ),
+                devices: gauge(r, "accelwatch_devices", "Devices currently tracked."),
+                windows: counter(r, "accelwatch_windows_total", "Windows scored."),
+                anomalous_windows: counter(
+                    r,
+                    "accelwatch_anomalous_windows_total",
+                    "Windows whose score was over the threshold.",
+                ),
+                alerts,
+                alerts_active: gauge(r, "accelwatch_alerts_active", "Devices currently in alert."),
+                inference_seconds,
+                inference_batch,
+                reconstruction_error,
+                output_errors,
+                model_info,
+                model_threshold,
+                ready: AtomicBool::new(false),
+                input_subscribed: AtomicBool::new(false),
+                waiting_for_model: Default::default(),
+                ready_while_calibrating: AtomicBool::new(false),
+                input_kind: RwLock::new("replay"),
+                model_id: RwLock::new(String::new()),
+                scope_models: Default::default(),
+                reloads: counter_vec(
+                    r,
+                    "accelwatch_reloads_total",
+                    "Model reloads (SIGHUP or a changed model file), by result: ok or failed.",
+                    &["result"],
+                ),
+                model_state: {
+                    let g = IntGaugeVec::new(
+                        Opts::new(
+                            "accelwatch_model_state",
+                            "1 for the model state the daemon is in: calibrating (collecting \
+                             windows, no model), training, or serving.",
+                        ),
+                        &["scope", "state"],
+                    )
+                    .expect("valid metric");
+                    r.register(Box::new(g.clone())).expect("unique metric");
+                    g
+                },
+                calibration_windows: gauge_vec(
+                    r,
+                    "accelwatch_calibration_windows",
+                    "Windows collected for the next online training, by model scope.",
+                    &["scope"],
+                ),
+                calibration_target: gauge(
+                    r,
+                    "accelwatch_calibration_target_windows",
+                    "Windows an online training waits for (training.min_windows).",
+                ),
+                training_runs: counter_vec(
+                    r,
+                    "accelwatch_training_runs_total",
+                    "Online trainings, by result: ok or failed.",
+                    &["result"],
+                ),
+                training_excluded: counter(
+                    r,
+                    "accelwatch_training_excluded_windows_total",
+                    "Calibration windows left out of online training as outliers.",
+                ),
+                commands: counter_vec(
+                    r,
+                    "accelwatch_commands_total",
+                    "Control commands (HTTP or MQTT), by command and result: accepted, \
+                     refused (cannot be done now) or invalid.",
+                    &["command", "result"],
+                ),
+                retrain_windows: gauge_vec(
+                    r,
+                    "accelwatch_retrain_windows",
+                    "Recent windows judged normal, kept for a retraining, by model scope.",
+                    &["scope"],
+                ),
+                drift: {
+                    let g = prometheus::GaugeVec::new(
+                        Opts::new(
+                            "accelwatch_drift_ratio",
+                            "Share of the last 1000 windows over the threshold, divided by the \
+                             share expected from calibration (1 - quantile); about 1 without \
+                             drift. By model scope.",
+                        ),
+                        &["scope"],
+                    )
+                    .expect("valid metric");
+                    r.register(Box::new(g.clone())).expect("unique metric");
+                    g
+                },
+                scope_overflow: counter(
+                    r,
+                    "accelwatch_scope_overflow_windows_total",
+                    "Windows of devices or groups beyond training.max_scopes, scored by the \
+                     fleet model instead of one of their own.",
+                ),
+                registry,
+            }),
+        }
+    }
+}
