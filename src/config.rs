@@ -215,8 +215,14 @@ impl Config {
         let features = self.window.size * self.input.channels.len();
         self.input.problems(&mut problems);
         self.window.problems(&mut problems);
-        self.model.problems(features, &mut problems);
-        self.training.problems(features, &mut problems);
+        self.model
+            .problems(features, self.window.size, &mut problems);
+        self.training.problems(
+            features,
+            self.model.dir.is_some(),
+            self.input.kind == InputKind::Mqtt,
+            &mut problems,
+        );
         self.detector.problems(&mut problems);
         self.pipeline.problems(&mut problems);
         if let Some(output) = &self.output.mqtt {
@@ -225,62 +231,7 @@ impl Config {
                 &mut |ok, key, message| problems.check(ok, key, message),
             );
         }
-        self.cross_section_problems(&mut problems);
         problems.into_vec()
-    }
-
-    /// What one section alone cannot judge.
-    fn cross_section_problems(&self, problems: &mut Problems) {
-        let mut check = |ok: bool, key: &str, message: String| problems.check(ok, key, message);
-        let training = &self.training;
-        let conv = &self.model.conv;
-        if self.model.variant == Variant::Conv {
-            let divisor = 1usize << conv.filters.len().min(16);
-            check(
-                self.window.size.is_multiple_of(divisor),
-                "window.size",
-                format!(
-                    "a conv model with {} stride-2 stages needs a multiple of {divisor}, got {}",
-                    conv.filters.len(),
-                    self.window.size
-                ),
-            );
-        }
-        if training.mode == TrainingMode::Online {
-            check(
-                self.model.dir.is_some(),
-                "model.dir",
-                "training.mode = \"online\" needs a model directory to keep its models in".into(),
-            );
-        }
-        if training.scope != ScopeKind::Fleet {
-            let kind = if training.scope == ScopeKind::Device {
-                "device"
-            } else {
-                "group"
-            };
-            check(
-                self.model.dir.is_some(),
-                "model.dir",
-                format!(
-                    "training.scope = \"{kind}\" keeps a model per scope under a model directory"
-                ),
-            );
-            check(
-                training.mode == TrainingMode::Online,
-                "training.mode",
-                format!(
-                    "training.scope = \"{kind}\" needs \"online\": a new {kind} calibrates a model of its own"
-                ),
-            );
-        }
-        if training.scope == ScopeKind::Group {
-            check(
-                self.input.kind == InputKind::Mqtt,
-                "training.groups",
-                "groups are topic patterns: they need input.kind = \"mqtt\"".into(),
-            );
-        }
     }
 }
 

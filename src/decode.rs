@@ -901,7 +901,7 @@ mod tests {
 
     #[test]
     fn json_sample_counts_agree_with_the_decoder() {
-        let mut decoder = Decoder::new(vec!["ax".into(), "ay".into(), "az".into()], 1 << 20, 4096);
+        let decoder = Decoder::new(vec!["ax".into(), "ay".into(), "az".into()], 1 << 20, 4096);
         let mut samples = Samples::default();
         for payload in [
             r#"{"t": 1000.0, "ax": 0.1, "ay": 0.0, "az": 0.98}"#,

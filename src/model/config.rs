@@ -318,8 +318,9 @@ impl Default for ModelConfig {
 }
 
 impl ModelConfig {
-    /// The problems of `[model]`, for windows of `features` values.
-    pub fn problems(&self, features: usize, problems: &mut Problems) {
+    /// The problems of `[model]`, for windows of `window_size` samples of
+    /// `features` values.
+    pub fn problems(&self, features: usize, window_size: usize, problems: &mut Problems) {
         let mut check = |ok: bool, key: &str, message: String| problems.check(ok, key, message);
         check(
             self.latent >= 1,
@@ -402,6 +403,18 @@ impl ModelConfig {
                 conv.kernel
             ),
         );
+        if self.variant == Variant::Conv {
+            let divisor = 1usize << conv.filters.len().min(16);
+            check(
+                window_size.is_multiple_of(divisor),
+                "window.size",
+                format!(
+                    "a conv model with {} stride-2 stages needs a multiple of {divisor}, got {}",
+                    conv.filters.len(),
+                    window_size
+                ),
+            );
+        }
     }
 }
 

@@ -28,6 +28,12 @@ mod tests {
     use super::learn::*;
     use super::normal::*;
     use super::trainer::*;
+    use crate::config::Config;
+    use crate::control::{Label, Mark};
+    use crate::scope::store::ModelStore;
+    use crate::telemetry::Metrics;
+    use crate::window::Window;
+    use std::sync::Arc;
 
     fn window(device: &str, value: f32) -> Window {
         Window {

@@ -33,9 +33,9 @@ pub struct OnlineTrainer {
     /// Device and time span of each collected window (unknown for windows
     /// restored from disk).
     collected_spans: Vec<(Arc<str>, f64, f64)>,
-    marks: Vec<Mark>,
+    pub(crate) marks: Vec<Mark>,
     /// When the calibration's first window came (Unix ms).
-    calibrating_since: Option<f64>,
+    pub(crate) calibrating_since: Option<f64>,
 }
 
 /// Marks remembered, newest last.

@@ -13,7 +13,7 @@ pub use metrics::Metrics;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::Ordering;
+    use crate::decode::DecodeError;
 
     #[test]
     fn renders_named_counters_with_bounded_labels() {

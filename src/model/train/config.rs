@@ -188,8 +188,16 @@ impl Default for TrainingConfig {
 }
 
 impl TrainingConfig {
-    /// The problems of `[training]`, for windows of `features` values.
-    pub fn problems(&self, features: usize, problems: &mut Problems) {
+    /// The problems of `[training]`, for windows of `features` values;
+    /// online training and per-scope models need a model directory
+    /// (`model_dir_set`), device groups the MQTT input (`input_is_mqtt`).
+    pub fn problems(
+        &self,
+        features: usize,
+        model_dir_set: bool,
+        input_is_mqtt: bool,
+        problems: &mut Problems,
+    ) {
         let mut check = |ok: bool, key: &str, message: String| problems.check(ok, key, message);
         let training = self;
         check(
@@ -228,6 +236,13 @@ impl TrainingConfig {
                 training.threshold_quantile
             ),
         );
+        if training.mode == TrainingMode::Online {
+            check(
+                model_dir_set,
+                "model.dir",
+                "training.mode = \"online\" needs a model directory to keep its models in".into(),
+            );
+        }
         check(
             training.min_windows >= 20 && training.min_windows <= training.max_windows,
             "training.min_windows",
@@ -236,11 +251,37 @@ impl TrainingConfig {
                 training.max_windows, training.min_windows
             ),
         );
+        if training.scope != ScopeKind::Fleet {
+            let kind = if training.scope == ScopeKind::Device {
+                "device"
+            } else {
+                "group"
+            };
+            check(
+                model_dir_set,
+                "model.dir",
+                format!(
+                    "training.scope = \"{kind}\" keeps a model per scope under a model directory"
+                ),
+            );
+            check(
+                training.mode == TrainingMode::Online,
+                "training.mode",
+                format!(
+                    "training.scope = \"{kind}\" needs \"online\": a new {kind} calibrates a model of its own"
+                ),
+            );
+        }
         if training.scope == ScopeKind::Group {
             check(
                 !training.groups.is_empty(),
                 "training.groups",
                 "training.scope = \"group\" needs at least one [[training.groups]]".into(),
+            );
+            check(
+                input_is_mqtt,
+                "training.groups",
+                "groups are topic patterns: they need input.kind = \"mqtt\"".into(),
             );
         }
         let mut names = std::collections::HashSet::new();
