@@ -12,8 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use accelwatch::config::{Config, TrainingConfig, Variant};
-use accelwatch::model::net::Architecture;
-use accelwatch::model::train::{self, InputSpec};
+use accelwatch::model::train;
 use accelwatch::model::{BackendOptions, LoadedModel};
 use accelwatch::recording::Recording;
 

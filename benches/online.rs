@@ -15,12 +15,11 @@ use std::time::{Duration, Instant};
 
 use accelwatch::config::Config;
 use accelwatch::decode::Format;
-use accelwatch::model::net::Architecture;
-use accelwatch::model::train::{self, InputSpec};
+use accelwatch::model::train;
 use accelwatch::model::LoadedModel;
 use accelwatch::pipeline::{IngestStage, ScoreStage};
 use accelwatch::recording::Recording;
-use accelwatch::source::Frame;
+use accelwatch::source::frame::Frame;
 use accelwatch::telemetry::Metrics;
 
 fn main() {

@@ -12,7 +12,7 @@ use accelwatch::config::Config;
 use accelwatch::decode::{Decoder, Format, Samples};
 use accelwatch::model::LoadedModel;
 use accelwatch::pipeline::{IngestStage, ScoreStage};
-use accelwatch::source::Frame;
+use accelwatch::source::frame::Frame;
 use accelwatch::telemetry::Metrics;
 use accelwatch::window::{WindowSpec, Windower};
 

@@ -7,8 +7,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use accelwatch::config::{Config, TrainingConfig, Variant};
-use accelwatch::model::net::Architecture;
-use accelwatch::model::train::{self, InputSpec};
+use accelwatch::model::train;
 use accelwatch::recording::Recording;
 use accelwatch::window::WindowSpec;
 
