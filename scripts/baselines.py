@@ -101,6 +101,8 @@ def scores(train, test):
 def main(path, normals):
     windows, subjects, exercises = read_windows(path)
     test = np.isin(subjects, list(TEST_SUBJECTS))
+    if not test.any():
+        sys.exit(f"{path}: no window of subjects 8-10 to score: this needs the full watch.csv")
     print(
         f"ROC AUC; train: one exercise of subjects 1-7; test: every exercise of subjects 8-10 "
         f"({test.sum()} windows); windows {SIZE}/{HOP} of {','.join(CHANNELS)}"
@@ -118,6 +120,8 @@ def main(path, normals):
     for normal in normals:
         train = np.isin(subjects, list(TRAIN_SUBJECTS)) & (exercises == normal)
         anomalous = exercises[test] != normal
+        if not train.any() or anomalous.all() or not anomalous.any():
+            sys.exit(f"{path}: {normal}: no training windows, or test windows of one kind only")
         by_method = scores(windows[train], windows[test])
         aucs = [f"{roc_auc_score(anomalous, by_method[m]):.3f}" for m in methods]
         print(f"| {normal} | {train.sum()} | " + " | ".join(aucs) + " |")
