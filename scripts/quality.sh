@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduces the README's quality tables on the full smartwatch recording.
+# Reproduces the quality tables of docs/measured.md on the full smartwatch recording.
 #
 # Anomaly quality: for each normal exercise and channel set, train on
 # subjects 1-7 (that exercise only) and measure on subjects 8-10 (every
