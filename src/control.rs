@@ -7,6 +7,17 @@ use std::sync::mpsc;
 
 use serde::{Deserialize, Serialize};
 
+/// Why a command was refused as malformed (the reason goes back to the sender).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct CommandError(pub String);
+
+impl From<String> for CommandError {
+    fn from(reason: String) -> Self {
+        Self(reason)
+    }
+}
+
 /// What an operator can ask for.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
@@ -73,12 +84,12 @@ impl Mark {
             && t_end >= self.from_ms
     }
 
-    fn check(self) -> Result<Self, String> {
+    fn check(self) -> Result<Self, CommandError> {
         if !(self.from_ms.is_finite() && self.to_ms.is_finite() && self.from_ms <= self.to_ms) {
-            return Err(format!(
+            return Err(CommandError(format!(
                 "mark needs finite from_ms <= to_ms, got {} and {}",
                 self.from_ms, self.to_ms
-            ));
+            )));
         }
         Ok(self)
     }
@@ -100,7 +111,7 @@ impl Command {
     /// A command by name, with its arguments from `query`: `scope=…` for
     /// calibrate, retrain and rollback (optional), and
     /// `label=abnormal&from_ms=…&to_ms=…[&device=…]` for mark.
-    pub fn parse(name: &str, query: Option<&str>) -> Result<Self, String> {
+    pub fn parse(name: &str, query: Option<&str>) -> Result<Self, CommandError> {
         let mut arguments = query_object(name, query.unwrap_or_default())?;
         // Query values are strings; a mark's times are numbers.
         for key in ["from_ms", "to_ms"] {
@@ -117,13 +128,13 @@ impl Command {
     /// An MQTT command payload: `{"command": "<name>"}`, optionally with
     /// `scope`; for `mark` also `label`, `from_ms`, `to_ms` and optionally
     /// `device`; nothing else.
-    pub fn parse_json(payload: &[u8]) -> Result<Self, String> {
+    pub fn parse_json(payload: &[u8]) -> Result<Self, CommandError> {
         let shape = || format!("expected {{\"command\": \"<{}>\", ...}}", NAMES.join("|"));
         let mut object: serde_json::Map<String, serde_json::Value> =
             serde_json::from_slice(payload).map_err(|e| format!("{}: {e}", shape()))?;
         let name = match object.remove("command") {
             Some(serde_json::Value::String(name)) => name,
-            _ => return Err(shape()),
+            _ => return Err(CommandError(shape())),
         };
         Self::from_object(&name, object)
     }
@@ -131,7 +142,7 @@ impl Command {
     fn from_object(
         name: &str,
         arguments: serde_json::Map<String, serde_json::Value>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, CommandError> {
         let target = |mut arguments: serde_json::Map<String, serde_json::Value>| {
             let scope = match arguments.remove("scope") {
                 None => None,
@@ -157,10 +168,10 @@ impl Command {
                     .map_err(|e| format!("mark: {e}"))?;
                 Ok(Command::Mark(mark.check()?))
             }
-            _ => Err(format!(
+            _ => Err(CommandError(format!(
                 "unknown command {name:?}; one of {}",
                 NAMES.join(", ")
-            )),
+            ))),
         }
     }
 }
@@ -272,6 +283,7 @@ mod tests {
         }
         assert!(Command::parse("x", None)
             .unwrap_err()
+            .0
             .contains("calibrate, retrain, rollback, mark"));
         assert!(Command::parse("retrain", Some("now=1")).is_err());
         assert!(Command::parse("retrain", Some("scope=a&scope=b")).is_err());

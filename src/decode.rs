@@ -11,6 +11,17 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+/// Why a JSON payload names no usable device.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct DeviceFieldError(pub String);
+
+impl From<String> for DeviceFieldError {
+    fn from(reason: String) -> Self {
+        Self(reason)
+    }
+}
+
 /// Samples decoded from one payload, channel values flattened time-major.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Samples {
@@ -553,7 +564,7 @@ pub fn json_sample_count(payload: &[u8]) -> usize {
 
 /// The device id a JSON payload names in `field`: a string or integer
 /// of a sample object, a batch object, or the first sample of an array.
-pub fn json_device_field(payload: &[u8], field: &str) -> Result<String, String> {
+pub fn json_device_field(payload: &[u8], field: &str) -> Result<String, DeviceFieldError> {
     let value: Value = serde_json::from_slice(payload).map_err(|e| e.to_string())?;
     let holder = match &value {
         Value::Array(items) => items.first(),
@@ -562,10 +573,10 @@ pub fn json_device_field(payload: &[u8], field: &str) -> Result<String, String> 
     match holder.and_then(|h| h.get(field)) {
         Some(Value::String(id)) if !id.is_empty() => Ok(id.clone()),
         Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(n.to_string()),
-        Some(other) => Err(format!(
+        Some(other) => Err(DeviceFieldError(format!(
             "device field {field:?} must be a non-empty string or an integer, got {other}"
-        )),
-        None => Err(format!("no device field {field:?}")),
+        ))),
+        None => Err(DeviceFieldError(format!("no device field {field:?}"))),
     }
 }
 
@@ -645,7 +656,10 @@ mod tests {
             id(r#"[{"id": "w2", "ax": 1}, {"id": "w2"}]"#).unwrap(),
             "w2"
         );
-        assert!(id(r#"{"ax": 1}"#).unwrap_err().contains("no device field"));
+        assert!(id(r#"{"ax": 1}"#)
+            .unwrap_err()
+            .0
+            .contains("no device field"));
         assert!(id(r#"{"id": ""}"#).is_err());
         assert!(id(r#"{"id": 1.5}"#).is_err());
         assert!(id("[]").is_err());

@@ -4,6 +4,7 @@
 //! commands call them directly, so both score a window the same way.
 
 use crate::logging::RateLimited;
+use crate::model::inference::BackendError;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -204,7 +205,7 @@ impl ScoreStage {
 
     /// Scores `windows` in one inference call; returns each window's record,
     /// each followed by the alert it caused, if any.
-    pub fn score(&mut self, windows: &[Window]) -> Result<Vec<Output>, String> {
+    pub fn score(&mut self, windows: &[Window]) -> Result<Vec<Output>, BackendError> {
         let started = Instant::now();
         let scores = self
             .scorer

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 
+use crate::model::inference::BackendError;
 use crate::model::loaded::ModelError;
 use crate::problem::Problem;
 use crate::scope::store::StoreError;
@@ -45,6 +46,8 @@ pub enum DaemonError {
     },
     #[error("pipeline stage failed: {0}")]
     Stage(String),
+    #[error("scoring failed: {0}")]
+    Scoring(#[from] BackendError),
     #[error("did not drain within pipeline.shutdown_grace_ms ({grace_ms} ms): {in_flight}")]
     Drain { grace_ms: u128, in_flight: String },
 }
@@ -62,7 +65,25 @@ impl DaemonError {
             | DaemonError::MqttOutput(_)
             | DaemonError::Output { .. }
             | DaemonError::Listen { .. } => crate::EX_CONFIG,
-            DaemonError::Stage(_) | DaemonError::Drain { .. } => 1,
+            DaemonError::Stage(_) | DaemonError::Scoring(_) | DaemonError::Drain { .. } => 1,
         }
+    }
+}
+
+/// Why a scope did not carry out a command (the reason is logged and the
+/// command counted as refused).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct CommandRefused(pub String);
+
+impl From<String> for CommandRefused {
+    fn from(reason: String) -> Self {
+        Self(reason)
+    }
+}
+
+impl From<&str> for CommandRefused {
+    fn from(reason: &str) -> Self {
+        Self(reason.into())
     }
 }

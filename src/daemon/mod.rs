@@ -20,6 +20,7 @@ use crate::daemon::error::DaemonError;
 use crate::daemon::scoring::{score_loop, Scoring};
 use crate::daemon::served::open_scopes;
 use crate::daemon::stages::{ingest, sink_loop};
+use crate::model::inference::BackendError;
 use std::net::SocketAddr;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -57,7 +58,7 @@ pub struct Daemon {
     stop_telemetry: watch::Sender<bool>,
     source: JoinHandle<u64>,
     ingest: JoinHandle<()>,
-    scorer: JoinHandle<Result<(u64, u64), String>>,
+    scorer: JoinHandle<Result<(u64, u64), BackendError>>,
     sinks: JoinHandle<()>,
     /// The MQTT output's connection, which sends its final status.
     mqtt_output: Option<JoinHandle<()>>,
@@ -264,7 +265,7 @@ impl Daemon {
         if let Some(task) = self.telemetry {
             let _ = task.await;
         }
-        let (windows, alerts) = scored.map_err(DaemonError::Stage)?;
+        let (windows, alerts) = scored?;
         tracing::info!(frames, windows, alerts, "pipeline drained");
         Ok(RunSummary {
             frames,

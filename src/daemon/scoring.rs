@@ -1,7 +1,9 @@
 //! The scorer: routes each window to its scope, runs commands, and scores
 //! batches.
 
+use crate::daemon::error::CommandRefused;
 use crate::daemon::served::ServedScope;
+use crate::model::inference::BackendError;
 use tokio::sync::mpsc;
 
 use std::collections::HashMap;
@@ -202,7 +204,7 @@ impl Scoring {
         &mut self,
         command: &Command,
         out: &mut Vec<Output>,
-    ) -> Result<(), String> {
+    ) -> Result<(), CommandRefused> {
         let target = match command {
             Command::Calibrate(t) | Command::Retrain(t) | Command::Rollback(t) => t.clone(),
             Command::Mark(_) => Target::all(),
@@ -212,17 +214,20 @@ impl Scoring {
         }
         let scoped = self.config.training.scope != ScopeKind::Fleet;
         if scoped && target.scope.is_none() && matches!(command, Command::Rollback(_)) {
-            return Err(format!(
+            return Err(CommandRefused(format!(
                 "rollback needs a scope (one of {})",
                 self.scope_names()
-            ));
+            )));
         }
         let chosen: Vec<usize> = (0..self.scopes.len())
             .filter(|&i| target.includes(&self.scopes[i].name))
             .collect();
         if chosen.is_empty() {
             return Err(match &target.scope {
-                Some(name) => format!("no scope {name:?} (scopes: {})", self.scope_names()),
+                Some(name) => CommandRefused(format!(
+                    "no scope {name:?} (scopes: {})",
+                    self.scope_names()
+                )),
                 None => "no scope has seen a window yet".into(),
             });
         }
@@ -235,7 +240,7 @@ impl Scoring {
             }
         }
         if errors.len() == chosen.len() {
-            return Err(errors.join("; "));
+            return Err(CommandRefused(errors.join("; ")));
         }
         for error in errors {
             tracing::warn!(command = command.as_str(), %error, "command refused in a scope");
@@ -274,7 +279,7 @@ pub(crate) fn score_loop(
     outputs: mpsc::Sender<Vec<Output>>,
     pending: &PendingModel,
     pulse: &Pulse,
-) -> Result<(u64, u64), String> {
+) -> Result<(u64, u64), BackendError> {
     let (mut scored, mut alerts) = (0u64, 0u64);
     let mut batch = Vec::with_capacity(max_batch);
     loop {

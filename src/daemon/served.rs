@@ -1,7 +1,8 @@
 //! One model scope's part of the scorer: its served model, or its online
 //! trainer while it calibrates.
 
-use crate::daemon::error::DaemonError;
+use crate::daemon::error::{CommandRefused, DaemonError};
+use crate::model::inference::BackendError;
 
 use std::sync::Arc;
 
@@ -182,12 +183,12 @@ impl ServedScope {
         version: crate::scope::store::Version,
         config: &Config,
         metrics: &Metrics,
-    ) -> Result<(), String> {
+    ) -> Result<(), CommandRefused> {
         let model = LoadedModel::load_with(&version.path, &config.model.backend_options())
             .map_err(|e| e.to_string())?;
         let problems = config.model_problems(&model.meta);
         if !problems.is_empty() {
-            return Err(DaemonError::Mismatch(problems).to_string());
+            return Err(DaemonError::Mismatch(problems).to_string().into());
         }
         self.serve(model, config, metrics);
         self.served_version = Some(version.name);
@@ -236,7 +237,7 @@ impl ServedScope {
         command: &Command,
         config: &Config,
         metrics: &Metrics,
-    ) -> Result<Option<StatusRecord>, String> {
+    ) -> Result<Option<StatusRecord>, CommandRefused> {
         let Some(trainer) = self.online.as_mut() else {
             return Err("training.mode is \"off\"".into());
         };
@@ -260,7 +261,9 @@ impl ServedScope {
                     .ok_or("no model is served yet; it is calibrating")?
                     .model()
                     .clone();
-                trainer.retrain(current)?;
+                trainer
+                    .retrain(current)
+                    .map_err(|e| CommandRefused(e.to_string()))?;
                 let mut status = StatusRecord::new(ModelState::Training, 0, 0);
                 status.progress = 1.0;
                 Ok(Some(status.in_scope(&self.name)))
@@ -303,7 +306,7 @@ impl ServedScope {
         &mut self,
         windows: &[Window],
         metrics: &Metrics,
-    ) -> Result<Vec<Output>, String> {
+    ) -> Result<Vec<Output>, BackendError> {
         if let Some(stage) = self.stage.as_mut() {
             let mut out = stage.score(windows)?;
             if let Some(status) = self.observe(windows, &out, metrics) {

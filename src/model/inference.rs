@@ -1,4 +1,15 @@
-//! What every backend answers for a batch of windows.
+//! What every backend answers for a batch of windows, and why it may not.
+
+/// Why a backend could not load or run a graph, in the backend's words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BackendError(pub String);
+
+impl From<String> for BackendError {
+    fn from(reason: String) -> Self {
+        Self(reason)
+    }
+}
 
 /// What one batch of windows produced.
 #[derive(Debug, Clone, PartialEq)]

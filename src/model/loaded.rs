@@ -1,5 +1,6 @@
 //! A model file read, checked and made runnable on one backend.
 
+use crate::model::inference::BackendError;
 use std::path::{Path, PathBuf};
 
 use prost::Message;
@@ -26,7 +27,7 @@ pub enum Runtime {
 
 impl Runtime {
     /// Runs `n` windows laid end to end in `input` (already normalised).
-    pub fn run(&self, input: &[f32], n: usize) -> Result<Inference, String> {
+    pub fn run(&self, input: &[f32], n: usize) -> Result<Inference, BackendError> {
         match self {
             Runtime::Tract(m) => m.run(input, n),
             #[cfg(feature = "ort")]
@@ -181,18 +182,19 @@ impl LoadedModel {
             path: path.to_path_buf(),
             reason,
         };
-        let signature = io.signature(&meta).map_err(graph)?;
+        let signature = io.signature(&meta).map_err(|e| graph(e.to_string()))?;
         let runtime = match backend.kind {
-            BackendKind::Tract => {
-                Runtime::Tract(TractModel::from_proto(proto, &meta, &signature).map_err(graph)?)
-            }
+            BackendKind::Tract => Runtime::Tract(
+                TractModel::from_proto(proto, &meta, &signature)
+                    .map_err(|e| graph(e.to_string()))?,
+            ),
             #[cfg(feature = "ort")]
             BackendKind::Ort => Runtime::Ort(
                 OrtModel::from_bytes(data, &meta, &signature, backend.ort_library.as_deref())
                     .map_err(|reason| ModelError::Backend {
                         path: path.to_path_buf(),
                         backend: "ort",
-                        reason,
+                        reason: reason.to_string(),
                     })?,
             ),
             #[cfg(not(feature = "ort"))]
@@ -205,7 +207,9 @@ impl LoadedModel {
                 });
             }
         };
-        let probe = runtime.run(&vec![0.0; meta.features()], 1).map_err(graph)?;
+        let probe = runtime
+            .run(&vec![0.0; meta.features()], 1)
+            .map_err(|e| graph(e.to_string()))?;
         if let Some(bad) = probe
             .reconstruction
             .iter()

@@ -2,6 +2,7 @@
 //! library opened at run time (`load-dynamic`): nothing is downloaded or
 //! linked at build time, and a build without the library still runs tract.
 
+use crate::model::inference::BackendError;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -22,39 +23,39 @@ static RUNTIME: OnceLock<(PathBuf, Environment)> = OnceLock::new();
 static LOADING: Mutex<()> = Mutex::new(());
 
 /// The library to open: `model.ort_library`, else `ORT_DYLIB_PATH`.
-pub fn library_path(configured: Option<&Path>) -> Result<PathBuf, String> {
+pub fn library_path(configured: Option<&Path>) -> Result<PathBuf, BackendError> {
     if let Some(path) = configured {
         return Ok(path.to_path_buf());
     }
     match std::env::var_os(DYLIB_ENV) {
         Some(path) if !path.is_empty() => Ok(PathBuf::from(path)),
-        _ => Err(format!(
+        _ => Err(BackendError(format!(
             "backend \"ort\" needs the ONNX Runtime shared library (libonnxruntime.so, 1.22 or \
              newer): set model.ort_library or {DYLIB_ENV}"
-        )),
+        ))),
     }
 }
 
-fn environment(configured: Option<&Path>) -> Result<&'static Environment, String> {
+fn environment(configured: Option<&Path>) -> Result<&'static Environment, BackendError> {
     let path = library_path(configured)?;
     let _guard = LOADING.lock().unwrap_or_else(|e| e.into_inner());
     if let Some((loaded, env)) = RUNTIME.get() {
         if *loaded != path {
-            return Err(format!(
+            return Err(BackendError(format!(
                 "ONNX Runtime is already loaded from {} in this process; {} needs a restart",
                 loaded.display(),
                 path.display()
-            ));
+            )));
         }
         return Ok(env);
     }
     // ort resolves a relative path against the executable's directory;
     // users expect the working directory, as for every other path.
     if !path.exists() {
-        return Err(format!(
+        return Err(BackendError(format!(
             "the ONNX Runtime library {} does not exist (model.ort_library or {DYLIB_ENV})",
             path.display()
-        ));
+        )));
     }
     let absolute = std::path::absolute(&path).unwrap_or_else(|_| path.clone());
     let env = ort::init_from(&absolute)
@@ -85,7 +86,7 @@ impl OrtModel {
         meta: &ModelMetadata,
         signature: &Signature,
         library: Option<&Path>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, BackendError> {
         let env = environment(library)?;
         // One thread per session: tract runs on one too, the daemon batches
         // across devices, and an edge box keeps its other cores for the rest.
@@ -108,7 +109,7 @@ impl OrtModel {
     }
 
     /// Runs `n` windows laid end to end in `input`.
-    pub fn run(&self, input: &[f32], n: usize) -> Result<Inference, String> {
+    pub fn run(&self, input: &[f32], n: usize) -> Result<Inference, BackendError> {
         assert_eq!(input.len(), n * self.features, "input holds {n} windows");
         let mut shape = vec![n as i64];
         shape.extend(self.signature.input_shape.iter().map(|d| *d as i64));

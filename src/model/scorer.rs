@@ -3,6 +3,7 @@
 
 use super::loaded::LoadedModel;
 use super::meta::ScoreKind;
+use crate::model::inference::BackendError;
 use crate::score::{channel_errors, mean_squared_error};
 
 /// The score of one window.
@@ -36,7 +37,7 @@ impl Scorer {
     pub fn score<'a>(
         &mut self,
         windows: impl IntoIterator<Item = &'a [f32]>,
-    ) -> Result<Vec<Scored>, String> {
+    ) -> Result<Vec<Scored>, BackendError> {
         let meta = &self.model.meta;
         let features = meta.features();
         self.buffer.clear();

@@ -4,6 +4,17 @@
 //! with an error naming the input, output or metadata field at fault rather
 //! than with a backend's shape error in the middle of a run.
 
+/// Why a graph's inputs and outputs do not fit its metadata.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SignatureError(pub String);
+
+impl From<String> for SignatureError {
+    fn from(reason: String) -> Self {
+        Self(reason)
+    }
+}
+
 use tract_onnx::pb;
 use tract_onnx::pb::tensor_shape_proto::dimension::Value as DimValue;
 
@@ -144,7 +155,7 @@ impl GraphIo {
 
     /// Resolves which input and outputs carry what, and checks their
     /// declared types and shapes against the metadata.
-    pub fn signature(&self, meta: &ModelMetadata) -> Result<Signature, String> {
+    pub fn signature(&self, meta: &ModelMetadata) -> Result<Signature, SignatureError> {
         let input = self
             .input_named(meta.input.as_deref())
             .ok_or_else(|| match &meta.input {
@@ -178,27 +189,27 @@ impl GraphIo {
         check_float(input, "input")?;
         if let Some(dims) = &input.dims {
             if dims.len() != input_shape.len() + 1 {
-                return Err(format!(
+                return Err(SignatureError(format!(
                     "input {:?} has shape {}, expected {expected}",
                     input.name,
                     show(dims)
-                ));
+                )));
             }
             if let Dim::Fixed(b) = dims[0] {
-                return Err(format!(
+                return Err(SignatureError(format!(
                     "input {:?} has a fixed batch dimension of {b}; the contract needs a dynamic \
                      batch dimension N (export it with a symbolic or unknown first dimension)",
                     input.name
-                ));
+                )));
             }
             for (d, want) in dims[1..].iter().zip(&input_shape) {
                 if let Dim::Fixed(got) = d {
                     if *got as usize != *want {
-                        return Err(format!(
+                        return Err(SignatureError(format!(
                             "input {:?} has shape {}, expected {expected}",
                             input.name,
                             show(dims)
-                        ));
+                        )));
                     }
                 }
             }
@@ -214,7 +225,7 @@ impl GraphIo {
             None => self
                 .output(RECONSTRUCTION)
                 .or_else(|| self.outputs.first())
-                .ok_or("the graph has no output")?,
+                .ok_or_else(|| SignatureError("the graph has no output".into()))?,
         };
         check_float(reconstruction, "reconstruction output")?;
         if let Some(dims) = &reconstruction.dims {
@@ -227,11 +238,11 @@ impl GraphIo {
                 })
                 .product();
             if dims.len() < 2 || per_window.is_some_and(|p| p as usize != t * c) {
-                return Err(format!(
+                return Err(SignatureError(format!(
                     "reconstruction output {:?} has shape {}, expected the input's {expected}",
                     reconstruction.name,
                     show(dims)
-                ));
+                )));
             }
         }
 
@@ -239,25 +250,25 @@ impl GraphIo {
             Some(port) => {
                 check_float(port, "latent output")?;
                 if port.name == reconstruction.name {
-                    return Err(format!(
+                    return Err(SignatureError(format!(
                         "output {:?} cannot be both the reconstruction and the latent code",
                         port.name
-                    ));
+                    )));
                 }
                 match port.dims.as_deref() {
                     Some([_, Dim::Fixed(d)]) if *d as usize != meta.latent_dim => {
-                        return Err(format!(
+                        return Err(SignatureError(format!(
                             "latent output {:?} has {d} values per window, but metadata latent_dim is {}",
                             port.name, meta.latent_dim
-                        ))
+                        )))
                     }
                     Some(dims) if dims.len() != 2 => {
-                        return Err(format!(
+                        return Err(SignatureError(format!(
                             "latent output {:?} has shape {}, expected [N, {}] (metadata latent_dim)",
                             port.name,
                             show(dims),
                             meta.latent_dim
-                        ))
+                        )))
                     }
                     _ => {}
                 }
@@ -265,17 +276,17 @@ impl GraphIo {
             }
             None => {
                 if let Some(name) = &meta.latent_output {
-                    return Err(format!(
+                    return Err(SignatureError(format!(
                         "metadata latent_output: the graph has no output {name:?} (its outputs: {})",
                         names(&self.outputs)
-                    ));
+                    )));
                 }
                 if meta.latent_dim != 0 {
-                    return Err(format!(
+                    return Err(SignatureError(format!(
                         "metadata latent_dim is {}, but the graph has no latent output \
                          (name one with latent_output, or set latent_dim to 0)",
                         meta.latent_dim
-                    ));
+                    )));
                 }
                 None
             }
@@ -299,17 +310,17 @@ impl GraphIo {
     }
 }
 
-fn check_float(port: &Port, what: &str) -> Result<(), String> {
+fn check_float(port: &Port, what: &str) -> Result<(), SignatureError> {
     if port.elem_type == FLOAT || port.elem_type == 0 {
         return Ok(());
     }
     let name = pb::tensor_proto::DataType::try_from(port.elem_type)
         .map(|t| t.as_str_name().to_string())
         .unwrap_or_else(|_| port.elem_type.to_string());
-    Err(format!(
+    Err(SignatureError(format!(
         "{what} {:?} is of type {name}; the contract takes float32 (FLOAT)",
         port.name
-    ))
+    )))
 }
 
 fn names(ports: &[Port]) -> String {
@@ -411,7 +422,7 @@ mod tests {
         wrong.latent_dim = 8;
         let err = g.signature(&wrong).unwrap_err();
         assert!(
-            err.contains("latent_dim is 8") && err.contains("no latent output"),
+            err.0.contains("latent_dim is 8") && err.0.contains("no latent output"),
             "{err}"
         );
     }
@@ -429,18 +440,19 @@ mod tests {
             port("x", double, &[S, Dim::Fixed(12)]),
             port("y", FLOAT, &[S, Dim::Fixed(12)]),
         );
-        assert!(err.contains("input \"x\" is of type DOUBLE"), "{err}");
+        assert!(err.0.contains("input \"x\" is of type DOUBLE"), "{err}");
         let err = flat(
             port("x", FLOAT, &[Dim::Fixed(1), Dim::Fixed(12)]),
             port("y", FLOAT, &[Dim::Fixed(1), Dim::Fixed(12)]),
         );
-        assert!(err.contains("fixed batch dimension of 1"), "{err}");
+        assert!(err.0.contains("fixed batch dimension of 1"), "{err}");
         let err = flat(
             port("x", FLOAT, &[S, Dim::Fixed(10)]),
             port("y", FLOAT, &[S, Dim::Fixed(12)]),
         );
         assert!(
-            err.contains("input \"x\" has shape [?, 10], expected [N, 12]"),
+            err.0
+                .contains("input \"x\" has shape [?, 10], expected [N, 12]"),
             "{err}"
         );
         let err = flat(
@@ -448,14 +460,15 @@ mod tests {
             port("y", FLOAT, &[S, Dim::Fixed(3)]),
         );
         assert!(
-            err.contains("reconstruction output \"y\" has shape [?, 3]"),
+            err.0
+                .contains("reconstruction output \"y\" has shape [?, 3]"),
             "{err}"
         );
         let err = flat(
             port("x", FLOAT, &[S, Dim::Fixed(4), Dim::Fixed(3)]),
             port("y", FLOAT, &[S, Dim::Fixed(12)]),
         );
-        assert!(err.contains("expected [N, 12]"), "{err}");
+        assert!(err.0.contains("expected [N, 12]"), "{err}");
     }
 
     #[test]
@@ -478,7 +491,7 @@ mod tests {
             let mut value = sidecar();
             value[key] = "nope".into();
             let err = g.signature(&meta(value, &g)).unwrap_err();
-            assert!(err.contains(needle), "{err}");
+            assert!(err.0.contains(needle), "{err}");
         }
     }
 }

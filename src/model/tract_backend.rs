@@ -2,6 +2,7 @@
 //! `[N, T·C]` or `[N, T, C]` with a symbolic batch, optimised, and the runnable plan
 //! shared behind an `Arc` by every caller.
 
+use crate::model::inference::BackendError;
 use std::sync::Arc;
 
 use tract_onnx::pb;
@@ -26,7 +27,7 @@ impl TractModel {
         proto: &pb::ModelProto,
         meta: &ModelMetadata,
         signature: &Signature,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, BackendError> {
         let mut model = tract_onnx::onnx()
             .model_for_proto_model(proto)
             .map_err(|e| format!("tract cannot read the graph: {e:#}"))?;
@@ -42,10 +43,10 @@ impl TractModel {
             .ok_or_else(|| format!("tract finds no input {:?}", signature.input))?;
         // Any other input is fed nothing: the model must not need it.
         if inputs.len() != 1 {
-            return Err(format!(
+            return Err(BackendError(format!(
                 "the graph must have exactly one input, it has {}",
                 inputs.len()
-            ));
+            )));
         }
         model
             .set_input_fact(input, InferenceFact::dt_shape(f32::datum_type(), dims))
@@ -91,7 +92,7 @@ impl TractModel {
     }
 
     /// Runs `n` windows laid end to end in `input`.
-    pub fn run(&self, input: &[f32], n: usize) -> Result<Inference, String> {
+    pub fn run(&self, input: &[f32], n: usize) -> Result<Inference, BackendError> {
         assert_eq!(input.len(), n * self.features, "input holds {n} windows");
         let mut shape = vec![n];
         shape.extend_from_slice(&self.input_shape);

@@ -63,7 +63,7 @@ impl BrokerSettings {
     pub fn connect(&self, session: client::Session) -> Result<(Client, Events), MqttError> {
         let url = BrokerUrl::parse(&self.url).map_err(|message| MqttError::Setting {
             key: format!("{}.url", self.key),
-            message,
+            message: message.0,
         })?;
         let credentials = match &self.auth.username {
             Some(username) => Some((username.clone(), self.password()?.unwrap_or_default())),

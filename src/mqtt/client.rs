@@ -15,6 +15,17 @@ use rumqttc::{ConnectionError, Incoming, Outgoing, StateError};
 
 use crate::mqtt::config::MqttProtocol;
 
+/// Why a subscription could not be queued.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SubscribeError(pub String);
+
+impl From<String> for SubscribeError {
+    fn from(reason: String) -> Self {
+        Self(reason)
+    }
+}
+
 /// How long an MQTT 5 broker keeps a persistent session of a client that
 /// went away: a week, to cover a long outage of the edge box.
 pub const SESSION_EXPIRY_S: u32 = 7 * 24 * 3600;
@@ -160,7 +171,7 @@ impl Client {
     }
 
     /// Queues one SUBSCRIBE for all `filters`.
-    pub fn try_subscribe_many(&self, filters: &[String], qos: u8) -> Result<(), String> {
+    pub fn try_subscribe_many(&self, filters: &[String], qos: u8) -> Result<(), SubscribeError> {
         match self {
             Self::V311(c) => c
                 .try_subscribe_many(
@@ -168,14 +179,14 @@ impl Client {
                         .iter()
                         .map(|f| rumqttc::SubscribeFilter::new(f.clone(), qos311(qos))),
                 )
-                .map_err(|e| e.to_string()),
+                .map_err(|e| SubscribeError(e.to_string())),
             Self::V5(c) => c
                 .try_subscribe_many(
                     filters
                         .iter()
                         .map(|f| packet5::Filter::new(f.clone(), qos5(qos))),
                 )
-                .map_err(|e| e.to_string()),
+                .map_err(|e| SubscribeError(e.to_string())),
         }
     }
 

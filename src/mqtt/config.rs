@@ -76,7 +76,7 @@ pub fn broker_problems(
     check: &mut impl FnMut(bool, &str, String),
 ) {
     if let Err(message) = crate::mqtt::url::BrokerUrl::parse(url) {
-        check(false, &format!("{prefix}.url"), message);
+        check(false, &format!("{prefix}.url"), message.0);
     }
     check(
         !(auth.password_file.is_some() && auth.password_env.is_some()),

@@ -12,6 +12,23 @@
 
 use std::borrow::Cow;
 
+/// Why a topic filter, template or share group is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct TopicError(pub String);
+
+impl From<String> for TopicError {
+    fn from(reason: String) -> Self {
+        Self(reason)
+    }
+}
+
+impl From<&str> for TopicError {
+    fn from(reason: &str) -> Self {
+        Self(reason.into())
+    }
+}
+
 const DEVICE: &str = "{device}";
 const SHARE: &str = "$share/";
 
@@ -37,13 +54,13 @@ pub enum DeviceSource<'t> {
 
 impl DeviceFilter {
     /// A filter naming its device with a `{device}` level.
-    pub fn parse(filter: &str) -> Result<Self, String> {
+    pub fn parse(filter: &str) -> Result<Self, TopicError> {
         Self::parse_with(filter, false)
     }
 
     /// `device_in_payload`: a filter without `{device}` is allowed, its
     /// messages name their device in a payload field.
-    pub fn parse_with(filter: &str, device_in_payload: bool) -> Result<Self, String> {
+    pub fn parse_with(filter: &str, device_in_payload: bool) -> Result<Self, TopicError> {
         let (share_prefix, filter) = match filter.strip_prefix(SHARE) {
             Some(rest) => {
                 let (group, rest) = rest
@@ -62,25 +79,29 @@ impl DeviceFilter {
         for (i, segment) in segments.iter().enumerate() {
             if segment == DEVICE {
                 if device_index.replace(i).is_some() {
-                    return Err(format!("{filter:?} has {DEVICE} twice"));
+                    return Err(TopicError(format!("{filter:?} has {DEVICE} twice")));
                 }
             } else if segment.contains('{') || segment.contains('}') {
-                return Err(format!(
+                return Err(TopicError(format!(
                     "{filter:?}: {DEVICE} must be a whole segment, and no other braces"
-                ));
+                )));
             } else if segment == "#" {
                 if i + 1 != segments.len() {
-                    return Err(format!("{filter:?}: # must be the last segment"));
+                    return Err(TopicError(format!(
+                        "{filter:?}: # must be the last segment"
+                    )));
                 }
             } else if segment != "+" && (segment.contains('+') || segment.contains('#')) {
-                return Err(format!("{filter:?}: + and # must be whole segments"));
+                return Err(TopicError(format!(
+                    "{filter:?}: + and # must be whole segments"
+                )));
             }
         }
         if device_index.is_none() && !device_in_payload {
-            return Err(format!(
+            return Err(TopicError(format!(
                 "{filter:?} has no {DEVICE} segment (or set input.mqtt.device_field to take the \
                  device from the payload)"
-            ));
+            )));
         }
         let subscription = share_prefix
             + &segments
@@ -141,11 +162,11 @@ impl DeviceFilter {
 
 /// A shared-subscription group name: one non-empty topic level without
 /// wildcards.
-pub fn check_share_group(group: &str) -> Result<(), String> {
+pub fn check_share_group(group: &str) -> Result<(), TopicError> {
     if group.is_empty() || group.contains(['/', '+', '#']) || group.chars().any(char::is_control) {
-        Err(format!(
+        Err(TopicError(format!(
             "shared subscription group {group:?} must be one non-empty level without /, + or #"
-        ))
+        )))
     } else {
         Ok(())
     }
@@ -159,12 +180,12 @@ pub struct Template {
 }
 
 impl Template {
-    pub fn parse(template: &str) -> Result<Self, String> {
+    pub fn parse(template: &str) -> Result<Self, TopicError> {
         let (prefix, suffix) = template
             .split_once(DEVICE)
             .ok_or_else(|| format!("{template:?} has no {DEVICE}"))?;
         if suffix.contains(DEVICE) {
-            return Err(format!("{template:?} has {DEVICE} twice"));
+            return Err(TopicError(format!("{template:?} has {DEVICE} twice")));
         }
         check_topic_name(&format!("{prefix}x{suffix}"))?;
         Ok(Self {
@@ -180,17 +201,17 @@ impl Template {
 }
 
 /// A topic one can publish to: not empty, no wildcard, no NUL, no braces.
-pub fn check_topic_name(topic: &str) -> Result<(), String> {
+pub fn check_topic_name(topic: &str) -> Result<(), TopicError> {
     if topic.is_empty() {
         return Err("a topic is empty".into());
     }
     if topic.contains(['+', '#', '\0']) {
-        return Err(format!(
+        return Err(TopicError(format!(
             "{topic:?}: no + or # (or NUL) in a topic to publish to"
-        ));
+        )));
     }
     if topic.contains(['{', '}']) {
-        return Err(format!("{topic:?}: unknown placeholder"));
+        return Err(TopicError(format!("{topic:?}: unknown placeholder")));
     }
     if topic.len() > 1024 {
         return Err("a topic longer than 1024 bytes".into());

@@ -1,5 +1,16 @@
 //! A broker's address as the config gives it.
 
+/// Why a broker URL is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BrokerUrlError(pub String);
+
+impl From<String> for BrokerUrlError {
+    fn from(reason: String) -> Self {
+        Self(reason)
+    }
+}
+
 /// `mqtt://host[:port]` (1883 by default) or `mqtts://host[:port]` (8883).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerUrl {
@@ -9,19 +20,21 @@ pub struct BrokerUrl {
 }
 
 impl BrokerUrl {
-    pub fn parse(url: &str) -> Result<Self, String> {
+    pub fn parse(url: &str) -> Result<Self, BrokerUrlError> {
         let (tls, rest) = if let Some(rest) = url.strip_prefix("mqtt://") {
             (false, rest)
         } else if let Some(rest) = url.strip_prefix("mqtts://") {
             (true, rest)
         } else {
-            return Err(format!("{url:?}: must start with mqtt:// or mqtts://"));
+            return Err(BrokerUrlError(format!(
+                "{url:?}: must start with mqtt:// or mqtts://"
+            )));
         };
         let rest = rest.strip_suffix('/').unwrap_or(rest);
         if rest.contains(['/', '?', '#', '@']) {
-            return Err(format!(
+            return Err(BrokerUrlError(format!(
                 "{url:?}: only a host and a port (credentials go in auth)"
-            ));
+            )));
         }
         let default_port = if tls { 8883 } else { 1883 };
         let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
@@ -36,7 +49,7 @@ impl BrokerUrl {
             }
         };
         if host.is_empty() {
-            return Err(format!("{url:?}: no host"));
+            return Err(BrokerUrlError(format!("{url:?}: no host")));
         }
         let port = match port {
             None => default_port,

@@ -7,13 +7,12 @@
 pub fn in_background<T: Send>(
     cpu_share: f64,
     work: impl FnOnce(&mut CpuPacer) -> T + Send,
-) -> Result<T, String> {
+) -> Result<T, rayon::ThreadPoolBuildError> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(1)
         .thread_name(|_| "online-training".into())
         .start_handler(|_| lower_priority())
-        .build()
-        .map_err(|e| format!("cannot start the training thread: {e}"))?;
+        .build()?;
     Ok(pool.install(|| {
         let mut pacer = CpuPacer::new(cpu_share);
         let result = work(&mut pacer);

@@ -106,7 +106,7 @@ pub(crate) fn data_hash(set: &WindowSet) -> String {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum LearnError {
+pub enum LearnError {
     #[error(
         "rejected: it puts {:.1}% of the held-back normal windows over its threshold, the \
          served model {:.1}%", new_rate * 100.0, old_rate * 100.0
@@ -117,9 +117,17 @@ pub(crate) enum LearnError {
     #[error("the trained model does not load: {0}")]
     Load(String),
     #[error("scoring the calibration windows: {0}")]
-    Score(String),
+    Score(crate::model::inference::BackendError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("cannot start the training thread: {0}")]
+    Thread(String),
+    #[error("the training thread died")]
+    Died,
+    #[error("a training is already running")]
+    Busy,
+    #[error("{have} normal windows collected since the model was served, {needed} needed")]
+    TooFewNormal { have: usize, needed: usize },
 }
 
 /// Trains, excludes outlying windows, trains again, stores the model.

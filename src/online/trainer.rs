@@ -26,7 +26,7 @@ pub struct OnlineTrainer {
     collected: WindowSet,
     streams: HashMap<Arc<str>, usize>,
     next_stream: usize,
-    running: Option<mpsc::Receiver<Result<Learned, String>>>,
+    running: Option<mpsc::Receiver<Result<Learned, LearnError>>>,
     metrics: Metrics,
     saved_at: usize,
     normal: NormalWindows,
@@ -190,9 +190,13 @@ impl OnlineTrainer {
             .name("online-training".into())
             .spawn(move || {
                 let result = in_background(config.training.cpu_share, |pacer| {
-                    learn(&config, &store, &set, pacer).map_err(|e| e.to_string())
+                    learn(&config, &store, &set, pacer)
                 });
-                let _ = tx.send(result.and_then(|r| r));
+                let _ = tx.send(
+                    result
+                        .map_err(|e| LearnError::Thread(e.to_string()))
+                        .and_then(|r| r),
+                );
             });
         match spawned {
             Ok(_) => {
@@ -206,11 +210,11 @@ impl OnlineTrainer {
     }
 
     /// A finished training's model, once.
-    pub fn finished(&mut self) -> Option<Result<Learned, String>> {
+    pub fn finished(&mut self) -> Option<Result<Learned, LearnError>> {
         let result = match self.running.as_ref()?.try_recv() {
             Ok(result) => result,
             Err(mpsc::TryRecvError::Empty) => return None,
-            Err(mpsc::TryRecvError::Disconnected) => Err("the training thread died".into()),
+            Err(mpsc::TryRecvError::Disconnected) => Err(LearnError::Died),
         };
         self.running = None;
         match &result {
@@ -225,7 +229,7 @@ impl OnlineTrainer {
                     "online training done; serving the new model"
                 );
             }
-            Err(error) if error.starts_with(REJECTED) => {
+            Err(error @ LearnError::Rejected { .. }) => {
                 self.metrics.training_run("rejected", 0);
                 tracing::warn!(scope = %self.scope, %error, "the retrained model is not used");
             }
@@ -322,16 +326,16 @@ impl OnlineTrainer {
 
     /// Trains a successor of `current` from the recent normal windows, in
     /// the background; false (and why) when it cannot start.
-    pub fn retrain(&mut self, current: LoadedModel) -> Result<(), String> {
+    pub fn retrain(&mut self, current: LoadedModel) -> Result<(), LearnError> {
         if self.running.is_some() {
-            return Err("a training is already running".into());
+            return Err(LearnError::Busy);
         }
         let needed = retrain_windows_needed(self.config.training.min_windows);
         if self.normal.kept.len() < needed {
-            return Err(format!(
-                "{} normal windows collected since the model was served, {needed} needed",
-                self.normal.kept.len()
-            ));
+            return Err(LearnError::TooFewNormal {
+                have: self.normal.kept.len(),
+                needed,
+            });
         }
         let (train_set, held_back) = self.normal.split(self.collected.features);
         let (tx, rx) = mpsc::channel();
@@ -342,11 +346,14 @@ impl OnlineTrainer {
             .spawn(move || {
                 let result = in_background(config.training.cpu_share, |pacer| {
                     relearn(&config, &store, &train_set, &held_back, current, pacer)
-                        .map_err(|e| e.to_string())
                 });
-                let _ = tx.send(result.and_then(|r| r));
+                let _ = tx.send(
+                    result
+                        .map_err(|e| LearnError::Thread(e.to_string()))
+                        .and_then(|r| r),
+                );
             })
-            .map_err(|e| format!("cannot start the training thread: {e}"))?;
+            .map_err(|e| LearnError::Thread(e.to_string()))?;
         tracing::info!(
             scope = %self.scope, windows = self.normal.kept.len(),
             "retraining in the background"
@@ -376,5 +383,3 @@ pub fn retrain_due(since_last: std::time::Duration, every_h: f64) -> bool {
 pub fn retrain_windows_needed(min_windows: usize) -> usize {
     (min_windows / 2).max(20)
 }
-
-pub(crate) const REJECTED: &str = "rejected";

@@ -106,18 +106,20 @@ mod tests {
     use crate::model::train::config::GroupConfig;
 
     fn rules(kind: ScopeKind) -> ScopeRules {
-        let mut training = TrainingConfig::default();
-        training.scope = kind;
-        training.groups = vec![
-            GroupConfig {
-                name: "line1".into(),
-                topics: vec!["plant/line1/+/accel".into()],
-            },
-            GroupConfig {
-                name: "presses".into(),
-                topics: vec!["plant/+/press-{device}/accel".into(), "press/#".into()],
-            },
-        ];
+        let training = TrainingConfig {
+            scope: kind,
+            groups: vec![
+                GroupConfig {
+                    name: "line1".into(),
+                    topics: vec!["plant/line1/+/accel".into()],
+                },
+                GroupConfig {
+                    name: "presses".into(),
+                    topics: vec!["plant/+/press-{device}/accel".into(), "press/#".into()],
+                },
+            ],
+            ..TrainingConfig::default()
+        };
         ScopeRules::new(&training)
     }
 

@@ -73,7 +73,10 @@ async fn control_handler(
             } else {
                 StatusCode::NOT_FOUND
             };
-            return (status, Json(serde_json::json!({ "error": error })));
+            return (
+                status,
+                Json(serde_json::json!({ "error": error.to_string() })),
+            );
         }
     };
     let name = command.as_str();

@@ -312,7 +312,7 @@ impl TrainingConfig {
             );
             for topic in &group.topics {
                 if let Err(why) = crate::mqtt::topic::DeviceFilter::parse_with(topic, true) {
-                    check(false, &format!("{key}.topics"), why);
+                    check(false, &format!("{key}.topics"), why.0);
                 }
             }
         }

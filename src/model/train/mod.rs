@@ -115,6 +115,8 @@ pub enum TrainError {
     Export(#[from] onnx::ExportError),
     #[error("reading the exported model back: {0}")]
     Reload(String),
+    #[error("scoring with the exported model: {0}")]
+    Score(#[from] crate::model::inference::BackendError),
 }
 
 /// Splits window indices into training and validation: the last
@@ -325,7 +327,7 @@ pub fn train_paced(
     let mut scorer = crate::model::scorer::Scorer::new(model);
     let mut errors: Vec<f32> = scorer
         .score(val_idx.iter().map(|&i| windows.window(i)))
-        .map_err(TrainError::Reload)?
+        .map_err(TrainError::Score)?
         .into_iter()
         .map(|s| s.score)
         .collect();
@@ -390,7 +392,7 @@ fn bytes_of(values: &[f32]) -> Vec<u8> {
 /// The largest difference between candle's and tract's outputs
 /// (reconstruction and latent) on `raw` windows: proof that the exported
 /// graph computes what was trained.
-pub fn export_gap(trained: &Trained, raw: &[f32]) -> Result<f32, String> {
+pub fn export_gap(trained: &Trained, raw: &[f32]) -> Result<f32, TrainError> {
     let features = trained.meta.features();
     let n = raw.len() / features;
     let mut input = raw.to_vec();
@@ -398,14 +400,25 @@ pub fn export_gap(trained: &Trained, raw: &[f32]) -> Result<f32, String> {
         norm.apply(&mut input);
     }
     let loaded = super::LoadedModel::from_bytes(&trained.onnx, std::path::Path::new("<exported>"))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| TrainError::Reload(e.to_string()))?;
     let tract = loaded.runtime.run(&input, n)?;
     let candle = (|| -> candle_core::Result<(Vec<f32>, Vec<f32>)> {
         let x = Tensor::from_slice(&input, (n, features), &Device::Cpu)?;
         let (r, z) = trained.network.forward(&x)?;
         Ok((r.flatten_all()?.to_vec1()?, z.flatten_all()?.to_vec1()?))
-    })()
-    .map_err(|e| e.to_string())?;
+    })()?;
+    for (what, served, trained) in [
+        ("reconstruction", &tract.reconstruction, &candle.0),
+        ("latent", &tract.latent, &candle.1),
+    ] {
+        if served.len() != trained.len() {
+            return Err(TrainError::Reload(format!(
+                "the exported {what} has {} values, the trained network's {}",
+                served.len(),
+                trained.len()
+            )));
+        }
+    }
     let gap = |a: &[f32], b: &[f32]| {
         a.iter()
             .zip(b)

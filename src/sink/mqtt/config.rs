@@ -110,11 +110,11 @@ impl MqttOutputConfig {
             ("output.mqtt.alert_topic", &output.alert_topic),
         ] {
             if let Err(message) = crate::mqtt::topic::Template::parse(template) {
-                check(false, key, message);
+                check(false, key, message.0);
             }
         }
         if let Err(message) = crate::mqtt::topic::check_topic_name(&output.status_topic) {
-            check(false, "output.mqtt.status_topic", message);
+            check(false, "output.mqtt.status_topic", message.0);
         }
         qos_problem(output.features_qos, "output.mqtt.features_qos", check);
         qos_problem(output.alert_qos, "output.mqtt.alert_qos", check);

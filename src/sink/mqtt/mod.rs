@@ -20,7 +20,7 @@ use crate::backoff::Backoff;
 use crate::mqtt::broker::{BrokerSettings, MqttError};
 use crate::mqtt::client::{Client, Event, Events};
 use crate::mqtt::client::{Session, Will};
-use crate::mqtt::topic::Template;
+use crate::mqtt::topic::{Template, TopicError};
 use crate::record::{Output, StatusRecord};
 use crate::sink::mqtt::config::MqttOutputConfig;
 use crate::sink::Sink;
@@ -81,10 +81,10 @@ pub fn scope_status_topic(status_topic: &str, scope: &str) -> String {
     )
 }
 
-fn setting(key: &str) -> impl Fn(String) -> MqttError + '_ {
-    move |message| MqttError::Setting {
+fn setting(key: &str) -> impl Fn(TopicError) -> MqttError + '_ {
+    move |error| MqttError::Setting {
         key: key.into(),
-        message,
+        message: error.0,
     }
 }
 

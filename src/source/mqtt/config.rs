@@ -170,12 +170,12 @@ impl MqttInputConfig {
         );
         if let Some(group) = &mqtt.share_group {
             if let Err(message) = crate::mqtt::topic::check_share_group(group) {
-                check(false, "input.mqtt.share_group", message);
+                check(false, "input.mqtt.share_group", message.0);
             }
         }
         if let Some(topic) = &mqtt.command_topic {
             if let Err(message) = crate::mqtt::topic::check_topic_name(topic) {
-                check(false, "input.mqtt.command_topic", message);
+                check(false, "input.mqtt.command_topic", message.0);
             }
         }
         if let Some(field) = &mqtt.device_field {
@@ -190,7 +190,7 @@ impl MqttInputConfig {
                 &mqtt.subscription_filter(entry),
                 mqtt.device_field.is_some(),
             ) {
-                Err(message) => check(false, "input.mqtt.topics", message),
+                Err(message) => check(false, "input.mqtt.topics", message.0),
                 Ok(filter) => check(
                     filter.names_device() || entry.format(mqtt.format) == PayloadFormat::Json,
                     "input.mqtt.topics",

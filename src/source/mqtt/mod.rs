@@ -70,7 +70,7 @@ impl MqttSource {
                     )
                     .map_err(|message| MqttError::Setting {
                         key: "input.mqtt.topics".into(),
-                        message,
+                        message: message.0,
                     })?,
                     format: entry.format(mqtt.format).decode_format(),
                 })
