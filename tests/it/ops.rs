@@ -254,23 +254,20 @@ fn a_shutdown_past_its_grace_exits_non_zero_saying_what_was_in_flight() {
             .arg(&config)
             .stderr(log_file(dir.path())),
     );
-    // Backed up: the FIFO holds all it can.
-    use std::os::fd::AsRawFd;
-    let fd = _held_open.as_raw_fd();
-    // SAFETY: fcntl and ioctl on a descriptor this test holds open.
-    let capacity = unsafe { libc::fcntl(fd, libc::F_GETPIPE_SZ) };
-    assert!(
-        capacity > 0,
-        "F_GETPIPE_SZ: {}",
-        std::io::Error::last_os_error()
+    // Backed up: a thread of the daemon is blocked writing to the FIFO.
+    let tasks = PathBuf::from(format!("/proc/{}/task", child.id()));
+    wait_until_blocking(
+        Duration::from_secs(30),
+        "a write to the FIFO to block",
+        || {
+            std::fs::read_dir(&tasks).is_ok_and(|threads| {
+                threads.filter_map(Result::ok).any(|t| {
+                    std::fs::read_to_string(t.path().join("wchan"))
+                        .is_ok_and(|w| w.contains("pipe_write"))
+                })
+            })
+        },
     );
-    wait_until_blocking(Duration::from_secs(30), "the FIFO to fill up", || {
-        let mut queued: libc::c_int = 0;
-        // SAFETY: FIONREAD writes one c_int.
-        let rc = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut queued) };
-        assert_eq!(rc, 0, "FIONREAD: {}", std::io::Error::last_os_error());
-        queued >= capacity
-    });
     child.signal(libc::SIGTERM);
     let status = child.wait_with_deadline(Duration::from_secs(30));
     let log = read_log(dir.path());
