@@ -208,7 +208,7 @@ pub async fn start_connected(
 pub fn export_gap(trained: &Trained, raw: &[f32]) -> f32 {
     let features = trained.meta.features();
     assert!(
-        !raw.is_empty() && raw.len() % features == 0,
+        !raw.is_empty() && raw.len().is_multiple_of(features),
         "{} values are not whole windows of {features}",
         raw.len()
     );
