@@ -7,17 +7,16 @@
 //! Needs python3 with numpy, scikit-learn, skl2onnx, onnx and onnxruntime;
 //! the ONNX Runtime library is ORT_DYLIB_PATH, else the onnxruntime wheel's.
 
-mod common;
-
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
+use std::time::Duration;
 
+use crate::common::*;
 use accelwatch::config::{Config, Variant};
 use accelwatch::model::{BackendOptions, LoadedModel, MAX_MODEL_BYTES};
 use accelwatch::score::Scorer;
-use common::*;
 
 fn python() -> &'static str {
     "python3"
@@ -31,7 +30,7 @@ fn models() -> &'static Path {
         let out = Command::new(python())
             .arg(repo().join("scripts/external_models.py"))
             .arg(&dir)
-            .output()
+            .run_within(Duration::from_secs(600))
             .unwrap_or_else(|e| panic!("cannot run {}: {e}; {PIP_INSTALL}", python()));
         assert!(
             out.status.success(),
@@ -51,8 +50,7 @@ fn score_demo(model: &Path, backend: &BackendOptions) -> std::process::Output {
         .arg(model)
         .arg("--data")
         .arg(demo_csv())
-        .output()
-        .unwrap()
+        .run()
 }
 
 /// Scores of `accelwatch score` by (device, seq), with the latent codes.
@@ -120,6 +118,7 @@ fn sklearn_models_score_as_onnxruntime_does_on_both_backends() {
                 if key == "sklearn_ntc" {
                     let code = w["code"].as_array().unwrap();
                     assert_eq!(latent.len(), 16);
+                    assert_eq!(code.len(), latent.len(), "{id:?}: code lengths");
                     for (a, b) in latent.iter().zip(code) {
                         assert!(close(*a, b.as_f64().unwrap()), "{id:?} code {a} vs {b}");
                     }
@@ -143,7 +142,9 @@ fn refusals(path: &Path) -> Vec<String> {
 }
 
 fn assert_refused(path: &Path, needles: &[&str]) {
-    for (err, backend) in refusals(path).iter().zip(["tract", "ort"]) {
+    let errors = refusals(path);
+    assert_eq!(errors.len(), 2, "one refusal per backend");
+    for (err, backend) in errors.iter().zip(["tract", "ort"]) {
         for needle in needles {
             assert!(err.contains(needle), "{backend}: {err:?} lacks {needle:?}");
         }
@@ -253,8 +254,7 @@ fn calibrate_writes_the_sidecar_onnxruntime_would() {
             .arg("--data")
             .arg(train_csv())
             .args(["--device-column", "series", "--quantile", "0.99"])
-            .output()
-            .unwrap();
+            .run();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{stderr}");
         assert!(stderr.contains("wrote"), "{stderr}");
@@ -281,8 +281,7 @@ fn calibrate_writes_the_sidecar_onnxruntime_would() {
         .arg(&own)
         .arg("--data")
         .arg(demo_csv())
-        .output()
-        .unwrap();
+        .run();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(78), "{stderr}");
     assert!(stderr.contains("carries its own"), "{stderr}");
@@ -306,6 +305,8 @@ fn trained_variants_answer_the_same_on_both_backends() {
             let mut scorer = Scorer::new(loaded);
             results.push(scorer.score(raw.chunks_exact(set.features)).unwrap());
         }
+        assert_eq!(results[0].len(), 40, "{variant:?}: every window scored");
+        assert_eq!(results[0].len(), results[1].len(), "{variant:?}");
         for (a, b) in results[0].iter().zip(&results[1]) {
             assert!(
                 close(a.score as f64, b.score as f64),
@@ -313,6 +314,8 @@ fn trained_variants_answer_the_same_on_both_backends() {
                 a.score,
                 b.score
             );
+            assert_eq!(a.latent.len(), trained.meta.latent_dim, "{variant:?}");
+            assert_eq!(a.latent.len(), b.latent.len(), "{variant:?}");
             for (x, y) in a.latent.iter().zip(&b.latent) {
                 assert!((x - y).abs() <= 1e-5, "{variant:?} latent {x} vs {y}");
             }
@@ -332,6 +335,7 @@ fn the_shipped_model_scores_the_same_on_both_backends() {
         let (other, other_latent) = &b[id];
         assert!(close(*score, *other), "{id:?}: tract {score} ort {other}");
         assert_eq!(latent.len(), 16);
+        assert_eq!(other_latent.len(), latent.len(), "{id:?}");
         for (x, y) in latent.iter().zip(other_latent) {
             assert!(close(*x, *y), "{id:?} latent {x} vs {y}");
         }
@@ -365,8 +369,7 @@ fn the_ort_backend_without_its_library_is_a_config_error() {
             .arg(&model)
             .arg("--data")
             .arg(demo_csv())
-            .output()
-            .unwrap();
+            .run();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(78), "{stderr}");
         assert!(stderr.contains(needle), "{stderr}");
@@ -384,8 +387,7 @@ fn a_model_without_latent_output_is_evaluated_on_its_scores() {
         .arg(demo_csv())
         .args(["--label", "exercise", "--normal", "PEN", "--report"])
         .arg(dir.path())
-        .output()
-        .unwrap();
+        .run();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -2,17 +2,15 @@
 //! file is picked up, systemd notifications arrive on a real socket, and a
 //! shutdown past its grace exits non-zero saying what was in flight.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use accelwatch::config::Config;
 use accelwatch::daemon::Daemon;
-use common::*;
 
 /// Two valid models (different seeds, so different ids), trained once.
 fn models() -> &'static [(Vec<u8>, String); 2] {
@@ -59,13 +57,6 @@ fn window_records(path: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-async fn scrape(addr: std::net::SocketAddr) -> String {
-    tokio::task::spawn_blocking(move || http_get(addr, "/metrics"))
-        .await
-        .unwrap()
-        .1
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_reloads_under_load_lose_no_window() {
     let dir = tempfile::tempdir().unwrap();
@@ -90,7 +81,10 @@ async fn twenty_reloads_under_load_lose_no_window() {
             .unwrap()
             .expect("valid model");
         assert_eq!(&served, id);
-        tokio::time::sleep(Duration::from_millis(40)).await;
+        // Under load: windows are scored with each model before the next
+        // reload.
+        let scored = metric(&scrape(addr).await, "accelwatch_windows_total").unwrap_or(0.0);
+        wait_metric(addr, "accelwatch_windows_total", AtLeast(scored + 1.0)).await;
     }
     let text = scrape(addr).await;
     daemon.shutdown();
@@ -140,22 +134,22 @@ async fn a_changed_model_file_is_reloaded() {
     let model_path = config.model.path.clone();
     let daemon = Daemon::start(config, Vec::new()).await.unwrap();
     let addr = daemon.telemetry_addr().unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The daemon is running (its model watcher, spawned before the
+    // pipeline, has taken the file's fingerprint) once windows are scored.
+    wait_metric(addr, "accelwatch_windows_total", AtLeast(1.0)).await;
     install(&model_path, &models()[1].0);
     let wanted = format!("accelwatch_model_info{{id=\"{}\"", models()[1].1);
-    let started = Instant::now();
-    let mut text = String::new();
-    while started.elapsed() < Duration::from_secs(20) {
-        text = scrape(addr).await;
-        if text.contains(&wanted) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    daemon.shutdown();
-    daemon.wait().await.unwrap();
+    wait_until(Duration::from_secs(20), &wanted, || async {
+        scrape(addr).await.contains(&wanted)
+    })
+    .await;
+    let text = scrape(addr).await;
+    stop(daemon).await;
     assert!(text.contains(&wanted), "{text}");
-    assert!(text.contains("accelwatch_reloads_total{result=\"ok\"} 1"));
+    assert!(
+        text.contains("accelwatch_reloads_total{result=\"ok\"} 1"),
+        "{text}"
+    );
 }
 
 fn toml_config(dir: &Path, jsonl: &str, extra: &str) -> PathBuf {
@@ -184,15 +178,6 @@ fn read_log(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("stderr.log")).unwrap()
 }
 
-fn signal(child: &std::process::Child, name: &str) {
-    let ok = std::process::Command::new("kill")
-        .args([name, &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill {name}");
-}
-
 #[test]
 fn systemd_hears_ready_status_watchdog_and_stopping() {
     let dir = tempfile::tempdir().unwrap();
@@ -202,15 +187,15 @@ fn systemd_hears_ready_status_watchdog_and_stopping() {
     socket
         .set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
-    let mut child = accelwatch()
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("NOTIFY_SOCKET", &socket_path)
-        .env("WATCHDOG_USEC", "1000000")
-        .env_remove("WATCHDOG_PID")
-        .stderr(log_file(dir.path()))
-        .spawn()
-        .unwrap();
+    let child = Child::spawn(
+        accelwatch()
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("NOTIFY_SOCKET", &socket_path)
+            .env("WATCHDOG_USEC", "1000000")
+            .env_remove("WATCHDOG_PID")
+            .stderr(log_file(dir.path())),
+    );
     let mut heard = String::new();
     let mut buf = [0u8; 4096];
     let mut listen = |until: &dyn Fn(&str) -> bool, heard: &mut String| {
@@ -225,15 +210,22 @@ fn systemd_hears_ready_status_watchdog_and_stopping() {
         &|h: &str| h.contains("READY=1") && h.matches("WATCHDOG=1").count() >= 2,
         &mut heard,
     );
-    signal(&child, "-HUP");
-    std::thread::sleep(Duration::from_millis(500));
-    signal(&child, "-TERM");
+    child.signal(libc::SIGHUP);
+    wait_until_blocking(
+        Duration::from_secs(30),
+        "the reload SIGHUP asks for",
+        || read_log(dir.path()).contains("model reloaded"),
+    );
+    child.signal(libc::SIGTERM);
     listen(&|h: &str| h.contains("STOPPING=1"), &mut heard);
-    let status = child.wait().unwrap();
+    let status = child.wait_with_deadline(Duration::from_secs(30));
     let log = read_log(dir.path());
     assert!(heard.contains("READY=1"), "{heard}");
     assert!(heard.contains("STATUS=running, input replay"), "{heard}");
-    assert!(heard.contains("WATCHDOG=1"), "{heard}");
+    assert!(
+        heard.matches("WATCHDOG=1").count() >= 2,
+        "a watchdog ping every half interval: {heard}"
+    );
     assert!(heard.contains("STOPPING=1"), "{heard}");
     assert!(status.success(), "{status:?}\n{log}");
     assert!(log.contains("model reloaded"), "SIGHUP reloads:\n{log}");
@@ -256,15 +248,28 @@ fn a_shutdown_past_its_grace_exits_non_zero_saying_what_was_in_flight() {
         fifo.to_str().unwrap(),
         "[pipeline]\nshutdown_grace_ms = 500\n",
     );
-    let mut child = accelwatch()
-        .args(["run", "--config"])
-        .arg(&config)
-        .stderr(log_file(dir.path()))
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_secs(2));
-    signal(&child, "-TERM");
-    let status = child.wait().unwrap();
+    let child = Child::spawn(
+        accelwatch()
+            .args(["run", "--config"])
+            .arg(&config)
+            .stderr(log_file(dir.path())),
+    );
+    // Backed up: a thread of the daemon is blocked writing to the FIFO.
+    let tasks = PathBuf::from(format!("/proc/{}/task", child.id()));
+    wait_until_blocking(
+        Duration::from_secs(30),
+        "a write to the FIFO to block",
+        || {
+            std::fs::read_dir(&tasks).is_ok_and(|threads| {
+                threads.filter_map(Result::ok).any(|t| {
+                    std::fs::read_to_string(t.path().join("wchan"))
+                        .is_ok_and(|w| w.contains("pipe_write"))
+                })
+            })
+        },
+    );
+    child.signal(libc::SIGTERM);
+    let status = child.wait_with_deadline(Duration::from_secs(30));
     let log = read_log(dir.path());
     assert_eq!(status.code(), Some(1), "{log}");
     assert!(log.contains("shutdown_grace_ms (500 ms)"), "{log}");
@@ -284,7 +289,7 @@ fn tool(name: &str, package: &str) -> PathBuf {
 }
 
 fn run_ok(command: &mut std::process::Command) -> String {
-    let out = command.output().unwrap();
+    let out = command.run();
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -328,20 +333,19 @@ async fn prometheus_rules_pass_promtool_and_the_scrape_is_valid() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(config(dir.path()), Vec::new()).await.unwrap();
     let addr = daemon.telemetry_addr().unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A scrape with windows scored: every histogram has samples.
+    wait_metric(addr, "accelwatch_windows_total", AtLeast(1.0)).await;
     let text = scrape(addr).await;
-    daemon.shutdown();
-    daemon.wait().await.unwrap();
-    let mut child = std::process::Command::new(&promtool)
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(child.stdin.as_mut().unwrap(), text.as_bytes()).unwrap();
-    drop(child.stdin.take());
-    let out = child.wait_with_output().unwrap();
+    stop(daemon).await;
+    let mut child = Child::spawn(
+        std::process::Command::new(&promtool)
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped()),
+    );
+    std::io::Write::write_all(child.stdin().as_mut().unwrap(), text.as_bytes()).unwrap();
+    let out = child.wait_with_output(Duration::from_secs(60));
     assert!(
         out.status.success(),
         "promtool check metrics:\n{}{}",
@@ -386,7 +390,7 @@ fn the_debian_package_installs_binary_unit_config_model_and_user() {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let has_cargo_deb = std::process::Command::new(&cargo)
         .args(["deb", "--version"])
-        .output()
+        .run_within(Duration::from_secs(60))
         .is_ok_and(|o| o.status.success());
     assert!(
         has_cargo_deb,
@@ -457,8 +461,7 @@ fn the_debian_package_installs_binary_unit_config_model_and_user() {
             "ACCELWATCH__MODEL__PATH",
             root.join("var/lib/accelwatch/models/demo.onnx"),
         )
-        .output()
-        .unwrap();
+        .run();
     assert!(
         out.status.success(),
         "the packaged config and model fit: {}{}",

@@ -1,12 +1,10 @@
 //! The binary as a user runs it: train, score, evaluate, validate, run and
 //! demo, with their exit codes and messages.
 
-mod common;
-
 use std::process::{Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -28,8 +26,7 @@ fn train_into(dir: &std::path::Path, extra: &[&str]) -> std::path::PathBuf {
         ])
         .arg(&model)
         .args(extra)
-        .output()
-        .unwrap();
+        .run();
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stderr(&out);
     assert!(text.contains("epoch 1/60 loss"), "progress lines: {text}");
@@ -61,8 +58,7 @@ fn train_score_evaluate_on_recorded_data() {
         .arg(demo_csv())
         .arg("--out")
         .arg(&scores)
-        .output()
-        .unwrap();
+        .run();
     assert!(out.status.success(), "{}", stderr(&out));
     let text = std::fs::read_to_string(&scores).unwrap();
     let windows = text
@@ -80,8 +76,7 @@ fn train_score_evaluate_on_recorded_data() {
         .arg(demo_csv())
         .args(["--label", "exercise", "--normal", "PEN", "--report"])
         .arg(&report)
-        .output()
-        .unwrap();
+        .run();
     assert!(out.status.success(), "{}", stderr(&out));
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(report.join("report.json")).unwrap())
@@ -115,8 +110,7 @@ fn train_score_evaluate_on_recorded_data() {
         .arg("--data")
         .arg(demo_csv())
         .args(["--label", "exercise", "--normal", "PENDULUM"])
-        .output()
-        .unwrap();
+        .run();
     assert_eq!(out.status.code(), Some(65));
     assert!(
         stderr(&out).contains("\"PENDULUM\" never appears"),
@@ -135,8 +129,7 @@ fn training_data_errors_say_where() {
         .arg(&csv)
         .arg("--out")
         .arg(dir.path().join("m.onnx"))
-        .output()
-        .unwrap();
+        .run();
     assert_eq!(out.status.code(), Some(65));
     assert!(
         stderr(&out).contains("line 3, column \"ay\": \"oops\""),
@@ -149,8 +142,7 @@ fn training_data_errors_say_where() {
         .arg(&csv)
         .arg("--out")
         .arg(dir.path().join("m.onnx"))
-        .output()
-        .unwrap();
+        .run();
     assert_eq!(out.status.code(), Some(65));
     assert!(stderr(&out).contains("too few windows"), "{}", stderr(&out));
     assert!(!dir.path().join("m.onnx").exists(), "no model written");
@@ -161,8 +153,7 @@ fn validate_reports_every_problem_with_its_key() {
     let out = accelwatch()
         .current_dir(repo())
         .args(["validate", "--config", "configs/default.toml"])
-        .output()
-        .unwrap();
+        .run();
     assert!(
         out.status.success(),
         "the shipped config works as it is: {}",
@@ -172,11 +163,7 @@ fn validate_reports_every_problem_with_its_key() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("bad.toml");
     write(&cfg, "[window]\nsize = 64\nhop = 100\n[input]\nchannels = [\"ax\", \"ax\"]\n[model]\npath = \"missing.onnx\"\n");
-    let out = accelwatch()
-        .args(["validate", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    let out = accelwatch().args(["validate", "--config"]).arg(&cfg).run();
     assert_eq!(out.status.code(), Some(78));
     let text = stderr(&out);
     for expected in [
@@ -189,11 +176,7 @@ fn validate_reports_every_problem_with_its_key() {
     }
 
     write(&cfg, "[window]\nsize = 128\nhopp = 3\n");
-    let out = accelwatch()
-        .args(["validate", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    let out = accelwatch().args(["validate", "--config"]).arg(&cfg).run();
     assert_eq!(out.status.code(), Some(78));
     assert!(
         stderr(&out).contains("unknown field `hopp`"),
@@ -205,8 +188,7 @@ fn validate_reports_every_problem_with_its_key() {
         .current_dir(repo())
         .env("ACCELWATCH__WINDOW__SIZE", "64")
         .args(["validate", "--config", "configs/default.toml"])
-        .output()
-        .unwrap();
+        .run();
     assert_eq!(
         out.status.code(),
         Some(78),
@@ -222,8 +204,7 @@ fn validate_reports_every_problem_with_its_key() {
         .current_dir(repo())
         .env("ACCELWATCH__WINDOW__BOGUS", "1")
         .args(["validate", "--config", "configs/default.toml"])
-        .output()
-        .unwrap();
+        .run();
     assert_eq!(out.status.code(), Some(78));
     assert!(
         stderr(&out).contains("unknown field `bogus`"),
@@ -258,8 +239,7 @@ fn run_exits_zero_at_the_end_of_a_replay_and_78_on_a_broken_model() {
         let out = accelwatch_on(&backend)
             .args(["run", "--config"])
             .arg(&cfg)
-            .output()
-            .unwrap();
+            .run();
         assert!(out.status.success(), "{}", stderr(&out));
         let lines = std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap();
         assert_eq!(
@@ -278,8 +258,7 @@ fn run_exits_zero_at_the_end_of_a_replay_and_78_on_a_broken_model() {
         let out = accelwatch_on(&backend)
             .args(["run", "--config"])
             .arg(&cfg)
-            .output()
-            .unwrap();
+            .run();
         assert_eq!(out.status.code(), Some(78));
         assert!(stderr(&out).contains("broken.onnx"), "{}", stderr(&out));
     }
@@ -289,27 +268,20 @@ fn run_exits_zero_at_the_end_of_a_replay_and_78_on_a_broken_model() {
 fn sigterm_drains_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = run_config(dir.path(), &repo().join("models/demo.onnx"), "loop = true");
-    let child = accelwatch()
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = Child::spawn(
+        accelwatch()
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .stderr(Stdio::piped()),
+    );
     let out_path = dir.path().join("out.jsonl");
-    let started = Instant::now();
-    while std::fs::metadata(&out_path).map(|m| m.len()).unwrap_or(0) < 200_000 {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the daemon writes windows"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let out = child.wait_with_output().unwrap();
+    wait_until_blocking(
+        Duration::from_secs(60),
+        "the daemon to write 200 kB of windows",
+        || std::fs::metadata(&out_path).map(|m| m.len()).unwrap_or(0) >= 200_000,
+    );
+    child.signal(libc::SIGTERM);
+    let out = child.wait_with_output(Duration::from_secs(30));
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("pipeline drained"),
@@ -327,8 +299,7 @@ fn sigterm_drains_and_exits_zero() {
 fn demo_trains_replays_and_raises_alerts() {
     let out = accelwatch()
         .args(["demo", "--once", "--speed", "0", "--listen", "127.0.0.1:0"])
-        .output()
-        .unwrap();
+        .run();
     assert!(out.status.success(), "{}", stderr(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("ALERT RAISED watch-9"), "{stdout}");

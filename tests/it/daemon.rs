@@ -2,36 +2,16 @@
 //! decoding, windowing, tract scoring and the sinks, with a real HTTP scrape
 //! of /metrics, and a clean drain on shutdown.
 
-mod common;
-
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::*;
 use accelwatch::config::Config;
 use accelwatch::daemon::{Daemon, DaemonError};
 use accelwatch::decode::Format;
 use accelwatch::pipeline::IngestStage;
-use accelwatch::sink::{Output, Sink};
 use accelwatch::source::Frame;
 use accelwatch::telemetry::Metrics;
-use common::*;
-
-/// Collects outputs in memory.
-#[derive(Clone, Default)]
-struct Collect(Arc<Mutex<Vec<Output>>>);
-
-impl Sink for Collect {
-    fn name(&self) -> &'static str {
-        "collect"
-    }
-    fn write(&mut self, output: &Output) -> std::io::Result<()> {
-        self.0.lock().unwrap().push(output.clone());
-        Ok(())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 fn config_with_model(dir: &std::path::Path) -> Config {
     let trained = quick_model(&["ax", "ay", "az"], 40, 3);
@@ -122,11 +102,7 @@ async fn replay_to_the_end_scores_every_window_and_drains() {
         .filter(|l| l["type"] == "alert" && l["event"] == "raise")
         .count();
     assert!(raised >= 2, "expected alerts on ABD/FEL, got {raised}");
-    assert_eq!(
-        collected.0.lock().unwrap().len(),
-        lines.len(),
-        "every sink got every output"
-    );
+    assert_eq!(collected.len(), lines.len(), "every sink got every output");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -136,33 +112,24 @@ async fn metrics_are_scraped_over_http_and_shutdown_drains() {
     config.input.replay.repeat = true;
     let daemon = Daemon::start(config, Vec::new()).await.unwrap();
     let addr = daemon.telemetry_addr().expect("telemetry enabled");
-    let scrape =
-        move |path: &'static str| tokio::task::spawn_blocking(move || http_get(addr, path));
-
-    let (status, body) = scrape("/healthz").await.unwrap();
+    let (status, body) = get(addr, "/healthz").await;
     assert_eq!(status, 200);
     assert!(body.contains("\"ok\""), "{body}");
-    let (status, body) = scrape("/readyz").await.unwrap();
+    let (status, body) = get(addr, "/readyz").await;
     assert_eq!(status, 200, "{body}");
-    let mut windows = 0.0;
-    for _ in 0..200 {
-        let (status, text) = scrape("/metrics").await.unwrap();
-        assert_eq!(status, 200);
-        windows = metric(&text, "accelwatch_windows_total").unwrap_or(0.0);
-        if windows > 300.0 {
-            assert!(metric(&text, "accelwatch_samples_total").unwrap() > 17_000.0);
-            assert!(text.contains("accelwatch_model_info{id=\"basic-"));
-            assert!(text.contains("accelwatch_inference_seconds_bucket"));
-            assert!(text.contains("accelwatch_reconstruction_error_bucket"));
-            assert!(text.contains("accelwatch_decode_errors_total{reason=\"syntax\"} 0"));
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(
-        windows > 300.0,
-        "the looping replay went past one pass: {windows}"
-    );
+    // The looping replay goes past one pass (276 windows).
+    wait_until(
+        Duration::from_secs(20),
+        "over 300 windows scored",
+        || async { metric(&scrape(addr).await, "accelwatch_windows_total").unwrap_or(0.0) > 300.0 },
+    )
+    .await;
+    let text = scrape(addr).await;
+    assert!(metric(&text, "accelwatch_samples_total").unwrap() > 17_000.0);
+    assert!(text.contains("accelwatch_model_info{id=\"basic-"));
+    assert!(text.contains("accelwatch_inference_seconds_bucket"));
+    assert!(text.contains("accelwatch_reconstruction_error_bucket"));
+    assert!(text.contains("accelwatch_decode_errors_total{reason=\"syntax\"} 0"));
 
     daemon.shutdown();
     let summary = tokio::time::timeout(Duration::from_secs(30), daemon.wait())

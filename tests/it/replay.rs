@@ -1,13 +1,11 @@
 //! Replay pacing, on tokio's paused clock: every device starts together and
 //! is paced by its own timestamps, scaled by the speed.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::*;
 use accelwatch::config::Config;
 use accelwatch::source::replay::Replay;
-use common::*;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 

@@ -6,21 +6,18 @@
 //!
 //! socat is required: install the Debian package socat (`.ci/run` does).
 
-mod common;
-
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use accelwatch::config::{Config, InputKind, SerialFormat, SerialPortConfig};
 use accelwatch::daemon::Daemon;
 use accelwatch::serial::framing::encode_samples;
-use accelwatch::sink::{Output, Sink, WindowRecord};
 use tokio::io::AsyncWriteExt;
 use tokio_serial::{SerialPortBuilderExt, SerialStream};
 
-use common::*;
+use crate::common::*;
 
 const TEST_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -60,14 +57,14 @@ impl PtyPair {
 
     fn start(&mut self) {
         assert!(self.child.is_none());
-        let child = Command::new(socat_binary())
-            .arg("-d")
-            .arg(format!("pty,raw,echo=0,link={}", self.writer.display()))
-            .arg(format!("pty,raw,echo=0,link={}", self.port.display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start socat");
+        let child = Child::spawn(
+            Command::new(socat_binary())
+                .arg("-d")
+                .arg(format!("pty,raw,echo=0,link={}", self.writer.display()))
+                .arg(format!("pty,raw,echo=0,link={}", self.port.display()))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        );
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while !(self.port.exists() && self.writer.exists()) {
@@ -79,8 +76,7 @@ impl PtyPair {
     /// Unplugs the device: both ptys vanish.
     fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+            child.kill();
         }
         // SIGKILL leaves the links behind, dangling.
         let _ = std::fs::remove_file(&self.port);
@@ -98,36 +94,6 @@ impl PtyPair {
 impl Drop for PtyPair {
     fn drop(&mut self) {
         self.kill();
-    }
-}
-
-#[derive(Clone, Default)]
-struct Collect(Arc<Mutex<Vec<WindowRecord>>>);
-
-impl Sink for Collect {
-    fn name(&self) -> &'static str {
-        "collect"
-    }
-    fn write(&mut self, output: &Output) -> std::io::Result<()> {
-        if let Output::Window(w) = output {
-            self.0.lock().unwrap().push(w.clone());
-        }
-        Ok(())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Collect {
-    fn of(&self, device: &str) -> Vec<WindowRecord> {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|w| &*w.device == device)
-            .cloned()
-            .collect()
     }
 }
 
@@ -165,55 +131,17 @@ fn demo_rows() -> Vec<[f64; 4]> {
         .collect()
 }
 
-/// Polls `metric` (an exact series, labels included) until `ok` holds.
-async fn wait_metric(daemon: &Daemon, series: &str, ok: impl Fn(f64) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let text = daemon.metrics.render();
-        let value = metric(&text, series).unwrap_or(f64::NAN);
-        if ok(value) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{series} stayed at {value}:\n{}",
-            text.lines()
-                .filter(|l| l.contains("serial") || l.contains("decode_errors"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
 async fn wait_windows(collect: &Collect, device: &str, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while collect.of(device).len() < n {
-        assert!(
-            Instant::now() < deadline,
-            "{device}: {} windows, expected {n}",
-            collect.of(device).len()
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    wait_until(
+        Duration::from_secs(30),
+        &format!("{n} windows of {device}"),
+        || async { collect.windows_of(device).len() >= n },
+    )
+    .await;
 }
 
 fn value(text: &str, series: &str) -> f64 {
     metric(text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"))
-}
-
-/// Starts a daemon writing to a [`Collect`], and waits for its (first)
-/// serial port to open.
-async fn start_connected(config: Config) -> (Daemon, Collect) {
-    let collect = Collect::default();
-    let daemon = Daemon::start(config, vec![Box::new(collect.clone())])
-        .await
-        .unwrap();
-    wait_metric(&daemon, "accelwatch_serial_connected{port=\"0\"}", |v| {
-        v == 1.0
-    })
-    .await;
-    (daemon, collect)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -226,16 +154,8 @@ async fn csv_lines_are_windowed_scored_and_their_rate_checked() {
         let mut config = config(dir.path(), vec![port]);
         config.input.serial.max_line_bytes = 64;
         config.input.serial.rate_window_s = 1.0;
-        let collect = Collect::default();
-        let daemon = Daemon::start(config, vec![Box::new(collect.clone())])
-            .await
-            .unwrap();
-        wait_metric(
-            &daemon,
-            "accelwatch_serial_connected{port=\"accel0\"}",
-            |v| v == 1.0,
-        )
-        .await;
+        // Waits for accelwatch_serial_connected{port="accel0"}.
+        let (daemon, collect) = start_connected(config).await;
 
         // Untimed `ax,ay,az` lines as firmware prints them, with a boot
         // banner, blank lines, an over-long line and a malformed one.
@@ -256,7 +176,7 @@ async fn csv_lines_are_windowed_scored_and_their_rate_checked() {
 
         // 300 samples: windows at 128, 192 and 256.
         wait_windows(&collect, "wrist", 3).await;
-        let windows = collect.of("wrist");
+        let windows = collect.windows_of("wrist");
         assert_eq!(
             windows.iter().map(|w| w.seq).collect::<Vec<_>>(),
             vec![0, 1, 2]
@@ -267,6 +187,9 @@ async fn csv_lines_are_windowed_scored_and_their_rate_checked() {
             (first.t_end - first.t_start - 127.0 * 20.0).abs() < 1e-6,
             "untimed samples are spaced at 50 Hz from their arrival"
         );
+        // The third window came with sample 256; the 44 after it are
+        // counted a moment later.
+        wait_metric(&daemon, "accelwatch_samples_total", 300.0).await;
         let text = daemon.metrics.render();
         let framing = |reason: &str| {
             value(
@@ -296,7 +219,7 @@ async fn csv_lines_are_windowed_scored_and_their_rate_checked() {
         wait_metric(
             &daemon,
             "accelwatch_serial_rate_mismatch_total{port=\"accel0\"}",
-            |v| v == 1.0,
+            1.0,
         )
         .await;
         stop(daemon).await;
@@ -359,8 +282,8 @@ async fn binary_frames_survive_garbage_torn_frames_and_bad_crcs() {
 
         // 24 good frames of 10: 240 samples, windows at 128 and 192.
         wait_windows(&collect, "press", 2).await;
-        wait_metric(&daemon, "accelwatch_samples_total", |v| v == 240.0).await;
-        let windows = collect.of("press");
+        wait_metric(&daemon, "accelwatch_samples_total", 240.0).await;
+        let windows = collect.windows_of("press");
         assert_eq!(windows.len(), 2);
         assert!(windows.iter().all(|w| w.score.is_finite()));
         let text = daemon.metrics.render();
@@ -409,12 +332,8 @@ async fn an_unplugged_port_is_reopened_and_the_window_restarts() {
         // Timestamps continue across the outage without a gap, so only the
         // reconnection can restart the window.
         config.window.max_gap_ms = 60_000.0;
-        let collect = Collect::default();
-        let daemon = Daemon::start(config, vec![Box::new(collect.clone())])
-            .await
-            .unwrap();
         let connected = "accelwatch_serial_connected{port=\"0\"}";
-        wait_metric(&daemon, connected, |v| v == 1.0).await;
+        let (daemon, collect) = start_connected(config).await;
         let rows = demo_rows();
         let mut writer = pty.open_writer();
         writer
@@ -422,34 +341,34 @@ async fn an_unplugged_port_is_reopened_and_the_window_restarts() {
             .await
             .unwrap();
         wait_windows(&collect, "arm", 2).await;
-        wait_metric(&daemon, "accelwatch_samples_total", |v| v == 200.0).await;
+        wait_metric(&daemon, "accelwatch_samples_total", 200.0).await;
 
         drop(writer);
         pty.kill();
-        wait_metric(&daemon, connected, |v| v == 0.0).await;
+        wait_metric(&daemon, connected, 0.0).await;
         wait_metric(
             &daemon,
             "accelwatch_serial_connection_failures_total{port=\"0\",reason=\"lost\"}",
-            |v| v == 1.0,
+            1.0,
         )
         .await;
         // Unplugged for a while: reopening fails, and is retried.
         wait_metric(
             &daemon,
             "accelwatch_serial_connection_failures_total{port=\"0\",reason=\"open\"}",
-            |v| v >= 2.0,
+            AtLeast(2.0),
         )
         .await;
 
         pty.start();
-        wait_metric(&daemon, connected, |v| v == 1.0).await;
+        wait_metric(&daemon, connected, 1.0).await;
         let mut writer = pty.open_writer();
         writer
             .write_all(timed_lines(&rows[200..400], 4000.0).as_bytes())
             .await
             .unwrap();
         wait_windows(&collect, "arm", 4).await;
-        let windows = collect.of("arm");
+        let windows = collect.windows_of("arm");
         // Without the restart, the ring would have gone on from sample 200
         // and emitted at 256, 320, 384.
         assert_eq!(
@@ -487,13 +406,10 @@ async fn a_port_missing_at_start_is_waited_for_while_another_port_serves() {
         wait_metric(
             &daemon,
             "accelwatch_serial_connection_failures_total{port=\"right\",reason=\"open\"}",
-            |v| v >= 2.0,
+            AtLeast(2.0),
         )
         .await;
-        wait_metric(&daemon, "accelwatch_serial_connected{port=\"left\"}", |v| {
-            v == 1.0
-        })
-        .await;
+        wait_metric(&daemon, "accelwatch_serial_connected{port=\"left\"}", 1.0).await;
 
         let rows = demo_rows();
         let mut writer = present.open_writer();
@@ -510,12 +426,7 @@ async fn a_port_missing_at_start_is_waited_for_while_another_port_serves() {
 
         // The device is plugged in: its port appears and is read.
         let late = PtyPair::new(&absent_path);
-        wait_metric(
-            &daemon,
-            "accelwatch_serial_connected{port=\"right\"}",
-            |v| v == 1.0,
-        )
-        .await;
+        wait_metric(&daemon, "accelwatch_serial_connected{port=\"right\"}", 1.0).await;
         let json: String = rows[..130]
             .iter()
             .map(|r| format!("{{\"ax\":{},\"ay\":{},\"az\":{}}}\n", r[1], r[2], r[3]))
@@ -523,7 +434,11 @@ async fn a_port_missing_at_start_is_waited_for_while_another_port_serves() {
         let mut writer = late.open_writer();
         writer.write_all(json.as_bytes()).await.unwrap();
         wait_windows(&collect, "right", 1).await;
-        assert_eq!(collect.of("left").len(), 1, "one window from each port");
+        assert_eq!(
+            collect.windows_of("left").len(),
+            1,
+            "one window from each port"
+        );
         stop(daemon).await;
     })
     .await
@@ -554,7 +469,7 @@ async fn the_simulated_device_is_read_through_to_windows() {
                 .await
                 .unwrap();
             wait_windows(&collect, "sim", 10).await;
-            let windows = collect.of("sim");
+            let windows = collect.windows_of("sim");
             assert_eq!(windows.len(), 10, "{format:?}");
             assert!(windows.iter().all(|w| w.score.is_finite()));
             stop(daemon).await;

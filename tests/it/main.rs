@@ -1,0 +1,17 @@
+//! The integration tests, one crate linked once: a module per area, with
+//! the helpers they share in [`common`].
+//!
+//! Run one area with `cargo test --test it <module>::`, e.g.
+//! `cargo test --test it mqtt::online::`.
+
+mod common;
+
+mod cli;
+mod daemon;
+mod export;
+mod external;
+mod mqtt;
+mod ops;
+mod replay;
+mod serial;
+mod variants;
