@@ -44,8 +44,8 @@ async fn readyz(State(metrics): State<Metrics>) -> impl IntoResponse {
             "input": {
                 "kind": readiness.input_kind,
                 "connected": readiness.input_connected,
-                "subscribed": readiness.input_subscribed,
             },
+            "subscribed": readiness.input_subscribed,
             "calibrating": {
                 "scopes": readiness.calibrating,
                 "first": readiness.calibrating_first,

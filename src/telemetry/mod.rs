@@ -32,4 +32,39 @@ mod tests {
         );
         assert!(text.contains("accelwatch_anomalous_windows_total 1"));
     }
+
+    #[test]
+    fn readiness_needs_subscriptions_and_a_model_for_every_scope() {
+        let m = Metrics::new();
+        m.set_input_kind("mqtt");
+        m.set_ready(true);
+        m.mqtt_connected("input", true);
+        let r = m.readiness();
+        assert!(!r.ready());
+        assert!(r.reason().unwrap().contains("subscriptions"), "{r:?}");
+        m.mqtt_subscribed(true);
+        assert!(m.readiness().ready());
+
+        m.model_state("device:a", "calibrating");
+        m.model_state("fleet", "calibrating");
+        let r = m.readiness();
+        assert!(!r.ready());
+        assert_eq!(r.calibrating, 2);
+        assert_eq!(r.calibrating_first, ["device:a", "fleet"]);
+        assert!(r.reason().unwrap().contains("2 model scope(s) calibrating"));
+        m.set_ready_while_calibrating(true);
+        assert!(m.readiness().ready(), "the documented choice");
+        m.set_ready_while_calibrating(false);
+
+        m.model_loaded("fleet", "basic-1", "basic", 0.5);
+        m.model_state("fleet", "serving");
+        m.model_loaded("device:a", "basic-2", "basic", 0.5);
+        // A served scope that retrains stays ready.
+        m.model_state("device:a", "training");
+        assert!(m.readiness().ready(), "{:?}", m.readiness());
+
+        m.mqtt_connected("input", false);
+        m.mqtt_subscribed(false);
+        assert!(m.readiness().reason().unwrap().contains("not connected"));
+    }
 }

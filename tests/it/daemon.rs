@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use crate::common::*;
 use accelwatch::config::Config;
-use accelwatch::daemon::{Daemon, DaemonError};
+use accelwatch::daemon::error::DaemonError;
+use accelwatch::daemon::Daemon;
 use accelwatch::decode::Format;
 use accelwatch::pipeline::IngestStage;
-use accelwatch::source::Frame;
+use accelwatch::source::frame::Frame;
 use accelwatch::telemetry::Metrics;
 
 fn config_with_model(dir: &std::path::Path) -> Config {
@@ -178,7 +179,12 @@ fn malformed_payloads_are_counted_and_the_stream_goes_on() {
     config.window.size = 4;
     config.window.hop = 2;
     let metrics = Metrics::new();
-    let mut stage = IngestStage::new(&config, metrics.clone());
+    let mut stage = IngestStage::new(
+        &config.input,
+        &config.window,
+        &config.training,
+        metrics.clone(),
+    );
     let frame = |payload: &str, format| Frame {
         device: Arc::from("dev"),
         payload: payload.as_bytes().to_vec(),

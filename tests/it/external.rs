@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use crate::common::*;
 use accelwatch::config::{Config, Variant};
+use accelwatch::model::scorer::Scorer;
 use accelwatch::model::{BackendOptions, LoadedModel, MAX_MODEL_BYTES};
-use accelwatch::score::Scorer;
 
 fn python() -> &'static str {
     "python3"

@@ -8,6 +8,7 @@ mod common;
 
 mod cli;
 mod daemon;
+mod docs;
 mod export;
 mod external;
 mod mqtt;

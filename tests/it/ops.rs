@@ -65,7 +65,7 @@ async fn twenty_reloads_under_load_lose_no_window() {
     let daemon = Daemon::start(config, Vec::new()).await.unwrap();
     let addr = daemon.telemetry_addr().unwrap();
     let reloader = daemon.reloader();
-    let reload = |reloader: accelwatch::ops::Reloader| {
+    let reload = |reloader: accelwatch::daemon::reload::Reloader| {
         tokio::task::spawn_blocking(move || reloader.reload("test"))
     };
     for i in 0..20 {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use accelwatch::config::{Config, InputKind, SerialFormat, SerialPortConfig};
 use accelwatch::daemon::Daemon;
-use accelwatch::serial::framing::encode_samples;
+use accelwatch::source::serial::framing::encode_samples;
 use tokio::io::AsyncWriteExt;
 use tokio_serial::{SerialPortBuilderExt, SerialStream};
 
@@ -446,11 +446,11 @@ async fn a_port_missing_at_start_is_waited_for_while_another_port_serves() {
 }
 
 /// The simulator the README points users without hardware to
-/// (`examples/serial_sim.rs` runs `accelwatch::serial::sim`): its pty,
+/// (`examples/serial_sim.rs` runs `accelwatch::source::serial::sim`): its pty,
 /// in both formats, read by the daemon through to scored windows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_simulated_device_is_read_through_to_windows() {
-    use accelwatch::serial::sim::{self, SimFormat};
+    use accelwatch::source::serial::sim::{self, SimFormat};
     tokio::time::timeout(TEST_TIMEOUT, async {
         let rows = sim::recording_rows(&demo_csv(), "watch-10").unwrap();
         let rows = &rows[..128 + 64 * 9];

@@ -147,7 +147,7 @@ fn the_vae_serves_mu_and_can_score_by_negative_elbo() {
     assert_eq!(a, b, "served deterministically");
     let kl = a.kl.expect("a kl output");
     assert!(kl.iter().all(|k| *k >= 0.0 && k.is_finite()), "{kl:?}");
-    let mut scorer = accelwatch::score::Scorer::new(loaded);
+    let mut scorer = accelwatch::model::scorer::Scorer::new(loaded);
     let scores = scorer
         .score(set.data[..4 * set.features].chunks(set.features))
         .unwrap();

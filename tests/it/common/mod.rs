@@ -20,8 +20,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use accelwatch::config::{Config, TrainingConfig, Variant};
-use accelwatch::model::net::Architecture;
-use accelwatch::model::train::{self, InputSpec, Trained, WindowSet};
+use accelwatch::model::train::{self, Trained, WindowSet};
 use accelwatch::model::BackendOptions;
 use accelwatch::recording::Recording;
 
@@ -44,7 +43,8 @@ pub fn channels(names: &[&str]) -> Vec<String> {
 
 /// Windows of the shipped PEN recordings, one stream per recording.
 pub fn pen_windows(config: &Config) -> WindowSet {
-    Recording::window_set_of(&train_csv(), "series", config).expect("shipped training data")
+    Recording::window_set_of(&train_csv(), "series", &config.input, &config.window)
+        .expect("shipped training data")
 }
 
 /// Trains a basic model on the shipped PEN data with few epochs.
@@ -60,13 +60,13 @@ pub fn quick_variant(config: &Config, variant: Variant, epochs: usize, seed: u64
     let mut config = config.clone();
     config.model.variant = variant;
     let set = pen_windows(&config);
-    let arch = Architecture::from_config(&config);
+    let arch = config.architecture();
     let settings = TrainingConfig {
         epochs,
         seed,
         ..config.training.clone()
     };
-    let input = InputSpec::from_config(&config);
+    let input = config.input_spec();
     train::train(&arch, &settings, &input, &set, &mut |_| {}).expect("training")
 }
 

@@ -2,7 +2,8 @@
 
 use std::sync::{Arc, Mutex};
 
-use accelwatch::sink::{Output, Sink, WindowRecord};
+use accelwatch::record::{Output, WindowRecord};
+use accelwatch::sink::Sink;
 
 /// Collects outputs in memory; clones share the collection.
 #[derive(Clone, Default)]

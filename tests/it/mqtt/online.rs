@@ -40,6 +40,17 @@ async fn a_daemon_without_a_model_calibrates_then_alerts_and_keeps_its_model() {
             ),
             Some(1.0)
         );
+        // Calibrating, it serves no model: not ready, and the body says why.
+        let (status, body) = crate::common::http::get(addr, "/readyz").await;
+        let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(ready["calibrating"]["scopes"], 1, "{body}");
+        assert_eq!(ready["calibrating"]["first"], serde_json::json!(["fleet"]));
+        assert_eq!(ready["subscribed"], true, "{body}");
+        assert!(
+            ready["reason"].as_str().unwrap().contains("calibrating"),
+            "{body}"
+        );
 
         // Normal data: the PEN recordings of subjects 1-7 (about 260
         // windows), with 30-odd windows of another motion (ABD) in the
@@ -82,6 +93,8 @@ async fn a_daemon_without_a_model_calibrates_then_alerts_and_keeps_its_model() {
             metric(&text, "accelwatch_training_runs_total{result=\"ok\"}"),
             Some(1.0)
         );
+        let (status, body) = crate::common::http::get(addr, "/readyz").await;
+        assert_eq!(status, 200, "ready once the model is served: {body}");
         let excluded = metric(&text, "accelwatch_training_excluded_windows_total").unwrap();
         assert!(
             excluded >= 10.0,
