@@ -110,43 +110,10 @@ impl Config {
     /// checked by loading it, see `Config::model_problems`).
     pub fn validate(&self) -> Vec<Problem> {
         let mut problems = self.validate_settings();
-        let mut check = |ok: bool, key: &str, message: String| {
-            if !ok {
-                problems.push(Problem {
-                    key: key.into(),
-                    message,
-                });
-            }
-        };
-        match self.input.kind {
-            InputKind::Replay => check(
-                self.input.replay.path.is_file(),
-                "input.replay.path",
-                format!("no such file: {}", self.input.replay.path.display()),
-            ),
-            InputKind::Mqtt => crate::mqtt::config::auth_files(
-                &self.input.mqtt.auth,
-                "input.mqtt.auth",
-                &mut check,
-            ),
-            // A port that is not there (yet) is waited for, not an error:
-            // USB devices come and go.
-            InputKind::Serial => {}
-        }
-        if let Some(output) = &self.output.mqtt {
-            crate::mqtt::config::auth_files(&output.auth, "output.mqtt.auth", &mut check);
-        }
-        let jsonl = self.output.jsonl.as_str();
-        if jsonl != "-" && jsonl != "off" {
-            let parent = Path::new(jsonl)
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty());
-            check(
-                parent.is_none_or(Path::is_dir),
-                "output.jsonl",
-                format!("the directory of {jsonl} does not exist"),
-            );
-        }
+        let mut files = Problems::default();
+        self.input.file_problems(&mut files);
+        self.output.file_problems(&mut files);
+        problems.extend(files.into_vec());
         problems
     }
 

@@ -81,7 +81,7 @@ impl IngestStage {
             .decoder
             .decode(frame.format, &frame.payload, &mut self.samples)
         {
-            metrics.decode_error(&error);
+            metrics.decode_error(error.reason());
             if let Some(held_back) = self.warned.check(error.reason(), Instant::now()) {
                 tracing::warn!(
                     device = %frame.device, %error, held_back,
@@ -100,7 +100,7 @@ impl IngestStage {
                 .windower
                 .push(&frame.device, *t, frame.received_at_ms, values)
             {
-                Err(dropped) => metrics.sample_dropped(dropped),
+                Err(dropped) => metrics.sample_dropped(dropped.reason()),
                 Ok(pushed) => {
                     if pushed.gap_restart {
                         metrics.gap_restart();

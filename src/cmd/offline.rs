@@ -51,14 +51,18 @@ pub fn read_options(
 
 /// The windowing a model implies, with the config's gap and device limits.
 pub fn model_window_spec(model: &LoadedModel, config: &Config) -> WindowSpec {
-    WindowSpec {
+    let window = crate::window::WindowConfig {
         size: model.meta.window,
         hop: model.meta.hop,
-        channels: model.meta.channels.len(),
-        max_gap_ms: config.window.max_gap_ms,
+        // A recording is read whole: no device is evicted.
         max_devices: usize::MAX,
-        interval_ms: 1000.0 / model.meta.sample_rate_hz,
-    }
+        ..config.window.clone()
+    };
+    WindowSpec::new(
+        &window,
+        model.meta.channels.len(),
+        model.meta.sample_rate_hz,
+    )
 }
 
 pub const OFFLINE_BATCH: usize = 64;

@@ -225,38 +225,44 @@ fn diff(prefix: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Ve
 /// time or size changes. Replace model files by renaming a complete file
 /// over them: a half-written file is refused (and retried on the next
 /// change).
-pub async fn watch_model(
+pub fn watch_model(
     reloader: Reloader,
     interval: Duration,
     mut shutdown: watch::Receiver<bool>,
-) {
-    let fingerprint = |path: &Path| {
-        std::fs::metadata(path)
-            .ok()
-            .map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()))
-    };
+) -> impl std::future::Future<Output = ()> {
+    // Taken now, before the daemon's start returns: a file replaced right
+    // after the start is a change, not the starting point.
     let mut seen = (reloader.model_path(), fingerprint(&reloader.model_path()));
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = shutdown.wait_for(|stop| *stop) => return,
+    async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+            let path = reloader.model_path();
+            let now = (path.clone(), fingerprint(&path));
+            if now == seen {
+                continue;
+            }
+            seen = now;
+            if seen.1.is_none() {
+                tracing::warn!(path = %path.display(), "the model file is gone; the running model stays");
+                continue;
+            }
+            let r = reloader.clone();
+            let _ = tokio::task::spawn_blocking(move || r.reload("the model file changed")).await;
+            // The reload may have switched paths: start from what is there now.
+            let path = reloader.model_path();
+            seen = (path.clone(), fingerprint(&path));
         }
-        let path = reloader.model_path();
-        let now = (path.clone(), fingerprint(&path));
-        if now == seen {
-            continue;
-        }
-        seen = now;
-        if seen.1.is_none() {
-            tracing::warn!(path = %path.display(), "the model file is gone; the running model stays");
-            continue;
-        }
-        let r = reloader.clone();
-        let _ = tokio::task::spawn_blocking(move || r.reload("the model file changed")).await;
-        // The reload may have switched paths: start from what is there now.
-        let path = reloader.model_path();
-        seen = (path.clone(), fingerprint(&path));
     }
+}
+
+/// A model file's modification time and size, if it is there.
+fn fingerprint(path: &Path) -> Option<(SystemTime, u64)> {
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()))
 }
 
 /// Reloads on every SIGHUP until aborted.

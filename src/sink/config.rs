@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::problem::Problems;
 use crate::sink::mqtt::config::MqttOutputConfig;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -18,6 +19,25 @@ pub struct OutputConfig {
 impl OutputConfig {
     fn default_jsonl() -> String {
         "-".into()
+    }
+
+    /// The files and directories `[output]` names that are not there.
+    pub fn file_problems(&self, problems: &mut Problems) {
+        let mut check = |ok: bool, key: &str, message: String| problems.check(ok, key, message);
+        if let Some(output) = &self.mqtt {
+            crate::mqtt::config::auth_files(&output.auth, "output.mqtt.auth", &mut check);
+        }
+        let jsonl = self.jsonl.as_str();
+        if jsonl != "-" && jsonl != "off" {
+            let parent = std::path::Path::new(jsonl)
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty());
+            check(
+                parent.is_none_or(std::path::Path::is_dir),
+                "output.jsonl",
+                format!("the directory of {jsonl} does not exist"),
+            );
+        }
     }
 }
 

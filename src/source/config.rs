@@ -158,4 +158,21 @@ impl InputConfig {
             );
         }
     }
+
+    /// The files `[input]` names that are not there. A serial port that is
+    /// not there (yet) is waited for, not a problem: USB devices come and go.
+    pub fn file_problems(&self, problems: &mut Problems) {
+        let mut check = |ok: bool, key: &str, message: String| problems.check(ok, key, message);
+        match self.kind {
+            InputKind::Replay => check(
+                self.replay.path.is_file(),
+                "input.replay.path",
+                format!("no such file: {}", self.replay.path.display()),
+            ),
+            InputKind::Mqtt => {
+                crate::mqtt::config::auth_files(&self.mqtt.auth, "input.mqtt.auth", &mut check)
+            }
+            InputKind::Serial => {}
+        }
+    }
 }

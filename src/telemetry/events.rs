@@ -4,9 +4,6 @@ use std::sync::atomic::Ordering;
 
 use prometheus::{Encoder, TextEncoder};
 
-use crate::decode::DecodeError;
-use crate::window::Dropped;
-
 use super::metrics::Metrics;
 
 impl Metrics {
@@ -16,16 +13,15 @@ impl Metrics {
     pub fn samples(&self, n: usize) {
         self.inner.samples.inc_by(n as u64);
     }
-    pub fn decode_error(&self, error: &DecodeError) {
-        self.inner
-            .decode_errors
-            .with_label_values(&[error.reason()])
-            .inc();
+    /// `reason` is a decode error's bounded reason.
+    pub fn decode_error(&self, reason: &str) {
+        self.inner.decode_errors.with_label_values(&[reason]).inc();
     }
-    pub fn sample_dropped(&self, reason: Dropped) {
+    /// `reason` is why the windower dropped a sample (bounded).
+    pub fn sample_dropped(&self, reason: &str) {
         self.inner
             .samples_dropped
-            .with_label_values(&[reason.reason()])
+            .with_label_values(&[reason])
             .inc();
     }
     pub fn gap_restart(&self) {

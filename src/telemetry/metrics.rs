@@ -368,7 +368,7 @@ impl Metrics {
                 training_runs: counter_vec(
                     r,
                     "accelwatch_training_runs_total",
-                    "Online trainings, by result: ok or failed.",
+                    "Online trainings, by result: ok, rejected (a retrained model not better than the served one) or failed.",
                     &["result"],
                 ),
                 training_excluded: counter(

@@ -20,7 +20,7 @@ mod tests {
         let m = Metrics::new();
         m.frame();
         m.samples(3);
-        m.decode_error(&DecodeError::NotUtf8);
+        m.decode_error(DecodeError::NotUtf8.reason());
         m.window_scored("basic-x", 0.5, true);
         let text = m.render();
         assert!(text.contains("accelwatch_frames_total 1"), "{text}");
