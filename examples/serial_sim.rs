@@ -1,7 +1,7 @@
 //! A serial accelerometer without hardware: creates a pseudo-terminal
 //! pair, prints the path of its serial end, and writes one device of the
 //! shipped recording into it as firmware would, paced at 50 Hz
-//! (`accelwatch::source::serial::sim`, which tests/serial.rs exercises).
+//! (`accelwatch::source::serial::sim`, which tests/it/serial.rs exercises).
 //!
 //! ```sh
 //! cargo run --example serial_sim -- [--speed 1] [--format csv|binary] [--link /tmp/accel0] [--loop]

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Models made by third-party tools, for tests/external.rs and docs/models.md.
+"""Models made by third-party tools, for tests/it/external.rs and docs/models.md.
 
 Trains a small scikit-learn MLPRegressor autoencoder on the shipped PEN
 recordings (raw units, time-major windows, as the external-model contract

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use crate::daemon::config::PipelineConfig;
-pub use crate::decode::PayloadFormat;
+
 pub use crate::detect::DetectorConfig;
 pub use crate::model::config::*;
 pub use crate::model::train::config::*;
@@ -240,7 +240,7 @@ mod mqtt_tests {
             TopicEntry::Filter("sensors/accel".into()),
             TopicEntry::WithFormat(TopicWithFormat {
                 filter: "a/{device}".into(),
-                format: PayloadFormat::Binary,
+                format: crate::decode::Format::Binary,
             }),
         ];
         config.input.mqtt.qos = 2;

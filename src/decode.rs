@@ -46,7 +46,10 @@ impl Samples {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a payload is encoded (`format` in the config: `json`, `csv`,
+/// `binary`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Format {
     /// A JSON sample, batch or array of samples, told apart by shape.
     Json,
@@ -577,27 +580,6 @@ pub fn json_device_field(payload: &[u8], field: &str) -> Result<String, DeviceFi
             "device field {field:?} must be a non-empty string or an integer, got {other}"
         ))),
         None => Err(DeviceFieldError(format!("no device field {field:?}"))),
-    }
-}
-
-/// How a payload is encoded; see `decode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PayloadFormat {
-    /// A JSON sample, batch or array of samples.
-    Json,
-    Csv,
-    /// The little-endian binary batch (int16 or float32, said by its header).
-    Binary,
-}
-
-impl PayloadFormat {
-    pub const fn decode_format(self) -> Format {
-        match self {
-            PayloadFormat::Json => Format::Json,
-            PayloadFormat::Csv => Format::Csv,
-            PayloadFormat::Binary => Format::Binary,
-        }
     }
 }
 

@@ -96,7 +96,7 @@ mod mqtt {
     use crate::cmd::exit::Failure;
     use crate::config::Config;
     use crate::daemon::Daemon;
-    use crate::decode::PayloadFormat;
+    use crate::decode::Format;
     use crate::sink::console::format_message;
     use crate::sink::mqtt::config::MqttOutputConfig;
     use crate::source::config::InputKind;
@@ -119,7 +119,7 @@ mod mqtt {
         config.input.kind = InputKind::Mqtt;
         config.input.mqtt.url = format!("mqtt://{broker}");
         config.input.mqtt.topics = vec![TopicEntry::Filter(SENSOR_TOPIC.into())];
-        config.input.mqtt.format = PayloadFormat::Csv;
+        config.input.mqtt.format = Format::Csv;
         config.output.mqtt = Some(MqttOutputConfig::default());
         let output = config.output.mqtt.clone().expect("set above");
 

@@ -307,3 +307,85 @@ fn the_link_checker_reads_markdown_as_github_does() {
     );
     assert_eq!(prose_lines(text).len(), 2);
 }
+
+/// The paths the layout page lists, from its code blocks: each line's first
+/// word when it starts with a folder of the repository.
+fn layout_paths() -> Vec<String> {
+    let text = std::fs::read_to_string(root().join("docs/layout.md")).unwrap();
+    let mut in_code = false;
+    let mut paths = Vec::new();
+    for line in text.lines() {
+        if line.starts_with("```") {
+            in_code = !in_code;
+            continue;
+        }
+        let first = line.split_whitespace().next().unwrap_or("");
+        let rooted = [
+            "src/",
+            "tests/",
+            "benches/",
+            "examples/",
+            "configs/",
+            "deploy/",
+        ]
+        .iter()
+        .chain(&["models/", "data/", "scripts/", "docs/"])
+        .any(|p| first.starts_with(p));
+        if in_code && rooted {
+            paths.push(first.to_string());
+        }
+    }
+    paths
+}
+
+#[test]
+fn the_layout_page_names_every_source_file_and_nothing_else() {
+    let listed = layout_paths();
+    assert!(
+        listed.len() > 50,
+        "the layout page lists {} paths",
+        listed.len()
+    );
+    let missing: Vec<&String> = listed
+        .iter()
+        .filter(|p| !root().join(p.as_str()).exists())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/layout.md names paths that do not exist: {missing:?}"
+    );
+    let mut unnamed = Vec::new();
+    let mut folders = vec![root().join("src")];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                folders.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let name = relative(&path);
+                if !listed.contains(&name) {
+                    unnamed.push(name);
+                }
+            }
+        }
+    }
+    unnamed.sort();
+    assert!(
+        unnamed.is_empty(),
+        "docs/layout.md does not name {unnamed:?}"
+    );
+}
+
+/// The layout's rules, checked by the project's own tool: no import cycle
+/// between files of src/, no file over 600 lines before its unit tests.
+#[test]
+fn src_has_no_import_cycle_and_no_over_long_file() {
+    use crate::common::process::Run;
+    let output = std::process::Command::new("python3")
+        .arg(root().join("scripts/module_graph.py"))
+        .arg(root().join("src"))
+        .run();
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{report}");
+    assert!(report.contains("import cycles: 0"), "{report}");
+}

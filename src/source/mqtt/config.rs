@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::decode::PayloadFormat;
+use crate::decode::Format;
 use crate::mqtt::config::{broker_problems, qos_problem, MqttAuth, MqttProtocol};
 
 /// One subscription: a topic filter with a `{device}` segment, either as a
@@ -18,7 +18,7 @@ pub enum TopicEntry {
 #[serde(deny_unknown_fields)]
 pub struct TopicWithFormat {
     pub filter: String,
-    pub format: PayloadFormat,
+    pub format: Format,
 }
 
 impl TopicEntry {
@@ -28,7 +28,7 @@ impl TopicEntry {
             TopicEntry::WithFormat(t) => &t.filter,
         }
     }
-    pub fn format(&self, default: PayloadFormat) -> PayloadFormat {
+    pub fn format(&self, default: Format) -> Format {
         match self {
             TopicEntry::Filter(_) => default,
             TopicEntry::WithFormat(t) => t.format,
@@ -71,7 +71,7 @@ pub struct MqttInputConfig {
     #[serde(default)]
     pub share_group: Option<String>,
     #[serde(default = "MqttInputConfig::default_format")]
-    pub format: PayloadFormat,
+    pub format: Format,
     /// Largest MQTT packet read or written. A larger incoming packet costs
     /// the connection (the client cannot skip it) and is counted.
     #[serde(default = "MqttInputConfig::default_max_packet_bytes")]
@@ -100,8 +100,8 @@ impl MqttInputConfig {
     fn default_topics() -> Vec<TopicEntry> {
         vec![TopicEntry::Filter("sensors/{device}/accel".into())]
     }
-    const fn default_format() -> PayloadFormat {
-        PayloadFormat::Json
+    const fn default_format() -> Format {
+        Format::Json
     }
     const fn default_max_packet_bytes() -> usize {
         1024 * 1024
@@ -192,7 +192,7 @@ impl MqttInputConfig {
             ) {
                 Err(message) => check(false, "input.mqtt.topics", message.0),
                 Ok(filter) => check(
-                    filter.names_device() || entry.format(mqtt.format) == PayloadFormat::Json,
+                    filter.names_device() || entry.format(mqtt.format) == Format::Json,
                     "input.mqtt.topics",
                     format!(
                         "{:?} takes its device from the payload field input.mqtt.device_field, \

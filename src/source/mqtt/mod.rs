@@ -72,7 +72,7 @@ impl MqttSource {
                         key: "input.mqtt.topics".into(),
                         message: message.0,
                     })?,
-                    format: entry.format(mqtt.format).decode_format(),
+                    format: entry.format(mqtt.format),
                 })
             })
             .collect::<Result<Vec<_>, MqttError>>()?;
