@@ -7,16 +7,10 @@ use std::sync::mpsc;
 
 use serde::{Deserialize, Serialize};
 
-/// Why a command was refused as malformed (the reason goes back to the sender).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct CommandError(pub String);
-
-impl From<String> for CommandError {
-    fn from(reason: String) -> Self {
-        Self(reason)
-    }
-}
+crate::reason::reason_error!(
+    /// Why a command was refused as malformed (the reason goes back to the sender).
+    CommandError
+);
 
 /// What an operator can ask for.
 #[derive(Debug, Clone, PartialEq)]

@@ -11,16 +11,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// Why a JSON payload names no usable device.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct DeviceFieldError(pub String);
-
-impl From<String> for DeviceFieldError {
-    fn from(reason: String) -> Self {
-        Self(reason)
-    }
-}
+crate::reason::reason_error!(
+    /// Why a JSON payload names no usable device.
+    DeviceFieldError
+);
 
 /// Samples decoded from one payload, channel values flattened time-major.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -32,7 +32,8 @@
 //! - [`cmd`]: the commands ([`cli`] parses them); [`eval`]: `evaluate`'s
 //!   metrics, feature quality and plots.
 //! - [`recording`] reads CSV recordings; [`clock`], [`backoff`] and
-//!   [`logging`] are small shared utilities.
+//!   [`logging`] are small shared utilities; `reason` makes the typed
+//!   errors that carry a reason in words.
 
 pub mod backoff;
 pub mod cli;
@@ -50,6 +51,7 @@ pub mod mqtt;
 pub mod online;
 pub mod pipeline;
 pub mod problem;
+mod reason;
 pub mod record;
 pub mod recording;
 pub mod scope;

@@ -70,20 +70,8 @@ impl DaemonError {
     }
 }
 
-/// Why a scope did not carry out a command (the reason is logged and the
-/// command counted as refused).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct CommandRefused(pub String);
-
-impl From<String> for CommandRefused {
-    fn from(reason: String) -> Self {
-        Self(reason)
-    }
-}
-
-impl From<&str> for CommandRefused {
-    fn from(reason: &str) -> Self {
-        Self(reason.into())
-    }
-}
+crate::reason::reason_error!(
+    /// Why a scope did not carry out a command (the reason is logged and the
+    /// command counted as refused).
+    CommandRefused
+);

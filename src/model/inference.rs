@@ -1,15 +1,9 @@
 //! What every backend answers for a batch of windows, and why it may not.
 
-/// Why a backend could not load or run a graph, in the backend's words.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct BackendError(pub String);
-
-impl From<String> for BackendError {
-    fn from(reason: String) -> Self {
-        Self(reason)
-    }
-}
+crate::reason::reason_error!(
+    /// Why a backend could not load or run a graph, in the backend's words.
+    BackendError
+);
 
 /// What one batch of windows produced.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,15 +1,15 @@
-//! What every autoencoder of the family shares, as candle modules that can also write
-//! themselves out as ONNX graphs. Each variant is its own network:
+//! What every autoencoder of the family shares, as candle modules that can
+//! also write themselves out as ONNX graphs. Each variant is its own network:
 //!
-//! - [`Basic`]: one tanh code layer, linear decoder.
-//! - [`Deep`]: stacked dense layers, optionally pretrained greedily layer by
+//! - [`Basic`](crate::model::dense::Basic): one tanh code layer, linear decoder.
+//! - [`Deep`](crate::model::dense::Deep): stacked dense layers, optionally pretrained greedily layer by
 //!   layer as shallow autoencoders, then fine-tuned whole.
-//! - [`Denoising`]: the deep network trained on corrupted inputs against
+//! - [`Denoising`](crate::model::dense::Denoising): the deep network trained on corrupted inputs against
 //!   the clean ones.
-//! - [`Sparse`]: one overcomplete sigmoid code layer under a KL (or L1)
+//! - [`Sparse`](crate::model::dense::Sparse): one overcomplete sigmoid code layer under a KL (or L1)
 //!   sparsity penalty.
-//! - [`Vae`]: a variational autoencoder; served deterministically on μ.
-//! - [`Conv`]: strided 1-D convolutions over time, decoded by nearest
+//! - [`Vae`](crate::model::vae::Vae): a variational autoencoder; served deterministically on μ.
+//! - [`Conv`](crate::model::conv::Conv): strided 1-D convolutions over time, decoded by nearest
 //!   upsampling and convolutions (candle has no backward for transposed
 //!   convolutions; this pair exports to ONNX Resize + Conv).
 

@@ -253,7 +253,7 @@ fn value_info(name: &str, dims: &[Dim]) -> pb::ValueInfoProto {
     }
 }
 
-/// The names of a graph's outputs, as [`Autoencoder::export`] wrote them.
+/// The names of a graph's outputs, as [`Autoencoder::export`](crate::model::net::Autoencoder::export) wrote them.
 pub struct Exported {
     pub reconstruction: String,
     pub latent: String,

@@ -4,16 +4,10 @@
 //! with an error naming the input, output or metadata field at fault rather
 //! than with a backend's shape error in the middle of a run.
 
-/// Why a graph's inputs and outputs do not fit its metadata.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct SignatureError(pub String);
-
-impl From<String> for SignatureError {
-    fn from(reason: String) -> Self {
-        Self(reason)
-    }
-}
+crate::reason::reason_error!(
+    /// Why a graph's inputs and outputs do not fit its metadata.
+    SignatureError
+);
 
 use tract_onnx::pb;
 use tract_onnx::pb::tensor_shape_proto::dimension::Value as DimValue;

@@ -15,16 +15,10 @@ use rumqttc::{ConnectionError, Incoming, Outgoing, StateError};
 
 use crate::mqtt::config::MqttProtocol;
 
-/// Why a subscription could not be queued.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct SubscribeError(pub String);
-
-impl From<String> for SubscribeError {
-    fn from(reason: String) -> Self {
-        Self(reason)
-    }
-}
+crate::reason::reason_error!(
+    /// Why a subscription could not be queued.
+    SubscribeError
+);
 
 /// How long an MQTT 5 broker keeps a persistent session of a client that
 /// went away: a week, to cover a long outage of the edge box.
@@ -85,7 +79,7 @@ impl std::fmt::Display for Failure {
 }
 
 /// Everything a connection needs besides the broker's address, TLS and
-/// credentials (which [`crate::mqtt::broker::Broker`] adds).
+/// credentials (which [`crate::mqtt::broker::BrokerSettings`] adds).
 pub struct Session {
     pub protocol: MqttProtocol,
     pub client_id: String,
@@ -96,7 +90,7 @@ pub struct Session {
 }
 
 /// The address, keep-alive, packet limit, credentials and transport of a
-/// broker, resolved by [`crate::mqtt::broker::Broker`].
+/// broker, resolved by [`crate::mqtt::broker::BrokerSettings`].
 pub struct Endpoint {
     pub host: String,
     pub port: u16,

@@ -12,22 +12,10 @@
 
 use std::borrow::Cow;
 
-/// Why a topic filter, template or share group is refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct TopicError(pub String);
-
-impl From<String> for TopicError {
-    fn from(reason: String) -> Self {
-        Self(reason)
-    }
-}
-
-impl From<&str> for TopicError {
-    fn from(reason: &str) -> Self {
-        Self(reason.into())
-    }
-}
+crate::reason::reason_error!(
+    /// Why a topic filter, template or share group is refused.
+    TopicError
+);
 
 const DEVICE: &str = "{device}";
 const SHARE: &str = "$share/";

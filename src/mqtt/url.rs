@@ -1,15 +1,9 @@
 //! A broker's address as the config gives it.
 
-/// Why a broker URL is refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct BrokerUrlError(pub String);
-
-impl From<String> for BrokerUrlError {
-    fn from(reason: String) -> Self {
-        Self(reason)
-    }
-}
+crate::reason::reason_error!(
+    /// Why a broker URL is refused.
+    BrokerUrlError
+);
 
 /// `mqtt://host[:port]` (1883 by default) or `mqtts://host[:port]` (8883).
 #[derive(Debug, Clone, PartialEq, Eq)]

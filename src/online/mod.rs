@@ -5,7 +5,7 @@
 //! the configured variant on a thread of its own, niced so that ingestion
 //! and scoring keep their share of the CPU, and hands the model back to the
 //! scorer, which serves it from its next batch. The model is written to the
-//! [`store::ModelStore`] first, so a restart serves it.
+//! [`crate::scope::store::ModelStore`] first, so a restart serves it.
 //!
 //! Nothing tells the daemon which collected windows are normal. Training
 //! therefore runs twice: the first model scores every collected window, the

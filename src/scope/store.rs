@@ -53,7 +53,7 @@ pub struct ModelStore {
 impl ModelStore {
     /// Opens (and creates) the directory.
     /// Opens (and creates) the directory of `scope` under `root`
-    /// (`model.dir`); see [`super::scope`].
+    /// (`model.dir`); see [`crate::scope`].
     pub fn open_scope(root: &Path, scope: &str) -> Result<Self, StoreError> {
         let dir = crate::scope::dirs::prepare_dir(root, scope).map_err(|cause| StoreError::Io {
             path: crate::scope::dirs::scope_dir(root, scope),
