@@ -14,7 +14,7 @@ crate::reason::reason_error!(
 
 /// What an operator can ask for.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Command {
+pub enum ControlCommand {
     /// Forget the served model's role: collect windows and train anew.
     Calibrate(Target),
     /// Train a new model from recent windows judged normal; it replaces the
@@ -92,13 +92,13 @@ impl Mark {
 /// The command names, for messages and metric labels.
 pub const NAMES: [&str; 4] = ["calibrate", "retrain", "rollback", "mark"];
 
-impl Command {
+impl ControlCommand {
     pub const fn as_str(&self) -> &'static str {
         match self {
-            Command::Calibrate(_) => "calibrate",
-            Command::Retrain(_) => "retrain",
-            Command::Rollback(_) => "rollback",
-            Command::Mark(_) => "mark",
+            ControlCommand::Calibrate(_) => "calibrate",
+            ControlCommand::Retrain(_) => "retrain",
+            ControlCommand::Rollback(_) => "rollback",
+            ControlCommand::Mark(_) => "mark",
         }
     }
 
@@ -154,13 +154,13 @@ impl Command {
             Ok(Target { scope })
         };
         match name {
-            "calibrate" => Ok(Command::Calibrate(target(arguments)?)),
-            "retrain" => Ok(Command::Retrain(target(arguments)?)),
-            "rollback" => Ok(Command::Rollback(target(arguments)?)),
+            "calibrate" => Ok(ControlCommand::Calibrate(target(arguments)?)),
+            "retrain" => Ok(ControlCommand::Retrain(target(arguments)?)),
+            "rollback" => Ok(ControlCommand::Rollback(target(arguments)?)),
             "mark" => {
                 let mark: Mark = serde_json::from_value(serde_json::Value::Object(arguments))
                     .map_err(|e| format!("mark: {e}"))?;
-                Ok(Command::Mark(mark.check()?))
+                Ok(ControlCommand::Mark(mark.check()?))
             }
             _ => Err(CommandError(format!(
                 "unknown command {name:?}; one of {}",
@@ -220,16 +220,16 @@ fn percent_decode(text: &str) -> Result<String, String> {
 
 /// Where commands go; cheap to clone, usable from any thread.
 #[derive(Debug, Clone)]
-pub struct Control(mpsc::Sender<Command>);
+pub struct Control(mpsc::Sender<ControlCommand>);
 
 impl Control {
-    pub fn channel() -> (Self, mpsc::Receiver<Command>) {
+    pub fn channel() -> (Self, mpsc::Receiver<ControlCommand>) {
         let (tx, rx) = mpsc::channel();
         (Self(tx), rx)
     }
 
     /// False when the scorer is gone (shutting down).
-    pub fn send(&self, command: Command) -> bool {
+    pub fn send(&self, command: ControlCommand) -> bool {
         self.0.send(command).is_ok()
     }
 }
@@ -241,20 +241,20 @@ mod tests {
     #[test]
     fn commands_are_parsed_strictly() {
         assert_eq!(
-            Command::parse_json(br#"{"command":"retrain"}"#),
-            Ok(Command::Retrain(Target::all()))
+            ControlCommand::parse_json(br#"{"command":"retrain"}"#),
+            Ok(ControlCommand::Retrain(Target::all()))
         );
         assert_eq!(
-            Command::parse("rollback", None),
-            Ok(Command::Rollback(Target::all()))
+            ControlCommand::parse("rollback", None),
+            Ok(ControlCommand::Rollback(Target::all()))
         );
         assert_eq!(
-            Command::parse_json(br#"{"command":"calibrate","scope":"device:press-1"}"#),
-            Command::parse("calibrate", Some("scope=device%3Apress-1")),
+            ControlCommand::parse_json(br#"{"command":"calibrate","scope":"device:press-1"}"#),
+            ControlCommand::parse("calibrate", Some("scope=device%3Apress-1")),
         );
         assert_eq!(
-            Command::parse("calibrate", Some("scope=device:press-1")),
-            Ok(Command::Calibrate(Target::scope("device:press-1")))
+            ControlCommand::parse("calibrate", Some("scope=device:press-1")),
+            Ok(ControlCommand::Calibrate(Target::scope("device:press-1")))
         );
         for bad in [
             &br#"{"command":"Retrain"}"#[..],
@@ -270,32 +270,32 @@ mod tests {
             br#"{"command":"mark","label":"abnormal","from_ms":"1","to_ms":2}"#,
         ] {
             assert!(
-                Command::parse_json(bad).is_err(),
+                ControlCommand::parse_json(bad).is_err(),
                 "{}",
                 String::from_utf8_lossy(bad)
             );
         }
-        assert!(Command::parse("x", None)
+        assert!(ControlCommand::parse("x", None)
             .unwrap_err()
             .0
             .contains("calibrate, retrain, rollback, mark"));
-        assert!(Command::parse("retrain", Some("now=1")).is_err());
-        assert!(Command::parse("retrain", Some("scope=a&scope=b")).is_err());
+        assert!(ControlCommand::parse("retrain", Some("now=1")).is_err());
+        assert!(ControlCommand::parse("retrain", Some("scope=a&scope=b")).is_err());
     }
 
     #[test]
     fn marks_from_json_and_from_a_query() {
-        let json = Command::parse_json(
+        let json = ControlCommand::parse_json(
             br#"{"command":"mark","label":"abnormal","from_ms":1000,"to_ms":2000,"device":"press-1"}"#,
         )
         .unwrap();
-        let query = Command::parse(
+        let query = ControlCommand::parse(
             "mark",
             Some("label=abnormal&from_ms=1000&to_ms=2e3&device=press%2D1"),
         )
         .unwrap();
         assert_eq!(json, query);
-        let Command::Mark(mark) = json else {
+        let ControlCommand::Mark(mark) = json else {
             panic!("a mark")
         };
         assert!(mark.covers("press-1", 1900.0, 4460.0));
@@ -308,7 +308,7 @@ mod tests {
             "label=abnormal&to_ms=2",
             "label=abnormal&from_ms=1&to_ms=2&device=%zz",
         ] {
-            assert!(Command::parse("mark", Some(bad)).is_err(), "{bad}");
+            assert!(ControlCommand::parse("mark", Some(bad)).is_err(), "{bad}");
         }
     }
 }

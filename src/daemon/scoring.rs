@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::control::{Command, Target};
+use crate::control::{ControlCommand, Target};
 use crate::daemon::health::Pulse;
 use crate::daemon::reload::PendingModel;
 use crate::logging::RateLimited;
@@ -25,7 +25,7 @@ use crate::window::Window;
 pub(crate) struct Scoring {
     pub(crate) scopes: Vec<ServedScope>,
     pub(crate) by_name: HashMap<Arc<str>, usize>,
-    pub(crate) commands: Option<std::sync::mpsc::Receiver<Command>>,
+    pub(crate) commands: Option<std::sync::mpsc::Receiver<ControlCommand>>,
     pub(crate) config: Config,
     pub(crate) metrics: Metrics,
     pub(crate) warned: RateLimited,
@@ -37,7 +37,7 @@ pub(crate) struct Scoring {
 impl Scoring {
     pub(crate) fn new(
         scopes: Vec<ServedScope>,
-        commands: Option<std::sync::mpsc::Receiver<Command>>,
+        commands: Option<std::sync::mpsc::Receiver<ControlCommand>>,
         config: Config,
         metrics: Metrics,
     ) -> Self {
@@ -202,18 +202,20 @@ impl Scoring {
     /// of them took it.
     pub(crate) fn run_command(
         &mut self,
-        command: &Command,
+        command: &ControlCommand,
         out: &mut Vec<Output>,
     ) -> Result<(), CommandRefused> {
         let target = match command {
-            Command::Calibrate(t) | Command::Retrain(t) | Command::Rollback(t) => t.clone(),
-            Command::Mark(_) => Target::all(),
+            ControlCommand::Calibrate(t)
+            | ControlCommand::Retrain(t)
+            | ControlCommand::Rollback(t) => t.clone(),
+            ControlCommand::Mark(_) => Target::all(),
         };
         if !self.trains_online() {
             return Err("training.mode is \"off\"".into());
         }
         let scoped = self.config.training.scope != ScopeKind::Fleet;
-        if scoped && target.scope.is_none() && matches!(command, Command::Rollback(_)) {
+        if scoped && target.scope.is_none() && matches!(command, ControlCommand::Rollback(_)) {
             return Err(CommandRefused(format!(
                 "rollback needs a scope (one of {})",
                 self.scope_names()

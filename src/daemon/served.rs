@@ -7,7 +7,7 @@ use crate::model::inference::BackendError;
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::control::{Command, Target};
+use crate::control::{ControlCommand, Target};
 use crate::model::train::config::{ScopeKind, TrainingMode};
 use crate::model::LoadedModel;
 use crate::online::drift::Drift;
@@ -234,7 +234,7 @@ impl ServedScope {
 
     pub(crate) fn run_command(
         &mut self,
-        command: &Command,
+        command: &ControlCommand,
         config: &Config,
         metrics: &Metrics,
     ) -> Result<Option<StatusRecord>, CommandRefused> {
@@ -243,7 +243,7 @@ impl ServedScope {
         };
         tracing::info!(command = command.as_str(), scope = %self.name, "command accepted");
         match command {
-            Command::Calibrate(_) => {
+            ControlCommand::Calibrate(_) => {
                 trainer.recalibrate();
                 self.stage = None;
                 self.drift = None;
@@ -254,7 +254,7 @@ impl ServedScope {
                         .in_scope(&self.name),
                 ))
             }
-            Command::Retrain(_) => {
+            ControlCommand::Retrain(_) => {
                 let current = self
                     .stage
                     .as_ref()
@@ -268,12 +268,12 @@ impl ServedScope {
                 status.progress = 1.0;
                 Ok(Some(status.in_scope(&self.name)))
             }
-            Command::Mark(mark) => {
+            ControlCommand::Mark(mark) => {
                 let removed = trainer.mark(mark.clone());
                 tracing::info!(scope = %self.name, removed, "time range marked");
                 Ok(None)
             }
-            Command::Rollback(_) => {
+            ControlCommand::Rollback(_) => {
                 let version = trainer.store().rollback().map_err(|e| e.to_string())?;
                 self.serve_version(version, config, metrics)?;
                 Ok(self.serving_status())
@@ -291,7 +291,7 @@ impl ServedScope {
         }
         // Tried once per period, whatever the outcome.
         self.last_trained = std::time::Instant::now();
-        match self.run_command(&Command::Retrain(Target::all()), config, metrics) {
+        match self.run_command(&ControlCommand::Retrain(Target::all()), config, metrics) {
             Ok(status) => status,
             Err(why) => {
                 tracing::warn!(scope = %self.name, %why, "scheduled retraining skipped");

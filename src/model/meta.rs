@@ -166,12 +166,6 @@ pub enum MetadataError {
 }
 
 impl ModelMetadata {
-    pub fn from_json(text: &str) -> Result<Self, MetadataError> {
-        let value: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| MetadataError::Invalid(e.to_string()))?;
-        Self::from_value(value)
-    }
-
     pub fn from_value(value: serde_json::Value) -> Result<Self, MetadataError> {
         let meta: ModelMetadata =
             serde_json::from_value(value).map_err(|e| MetadataError::Invalid(e.to_string()))?;

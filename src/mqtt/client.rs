@@ -67,12 +67,12 @@ pub enum Event {
 
 /// A lost or refused connection; `reason` is a bounded metric label.
 #[derive(Debug)]
-pub struct Failure {
+pub struct ConnectionFailure {
     pub reason: &'static str,
     pub message: String,
 }
 
-impl std::fmt::Display for Failure {
+impl std::fmt::Display for ConnectionFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.message)
     }
@@ -196,7 +196,7 @@ impl Client {
 impl Events {
     /// Drives the connection (connecting first when needed) until the next
     /// event. After a failure, the next call reconnects.
-    pub async fn poll(&mut self) -> Result<Event, Failure> {
+    pub async fn poll(&mut self) -> Result<Event, ConnectionFailure> {
         match self {
             Self::V311(events) => match events.poll().await {
                 Ok(rumqttc::Event::Incoming(Incoming::ConnAck(ack))) => Ok(Event::ConnAck {
@@ -214,7 +214,7 @@ impl Events {
                 }),
                 Ok(rumqttc::Event::Outgoing(Outgoing::Disconnect)) => Ok(Event::Disconnected),
                 Ok(_) => Ok(Event::Other),
-                Err(error) => Err(Failure {
+                Err(error) => Err(ConnectionFailure {
                     reason: reason311(&error),
                     message: error.to_string(),
                 }),
@@ -235,7 +235,7 @@ impl Events {
                 }),
                 Ok(v5::Event::Outgoing(Outgoing::Disconnect)) => Ok(Event::Disconnected),
                 Ok(_) => Ok(Event::Other),
-                Err(error) => Err(Failure {
+                Err(error) => Err(ConnectionFailure {
                     reason: reason5(&error),
                     message: error.to_string(),
                 }),

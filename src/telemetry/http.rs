@@ -9,7 +9,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
-use crate::control::{Command, Control};
+use crate::control::{Control, ControlCommand};
 
 use super::metrics::Metrics;
 
@@ -63,7 +63,7 @@ async fn control_handler(
     Path(name): Path<String>,
     RawQuery(query): RawQuery,
 ) -> impl IntoResponse {
-    let command = match Command::parse(&name, query.as_deref()) {
+    let command = match ControlCommand::parse(&name, query.as_deref()) {
         Ok(command) => command,
         Err(error) => {
             let known = crate::control::NAMES.contains(&name.as_str());

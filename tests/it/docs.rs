@@ -389,3 +389,32 @@ fn src_has_no_import_cycle_and_no_over_long_file() {
     assert!(output.status.success(), "{report}");
     assert!(report.contains("import cycles: 0"), "{report}");
 }
+
+/// Names say one thing each: no two public types of src/ share a name.
+#[test]
+fn no_two_public_types_share_a_name() {
+    let mut seen: HashMap<String, String> = HashMap::new();
+    let mut clashes = Vec::new();
+    let mut folders = vec![root().join("src")];
+    while let Some(folder) = folders.pop() {
+        for entry in fs::read_dir(&folder).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                folders.push(path);
+                continue;
+            }
+            let text = fs::read_to_string(&path).unwrap();
+            for line in text.lines() {
+                let words: Vec<&str> = line.split_whitespace().collect();
+                if let ["pub", "struct" | "enum" | "trait" | "type", name, ..] = words[..] {
+                    let name: String = name.chars().take_while(|c| c.is_alphanumeric()).collect();
+                    if let Some(first) = seen.insert(name.clone(), relative(&path)) {
+                        clashes.push(format!("{name} in {first} and {}", relative(&path)));
+                    }
+                }
+            }
+        }
+    }
+    assert!(seen.len() > 50, "read {} public types", seen.len());
+    assert!(clashes.is_empty(), "{clashes:?}");
+}

@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::backoff::Backoff;
 use crate::clock::unix_ms;
-use crate::control::{Command, Control};
+use crate::control::{Control, ControlCommand};
 use crate::decode::json_device_field;
 use crate::decode::Format;
 use crate::logging::RateLimited;
@@ -116,7 +116,7 @@ impl MqttSource {
             self.metrics.command("unknown", "refused");
             return;
         };
-        match Command::parse_json(payload) {
+        match ControlCommand::parse_json(payload) {
             Ok(command) => {
                 let name = command.as_str();
                 if !control.send(command) {
