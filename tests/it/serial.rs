@@ -307,9 +307,40 @@ async fn binary_frames_survive_garbage_torn_frames_and_bad_crcs() {
             0.0,
             "only whole frames reach the decoder"
         );
-        // The scale was applied: the first sample is demo.csv's, to 1/4096.
-        let window = &windows[0];
-        assert!(window.channel_error.values.iter().all(|e| e.is_finite()));
+        // The scale was applied: the first window scores as the good
+        // frames' samples in g (demo.csv's values, to 1/4096) score offline.
+        let good: Vec<f32> = (0..26)
+            .filter(|i| *i != 5 && *i != 9)
+            .flat_map(|i| &rows[i * 10..i * 10 + 10])
+            .take(128)
+            .flat_map(|r| {
+                r[1..]
+                    .iter()
+                    .map(|v| ((v * 4096.0).round() / 4096.0) as f32)
+            })
+            .collect();
+        let model =
+            accelwatch::model::LoadedModel::from_bytes(&model_bytes(), "m.onnx".as_ref()).unwrap();
+        let expected = accelwatch::model::scorer::Scorer::new(model)
+            .score([good.as_slice()])
+            .unwrap();
+        assert_eq!(expected.len(), 1);
+        let (window, expected) = (&windows[0], &expected[0]);
+        assert!(
+            (window.score - expected.score).abs() <= 1e-4 * expected.score.abs().max(1e-3),
+            "scaled window scores {} online, {} offline",
+            window.score,
+            expected.score
+        );
+        assert_eq!(window.channel_error.values.len(), 3);
+        for (online, offline) in window
+            .channel_error
+            .values
+            .iter()
+            .zip(&expected.channel_error)
+        {
+            assert!((online - offline).abs() <= 1e-4 * offline.abs().max(1e-3));
+        }
         stop(daemon).await;
     })
     .await

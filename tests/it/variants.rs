@@ -180,6 +180,22 @@ fn denoising_noise_is_training_only_and_masks_or_adds() {
         loaded.runtime.run(&x, 1).unwrap(),
         "no noise when serving"
     );
+    // The noise changes what is learned: from the same seed, masking half
+    // the inputs, masking none and adding Gaussian noise give three
+    // different networks, while the same settings give the same one.
+    let again = quick_variant(&config, Variant::Denoising, 3, 4);
+    assert_eq!(again.meta.id, trained.meta.id, "training is deterministic");
+    config.model.denoising.mask_fraction = 0.0;
+    let unmasked = quick_variant(&config, Variant::Denoising, 3, 4);
+    config.model.denoising.noise = Noise::Gaussian;
+    config.model.denoising.sigma = 0.3;
+    let gaussian = quick_variant(&config, Variant::Denoising, 3, 4);
+    assert_eq!(gaussian.meta.hyperparameters["noise"]["kind"], "gaussian");
+    let ids = [&trained.meta.id, &unmasked.meta.id, &gaussian.meta.id];
+    assert!(
+        ids[0] != ids[1] && ids[0] != ids[2] && ids[1] != ids[2],
+        "the noise changed the weights: {ids:?}"
+    );
 }
 
 #[test]
