@@ -5,7 +5,10 @@
 pub mod config;
 pub mod events;
 pub mod http;
+pub mod live;
 pub mod metrics;
+pub mod page;
+pub mod state;
 
 pub use http::serve;
 pub use metrics::Metrics;
