@@ -353,6 +353,18 @@ fn the_demo_prints_the_page_address_and_serves_it() {
             },
         )
         .await;
+        // Two devices at 50 Hz, at 4x: about 400 samples a second.
+        api_state(addr).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let input = &api_state(addr).await["input"];
+        let rate = input["samples_per_s"]
+            .as_f64()
+            .expect("a rate on a second read");
+        assert!(
+            (100.0..2000.0).contains(&rate),
+            "samples per second: {input}"
+        );
+        assert!(input["messages_per_s"].as_f64().unwrap() > 0.0, "{input}");
     });
     let dom = dump_dom(&page, 3000);
     for device in ["watch-9", "watch-10"] {
