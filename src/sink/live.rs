@@ -1,5 +1,5 @@
 //! The status page's sink: keeps what it writes on the
-//! [`LiveState`](crate::telemetry::live::LiveState) board. It runs on the
+//! [`LiveState`] board. It runs on the
 //! sink thread like the others and takes the board's lock once per batch,
 //! so the scorer never waits for a reader of the page.
 
