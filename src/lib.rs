@@ -18,14 +18,16 @@
 //! - [`score`]: reconstruction errors and quantiles; [`detect`]:
 //!   hysteresis per device (both pure).
 //! - [`record`]: what is published (windows, alerts, status).
-//! - [`sink`]: JSON lines, the console and MQTT.
+//! - [`sink`]: JSON lines, the console, MQTT, and the live board the
+//!   status page shows.
 //! - [`pipeline`]: the stages every path shares (frames to windows, windows
 //!   to records); [`daemon`] runs them as tasks joined by bounded queues,
 //!   with reloads, health and systemd notifications.
 //! - [`scope`]: which model (fleet, device, group) serves a device, and
 //!   where its versions are stored; [`online`]: calibration, training in
 //!   the background, retraining and drift; [`control`]: the commands.
-//! - [`telemetry`]: Prometheus metrics and the HTTP endpoints; [`mqtt`]:
+//! - [`telemetry`]: Prometheus metrics and the HTTP endpoints, with the
+//!   status page and its `/api/state`; [`mqtt`]:
 //!   the client, topics and settings the MQTT input and output share.
 //! - [`config`] assembles the sections each component owns and checks what
 //!   spans them; [`problem`] collects what is wrong with a config.

@@ -68,15 +68,17 @@ pub async fn run(args: DemoArgs) -> Result<(), Failure> {
 }
 
 fn banner(args: &DemoArgs, daemon: &Daemon, path: &str) {
+    let telemetry = daemon.telemetry_addr();
     println!(
         "2. Streaming held-out subjects 9 and 10 {} ({path}): PEN, then ABD, PEN, FEL, TRAP. Motions other \
-         than PEN should score over the threshold (|) and raise alerts.\n   Metrics: http://{}/metrics   ({})\n",
+         than PEN should score over the threshold (|) and raise alerts.\n   Status page: {}   Metrics: {}   ({})\n",
         if args.speed > 0.0 {
             format!("at {}x real time", args.speed)
         } else {
             "as fast as they can be read".to_string()
         },
-        daemon.telemetry_addr().map_or("off".to_string(), |a| a.to_string()),
+        telemetry.as_ref().map_or("off".to_string(), |a| format!("http://{a}/")),
+        telemetry.as_ref().map_or("off".to_string(), |a| format!("http://{a}/metrics")),
         if args.once { "stops after one pass" } else { "Ctrl-C to stop" }
     );
 }

@@ -34,10 +34,12 @@ use crate::mqtt::broker::BrokerSettings;
 use crate::pipeline::IngestStage;
 use crate::record::Output;
 use crate::sink::jsonl::JsonlSink;
+use crate::sink::live::LiveSink;
 use crate::sink::mqtt::MqttSink;
 use crate::sink::Sink;
 use crate::source::frame::Frame;
 use crate::source::Source;
+use crate::telemetry::live::LiveState;
 use crate::telemetry::{self, Metrics};
 use crate::window::Window;
 
@@ -119,10 +121,14 @@ impl Daemon {
             let stopped = async move {
                 let _ = telemetry_stopped.wait_for(|stop| *stop).await;
             };
+            // The status page's board, kept by a sink of its own.
+            let live = LiveState::new(config.window.max_devices, telemetry::live::HISTORY);
+            sinks.push(Box::new(LiveSink::new(live.clone())));
             let (addr, task) = telemetry::serve(
                 config.telemetry.listen,
                 metrics.clone(),
                 control.clone(),
+                live,
                 stopped,
             )
             .await
@@ -130,7 +136,7 @@ impl Daemon {
                 addr: config.telemetry.listen,
                 cause,
             })?;
-            tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+            tracing::info!(%addr, "serving the status page, /metrics, /healthz and /readyz");
             (Some(addr), Some(task))
         } else {
             (None, None)

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod console;
 pub mod jsonl;
+pub mod live;
 pub mod mqtt;
 
 use crate::record::Output;

@@ -1,5 +1,5 @@
-//! The HTTP endpoint: /metrics, /healthz, /readyz and, when enabled,
-//! /control.
+//! The HTTP endpoint: /metrics, /healthz, /readyz, the status page (`/`)
+//! with its `/api/state`, and, when enabled, /control.
 
 use std::net::SocketAddr;
 
@@ -11,7 +11,9 @@ use axum::{Json, Router};
 
 use crate::control::{Control, ControlCommand};
 
+use super::live::LiveState;
 use super::metrics::Metrics;
+use super::state::StatusState;
 
 async fn metrics_handler(State(metrics): State<Metrics>) -> impl IntoResponse {
     (
@@ -102,11 +104,13 @@ async fn control_handler(
 }
 
 /// Binds `addr` (port 0 picks a free one) and serves until `shutdown`
-/// resolves. Returns the bound address and the server task.
+/// resolves; the status page shows `live`. Returns the bound address and
+/// the server task.
 pub async fn serve(
     addr: SocketAddr,
     metrics: Metrics,
     control: Option<Control>,
+    live: LiveState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -116,6 +120,12 @@ pub async fn serve(
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(metrics.clone())
+        .merge(
+            Router::new()
+                .route("/", get(super::page::page))
+                .route("/api/state", get(super::page::api_state))
+                .with_state(StatusState::new(metrics.clone(), live)),
+        )
         .merge(
             Router::new()
                 .route("/control/{command}", post(control_handler))

@@ -1,11 +1,16 @@
 //! Prometheus metrics, and the HTTP endpoint that serves them with
-//! `/healthz` and `/readyz`. Every stage reports through the small typed
-//! methods of [`Metrics`], so names and label sets are defined here once.
+//! `/healthz`, `/readyz` and the status page (`/`, [`page`]; its data,
+//! `/api/state`, from [`state`] and the [`live`] board). Every stage
+//! reports through the small typed methods of [`Metrics`], so names and
+//! label sets are defined here once.
 
 pub mod config;
 pub mod events;
 pub mod http;
+pub mod live;
 pub mod metrics;
+pub mod page;
+pub mod state;
 
 pub use http::serve;
 pub use metrics::Metrics;

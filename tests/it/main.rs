@@ -15,4 +15,5 @@ mod mqtt;
 mod ops;
 mod replay;
 mod serial;
+mod status;
 mod variants;

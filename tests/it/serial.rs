@@ -320,7 +320,7 @@ async fn binary_frames_survive_garbage_torn_frames_and_bad_crcs() {
             })
             .collect();
         let model =
-            accelwatch::model::LoadedModel::from_bytes(&model_bytes(), "m.onnx".as_ref()).unwrap();
+            accelwatch::model::LoadedModel::from_bytes(model_bytes(), "m.onnx".as_ref()).unwrap();
         let expected = accelwatch::model::scorer::Scorer::new(model)
             .score([good.as_slice()])
             .unwrap();

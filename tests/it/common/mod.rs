@@ -1,9 +1,11 @@
 //! Helpers shared by the integration tests: paths and models here;
 //! HTTP and metrics ([`http`]), child processes with deadlines
 //! ([`process`]), a mosquitto broker and its clients ([`mosquitto`]), test
-//! certificates ([`pki`]) and a collecting sink ([`sink`]).
+//! certificates ([`pki`]), a collecting sink ([`sink`]) and a headless
+//! browser ([`browser`]).
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod http;
 pub mod mosquitto;
 pub mod pki;

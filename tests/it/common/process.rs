@@ -72,6 +72,11 @@ impl Child {
         &mut self.child().stdin
     }
 
+    /// Its stdout, if it was piped.
+    pub fn stdout(&mut self) -> &mut Option<std::process::ChildStdout> {
+        &mut self.child().stdout
+    }
+
     /// Sends `signal` (e.g. `libc::SIGTERM`).
     pub fn signal(&self, signal: libc::c_int) {
         let pid = libc::pid_t::try_from(self.id()).expect("a pid");

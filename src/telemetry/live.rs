@@ -1,0 +1,302 @@
+//! What the status page shows per device: the last window, a short history
+//! of scores, the alert state and its last raise.
+//!
+//! The board is written by one sink ([`crate::sink::live::LiveSink`]) on the
+//! sink thread, once per batch, and read by the HTTP handler: its mutex is
+//! never taken on the scoring path.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+/// Scores kept per device for the sparkline, by default.
+pub const HISTORY: usize = 120;
+
+/// One thing a sink saw, reduced to what the board keeps.
+#[derive(Debug, Clone)]
+pub enum Seen {
+    Window {
+        device: Arc<str>,
+        seq: u64,
+        t_end: f64,
+        score: f32,
+        threshold: f64,
+        over_threshold: bool,
+        /// The device's alert state after this window.
+        alert: bool,
+        model: Arc<str>,
+    },
+    Alert {
+        device: Arc<str>,
+        raise: bool,
+        seq: u64,
+        t: f64,
+        score: f32,
+    },
+}
+
+/// The window that raised a device's last alert.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Raise {
+    /// When the sink wrote it (Unix ms, wall clock).
+    pub at_ms: f64,
+    pub seq: u64,
+    /// The window's last sample's timestamp (ms, the data's clock).
+    pub t: f64,
+    pub score: f32,
+}
+
+/// A device's row on the status page.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeviceRow {
+    pub device: Arc<str>,
+    /// When its last window was written (Unix ms, wall clock).
+    pub last_seen_ms: f64,
+    /// Its last window's last sample (ms, the data's clock).
+    pub t_end: f64,
+    /// Windows written since the board first saw it.
+    pub windows: u64,
+    pub seq: u64,
+    pub score: f32,
+    pub threshold: f64,
+    pub over_threshold: bool,
+    /// In alert after its last window.
+    pub alert: bool,
+    /// Alerts raised since the board first saw it, and the last one.
+    pub raises: u64,
+    pub last_raise: Option<Raise>,
+    pub model: Arc<str>,
+    /// The last scores, oldest first (at most the board's history).
+    pub scores: VecDeque<f32>,
+}
+
+#[derive(Debug)]
+struct Board {
+    devices: HashMap<Arc<str>, DeviceRow>,
+    max_devices: usize,
+    history: usize,
+    evicted: u64,
+}
+
+/// The shared board; clones share it.
+#[derive(Debug, Clone)]
+pub struct LiveState {
+    board: Arc<Mutex<Board>>,
+}
+
+impl LiveState {
+    /// At most `max_devices` rows (the idlest goes first) of at most
+    /// `history` scores each.
+    pub fn new(max_devices: usize, history: usize) -> Self {
+        Self {
+            board: Arc::new(Mutex::new(Board {
+                devices: HashMap::new(),
+                max_devices: max_devices.max(1),
+                history: history.max(1),
+                evicted: 0,
+            })),
+        }
+    }
+
+    pub fn max_devices(&self) -> usize {
+        self.lock().max_devices
+    }
+
+    pub fn history(&self) -> usize {
+        self.lock().history
+    }
+
+    /// Rows dropped to stay within `max_devices`.
+    pub fn evicted(&self) -> u64 {
+        self.lock().evicted
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Board> {
+        self.board.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Applies what a sink saw, in order, stamped `now_ms`; empties `seen`.
+    pub fn apply(&self, seen: &mut Vec<Seen>, now_ms: f64) {
+        if seen.is_empty() {
+            return;
+        }
+        let mut board = self.lock();
+        for item in seen.drain(..) {
+            board.apply(item, now_ms);
+        }
+    }
+
+    /// Every row, by device id.
+    pub fn rows(&self) -> Vec<DeviceRow> {
+        let mut rows: Vec<DeviceRow> = self.lock().devices.values().cloned().collect();
+        rows.sort_by(|a, b| a.device.cmp(&b.device));
+        rows
+    }
+}
+
+impl Board {
+    fn row(&mut self, device: &Arc<str>, now_ms: f64, model: &Arc<str>) -> &mut DeviceRow {
+        if !self.devices.contains_key(device) && self.devices.len() >= self.max_devices {
+            let idlest = self
+                .devices
+                .values()
+                .min_by(|a, b| a.last_seen_ms.total_cmp(&b.last_seen_ms))
+                .map(|row| row.device.clone());
+            if let Some(idlest) = idlest {
+                self.devices.remove(&idlest);
+                self.evicted += 1;
+            }
+        }
+        let history = self.history;
+        self.devices
+            .entry(device.clone())
+            .or_insert_with(|| DeviceRow {
+                device: device.clone(),
+                last_seen_ms: now_ms,
+                t_end: 0.0,
+                windows: 0,
+                seq: 0,
+                score: 0.0,
+                threshold: 0.0,
+                over_threshold: false,
+                alert: false,
+                raises: 0,
+                last_raise: None,
+                model: model.clone(),
+                scores: VecDeque::with_capacity(history.min(16)),
+            })
+    }
+
+    fn apply(&mut self, seen: Seen, now_ms: f64) {
+        let history = self.history;
+        match seen {
+            Seen::Window {
+                device,
+                seq,
+                t_end,
+                score,
+                threshold,
+                over_threshold,
+                alert,
+                model,
+            } => {
+                let row = self.row(&device, now_ms, &model);
+                row.last_seen_ms = now_ms;
+                row.t_end = t_end;
+                row.windows += 1;
+                row.seq = seq;
+                row.score = score;
+                row.threshold = threshold;
+                row.over_threshold = over_threshold;
+                row.alert = alert;
+                row.model = model;
+                if row.scores.len() >= history {
+                    row.scores.pop_front();
+                }
+                row.scores.push_back(score);
+            }
+            Seen::Alert {
+                device,
+                raise,
+                seq,
+                t,
+                score,
+            } => {
+                // An alert follows its window, so the row exists unless the
+                // board just evicted it; then it starts again from here.
+                let model: Arc<str> = Arc::from("");
+                let row = self.row(&device, now_ms, &model);
+                row.alert = raise;
+                if raise {
+                    row.raises += 1;
+                    row.last_raise = Some(Raise {
+                        at_ms: now_ms,
+                        seq,
+                        t,
+                        score,
+                    });
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn window(device: &str, seq: u64, score: f32, alert: bool) -> Seen {
+        Seen::Window {
+            device: Arc::from(device),
+            seq,
+            t_end: seq as f64 * 1280.0,
+            score,
+            threshold: 1.0,
+            over_threshold: score > 1.0,
+            alert,
+            model: Arc::from("basic-1"),
+        }
+    }
+
+    #[test]
+    fn keeps_the_last_scores_and_the_last_raise() {
+        let live = LiveState::new(8, 3);
+        let mut seen: Vec<Seen> = (0..5).map(|i| window("a", i, i as f32, false)).collect();
+        seen.push(window("a", 5, 2.0, true));
+        seen.push(Seen::Alert {
+            device: Arc::from("a"),
+            raise: true,
+            seq: 5,
+            t: 6400.0,
+            score: 2.0,
+        });
+        live.apply(&mut seen, 1000.0);
+        assert!(seen.is_empty());
+        let rows = live.rows();
+        assert_eq!(rows.len(), 1);
+        let a = &rows[0];
+        assert_eq!(a.windows, 6);
+        assert_eq!(a.seq, 5);
+        assert_eq!(Vec::from(a.scores.clone()), vec![3.0, 4.0, 2.0]);
+        assert!(a.alert && a.over_threshold);
+        assert_eq!(a.raises, 1);
+        assert_eq!(
+            a.last_raise,
+            Some(Raise {
+                at_ms: 1000.0,
+                seq: 5,
+                t: 6400.0,
+                score: 2.0
+            })
+        );
+        let mut clear = vec![
+            window("a", 6, 0.1, false),
+            Seen::Alert {
+                device: Arc::from("a"),
+                raise: false,
+                seq: 6,
+                t: 7680.0,
+                score: 0.1,
+            },
+        ];
+        live.apply(&mut clear, 2000.0);
+        let a = &live.rows()[0];
+        assert!(!a.alert);
+        assert_eq!(a.raises, 1, "a clear is not a raise");
+        assert_eq!(a.last_raise.as_ref().unwrap().seq, 5, "the raise is kept");
+        assert_eq!(a.last_seen_ms, 2000.0);
+    }
+
+    #[test]
+    fn the_idlest_device_goes_beyond_max_devices() {
+        let live = LiveState::new(2, 4);
+        live.apply(&mut vec![window("a", 0, 0.1, false)], 1.0);
+        live.apply(&mut vec![window("b", 0, 0.1, false)], 2.0);
+        live.apply(&mut vec![window("a", 1, 0.1, false)], 3.0);
+        live.apply(&mut vec![window("c", 0, 0.1, false)], 4.0);
+        let names: Vec<String> = live.rows().iter().map(|r| r.device.to_string()).collect();
+        assert_eq!(names, ["a", "c"], "b was the idlest");
+        assert_eq!(live.evicted(), 1);
+    }
+}
