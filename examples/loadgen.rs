@@ -34,64 +34,64 @@ use rand_chacha::ChaCha8Rng;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Format {
+pub enum Format {
     Json,
     Binary,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Source {
+pub enum Source {
     Demo,
     Synthetic,
 }
 
 #[derive(Debug, Parser)]
 #[command(about = "Publishes N devices' accelerometer batches to an MQTT broker")]
-struct Args {
+pub struct Args {
     #[arg(long, default_value = "127.0.0.1")]
-    host: String,
+    pub host: String,
     #[arg(long, default_value_t = 1883)]
-    port: u16,
+    pub port: u16,
     /// Devices, named `<prefix>0` .. `<prefix>N-1`.
     #[arg(long, default_value_t = 100)]
-    devices: usize,
+    pub devices: usize,
     #[arg(long, default_value = "dev-")]
-    prefix: String,
+    pub prefix: String,
     /// `{device}` is replaced by the device id.
     #[arg(long, default_value = "sensors/{device}/accel")]
-    topic: String,
+    pub topic: String,
     #[arg(long, value_enum, default_value = "json")]
-    format: Format,
+    pub format: Format,
     /// Samples per message.
     #[arg(long, default_value_t = 100)]
-    batch: usize,
+    pub batch: usize,
     /// Samples per second per device; 0: flat out.
     #[arg(long, default_value_t = 0.0)]
-    rate: f64,
+    pub rate: f64,
     /// Seconds to run.
     #[arg(long, default_value_t = 10.0)]
-    duration: f64,
+    pub duration: f64,
     /// Messages to send at most (all devices together).
     #[arg(long)]
-    messages: Option<u64>,
+    pub messages: Option<u64>,
     #[arg(long, value_enum, default_value = "demo")]
-    source: Source,
+    pub source: Source,
     /// The recording for `--source demo`.
     #[arg(long)]
-    data: Option<PathBuf>,
+    pub data: Option<PathBuf>,
     #[arg(long, default_value_t = 7)]
-    seed: u64,
+    pub seed: u64,
     /// int16 counts per channel unit in binary payloads.
     #[arg(long, default_value_t = 4096.0)]
-    lsb_per_unit: f64,
+    pub lsb_per_unit: f64,
     /// Stamp each batch's last sample with the send time.
     #[arg(long)]
-    wall_clock: bool,
+    pub wall_clock: bool,
     /// MQTT QoS of the publications (0 or 1).
     #[arg(long, default_value_t = 0)]
-    qos: u8,
+    pub qos: u8,
     #[arg(long, default_value = "loadgen")]
-    client_id: String,
+    pub client_id: String,
 }
 
 const CHANNELS: usize = 3;
@@ -224,18 +224,68 @@ fn unix_ms() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
 }
 
+/// What was sent.
+#[derive(Debug, Clone, Copy)]
+pub struct Sent {
+    pub messages: u64,
+    pub samples: u64,
+    pub bytes: u64,
+    /// From the first publication to the DISCONNECT after the last.
+    pub seconds: f64,
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let args = Args::parse();
-    if args.devices == 0
-        || args.batch == 0
-        || args.rate.is_nan()
-        || args.rate < 0.0
-        || args.rate.is_infinite()
-        || args.qos > 1
-    {
-        eprintln!("loadgen: --devices and --batch must be over 0, --rate at least 0, --qos 0 or 1");
-        std::process::exit(2);
+    let Sent {
+        messages,
+        samples,
+        bytes,
+        seconds,
+    } = match run(&args).await {
+        Ok(sent) => sent,
+        Err(error) => {
+            eprintln!("loadgen: {error}");
+            std::process::exit(1);
+        }
+    };
+    let format = match args.format {
+        Format::Json => "json",
+        Format::Binary => "binary",
+    };
+    println!(
+        "loadgen: sent {messages} {format} messages ({samples} samples, {:.1} MB) from {} \
+         devices in {seconds:.2} s: {:.0} samples/s",
+        bytes as f64 / 1e6,
+        args.devices,
+        samples as f64 / seconds,
+    );
+    println!(
+        "{}",
+        serde_json::json!({
+            "format": format,
+            "devices": args.devices,
+            "batch": args.batch,
+            "rate_hz": args.rate,
+            "messages": messages,
+            "samples": samples,
+            "bytes": bytes,
+            "seconds": seconds,
+            "samples_per_s": samples as f64 / seconds,
+        })
+    );
+}
+
+/// Connects, publishes until `--duration` or `--messages`, disconnects.
+pub async fn run(args: &Args) -> Result<Sent, String> {
+    if args.devices == 0 || args.batch == 0 || args.qos > 1 {
+        return Err("--devices and --batch must be over 0, --qos 0 or 1".into());
+    }
+    if !(args.rate.is_finite() && args.rate >= 0.0) {
+        return Err(format!("--rate {} is not a rate", args.rate));
+    }
+    if !(args.duration.is_finite() && args.duration >= 0.0) {
+        return Err(format!("--duration {} is not a duration", args.duration));
     }
     let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
     let recording = match args.source {
@@ -292,11 +342,10 @@ async fn main() {
         .and_then(Result::ok)
         .is_none()
     {
-        eprintln!(
-            "loadgen: no connection to {}:{} within 10 s",
+        return Err(format!(
+            "no connection to {}:{} within 10 s",
             args.host, args.port
-        );
-        std::process::exit(1);
+        ));
     }
 
     let qos = if args.qos == 1 {
@@ -330,40 +379,19 @@ async fn main() {
         device.next_t_ms = t0 + batch_span + interval_ms;
         device.block = (device.block + 1) % blocks.len();
         bytes += payload.len() as u64;
-        if let Err(error) = client.publish(&device.topic, qos, false, payload).await {
-            eprintln!("loadgen: publish: {error}");
-            std::process::exit(1);
-        }
+        client
+            .publish(&device.topic, qos, false, payload)
+            .await
+            .map_err(|error| format!("publish: {error}"))?;
         messages += 1;
     }
     // Every message is written out before the DISCONNECT.
     let _ = client.disconnect().await;
     let _ = tokio::time::timeout(Duration::from_secs(10), connection).await;
-    let seconds = started.elapsed().as_secs_f64();
-    let samples = messages * args.batch as u64;
-    let format = match args.format {
-        Format::Json => "json",
-        Format::Binary => "binary",
-    };
-    println!(
-        "loadgen: sent {messages} {format} messages ({samples} samples, {:.1} MB) from {} \
-         devices in {seconds:.2} s: {:.0} samples/s",
-        bytes as f64 / 1e6,
-        args.devices,
-        samples as f64 / seconds,
-    );
-    println!(
-        "{}",
-        serde_json::json!({
-            "format": format,
-            "devices": args.devices,
-            "batch": args.batch,
-            "rate_hz": args.rate,
-            "messages": messages,
-            "samples": samples,
-            "bytes": bytes,
-            "seconds": seconds,
-            "samples_per_s": samples as f64 / seconds,
-        })
-    );
+    Ok(Sent {
+        messages,
+        samples: messages * args.batch as u64,
+        bytes,
+        seconds: started.elapsed().as_secs_f64(),
+    })
 }
