@@ -139,6 +139,8 @@ def quantile(buckets, q):
 
 def highest_bucket(buckets):
     total = buckets[-1][1]
+    if total == 0:
+        return float("nan")
     for bound, count in buckets:
         if count >= total:
             return bound
