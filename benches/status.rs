@@ -35,6 +35,7 @@ fn window(device: &Arc<str>, seq: u64) -> Output {
             values: vec![0.01; 3],
         },
         model: Arc::from("basic-0123456789ab"),
+        arrival_ms: seq as f64 * 1280.0 + 2540.0,
     })
 }
 

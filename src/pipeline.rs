@@ -244,6 +244,7 @@ impl ScoreStage {
                     values: scored.channel_error,
                 },
                 model: self.model_id.clone(),
+                arrival_ms: window.arrival_ms,
             }));
             if let Some(alert) = alert {
                 self.metrics

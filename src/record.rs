@@ -45,6 +45,11 @@ pub struct WindowRecord {
     pub latent: Vec<f32>,
     pub channel_error: ChannelErrors,
     pub model: Arc<str>,
+    /// When the frame completing the window arrived (wall clock, Unix ms);
+    /// not published: the sinks time `accelwatch_window_latency_seconds`
+    /// from it.
+    #[serde(skip)]
+    pub arrival_ms: f64,
 }
 
 /// Per-channel errors, serialised as an object keyed by channel name.

@@ -19,6 +19,9 @@ pub struct Window {
     /// The model scope serving the device (see [`crate::scope`]);
     /// None for the fleet.
     pub scope: Option<Arc<str>>,
+    /// When the frame holding the window's last sample arrived (wall clock,
+    /// Unix ms): where `accelwatch_window_latency_seconds` starts.
+    pub arrival_ms: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -115,6 +118,7 @@ impl DeviceRing {
             t_end,
             data,
             scope: None,
+            arrival_ms: 0.0,
         }
     }
 }
@@ -201,7 +205,10 @@ impl Windower {
             true
         };
         if ring.filled == spec.size && due {
-            pushed.window = Some(ring.window(&spec));
+            pushed.window = Some(Window {
+                arrival_ms,
+                ..ring.window(&spec)
+            });
             ring.next_seq += 1;
             ring.since_emit = 0;
             ring.emitted_since_reset = true;

@@ -29,6 +29,17 @@ pub(crate) async fn ingest(
     }
 }
 
+/// Times each window of a batch some sink took, from the arrival of the
+/// frame that completed it (`accelwatch_window_latency_seconds`).
+fn observe_latency(batch: &[Output], metrics: &Metrics) {
+    let now_ms = crate::clock::unix_ms();
+    for output in batch {
+        if let Output::Window(window) = output {
+            metrics.window_latency((now_ms - window.arrival_ms) / 1000.0);
+        }
+    }
+}
+
 /// Writes every batch to every sink. A failing sink is counted and logged
 /// once per failure streak; the others go on.
 pub(crate) fn sink_loop(
@@ -40,13 +51,17 @@ pub(crate) fn sink_loop(
     let mut failing = vec![false; sinks.len()];
     while let Some(batch) = outputs.blocking_recv() {
         Pulse::beat(&pulse.written);
+        let mut published = false;
         for (sink, failing) in sinks.iter_mut().zip(failing.iter_mut()) {
             let result = batch
                 .iter()
                 .try_for_each(|output| sink.write(output))
                 .and_then(|_| sink.flush());
             match result {
-                Ok(()) => *failing = false,
+                Ok(()) => {
+                    *failing = false;
+                    published = true;
+                }
                 Err(error) => {
                     metrics.output_error(sink.name());
                     if !*failing {
@@ -55,6 +70,9 @@ pub(crate) fn sink_loop(
                     *failing = true;
                 }
             }
+        }
+        if published {
+            observe_latency(&batch, metrics);
         }
     }
     for sink in &mut sinks {

@@ -347,3 +347,12 @@ impl Readiness {
         }
     }
 }
+
+/// End-to-end timing.
+impl Metrics {
+    /// A window's record was handed to the outputs `seconds` after the
+    /// frame completing the window arrived.
+    pub fn window_latency(&self, seconds: f64) {
+        self.inner.window_latency.observe(seconds.max(0.0));
+    }
+}

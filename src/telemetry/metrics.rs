@@ -68,7 +68,15 @@ pub(crate) struct Inner {
     pub(crate) drift: prometheus::GaugeVec,
     pub(crate) retrain_windows: IntGaugeVec,
     pub(crate) scope_overflow: IntCounter,
+    pub(crate) window_latency: Histogram,
 }
+
+/// `accelwatch_window_latency_seconds`' bucket bounds: 50 µs to 1 s, at
+/// 1, 1.5, 2, 3, 5 and 7.5 per decade.
+const LATENCY_BUCKETS: [f64; 27] = [
+    50e-6, 75e-6, 100e-6, 150e-6, 200e-6, 300e-6, 500e-6, 750e-6, 1e-3, 1.5e-3, 2e-3, 3e-3, 5e-3,
+    7.5e-3, 10e-3, 15e-3, 20e-3, 30e-3, 50e-3, 75e-3, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0,
+];
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
     let c = IntCounter::new(name, help).expect("valid metric");
@@ -409,6 +417,19 @@ impl Metrics {
                     "Windows of devices or groups beyond training.max_scopes, scored by the \
                      fleet model instead of one of their own.",
                 ),
+                window_latency: {
+                    let h = Histogram::with_opts(
+                        HistogramOpts::new(
+                            "accelwatch_window_latency_seconds",
+                            "Time from the arrival of the frame completing a window to its \
+                             record being handed to the outputs (wall clock).",
+                        )
+                        .buckets(LATENCY_BUCKETS.to_vec()),
+                    )
+                    .expect("valid metric");
+                    r.register(Box::new(h.clone())).expect("unique metric");
+                    h
+                },
                 registry,
             }),
         }

@@ -374,6 +374,7 @@ fn the_grafana_dashboard_is_valid_json_with_the_panels() {
         "accelwatch_mqtt_connected",
         "accelwatch_calibration_windows",
         "accelwatch_drift_ratio",
+        "accelwatch_window_latency_seconds_bucket",
     ] {
         assert!(
             exprs.iter().any(|e| e.contains(metric)),

@@ -116,6 +116,21 @@ async fn two_devices(protocol: MqttProtocol) {
             metric(&text, "accelwatch_windows_total"),
             Some(total as f64)
         );
+        // Every published window was timed, from its frame's arrival.
+        let count = "accelwatch_window_latency_seconds_count";
+        wait_metric(addr, count, total as f64).await;
+        let text = scrape(addr).await;
+        let all = metric(
+            &text,
+            "accelwatch_window_latency_seconds_bucket{le=\"+Inf\"}",
+        );
+        assert_eq!(all, Some(total as f64), "{text}");
+        let sum = metric(&text, "accelwatch_window_latency_seconds_sum").unwrap();
+        let mean = sum / total as f64;
+        assert!(
+            mean > 0.0 && mean < 5.0,
+            "a mean latency of {mean} s is not plausible on loopback"
+        );
 
         let summary = stop(daemon).await;
         assert_eq!(summary.windows as usize, total);

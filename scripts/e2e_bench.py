@@ -1,0 +1,349 @@
+#!/usr/bin/env python3
+"""End-to-end speed through a real broker (issue 15); run it through
+scripts/e2e_bench.sh, which builds the release binaries first.
+
+For each run: a fresh mosquitto on a free 127.0.0.1 port, a consumer
+(the release `accelwatch run`, or scripts/python_pipeline.py), and the
+load generator (examples/loadgen.rs) for --duration seconds. The consumer
+is measured, not the generator or the broker (all three share the
+machine):
+
+- processed samples/s: samples decoded (accelwatch_samples_total, or the
+  Python pipeline's count) over the time from the generator's start to the
+  last sample processed; offered: what the generator sent per second;
+- CPU per 1000 samples: utime + stime of the consumer (/proc/<pid>/stat)
+  over the run, divided by the samples processed;
+- latency from a frame's arrival to its window's record being published:
+  p50 and p99 interpolated in accelwatch_window_latency_seconds' buckets
+  (Python: exact), max as the bound of the highest bucket reached;
+- peak RSS: VmHWM of /proc/<pid>/status at the end.
+
+Prints one markdown table. `--only json-100,python-json-100` picks runs.
+"""
+
+import argparse
+import json
+import os
+import platform
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target"))
+ACCELWATCH = os.environ.get("ACCELWATCH_BIN", os.path.join(TARGET, "release", "accelwatch"))
+LOADGEN = os.environ.get("LOADGEN_BIN", os.path.join(TARGET, "release", "examples", "loadgen"))
+TICKS = os.sysconf("SC_CLK_TCK")
+I16_SCALE = 1.0 / 4096.0
+
+# name: (consumer, loadgen arguments)
+RUNS = {
+    "json-100": ("accelwatch", ["--format", "json", "--devices", "100", "--batch", "100", "--rate", "0"]),
+    "binary-100": ("accelwatch", ["--format", "binary", "--devices", "100", "--batch", "100", "--rate", "0"]),
+    "json-1000-50hz": ("accelwatch", ["--format", "json", "--devices", "1000", "--batch", "10", "--rate", "50"]),
+    "python-json-100": ("python", ["--format", "json", "--devices", "100", "--batch", "100", "--rate", "0"]),
+}
+LABELS = {
+    "json-100": "accelwatch, JSON batches of 100, 100 devices flat out",
+    "binary-100": "accelwatch, binary int16 batches of 100, 100 devices flat out",
+    "json-1000-50hz": "accelwatch, JSON batches of 10, 1 000 devices at 50 Hz",
+    "python-json-100": "Python pipeline, JSON batches of 100, 100 devices flat out",
+}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, within=10.0):
+    deadline = time.time() + within
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listens on 127.0.0.1:{port} after {within} s")
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # utime and stime are fields 14 and 15 of stat(5); [0] here is field 3.
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def peak_rss_mb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        kb = int(re.search(r"VmHWM:\s+(\d+) kB", f.read()).group(1))
+    return kb / 1024
+
+
+def http_get(port, path):
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+    except OSError:
+        return None, ""
+
+
+def scrape(port):
+    status, text = http_get(port, "/metrics")
+    assert status == 200, f"/metrics answered {status}"
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, value = line.rsplit(" ", 1)
+            samples[key] = float(value)
+    return samples
+
+
+def family_sum(samples, family):
+    return sum(v for k, v in samples.items() if k == family or k.startswith(family + "{"))
+
+
+def latency_buckets(samples):
+    """[(upper bound, cumulative count)] of the latency histogram."""
+    out = []
+    for key, value in samples.items():
+        m = re.fullmatch(r'accelwatch_window_latency_seconds_bucket\{le="([^"]+)"\}', key)
+        if m:
+            out.append((float(m.group(1)), value))
+    return sorted(out)
+
+
+def quantile(buckets, q):
+    """histogram_quantile: linear within the bucket holding rank q."""
+    total = buckets[-1][1]
+    if total == 0:
+        return float("nan")
+    rank = q * total
+    lower, below = 0.0, 0.0
+    for bound, count in buckets:
+        if count >= rank:
+            if bound == float("inf"):
+                return lower
+            return lower + (bound - lower) * (rank - below) / max(count - below, 1e-12)
+        lower, below = bound, count
+    return lower
+
+
+def highest_bucket(buckets):
+    total = buckets[-1][1]
+    if total == 0:
+        return float("nan")
+    for bound, count in buckets:
+        if count >= total:
+            return bound
+    return float("inf")
+
+
+def start_broker(work):
+    port = free_port()
+    conf = os.path.join(work, "mosquitto.conf")
+    with open(conf, "w") as f:
+        f.write(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
+    mosquitto = os.environ.get("MOSQUITTO", "mosquitto")
+    for d in ("/usr/sbin", "/usr/local/sbin"):
+        if mosquitto == "mosquitto" and os.path.exists(os.path.join(d, "mosquitto")):
+            mosquitto = os.path.join(d, "mosquitto")
+    proc = subprocess.Popen([mosquitto, "-c", conf], stdout=subprocess.DEVNULL,
+                            stderr=open(os.path.join(work, "mosquitto.log"), "w"))
+    wait_port(port)
+    return proc, port
+
+
+def daemon_config(work, broker_port, http_port, fmt):
+    path = os.path.join(work, "accelwatch.toml")
+    with open(path, "w") as f:
+        f.write(f"""[input]
+kind = "mqtt"
+binary_i16_scale = {I16_SCALE!r}
+[input.mqtt]
+url = "mqtt://127.0.0.1:{broker_port}"
+client_id = "accelwatch-bench"
+topics = ["sensors/{{device}}/accel"]
+format = "{fmt}"
+[model]
+path = "{os.path.join(REPO, 'models', 'demo.onnx')}"
+watch_interval_ms = 0
+[output]
+jsonl = "off"
+[output.mqtt]
+[telemetry]
+listen = "127.0.0.1:{http_port}"
+""")
+    return path
+
+
+def loadgen(broker_port, args, duration):
+    cmd = [LOADGEN, "--port", str(broker_port), "--duration", str(duration), *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads([l for l in out.stdout.splitlines() if l.startswith("{")][-1])
+
+
+def run_accelwatch(work, broker_port, args, duration):
+    http_port = free_port()
+    fmt = args[args.index("--format") + 1]
+    config = daemon_config(work, broker_port, http_port, fmt)
+    log = open(os.path.join(work, "accelwatch.log"), "w")
+    proc = subprocess.Popen([ACCELWATCH, "run", "--config", config, "--log", "warn"],
+                            stdout=log, stderr=log, cwd=REPO)
+    try:
+        deadline = time.time() + 30
+        while http_get(http_port, "/readyz")[0] != 200:
+            if proc.poll() is not None or time.time() > deadline:
+                raise SystemExit(f"accelwatch never got ready; see {log.name}:\n"
+                                 + open(log.name).read()[-2000:])
+            time.sleep(0.1)
+        cpu0, m0 = cpu_seconds(proc.pid), scrape(http_port)
+        started = time.time()
+        sent = loadgen(broker_port, args, duration)
+        # Drained once the sample count stands still for half a second.
+        last, last_change, still = None, time.time(), 0
+        while still < 5 and time.time() - last_change < 30:
+            n = scrape(http_port)["accelwatch_samples_total"]
+            if n != last:
+                last, last_change, still = n, time.time(), 0
+            else:
+                still += 1
+            time.sleep(0.1)
+        cpu1, m1, rss = cpu_seconds(proc.pid), scrape(http_port), peak_rss_mb(proc.pid)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    d = lambda family: family_sum(m1, family) - family_sum(m0, family)
+    processed = d("accelwatch_samples_total")
+    b0 = dict(latency_buckets(m0))
+    buckets = [(bound, count - b0.get(bound, 0)) for bound, count in latency_buckets(m1)]
+    return {
+        "sent": sent,
+        "processed": processed,
+        "seconds": last_change - started,
+        "cpu": cpu1 - cpu0,
+        "windows": d("accelwatch_windows_total"),
+        "decode_errors": d("accelwatch_decode_errors_total"),
+        "publish_dropped": d("accelwatch_mqtt_publish_dropped_total"),
+        "p50": quantile(buckets, 0.5),
+        "p99": quantile(buckets, 0.99),
+        "max": highest_bucket(buckets),
+        "max_bound": True,
+        "rss_mb": rss,
+    }
+
+
+def run_python(work, broker_port, args, duration):
+    proc = subprocess.Popen(
+        [sys.executable, os.path.join(REPO, "scripts", "python_pipeline.py"),
+         "--port", str(broker_port), "--model", os.path.join(REPO, "models", "demo.onnx")],
+        stdout=subprocess.PIPE, stderr=open(os.path.join(work, "python.log"), "w"), text=True)
+    try:
+        if proc.stdout.readline().strip() != "ready":
+            raise SystemExit(f"the Python pipeline did not start; see {work}/python.log")
+        cpu0 = cpu_seconds(proc.pid)
+        started = time.time()
+        sent = loadgen(broker_port, args, duration)
+        # Drained once it uses under 5% of a core for half a second.
+        before, deadline = cpu_seconds(proc.pid), time.time() + 60
+        while time.time() < deadline:
+            time.sleep(0.5)
+            now = cpu_seconds(proc.pid)
+            if now - before < 0.025:
+                break
+            before = now
+        cpu1, rss = cpu_seconds(proc.pid), peak_rss_mb(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        summary = json.loads(proc.stdout.read().strip().splitlines()[-1])
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return {
+        "sent": sent,
+        "processed": summary["samples"],
+        "seconds": summary["last_message_at"] - started,
+        "cpu": cpu1 - cpu0,
+        "windows": summary["windows"],
+        "decode_errors": summary["errors"],
+        "publish_dropped": 0,
+        "p50": summary["latency_p50_s"],
+        "p99": summary["latency_p99_s"],
+        "max": summary["latency_max_s"],
+        "max_bound": False,
+        "rss_mb": rss,
+    }
+
+
+def ms(seconds, bound=False):
+    if seconds != seconds:
+        return "–"
+    if seconds == float("inf"):
+        return "> 1 s"
+    return ("≤ " if bound else "") + (f"{seconds * 1e3:.2f} ms" if seconds < 0.1 else f"{seconds * 1e3:.0f} ms")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--duration", type=float, default=12.0, help="seconds of load per run")
+    ap.add_argument("--only", default=",".join(RUNS), help="runs, comma-separated: " + ", ".join(RUNS))
+    opts = ap.parse_args()
+    names = [n for n in opts.only.split(",") if n]
+    for n in names:
+        if n not in RUNS:
+            raise SystemExit(f"no run {n!r}; the runs are {', '.join(RUNS)}")
+    results = {}
+    for name in names:
+        consumer, args = RUNS[name]
+        with tempfile.TemporaryDirectory(prefix="e2e-bench-") as work:
+            broker, port = start_broker(work)
+            try:
+                run = run_accelwatch if consumer == "accelwatch" else run_python
+                results[name] = r = run(work, port, args, opts.duration)
+            finally:
+                broker.terminate()
+                broker.wait(timeout=10)
+        print(f"{name}: {json.dumps(r)}", file=sys.stderr)
+
+    print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores "
+          f"({platform.processor() or platform.machine()}), {opts.duration:g} s of load per run; "
+          "generator, broker and consumer share the cores.\n")
+    print("| run | offered samples/s | processed samples/s | share | windows | CPU per 1000 samples "
+          "| latency p50 | p99 | max | peak RSS |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name, r in results.items():
+        offered = r["sent"]["samples_per_s"]
+        rate = r["processed"] / max(r["seconds"], 1e-9)
+        per_k = r["cpu"] / max(r["processed"], 1) * 1e3 * 1e6
+        print(f"| {LABELS[name]} | {offered / 1e6:.2f} M | {rate / 1e6:.2f} M "
+              f"| {r['processed'] / max(r['sent']['samples'], 1):.0%} | {r['windows']:.0f} "
+              f"| {per_k:.0f} µs | {ms(r['p50'])} | {ms(r['p99'])} | {ms(r['max'], r['max_bound'])} "
+              f"| {r['rss_mb']:.0f} MB |")
+    notes = [f"{n}: {r['decode_errors']:.0f} decode errors" for n, r in results.items() if r["decode_errors"]]
+    notes += [f"{n}: {r['publish_dropped']:.0f} MQTT publications dropped (output queue full)"
+              for n, r in results.items() if r["publish_dropped"]]
+    if "json-100" in results and "python-json-100" in results:
+        a, p = results["json-100"], results["python-json-100"]
+        rate = lambda r: r["processed"] / max(r["seconds"], 1e-9)
+        cost = lambda r: r["cpu"] / max(r["processed"], 1)
+        notes.append(f"accelwatch / Python on JSON: {rate(a) / rate(p):.1f}× the throughput, "
+                     f"{cost(p) / cost(a):.1f}× the CPU efficiency")
+    if notes:
+        print()
+        for n in notes:
+            print(f"- {n}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+//! A short pass of the end-to-end benchmark (scripts/e2e_bench.sh): the
+//! load generator of examples/loadgen.rs (compiled in here, so the same
+//! code) publishes through a real mosquitto to a daemon serving the shipped
+//! model, in both payload formats; every sample is windowed and scored, and
+//! every published window is timed in `accelwatch_window_latency_seconds`,
+//! read over HTTP.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use accelwatch::config::{Config, InputKind, MqttOutputConfig};
+use accelwatch::decode::Format;
+
+use super::mqtt::TEST_TIMEOUT;
+use crate::common::mosquitto::Mosquitto;
+use crate::common::*;
+
+#[allow(dead_code)]
+#[path = "../../examples/loadgen.rs"]
+mod loadgen;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_json_load_is_windowed_scored_and_timed() {
+    smoke("json").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_binary_load_is_windowed_scored_and_timed() {
+    smoke("binary").await;
+}
+
+/// 20 devices, 20 batches of 50 samples each, at 500 samples/s per device
+/// (2 s), then checks the daemon's metrics.
+async fn smoke(format: &str) {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let broker = Mosquitto::start();
+        let mut config = Config::default();
+        config.model.path = repo().join("models/demo.onnx");
+        config.input.kind = InputKind::Mqtt;
+        config.input.mqtt.url = broker.url();
+        config.input.mqtt.format = match format {
+            "json" => Format::Json,
+            _ => Format::Binary,
+        };
+        config.input.binary_i16_scale = 1.0 / 4096.0;
+        config.output.jsonl = "off".into();
+        config.output.mqtt = Some(MqttOutputConfig::default());
+        config.telemetry.listen = "127.0.0.1:0".parse().unwrap();
+        let (daemon, _) = start_connected(config).await;
+        let addr = daemon.telemetry_addr().unwrap();
+        wait_until(
+            std::time::Duration::from_secs(30),
+            "/readyz 200",
+            || async move { get(addr, "/readyz").await.0 == 200 },
+        )
+        .await;
+
+        let (devices, batches, batch) = (20usize, 20usize, 50usize);
+        let port = broker.port.to_string();
+        let messages = (devices * batches).to_string();
+        let args = loadgen::Args::parse_from([
+            "loadgen",
+            "--port",
+            &port,
+            "--format",
+            format,
+            "--devices",
+            "20",
+            "--batch",
+            "50",
+            "--rate",
+            "500",
+            "--messages",
+            &messages,
+            "--duration",
+            "30",
+            "--qos",
+            "1",
+        ]);
+        assert_eq!(args.data, None::<PathBuf>, "the shipped recording");
+        let sent = loadgen::run(&args).await.expect("the generator runs");
+        assert_eq!(sent.messages as usize, devices * batches, "{sent:?}");
+        assert!(sent.seconds >= 1.5, "paced at 500 samples/s: {sent:?}");
+
+        let samples = (devices * batches * batch) as f64;
+        wait_metric(addr, "accelwatch_samples_total", samples).await;
+        let windows = (devices * windows_of(batches * batch)) as f64;
+        wait_metric(addr, "accelwatch_windows_total", windows).await;
+        wait_metric(addr, "accelwatch_window_latency_seconds_count", windows).await;
+        let text = scrape(addr).await;
+        assert_eq!(
+            metric_sum(&text, "accelwatch_decode_errors_total", &[]),
+            0.0,
+            "{text}"
+        );
+        let sum = metric(&text, "accelwatch_window_latency_seconds_sum").unwrap();
+        assert!(
+            sum > 0.0 && sum / windows < 5.0,
+            "a mean latency of {} s",
+            sum / windows
+        );
+        stop(daemon).await;
+    })
+    .await
+    .expect("test timed out");
+}
