@@ -322,8 +322,7 @@ pub fn train_paced(
     // The threshold is calibrated by scoring the held-out windows with the
     // exported model itself, exactly as the daemon will score them.
     let exported = export(network.as_ref(), &mut meta)?;
-    let model = super::LoadedModel::from_bytes(&exported, std::path::Path::new("<exported>"))
-        .map_err(|e| TrainError::Reload(e.to_string()))?;
+    let model = load_exported(&exported)?;
     let mut scorer = crate::model::scorer::Scorer::new(model);
     let mut errors: Vec<f32> = scorer
         .score(val_idx.iter().map(|&i| windows.window(i)))
@@ -389,6 +388,12 @@ fn bytes_of(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
+/// The exported graph read back the way the daemon reads a model file.
+fn load_exported(onnx: &[u8]) -> Result<super::LoadedModel, TrainError> {
+    super::LoadedModel::from_bytes(onnx, std::path::Path::new("<exported>"))
+        .map_err(|e| TrainError::Reload(e.to_string()))
+}
+
 /// The largest difference between candle's and tract's outputs
 /// (reconstruction and latent) on `raw` windows: proof that the exported
 /// graph computes what was trained.
@@ -399,8 +404,7 @@ pub fn export_gap(trained: &Trained, raw: &[f32]) -> Result<f32, TrainError> {
     if let Some(norm) = &trained.meta.normalization {
         norm.apply(&mut input);
     }
-    let loaded = super::LoadedModel::from_bytes(&trained.onnx, std::path::Path::new("<exported>"))
-        .map_err(|e| TrainError::Reload(e.to_string()))?;
+    let loaded = load_exported(&trained.onnx)?;
     let tract = loaded.runtime.run(&input, n)?;
     let candle = (|| -> candle_core::Result<(Vec<f32>, Vec<f32>)> {
         let x = Tensor::from_slice(&input, (n, features), &Device::Cpu)?;
