@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::idle::IdleOrder;
 use crate::problem::Problems;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +75,7 @@ pub struct Detector {
     /// Each device's state and the observation count when it was last seen.
     devices: HashMap<Arc<str>, (Hysteresis, u64)>,
     observations: u64,
+    idle: IdleOrder<u64>,
 }
 
 impl Detector {
@@ -84,6 +86,7 @@ impl Detector {
             max_devices: max_devices.max(1),
             devices: HashMap::new(),
             observations: 0,
+            idle: IdleOrder::new(),
         }
     }
 
@@ -101,11 +104,15 @@ impl Detector {
     }
 
     fn forget_idlest(&mut self) {
-        let idlest = self
-            .devices
-            .iter()
-            .min_by_key(|(_, (_, seen))| *seen)
-            .map(|(device, _)| device.clone());
+        let devices = &self.devices;
+        let idlest = self.idle.idlest(
+            |device| devices.get(device).map(|(_, seen)| *seen),
+            || {
+                devices
+                    .iter()
+                    .map(|(device, (_, seen))| (*seen, device.clone()))
+            },
+        );
         if let Some(device) = idlest {
             self.devices.remove(&device);
         }

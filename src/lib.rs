@@ -33,8 +33,8 @@
 //!   spans them; [`problem`] collects what is wrong with a config.
 //! - [`cmd`]: the commands ([`cli`] parses them); [`eval`]: `evaluate`'s
 //!   metrics, feature quality and plots.
-//! - [`recording`] reads CSV recordings; [`clock`], [`backoff`] and
-//!   [`logging`] are small shared utilities; `reason` makes the typed
+//! - [`recording`] reads CSV recordings; [`clock`], [`backoff`],
+//!   [`idle`] and [`logging`] are small shared utilities; `reason` makes the typed
 //!   errors that carry a reason in words.
 
 pub mod backoff;
@@ -47,6 +47,7 @@ pub mod daemon;
 pub mod decode;
 pub mod detect;
 pub mod eval;
+pub mod idle;
 pub mod logging;
 pub mod model;
 pub mod mqtt;

@@ -105,6 +105,17 @@ impl IngestStage {
                     if pushed.gap_restart {
                         metrics.gap_restart();
                     }
+                    if pushed.clock_reset {
+                        metrics.clock_reset();
+                        if let Some(held_back) = self.warned.check("clock_reset", Instant::now()) {
+                            tracing::warn!(
+                                device = %frame.device, t_ms = t.unwrap_or_default(), held_back,
+                                "the device's clock went back by more than window.max_gap_ms (a \
+                                 reboot?): its window restarts (at most one line a minute; all \
+                                 are counted in accelwatch_clock_resets_total)"
+                            );
+                        }
+                    }
                     if pushed.evicted.is_some() {
                         metrics.device_evicted();
                     }
@@ -327,5 +338,50 @@ mod tests {
         }
         assert_eq!(scored, 10 * max, "every device's window was scored");
         assert_eq!(score.devices_tracked(), max);
+    }
+
+    /// A sensor that rebooted stamps time since boot again: its samples
+    /// are windowed from the reboot on (counted), not dropped for an hour.
+    #[test]
+    fn a_rebooted_sensor_keeps_being_windowed() {
+        let mut config = Config::default();
+        config.input.channels = vec!["ax".into()];
+        config.window.size = 4;
+        config.window.hop = 4;
+        let metrics = Metrics::new();
+        let mut ingest = IngestStage::new(
+            &config.input,
+            &config.window,
+            &config.training,
+            metrics.clone(),
+        );
+        let frame = |from_ms: u64| Frame {
+            device: Arc::from("w1"),
+            payload: (0..8)
+                .map(|i| format!("{},0.5\n", from_ms + i * 20))
+                .collect::<String>()
+                .into_bytes(),
+            format: Format::Csv,
+            received_at_ms: 0.0,
+            restart: false,
+            topic: None,
+        };
+        let mut windows = Vec::new();
+        ingest.ingest(&frame(3_600_000), &mut windows);
+        assert_eq!(windows.len(), 2);
+        windows.clear();
+        ingest.ingest(&frame(0), &mut windows);
+        assert_eq!(
+            windows.len(),
+            2,
+            "the samples after the reboot are windowed"
+        );
+        assert_eq!(windows[0].t_start, 0.0);
+        let text = metrics.render();
+        assert!(text.contains("accelwatch_clock_resets_total 1\n"), "{text}");
+        assert!(
+            text.contains("accelwatch_samples_dropped_total{reason=\"out_of_order\"} 0\n"),
+            "nothing dropped: {text}"
+        );
     }
 }

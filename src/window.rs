@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::idle::IdleOrder;
 use crate::problem::Problems;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -38,7 +39,8 @@ pub struct WindowSpec {
 /// Why a sample was not taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dropped {
-    /// Older than the device's last sample.
+    /// Older than the device's last sample, by at most `max_gap_ms` (a
+    /// larger step back is a clock reset, not a drop).
     OutOfOrder,
     /// Same timestamp as the device's last sample.
     Duplicate,
@@ -59,6 +61,9 @@ pub struct Pushed {
     pub window: Option<Window>,
     /// The gap since the device's previous sample restarted its window.
     pub gap_restart: bool,
+    /// The device's clock went back by more than `max_gap_ms` (it rebooted
+    /// and stamps time since boot again): its window restarted.
+    pub clock_reset: bool,
     /// The device was not tracked before this sample.
     pub new_device: bool,
     /// A device forgotten to make room for this one.
@@ -128,6 +133,7 @@ pub struct Windower {
     spec: WindowSpec,
     devices: HashMap<Arc<str>, DeviceRing>,
     touches: u64,
+    idle: IdleOrder<u64>,
 }
 
 impl Windower {
@@ -137,6 +143,7 @@ impl Windower {
             spec,
             devices: HashMap::new(),
             touches: 0,
+            idle: IdleOrder::new(),
         }
     }
 
@@ -182,7 +189,15 @@ impl Windower {
         };
         if let Some(last) = ring.last_t {
             if t < last {
-                return Err(Dropped::OutOfOrder);
+                // A microcontroller stamps time since boot: after a reboot
+                // every sample is older than the last one before it, and
+                // dropping them would blind the device until its clock
+                // caught up. Small reorderings stay drops.
+                if last - t <= spec.max_gap_ms {
+                    return Err(Dropped::OutOfOrder);
+                }
+                ring.restart();
+                pushed.clock_reset = true;
             }
             if t == last {
                 return Err(Dropped::Duplicate);
@@ -225,12 +240,15 @@ impl Windower {
     }
 
     fn evict_idlest(&mut self) -> Option<Arc<str>> {
-        let idlest = self
-            .devices
-            .values()
-            .min_by_key(|ring| ring.last_touch)?
-            .id
-            .clone();
+        let devices = &self.devices;
+        let idlest = self.idle.idlest(
+            |id| devices.get(id).map(|ring| ring.last_touch),
+            || {
+                devices
+                    .values()
+                    .map(|ring| (ring.last_touch, ring.id.clone()))
+            },
+        )?;
         self.devices.remove(&idlest);
         Some(idlest)
     }
@@ -416,6 +434,34 @@ mod tests {
         w.push("a", Some(60.0), 0.0, &[0.0, 0.0]).unwrap();
         let p = w.push("a", Some(80.0), 0.0, &[0.0, 0.0]).unwrap();
         assert!(p.window.is_some(), "drops do not count towards the window");
+    }
+
+    #[test]
+    fn a_rebooted_device_restarts_instead_of_going_blind() {
+        // spec: max_gap 100 ms. An hour of samples, then time since boot again.
+        let mut w = Windower::new(spec(3, 1));
+        w.push("a", Some(3_600_000.0), 0.0, &[1.0, 1.0]).unwrap();
+        let p = w.push("a", Some(0.0), 0.0, &[2.0, 2.0]).unwrap();
+        assert!(p.clock_reset && !p.gap_restart);
+        assert!(p.window.is_none(), "nothing from before the reboot");
+        w.push("a", Some(20.0), 0.0, &[3.0, 3.0]).unwrap();
+        let window = w
+            .push("a", Some(40.0), 0.0, &[4.0, 4.0])
+            .unwrap()
+            .window
+            .expect("scoring goes on after the reboot");
+        assert_eq!(window.data, vec![2.0, 2.0, 3.0, 3.0, 4.0, 4.0]);
+        assert_eq!(window.t_start, 0.0);
+        // A step back of max_gap or less is a reordering: dropped.
+        assert_eq!(
+            w.push("a", Some(40.0 - 100.0 + 1.0), 0.0, &[0.0, 0.0]),
+            Err(Dropped::OutOfOrder)
+        );
+        assert_eq!(
+            w.push("a", Some(-60.0), 0.0, &[0.0, 0.0]),
+            Err(Dropped::OutOfOrder),
+            "exactly max_gap back is still a reordering"
+        );
     }
 
     #[test]

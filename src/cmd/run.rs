@@ -6,9 +6,11 @@ use anyhow::anyhow;
 
 use crate::cmd::exit::{failure, Failure};
 use crate::config::Config;
+use crate::daemon::served::{open_scopes, ServedScope};
 use crate::daemon::Daemon;
 use crate::model::LoadedModel;
 use crate::problem::Problem;
+use crate::telemetry::Metrics;
 use crate::EX_CONFIG;
 
 pub async fn run(path: &Path) -> Result<(), Failure> {
@@ -27,29 +29,33 @@ pub async fn run(path: &Path) -> Result<(), Failure> {
 pub fn validate(path: &Path) -> Result<(), Failure> {
     let config = Config::load_unvalidated(path)?;
     let mut problems = config.validate();
-    let mut model_line = String::new();
-    match LoadedModel::load_with(&config.model.path, &config.model.backend_options()) {
-        Ok(model) => {
-            problems.extend(config.model_problems(&model.meta));
-            let m = &model.meta;
-            model_line = format!(
-                "model {} ({}, {} channels x {} samples, latent {}, threshold {:.4}, backend {})",
-                m.id,
-                m.variant,
-                m.channels.len(),
-                m.window,
-                m.latent_dim,
-                m.threshold,
-                model.runtime.backend().name()
-            );
+    let mut served = Vec::new();
+    if problems.is_empty() {
+        // The models exactly as `run` opens them (model.path, or every
+        // scope of model.dir), so that validate refuses what run refuses.
+        let model_key = if config.model.dir.is_some() {
+            "model.dir"
+        } else {
+            "model.path"
+        };
+        match open_scopes(&config, &Metrics::new()) {
+            Ok(scopes) => served = scopes,
+            Err(error) => problems.extend(error.problems(model_key)),
         }
-        Err(error) => problems.push(Problem {
-            key: "model.path".into(),
-            message: error.to_string(),
-        }),
+    } else if config.model.dir.is_none() {
+        // The model is still worth checking against a config that has
+        // other problems: every problem at once.
+        match LoadedModel::load_with(&config.model.path, &config.model.backend_options()) {
+            Ok(model) => problems.extend(config.model_problems(&model.meta)),
+            Err(error) => problems.push(Problem {
+                key: "model.path".into(),
+                message: error.to_string(),
+            }),
+        }
     }
     if problems.is_empty() {
-        println!("{}: ok; {model_line}", path.display());
+        let models: Vec<String> = served.iter().map(describe).collect();
+        println!("{}: ok; {}", path.display(), models.join("; "));
         Ok(())
     } else {
         for problem in &problems {
@@ -60,4 +66,28 @@ pub fn validate(path: &Path) -> Result<(), Failure> {
             anyhow!("{} problem(s) in {}", problems.len(), path.display()),
         ))
     }
+}
+
+/// A line for one served scope: its model, or that it will calibrate one.
+fn describe(scope: &ServedScope) -> String {
+    let Some(stage) = &scope.stage else {
+        return format!("scope {}: no model yet, calibrates online", scope.name);
+    };
+    let model = stage.model();
+    let m = &model.meta;
+    format!(
+        "model {} ({}, {} channels x {} samples, latent {}, threshold {:.4}, backend {}){}",
+        m.id,
+        m.variant,
+        m.channels.len(),
+        m.window,
+        m.latent_dim,
+        stage.threshold(),
+        model.runtime.backend().name(),
+        if &*scope.name == crate::scope::rules::FLEET {
+            String::new()
+        } else {
+            format!(" for scope {}", scope.name)
+        }
+    )
 }

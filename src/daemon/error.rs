@@ -53,6 +53,28 @@ pub enum DaemonError {
 }
 
 impl DaemonError {
+    /// The start-up failure as config problems, each with the key at fault
+    /// (`validate` reports what `run` would refuse); `model_key` is the key
+    /// that names the model (`model.path`, or `model.dir` when set).
+    pub fn problems(&self, model_key: &str) -> Vec<Problem> {
+        let key = match self {
+            DaemonError::Mismatch(problems) => return problems.clone(),
+            DaemonError::Model(_) | DaemonError::NoModel(_) | DaemonError::Store(_) => model_key,
+            DaemonError::TooManyScopes { .. } => "training.max_scopes",
+            DaemonError::Input(_) => "input",
+            DaemonError::MqttOutput(_) => "output.mqtt",
+            DaemonError::Output { .. } => "output.jsonl",
+            DaemonError::Listen { .. } => "telemetry.listen",
+            DaemonError::Stage(_) | DaemonError::Scoring(_) | DaemonError::Drain { .. } => {
+                "pipeline"
+            }
+        };
+        vec![Problem {
+            key: key.into(),
+            message: self.to_string(),
+        }]
+    }
+
     /// 78 (EX_CONFIG) when the configuration or the model is at fault.
     pub fn exit_code(&self) -> u8 {
         match self {

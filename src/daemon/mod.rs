@@ -68,7 +68,19 @@ pub struct Daemon {
     reloader: Reloader,
     health: Health,
     model_watch: Option<JoinHandle<()>>,
+    queue_gauges: JoinHandle<()>,
     input_kind: String,
+}
+
+/// Keeps `accelwatch_queue_depth` current (four times a second): a queue
+/// at its capacity is back-pressure on the stage before it.
+async fn report_queue_depths(health: Health, metrics: Metrics, capacity: usize) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tick.tick().await;
+        metrics.queue_depths(health.snapshot().queued, capacity);
+    }
 }
 
 impl Daemon {
@@ -154,6 +166,12 @@ impl Daemon {
             windows: window_tx.downgrade(),
             outputs: output_tx.downgrade(),
         };
+        metrics.queue_depths([0; 3], capacity);
+        let queue_gauges = tokio::spawn(report_queue_depths(
+            health.clone(),
+            metrics.clone(),
+            capacity,
+        ));
         let model_watch = (config.model.watch_interval_ms > 0).then(|| {
             let interval = std::time::Duration::from_millis(config.model.watch_interval_ms);
             tokio::spawn(crate::daemon::reload::watch_model(
@@ -162,7 +180,7 @@ impl Daemon {
                 shutdown_rx.clone(),
             ))
         });
-        let source = tokio::spawn(source.run(frame_tx, shutdown_rx));
+        let source = tokio::spawn(source.run(frame_tx, shutdown_rx.clone()));
         let ingest = tokio::spawn(ingest(
             IngestStage::new(
                 &config.input,
@@ -179,6 +197,7 @@ impl Daemon {
             let pulse = pulse.clone();
             let stage_config = config.clone();
             let stage_metrics = metrics.clone();
+            let stop = shutdown_rx.clone();
             tokio::task::spawn_blocking(move || {
                 score_loop(
                     Scoring::new(scopes, commands, stage_config, stage_metrics).rescan_on(rescan),
@@ -187,6 +206,7 @@ impl Daemon {
                     output_tx,
                     &pending,
                     &pulse,
+                    &stop,
                 )
             })
         };
@@ -212,6 +232,7 @@ impl Daemon {
             reloader,
             health,
             model_watch,
+            queue_gauges,
             input_kind: config.input.kind.name().to_string(),
         })
     }
@@ -252,6 +273,7 @@ impl Daemon {
         if let Some(task) = self.model_watch {
             task.abort();
         }
+        self.queue_gauges.abort();
         self.ingest.await.map_err(join)?;
         let scored = self.scorer.await.map_err(join)?;
         self.sinks.await.map_err(join)?;

@@ -4,7 +4,7 @@
 use crate::daemon::error::CommandRefused;
 use crate::daemon::served::ServedScope;
 use crate::model::inference::BackendError;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -162,14 +162,52 @@ impl Scoring {
         }
     }
 
-    /// Models the online trainers finished, served; their statuses.
-    pub(crate) fn take_learned(&mut self) -> Vec<Output> {
+    /// Models the online trainers finished, served; their statuses, and
+    /// the scores of the windows held while they trained.
+    pub(crate) fn take_learned(&mut self) -> Result<Vec<Output>, BackendError> {
         let (config, metrics) = (&self.config, &self.metrics);
-        self.scopes
-            .iter_mut()
-            .filter_map(|scope| scope.take_learned(config, metrics))
-            .map(Output::Status)
-            .collect()
+        let mut out = Vec::new();
+        for scope in &mut self.scopes {
+            out.extend(scope.take_learned(config, metrics)?);
+        }
+        Ok(out)
+    }
+
+    /// At the end of a finite input: waits (at most `training.end_wait_ms`)
+    /// for the first trainings still running, unless a shutdown was asked
+    /// for, then serves their models and scores the windows they held.
+    fn finish_first_trainings(
+        &mut self,
+        stop: &watch::Receiver<bool>,
+    ) -> Result<Vec<Output>, BackendError> {
+        let waiting = |scopes: &[ServedScope]| scopes.iter().filter(|s| s.first_training()).count();
+        if !self.trains_online() || waiting(&self.scopes) == 0 || *stop.borrow() {
+            return Ok(Vec::new());
+        }
+        let limit = std::time::Duration::from_millis(self.config.training.end_wait_ms);
+        tracing::info!(
+            scopes = waiting(&self.scopes),
+            limit_ms = limit.as_millis() as u64,
+            "the input ended while a first model trains: waiting for it, then scoring what it held"
+        );
+        let deadline = std::time::Instant::now() + limit;
+        let mut out = Vec::new();
+        loop {
+            out.extend(self.take_learned()?);
+            let left = waiting(&self.scopes);
+            if left == 0 {
+                return Ok(out);
+            }
+            if *stop.borrow() || std::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    scopes = left,
+                    "stopped waiting for the first training (training.end_wait_ms or a signal): \
+                     its windows are saved and train again at the next start"
+                );
+                return Ok(out);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 
     /// Carries out the commands that arrived, and scheduled retrainings;
@@ -281,8 +319,13 @@ pub(crate) fn score_loop(
     outputs: mpsc::Sender<Vec<Output>>,
     pending: &PendingModel,
     pulse: &Pulse,
+    stop: &watch::Receiver<bool>,
 ) -> Result<(u64, u64), BackendError> {
     let (mut scored, mut alerts) = (0u64, 0u64);
+    let count =
+        |out: &[Output], what: fn(&Output) -> bool| out.iter().filter(|o| what(o)).count() as u64;
+    let is_window = |o: &Output| matches!(o, Output::Window(_));
+    let is_alert = |o: &Output| matches!(o, Output::Alert(_));
     let mut batch = Vec::with_capacity(max_batch);
     loop {
         // With online training, poll: a finished model is served (and its
@@ -292,7 +335,9 @@ pub(crate) fn score_loop(
             match windows.try_recv() {
                 Ok(window) => window,
                 Err(mpsc::error::TryRecvError::Empty) => {
-                    let mut news = scoring.take_learned();
+                    let mut news = scoring.take_learned()?;
+                    scored += count(&news, is_window);
+                    alerts += count(&news, is_alert);
                     news.extend(scoring.reread_scopes());
                     news.extend(scoring.run_commands());
                     if !news.is_empty() && outputs.blocking_send(news).is_err() {
@@ -321,7 +366,9 @@ pub(crate) fn score_loop(
         if let Some(new) = pending.lock().unwrap_or_else(|e| e.into_inner()).take() {
             scoring.reload(new.model, &new.config);
         }
-        let mut out = scoring.take_learned();
+        let mut out = scoring.take_learned()?;
+        scored += count(&out, is_window);
+        alerts += count(&out, is_alert);
         out.extend(scoring.reread_scopes());
         out.extend(scoring.run_commands());
         for (index, part) in scoring.route(&mut batch) {
@@ -331,16 +378,19 @@ pub(crate) fn score_loop(
             if scoring_it {
                 scored += part.len() as u64;
             }
-            alerts += produced
-                .iter()
-                .filter(|o| matches!(o, Output::Alert(_)))
-                .count() as u64;
+            alerts += count(&produced, is_alert);
             out.extend(produced);
         }
         Pulse::beat(&pulse.batches);
         if !out.is_empty() && outputs.blocking_send(out).is_err() {
             break;
         }
+    }
+    let last = scoring.finish_first_trainings(stop)?;
+    scored += count(&last, is_window);
+    alerts += count(&last, is_alert);
+    if !last.is_empty() {
+        let _ = outputs.blocking_send(last);
     }
     scoring.save();
     Ok((scored, alerts))

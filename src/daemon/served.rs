@@ -78,6 +78,33 @@ pub(crate) struct ServedScope {
     pub(crate) last_status: Option<StatusRecord>,
     /// The version of the scope's directory being served.
     pub(crate) served_version: Option<String>,
+    /// Windows that came while the scope's first model trained, scored
+    /// once it is served; kept only for a finite input (a replay), whose
+    /// end waits for that training. A live stream's windows are not held:
+    /// scored minutes late, they would be stale alerts.
+    pub(crate) held: Option<Held>,
+}
+
+/// Windows held while a first model trains; at most `capacity` (the
+/// training's own `max_windows`, which the memory budget already counts
+/// twice per scope), the oldest dropped first.
+#[derive(Debug, Default)]
+pub(crate) struct Held {
+    windows: std::collections::VecDeque<Window>,
+    capacity: usize,
+    dropped: usize,
+}
+
+impl Held {
+    fn push(&mut self, windows: &[Window]) {
+        for window in windows {
+            if self.windows.len() >= self.capacity {
+                self.windows.pop_front();
+                self.dropped += 1;
+            }
+            self.windows.push_back(window.clone());
+        }
+    }
 }
 
 impl ServedScope {
@@ -145,6 +172,10 @@ impl ServedScope {
             windows_since_status: 0,
             last_status: None,
             served_version: current.map(|version| version.name),
+            held: config.input.is_finite().then(|| Held {
+                capacity: config.training.max_windows.max(1),
+                ..Held::default()
+            }),
             name,
         };
         if let Some(model) = model {
@@ -318,7 +349,10 @@ impl ServedScope {
             .online
             .as_mut()
             .expect("a scope has a model or a trainer");
-        trainer.collect(windows);
+        match self.held.as_mut() {
+            Some(held) if trainer.is_training() => held.push(windows),
+            _ => trainer.collect(windows),
+        }
         let state = if trainer.is_training() {
             ModelState::Training
         } else {
@@ -377,13 +411,16 @@ impl ServedScope {
         status
     }
 
-    /// Serves a model the online trainer finished; the status to send.
+    /// Serves a model the online trainer finished: its status, then the
+    /// scores of the windows held while it trained.
     pub(crate) fn take_learned(
         &mut self,
         config: &Config,
         metrics: &Metrics,
-    ) -> Option<StatusRecord> {
-        let result = self.online.as_mut().and_then(OnlineTrainer::finished)?;
+    ) -> Result<Vec<Output>, BackendError> {
+        let Some(result) = self.online.as_mut().and_then(OnlineTrainer::finished) else {
+            return Ok(Vec::new());
+        };
         match result {
             Ok(learned) => {
                 let mut status = StatusRecord::serving(&learned.model.meta.id, None);
@@ -391,18 +428,52 @@ impl ServedScope {
                 status.target = learned.windows;
                 self.serve(learned.model, config, metrics);
                 self.served_version = Some(learned.version);
-                Some(status.in_scope(&self.name))
+                let mut out = vec![Output::Status(status.in_scope(&self.name))];
+                out.extend(self.score_held(metrics)?);
+                Ok(out)
             }
             // A refused retraining: the served model stays.
-            Err(_) if self.stage.is_some() => None,
+            Err(_) if self.stage.is_some() => Ok(Vec::new()),
             Err(_) => {
                 metrics.model_state(&self.name, ModelState::Calibrating.as_str());
                 self.last_status = None;
-                Some(
+                // What was held calibrates the next try.
+                if let (Some(held), Some(trainer)) = (self.held.as_mut(), self.online.as_mut()) {
+                    let windows: Vec<Window> = held.windows.drain(..).collect();
+                    trainer.collect(&windows);
+                }
+                Ok(vec![Output::Status(
                     StatusRecord::new(ModelState::Calibrating, 0, config.training.min_windows)
                         .in_scope(&self.name),
-                )
+                )])
             }
         }
+    }
+
+    /// Scores the windows held while the first model trained.
+    fn score_held(&mut self, metrics: &Metrics) -> Result<Vec<Output>, BackendError> {
+        let Some(held) = self.held.as_mut() else {
+            return Ok(Vec::new());
+        };
+        if held.dropped > 0 {
+            tracing::warn!(
+                scope = %self.name, dropped = held.dropped, kept = held.capacity,
+                "more windows came while the first model trained than training.max_windows: \
+                 the oldest were not scored"
+            );
+            held.dropped = 0;
+        }
+        if held.windows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let windows: Vec<Window> = held.windows.drain(..).collect();
+        tracing::info!(scope = %self.name, windows = windows.len(), "scoring the windows held while the model trained");
+        self.process(&windows, metrics)
+    }
+
+    /// A first training still running (what the end of a finite input
+    /// waits for).
+    pub(crate) fn first_training(&self) -> bool {
+        self.stage.is_none() && self.online.as_ref().is_some_and(OnlineTrainer::is_training)
     }
 }

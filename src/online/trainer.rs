@@ -182,6 +182,10 @@ impl OnlineTrainer {
         let features = self.collected.features;
         let set = std::mem::replace(&mut self.collected, WindowSet::new(features));
         self.collected_spans.clear();
+        // Stream numbers belong to the set just handed over; a fleet of
+        // ever-new device ids would otherwise grow this map for good.
+        self.streams.clear();
+        self.next_stream = 0;
         self.calibrating_since = None;
         self.saved_at = 0;
         let config = self.config.clone();

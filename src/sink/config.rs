@@ -28,14 +28,24 @@ impl OutputConfig {
             crate::mqtt::config::auth_files(&output.auth, "output.mqtt.auth", &mut check);
         }
         let jsonl = self.jsonl.as_str();
-        if jsonl != "-" && jsonl != "off" {
-            let parent = std::path::Path::new(jsonl)
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty());
+        if jsonl.trim().is_empty() {
+            check(
+                false,
+                "output.jsonl",
+                format!("{jsonl:?} names no file: use \"-\" for stdout, \"off\", or a file path"),
+            );
+        } else if jsonl != "-" && jsonl != "off" {
+            let path = std::path::Path::new(jsonl);
+            let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
             check(
                 parent.is_none_or(std::path::Path::is_dir),
                 "output.jsonl",
                 format!("the directory of {jsonl} does not exist"),
+            );
+            check(
+                !path.is_dir(),
+                "output.jsonl",
+                format!("{jsonl} is a directory, not a file"),
             );
         }
     }

@@ -52,6 +52,11 @@ pub struct InputConfig {
 }
 
 impl InputConfig {
+    /// An input that ends by itself: a replay that does not loop.
+    pub fn is_finite(&self) -> bool {
+        self.kind == InputKind::Replay && !self.replay.repeat
+    }
+
     const fn default_binary_i16_scale() -> f64 {
         1.0
     }

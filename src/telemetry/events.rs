@@ -27,8 +27,21 @@ impl Metrics {
     pub fn gap_restart(&self) {
         self.inner.gap_restarts.inc();
     }
+    pub fn clock_reset(&self) {
+        self.inner.clock_resets.inc();
+    }
     pub fn device_evicted(&self) {
         self.inner.devices_evicted.inc();
+    }
+    /// What waits in the frames, windows and outputs queues, of `capacity`.
+    pub fn queue_depths(&self, depths: [usize; 3], capacity: usize) {
+        for (queue, depth) in ["frames", "windows", "outputs"].into_iter().zip(depths) {
+            self.inner
+                .queue_depth
+                .with_label_values(&[queue])
+                .set(depth as i64);
+        }
+        self.inner.queue_capacity.set(capacity as i64);
     }
     pub fn devices(&self, n: usize) {
         self.inner.devices.set(n as i64);

@@ -24,8 +24,11 @@ pub(crate) struct Inner {
     pub(crate) decode_errors: IntCounterVec,
     pub(crate) samples_dropped: IntCounterVec,
     pub(crate) gap_restarts: IntCounter,
+    pub(crate) clock_resets: IntCounter,
     pub(crate) devices_evicted: IntCounter,
     pub(crate) devices: IntGauge,
+    pub(crate) queue_depth: IntGaugeVec,
+    pub(crate) queue_capacity: IntGauge,
     pub(crate) windows: IntCounter,
     pub(crate) anomalous_windows: IntCounter,
     pub(crate) alerts: IntCounterVec,
@@ -316,12 +319,30 @@ impl Metrics {
                     "accelwatch_gap_restarts_total",
                     "Device windows restarted after a timestamp gap over window.max_gap_ms.",
                 ),
+                clock_resets: counter(
+                    r,
+                    "accelwatch_clock_resets_total",
+                    "Device windows restarted because the device's clock went back by more than \
+                     window.max_gap_ms (a reboot).",
+                ),
                 devices_evicted: counter(
                     r,
                     "accelwatch_devices_evicted_total",
                     "Devices forgotten to stay within window.max_devices.",
                 ),
                 devices: gauge(r, "accelwatch_devices", "Devices currently tracked."),
+                queue_depth: gauge_vec(
+                    r,
+                    "accelwatch_queue_depth",
+                    "Items waiting in each queue between the stages (frames, windows, outputs); \
+                     at accelwatch_queue_capacity the stage before it waits: back-pressure.",
+                    &["queue"],
+                ),
+                queue_capacity: gauge(
+                    r,
+                    "accelwatch_queue_capacity",
+                    "Capacity of each queue between the stages (pipeline.queue_capacity).",
+                ),
                 windows: counter(r, "accelwatch_windows_total", "Windows scored."),
                 anomalous_windows: counter(
                     r,

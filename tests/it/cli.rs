@@ -312,3 +312,159 @@ fn demo_trains_replays_and_raises_alerts() {
     let windows = stdout.lines().filter(|l| l.starts_with("watch-")).count();
     assert_eq!(windows, 276, "every window came back over MQTT:\n{stdout}");
 }
+
+/// Broken configs, each broken in one place: `validate` refuses every one
+/// with the key at fault (exit 78), and `run` refuses the same ones
+/// (exit 78) before it reads a sample; the unbroken config passes both.
+#[test]
+fn validate_and_run_agree_on_broken_configs() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let model = repo().join("models/demo.onnx");
+    let broken_model = d.join("broken.onnx");
+    std::fs::write(&broken_model, &std::fs::read(&model).unwrap()[..1000]).unwrap();
+    std::fs::create_dir(d.join("a-directory")).unwrap();
+    let not_a_dir = d.join("a-file");
+    write(&not_a_dir, "not a directory");
+    let empty_models = d.join("empty-models");
+    std::fs::create_dir(&empty_models).unwrap();
+    let bad_collection = d.join("bad-collection");
+    std::fs::create_dir(&bad_collection).unwrap();
+    write(&bad_collection.join("collected.awc"), "not windows");
+    let q = |p: &std::path::Path| format!("{:?}", p.display().to_string());
+    let base = |input: &str, model_section: &str, output: &str, rest: &str| {
+        format!(
+            "[input.replay]\npath = {}\nspeed = 0\n{input}\n[model]\n{model_section}\n\
+             [output]\n{output}\n[telemetry]\nlisten = \"127.0.0.1:0\"\n{rest}\n",
+            q(&demo_csv()),
+        )
+    };
+    let model_path = format!("path = {}", q(&model));
+    let jsonl = format!("jsonl = {}", q(&d.join("out.jsonl")));
+    let online = "[training]\nmode = \"online\"\n";
+    // (what is broken, the config, a text both commands' errors must hold)
+    let cases: Vec<(&str, String, String)> = vec![
+        (
+            "output.jsonl empty",
+            base("", &model_path, "jsonl = \"\"", ""),
+            "output.jsonl".into(),
+        ),
+        (
+            "output.jsonl a directory",
+            base(
+                "",
+                &model_path,
+                &format!("jsonl = {}", q(&d.join("a-directory"))),
+                "",
+            ),
+            "a-directory".into(),
+        ),
+        (
+            "output.jsonl in a missing directory",
+            base(
+                "",
+                &model_path,
+                &format!("jsonl = {}", q(&d.join("nowhere/out.jsonl"))),
+                "",
+            ),
+            "nowhere".into(),
+        ),
+        (
+            "model.path missing",
+            base(
+                "",
+                &format!("path = {}", q(&d.join("missing.onnx"))),
+                &jsonl,
+                "",
+            ),
+            "missing.onnx".into(),
+        ),
+        (
+            "model.path not a model",
+            base("", &format!("path = {}", q(&broken_model)), &jsonl, ""),
+            "broken.onnx".into(),
+        ),
+        (
+            "input.replay.path missing",
+            format!(
+                "[input.replay]\npath = {}\n[model]\n{model_path}\n[output]\n{jsonl}\n\
+                 [telemetry]\nlisten = \"127.0.0.1:0\"\n",
+                q(&d.join("missing.csv"))
+            ),
+            "missing.csv".into(),
+        ),
+        (
+            "window.size against the model",
+            base("[window]\nsize = 64\nhop = 32", &model_path, &jsonl, ""),
+            "window.size".into(),
+        ),
+        (
+            "model.dir a file",
+            base("", &format!("dir = {}", q(&not_a_dir)), &jsonl, online),
+            "a-file".into(),
+        ),
+        (
+            "model.dir without a model, not training",
+            base("", &format!("dir = {}", q(&empty_models)), &jsonl, ""),
+            "empty-models".into(),
+        ),
+        (
+            "model.dir with a corrupt collection",
+            base("", &format!("dir = {}", q(&bad_collection)), &jsonl, online),
+            "collected.awc".into(),
+        ),
+        (
+            "detector.raise_after zero",
+            base("", &model_path, &jsonl, "[detector]\nraise_after = 0"),
+            "detector.raise_after".into(),
+        ),
+        (
+            "output.mqtt.url not a URL",
+            base(
+                "",
+                &model_path,
+                &format!("{jsonl}\n[output.mqtt]\nurl = \"nope://x\""),
+                "",
+            ),
+            "output.mqtt.url".into(),
+        ),
+    ];
+    let cfg = d.join("case.toml");
+    write(&cfg, &base("", &model_path, &jsonl, ""));
+    let out = accelwatch().args(["validate", "--config"]).arg(&cfg).run();
+    assert!(
+        out.status.success(),
+        "the unbroken config: {}",
+        stderr(&out)
+    );
+    let out = accelwatch().args(["run", "--config"]).arg(&cfg).run();
+    assert!(
+        out.status.success(),
+        "the unbroken config runs: {}",
+        stderr(&out)
+    );
+    std::fs::remove_file(d.join("out.jsonl")).expect("the run wrote its windows");
+    for (what, text, needle) in &cases {
+        write(&cfg, text);
+        let validated = accelwatch().args(["validate", "--config"]).arg(&cfg).run();
+        let ran = accelwatch()
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .run_within(Duration::from_secs(60))
+            .unwrap();
+        for (command, out) in [("validate", &validated), ("run", &ran)] {
+            assert_eq!(
+                out.status.code(),
+                Some(78),
+                "{what}: {command} exits 78: {}",
+                stderr(out)
+            );
+            assert!(
+                stderr(out).contains(needle.as_str()),
+                "{what}: {command} names {needle:?}: {}",
+                stderr(out)
+            );
+        }
+        assert!(!d.join("out.jsonl").exists(), "{what}: run scored nothing");
+    }
+}

@@ -227,3 +227,57 @@ fn malformed_payloads_are_counted_and_the_stream_goes_on() {
     );
     assert_eq!(metric(&text, "accelwatch_samples_total"), Some(7.0));
 }
+
+/// A replay faster than the first online training: the end of the input
+/// waits for the model, stores it, and scores every window that came while
+/// it trained (before, the run ended with no model and no window scored).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_that_ends_mid_training_waits_and_scores_what_came_meanwhile() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = dir.path().join("models");
+    let mut config = Config::default();
+    config.model.dir = Some(models.clone());
+    config.model.variant = accelwatch::config::Variant::Basic;
+    config.training.mode = accelwatch::config::TrainingMode::Online;
+    config.training.min_windows = 100;
+    config.training.epochs = 60;
+    config.training.patience = 1000;
+    config.input.replay.path = demo_csv();
+    config.input.replay.speed = 0.0;
+    config.output.jsonl = "off".into();
+    config.telemetry.enabled = false;
+    assert!(config.validate().is_empty(), "{:?}", config.validate());
+    let collected = Collect::default();
+    let daemon = Daemon::start(config, vec![Box::new(collected.clone())])
+        .await
+        .unwrap();
+    let summary = tokio::time::timeout(Duration::from_secs(240), daemon.wait())
+        .await
+        .expect("the wait for the training is bounded")
+        .unwrap();
+    let outputs = collected.outputs();
+    let trained_on = outputs
+        .iter()
+        .find_map(|o| match o {
+            accelwatch::record::Output::Status(s) if s.state == "serving" => Some(s.collected),
+            _ => None,
+        })
+        .expect("a model was trained and served before the daemon exited");
+    assert!(trained_on >= 100, "calibrated on {trained_on} windows");
+    let expected = expected_windows();
+    assert_eq!(
+        summary.windows as usize + trained_on,
+        expected,
+        "every window after the calibration was scored"
+    );
+    assert_eq!(
+        collected.windows_of("watch-9").len() + collected.windows_of("watch-10").len(),
+        summary.windows as usize
+    );
+    let stored = std::fs::read_dir(&models)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "onnx"))
+        .count();
+    assert_eq!(stored, 1, "the model is stored in model.dir");
+}

@@ -418,3 +418,40 @@ fn no_two_public_types_share_a_name() {
     assert!(seen.len() > 50, "read {} public types", seen.len());
     assert!(clashes.is_empty(), "{clashes:?}");
 }
+
+/// Every metric the daemon registers is in the metrics table of
+/// docs/outputs.md, and the table names no metric that does not exist.
+#[test]
+fn the_metrics_table_names_every_metric_and_nothing_else() {
+    let rendered = accelwatch::telemetry::Metrics::new().render();
+    let registered: BTreeSet<String> = rendered
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .map(str::to_string)
+        .collect();
+    assert!(registered.len() > 20, "{rendered}");
+    let page = fs::read_to_string(root().join("docs/outputs.md")).unwrap();
+    let documented: BTreeSet<String> = page
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `accelwatch_"))
+        .filter_map(|rest| rest.split(['`', '{']).next())
+        .map(|name| format!("accelwatch_{name}"))
+        .collect();
+    let undocumented: Vec<&String> = registered.difference(&documented).collect();
+    assert!(
+        undocumented.is_empty(),
+        "not in docs/outputs.md: {undocumented:?}"
+    );
+    // A labelled family renders only once it has a child: the names the
+    // table adds must be registered in the source.
+    let source = fs::read_to_string(root().join("src/telemetry/metrics.rs")).unwrap();
+    let unknown: Vec<&String> = documented
+        .difference(&registered)
+        .filter(|name| !source.contains(&format!("\"{name}\"")))
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "documented, not registered: {unknown:?}"
+    );
+}

@@ -68,6 +68,12 @@ pub struct TrainingConfig {
     /// training thread sleeps between batches to keep to it.
     #[serde(default = "TrainingConfig::default_cpu_share")]
     pub cpu_share: f64,
+    /// When a finite input (a replay) ends while a scope's first model
+    /// trains, how long the daemon waits for it before it exits; the model
+    /// is then stored and the windows that came meanwhile are scored.
+    /// SIGTERM does not wait.
+    #[serde(default = "TrainingConfig::default_end_wait_ms")]
+    pub end_wait_ms: u64,
     /// Bound on the memory online training may hold in windows, over all
     /// scopes (collected and kept for retraining); the config is refused
     /// when max_scopes × max_windows could exceed it.
@@ -143,6 +149,9 @@ impl TrainingConfig {
     const fn default_cpu_share() -> f64 {
         0.5
     }
+    const fn default_end_wait_ms() -> u64 {
+        600_000
+    }
     const fn default_max_memory_mb() -> usize {
         1024
     }
@@ -182,6 +191,7 @@ impl Default for TrainingConfig {
             groups: Vec::new(),
             max_scopes: Self::default_max_scopes(),
             cpu_share: Self::default_cpu_share(),
+            end_wait_ms: Self::default_end_wait_ms(),
             max_memory_mb: Self::default_max_memory_mb(),
         }
     }

@@ -41,3 +41,10 @@ impl Collect {
             .collect()
     }
 }
+
+impl Collect {
+    /// Every output, in arrival order.
+    pub fn outputs(&self) -> Vec<Output> {
+        self.0.lock().unwrap().clone()
+    }
+}
