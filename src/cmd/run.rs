@@ -26,6 +26,9 @@ pub async fn run(path: &Path) -> Result<(), Failure> {
 
 pub fn validate(path: &Path) -> Result<(), Failure> {
     let config = Config::load_unvalidated(path)?;
+    for warning in config.warnings() {
+        eprintln!("{}: warning: {warning}", path.display());
+    }
     let mut problems = config.validate();
     let mut model_line = String::new();
     match LoadedModel::load_with(&config.model.path, &config.model.backend_options()) {
