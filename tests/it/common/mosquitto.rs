@@ -76,6 +76,13 @@ impl Mosquitto {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let persistence = if persistent {
+            // A broker started as root runs as the user mosquitto, which
+            // must be able to write its database here.
+            std::fs::set_permissions(
+                dir.path(),
+                std::os::unix::fs::PermissionsExt::from_mode(0o777),
+            )
+            .unwrap();
             format!(
                 "persistence true\npersistence_location {}/\nautosave_interval 1\n",
                 dir.path().display()

@@ -31,7 +31,7 @@ fn replay_config(broker: &Mosquitto) -> Config {
     config.model.path = model_file().to_path_buf();
     config.input.kind = InputKind::Replay;
     config.input.replay.path = demo_csv();
-    config.input.replay.speed = 10.0;
+    config.input.replay.speed = 20.0;
     config.input.replay.repeat = true;
     config.detector.raise_after = 1;
     config.detector.clear_after = 1;
@@ -151,7 +151,11 @@ async fn across(outage: Outage) {
     let spool = tempfile::tempdir().unwrap();
     let mut config = replay_config(&broker);
     if matches!(outage, Outage::Freeze) {
-        config.output.mqtt.as_mut().unwrap().spool_dir = Some(spool.path().join("spool"));
+        let output = config.output.mqtt.as_mut().unwrap();
+        output.spool_dir = Some(spool.path().join("spool"));
+        // Noticed after 5-10 s: alerts made meanwhile go into a connection
+        // nobody reads, and must be published again on the next.
+        output.keep_alive_s = Some(5);
     }
     let collect = Collect::default();
     let daemon = accelwatch::daemon::Daemon::start(config, vec![Box::new(collect.clone())])
@@ -168,8 +172,9 @@ async fn across(outage: Outage) {
         Outage::Freeze => broker.signal(libc::SIGSTOP),
     }
     let started = Instant::now();
-    // The keep-alive (1 s) notices a frozen broker.
+    // The keep-alive notices a frozen broker.
     wait_metric(addr, connected, 0.0).await;
+    let unnoticed = alerts_of(&collect).len() - before;
     wait_count("alerts during the outage", before + DURING_OUTAGE, || {
         alerts_of(&collect).len()
     })
@@ -186,6 +191,22 @@ async fn across(outage: Outage) {
         alerts_of(&collect).len()
     })
     .await;
+    let text = scrape(addr).await;
+    let resent = metric(&text, "accelwatch_mqtt_resent_total").unwrap();
+    assert!(
+        metric_sum(
+            &text,
+            "accelwatch_mqtt_connection_failures_total",
+            &["role=\"output\""]
+        ) >= 1.0
+    );
+    if matches!(outage, Outage::Freeze) {
+        assert!(
+            unnoticed >= 1 && resent >= 1.0,
+            "alerts made before the freeze was noticed ({unnoticed}) are published again \
+             ({resent})"
+        );
+    }
     stop(daemon).await;
 
     let expected = alerts_of(&collect);
@@ -196,7 +217,8 @@ async fn across(outage: Outage) {
     .await;
     assert_eq!(got.kept, expected, "every raise and clear, in order");
     eprintln!(
-        "{} alert events, {during} during an outage of {lasted:?}, {} duplicates dropped",
+        "{} alert events, {during} during an outage of {lasted:?} ({unnoticed} before it was \
+         noticed), {resent} resent, {} duplicates dropped",
         expected.len(),
         got.duplicates
     );
