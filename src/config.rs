@@ -19,7 +19,7 @@ pub use crate::source::config::*;
 pub use crate::source::mqtt::config::*;
 pub use crate::source::replay::config::{CsvColumns, ReplayConfig};
 pub use crate::source::serial::config::*;
-pub use crate::telemetry::config::TelemetryConfig;
+pub use crate::telemetry::config::{TelemetryConfig, TelemetryTls};
 pub use crate::window::WindowConfig;
 
 #[derive(Debug, thiserror::Error)]
@@ -113,8 +113,14 @@ impl Config {
         let mut files = Problems::default();
         self.input.file_problems(&mut files);
         self.output.file_problems(&mut files);
+        self.telemetry.file_problems(&mut files);
         problems.extend(files.into_vec());
         problems
+    }
+
+    /// What is allowed but deserves a second look; `validate` prints them.
+    pub fn warnings(&self) -> Vec<Problem> {
+        self.telemetry.warnings()
     }
 
     /// The network this config describes: its window, channels and `[model]`.
@@ -195,6 +201,7 @@ impl Config {
         if let Some(output) = &self.output.mqtt {
             output.problems(
                 self.input.kind == InputKind::Mqtt,
+                self.input.mqtt.protocol,
                 &mut |ok, key, message| problems.check(ok, key, message),
             );
         }

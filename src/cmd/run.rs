@@ -28,6 +28,9 @@ pub async fn run(path: &Path) -> Result<(), Failure> {
 
 pub fn validate(path: &Path) -> Result<(), Failure> {
     let config = Config::load_unvalidated(path)?;
+    for warning in config.warnings() {
+        eprintln!("{}: warning: {warning}", path.display());
+    }
     let mut problems = config.validate();
     let mut served = Vec::new();
     if problems.is_empty() {

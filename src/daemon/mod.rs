@@ -137,7 +137,7 @@ impl Daemon {
             let live = LiveState::new(config.window.max_devices, telemetry::live::HISTORY);
             sinks.push(Box::new(LiveSink::new(live.clone())));
             let (addr, task) = telemetry::serve(
-                config.telemetry.listen,
+                &config.telemetry,
                 metrics.clone(),
                 control.clone(),
                 live,

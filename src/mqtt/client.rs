@@ -60,6 +60,15 @@ pub enum Event {
         topic: String,
         payload: Vec<u8>,
     },
+    /// One of our publishes went out with this packet id (0 at QoS 0),
+    /// in the order they were queued.
+    Sent {
+        pkid: u16,
+    },
+    /// The broker acknowledged (PUBACK) our QoS 1 publish `pkid`.
+    Acked {
+        pkid: u16,
+    },
     /// Our DISCONNECT went out.
     Disconnected,
     Other,
@@ -212,12 +221,23 @@ impl Events {
                     topic: publish.topic,
                     payload: publish.payload.to_vec(),
                 }),
+                Ok(rumqttc::Event::Outgoing(Outgoing::Publish(pkid))) => Ok(Event::Sent { pkid }),
+                Ok(rumqttc::Event::Incoming(Incoming::PubAck(ack))) => {
+                    Ok(Event::Acked { pkid: ack.pkid })
+                }
                 Ok(rumqttc::Event::Outgoing(Outgoing::Disconnect)) => Ok(Event::Disconnected),
                 Ok(_) => Ok(Event::Other),
-                Err(error) => Err(ConnectionFailure {
-                    reason: reason311(&error),
-                    message: error.to_string(),
-                }),
+                Err(error) => {
+                    // Events of the lost connection still buffered (a PUBACK
+                    // read with the failing packet, a publish that never
+                    // went out) would be taken for the next connection's,
+                    // whose packet ids restart.
+                    events.state.events.clear();
+                    Err(ConnectionFailure {
+                        reason: reason311(&error),
+                        message: error.to_string(),
+                    })
+                }
             },
             Self::V5(events) => match events.poll().await {
                 Ok(v5::Event::Incoming(packet5::Packet::ConnAck(ack))) => Ok(Event::ConnAck {
@@ -233,12 +253,19 @@ impl Events {
                     topic: String::from_utf8_lossy(&publish.topic).into_owned(),
                     payload: publish.payload.to_vec(),
                 }),
+                Ok(v5::Event::Outgoing(Outgoing::Publish(pkid))) => Ok(Event::Sent { pkid }),
+                Ok(v5::Event::Incoming(packet5::Packet::PubAck(ack))) => {
+                    Ok(Event::Acked { pkid: ack.pkid })
+                }
                 Ok(v5::Event::Outgoing(Outgoing::Disconnect)) => Ok(Event::Disconnected),
                 Ok(_) => Ok(Event::Other),
-                Err(error) => Err(ConnectionFailure {
-                    reason: reason5(&error),
-                    message: error.to_string(),
-                }),
+                Err(error) => {
+                    events.state.events.clear();
+                    Err(ConnectionFailure {
+                        reason: reason5(&error),
+                        message: error.to_string(),
+                    })
+                }
             },
         }
     }

@@ -26,6 +26,7 @@ impl OutputConfig {
         let mut check = |ok: bool, key: &str, message: String| problems.check(ok, key, message);
         if let Some(output) = &self.mqtt {
             crate::mqtt::config::auth_files(&output.auth, "output.mqtt.auth", &mut check);
+            output.file_problems(&mut check);
         }
         let jsonl = self.jsonl.as_str();
         if jsonl.trim().is_empty() {

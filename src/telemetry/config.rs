@@ -1,8 +1,12 @@
 //! `[telemetry]`: where /metrics, the health probes and control listen.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+
+pub use super::access::TelemetryTls;
+use crate::problem::{Problem, Problems};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -16,6 +20,13 @@ pub struct TelemetryConfig {
     /// load balancer or an orchestrator should not count on it yet.
     #[serde(default)]
     pub ready_while_calibrating: bool,
+    /// A file holding the bearer token `/control/*` requires; unset, HTTP
+    /// control is off (the MQTT control topic is not affected).
+    #[serde(default)]
+    pub control_token_file: Option<PathBuf>,
+    /// Serve HTTPS instead of HTTP.
+    #[serde(default)]
+    pub tls: Option<TelemetryTls>,
 }
 
 impl TelemetryConfig {
@@ -25,6 +36,62 @@ impl TelemetryConfig {
     fn default_listen() -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], 9898))
     }
+
+    /// The token file and the TLS files, read and checked as the daemon
+    /// will read them.
+    pub fn file_problems(&self, problems: &mut Problems) {
+        if !self.enabled {
+            return;
+        }
+        if let Some(path) = &self.control_token_file {
+            if let Err(error) = super::access::read_token(path) {
+                problems.check(false, "telemetry.control_token_file", error.to_string());
+            }
+        }
+        if let Some(tls) = &self.tls {
+            if let Err(error) = super::access::server_config(tls) {
+                problems.check(false, error.key, error.message);
+            }
+        }
+    }
+
+    /// What is allowed but worth a second look.
+    pub fn warnings(&self) -> Vec<Problem> {
+        let mut warnings = Problems::default();
+        if !self.enabled {
+            return warnings.into_vec();
+        }
+        warnings.check(
+            self.listen.ip().is_loopback(),
+            "telemetry.listen",
+            format!(
+                "{} is reachable beyond this machine: /metrics, the status page{} answer \
+                 anyone who can reach it{}",
+                self.listen,
+                if self.control_token_file.is_some() {
+                    " and /control (with the token)"
+                } else {
+                    ""
+                },
+                if self.tls.is_some() {
+                    ""
+                } else {
+                    ", in clear text (see telemetry.tls)"
+                }
+            ),
+        );
+        #[cfg(unix)]
+        if let Some(path) = &self.control_token_file {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(path).map_or(0, |m| m.permissions().mode());
+            warnings.check(
+                mode & 0o004 == 0,
+                "telemetry.control_token_file",
+                format!("{} is readable by every user (chmod 600)", path.display()),
+            );
+        }
+        warnings.into_vec()
+    }
 }
 
 impl Default for TelemetryConfig {
@@ -33,6 +100,63 @@ impl Default for TelemetryConfig {
             enabled: Self::default_enabled(),
             listen: Self::default_listen(),
             ready_while_calibrating: false,
+            control_token_file: None,
+            tls: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listening_beyond_loopback_is_a_warning() {
+        let mut config = TelemetryConfig::default();
+        assert!(config.warnings().is_empty());
+        config.listen = "0.0.0.0:9898".parse().unwrap();
+        let warnings = config.warnings();
+        assert_eq!(warnings.len(), 1);
+        assert_eq!(warnings[0].key, "telemetry.listen");
+        assert!(warnings[0].message.contains("clear text"), "{warnings:?}");
+        config.listen = "[::1]:9898".parse().unwrap();
+        assert!(config.warnings().is_empty());
+        config.enabled = false;
+        config.listen = "0.0.0.0:9898".parse().unwrap();
+        assert!(config.warnings().is_empty());
+    }
+
+    #[test]
+    fn a_missing_or_empty_token_file_is_a_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = TelemetryConfig::default();
+        let keys = |config: &TelemetryConfig| {
+            let mut problems = Problems::default();
+            config.file_problems(&mut problems);
+            problems.into_vec()
+        };
+        config.control_token_file = Some(dir.path().join("absent"));
+        assert_eq!(keys(&config)[0].key, "telemetry.control_token_file");
+        let path = dir.path().join("token");
+        std::fs::write(&path, "  \n").unwrap();
+        config.control_token_file = Some(path.clone());
+        assert!(
+            keys(&config)[0].message.contains("empty"),
+            "{:?}",
+            keys(&config)
+        );
+        std::fs::write(&path, "short\n").unwrap();
+        assert!(
+            keys(&config)[0].message.contains("16"),
+            "{:?}",
+            keys(&config)
+        );
+        std::fs::write(&path, "0123456789abcdef0123\n").unwrap();
+        assert!(keys(&config).is_empty(), "{:?}", keys(&config));
+        config.tls = Some(TelemetryTls {
+            cert_file: dir.path().join("cert.pem"),
+            key_file: dir.path().join("key.pem"),
+        });
+        assert_eq!(keys(&config)[0].key, "telemetry.tls.cert_file");
     }
 }

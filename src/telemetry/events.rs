@@ -187,6 +187,27 @@ impl Metrics {
             .with_label_values(&[kind])
             .inc();
     }
+    /// `event` is `spooled`, `replayed`, `acked` or `dropped`.
+    pub fn mqtt_spool(&self, event: &str, alerts: u64) {
+        self.inner
+            .mqtt_spool
+            .with_label_values(&[event])
+            .inc_by(alerts);
+    }
+    pub fn mqtt_spool_corrupt(&self, bytes: u64) {
+        self.inner.mqtt_spool_corrupt.inc_by(bytes);
+    }
+    pub fn mqtt_spool_bytes(&self, bytes: u64) {
+        self.inner
+            .mqtt_spool_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+    pub fn mqtt_resent(&self, messages: usize) {
+        self.inner.mqtt_resent.inc_by(messages as u64);
+    }
+    pub fn control_unauthorized(&self) {
+        self.inner.control_unauthorized.inc();
+    }
     /// Makes a serial port's series visible (at 0) before anything happens.
     pub fn serial_port(&self, port: &str) {
         let inner = &self.inner;

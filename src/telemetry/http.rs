@@ -1,15 +1,20 @@
 //! The HTTP endpoint: /metrics, /healthz, /readyz, the status page (`/`)
-//! with its `/api/state`, and, when enabled, /control.
+//! with its `/api/state`, and /control for a client that presents the
+//! configured bearer token (see [`super::access`]); over TLS when
+//! `telemetry.tls` is set.
 
 use std::net::SocketAddr;
 
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use crate::control::{Control, ControlCommand};
+
+use super::access::{TlsListener, Token};
+use super::config::TelemetryConfig;
 
 use super::live::LiveState;
 use super::metrics::Metrics;
@@ -57,19 +62,66 @@ async fn readyz(State(metrics): State<Metrics>) -> impl IntoResponse {
     )
 }
 
-/// `POST /control/<command>[?arguments]`: queued for the scorer (202),
-/// refused when online training is off (409), an unknown command (404) or
-/// bad arguments (400).
+/// What `/control` needs: the token it asks for (none: control over HTTP
+/// is off) and where commands go.
+#[derive(Clone)]
+struct ControlState {
+    metrics: Metrics,
+    control: Option<Control>,
+    token: Option<Token>,
+}
+
+/// `POST /control/<command>[?arguments]`: 403 when no token is configured,
+/// 401 without the right `Authorization: Bearer` token (checked before
+/// anything else), then queued for the scorer (202), refused when online
+/// training is off (409), an unknown command (404) or bad arguments (400).
 async fn control_handler(
-    State((metrics, control)): State<(Metrics, Option<Control>)>,
+    State(ControlState {
+        metrics,
+        control,
+        token,
+    }): State<ControlState>,
     Path(name): Path<String>,
     RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> axum::response::Response {
+    let Some(token) = token else {
+        metrics.control_unauthorized();
+        return (
+            StatusCode::FORBIDDEN,
+            Json(serde_json::json!({
+                "error": "control over HTTP is off: set telemetry.control_token_file"
+            })),
+        )
+            .into_response();
+    };
+    if !token.admits(
+        headers
+            .get(header::AUTHORIZATION)
+            .map(axum::http::HeaderValue::as_bytes),
+    ) {
+        metrics.control_unauthorized();
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer realm=\"accelwatch\"")],
+            Json(serde_json::json!({ "error": "a valid Authorization: Bearer token is needed" })),
+        )
+            .into_response();
+    }
+    command_response(&metrics, control.as_ref(), &name, query.as_deref()).into_response()
+}
+
+fn command_response(
+    metrics: &Metrics,
+    control: Option<&Control>,
+    name: &str,
+    query: Option<&str>,
 ) -> impl IntoResponse {
-    let command = match ControlCommand::parse(&name, query.as_deref()) {
+    let command = match ControlCommand::parse(name, query) {
         Ok(command) => command,
         Err(error) => {
-            let known = crate::control::NAMES.contains(&name.as_str());
-            metrics.command(if known { name.as_str() } else { "unknown" }, "invalid");
+            let known = crate::control::NAMES.contains(&name);
+            metrics.command(if known { name } else { "unknown" }, "invalid");
             let status = if known {
                 StatusCode::BAD_REQUEST
             } else {
@@ -82,7 +134,7 @@ async fn control_handler(
         }
     };
     let name = command.as_str();
-    match &control {
+    match control {
         Some(control) if control.send(command) => (
             StatusCode::ACCEPTED,
             Json(serde_json::json!({ "accepted": name })),
@@ -103,18 +155,37 @@ async fn control_handler(
     }
 }
 
-/// Binds `addr` (port 0 picks a free one) and serves until `shutdown`
-/// resolves; the status page shows `live`. Returns the bound address and
-/// the server task.
+/// Binds `settings.listen` (port 0 picks a free one) and serves until
+/// `shutdown` resolves; the status page shows `live`. Returns the bound
+/// address and the server task. The token and TLS files are read here: a
+/// problem with them is an `InvalidInput` error naming the key.
 pub async fn serve(
-    addr: SocketAddr,
+    settings: &TelemetryConfig,
     metrics: Metrics,
     control: Option<Control>,
     live: LiveState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let invalid = |message: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, message);
+    let token = match &settings.control_token_file {
+        Some(path) => Some(
+            super::access::read_token(path)
+                .map_err(|e| invalid(format!("telemetry.control_token_file: {e}")))?,
+        ),
+        None => None,
+    };
+    let tls = match &settings.tls {
+        Some(tls) => Some(super::access::server_config(tls).map_err(|e| invalid(e.to_string()))?),
+        None => None,
+    };
+    let listener = tokio::net::TcpListener::bind(settings.listen).await?;
     let local = listener.local_addr()?;
+    for warning in settings.warnings() {
+        tracing::warn!(%warning, "telemetry");
+    }
+    if token.is_none() {
+        tracing::info!("control over HTTP is off (no telemetry.control_token_file)");
+    }
     let app = Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(healthz))
@@ -129,13 +200,26 @@ pub async fn serve(
         .merge(
             Router::new()
                 .route("/control/{command}", post(control_handler))
-                .with_state((metrics, control)),
+                .with_state(ControlState {
+                    metrics,
+                    control,
+                    token,
+                }),
         );
     let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
+        let served = match tls {
+            Some(tls) => {
+                axum::serve(TlsListener::new(listener, tls), app)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+            None => {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+        };
+        if let Err(e) = served {
             tracing::error!(error = %e, "telemetry server failed");
         }
     });

@@ -43,6 +43,11 @@ pub(crate) struct Inner {
     pub(crate) mqtt_connection_failures: IntCounterVec,
     pub(crate) mqtt_unrouted: IntCounter,
     pub(crate) mqtt_publish_dropped: IntCounterVec,
+    pub(crate) mqtt_spool: IntCounterVec,
+    pub(crate) mqtt_spool_corrupt: IntCounter,
+    pub(crate) mqtt_spool_bytes: IntGauge,
+    pub(crate) mqtt_resent: IntCounter,
+    pub(crate) control_unauthorized: IntCounter,
     pub(crate) serial_connected: IntGaugeVec,
     pub(crate) serial_connection_failures: IntCounterVec,
     pub(crate) serial_framing_errors: IntCounterVec,
@@ -240,6 +245,23 @@ impl Metrics {
             "MQTT messages not published because the output queue was full, by kind.",
             &["kind"],
         );
+        let mqtt_spool = counter_vec(
+            r,
+            "accelwatch_mqtt_spool_alerts_total",
+            "Alerts of the MQTT output's spool, by event: spooled (fsynced), replayed \
+             (read back at start), acked (the broker has them) and dropped (the spool was full).",
+            &["event"],
+        );
+        for event in ["spooled", "replayed", "acked", "dropped"] {
+            mqtt_spool.with_label_values(&[event]);
+        }
+        let mqtt_spool_bytes = IntGauge::new(
+            "accelwatch_mqtt_spool_bytes",
+            "Bytes of alerts in the MQTT output's spool, waiting for the broker.",
+        )
+        .expect("valid metric");
+        r.register(Box::new(mqtt_spool_bytes.clone()))
+            .expect("unique metric");
         let serial_connected = IntGaugeVec::new(
             Opts::new(
                 "accelwatch_serial_connected",
@@ -302,6 +324,25 @@ impl Metrics {
                     "MQTT messages whose topic named no device.",
                 ),
                 mqtt_publish_dropped,
+                mqtt_spool,
+                mqtt_spool_corrupt: counter(
+                    r,
+                    "accelwatch_mqtt_spool_corrupt_bytes_total",
+                    "Bytes of torn or corrupt records cut off the MQTT output's spool at start.",
+                ),
+                mqtt_spool_bytes,
+                mqtt_resent: counter(
+                    r,
+                    "accelwatch_mqtt_resent_total",
+                    "Alerts and status records published again after the MQTT output's \
+                     connection was lost before the broker acknowledged them.",
+                ),
+                control_unauthorized: counter(
+                    r,
+                    "accelwatch_control_unauthorized_total",
+                    "HTTP control requests refused for a missing or wrong bearer token, \
+                     or because no token is configured.",
+                ),
                 frames: counter(
                     r,
                     "accelwatch_frames_total",

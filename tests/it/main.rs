@@ -8,6 +8,7 @@ mod common;
 
 mod bench;
 mod cli;
+mod control;
 mod daemon;
 mod docs;
 mod export;

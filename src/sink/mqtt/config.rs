@@ -1,5 +1,7 @@
 //! `[output.mqtt]`: where features, alerts and status are published.
 
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 
 use crate::mqtt::config::{broker_problems, qos_problem, MqttAuth, MqttProtocol};
@@ -37,6 +39,17 @@ pub struct MqttOutputConfig {
     /// Only with `url`; otherwise the input's.
     #[serde(default)]
     pub auth: MqttAuth,
+    /// The output's own keep-alive; unset, `input.mqtt.keep_alive_s`. A
+    /// frozen broker is noticed after one to two of these.
+    #[serde(default)]
+    pub keep_alive_s: Option<u64>,
+    /// Alerts are appended here (fsynced) until the broker acknowledges
+    /// them, so they survive a restart of the daemon during an outage.
+    #[serde(default)]
+    pub spool_dir: Option<PathBuf>,
+    /// The spool's bound on disk; alerts beyond it are dropped and counted.
+    #[serde(default = "MqttOutputConfig::default_spool_max_bytes")]
+    pub spool_max_bytes: u64,
 }
 
 impl MqttOutputConfig {
@@ -58,6 +71,9 @@ impl MqttOutputConfig {
     const fn default_queue() -> usize {
         4096
     }
+    pub const fn default_spool_max_bytes() -> u64 {
+        16 * 1024 * 1024
+    }
 }
 
 impl Default for MqttOutputConfig {
@@ -75,14 +91,23 @@ impl Default for MqttOutputConfig {
             alert_retain: false,
             queue: Self::default_queue(),
             auth: MqttAuth::default(),
+            keep_alive_s: None,
+            spool_dir: None,
+            spool_max_bytes: Self::default_spool_max_bytes(),
         }
     }
 }
 
 impl MqttOutputConfig {
     /// The problems of `[output.mqtt]`; without a url of its own it needs
-    /// the MQTT input's broker (`input_is_mqtt`).
-    pub fn problems(&self, input_is_mqtt: bool, check: &mut impl FnMut(bool, &str, String)) {
+    /// the MQTT input's broker (`input_is_mqtt`), and it speaks the input's
+    /// protocol unless it sets one.
+    pub fn problems(
+        &self,
+        input_is_mqtt: bool,
+        input_protocol: MqttProtocol,
+        check: &mut impl FnMut(bool, &str, String),
+    ) {
         let output = self;
         match &output.url {
             Some(url) => broker_problems(url, &output.auth, "output.mqtt", check),
@@ -122,6 +147,59 @@ impl MqttOutputConfig {
             output.queue >= 1,
             "output.mqtt.queue",
             "must be at least 1".into(),
+        );
+        if let Some(keep_alive) = output.keep_alive_s {
+            // rumqttc's limits: MQTT 5 pings no faster than every 5 s.
+            let least = match output.protocol.unwrap_or(input_protocol) {
+                MqttProtocol::V5 => 5,
+                MqttProtocol::V311 => 1,
+            };
+            check(
+                keep_alive >= least,
+                "output.mqtt.keep_alive_s",
+                format!("must be at least {least} seconds with this protocol, got {keep_alive}"),
+            );
+        }
+        check(
+            output.spool_max_bytes >= crate::sink::mqtt::spool::MIN_BYTES,
+            "output.mqtt.spool_max_bytes",
+            format!(
+                "must be at least {} bytes, got {}",
+                crate::sink::mqtt::spool::MIN_BYTES,
+                output.spool_max_bytes
+            ),
+        );
+        if let Some(dir) = &output.spool_dir {
+            check(
+                !dir.as_os_str().is_empty(),
+                "output.mqtt.spool_dir",
+                "must not be empty (leave it unset for no spool)".into(),
+            );
+        }
+    }
+
+    /// The spool directory, when set, is a directory or can be made one.
+    pub fn file_problems(&self, check: &mut impl FnMut(bool, &str, String)) {
+        let Some(dir) = self
+            .spool_dir
+            .as_deref()
+            .filter(|d| !d.as_os_str().is_empty())
+        else {
+            return;
+        };
+        let ok = if dir.exists() {
+            dir.is_dir()
+        } else {
+            dir.parent()
+                .is_none_or(|p| p.as_os_str().is_empty() || p.is_dir())
+        };
+        check(
+            ok,
+            "output.mqtt.spool_dir",
+            format!(
+                "{} is not a directory, nor one that can be made in an existing directory",
+                dir.display()
+            ),
         );
     }
 }

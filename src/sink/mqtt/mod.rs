@@ -4,32 +4,48 @@
 //! the last will and on shutdown).
 //!
 //! Sinks run on a blocking thread, so publishing never waits: messages go
-//! into rumqttc's bounded request queue (`output.mqtt.queue`), which the
-//! connection task drains. While the broker is away they wait there; when
-//! it is full, new messages are dropped and counted in
+//! into the [`outbox::Outbox`], which the [`connection`] task hands to
+//! rumqttc while the broker is there. Features are best effort: beyond
+//! `output.mqtt.queue` waiting, new ones are dropped and counted in
 //! `accelwatch_mqtt_publish_dropped_total{kind}` rather than stalling the
-//! pipeline behind an outage.
+//! pipeline behind an outage. Alerts and status records are kept until the
+//! broker acknowledges them (QoS 1) and published again, in order, after a
+//! lost connection; each carries a rising `msg_id` by which a subscriber
+//! drops the duplicates QoS 1 allows. With `output.mqtt.spool_dir`, alerts
+//! are also fsynced to the [`spool`] first, and a restarted daemon
+//! publishes what its predecessor could not.
 
 pub mod config;
+pub mod connection;
+pub mod outbox;
+pub mod spool;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
 use crate::backoff::Backoff;
 use crate::mqtt::broker::{BrokerSettings, MqttError};
-use crate::mqtt::client::{Client, Event, Events};
 use crate::mqtt::client::{Session, Will};
 use crate::mqtt::topic::{Template, TopicError};
 use crate::record::{Output, StatusRecord};
 use crate::sink::mqtt::config::MqttOutputConfig;
+use crate::sink::mqtt::connection::{Connection, Shared};
+use crate::sink::mqtt::outbox::{Message, Outbox};
+use crate::sink::mqtt::spool::Spool;
 use crate::sink::Sink;
 use crate::telemetry::Metrics;
 
 const ROLE: &str = "output";
 
+/// Requests rumqttc itself may hold; the outbox holds the rest.
+const RUMQTTC_QUEUE: usize = 64;
+
 pub struct MqttSink {
-    client: Client,
+    shared: Arc<Shared>,
+    /// The next `msg_id`.
+    next_id: u64,
     features: Template,
     alert: Template,
     features_qos: u8,
@@ -38,6 +54,7 @@ pub struct MqttSink {
     alert_retain: bool,
     status_topic: String,
     metrics: Metrics,
+    warned: crate::logging::RateLimited,
 }
 
 /// The status payload: `{"status": "online"|"offline", "version": ...}`.
@@ -49,6 +66,10 @@ pub fn status_payload(online: bool) -> Vec<u8> {
 /// `{"status": "online", "version": ..., "model_state": "calibrating",
 /// "collected": 420, "target": 2000, "progress": 0.21}`.
 pub fn status_payload_with(online: bool, model: Option<&StatusRecord>) -> Vec<u8> {
+    serde_json::to_vec(&status_value(online, model)).expect("static JSON")
+}
+
+fn status_value(online: bool, model: Option<&StatusRecord>) -> serde_json::Value {
     let mut payload = serde_json::json!({
         "status": if online { "online" } else { "offline" },
         "version": env!("CARGO_PKG_VERSION"),
@@ -68,7 +89,25 @@ pub fn status_payload_with(online: bool, model: Option<&StatusRecord>) -> Vec<u8
             payload["scope"] = scope.as_ref().into();
         }
     }
-    serde_json::to_vec(&payload).expect("static JSON")
+    payload
+}
+
+/// `value` (a JSON object) with its `msg_id`.
+fn with_msg_id(mut value: serde_json::Value, id: u64) -> Vec<u8> {
+    if let Some(object) = value.as_object_mut() {
+        object.insert("msg_id".into(), id.into());
+    }
+    serde_json::to_vec(&value).expect("JSON")
+}
+
+/// Where `msg_id`s start: past the spool's, and past any earlier run's
+/// (microseconds of the wall clock, so they rise across restarts even
+/// without a spool, as long as the clock does).
+fn first_id(spooled: u64) -> u64 {
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+    (spooled + 1).max(now_us)
 }
 
 /// Where a scope's status is retained: `<status topic>/device/<id>` or
@@ -105,9 +144,14 @@ impl MqttSink {
             broker.key = "output.mqtt";
             broker.auth = output.auth.clone();
         }
+        if let Some(keep_alive) = output.keep_alive_s {
+            broker.keep_alive = Duration::from_secs(keep_alive);
+        }
         let (client, events) = broker.connect(Session {
             protocol: output.protocol.unwrap_or(broker.protocol),
             client_id: output.client_id.clone(),
+            // Nothing is left to a session: the outbox sends again what
+            // the broker did not acknowledge.
             clean_session: true,
             // The will tells subscribers the daemon vanished without a goodbye.
             will: Some(Will {
@@ -116,38 +160,124 @@ impl MqttSink {
                 qos: 1,
                 retain: true,
             }),
-            capacity: output.queue,
+            capacity: RUMQTTC_QUEUE.min(output.queue),
         })?;
+        let features = Template::parse(&output.features_topic)
+            .map_err(setting("output.mqtt.features_topic"))?;
+        let alert =
+            Template::parse(&output.alert_topic).map_err(setting("output.mqtt.alert_topic"))?;
+        let mut outbox = Outbox::new(output.queue, output.queue);
+        let (spool, last_id) = match &output.spool_dir {
+            Some(dir) => {
+                let (spool, replay) =
+                    Spool::open(dir, output.spool_max_bytes).map_err(|e| MqttError::Read {
+                        key: "output.mqtt.spool_dir".into(),
+                        path: e.path,
+                        cause: e.cause,
+                    })?;
+                metrics.mqtt_spool_corrupt(replay.corrupt_bytes);
+                metrics.mqtt_spool("replayed", replay.records.len() as u64);
+                metrics.mqtt_spool_bytes(spool.bytes());
+                if !replay.records.is_empty() {
+                    tracing::info!(
+                        alerts = replay.records.len(),
+                        dir = %dir.display(),
+                        "MQTT output: alerts of an earlier run are published when the broker is there"
+                    );
+                }
+                for record in replay.records {
+                    outbox.push_reliable(record.id, record.message, true);
+                }
+                (Some(Mutex::new(spool)), replay.last_id)
+            }
+            None => (None, 0),
+        };
+        let shared = Arc::new(Shared {
+            outbox: Mutex::new(outbox),
+            spool,
+            wake: tokio::sync::Notify::new(),
+        });
         metrics.mqtt_connected(ROLE, false);
         let connection = Connection {
-            client: client.clone(),
+            client,
             events,
+            shared: shared.clone(),
             status_topic: output.status_topic.clone(),
+            hello: status_payload(true),
+            goodbye: status_payload(false),
             backoff: Backoff::new(broker.backoff_min, broker.backoff_max),
             url: broker.url.clone(),
             metrics: metrics.clone(),
         };
         let task = tokio::spawn(connection.run());
         let sink = Self {
-            client,
-            features: Template::parse(&output.features_topic)
-                .map_err(setting("output.mqtt.features_topic"))?,
-            alert: Template::parse(&output.alert_topic)
-                .map_err(setting("output.mqtt.alert_topic"))?,
+            shared,
+            next_id: first_id(last_id),
+            features,
+            alert,
             features_qos: output.features_qos,
             features_retain: output.features_retain,
             alert_qos: output.alert_qos,
             alert_retain: output.alert_retain,
             status_topic: output.status_topic.clone(),
             metrics,
+            warned: crate::logging::RateLimited::new(Duration::from_secs(60)),
         };
         Ok((sink, task))
     }
 
-    fn publish(&self, kind: &str, topic: String, qos: u8, retain: bool, payload: Vec<u8>) {
-        if !self.client.try_publish(&topic, qos, retain, payload) {
-            self.metrics.mqtt_publish_dropped(kind);
+    fn feature(&mut self, topic: String, payload: Vec<u8>) {
+        let message = Message {
+            topic,
+            qos: self.features_qos,
+            retain: self.features_retain,
+            payload,
+        };
+        if !self.shared.outbox().push_feature(message) {
+            self.metrics.mqtt_publish_dropped("features");
+            return;
         }
+        self.shared.wake.notify_one();
+    }
+
+    /// Keeps an alert (`spool`: in the spool too) or a status record until
+    /// the broker has it.
+    fn reliable(&mut self, kind: &'static str, message: Message, spool: bool) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut spooled = false;
+        if spool {
+            if let Some(mut spool) = self.shared.spool() {
+                match spool.append(id, &message) {
+                    Ok(true) => {
+                        spooled = true;
+                        self.metrics.mqtt_spool("spooled", 1);
+                        self.metrics.mqtt_spool_bytes(spool.bytes());
+                    }
+                    Ok(false) => {
+                        self.metrics.mqtt_spool("dropped", 1);
+                        self.metrics.mqtt_publish_dropped(kind);
+                        if let Some(held_back) =
+                            self.warned.check("spool full", std::time::Instant::now())
+                        {
+                            tracing::warn!(
+                                held_back,
+                                "MQTT output: the spool is full (output.mqtt.spool_max_bytes); \
+                                 an alert was dropped"
+                            );
+                        }
+                        return;
+                    }
+                    // Kept in memory instead: it still survives an outage.
+                    Err(error) => tracing::error!(%error, "MQTT output: cannot spool an alert"),
+                }
+            }
+        }
+        if !self.shared.outbox().push_reliable(id, message, spooled) {
+            self.metrics.mqtt_publish_dropped(kind);
+            return;
+        }
+        self.shared.wake.notify_one();
     }
 }
 
@@ -157,34 +287,34 @@ impl Sink for MqttSink {
     }
 
     fn write(&mut self, output: &Output) -> std::io::Result<()> {
-        let payload = serde_json::to_vec(output)?;
         match output {
-            Output::Window(w) => self.publish(
-                "features",
-                self.features.render(&w.device),
-                self.features_qos,
-                self.features_retain,
-                payload,
-            ),
-            Output::Alert(a) => self.publish(
-                "alert",
-                self.alert.render(&a.device),
-                self.alert_qos,
-                self.alert_retain,
-                payload,
-            ),
+            Output::Window(w) => {
+                let topic = self.features.render(&w.device);
+                self.feature(topic, serde_json::to_vec(output)?);
+            }
+            Output::Alert(a) => {
+                let message = Message {
+                    topic: self.alert.render(&a.device),
+                    qos: self.alert_qos,
+                    retain: self.alert_retain,
+                    payload: with_msg_id(serde_json::to_value(output)?, self.next_id),
+                };
+                self.reliable("alert", message, true);
+            }
             // The retained status says "online" and how the model stands;
             // each scope's under a topic of its own, so none hides another.
-            Output::Status(status) => self.publish(
-                "status",
-                match &status.scope {
-                    Some(scope) => scope_status_topic(&self.status_topic, scope),
-                    None => self.status_topic.clone(),
-                },
-                1,
-                true,
-                status_payload_with(true, Some(status)),
-            ),
+            Output::Status(status) => {
+                let message = Message {
+                    topic: match &status.scope {
+                        Some(scope) => scope_status_topic(&self.status_topic, scope),
+                        None => self.status_topic.clone(),
+                    },
+                    qos: 1,
+                    retain: true,
+                    payload: with_msg_id(status_value(true, Some(status)), self.next_id),
+                };
+                self.reliable("status", message, false);
+            }
         }
         Ok(())
     }
@@ -195,68 +325,23 @@ impl Sink for MqttSink {
 }
 
 impl Drop for MqttSink {
-    /// Says goodbye: a retained `offline`, then DISCONNECT (so the broker
-    /// does not publish the will as well).
+    /// Lets the connection say goodbye (a retained `offline`, then
+    /// DISCONNECT, so the broker does not publish the will as well) once
+    /// everything is acknowledged.
     fn drop(&mut self) {
-        self.publish(
-            "status",
-            self.status_topic.clone(),
-            1,
-            true,
-            status_payload(false),
-        );
-        self.client.try_disconnect();
-    }
-}
-
-struct Connection {
-    client: Client,
-    events: Events,
-    status_topic: String,
-    backoff: Backoff,
-    url: String,
-    metrics: Metrics,
-}
-
-impl Connection {
-    async fn run(mut self) {
-        let mut connected = false;
-        let mut logged_failure = false;
-        loop {
-            match self.events.poll().await {
-                Ok(Event::ConnAck { .. }) => {
-                    connected = true;
-                    logged_failure = false;
-                    self.backoff.reset();
-                    self.metrics.mqtt_connected(ROLE, true);
-                    tracing::info!(url = %self.url, "MQTT output connected");
-                    if !self
-                        .client
-                        .try_publish(&self.status_topic, 1, true, status_payload(true))
-                    {
-                        self.metrics.mqtt_publish_dropped("status");
-                    }
-                }
-                Ok(Event::Disconnected) => break,
-                Ok(_) => {}
-                Err(error) => {
-                    let reason = error.reason;
-                    self.metrics.mqtt_connection_failure(ROLE, reason);
-                    if connected || !logged_failure {
-                        tracing::warn!(
-                            url = %self.url, %error, reason,
-                            "MQTT output disconnected; reconnecting with back-off"
-                        );
-                    }
-                    connected = false;
-                    logged_failure = true;
-                    self.metrics.mqtt_connected(ROLE, false);
-                    tokio::time::sleep(self.backoff.next_delay()).await;
-                }
-            }
+        let waiting = {
+            let mut outbox = self.shared.outbox();
+            outbox.closing = true;
+            outbox.unacknowledged()
+        };
+        if waiting > 0 {
+            tracing::info!(
+                messages = waiting,
+                spooled = self.shared.spool.is_some(),
+                "MQTT output: alerts and status wait for the broker's acknowledgement"
+            );
         }
-        self.metrics.mqtt_connected(ROLE, false);
-        tracing::info!("MQTT output disconnected");
+        self.shared.wake.notify_one();
     }
 }
 

@@ -4,6 +4,9 @@
 use std::future::Future;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use accelwatch::daemon::Daemon;
@@ -16,26 +19,65 @@ pub async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     request(addr, "GET", path).await
 }
 
-/// A POST without a body (a control command).
+/// The bearer token of [`control_token_file`], which [`post`] presents.
+pub const CONTROL_TOKEN: &str = "accelwatch-test-token-0123456789";
+
+/// A file holding [`CONTROL_TOKEN`] (readable by its owner only), for
+/// `telemetry.control_token_file`.
+pub fn control_token_file() -> PathBuf {
+    static FILE: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    FILE.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control-token");
+        std::fs::write(&path, format!("{CONTROL_TOKEN}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        (dir, path)
+    })
+    .1
+    .clone()
+}
+
+/// A POST without a body (a control command), with the test's bearer
+/// token.
 pub async fn post(addr: SocketAddr, path: &str) -> (u16, String) {
-    request(addr, "POST", path).await
+    let authorization = format!("Bearer {CONTROL_TOKEN}");
+    post_as(addr, path, Some(&authorization)).await
+}
+
+/// A POST with this `Authorization` header, or none.
+pub async fn post_as(addr: SocketAddr, path: &str, authorization: Option<&str>) -> (u16, String) {
+    let path = path.to_string();
+    let authorization = authorization.map(str::to_string);
+    tokio::task::spawn_blocking(move || {
+        request_blocking(addr, "POST", &path, authorization.as_deref())
+    })
+    .await
+    .expect("the HTTP request task")
 }
 
 async fn request(addr: SocketAddr, method: &'static str, path: &str) -> (u16, String) {
     let path = path.to_string();
-    tokio::task::spawn_blocking(move || request_blocking(addr, method, &path))
+    tokio::task::spawn_blocking(move || request_blocking(addr, method, &path, None))
         .await
         .expect("the HTTP request task")
 }
 
-fn request_blocking(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+fn request_blocking(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    authorization: Option<&str>,
+) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
+    let authorization = authorization
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{authorization}Content-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut response = String::new();

@@ -58,10 +58,40 @@ impl Mosquitto {
     /// `extra` writes more config (e.g. a TLS listener) into the broker's
     /// directory, after the plain listener.
     pub fn start_conf(users: &[(&str, &str)], extra: impl FnOnce(&Path) -> String) -> Self {
+        Self::start_full(users, false, extra)
+    }
+
+    /// A broker that keeps its clients' persistent sessions (and their
+    /// queued QoS 1 messages) across a restart, even after SIGKILL: it
+    /// saves them every second.
+    pub fn start_persistent() -> Self {
+        Self::start_full(&[], true, |_| String::new())
+    }
+
+    fn start_full(
+        users: &[(&str, &str)],
+        persistent: bool,
+        extra: impl FnOnce(&Path) -> String,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
+        let persistence = if persistent {
+            // A broker started as root runs as the user mosquitto, which
+            // must be able to write its database here.
+            std::fs::set_permissions(
+                dir.path(),
+                std::os::unix::fs::PermissionsExt::from_mode(0o777),
+            )
+            .unwrap();
+            format!(
+                "persistence true\npersistence_location {}/\nautosave_interval 1\n",
+                dir.path().display()
+            )
+        } else {
+            "persistence false\n".to_string()
+        };
         let mut conf = format!(
-            "per_listener_settings false\npersistence false\nmax_queued_messages 100000\n\
+            "per_listener_settings false\n{persistence}max_queued_messages 100000\n\
              message_size_limit 0\nlog_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n\
              log_type information\nlog_type subscribe\nlistener {port} 127.0.0.1\n"
         );
@@ -118,6 +148,14 @@ impl Mosquitto {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Sends `signal` to the broker (SIGSTOP freezes it, SIGCONT thaws it).
+    pub fn signal(&self, signal: libc::c_int) {
+        self.child
+            .as_ref()
+            .expect("a running broker")
+            .signal(signal);
     }
 
     pub fn kill(&mut self) {
@@ -186,7 +224,23 @@ pub const CLIENT_DEADLINE: Duration = Duration::from_secs(30);
 /// A test client; reconnects by itself and subscribes to `topics` on every
 /// connect. Returns once connected (and subscribed, if asked to).
 pub async fn client(port: u16, id: &str, topics: &[&str]) -> (AsyncClient, Messages) {
+    client_with(port, id, topics, true).await
+}
+
+/// A test client with a persistent session (`clean_session = false`): a
+/// broker that keeps sessions queues its QoS 1 messages while it is away.
+pub async fn persistent_client(port: u16, id: &str, topics: &[&str]) -> (AsyncClient, Messages) {
+    client_with(port, id, topics, false).await
+}
+
+async fn client_with(
+    port: u16,
+    id: &str,
+    topics: &[&str],
+    clean_session: bool,
+) -> (AsyncClient, Messages) {
     let mut options = MqttOptions::new(id, "127.0.0.1", port);
+    options.set_clean_session(clean_session);
     options.set_max_packet_size(8 << 20, 8 << 20);
     options.set_keep_alive(Duration::from_secs(30));
     let (client, mut events) = AsyncClient::new(options, 10_000);

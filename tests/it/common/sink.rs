@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use accelwatch::record::{Output, WindowRecord};
+use accelwatch::record::{AlertRecord, Output, WindowRecord};
 use accelwatch::sink::Sink;
 
 /// Collects outputs in memory; clones share the collection.
@@ -36,6 +36,19 @@ impl Collect {
             .iter()
             .filter_map(|o| match o {
                 Output::Window(w) if &*w.device == device => Some(w.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The alert records, in arrival order.
+    pub fn alerts(&self) -> Vec<AlertRecord> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|o| match o {
+                Output::Alert(a) => Some(a.clone()),
                 _ => None,
             })
             .collect()

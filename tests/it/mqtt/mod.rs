@@ -4,10 +4,12 @@
 //! status are received by a test subscriber.
 //!
 //! [`io`]: plain input and output flows; [`security`]: passwords and TLS;
-//! [`shared`]: shared subscriptions; [`online`]: models trained online.
+//! [`shared`]: shared subscriptions; [`online`]: models trained online;
+//! [`outage`]: alerts across a broker outage and a daemon restart.
 
 mod io;
 mod online;
+mod outage;
 mod security;
 mod shared;
 
@@ -96,6 +98,7 @@ pub fn online_config(broker: &Mosquitto, models: &Path) -> Config {
     config.model.dir = Some(models.to_path_buf());
     config.model.variant = accelwatch::config::Variant::Basic;
     config.training.mode = accelwatch::config::TrainingMode::Online;
+    config.telemetry.control_token_file = Some(crate::common::http::control_token_file());
     config
 }
 

@@ -121,8 +121,22 @@ async fn a_daemon_without_a_model_calibrates_then_alerts_and_keeps_its_model() {
         let drift = metric(&text, "accelwatch_drift_ratio{scope=\"fleet\"}").unwrap();
         assert!(drift > 1.0, "ABD and FEL are not PEN: drift {drift}");
 
-        // Control: an unknown HTTP command, an invalid MQTT one, then a
-        // retraining from the windows judged normal since (more PEN).
+        // Control: without the bearer token, or with a wrong one, nothing
+        // is looked at (401); then an unknown HTTP command, an invalid MQTT
+        // one, then a retraining from the windows judged normal since
+        // (more PEN).
+        for authorization in [
+            None,
+            Some("Bearer not-the-token-0123456789"),
+            Some("Basic eDp5"),
+        ] {
+            let (status, body) = post_as(addr, "/control/retrain", authorization).await;
+            assert_eq!(status, 401, "{authorization:?}: {body}");
+        }
+        assert_eq!(
+            metric(&scrape(addr).await, "accelwatch_control_unauthorized_total"),
+            Some(3.0)
+        );
         assert_eq!(post(addr, "/control/format-disk").await.0, 404);
         assert_eq!(
             post(addr, "/control/mark?label=abnormal&from_ms=9&to_ms=1")

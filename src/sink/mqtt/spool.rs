@@ -1,0 +1,415 @@
+//! The alert spool: an append-only log on disk of the alerts the broker
+//! has not acknowledged yet, so that they survive a restart of the daemon
+//! during an outage.
+//!
+//! The log is a run of segment files `<first id>.spool` (the id zero-padded
+//! to 20 digits, so names sort as ids do). Every record is fsynced before
+//! the alert is handed on; a segment whose alerts are all acknowledged is
+//! deleted, and `acked` holds the highest id below which everything is
+//! acknowledged, so a restart replays only what may not have arrived.
+//! A record is `len: u32 | crc32(body): u32 | body`, the body
+//! `id: u64 | qos: u8 | retain: u8 | topic_len: u16 | topic | payload`, all
+//! little-endian. A torn tail (the daemon killed inside a write) fails its
+//! length or checksum: it is cut off, counted and warned about.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::sink::mqtt::outbox::Message;
+
+/// The smallest `output.mqtt.spool_max_bytes`.
+pub const MIN_BYTES: u64 = 4096;
+
+const HEADER: usize = 8;
+const BODY_FIXED: usize = 12;
+const ACKED: &str = "acked";
+
+#[derive(Debug, thiserror::Error)]
+#[error("output.mqtt.spool_dir: {path}: {cause}")]
+pub struct SpoolError {
+    pub path: PathBuf,
+    pub cause: std::io::Error,
+}
+
+/// One alert read back from the spool.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpoolRecord {
+    pub id: u64,
+    pub message: Message,
+}
+
+/// What [`Spool::open`] found.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// The alerts not yet acknowledged, oldest first.
+    pub records: Vec<SpoolRecord>,
+    /// Bytes of torn or corrupt records cut off.
+    pub corrupt_bytes: u64,
+    /// The highest id the spool has seen (0 for a new spool).
+    pub last_id: u64,
+}
+
+struct Segment {
+    path: PathBuf,
+    last: u64,
+    bytes: u64,
+}
+
+pub struct Spool {
+    dir: PathBuf,
+    max_bytes: u64,
+    segment_bytes: u64,
+    segments: VecDeque<Segment>,
+    /// The last segment, open for appending; new segments are opened by
+    /// the first append after a rotation.
+    active: Option<File>,
+    unacked: BTreeSet<u64>,
+    acked: u64,
+    last_id: u64,
+    bytes: u64,
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
+    move |cause| SpoolError {
+        path: path.to_path_buf(),
+        cause,
+    }
+}
+
+pub fn encode(id: u64, message: &Message) -> Vec<u8> {
+    let topic = message.topic.as_bytes();
+    let topic_len = u16::try_from(topic.len()).unwrap_or(u16::MAX);
+    let topic = &topic[..usize::from(topic_len)];
+    let mut body = Vec::with_capacity(BODY_FIXED + topic.len() + message.payload.len());
+    body.extend_from_slice(&id.to_le_bytes());
+    body.push(message.qos);
+    body.push(u8::from(message.retain));
+    body.extend_from_slice(&topic_len.to_le_bytes());
+    body.extend_from_slice(topic);
+    body.extend_from_slice(&message.payload);
+    let mut record = Vec::with_capacity(HEADER + body.len());
+    let len = u32::try_from(body.len()).unwrap_or(u32::MAX);
+    record.extend_from_slice(&len.to_le_bytes());
+    record.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    record.extend_from_slice(&body);
+    record
+}
+
+/// The records of one segment's bytes, and how many bytes of it are good.
+fn decode(bytes: &[u8]) -> (Vec<SpoolRecord>, usize) {
+    let mut records = Vec::new();
+    let mut at = 0;
+    while bytes.len() - at >= HEADER {
+        let word = |i: usize| u32::from_le_bytes(bytes[i..i + 4].try_into().expect("4 bytes"));
+        let len = word(at) as usize;
+        let crc = word(at + 4);
+        let Some(body) = bytes.get(at + HEADER..at + HEADER + len) else {
+            break;
+        };
+        if len < BODY_FIXED || crc32fast::hash(body) != crc {
+            break;
+        }
+        let id = u64::from_le_bytes(body[..8].try_into().expect("8 bytes"));
+        let topic_len = usize::from(u16::from_le_bytes([body[10], body[11]]));
+        let Some(topic) = body.get(BODY_FIXED..BODY_FIXED + topic_len) else {
+            break;
+        };
+        let Ok(topic) = std::str::from_utf8(topic) else {
+            break;
+        };
+        records.push(SpoolRecord {
+            id,
+            message: Message {
+                topic: topic.to_string(),
+                qos: body[8],
+                retain: body[9] != 0,
+                payload: body[BODY_FIXED + topic_len..].to_vec(),
+            },
+        });
+        at += HEADER + len;
+    }
+    (records, at)
+}
+
+impl Spool {
+    /// Opens (or makes) the spool in `dir`, cutting off torn tails, and
+    /// returns what is still to be delivered.
+    pub fn open(dir: &Path, max_bytes: u64) -> Result<(Spool, Recovered), SpoolError> {
+        std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+        let acked_path = dir.join(ACKED);
+        let acked = match std::fs::read_to_string(&acked_path) {
+            Ok(text) => text.trim().parse().unwrap_or(0),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(io_error(&acked_path)(e)),
+        };
+        let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(io_error(dir))?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "spool"))
+            .collect();
+        names.sort();
+        let mut spool = Spool {
+            dir: dir.to_path_buf(),
+            max_bytes,
+            segment_bytes: (max_bytes / 8).clamp(MIN_BYTES, 4 << 20),
+            segments: VecDeque::new(),
+            active: None,
+            unacked: BTreeSet::new(),
+            acked,
+            last_id: acked,
+            bytes: 0,
+        };
+        let mut replay = Recovered::default();
+        for path in names {
+            let bytes = std::fs::read(&path).map_err(io_error(&path))?;
+            let (records, good) = decode(&bytes);
+            if good < bytes.len() {
+                let cut = (bytes.len() - good) as u64;
+                tracing::warn!(
+                    path = %path.display(), bytes = cut,
+                    "MQTT output spool: a torn or corrupt tail was skipped"
+                );
+                replay.corrupt_bytes += cut;
+                let file = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(io_error(&path))?;
+                file.set_len(good as u64).map_err(io_error(&path))?;
+                file.sync_all().map_err(io_error(&path))?;
+            }
+            let last = records.iter().map(|r| r.id).max().unwrap_or(0);
+            spool.last_id = spool.last_id.max(last);
+            let pending: Vec<SpoolRecord> = records.into_iter().filter(|r| r.id > acked).collect();
+            if pending.is_empty() {
+                std::fs::remove_file(&path).map_err(io_error(&path))?;
+                continue;
+            }
+            spool.unacked.extend(pending.iter().map(|r| r.id));
+            replay.records.extend(pending);
+            spool.bytes += good as u64;
+            spool.segments.push_back(Segment {
+                path,
+                last,
+                bytes: good as u64,
+            });
+        }
+        replay.last_id = spool.last_id;
+        Ok((spool, replay))
+    }
+
+    /// Bytes on disk.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Appends and fsyncs `message` as alert `id`; `Ok(false)` when the
+    /// spool is full (the alert is not kept).
+    pub fn append(&mut self, id: u64, message: &Message) -> Result<bool, SpoolError> {
+        let record = encode(id, message);
+        let len = record.len() as u64;
+        if self.bytes + len > self.max_bytes {
+            return Ok(false);
+        }
+        let rotate = self
+            .segments
+            .back()
+            .is_none_or(|s| s.bytes >= self.segment_bytes);
+        if self.active.is_none() || rotate {
+            let path = self.dir.join(format!("{id:020}.spool"));
+            let file = OpenOptions::new()
+                .create_new(true)
+                .append(true)
+                .open(&path)
+                .map_err(io_error(&path))?;
+            // The new name must survive a crash as well as its contents.
+            File::open(&self.dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io_error(&self.dir))?;
+            self.segments.push_back(Segment {
+                path,
+                last: id,
+                bytes: 0,
+            });
+            self.active = Some(file);
+        }
+        let segment = self.segments.back_mut().expect("an active segment");
+        let file = self.active.as_mut().expect("an active segment");
+        let written = file.write_all(&record).and_then(|()| file.sync_data());
+        if let Err(cause) = written {
+            // What part of the record reached the disk is cut off as a torn
+            // tail on the next start; this segment takes no more.
+            self.active = None;
+            return Err(SpoolError {
+                path: segment.path.clone(),
+                cause,
+            });
+        }
+        segment.bytes += len;
+        segment.last = id;
+        self.bytes += len;
+        self.last_id = self.last_id.max(id);
+        self.unacked.insert(id);
+        Ok(true)
+    }
+
+    /// The broker acknowledged alert `id`: segments with nothing left to
+    /// deliver are deleted.
+    pub fn ack(&mut self, id: u64) -> Result<(), SpoolError> {
+        if !self.unacked.remove(&id) {
+            return Ok(());
+        }
+        let below = match self.unacked.first() {
+            Some(first) => first - 1,
+            None => self.last_id,
+        };
+        if below <= self.acked {
+            return Ok(());
+        }
+        self.acked = below;
+        // Without an fsync: a lost update only replays some delivered
+        // alerts again, which QoS 1 allows.
+        let path = self.dir.join(ACKED);
+        let tmp = self.dir.join("acked.tmp");
+        std::fs::write(&tmp, format!("{below}\n"))
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(io_error(&path))?;
+        while let Some(segment) = self.segments.front() {
+            if segment.last > self.acked {
+                break;
+            }
+            let segment = self.segments.pop_front().expect("a segment");
+            if self.segments.is_empty() {
+                self.active = None;
+            }
+            std::fs::remove_file(&segment.path).map_err(io_error(&segment.path))?;
+            self.bytes -= segment.bytes;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(i: u64) -> Message {
+        Message {
+            topic: format!("accelwatch/d{i}/alert"),
+            qos: 1,
+            retain: false,
+            payload: format!("{{\"msg_id\":{i}}}").into_bytes(),
+        }
+    }
+
+    fn ids(replay: &Recovered) -> Vec<u64> {
+        replay.records.iter().map(|r| r.id).collect()
+    }
+
+    #[test]
+    fn records_round_trip_and_a_reopened_spool_replays_the_unacknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut spool, replay) = Spool::open(dir.path(), 1 << 20).unwrap();
+        assert!(replay.records.is_empty());
+        assert_eq!(replay.last_id, 0);
+        for id in [3, 5, 9, 10] {
+            assert!(spool.append(id, &message(id)).unwrap());
+        }
+        spool.ack(3).unwrap();
+        spool.ack(9).unwrap();
+        drop(spool);
+        let (_, replay) = Spool::open(dir.path(), 1 << 20).unwrap();
+        // 9 was acknowledged out of order: only what lies below the first
+        // unacknowledged id is known delivered, so 9 comes again.
+        assert_eq!(ids(&replay), [5, 9, 10]);
+        assert_eq!(replay.records[0].message, message(5));
+        assert_eq!(replay.last_id, 10);
+        assert_eq!(replay.corrupt_bytes, 0);
+    }
+
+    #[test]
+    fn acknowledged_segments_are_deleted_and_the_last_id_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut spool, _) = Spool::open(dir.path(), MIN_BYTES * 8).unwrap();
+        for id in 1..=400 {
+            assert!(spool.append(id, &message(id)).unwrap());
+        }
+        let files = || std::fs::read_dir(dir.path()).unwrap().count();
+        assert!(files() >= 3, "segments rotate at spool_max_bytes / 8");
+        for id in 1..=400 {
+            spool.ack(id).unwrap();
+        }
+        assert_eq!(spool.bytes(), 0);
+        assert_eq!(files(), 1, "only the acked marker is left");
+        assert!(spool.append(401, &message(401)).unwrap());
+        spool.ack(401).unwrap();
+        drop(spool);
+        let (_, replay) = Spool::open(dir.path(), MIN_BYTES * 8).unwrap();
+        assert!(replay.records.is_empty());
+        assert_eq!(replay.last_id, 401, "ids keep rising across restarts");
+    }
+
+    #[test]
+    fn a_full_spool_refuses_and_takes_again_once_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut spool, _) = Spool::open(dir.path(), MIN_BYTES).unwrap();
+        let alert = message(1);
+        let fit = MIN_BYTES / encode(1, &alert).len() as u64;
+        for id in 1..=fit {
+            assert!(spool.append(id, &alert).unwrap(), "{id}");
+        }
+        assert!(!spool.append(fit + 1, &alert).unwrap());
+        assert!(spool.bytes() <= MIN_BYTES);
+        for id in 1..=fit {
+            spool.ack(id).unwrap();
+        }
+        assert!(spool.append(fit + 2, &alert).unwrap());
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_off_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut spool, _) = Spool::open(dir.path(), 1 << 20).unwrap();
+        for id in 1..=3 {
+            spool.append(id, &message(id)).unwrap();
+        }
+        drop(spool);
+        let segment = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "spool"))
+            .unwrap();
+        let torn = encode(4, &message(4));
+        let mut file = OpenOptions::new().append(true).open(&segment).unwrap();
+        file.write_all(&torn[..torn.len() - 3]).unwrap();
+        drop(file);
+        let (mut spool, replay) = Spool::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(ids(&replay), [1, 2, 3]);
+        assert_eq!(replay.corrupt_bytes, torn.len() as u64 - 3);
+        spool.append(5, &message(5)).unwrap();
+        drop(spool);
+        let (_, replay) = Spool::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(ids(&replay), [1, 2, 3, 5], "the cut is not counted twice");
+        assert_eq!(replay.corrupt_bytes, 0);
+    }
+
+    #[test]
+    fn a_flipped_byte_ends_the_segment_at_the_record_before() {
+        let record = encode(7, &message(7));
+        let mut bytes = [record.clone(), record.clone()].concat();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x40;
+        let (records, good) = decode(&bytes);
+        assert_eq!(records.len(), 1);
+        assert_eq!(good, record.len());
+        // A length past the end, or under the fixed body, ends it too.
+        let mut huge = record.clone();
+        huge[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(decode(&huge).1, 0);
+        let mut tiny = record;
+        tiny[..4].copy_from_slice(&3u32.to_le_bytes());
+        assert_eq!(decode(&tiny).1, 0);
+    }
+}

@@ -1,0 +1,397 @@
+//! Alerts across an outage of the broker: a replay keeps raising and
+//! clearing alerts while mosquitto is killed (and restarted on the same
+//! port) or frozen with SIGSTOP, and while the daemon itself is killed and
+//! restarted with the same spool. A subscriber must get every alert raise
+//! and clear, in order, once the broker is back.
+//!
+//! QoS 1 may deliver a message twice; the subscriber here de-duplicates as
+//! the docs tell users to: it drops a message whose `msg_id` is not above
+//! the last one it kept.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant, SystemTime};
+
+use accelwatch::config::{Config, InputKind, MqttOutputConfig};
+use serde_json::Value;
+
+use super::*;
+use crate::common::mosquitto::{free_port, persistent_client, Got, Messages, Mosquitto};
+use crate::common::*;
+
+/// How long a test may take.
+const OUTAGE_TEST_TIMEOUT: Duration = Duration::from_secs(200);
+/// How many alert events must happen while the broker is away.
+const DURING_OUTAGE: usize = 4;
+
+/// A replay of demo.csv, looping, at `speed`, with a hair-trigger detector
+/// so that alerts come every few seconds, published to `broker`.
+fn replay_config(broker: &Mosquitto) -> Config {
+    let mut config = Config::default();
+    config.model.path = model_file().to_path_buf();
+    config.input.kind = InputKind::Replay;
+    config.input.replay.path = demo_csv();
+    config.input.replay.speed = 20.0;
+    config.input.replay.repeat = true;
+    config.detector.raise_after = 1;
+    config.detector.clear_after = 1;
+    // The output's back-off follows input.mqtt's.
+    config.input.mqtt.reconnect_min_ms = 50;
+    config.input.mqtt.reconnect_max_ms = 400;
+    config.output.jsonl = "off".into();
+    config.output.mqtt = Some(MqttOutputConfig {
+        url: Some(broker.url()),
+        // Small enough that a frozen broker is noticed within 1-2 s.
+        keep_alive_s: Some(1),
+        ..MqttOutputConfig::default()
+    });
+    config.telemetry.listen = "127.0.0.1:0".parse().unwrap();
+    config
+}
+
+/// What identifies an alert event, as the daemon produced it.
+type Event = (String, String, u64, String);
+
+fn event_of(alert: &Value) -> Event {
+    (
+        alert["device"].as_str().unwrap().to_string(),
+        alert["event"].as_str().unwrap().to_string(),
+        alert["seq"].as_u64().unwrap(),
+        alert["t"].to_string(),
+    )
+}
+
+fn alerts_of(collect: &Collect) -> Vec<Event> {
+    collect
+        .alerts()
+        .iter()
+        .map(|a| event_of(&serde_json::to_value(a).unwrap()))
+        .collect()
+}
+
+/// A subscriber's alerts, de-duplicated by `msg_id`.
+#[derive(Default)]
+struct Alerts {
+    kept: Vec<Event>,
+    last_id: u64,
+    duplicates: usize,
+}
+
+impl Alerts {
+    fn take(&mut self, topic: &str, payload: &[u8]) {
+        if !topic.ends_with("/alert") {
+            return;
+        }
+        let alert: Value = serde_json::from_slice(payload).expect("JSON alert");
+        let id = alert["msg_id"]
+            .as_u64()
+            .expect("an alert carries its msg_id");
+        if id <= self.last_id {
+            self.duplicates += 1;
+            return;
+        }
+        self.last_id = id;
+        self.kept.push(event_of(&alert));
+    }
+
+    /// Receives until `done`, for at most a minute and a half.
+    async fn until(&mut self, rx: &mut Messages, what: &str, done: impl Fn(&Self) -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+        while !done(self) {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(Got::Message(topic, payload))) => self.take(&topic, &payload),
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("subscriber gone"),
+                Err(_) => panic!("timed out waiting for {what}; kept {}", self.kept.len()),
+            }
+        }
+    }
+}
+
+/// Waits until the broker saved its database after `since` (so a
+/// subscriber's persistent session is on disk before a SIGKILL).
+async fn saved_since(broker: &Mosquitto, since: SystemTime) {
+    let db = broker.dir.path().join("mosquitto.db");
+    wait_until(
+        Duration::from_secs(20),
+        "mosquitto to save its sessions",
+        || {
+            let saved = std::fs::metadata(&db)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t > since);
+            async move { saved }
+        },
+    )
+    .await;
+}
+
+/// Waits until `count()` reaches `n`.
+async fn wait_count(what: &str, n: usize, count: impl Fn() -> usize) {
+    wait_until(Duration::from_secs(60), what, || {
+        let reached = count() >= n;
+        async move { reached }
+    })
+    .await;
+}
+
+enum Outage {
+    Kill,
+    Freeze,
+}
+
+/// One outage of the broker under a running daemon.
+async fn across(outage: Outage) {
+    let mut broker = Mosquitto::start_persistent();
+    let subscribed = SystemTime::now();
+    let (_watcher, mut watched) =
+        persistent_client(broker.port, "watcher", &["accelwatch/#"]).await;
+    saved_since(&broker, subscribed).await;
+    // The frozen broker's alerts also go through the spool; the killed
+    // one's are kept in memory only.
+    let spool = tempfile::tempdir().unwrap();
+    let mut config = replay_config(&broker);
+    if matches!(outage, Outage::Freeze) {
+        let output = config.output.mqtt.as_mut().unwrap();
+        output.spool_dir = Some(spool.path().join("spool"));
+        // Noticed after 5-10 s: alerts made meanwhile go into a connection
+        // nobody reads, and must be published again on the next.
+        output.keep_alive_s = Some(5);
+    }
+    let collect = Collect::default();
+    let daemon = accelwatch::daemon::Daemon::start(config, vec![Box::new(collect.clone())])
+        .await
+        .expect("the daemon starts");
+    let addr = daemon.telemetry_addr().unwrap();
+    let connected = "accelwatch_mqtt_connected{role=\"output\"}";
+    wait_metric(addr, connected, 1.0).await;
+    wait_count("alerts before the outage", 2, || alerts_of(&collect).len()).await;
+
+    let before = alerts_of(&collect).len();
+    match outage {
+        Outage::Kill => broker.kill(),
+        Outage::Freeze => broker.signal(libc::SIGSTOP),
+    }
+    let started = Instant::now();
+    // The keep-alive notices a frozen broker.
+    wait_metric(addr, connected, 0.0).await;
+    let unnoticed = alerts_of(&collect).len() - before;
+    wait_count("alerts during the outage", before + DURING_OUTAGE, || {
+        alerts_of(&collect).len()
+    })
+    .await;
+    let during = alerts_of(&collect).len() - before;
+    let lasted = started.elapsed();
+    match outage {
+        Outage::Kill => broker.restart(),
+        Outage::Freeze => broker.signal(libc::SIGCONT),
+    }
+    wait_metric(addr, connected, 1.0).await;
+    let after = alerts_of(&collect).len();
+    wait_count("alerts after the outage", after + 2, || {
+        alerts_of(&collect).len()
+    })
+    .await;
+    let text = scrape(addr).await;
+    let resent = metric(&text, "accelwatch_mqtt_resent_total").unwrap();
+    assert!(
+        metric_sum(
+            &text,
+            "accelwatch_mqtt_connection_failures_total",
+            &["role=\"output\""]
+        ) >= 1.0
+    );
+    if matches!(outage, Outage::Freeze) {
+        assert!(
+            unnoticed >= 1 && resent >= 1.0,
+            "alerts made before the freeze was noticed ({unnoticed}) are published again \
+             ({resent})"
+        );
+    }
+    stop(daemon).await;
+
+    let expected = alerts_of(&collect);
+    let mut got = Alerts::default();
+    got.until(&mut watched, "every alert of the run", |a| {
+        a.kept.len() >= expected.len()
+    })
+    .await;
+    assert_eq!(got.kept, expected, "every raise and clear, in order");
+    eprintln!(
+        "{} alert events, {during} during an outage of {lasted:?} ({unnoticed} before it was \
+         noticed), {resent} resent, {} duplicates dropped",
+        expected.len(),
+        got.duplicates
+    );
+    assert!(during >= DURING_OUTAGE);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_survive_a_killed_broker() {
+    tokio::time::timeout(OUTAGE_TEST_TIMEOUT, across(Outage::Kill))
+        .await
+        .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_survive_a_frozen_broker() {
+    tokio::time::timeout(OUTAGE_TEST_TIMEOUT, across(Outage::Freeze))
+        .await
+        .expect("test timed out");
+}
+
+/// The alert events of a JSON-lines file written by the daemon.
+fn jsonl_alerts(path: &Path) -> Vec<Event> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["type"] == "alert")
+        .map(|v| event_of(&v))
+        .collect()
+}
+
+fn daemon_toml(broker: &Mosquitto, spool: &Path, jsonl: &Path, port: u16) -> String {
+    format!(
+        r#"
+[input]
+kind = "replay"
+[input.replay]
+path = "{csv}"
+speed = 10.0
+loop = true
+[input.mqtt]
+reconnect_min_ms = 50
+reconnect_max_ms = 400
+[model]
+path = "{model}"
+[detector]
+raise_after = 1
+clear_after = 1
+[output]
+jsonl = "{jsonl}"
+[output.mqtt]
+url = "{url}"
+keep_alive_s = 1
+spool_dir = "{spool}"
+[telemetry]
+listen = "127.0.0.1:{port}"
+"#,
+        csv = demo_csv().display(),
+        model = model_file().display(),
+        jsonl = jsonl.display(),
+        url = broker.url(),
+        spool = spool.display(),
+    )
+}
+
+fn spawn_daemon(config: &Path) -> Child {
+    Child::spawn(
+        accelwatch()
+            .args(["run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+}
+
+/// Scrapes a daemon in another process.
+async fn metric_of(port: u16, sample: &str) -> f64 {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    metric(&scrape(addr).await, sample).unwrap_or(0.0)
+}
+
+async fn wait_remote(port: u16, sample: &str, at_least: f64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let up = std::net::TcpStream::connect(addr).is_ok();
+        if up && metric_of(port, sample).await >= at_least {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{sample} did not reach {at_least}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spooled_alerts_survive_a_killed_daemon() {
+    tokio::time::timeout(OUTAGE_TEST_TIMEOUT, async {
+        let mut broker = Mosquitto::start_persistent();
+        let subscribed = SystemTime::now();
+        let (_watcher, mut watched) =
+            persistent_client(broker.port, "watcher", &["accelwatch/+/alert"]).await;
+        saved_since(&broker, subscribed).await;
+        let dir = tempfile::tempdir().unwrap();
+        let spool = dir.path().join("spool");
+        let first_jsonl = dir.path().join("first.jsonl");
+        let port = free_port();
+        let config = dir.path().join("first.toml");
+        write(&config, &daemon_toml(&broker, &spool, &first_jsonl, port));
+        let first = spawn_daemon(&config);
+        wait_remote(port, "accelwatch_mqtt_connected{role=\"output\"}", 1.0).await;
+        wait_count("alerts before the outage", 2, || {
+            jsonl_alerts(&first_jsonl).len()
+        })
+        .await;
+
+        broker.kill();
+        let before = jsonl_alerts(&first_jsonl).len();
+        wait_count("alerts during the outage", before + DURING_OUTAGE, || {
+            jsonl_alerts(&first_jsonl).len()
+        })
+        .await;
+        first.signal(libc::SIGKILL);
+        first.wait_with_deadline(Duration::from_secs(10));
+        let expected = jsonl_alerts(&first_jsonl);
+        assert!(
+            spool.read_dir().unwrap().count() > 0,
+            "the spool holds them"
+        );
+
+        // Started again while the broker is still away, with the same spool.
+        let second_jsonl = dir.path().join("second.jsonl");
+        let config = dir.path().join("second.toml");
+        let port = free_port();
+        write(&config, &daemon_toml(&broker, &spool, &second_jsonl, port));
+        let second = spawn_daemon(&config);
+        wait_remote(
+            port,
+            "accelwatch_mqtt_spool_alerts_total{event=\"replayed\"}",
+            DURING_OUTAGE as f64,
+        )
+        .await;
+        broker.restart();
+        wait_remote(port, "accelwatch_mqtt_connected{role=\"output\"}", 1.0).await;
+
+        let mut got = Alerts::default();
+        got.until(&mut watched, "every alert of the killed daemon", |a| {
+            a.kept.len() >= expected.len()
+        })
+        .await;
+        assert_eq!(
+            got.kept[..expected.len()],
+            expected[..],
+            "every raise and clear of the first run, in order, before the second run's"
+        );
+        wait_remote(
+            port,
+            "accelwatch_mqtt_spool_alerts_total{event=\"acked\"}",
+            DURING_OUTAGE as f64,
+        )
+        .await;
+        second.signal(libc::SIGTERM);
+        let status = second.wait_with_deadline(Duration::from_secs(30));
+        assert!(status.success(), "{status:?}");
+        eprintln!(
+            "{} alert events of the killed daemon delivered, {} duplicates dropped",
+            expected.len(),
+            got.duplicates
+        );
+    })
+    .await
+    .expect("test timed out");
+}
