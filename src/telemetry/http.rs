@@ -1,5 +1,6 @@
 //! The HTTP endpoint: /metrics, /healthz, /readyz, the status page (`/`)
-//! with its `/api/state`, and, when enabled, /control.
+//! with its `/api/state`, the alert evidence (`/api/alerts`), and, when
+//! enabled, /control.
 
 use std::net::SocketAddr;
 
@@ -14,6 +15,7 @@ use crate::control::{Control, ControlCommand};
 use super::live::LiveState;
 use super::metrics::Metrics;
 use super::state::StatusState;
+use crate::evidence::store::EvidenceStore;
 
 async fn metrics_handler(State(metrics): State<Metrics>) -> impl IntoResponse {
     (
@@ -111,6 +113,7 @@ pub async fn serve(
     metrics: Metrics,
     control: Option<Control>,
     live: LiveState,
+    evidence: Option<EvidenceStore>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -125,6 +128,12 @@ pub async fn serve(
                 .route("/", get(super::page::page))
                 .route("/api/state", get(super::page::api_state))
                 .with_state(StatusState::new(metrics.clone(), live)),
+        )
+        .merge(
+            Router::new()
+                .route("/api/alerts", get(super::alerts::list))
+                .route("/api/alerts/{id}", get(super::alerts::one))
+                .with_state(evidence),
         )
         .merge(
             Router::new()

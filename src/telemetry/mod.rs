@@ -4,6 +4,7 @@
 //! reports through the small typed methods of [`Metrics`], so names and
 //! label sets are defined here once.
 
+pub mod alerts;
 pub mod config;
 pub mod events;
 pub mod http;

@@ -10,6 +10,7 @@ mod bench;
 mod cli;
 mod daemon;
 mod docs;
+mod evidence;
 mod export;
 mod external;
 mod mqtt;
