@@ -503,7 +503,7 @@ mod tests {
         assert!(timeline.contains("A&lt;B&quot;&apos;&amp;"), "{timeline}");
         assert!(timeline.contains("threshold 0.4"));
         assert!(
-            timeline.contains(">\n0.1\n<") && timeline.contains(">\n1\n<"),
+            timeline.contains(">\n1\n<") && timeline.contains(">\n10\n<"),
             "decade ticks: {timeline}"
         );
     }
