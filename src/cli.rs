@@ -54,6 +54,40 @@ pub enum Command {
     /// The model versions in a model directory (model.dir, online training).
     #[command(subcommand)]
     Models(ModelsCommand),
+    /// The evidence kept for raised alerts (detector.evidence_dir).
+    #[command(subcommand)]
+    Alerts(AlertsCommand),
+}
+
+/// Where the evidence is: a directory, or the config that names it.
+#[derive(Debug, Clone, Args)]
+#[group(required = true, multiple = false)]
+pub struct EvidenceDirArgs {
+    /// The evidence directory.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// The daemon's config (its detector.evidence_dir, or <model.dir>/evidence).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AlertsCommand {
+    /// Every kept evidence, newest first: id, time, device, score, threshold.
+    List {
+        #[command(flatten)]
+        from: EvidenceDirArgs,
+    },
+    /// One evidence: its plot to `--out FILE.svg`, else its JSON on stdout.
+    Show {
+        /// The evidence id (from `alerts list`, or the alert's `evidence` key).
+        id: String,
+        #[command(flatten)]
+        from: EvidenceDirArgs,
+        /// Write the plot (SVG) here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -146,6 +146,17 @@ pub struct DetectorConfig {
     /// Overrides the threshold calibrated into the model.
     #[serde(default)]
     pub threshold: Option<f64>,
+    /// Where raised alerts' evidence is kept (`"off"`: nowhere); unset:
+    /// `<model.dir>/evidence` when `model.dir` is set, else off. Read at
+    /// start (see `crate::evidence`).
+    #[serde(default)]
+    pub evidence_dir: Option<String>,
+    /// Most evidence files kept; the oldest go first.
+    #[serde(default = "DetectorConfig::default_evidence_max_count")]
+    pub evidence_max_count: usize,
+    /// Most bytes of evidence kept; the oldest go first.
+    #[serde(default = "DetectorConfig::default_evidence_max_bytes")]
+    pub evidence_max_bytes: u64,
 }
 
 impl DetectorConfig {
@@ -155,6 +166,12 @@ impl DetectorConfig {
     const fn default_clear_after() -> u32 {
         3
     }
+    const fn default_evidence_max_count() -> usize {
+        500
+    }
+    const fn default_evidence_max_bytes() -> u64 {
+        32 * 1024 * 1024
+    }
 }
 
 impl Default for DetectorConfig {
@@ -163,6 +180,9 @@ impl Default for DetectorConfig {
             raise_after: Self::default_raise_after(),
             clear_after: Self::default_clear_after(),
             threshold: None,
+            evidence_dir: None,
+            evidence_max_count: Self::default_evidence_max_count(),
+            evidence_max_bytes: Self::default_evidence_max_bytes(),
         }
     }
 }
@@ -180,6 +200,24 @@ impl DetectorConfig {
             self.clear_after >= 1,
             "detector.clear_after",
             "must be at least 1".into(),
+        );
+        check(
+            self.evidence_max_count >= 1,
+            "detector.evidence_max_count",
+            "must be at least 1".into(),
+        );
+        check(
+            self.evidence_max_bytes >= 65536,
+            "detector.evidence_max_bytes",
+            format!(
+                "must be at least 65536 (one window's evidence), got {}",
+                self.evidence_max_bytes
+            ),
+        );
+        check(
+            self.evidence_dir.as_deref() != Some(""),
+            "detector.evidence_dir",
+            "must be a directory or \"off\"".into(),
         );
         if let Some(threshold) = self.threshold {
             check(

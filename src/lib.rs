@@ -20,6 +20,9 @@
 //! - [`record`]: what is published (windows, alerts, status).
 //! - [`sink`]: JSON lines, the console, MQTT, and the live board the
 //!   status page shows.
+//! - [`evidence`]: what raised each alert (the window, its reconstruction,
+//!   the errors), kept in a bounded directory and served as
+//!   `/api/alerts`.
 //! - [`pipeline`]: the stages every path shares (frames to windows, windows
 //!   to records); [`daemon`] runs them as tasks joined by bounded queues,
 //!   with reloads, health and systemd notifications.
@@ -47,6 +50,7 @@ pub mod daemon;
 pub mod decode;
 pub mod detect;
 pub mod eval;
+pub mod evidence;
 pub mod idle;
 pub mod logging;
 pub mod model;

@@ -11,6 +11,7 @@ use std::time::Instant;
 use crate::decode::{Decoder, Samples};
 use crate::detect::DetectorConfig;
 use crate::detect::{Detector, Transition};
+use crate::evidence::{by_channel, Evidence, EvidenceNormalization};
 use crate::model::scorer::Scorer;
 use crate::model::train::config::TrainingConfig;
 use crate::model::LoadedModel;
@@ -143,6 +144,9 @@ pub struct ScoreStage {
     log_alerts: bool,
     /// The model scope served, for metrics.
     scope: Arc<str>,
+    /// Raised alerts carry their evidence (`detector.evidence_dir`).
+    evidence: bool,
+    raise_after: u32,
 }
 
 impl ScoreStage {
@@ -176,6 +180,48 @@ impl ScoreStage {
             detector: Detector::new(detector.raise_after, detector.clear_after, max_devices),
             metrics,
             log_alerts: true,
+            evidence: false,
+            raise_after: detector.raise_after,
+        }
+    }
+
+    /// Raised alerts carry their evidence (the raising window, its
+    /// reconstruction and errors) for the evidence writer, and its id.
+    pub fn with_evidence(mut self, keep: bool) -> Self {
+        self.evidence = keep;
+        self
+    }
+
+    /// The evidence of the alert raised by window `i` of the batch just
+    /// scored.
+    fn evidence(&self, i: usize, window: &Window, score: f32, errors: &[f32]) -> Evidence {
+        let meta = &self.scorer.model().meta;
+        let channels = self.channel_names.len();
+        let reconstruction = self.scorer.reconstruction(i).unwrap_or_default();
+        let time_ms = crate::clock::unix_ms();
+        Evidence {
+            format: crate::evidence::FORMAT.to_string(),
+            id: crate::evidence::new_id(time_ms),
+            time_ms,
+            device: window.device.to_string(),
+            scope: self.scope.to_string(),
+            model: self.model_id.to_string(),
+            seq: window.seq,
+            t_start: window.t_start,
+            t_end: window.t_end,
+            score,
+            threshold: self.threshold,
+            raise_after: self.raise_after,
+            sample_rate_hz: meta.sample_rate_hz,
+            channels: self.channel_names.to_vec(),
+            channel_error: errors.to_vec(),
+            samples: by_channel(&window.data, channels),
+            reconstruction: by_channel(&reconstruction, channels),
+            normalization: meta.normalization.as_ref().map(|n| EvidenceNormalization {
+                mean: n.mean.clone(),
+                std: n.std.clone(),
+            }),
+            recent: Vec::new(),
         }
     }
 
@@ -192,6 +238,7 @@ impl ScoreStage {
         self.scorer = Scorer::new(model);
         self.detector
             .set_limits(detector.raise_after, detector.clear_after);
+        self.raise_after = detector.raise_after;
     }
 
     /// Devices whose alert state is kept (at most `max_devices`).
@@ -224,11 +271,15 @@ impl ScoreStage {
         self.metrics
             .inference(windows.len(), started.elapsed().as_secs_f64());
         let mut out = Vec::with_capacity(windows.len() + 1);
-        for (window, scored) in windows.iter().zip(scores) {
+        for (i, (window, scored)) in windows.iter().zip(scores).enumerate() {
             let over = scored.score as f64 > self.threshold;
             let (anomaly, transition) = self.detector.observe(&window.device, over);
             self.metrics
                 .window_scored(&self.model_id, scored.score, over);
+            // Only a raise, and only when kept: the one copy of a window
+            // and its reconstruction on this path.
+            let detail = (self.evidence && transition == Some(Transition::Raised))
+                .then(|| Arc::new(self.evidence(i, window, scored.score, &scored.channel_error)));
             let alert = transition.map(|t| AlertRecord {
                 kind: "alert",
                 event: t.as_str(),
@@ -238,6 +289,8 @@ impl ScoreStage {
                 score: scored.score,
                 threshold: self.threshold,
                 model: self.model_id.clone(),
+                evidence: detail.as_ref().map(|e| Arc::from(e.id.as_str())),
+                detail,
             });
             out.push(Output::Window(WindowRecord {
                 kind: "window",

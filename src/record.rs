@@ -6,6 +6,7 @@ use std::sync::Arc;
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 
+use crate::evidence::SharedEvidence;
 use crate::scope::rules::FLEET;
 
 /// Where a scope's model stands: published on the status topic and as
@@ -139,6 +140,15 @@ pub struct AlertRecord {
     pub score: f32,
     pub threshold: f64,
     pub model: Arc<str>,
+    /// The id of the raise's evidence (`/api/alerts/<id>`, `accelwatch
+    /// alerts show <id>`) when evidence is kept; absent otherwise and on
+    /// a clear.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<Arc<str>>,
+    /// The evidence itself, on its way to the evidence writer; not
+    /// published.
+    #[serde(skip)]
+    pub detail: Option<SharedEvidence>,
 }
 
 #[derive(Debug, Clone, Serialize)]

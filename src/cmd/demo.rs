@@ -31,6 +31,8 @@ pub async fn run(args: DemoArgs) -> Result<(), Failure> {
     config.model.path = dir.path().join("demo.onnx");
     config.output.jsonl = "off".into();
     config.telemetry.listen = args.listen;
+    // The page shows each alert's evidence; it goes with the demo.
+    config.detector.evidence_dir = Some(dir.path().join("evidence").display().to_string());
     let problems = config.validate();
     if !problems.is_empty() {
         return Err(ConfigError::Invalid {

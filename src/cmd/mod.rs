@@ -1,6 +1,7 @@
 //! The commands behind the CLI. This is the top of the program: errors
 //! become messages and exit codes here (anyhow is used from here up only).
 
+pub mod alerts;
 pub mod calibrate;
 pub mod demo;
 #[cfg(feature = "embedded-broker")]
@@ -34,6 +35,7 @@ pub fn execute(command: Command) -> Result<(), Failure> {
         Command::Calibrate(args) => calibrate::calibrate(args),
         Command::Demo(args) => runtime()?.block_on(demo::run(args)),
         Command::Models(command) => models::models(command),
+        Command::Alerts(command) => alerts::alerts(command),
     }
 }
 

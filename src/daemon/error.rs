@@ -30,6 +30,8 @@ pub enum DaemonError {
         path: std::path::PathBuf,
         cause: std::io::Error,
     },
+    #[error("detector.evidence_dir: {0}")]
+    Evidence(#[from] crate::evidence::store::EvidenceError),
     #[error("telemetry.listen: cannot listen on {addr}: {cause}")]
     Listen {
         addr: SocketAddr,
@@ -86,6 +88,7 @@ impl DaemonError {
             | DaemonError::Input(_)
             | DaemonError::MqttOutput(_)
             | DaemonError::Output { .. }
+            | DaemonError::Evidence(_)
             | DaemonError::Listen { .. } => crate::EX_CONFIG,
             DaemonError::Stage(_) | DaemonError::Scoring(_) | DaemonError::Drain { .. } => 1,
         }

@@ -20,6 +20,8 @@ use crate::daemon::error::DaemonError;
 use crate::daemon::scoring::{score_loop, Scoring};
 use crate::daemon::served::open_scopes;
 use crate::daemon::stages::{ingest, sink_loop};
+use crate::evidence::store::{EvidenceLimits, EvidenceStore};
+use crate::evidence::writer::EvidenceSink;
 use crate::model::inference::BackendError;
 use std::net::SocketAddr;
 use tokio::sync::{mpsc, watch};
@@ -109,6 +111,28 @@ impl Daemon {
             }
             None => None,
         };
+        // Alert evidence: the store is opened (and checked) before anything
+        // runs; its sink writes on a thread of its own.
+        let evidence = match crate::evidence::evidence_dir(&config.detector, &config.model) {
+            Some(dir) => {
+                let store = EvidenceStore::open(
+                    &dir,
+                    EvidenceLimits {
+                        max_count: config.detector.evidence_max_count,
+                        max_bytes: config.detector.evidence_max_bytes,
+                    },
+                )?;
+                let sink =
+                    EvidenceSink::start(store.clone(), config.window.max_devices, metrics.clone())
+                        .map_err(|cause| crate::evidence::store::EvidenceError::Io {
+                            path: dir.clone(),
+                            cause,
+                        })?;
+                sinks.push(Box::new(sink));
+                Some(store)
+            }
+            None => None,
+        };
         let (control, commands) = match config.training.mode {
             TrainingMode::Online => {
                 let (control, commands) = Control::channel();
@@ -141,6 +165,7 @@ impl Daemon {
                 metrics.clone(),
                 control.clone(),
                 live,
+                evidence,
                 stopped,
             )
             .await

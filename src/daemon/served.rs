@@ -196,13 +196,18 @@ impl ServedScope {
         match &mut self.stage {
             Some(stage) => stage.replace_model(model, &config.detector),
             None => {
-                self.stage = Some(ScoreStage::for_scope(
-                    model,
-                    &config.detector,
-                    config.window.max_devices,
-                    metrics.clone(),
-                    self.name.clone(),
-                ))
+                self.stage = Some(
+                    ScoreStage::for_scope(
+                        model,
+                        &config.detector,
+                        config.window.max_devices,
+                        metrics.clone(),
+                        self.name.clone(),
+                    )
+                    .with_evidence(
+                        crate::evidence::evidence_dir(&config.detector, &config.model).is_some(),
+                    ),
+                )
             }
         }
         metrics.model_state(&self.name, ModelState::Serving.as_str());

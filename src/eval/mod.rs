@@ -6,6 +6,7 @@
 pub mod features;
 pub mod metrics;
 pub mod plots;
+pub mod plots_evidence;
 
 use std::path::Path;
 
@@ -249,7 +250,13 @@ pub fn write(dir: &Path, r: &EvaluationReport, w: &LabelledWindows) -> std::io::
     std::fs::write(dir.join("report.md"), md)?;
     std::fs::write(
         dir.join("scores.svg"),
-        plots::score_timeline(&w.scores, w.threshold, &w.labels, &w.label_names),
+        plots::score_timeline(
+            &w.scores,
+            w.threshold,
+            &w.in_alert,
+            &w.labels,
+            &w.label_names,
+        ),
     )?;
     let (mut normal, mut anomalous) = (Vec::new(), Vec::new());
     for (score, label) in w.scores.iter().zip(&w.labels) {

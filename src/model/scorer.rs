@@ -18,6 +18,10 @@ pub struct Scored {
 pub struct Scorer {
     model: LoadedModel,
     buffer: Vec<f32>,
+    /// The last batch's reconstructions (normalised), kept as the backend
+    /// returned them until the next batch: a raised alert's evidence copies
+    /// its window's from here, no other window is copied.
+    last: Vec<f32>,
 }
 
 impl Scorer {
@@ -25,7 +29,25 @@ impl Scorer {
         Self {
             model,
             buffer: Vec::new(),
+            last: Vec::new(),
         }
+    }
+
+    /// The reconstruction of window `i` of the last batch, in the units of
+    /// the recording (time-major).
+    pub fn reconstruction(&self, i: usize) -> Option<Vec<f32>> {
+        let meta = &self.model.meta;
+        let features = meta.features();
+        let mut r = self.last.get(i * features..(i + 1) * features)?.to_vec();
+        if let Some(norm) = &meta.normalization {
+            let c = norm.mean.len().max(1);
+            for frame in r.chunks_exact_mut(c) {
+                for ((v, m), s) in frame.iter_mut().zip(&norm.mean).zip(&norm.std) {
+                    *v = *v * s + m;
+                }
+            }
+        }
+        Some(r)
     }
 
     pub fn model(&self) -> &LoadedModel {
@@ -57,7 +79,7 @@ impl Scorer {
         let channels = meta.channels.len();
         let latent_dim = meta.latent_dim;
         let kind = meta.score;
-        Ok(self
+        let scored: Vec<Scored> = self
             .buffer
             .chunks_exact(features)
             .zip(out.reconstruction.chunks_exact(features))
@@ -81,6 +103,8 @@ impl Scorer {
                     latent: z.to_vec(),
                 }
             })
-            .collect())
+            .collect();
+        self.last = out.reconstruction;
+        Ok(scored)
     }
 }

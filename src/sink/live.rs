@@ -44,6 +44,7 @@ impl Sink for LiveSink {
                 seq: a.seq,
                 t: a.t,
                 score: a.score,
+                evidence: a.evidence.clone(),
             }),
             Output::Status(_) => {}
         }

@@ -390,3 +390,33 @@ impl Metrics {
         self.inner.window_latency.observe(seconds.max(0.0));
     }
 }
+
+/// Alert evidence ([`crate::evidence`]).
+impl Metrics {
+    /// An evidence file was written; the store now keeps `files` of
+    /// `bytes`, after removing `removed` old ones.
+    pub fn evidence_written(&self, removed: usize, files: usize, bytes: u64) {
+        let inner = &self.inner;
+        inner.evidence_written.inc();
+        inner.evidence_removed.inc_by(removed as u64);
+        self.evidence_kept(files, bytes);
+    }
+    pub fn evidence_kept(&self, files: usize, bytes: u64) {
+        self.inner.evidence_files.set(files as i64);
+        self.inner.evidence_bytes.set(bytes as i64);
+    }
+    /// `reason`: `queue_full` or `write_failed`.
+    pub fn evidence_dropped(&self, reason: &str) {
+        self.inner
+            .evidence_dropped
+            .with_label_values(&[reason])
+            .inc();
+    }
+    /// `reason`: `foreign` or `corrupt`.
+    pub fn evidence_skipped(&self, reason: &str) {
+        self.inner
+            .evidence_skipped
+            .with_label_values(&[reason])
+            .inc();
+    }
+}

@@ -1,7 +1,7 @@
 //! The HTTP endpoint: /metrics, /healthz, /readyz, the status page (`/`)
-//! with its `/api/state`, and /control for a client that presents the
-//! configured bearer token (see [`super::access`]); over TLS when
-//! `telemetry.tls` is set.
+//! with its `/api/state`, the alert evidence (`/api/alerts`), and /control
+//! for a client that presents the configured bearer token (see
+//! [`super::access`]); over TLS when `telemetry.tls` is set.
 
 use std::net::SocketAddr;
 
@@ -19,6 +19,7 @@ use super::config::TelemetryConfig;
 use super::live::LiveState;
 use super::metrics::Metrics;
 use super::state::StatusState;
+use crate::evidence::store::EvidenceStore;
 
 async fn metrics_handler(State(metrics): State<Metrics>) -> impl IntoResponse {
     (
@@ -164,6 +165,7 @@ pub async fn serve(
     metrics: Metrics,
     control: Option<Control>,
     live: LiveState,
+    evidence: Option<EvidenceStore>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let invalid = |message: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, message);
@@ -196,6 +198,12 @@ pub async fn serve(
                 .route("/", get(super::page::page))
                 .route("/api/state", get(super::page::api_state))
                 .with_state(StatusState::new(metrics.clone(), live)),
+        )
+        .merge(
+            Router::new()
+                .route("/api/alerts", get(super::alerts::list))
+                .route("/api/alerts/{id}", get(super::alerts::one))
+                .with_state(evidence),
         )
         .merge(
             Router::new()

@@ -33,6 +33,7 @@ pub enum Seen {
         seq: u64,
         t: f64,
         score: f32,
+        evidence: Option<Arc<str>>,
     },
 }
 
@@ -45,6 +46,8 @@ pub struct Raise {
     /// The window's last sample's timestamp (ms, the data's clock).
     pub t: f64,
     pub score: f32,
+    /// Its evidence id (`/api/alerts/<id>`), when evidence is kept.
+    pub evidence: Option<Arc<str>>,
 }
 
 /// A device's row on the status page.
@@ -202,6 +205,7 @@ impl Board {
                 seq,
                 t,
                 score,
+                evidence,
             } => {
                 // An alert follows its window, so the row exists unless the
                 // board just evicted it; then it starts again from here.
@@ -215,6 +219,7 @@ impl Board {
                         seq,
                         t,
                         score,
+                        evidence,
                     });
                 }
             }
@@ -250,6 +255,7 @@ mod tests {
             seq: 5,
             t: 6400.0,
             score: 2.0,
+            evidence: Some(Arc::from("1764616800000-000000")),
         });
         live.apply(&mut seen, 1000.0);
         assert!(seen.is_empty());
@@ -267,7 +273,8 @@ mod tests {
                 at_ms: 1000.0,
                 seq: 5,
                 t: 6400.0,
-                score: 2.0
+                score: 2.0,
+                evidence: Some(Arc::from("1764616800000-000000")),
             })
         );
         let mut clear = vec![
@@ -278,6 +285,7 @@ mod tests {
                 seq: 6,
                 t: 7680.0,
                 score: 0.1,
+                evidence: None,
             },
         ];
         live.apply(&mut clear, 2000.0);

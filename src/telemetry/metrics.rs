@@ -77,6 +77,12 @@ pub(crate) struct Inner {
     pub(crate) retrain_windows: IntGaugeVec,
     pub(crate) scope_overflow: IntCounter,
     pub(crate) window_latency: Histogram,
+    pub(crate) evidence_written: IntCounter,
+    pub(crate) evidence_dropped: IntCounterVec,
+    pub(crate) evidence_removed: IntCounter,
+    pub(crate) evidence_skipped: IntCounterVec,
+    pub(crate) evidence_files: IntGauge,
+    pub(crate) evidence_bytes: IntGauge,
 }
 
 /// `accelwatch_window_latency_seconds`' bucket bounds: 50 µs to 1 s, at
@@ -492,6 +498,45 @@ impl Metrics {
                     r.register(Box::new(h.clone())).expect("unique metric");
                     h
                 },
+                evidence_written: counter(
+                    r,
+                    "accelwatch_evidence_written_total",
+                    "Raised alerts whose evidence was written to detector.evidence_dir.",
+                ),
+                evidence_dropped: {
+                    let c = counter_vec(
+                        r,
+                        "accelwatch_evidence_dropped_total",
+                        "Raised alerts whose evidence was not kept, by reason: queue_full \
+                         (the writer fell behind) or write_failed.",
+                        &["reason"],
+                    );
+                    for reason in ["queue_full", "write_failed"] {
+                        c.with_label_values(&[reason]);
+                    }
+                    c
+                },
+                evidence_removed: counter(
+                    r,
+                    "accelwatch_evidence_removed_total",
+                    "Evidence files removed, oldest first, to stay within \
+                     detector.evidence_max_count and evidence_max_bytes.",
+                ),
+                evidence_skipped: {
+                    let c = counter_vec(
+                        r,
+                        "accelwatch_evidence_skipped_files_total",
+                        "Files in the evidence directory that are not evidence (left in place), \
+                         by reason: foreign (another name) or corrupt.",
+                        &["reason"],
+                    );
+                    for reason in ["foreign", "corrupt"] {
+                        c.with_label_values(&[reason]);
+                    }
+                    c
+                },
+                evidence_files: gauge(r, "accelwatch_evidence_files", "Evidence files kept."),
+                evidence_bytes: gauge(r, "accelwatch_evidence_bytes", "Bytes of evidence kept."),
                 registry,
             }),
         }

@@ -5,6 +5,7 @@
 //! label sets are defined here once.
 
 pub mod access;
+pub mod alerts;
 pub mod config;
 pub mod events;
 pub mod http;

@@ -11,6 +11,7 @@ mod cli;
 mod control;
 mod daemon;
 mod docs;
+mod evidence;
 mod export;
 mod external;
 mod mqtt;

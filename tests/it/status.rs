@@ -298,7 +298,12 @@ async fn device_ids_with_markup_are_shown_as_text() {
     let tr = row_of(&dom, &escaped);
     assert!(tr.contains(">ok<") || tr.contains(">ALERT<") || tr.contains(">over<"));
     assert_eq!(dom.matches("<script").count(), 1, "only the page's script");
-    assert!(!dom.contains("<img"), "no element made from the id:\n{dom}");
+    assert_eq!(
+        dom.matches("<img").count(),
+        1,
+        "no element made from the id, only the page's evidence plot:\n{dom}"
+    );
+    assert!(dom.contains("<img id=\"evidence-plot\""), "{dom}");
     assert!(dom.contains("<title>accelwatch</title>"), "{dom}");
     stop(daemon).await;
 }

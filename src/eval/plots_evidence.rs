@@ -1,0 +1,319 @@
+//! The plot of one alert's evidence: the device's scores up to the raise
+//! on a log axis with the threshold and the windows that raised it
+//! shaded, then one panel per channel with the signal against the model's
+//! reconstruction and the squared error per sample (normalised units, on
+//! its own axis). Served as `/api/alerts/<id>.svg` and written by
+//! `accelwatch alerts show ID --out FILE.svg`. The device id is text in
+//! the SVG, escaped by plotters.
+
+use plotters::prelude::*;
+
+use super::plots::{log_range, range, svg, tick, ALERT_SPAN, FONT, SCORE, THRESHOLD, WIDTH};
+use crate::evidence::Evidence;
+
+const HEADER: u32 = 70;
+const SCORES: u32 = 220;
+const CHANNEL: u32 = 230;
+
+const SIGNAL: RGBColor = RGBColor(0x1d, 0x24, 0x30);
+const RECONSTRUCTION: RGBColor = RGBColor(0xD5, 0x5E, 0x00);
+const ERROR: RGBColor = RGBColor(0xC0, 0x26, 0x2D);
+
+/// `time_ms` (Unix ms) as `YYYY-MM-DD HH:MM:SS UTC`.
+pub fn utc(time_ms: f64) -> String {
+    let secs = (time_ms / 1000.0).floor() as i64;
+    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's days-to-civil.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rest / 3600,
+        rest / 60 % 60,
+        rest % 60
+    )
+}
+
+/// The squared error of each sample of channel `c`, in the units the
+/// model scores in (normalised when the model normalises).
+fn squared_errors(e: &Evidence, c: usize) -> Vec<f64> {
+    let std = e
+        .normalization
+        .as_ref()
+        .and_then(|n| n.std.get(c))
+        .copied()
+        .filter(|s| *s > 0.0)
+        .unwrap_or(1.0) as f64;
+    e.samples[c]
+        .iter()
+        .zip(&e.reconstruction[c])
+        .map(|(x, r)| ((*x as f64 - *r as f64) / std).powi(2))
+        .collect()
+}
+
+/// The evidence as an SVG.
+pub fn evidence_plot(e: &Evidence) -> String {
+    let channels = e.channels.len();
+    let height = HEADER + SCORES + CHANNEL * channels as u32;
+    svg((WIDTH, height), |root| {
+        let (header, rest) = root.split_vertically(HEADER);
+        let title = format!(
+            "Alert on {}: score {} over threshold {}",
+            e.device,
+            tick(e.score as f64),
+            tick(e.threshold)
+        );
+        header.draw_text(&title, &(FONT, 22).into_text_style(&header), (14, 10))?;
+        let detail = format!(
+            "{}  ·  window #{}  ·  model {} ({})  ·  raised after {} window(s) over the threshold  ·  evidence {}",
+            utc(e.time_ms),
+            e.seq,
+            e.model,
+            e.scope,
+            e.raise_after,
+            e.id
+        );
+        header.draw_text(&detail, &(FONT, 14).into_text_style(&header), (14, 42))?;
+        let (scores, channels_area) = rest.split_vertically(SCORES);
+        score_panel(&scores, e)?;
+        let panels = channels_area.split_evenly((channels.max(1), 1));
+        for (c, panel) in panels.iter().enumerate().take(channels) {
+            channel_panel(panel, e, c)?;
+        }
+        Ok(())
+    })
+}
+
+fn score_panel(
+    area: &DrawingArea<SVGBackend, plotters::coord::Shift>,
+    e: &Evidence,
+) -> super::plots::DrawResult {
+    let recent: Vec<(f64, f64)> = if e.recent.is_empty() {
+        vec![(e.seq as f64, e.score as f64)]
+    } else {
+        e.recent
+            .iter()
+            .map(|r| (r.seq as f64, r.score as f64))
+            .collect()
+    };
+    let x0 = recent.first().map_or(0.0, |p| p.0) - 0.5;
+    let x1 = recent.last().map_or(1.0, |p| p.0) + 0.5;
+    let y = log_range(recent.iter().map(|p| p.1), &[e.threshold]);
+    let mut chart = ChartBuilder::on(area)
+        .caption(
+            "The device's scores before the alert (log scale)",
+            (FONT, 16).into_font(),
+        )
+        .margin(10)
+        .x_label_area_size(34)
+        .y_label_area_size(70)
+        .right_y_label_area_size(70)
+        .build_cartesian_2d(x0..x1, y.clone().log_scale())?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_desc("window #")
+        .y_desc("score")
+        .x_label_formatter(&|v| tick(*v))
+        .y_label_formatter(&|v| tick(*v))
+        .label_style((FONT, 13))
+        .draw()?;
+    // The windows that raised it: the last raise_after, up to the raise.
+    let first = e.seq.saturating_sub(e.raise_after.max(1) as u64 - 1) as f64;
+    chart
+        .draw_series([Rectangle::new(
+            [(first - 0.5, y.start), (e.seq as f64 + 0.5, y.end)],
+            ALERT_SPAN.mix(0.7).filled(),
+        )])?
+        .label("windows that raised the alert")
+        .legend(|(x, y)| Rectangle::new([(x, y - 6), (x + 16, y + 6)], ALERT_SPAN.filled()));
+    chart
+        .draw_series(LineSeries::new(
+            recent.iter().map(|(x, s)| (*x, s.max(y.start))),
+            SCORE.stroke_width(2),
+        ))?
+        .label("score")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], SCORE.stroke_width(2)));
+    chart.draw_series(
+        recent
+            .iter()
+            .filter(|(_, s)| *s > e.threshold)
+            .map(|(x, s)| Circle::new((*x, *s), 3, THRESHOLD.filled())),
+    )?;
+    chart
+        .draw_series(DashedLineSeries::new(
+            [(x0, e.threshold), (x1, e.threshold)],
+            8,
+            5,
+            THRESHOLD.stroke_width(2),
+        ))?
+        .label(format!("threshold {}", tick(e.threshold)))
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], THRESHOLD.stroke_width(2)));
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.4))
+        .label_font((FONT, 13))
+        .draw()?;
+    Ok(())
+}
+
+fn channel_panel(
+    area: &DrawingArea<SVGBackend, plotters::coord::Shift>,
+    e: &Evidence,
+    c: usize,
+) -> super::plots::DrawResult {
+    let name = &e.channels[c];
+    let frames = e.samples[c].len();
+    let dt = if e.sample_rate_hz > 0.0 {
+        1.0 / e.sample_rate_hz
+    } else {
+        (e.t_end - e.t_start) / 1000.0 / (frames.max(2) - 1) as f64
+    };
+    let t = |i: usize| i as f64 * dt;
+    let x = 0.0..t(frames.saturating_sub(1)).max(dt);
+    let y = range(
+        e.samples[c]
+            .iter()
+            .chain(&e.reconstruction[c])
+            .map(|v| *v as f64),
+    );
+    let errors = squared_errors(e, c);
+    let top = errors.iter().copied().fold(0.0, f64::max).max(1e-9) * 1.15;
+    let mut chart = ChartBuilder::on(area)
+        .caption(
+            format!(
+                "{name}: signal against reconstruction; channel error {} (mean squared, normalised)",
+                tick(e.channel_error[c] as f64)
+            ),
+            (FONT, 16).into_font(),
+        )
+        .margin(10)
+        .x_label_area_size(34)
+        .y_label_area_size(70)
+        .right_y_label_area_size(70)
+        .build_cartesian_2d(x.clone(), y)?
+        .set_secondary_coord(x, 0.0..top);
+    chart
+        .configure_mesh()
+        .x_desc("time in the window (s)")
+        .y_desc(format!("{name} (input units)"))
+        .x_label_formatter(&|v| tick(*v))
+        .y_label_formatter(&|v| tick(*v))
+        .label_style((FONT, 13))
+        .draw()?;
+    chart
+        .configure_secondary_axes()
+        .y_desc("squared error")
+        .y_label_formatter(&|v| tick(*v))
+        .label_style((FONT, 13))
+        .draw()?;
+    chart
+        .draw_secondary_series(AreaSeries::new(
+            errors.iter().enumerate().map(|(i, v)| (t(i), *v)),
+            0.0,
+            ERROR.mix(0.18),
+        ))?
+        .label("squared error (right axis)")
+        .legend(|(x, y)| Rectangle::new([(x, y - 6), (x + 16, y + 6)], ERROR.mix(0.3).filled()));
+    chart
+        .draw_series(LineSeries::new(
+            e.samples[c]
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (t(i), *v as f64)),
+            SIGNAL.stroke_width(2),
+        ))?
+        .label("signal")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], SIGNAL.stroke_width(2)));
+    chart
+        .draw_series(LineSeries::new(
+            e.reconstruction[c]
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (t(i), *v as f64)),
+            RECONSTRUCTION.stroke_width(2),
+        ))?
+        .label("reconstruction")
+        .legend(|(x, y)| {
+            PathElement::new(vec![(x, y), (x + 16, y)], RECONSTRUCTION.stroke_width(2))
+        });
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.4))
+        .label_font((FONT, 13))
+        .draw()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::evidence::{new_id, RecentScore, FORMAT};
+
+    fn hostile() -> Evidence {
+        Evidence {
+            format: FORMAT.into(),
+            id: new_id(1_764_616_800_000.0),
+            time_ms: 1_764_616_800_000.0,
+            device: "<script>alert('x')</script>\"><img src=x onerror=alert(1)>&".into(),
+            scope: "fleet".into(),
+            model: "basic-1".into(),
+            seq: 30,
+            t_start: 0.0,
+            t_end: 2540.0,
+            score: 2.5,
+            threshold: 0.3,
+            raise_after: 3,
+            sample_rate_hz: 50.0,
+            channels: vec!["ax".into(), "a<y>".into()],
+            channel_error: vec![1.0, 4.0],
+            samples: vec![
+                (0..128).map(|i| (i as f32 * 0.1).sin()).collect(),
+                (0..128).map(|i| (i as f32 * 0.3).cos()).collect(),
+            ],
+            reconstruction: vec![
+                (0..128).map(|i| (i as f32 * 0.1).sin() * 0.8).collect(),
+                vec![0.0; 128],
+            ],
+            normalization: None,
+            recent: (0..31)
+                .map(|i| RecentScore {
+                    seq: i,
+                    t_end: i as f64 * 1280.0,
+                    score: if i >= 28 { 2.0 } else { 0.05 },
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_plot_has_a_panel_per_channel_and_escapes_the_device() {
+        let svg = evidence_plot(&hostile());
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        assert!(!svg.contains("cannot draw"), "{svg}");
+        assert!(!svg.contains("<script") && !svg.contains("<img"), "{svg}");
+        assert!(svg.contains("&lt;script&gt;alert(&apos;x&apos;)&lt;/script&gt;&quot;&gt;"));
+        assert!(svg.contains("a&lt;y&gt;: signal against reconstruction"));
+        assert!(svg.contains("ax: signal against reconstruction"));
+        assert!(svg.contains("2025-12-01 19:20:00 UTC"), "{svg}");
+        assert!(!svg.contains("NaN"));
+    }
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(utc(0.0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc(951_782_400_000.0), "2000-02-29 00:00:00 UTC");
+        assert_eq!(utc(1_764_616_800_000.0), "2025-12-01 19:20:00 UTC");
+    }
+}

@@ -1,0 +1,233 @@
+//! Alert evidence: when the detector raises an alert, the window that
+//! raised it (its samples, the model's reconstruction, the errors per
+//! channel, the score and the threshold) and the device's scores just
+//! before it, kept in a bounded directory so that "why?" has an answer.
+//!
+//! The scoring path only copies the raising window (alerts are rare: the
+//! detector raises once per episode); the file is written on a thread of
+//! its own ([`writer`]) into the [`store`]; the HTTP endpoints
+//! (`/api/alerts`) and `accelwatch alerts` read the same store, and
+//! [`crate::eval::plots_evidence`] draws it.
+
+pub mod store;
+pub mod writer;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::detect::DetectorConfig;
+use crate::model::config::ModelConfig;
+
+/// What the first key of every evidence file says.
+pub const FORMAT: &str = "accelwatch-evidence/1";
+
+/// Where the evidence goes when `detector.evidence_dir` is not set: under
+/// `model.dir`, next to the model versions.
+pub const DEFAULT_SUBDIR: &str = "evidence";
+
+/// The directory evidence is kept in, if any: `detector.evidence_dir`
+/// (`"off"`: none), else `<model.dir>/evidence` when `model.dir` is set.
+pub fn evidence_dir(detector: &DetectorConfig, model: &ModelConfig) -> Option<PathBuf> {
+    match detector.evidence_dir.as_deref() {
+        Some("off") => None,
+        Some(dir) => Some(PathBuf::from(dir)),
+        None => model.dir.as_ref().map(|dir| dir.join(DEFAULT_SUBDIR)),
+    }
+}
+
+/// One of the device's windows before the alert (its score only).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct RecentScore {
+    pub seq: u64,
+    pub t_end: f64,
+    pub score: f32,
+}
+
+/// The per-channel normalisation the model applies before it scores
+/// (errors are in these units).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EvidenceNormalization {
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+}
+
+/// Everything kept about one raised alert: one file of the store.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Evidence {
+    /// Always [`FORMAT`].
+    pub format: String,
+    pub id: String,
+    /// When the alert was raised (Unix ms, wall clock).
+    pub time_ms: f64,
+    pub device: String,
+    pub scope: String,
+    pub model: String,
+    /// The raising window: its sequence number and first and last samples'
+    /// timestamps (ms, the data's clock).
+    pub seq: u64,
+    pub t_start: f64,
+    pub t_end: f64,
+    pub score: f32,
+    pub threshold: f64,
+    /// Windows over the threshold in a row that raise an alert.
+    pub raise_after: u32,
+    pub sample_rate_hz: f64,
+    pub channels: Vec<String>,
+    /// Mean squared error per channel, in normalised units (as published).
+    pub channel_error: Vec<f32>,
+    /// The window's samples, one array per channel (units of the input).
+    pub samples: Vec<Vec<f32>>,
+    /// The model's reconstruction, in the same units and layout.
+    pub reconstruction: Vec<Vec<f32>>,
+    pub normalization: Option<EvidenceNormalization>,
+    /// The device's scores up to and including the raising window, oldest
+    /// first (filled in by the writer, which sees every window).
+    #[serde(default)]
+    pub recent: Vec<RecentScore>,
+}
+
+/// What `/api/alerts` and `accelwatch alerts list` show of each.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct EvidenceSummary {
+    pub id: String,
+    pub time_ms: f64,
+    pub device: String,
+    pub scope: String,
+    pub model: String,
+    pub seq: u64,
+    pub t_end: f64,
+    pub score: f32,
+    pub threshold: f64,
+    /// The file's size.
+    pub bytes: u64,
+}
+
+impl Evidence {
+    pub fn summary(&self, bytes: u64) -> EvidenceSummary {
+        EvidenceSummary {
+            id: self.id.clone(),
+            time_ms: self.time_ms,
+            device: self.device.clone(),
+            scope: self.scope.clone(),
+            model: self.model.clone(),
+            seq: self.seq,
+            t_end: self.t_end,
+            score: self.score,
+            threshold: self.threshold,
+            bytes,
+        }
+    }
+
+    /// Why this is not evidence we wrote, if it is not: the format, the
+    /// id, and arrays of the channels' count and of one length.
+    pub fn problem(&self) -> Option<String> {
+        let channels = self.channels.len();
+        let frames = self.samples.first().map_or(0, Vec::len);
+        if self.format != FORMAT {
+            Some(format!("format {:?}, not {FORMAT:?}", self.format))
+        } else if !is_id(&self.id) {
+            Some(format!("id {:?} is not an evidence id", self.id))
+        } else if channels == 0
+            || self.samples.len() != channels
+            || self.reconstruction.len() != channels
+            || self.channel_error.len() != channels
+        {
+            Some(format!("arrays do not match the {channels} channels"))
+        } else if frames == 0
+            || self
+                .samples
+                .iter()
+                .chain(&self.reconstruction)
+                .any(|c| c.len() != frames)
+        {
+            Some("channels of different lengths".into())
+        } else {
+            None
+        }
+    }
+}
+
+/// A window's values (time-major, `channels` per frame) as one array per
+/// channel.
+pub fn by_channel(values: &[f32], channels: usize) -> Vec<Vec<f32>> {
+    let channels = channels.max(1);
+    (0..channels)
+        .map(|c| values.iter().skip(c).step_by(channels).copied().collect())
+        .collect()
+}
+
+/// Ids sort by time: the raise's Unix ms (13 digits), then a counter of
+/// this process (6 hex digits) that keeps two raises of one millisecond
+/// apart.
+pub fn new_id(now_ms: f64) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed) & 0xff_ffff;
+    format!("{:013}-{n:06x}", now_ms.max(0.0) as u64)
+}
+
+/// An id [`new_id`] could have made (and so a safe file name).
+pub fn is_id(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    bytes.len() == 20
+        && bytes[..13].iter().all(u8::is_ascii_digit)
+        && bytes[13] == b'-'
+        && bytes[14..]
+            .iter()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+}
+
+/// The evidence an alert record carries to the writer: built once on the
+/// scoring path, shared by reference after that.
+pub type SharedEvidence = Arc<Evidence>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_sort_by_time_and_are_safe_names() {
+        let a = new_id(1_764_616_800_000.0);
+        let b = new_id(1_764_616_800_000.0);
+        let c = new_id(1_764_616_800_001.0);
+        assert!(is_id(&a) && is_id(&b) && is_id(&c), "{a} {b} {c}");
+        assert_ne!(a, b);
+        assert!(a < c && b < c);
+        for bad in [
+            "",
+            "../../etc/passwd",
+            "1764616800000-00000g",
+            "1764616800000_000000",
+        ] {
+            assert!(!is_id(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn windows_are_split_by_channel() {
+        let split = by_channel(&[1.0, 10.0, 2.0, 20.0, 3.0, 30.0], 2);
+        assert_eq!(split, vec![vec![1.0, 2.0, 3.0], vec![10.0, 20.0, 30.0]]);
+    }
+
+    #[test]
+    fn the_default_directory_is_under_model_dir() {
+        let mut detector = DetectorConfig::default();
+        let mut model = ModelConfig::default();
+        assert_eq!(evidence_dir(&detector, &model), None, "no model.dir: off");
+        model.dir = Some(PathBuf::from("/var/lib/x/models"));
+        assert_eq!(
+            evidence_dir(&detector, &model),
+            Some(PathBuf::from("/var/lib/x/models/evidence"))
+        );
+        detector.evidence_dir = Some("off".into());
+        assert_eq!(evidence_dir(&detector, &model), None);
+        detector.evidence_dir = Some("/tmp/e".into());
+        assert_eq!(
+            evidence_dir(&detector, &model),
+            Some(PathBuf::from("/tmp/e"))
+        );
+    }
+}
