@@ -63,6 +63,7 @@ impl DaemonError {
             DaemonError::Mismatch(problems) => return problems.clone(),
             DaemonError::Model(_) | DaemonError::NoModel(_) | DaemonError::Store(_) => model_key,
             DaemonError::TooManyScopes { .. } => "training.max_scopes",
+            DaemonError::Evidence(_) => "detector.evidence_dir",
             DaemonError::Input(_) => "input",
             DaemonError::MqttOutput(_) => "output.mqtt",
             DaemonError::Output { .. } => "output.jsonl",
