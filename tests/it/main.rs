@@ -12,6 +12,7 @@ mod daemon;
 mod docs;
 mod export;
 mod external;
+mod fuzz;
 mod mqtt;
 mod ops;
 mod replay;
