@@ -5,7 +5,11 @@
 # env:   RUNS       inputs per target (default 10000000)
 #        RSS_MB     libFuzzer's -rss_limit_mb: over it is a finding (default 1024)
 #        TIMEOUT_S  libFuzzer's -timeout: one input slower is a finding (default 10)
-#        MAX_LEN    libFuzzer's -max_len for generated inputs (default 65536)
+#        MAX_LEN    libFuzzer's -max_len for generated inputs (default 4096)
+#        MAX_TIME_S stop a target after this many seconds, RUNS reached or not
+#                   (libFuzzer's -max_total_time; default 0: no limit)
+#        SEED_TIMEOUT_S  the timeout for the seeds run once each (default 120:
+#                   the 46 MB seeds take seconds through instrumented code)
 #        NO_BUILD=1 use the targets already built
 #
 # Needs the nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz
@@ -25,7 +29,9 @@ cd "$(dirname "$0")/.."
 RUNS="${RUNS:-10000000}"
 RSS_MB="${RSS_MB:-1024}"
 TIMEOUT_S="${TIMEOUT_S:-10}"
-MAX_LEN="${MAX_LEN:-65536}"
+MAX_LEN="${MAX_LEN:-4096}"
+MAX_TIME_S="${MAX_TIME_S:-0}"
+SEED_TIMEOUT_S="${SEED_TIMEOUT_S:-120}"
 TRIPLE="$(rustc -vV | sed -n 's/^host: //p')"
 BIN="fuzz/target/$TRIPLE/release"
 
@@ -58,13 +64,13 @@ for target in "$@"; do
   if [ -d "fuzz/seeds-large/$target" ]; then
     seeds+=(fuzz/seeds-large/"$target"/*)
   fi
-  if ! "$bin" -rss_limit_mb="$RSS_MB" -timeout="$TIMEOUT_S" \
+  if ! "$bin" -rss_limit_mb="$RSS_MB" -timeout="$SEED_TIMEOUT_S" \
       -artifact_prefix="$artifacts" "${seeds[@]}" >"$log.seeds" 2>&1; then
     findings+=("a seed failed: see $log.seeds")
   fi
   if ! "$bin" "fuzz/corpus/$target" "fuzz/seeds/$target" -runs="$RUNS" \
       -rss_limit_mb="$RSS_MB" -timeout="$TIMEOUT_S" -max_len="$MAX_LEN" \
-      -artifact_prefix="$artifacts" -print_final_stats=1 >"$log" 2>&1; then
+      -max_total_time="$MAX_TIME_S" -artifact_prefix="$artifacts" -print_final_stats=1 >"$log" 2>&1; then
     findings+=("$(grep -m1 -E '^==[0-9]+== ERROR|panicked at|deadly signal|out-of-memory|timeout' "$log" || echo "exit status: see $log")")
   fi
   seconds=$(( $(date +%s) - started ))

@@ -685,10 +685,7 @@ mod tests {
             Err("not_a_number")
         );
         assert_eq!(reason(r#"{"values": {"a": 1}}"#), Err("shape"));
-        assert_eq!(
-            reason(r#"[{"ax":1,"ay":2,"az":3}, 7, {"ax":1}]"#),
-            Err("shape")
-        );
+        assert_eq!(reason(r#"[{"ax":1,"ay":2,"az":3}, 7]"#), Err("shape"));
         assert_eq!(reason(r#"[{"ax":1}, {}, {}]"#), Err("too_many_samples"));
         assert_eq!(reason(r#"{"ax":1,"ay":2,"az":null}"#), Err("not_a_number"));
         assert_eq!(reason(r#"{"ax":1,"ay":2,"az":3} x"#), Err("syntax"));
