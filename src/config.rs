@@ -36,6 +36,15 @@ pub enum ConfigError {
     },
 }
 
+/// Why TOML text is no config ([`Config::from_toml_str`]).
+#[derive(Debug, thiserror::Error)]
+pub enum TomlError {
+    #[error("cannot read config: {0}")]
+    Load(config::ConfigError),
+    #[error("invalid config:\n{}", format_problems(.0))]
+    Invalid(Vec<Problem>),
+}
+
 fn format_problems(problems: &[Problem]) -> String {
     problems
         .iter()
@@ -103,6 +112,23 @@ impl Config {
             .build()
             .and_then(|c| c.try_deserialize())
             .map_err(load_error)
+    }
+
+    /// A config from TOML text alone: no file, no environment overrides,
+    /// and checked with [`validate_settings`](Self::validate_settings)
+    /// (files it names are not looked at). For the fuzz target and tests.
+    pub fn from_toml_str(text: &str) -> Result<Config, TomlError> {
+        let config: Config = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(TomlError::Load)?;
+        let problems = config.validate_settings();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(TomlError::Invalid(problems))
+        }
     }
 
     /// Every semantic problem of the configuration, with its key path,
@@ -185,9 +211,20 @@ impl Config {
     /// each section's own, then those that span sections.
     pub fn validate_settings(&self) -> Vec<Problem> {
         let mut problems = Problems::default();
-        let features = self.window.size * self.input.channels.len();
+        // Saturating: a size far out of range is reported, not an overflow.
+        let features = self.window.size.saturating_mul(self.input.channels.len());
         self.input.problems(&mut problems);
         self.window.problems(&mut problems);
+        problems.check(
+            features <= crate::window::MAX_WINDOW_VALUES,
+            "window.size",
+            format!(
+                "{} samples of {} channels make windows of {features} values, over the limit of {}",
+                self.window.size,
+                self.input.channels.len(),
+                crate::window::MAX_WINDOW_VALUES
+            ),
+        );
         self.model
             .problems(features, self.window.size, &mut problems);
         self.training.problems(

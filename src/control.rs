@@ -198,8 +198,10 @@ fn percent_decode(text: &str) -> Result<String, String> {
     while i < bytes.len() {
         match bytes[i] {
             b'%' => {
+                // Two hex digits exactly: from_str_radix alone also takes "+f".
                 let hex = text
                     .get(i + 1..i + 3)
+                    .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
                     .and_then(|h| u8::from_str_radix(h, 16).ok())
                     .ok_or_else(|| format!("bad percent escape in {text:?}"))?;
                 out.push(hex);
@@ -281,6 +283,28 @@ mod tests {
             .contains("calibrate, retrain, rollback, mark"));
         assert!(ControlCommand::parse("retrain", Some("now=1")).is_err());
         assert!(ControlCommand::parse("retrain", Some("scope=a&scope=b")).is_err());
+    }
+
+    #[test]
+    fn percent_escapes_are_two_hex_digits() {
+        assert_eq!(
+            ControlCommand::parse("retrain", Some("scope=a%2Fb+c")),
+            Ok(ControlCommand::Retrain(Target::scope("a/b c")))
+        );
+        // u8::from_str_radix takes a sign: "%+1" once decoded to 0x01.
+        for bad in [
+            "scope=%+1",
+            "scope=%-1",
+            "scope=%1",
+            "scope=%zz",
+            "scope=%",
+            "scope=%e9",
+        ] {
+            assert!(
+                ControlCommand::parse("retrain", Some(bad)).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! - binary: a little-endian header then samples (see [`BinaryHeader`]).
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+
+mod json;
 
 crate::reason::reason_error!(
     /// Why a JSON payload names no usable device.
@@ -310,93 +311,6 @@ impl Decoder {
         }
     }
 
-    fn decode_json(&self, text: &str, out: &mut Samples) -> Result<(), DecodeError> {
-        let value: Value =
-            serde_json::from_str(text).map_err(|e| DecodeError::Syntax(e.to_string()))?;
-        match value {
-            Value::Object(ref object) if object.contains_key("values") => {
-                self.json_batch(object, out)
-            }
-            Value::Object(ref object) => self.json_sample(object, out),
-            Value::Array(items) => {
-                self.check_count(items.len())?;
-                for item in &items {
-                    match item {
-                        Value::Object(object) => self.json_sample(object, out)?,
-                        _ => return Err(DecodeError::Shape),
-                    }
-                }
-                Ok(())
-            }
-            _ => Err(DecodeError::Shape),
-        }
-    }
-
-    fn json_sample(
-        &self,
-        object: &serde_json::Map<String, Value>,
-        out: &mut Samples,
-    ) -> Result<(), DecodeError> {
-        let t = match object.get("t") {
-            None | Some(Value::Null) => None,
-            Some(v) => Some(json_number(v, "t")?),
-        };
-        for name in &self.channels {
-            let v = object
-                .get(name)
-                .ok_or_else(|| DecodeError::MissingChannel(name.clone()))?;
-            out.values.push(json_number(v, name)? as f32);
-        }
-        out.t_ms.push(t);
-        Ok(())
-    }
-
-    fn json_batch(
-        &self,
-        object: &serde_json::Map<String, Value>,
-        out: &mut Samples,
-    ) -> Result<(), DecodeError> {
-        let rows = match object.get("values") {
-            Some(Value::Array(rows)) => rows,
-            _ => return Err(DecodeError::Shape),
-        };
-        self.check_count(rows.len())?;
-        let t0 = match object.get("t0") {
-            None | Some(Value::Null) => None,
-            Some(v) => Some(json_number(v, "t0")?),
-        };
-        let interval = match (t0, object.get("interval_ms")) {
-            (None, None | Some(Value::Null)) => None,
-            (Some(_), None | Some(Value::Null)) => return Err(DecodeError::BadInterval),
-            (_, Some(v)) => {
-                let interval = json_number(v, "interval_ms")?;
-                if interval <= 0.0 {
-                    return Err(DecodeError::BadInterval);
-                }
-                Some(interval)
-            }
-        };
-        let channels = self.channels.len();
-        for (i, row) in rows.iter().enumerate() {
-            let Value::Array(row) = row else {
-                return Err(DecodeError::Shape);
-            };
-            if row.len() != channels {
-                return Err(DecodeError::FieldCount {
-                    line: i + 1,
-                    expected: channels,
-                    got: row.len(),
-                });
-            }
-            for (v, name) in row.iter().zip(&self.channels) {
-                out.values.push(json_number(v, name)? as f32);
-            }
-            out.t_ms
-                .push(t0.zip(interval).map(|(t0, dt)| t0 + dt * i as f64));
-        }
-        Ok(())
-    }
-
     fn decode_binary(&self, payload: &[u8], out: &mut Samples) -> Result<(), DecodeError> {
         let header = BinaryHeader::parse(payload)?;
         let channels = self.channels.len();
@@ -494,13 +408,6 @@ fn utf8(payload: &[u8]) -> Result<&str, DecodeError> {
     std::str::from_utf8(payload).map_err(|_| DecodeError::NotUtf8)
 }
 
-fn json_number(value: &Value, field: &str) -> Result<f64, DecodeError> {
-    let number = value.as_f64().ok_or_else(|| DecodeError::NotANumber {
-        field: field.to_string(),
-    })?;
-    finite(number, field)
-}
-
 fn csv_number(text: &str, field: &str) -> Result<f64, DecodeError> {
     let number: f64 = text.trim().parse().map_err(|_| DecodeError::NotANumber {
         field: field.to_string(),
@@ -561,20 +468,9 @@ pub fn json_sample_count(payload: &[u8]) -> usize {
 
 /// The device id a JSON payload names in `field`: a string or integer
 /// of a sample object, a batch object, or the first sample of an array.
+/// Only that field's value is kept while the payload is parsed.
 pub fn json_device_field(payload: &[u8], field: &str) -> Result<String, DeviceFieldError> {
-    let value: Value = serde_json::from_slice(payload).map_err(|e| e.to_string())?;
-    let holder = match &value {
-        Value::Array(items) => items.first(),
-        other => Some(other),
-    };
-    match holder.and_then(|h| h.get(field)) {
-        Some(Value::String(id)) if !id.is_empty() => Ok(id.clone()),
-        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(n.to_string()),
-        Some(other) => Err(DeviceFieldError(format!(
-            "device field {field:?} must be a non-empty string or an integer, got {other}"
-        ))),
-        None => Err(DeviceFieldError(format!("no device field {field:?}"))),
-    }
+    Decoder::device_field(payload, field)
 }
 
 #[cfg(test)]

@@ -36,6 +36,8 @@
 //!   spans them; [`problem`] collects what is wrong with a config.
 //! - [`cmd`]: the commands ([`cli`] parses them); [`eval`]: `evaluate`'s
 //!   metrics, feature quality and plots.
+//! - [`fuzzing`]: the bodies of the fuzz targets, which the corpus replay
+//!   test runs too.
 //! - [`recording`] reads CSV recordings; [`clock`], [`backoff`],
 //!   [`idle`] and [`logging`] are small shared utilities; `reason` makes the typed
 //!   errors that carry a reason in words.
@@ -51,6 +53,7 @@ pub mod decode;
 pub mod detect;
 pub mod eval;
 pub mod evidence;
+pub mod fuzzing;
 pub mod idle;
 pub mod logging;
 pub mod model;

@@ -284,6 +284,14 @@ impl WindowSpec {
     }
 }
 
+/// The longest window accepted, in samples (a config's `window.size`, a
+/// model's `window`): 17 minutes at 1 kHz. Beyond it a size is a typo, and
+/// would allocate gigabytes per device.
+pub const MAX_WINDOW_SAMPLES: usize = 1 << 20;
+
+/// The most values (samples x channels) one window may hold: 16 MB of f32.
+pub const MAX_WINDOW_VALUES: usize = 1 << 22;
+
 impl WindowConfig {
     const fn default_size() -> usize {
         128
@@ -316,9 +324,12 @@ impl WindowConfig {
         let mut check = |ok: bool, key: &str, message: String| problems.check(ok, key, message);
         let window = self;
         check(
-            window.size >= 2,
+            (2..=MAX_WINDOW_SAMPLES).contains(&window.size),
             "window.size",
-            format!("must be at least 2 samples, got {}", window.size),
+            format!(
+                "must be between 2 and {MAX_WINDOW_SAMPLES} samples, got {}",
+                window.size
+            ),
         );
         check(
             window.hop >= 1 && window.hop <= window.size,

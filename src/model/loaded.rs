@@ -117,10 +117,27 @@ impl LoadedModel {
         path: &Path,
         backend: &BackendOptions,
     ) -> Result<Self, ModelError> {
+        let sidecar = || {
+            let sidecar = sidecar_path(path);
+            std::fs::read_to_string(&sidecar)
+                .map_err(|_| meta::MetadataError::Missing(sidecar.display().to_string()))
+        };
+        Self::from_parts(data, sidecar, path, backend)
+    }
+
+    /// A model from its bytes, with `sidecar` giving the sidecar's text
+    /// when the file carries no metadata; `path` only names it in errors.
+    /// Touches no file itself (the fuzz target's entry point).
+    pub fn from_parts(
+        data: &[u8],
+        sidecar: impl FnOnce() -> Result<String, meta::MetadataError>,
+        path: &Path,
+        backend: &BackendOptions,
+    ) -> Result<Self, ModelError> {
         let proto = parse(data, path)?;
         let io = signature::GraphIo::of(proto.graph.as_ref().expect("checked by parse"));
         let meta =
-            read_metadata(&proto, &io, data, path).map_err(|cause| ModelError::Metadata {
+            read_metadata(&proto, &io, data, sidecar).map_err(|cause| ModelError::Metadata {
                 path: path.to_path_buf(),
                 cause,
             })?;
@@ -247,7 +264,7 @@ fn read_metadata(
     proto: &pb::ModelProto,
     io: &signature::GraphIo,
     data: &[u8],
-    path: &Path,
+    sidecar: impl FnOnce() -> Result<String, meta::MetadataError>,
 ) -> Result<ModelMetadata, meta::MetadataError> {
     let text = match proto
         .metadata_props
@@ -255,11 +272,7 @@ fn read_metadata(
         .find(|p| p.key == meta::METADATA_KEY)
     {
         Some(entry) => entry.value.clone(),
-        None => {
-            let sidecar = sidecar_path(path);
-            std::fs::read_to_string(&sidecar)
-                .map_err(|_| meta::MetadataError::Missing(sidecar.display().to_string()))?
-        }
+        None => sidecar()?,
     };
     let mut value: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| meta::MetadataError::Invalid(e.to_string()))?;

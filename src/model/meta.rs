@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::window::{MAX_WINDOW_SAMPLES, MAX_WINDOW_VALUES};
+
 pub const METADATA_KEY: &str = "accelwatch";
 pub const FORMAT: &str = "accelwatch-model/1";
 
@@ -189,6 +191,16 @@ impl ModelMetadata {
             return bad(format!(
                 "window {} / hop {} make no windows",
                 self.window, self.hop
+            ));
+        }
+        // Bounded before anything multiplies or allocates by them.
+        let values = self.window.checked_mul(self.channels.len());
+        if self.window > MAX_WINDOW_SAMPLES || values.is_none_or(|v| v > MAX_WINDOW_VALUES) {
+            return bad(format!(
+                "window {} of {} channels is over the limits of {MAX_WINDOW_SAMPLES} samples \
+                 and {MAX_WINDOW_VALUES} values",
+                self.window,
+                self.channels.len()
             ));
         }
         if !(self.sample_rate_hz.is_finite() && self.sample_rate_hz > 0.0) {

@@ -14,6 +14,7 @@ mod docs;
 mod evidence;
 mod export;
 mod external;
+mod fuzz;
 mod mqtt;
 mod ops;
 mod replay;

@@ -156,16 +156,25 @@ impl TrainingConfig {
         1024
     }
 
+    /// How many scopes may hold windows at once.
+    fn scopes_held(&self) -> u64 {
+        match self.scope {
+            ScopeKind::Fleet => 1,
+            // The fleet scope takes the overflow.
+            _ => (self.max_scopes as u64).saturating_add(1),
+        }
+    }
+
     /// Most bytes online training may hold in windows of `features` values:
     /// per scope, the calibration collection or the retraining buffer, each
     /// up to max_windows.
     pub fn memory_bound_bytes(&self, features: usize) -> u64 {
-        let scopes = match self.scope {
-            ScopeKind::Fleet => 1,
-            // The fleet scope takes the overflow.
-            _ => self.max_scopes as u64 + 1,
-        };
-        scopes * 2 * self.max_windows as u64 * features as u64 * 4
+        let scopes = self.scopes_held();
+        // Saturating: any count a config can hold gives a bound, not an overflow.
+        scopes
+            .saturating_mul(2 * 4)
+            .saturating_mul(self.max_windows as u64)
+            .saturating_mul(features as u64)
     }
 }
 
@@ -350,7 +359,7 @@ impl TrainingConfig {
         if training.mode == TrainingMode::Online {
             let bound = training.memory_bound_bytes(features);
             check(
-                bound <= training.max_memory_mb as u64 * 1024 * 1024,
+                bound <= (training.max_memory_mb as u64).saturating_mul(1024 * 1024),
                 "training.max_memory_mb",
                 format!(
                     "{} MiB, but online training may hold up to {} MiB of windows ({} scope(s) × \
@@ -358,7 +367,7 @@ impl TrainingConfig {
                      training.max_windows or training.max_scopes, or raise this bound",
                     training.max_memory_mb,
                     bound.div_ceil(1024 * 1024),
-                    bound / (2 * training.max_windows as u64 * features as u64 * 4),
+                    training.scopes_held(),
                     training.max_windows
                 ),
             );

@@ -1,0 +1,3 @@
+#![no_main]
+// The body is accelwatch::fuzzing::decode_binary, which tests/it/fuzz.rs also runs.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| accelwatch::fuzzing::decode_binary(data));
