@@ -44,6 +44,9 @@ async fn smoke(format: &str) {
             _ => Format::Binary,
         };
         config.input.binary_i16_scale = 1.0 / 4096.0;
+        // QoS 1 both ways: the counts below are exact, and a loaded
+        // machine once lost one QoS 0 message between broker and daemon.
+        config.input.mqtt.qos = 1;
         config.output.jsonl = "off".into();
         config.output.mqtt = Some(MqttOutputConfig::default());
         config.telemetry.listen = "127.0.0.1:0".parse().unwrap();
