@@ -15,6 +15,7 @@ mod external;
 mod mqtt;
 mod ops;
 mod replay;
+mod scores;
 mod serial;
 mod status;
 mod variants;
