@@ -167,7 +167,7 @@ fn asking_a_latent_score_of_a_model_without_one_exits_78() {
                 demo_csv()
             ),
         );
-        let out = accelwatch().arg("validate").arg(&config).run();
+        let out = accelwatch().args(["validate", "--config"]).arg(&config).run();
         assert_eq!(
             out.status.code(),
             Some(78),
