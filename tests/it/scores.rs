@@ -167,7 +167,10 @@ fn asking_a_latent_score_of_a_model_without_one_exits_78() {
                 demo_csv()
             ),
         );
-        let out = accelwatch().args(["validate", "--config"]).arg(&config).run();
+        let out = accelwatch()
+            .args(["validate", "--config"])
+            .arg(&config)
+            .run();
         assert_eq!(
             out.status.code(),
             Some(78),
@@ -219,7 +222,7 @@ fn many_short_takes_train_by_holding_out_whole_ones() {
             let f = 1.0 + (take % 4) as f64 * 0.5;
             text += &format!(
                 "{take},{:.5},{:.5},{:.5}\n",
-                (t * f * 6.283).sin(),
+                (t * f * std::f64::consts::TAU).sin(),
                 (t * f * 3.1).cos() * 0.5,
                 0.1 * take as f64 / 40.0
             );
