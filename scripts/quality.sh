@@ -9,10 +9,18 @@
 # cross-validated by subject (no subject in both training and test), next to
 # PCA codes of the same size and the raw windows.
 #
+# Scores against the peers (first): for each variant, every exercise in turn
+# as normal with 3 and 6 channels (14 tasks), the ROC AUC of accelwatch's
+# reconstruction, latent and combined scores (one model trained with
+# model.score = "combined" carries all three) next to scikit-learn's MLP
+# autoencoder, IsolationForest, PCA-16 and 5-NN distance on the same windows
+# (scripts/quality_table.py; needs numpy, scikit-learn, onnx, onnxruntime).
+#
 # Usage: scripts/quality.sh PATH/TO/watch.csv [VARIANT...]
 # watch.csv is the full recording (see data/watch/README.md).
 # FEATURE_EPOCHS (default 200) caps training for the feature table;
-# SKIP_ANOMALY=1 prints the feature table only.
+# SKIP_PEERS=1 leaves out the first table, SKIP_ANOMALY=1 the anomaly table,
+# SKIP_FEATURES=1 the feature table.
 set -euo pipefail
 data=${1:?usage: scripts/quality.sh PATH/TO/watch.csv [VARIANT...]}
 shift
@@ -22,6 +30,15 @@ bin=${ACCELWATCH_BIN:-target/release/accelwatch}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 field() { python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))" "$@"; }
+
+if [ -z "${SKIP_PEERS:-}" ]; then
+for variant in "${variants[@]}"; do
+  echo "Scores against the peers, variant $variant"
+  echo
+  python3 "$(dirname "$0")/quality_table.py" "$data" "$bin" "$variant"
+  echo
+done
+fi
 
 if [ -z "${SKIP_ANOMALY:-}" ]; then
 echo "Anomaly quality (ROC AUC; normal exercise of subjects 1-7, scored on subjects 8-10)"
@@ -46,6 +63,7 @@ done
 
 fi
 
+[ -n "${SKIP_FEATURES:-}" ] && exit 0
 echo
 echo "Feature quality (exercise from 5-NN on standardised features, 5-fold CV grouped by subject)"
 echo

@@ -76,6 +76,17 @@ pub fn score_recording(
     keep: Vec<String>,
     mut each: impl FnMut(&[RecordedWindow], &[Output]) -> Result<(), Failure>,
 ) -> Result<Recording, Failure> {
+    // Offline commands take the model's input settings, but not another score.
+    if let Some(problem) = config
+        .model_problems(&model.meta)
+        .into_iter()
+        .find(|p| p.key == "model.score")
+    {
+        return Err(crate::cmd::exit::failure(
+            crate::EX_CONFIG,
+            anyhow!("{problem}"),
+        ));
+    }
     let options = read_options(
         data,
         config,

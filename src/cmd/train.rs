@@ -107,9 +107,17 @@ pub fn train_model(
     }
     write_atomically(out, &trained.onnx).with_context(|| format!("writing {}", out.display()))?;
     let s = &trained.summary;
+    let whole = if s.whole_streams > 0 {
+        format!(
+            " ({} whole streams, their tails too short to hold out)",
+            s.whole_streams
+        )
+    } else {
+        String::new()
+    };
     eprintln!(
-        "trained {} in {:.1?}: {} training and {} held-out windows, {} epochs (best {}), \
-         loss {:.5}, validation loss {:.5}, threshold {:.5} (q{}), candle/tract gap {:.1e}; wrote {} ({} bytes)",
+        "trained {} in {:.1?}: {} training and {} held-out windows{whole}, {} epochs (best {}), \
+         loss {:.5}, validation loss {:.5}, {}threshold {:.5} (q{}), candle/tract gap {:.1e}; wrote {} ({} bytes)",
         trained.meta.id,
         s.elapsed,
         s.train_windows,
@@ -118,6 +126,10 @@ pub fn train_model(
         s.best_epoch,
         s.train_loss,
         s.validation_loss,
+        match trained.meta.score.choice_name() {
+            "reconstruction" => String::new(),
+            other => format!("{other} score "),
+        },
         s.threshold,
         config.training.threshold_quantile,
         gap,

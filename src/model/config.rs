@@ -45,6 +45,29 @@ impl Variant {
     }
 }
 
+/// The anomaly score `train` builds a model for (`model.score`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScoreChoice {
+    /// The reconstruction error (or a `vae`'s negative ELBO).
+    #[default]
+    Reconstruction,
+    /// The mean distance of the window's code to its nearest training codes.
+    Latent,
+    /// Both, each standardised on the held-out training windows, averaged.
+    Combined,
+}
+
+impl ScoreChoice {
+    pub const fn name(self) -> &'static str {
+        match self {
+            ScoreChoice::Reconstruction => "reconstruction",
+            ScoreChoice::Latent => "latent",
+            ScoreChoice::Combined => "combined",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Activation {
@@ -240,6 +263,17 @@ pub struct ModelConfig {
     /// Size of the latent code published per window.
     #[serde(default = "ModelConfig::default_latent")]
     pub latent: usize,
+    /// The anomaly score `train` calibrates the model for; when serving,
+    /// `latent` or `combined` must be the model's own.
+    #[serde(default)]
+    pub score: ScoreChoice,
+    /// k of the latent score: nearest training codes averaged over.
+    #[serde(default = "ModelConfig::default_neighbors")]
+    pub neighbors: usize,
+    /// Most training codes kept in the model file for the latent score
+    /// (evenly thinned beyond it; each costs latent values of time per window).
+    #[serde(default = "ModelConfig::default_references")]
+    pub references: usize,
     /// Windows scored in one inference call, batched across devices.
     #[serde(default = "ModelConfig::default_max_batch")]
     pub max_batch: usize,
@@ -285,6 +319,12 @@ impl ModelConfig {
     const fn default_max_batch() -> usize {
         32
     }
+    const fn default_neighbors() -> usize {
+        5
+    }
+    const fn default_references() -> usize {
+        1024
+    }
     const fn default_watch_interval_ms() -> u64 {
         2000
     }
@@ -305,6 +345,9 @@ impl Default for ModelConfig {
             ort_library: None,
             variant: Self::default_variant(),
             latent: Self::default_latent(),
+            score: ScoreChoice::Reconstruction,
+            neighbors: Self::default_neighbors(),
+            references: Self::default_references(),
             max_batch: Self::default_max_batch(),
             watch_interval_ms: Self::default_watch_interval_ms(),
             hidden: Self::default_hidden(),
@@ -332,6 +375,30 @@ impl ModelConfig {
             "model.max_batch",
             "must be at least 1".into(),
         );
+        check(
+            self.neighbors >= 1,
+            "model.neighbors",
+            "must be at least 1".into(),
+        );
+        check(
+            self.references >= self.neighbors,
+            "model.references",
+            format!(
+                "must be at least model.neighbors ({}), got {}",
+                self.neighbors, self.references
+            ),
+        );
+        if self.score != ScoreChoice::Reconstruction {
+            check(
+                !(self.variant == Variant::Vae && self.vae.score == VaeScore::NegElbo),
+                "model.score",
+                format!(
+                    "{:?} uses the reconstruction error; it cannot be combined with \
+                     model.vae.score = \"neg_elbo\"",
+                    self.score.name()
+                ),
+            );
+        }
         check(
             self.backend.available(),
             "model.backend",

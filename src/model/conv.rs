@@ -164,6 +164,7 @@ impl Autoencoder for Conv {
             reconstruction,
             latent,
             kl: None,
+            latent_score: None,
         })
     }
 

@@ -93,6 +93,7 @@ impl Autoencoder for Deep {
             reconstruction,
             latent,
             kl: None,
+            latent_score: None,
         })
     }
 

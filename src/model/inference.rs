@@ -14,4 +14,6 @@ pub struct Inference {
     pub latent: Vec<f32>,
     /// `n` values, for models scored by their negative ELBO.
     pub kl: Option<Vec<f32>>,
+    /// `n` values, for models scored by their latent distance.
+    pub latent_score: Option<Vec<f32>>,
 }

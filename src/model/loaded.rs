@@ -232,6 +232,7 @@ impl LoadedModel {
             .iter()
             .chain(&probe.latent)
             .chain(probe.kl.iter().flatten())
+            .chain(probe.latent_score.iter().flatten())
             .find(|v| !v.is_finite())
         {
             return Err(graph(format!(

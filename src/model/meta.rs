@@ -67,6 +67,66 @@ pub enum ScoreKind {
     Mse,
     /// ½Σ(x − x̂)² + β·KL, from the reconstruction and the `kl` output.
     NegElbo { beta: f64 },
+    /// The `latent_score` output: the mean Euclidean distance of the
+    /// window's latent code to its `k` nearest of the `references`
+    /// training codes the graph holds.
+    Latent { k: usize, references: usize },
+    /// ½((mse − μ_r)/σ_r + (d − μ_l)/σ_l): the reconstruction error and the
+    /// latent distance, each standardised by its mean and standard
+    /// deviation over the held-out training windows.
+    Combined {
+        k: usize,
+        references: usize,
+        reconstruction: Moments,
+        latent: Moments,
+    },
+}
+
+impl ScoreKind {
+    /// Whether the graph must have a `latent_score` output.
+    pub fn needs_latent_score(&self) -> bool {
+        matches!(self, ScoreKind::Latent { .. } | ScoreKind::Combined { .. })
+    }
+
+    /// The name `model.score` uses for this kind.
+    pub fn choice_name(&self) -> &'static str {
+        match self {
+            ScoreKind::Mse | ScoreKind::NegElbo { .. } => "reconstruction",
+            ScoreKind::Latent { .. } => "latent",
+            ScoreKind::Combined { .. } => "combined",
+        }
+    }
+}
+
+/// Where a score's distribution lies on held-out normal windows.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Moments {
+    pub mean: f64,
+    pub std: f64,
+}
+
+impl Moments {
+    /// Mean and (population) standard deviation; a std under 1e-12 becomes 1
+    /// so that a constant score stays finite.
+    pub fn of(values: &[f32]) -> Self {
+        let n = values.len().max(1) as f64;
+        let mean = values.iter().map(|v| *v as f64).sum::<f64>() / n;
+        let var = values
+            .iter()
+            .map(|v| (*v as f64 - mean).powi(2))
+            .sum::<f64>()
+            / n;
+        let std = var.sqrt();
+        Self {
+            mean,
+            std: if std < 1e-12 { 1.0 } else { std },
+        }
+    }
+
+    pub fn standardise(&self, value: f32) -> f32 {
+        ((value as f64 - self.mean) / self.std) as f32
+    }
 }
 
 /// `flat` is `[N, T*C]`, time-major (t0's C values, then t1's...);
@@ -209,11 +269,37 @@ impl ModelMetadata {
                 self.sample_rate_hz
             ));
         }
-        if !(self.threshold.is_finite() && self.threshold >= 0.0) {
+        // A combined score is a sum of standardised scores, which may be
+        // below zero; every other score is a distance or an error.
+        let signed = matches!(self.score, ScoreKind::Combined { .. });
+        if !(self.threshold.is_finite() && (signed || self.threshold >= 0.0)) {
             return bad(format!(
                 "threshold {} is not a non-negative number",
                 self.threshold
             ));
+        }
+        match self.score {
+            ScoreKind::Latent { k, references } | ScoreKind::Combined { k, references, .. }
+                if k == 0 || references < k =>
+            {
+                return bad(format!(
+                    "score {}: k {k} must be at least 1 and at most references {references}",
+                    self.score.choice_name()
+                ));
+            }
+            ScoreKind::Combined {
+                reconstruction,
+                latent,
+                ..
+            } if [reconstruction, latent]
+                .iter()
+                .any(|m| !(m.mean.is_finite() && m.std.is_finite() && m.std > 0.0)) =>
+            {
+                return bad(
+                    "score combined: a mean or std is not finite, or a std is not positive".into(),
+                );
+            }
+            _ => {}
         }
         if let Some(norm) = &self.normalization {
             let c = self.channels.len();

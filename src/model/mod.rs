@@ -10,6 +10,7 @@ pub mod conv;
 pub mod dense;
 pub mod family;
 pub mod inference;
+pub mod latent;
 pub mod loaded;
 pub mod meta;
 pub mod net;

@@ -214,5 +214,6 @@ pub(crate) fn export_one_code_layer(
         reconstruction,
         latent,
         kl: None,
+        latent_score: None,
     })
 }

@@ -14,6 +14,9 @@ pub const RECONSTRUCTION: &str = "reconstruction";
 pub const LATENT: &str = "latent";
 /// Per-window KL divergence of q(z|x) from the prior (variational models).
 pub const KL: &str = "kl";
+/// Per-window distance of the latent code to its nearest training codes
+/// (models scored `latent` or `combined`).
+pub const LATENT_SCORE: &str = "latent_score";
 const OPSET: i64 = 17;
 const IR_VERSION: i64 = 8;
 
@@ -144,6 +147,27 @@ impl GraphBuilder {
         output
     }
 
+    /// Adds a node with `count` outputs and returns their names.
+    pub fn node_outputs(
+        &mut self,
+        op: &str,
+        inputs: &[&str],
+        attrs: Vec<Attr>,
+        count: usize,
+    ) -> Vec<String> {
+        let stem = self.fresh(&op.to_lowercase());
+        let outputs: Vec<String> = (0..count).map(|i| format!("{stem}_{i}")).collect();
+        self.nodes.push(pb::NodeProto {
+            name: format!("{stem}_node"),
+            op_type: op.into(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: outputs.clone(),
+            attribute: attrs.into_iter().map(Attr::proto).collect(),
+            ..Default::default()
+        });
+        outputs
+    }
+
     /// `x · Wᵀ + b` for a candle `Linear` (weight `[out, in]`).
     pub fn linear(&mut self, x: &str, layer: &candle_nn::Linear) -> Result<String, ExportError> {
         let w = self.weights("w", layer.weight())?;
@@ -169,6 +193,9 @@ impl GraphBuilder {
         if let Some(kl) = &outputs.kl {
             self.nodes.push(identity(kl, KL));
         }
+        if let Some(score) = &outputs.latent_score {
+            self.nodes.push(identity(score, LATENT_SCORE));
+        }
         let input_dims: Vec<Dim> = match meta.input_layout {
             InputLayout::Flat => vec![Dim::Batch, Dim::Fixed(meta.features())],
             InputLayout::Ntc => vec![
@@ -188,6 +215,12 @@ impl GraphBuilder {
             ]
             .into_iter()
             .chain(outputs.kl.as_ref().map(|_| value_info(KL, &[Dim::Batch])))
+            .chain(
+                outputs
+                    .latent_score
+                    .as_ref()
+                    .map(|_| value_info(LATENT_SCORE, &[Dim::Batch])),
+            )
             .collect(),
             ..Default::default()
         };
@@ -259,4 +292,7 @@ pub struct Exported {
     pub latent: String,
     /// Per-window KL divergence of q(z|x) from the prior (VAE only).
     pub kl: Option<String>,
+    /// Per-window latent distance (added by training for `latent` and
+    /// `combined` scores, see [`crate::model::latent`]).
+    pub latent_score: Option<String>,
 }

@@ -145,6 +145,10 @@ impl OrtModel {
                 Some(name) => Some(take(name, 1)?),
                 None => None,
             },
+            latent_score: match &sig.latent_score {
+                Some(name) => Some(take(name, 1)?),
+                None => None,
+            },
         })
     }
 }

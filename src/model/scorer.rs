@@ -91,10 +91,21 @@ impl Scorer {
                     .get(i * latent_dim..(i + 1) * latent_dim)
                     .unwrap_or(&[]);
                 let mse = mean_squared_error(x, r);
-                let score = match (kind, &out.kl) {
-                    (ScoreKind::NegElbo { beta }, Some(kl)) => {
+                let latent_distance = out.latent_score.as_ref().map(|d| d[i]);
+                let score = match (kind, &out.kl, latent_distance) {
+                    (ScoreKind::NegElbo { beta }, Some(kl), _) => {
                         0.5 * mse * features as f32 + beta as f32 * kl[i]
                     }
+                    (ScoreKind::Latent { .. }, _, Some(d)) => d,
+                    (
+                        ScoreKind::Combined {
+                            reconstruction,
+                            latent,
+                            ..
+                        },
+                        _,
+                        Some(d),
+                    ) => 0.5 * (reconstruction.standardise(mse) + latent.standardise(d)),
                     _ => mse,
                 };
                 Scored {

@@ -13,7 +13,7 @@ use tract_onnx::pb;
 use tract_onnx::pb::tensor_shape_proto::dimension::Value as DimValue;
 
 use super::meta::{InputLayout, ModelMetadata, ScoreKind, FORMAT};
-use super::onnx::{KL, LATENT, RECONSTRUCTION};
+use super::onnx::{KL, LATENT, LATENT_SCORE, RECONSTRUCTION};
 
 /// ONNX `TensorProto.DataType.FLOAT`.
 const FLOAT: i32 = 1;
@@ -292,7 +292,20 @@ impl GraphIo {
                     .name
                     .clone(),
             ),
-            ScoreKind::Mse => None,
+            _ => None,
+        };
+        let latent_score = if meta.score.needs_latent_score() {
+            let port = self.output(LATENT_SCORE).ok_or_else(|| {
+                format!(
+                    "metadata score {} needs an output named {LATENT_SCORE:?} (its outputs: {})",
+                    meta.score.choice_name(),
+                    names(&self.outputs)
+                )
+            })?;
+            check_float(port, "latent score output")?;
+            Some(port.name.clone())
+        } else {
+            None
         };
         Ok(Signature {
             input: input.name.clone(),
@@ -300,6 +313,7 @@ impl GraphIo {
             reconstruction: reconstruction.name.clone(),
             latent,
             kl,
+            latent_score,
         })
     }
 }
@@ -348,6 +362,8 @@ pub struct Signature {
     pub reconstruction: String,
     pub latent: Option<String>,
     pub kl: Option<String>,
+    /// The per-window latent distance, for `latent` and `combined` scores.
+    pub latent_score: Option<String>,
 }
 
 #[cfg(test)]

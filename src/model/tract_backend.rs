@@ -20,6 +20,7 @@ pub struct TractModel {
     latent_dim: usize,
     with_latent: bool,
     with_kl: bool,
+    with_latent_score: bool,
 }
 
 impl TractModel {
@@ -66,6 +67,9 @@ impl TractModel {
         if let Some(kl) = &signature.kl {
             selected.push(find(kl)?);
         }
+        if let Some(score) = &signature.latent_score {
+            selected.push(find(score)?);
+        }
         model
             .select_output_outlets(&selected)
             .map_err(|e| e.to_string())?;
@@ -80,6 +84,7 @@ impl TractModel {
             latent_dim: meta.latent_dim,
             with_latent: signature.latent.is_some(),
             with_kl: signature.kl.is_some(),
+            with_latent_score: signature.latent_score.is_some(),
         })
     }
 
@@ -127,10 +132,17 @@ impl TractModel {
         } else {
             None
         };
+        let latent_score = if self.with_latent_score {
+            let at = 1 + self.with_latent as usize + self.with_kl as usize;
+            Some(take(at, 1, "latent score")?)
+        } else {
+            None
+        };
         Ok(Inference {
             reconstruction,
             latent,
             kl,
+            latent_score,
         })
     }
 }

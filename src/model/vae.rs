@@ -134,6 +134,7 @@ impl Autoencoder for Vae {
             reconstruction,
             latent: mu,
             kl: Some(kl),
+            latent_score: None,
         })
     }
 

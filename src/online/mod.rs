@@ -177,6 +177,43 @@ mod tests {
     }
 
     #[test]
+    fn online_training_and_retraining_build_the_configured_score() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ModelStore::open(dir.path()).unwrap();
+        let mut config = Config::default();
+        config.model.variant = crate::model::config::Variant::Basic;
+        config.model.score = crate::model::config::ScoreChoice::Combined;
+        config.training.epochs = 5;
+        let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let set = crate::recording::Recording::window_set_of(
+            &repo.join("data/watch/train-pen.csv"),
+            "series",
+            &config.input,
+            &config.window,
+        )
+        .unwrap();
+        let mut pacer = CpuPacer::new(1.0);
+        let learned = learn(&config, &store, &set, &mut pacer).unwrap();
+        let combined = |meta: &crate::model::ModelMetadata| {
+            matches!(
+                meta.score,
+                crate::model::meta::ScoreKind::Combined { k: 5, .. }
+            )
+        };
+        assert!(
+            combined(&learned.model.meta),
+            "{:?}",
+            learned.model.meta.score
+        );
+        let relearned = relearn(&config, &store, &set, &set, learned.model, &mut pacer).unwrap();
+        assert!(
+            combined(&relearned.model.meta),
+            "{:?}",
+            relearned.model.meta.score
+        );
+    }
+
+    #[test]
     fn the_pacer_keeps_a_thread_to_its_share() {
         let share = in_background(0.25, |pacer| {
             let started = std::time::Instant::now();

@@ -18,6 +18,7 @@ mod fuzz;
 mod mqtt;
 mod ops;
 mod replay;
+mod scores;
 mod serial;
 mod status;
 mod variants;

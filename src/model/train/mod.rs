@@ -15,9 +15,14 @@ use rand_chacha::ChaCha8Rng;
 use sha2::{Digest, Sha256};
 
 use super::family;
-use super::meta::{Calibration, InputLayout, ModelMetadata, Normalization, TrainingRecord, FORMAT};
+use super::latent;
+use super::meta::{
+    Calibration, InputLayout, ModelMetadata, Moments, Normalization, ScoreKind, TrainingRecord,
+    FORMAT,
+};
 use super::net::{Architecture, Autoencoder};
 use super::onnx::{self, GraphBuilder};
+use crate::model::config::ScoreChoice;
 use crate::model::train::config::TrainingConfig;
 use crate::score;
 
@@ -84,6 +89,8 @@ pub struct TrainSummary {
     pub train_loss: f64,
     pub validation_loss: f64,
     pub threshold: f64,
+    /// Streams held out whole, being too short to hold out a tail.
+    pub whole_streams: usize,
     pub elapsed: Duration,
 }
 
@@ -91,6 +98,8 @@ pub struct Trained {
     pub onnx: Vec<u8>,
     pub meta: ModelMetadata,
     pub network: Box<dyn Autoencoder>,
+    /// The training codes a latent score measures against (`[M, latent_dim]`).
+    pub references: Option<Vec<f32>>,
     pub summary: TrainSummary,
 }
 
@@ -119,18 +128,30 @@ pub enum TrainError {
     Score(#[from] crate::model::inference::BackendError),
 }
 
+/// Which windows train and which are held out.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Split {
+    pub train: Vec<usize>,
+    pub validation: Vec<usize>,
+    /// Streams held out whole (their tails were too short to hold out).
+    pub whole_streams: usize,
+    /// Streams too short for a held-out tail.
+    pub short_streams: usize,
+    /// Streams in all.
+    pub streams: usize,
+}
+
 /// Splits window indices into training and validation: the last
 /// `fraction` of each stream is held out, and the windows that overlap the
 /// held-out ones are left out of both, so no sample is in both sets.
-pub fn split(
-    set: &WindowSet,
-    fraction: f64,
-    window: usize,
-    hop: usize,
-) -> (Vec<usize>, Vec<usize>) {
+/// A stream too short for that (many short takes, each a few windows)
+/// cannot lend a tail; when there are two or more such streams, whole ones
+/// among them are held out instead, every ⌈1/fraction⌉-th or so (the
+/// first, then as the fraction falls due), so no take is in both sets.
+pub fn split(set: &WindowSet, fraction: f64, window: usize, hop: usize) -> Split {
     let overlap = window.div_ceil(hop).saturating_sub(1);
-    let mut train = Vec::new();
-    let mut validation = Vec::new();
+    let mut out = Split::default();
+    let mut short = Vec::new();
     let mut start = 0;
     while start < set.len() {
         let stream = set.streams[start];
@@ -140,14 +161,30 @@ pub fn split(
         let n = end - start;
         let held = ((n as f64) * fraction).ceil() as usize;
         if n > held + overlap && held > 0 {
-            train.extend(start..end - held - overlap);
-            validation.extend(end - held..end);
+            out.train.extend(start..end - held - overlap);
+            out.validation.extend(end - held..end);
         } else {
-            train.extend(start..end);
+            short.push(start..end);
         }
         start = end;
+        out.streams += 1;
     }
-    (train, validation)
+    out.short_streams = short.len();
+    let whole = short.len() >= 2;
+    for (i, range) in short.into_iter().enumerate() {
+        // Held out so far vs due by now; the epsilon keeps 35 × 0.2 at 7.
+        let due_by = |n: usize| ((n as f64) * fraction - 1e-9).ceil();
+        let due = due_by(i + 1) > due_by(i);
+        if whole && due {
+            out.validation.extend(range);
+            out.whole_streams += 1;
+        } else {
+            out.train.extend(range);
+        }
+    }
+    out.train.sort_unstable();
+    out.validation.sort_unstable();
+    out
 }
 
 pub fn train(
@@ -174,19 +211,34 @@ pub fn train_paced(
     let device = Device::Cpu;
     let features = windows.features;
     debug_assert_eq!(features, arch.features());
-    let (train_idx, val_idx) = split(
+    let plan = split(
         windows,
         settings.validation_fraction,
         input.window,
         input.hop,
     );
-    if train_idx.len() < 2 || val_idx.is_empty() {
+    if plan.train.len() < 2 || plan.validation.is_empty() {
         return Err(TrainError::TooFewWindows {
             windows: windows.len(),
-            train: train_idx.len(),
-            validation: val_idx.len(),
+            train: plan.train.len(),
+            validation: plan.validation.len(),
         });
     }
+    if plan.whole_streams > 0 {
+        tracing::info!(
+            "{} of {} streams are too short to hold out their last {}%: {} of them held out whole",
+            plan.short_streams,
+            plan.streams,
+            (settings.validation_fraction * 100.0).round(),
+            plan.whole_streams
+        );
+    }
+    let Split {
+        train: train_idx,
+        validation: val_idx,
+        whole_streams,
+        ..
+    } = plan;
     let mut train_raw = Vec::with_capacity(train_idx.len() * features);
     for &i in &train_idx {
         train_raw.extend_from_slice(windows.window(i));
@@ -319,10 +371,45 @@ pub fn train_paced(
             pretrain_losses,
         }),
     };
+    // A latent score measures codes against the training windows' own
+    // (thinned to model.references), which the graph then carries.
+    let references = match arch.model.score {
+        ScoreChoice::Reconstruction => None,
+        ScoreChoice::Latent | ScoreChoice::Combined => {
+            let (_, z) = network.forward(&train_x)?;
+            let codes: Vec<f32> = z.flatten_all()?.to_vec1()?;
+            let refs = latent::references(&codes, meta.latent_dim, arch.model.references);
+            let m = refs.len() / meta.latent_dim.max(1);
+            meta.score = ScoreKind::Latent {
+                k: arch.model.neighbors.min(m),
+                references: m,
+            };
+            Some(refs)
+        }
+    };
     // The threshold is calibrated by scoring the held-out windows with the
     // exported model itself, exactly as the daemon will score them.
-    let exported = export(network.as_ref(), &mut meta)?;
-    let model = load_exported(&exported)?;
+    let exported = export(network.as_ref(), &mut meta, references.as_deref())?;
+    let mut model = load_exported(&exported)?;
+    if let (ScoreChoice::Combined, ScoreKind::Latent { k, references }) =
+        (arch.model.score, meta.score)
+    {
+        // Each part standardised by its own spread on the held-out windows.
+        let out = model.runtime.run(&val_data, val_idx.len())?;
+        let errors: Vec<f32> = val_data
+            .chunks_exact(features)
+            .zip(out.reconstruction.chunks_exact(features))
+            .map(|(x, r)| score::mean_squared_error(x, r))
+            .collect();
+        let distances = out.latent_score.unwrap_or_default();
+        meta.score = ScoreKind::Combined {
+            k,
+            references,
+            reconstruction: Moments::of(&errors),
+            latent: Moments::of(&distances),
+        };
+        model.meta.score = meta.score;
+    }
     let mut scorer = crate::model::scorer::Scorer::new(model);
     let mut errors: Vec<f32> = scorer
         .score(val_idx.iter().map(|&i| windows.window(i)))
@@ -331,7 +418,7 @@ pub fn train_paced(
         .map(|s| s.score)
         .collect();
     meta.threshold = score::quantile(&mut errors, settings.threshold_quantile) as f64;
-    let onnx = export(network.as_ref(), &mut meta)?;
+    let onnx = export(network.as_ref(), &mut meta, references.as_deref())?;
     let threshold = meta.threshold;
     let summary = TrainSummary {
         train_windows: train_idx.len(),
@@ -341,19 +428,36 @@ pub fn train_paced(
         train_loss,
         validation_loss,
         threshold,
+        whole_streams,
         elapsed: started.elapsed(),
     };
     Ok(Trained {
         onnx,
         meta,
         network,
+        references,
         summary,
     })
 }
 
-fn export(network: &dyn Autoencoder, meta: &mut ModelMetadata) -> Result<Vec<u8>, TrainError> {
+fn export(
+    network: &dyn Autoencoder,
+    meta: &mut ModelMetadata,
+    references: Option<&[f32]>,
+) -> Result<Vec<u8>, TrainError> {
     let mut graph = GraphBuilder::default();
-    let outputs = network.export(&mut graph)?;
+    let mut outputs = network.export(&mut graph)?;
+    if let (Some(refs), ScoreKind::Latent { k, .. } | ScoreKind::Combined { k, .. }) =
+        (references, meta.score)
+    {
+        outputs.latent_score = Some(latent::export_distance(
+            &mut graph,
+            &outputs.latent,
+            refs,
+            meta.latent_dim,
+            k,
+        ));
+    }
     Ok(graph.finish(&outputs, meta)?)
 }
 
@@ -429,7 +533,22 @@ pub fn export_gap(trained: &Trained, raw: &[f32]) -> Result<f32, TrainError> {
             .map(|(x, y)| (x - y).abs())
             .fold(0f32, f32::max)
     };
-    Ok(gap(&tract.reconstruction, &candle.0).max(gap(&tract.latent, &candle.1)))
+    let mut worst = gap(&tract.reconstruction, &candle.0).max(gap(&tract.latent, &candle.1));
+    if let (Some(served), Some(refs), ScoreKind::Latent { k, .. } | ScoreKind::Combined { k, .. }) =
+        (&tract.latent_score, &trained.references, trained.meta.score)
+    {
+        let dim = trained.meta.latent_dim;
+        let expected: Vec<f32> = candle
+            .1
+            .chunks_exact(dim)
+            .map(|z| latent::distance(z, refs, k))
+            .collect();
+        // The distance gets ten times the room (1e-3 against the callers'
+        // 1e-4): the graph's ‖z‖² − 2z·R + ‖R‖² loses float32 digits next to
+        // a reference (a training window's own code), which √ magnifies.
+        worst = worst.max(gap(served, &expected) / 10.0);
+    }
+    Ok(worst)
 }
 
 #[cfg(test)]
@@ -444,7 +563,11 @@ mod tests {
                 set.push(stream, &[0.0]);
             }
         }
-        let (train, val) = split(&set, 0.2, 128, 64);
+        let Split {
+            train,
+            validation: val,
+            ..
+        } = split(&set, 0.2, 128, 64);
         assert_eq!(val, vec![8, 9, 18, 19]);
         assert_eq!(
             train,
@@ -458,7 +581,31 @@ mod tests {
         let mut set = WindowSet::new(1);
         set.push(0, &[0.0]);
         set.push(0, &[0.0]);
-        let (train, val) = split(&set, 0.2, 128, 64);
-        assert_eq!((train.len(), val.len()), (2, 0));
+        let s = split(&set, 0.2, 128, 64);
+        assert_eq!(
+            (s.train.len(), s.validation.len(), s.whole_streams),
+            (2, 0, 0)
+        );
+    }
+
+    #[test]
+    fn many_short_takes_hold_out_whole_streams() {
+        // 100 samples, windows of 50 every 10: 6 windows a take, whose
+        // last 20% (2) and the 4 overlapping them leave nothing to train on.
+        let mut set = WindowSet::new(1);
+        for stream in 0..12 {
+            for _ in 0..6 {
+                set.push(stream, &[0.0]);
+            }
+        }
+        let s = split(&set, 0.2, 50, 10);
+        assert_eq!((s.short_streams, s.whole_streams), (12, 3));
+        assert_eq!(
+            s.validation,
+            (0..6).chain(30..36).chain(60..66).collect::<Vec<_>>(),
+            "takes 0, 5 and 10 held out whole"
+        );
+        assert_eq!(s.train.len(), 9 * 6);
+        assert!(s.train.iter().all(|i| !s.validation.contains(i)));
     }
 }

@@ -1,0 +1,92 @@
+#!/usr/bin/env python3
+"""A model's anomaly scores from the ONNX file alone, with onnxruntime and numpy.
+
+Usage: python3 scripts/latent_score.py MODEL.onnx DATA.csv DEVICE_COLUMN
+
+Prints one JSON object: {"score": KIND, "windows": [{"device", "seq",
+"score", "reconstruction", "latent"}...]} for every window of DATA.csv (per
+device, in file order, the model's window and hop, its channels), where
+`score` is what accelwatch publishes, computed as docs/models.md (The model
+file: scores) says:
+
+- reconstruction: mean squared error over the window's T*C values, in the
+  model's normalised units;
+- latent: the graph's `latent_score` output, which must equal the mean of the
+  k smallest Euclidean distances of the `latent` output to the rows of the
+  initializer `latent_references` (checked here, to 1e-4 relative);
+- combined: 0.5 * ((mse - mu_r) / sigma_r + (d - mu_l) / sigma_l), with the
+  moments of the metadata's score.
+
+Needs numpy, onnx and onnxruntime (tests/it/scores.rs runs it).
+"""
+import csv
+import json
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import numpy_helper
+
+
+def windows(path, device_column, channels, size, hop):
+    streams = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            streams.setdefault(row[device_column], []).append([float(row[c]) for c in channels])
+    out = []
+    for device, rows in streams.items():
+        data = np.asarray(rows, dtype=np.float32)
+        for seq, start in enumerate(range(0, len(data) - size + 1, hop)):
+            out.append((device, seq, data[start:start + size].reshape(-1)))
+    return out
+
+
+def main(model_path, data_path, device_column):
+    model = onnx.load(model_path)
+    meta = json.loads(next(p.value for p in model.metadata_props if p.key == "accelwatch"))
+    c = len(meta["channels"])
+    found = windows(data_path, device_column, meta["channels"], meta["window"], meta["hop"])
+    x = np.stack([w for _, _, w in found])
+    norm = meta.get("normalization")
+    if norm:
+        x = ((x.reshape(len(x), -1, c) - np.asarray(norm["mean"], np.float32))
+             / np.asarray(norm["std"], np.float32)).reshape(len(x), -1).astype(np.float32)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    out = dict(zip(names, session.run(None, {"x": x})))
+    mse = ((x - out["reconstruction"]) ** 2).mean(axis=1)
+    kind = meta["score"]["kind"]
+    distance = None
+    if kind in ("latent", "combined"):
+        refs = next(numpy_helper.to_array(t) for t in model.graph.initializer
+                    if t.name == "latent_references").astype(np.float64)
+        k = meta["score"]["k"]
+        z = out["latent"].astype(np.float64)
+        d = np.sqrt(((z[:, None, :] - refs[None, :, :]) ** 2).sum(axis=2))
+        distance = np.sort(d, axis=1)[:, :k].mean(axis=1)
+        graph = out["latent_score"]
+        gap = np.abs(graph - distance).max() / max(1.0, np.abs(distance).max())
+        if gap > 1e-4:
+            sys.exit(f"latent_score output differs from numpy's k-NN distance by {gap}")
+    if kind == "latent":
+        score = distance
+    elif kind == "combined":
+        r, l = meta["score"]["reconstruction"], meta["score"]["latent"]
+        score = 0.5 * ((mse - r["mean"]) / r["std"] + (distance - l["mean"]) / l["std"])
+    else:
+        score = mse
+    print(json.dumps({
+        "score": kind,
+        "windows": [
+            {"device": dev, "seq": seq, "score": float(s), "reconstruction": float(e),
+             "latent": None if distance is None else float(distance[i])}
+            for i, ((dev, seq, _), s, e) in enumerate(zip(found, score, mse))
+        ],
+    }))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 4:
+        sys.exit(__doc__.split("\n\n")[1])
+    main(*sys.argv[1:])
