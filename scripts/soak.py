@@ -89,7 +89,13 @@ def loadgen(broker_port, args, wait=True):
     if wait:
         out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=7200)
         return json.loads([l for l in out.stdout.splitlines() if l.startswith("{")][-1])
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+
+def sent_by(gen):
+    """What a generator started with wait=False sent (its JSON line)."""
+    out = gen.stdout.read()
+    return json.loads([l for l in out.splitlines() if l.startswith("{")][-1])
 
 
 def churn(opts):
@@ -179,8 +185,10 @@ def overload(opts):
                                    "--rate", "0", "--duration", str(opts.duration),
                                    "--client-id", f"overload-{i}", "--seed", str(i)], wait=False)
                     for i in range(opts.generators)]
+            offered = 0
             for g in gens:
                 g.wait(timeout=opts.duration + 120)
+                offered += sent_by(g)["samples"]
             m1 = scrape(http)
             # Recovery: wait for the backlog to drain, then a paced load
             # must be processed sample for sample.
@@ -211,7 +219,9 @@ def overload(opts):
     processed = family_sum(m1, "accelwatch_samples_total") - family_sum(m0, "accelwatch_samples_total")
     print(f"overload: {opts.generators} generators of JSON batches flat out for {opts.duration:g} s "
           f"against one daemon (2 cores shared by all)")
-    print(f"- processed during the load: {processed / opts.duration / 1e6:.2f} M samples/s")
+    print(f"- offered {offered / opts.duration / 1e6:.2f} M samples/s, processed "
+          f"{processed / opts.duration / 1e6:.2f} M samples/s during the load "
+          f"({processed / max(offered, 1):.0%}); the broker dropped the rest")
     for path, times in probes.items():
         ok = [t for t, s in times if s == 200]
         worst = max((t for t, _ in times), default=float("nan"))
