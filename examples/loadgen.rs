@@ -318,6 +318,8 @@ pub async fn run(args: &Args) -> Result<Sent, String> {
         .set_inflight(1000);
     let (client, mut eventloop) = AsyncClient::new(options, 1024);
     let (connected_tx, connected_rx) = tokio::sync::oneshot::channel();
+    let acked = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let acks = acked.clone();
     let connection = tokio::spawn(async move {
         let mut connected = Some(connected_tx);
         loop {
@@ -326,6 +328,9 @@ pub async fn run(args: &Args) -> Result<Sent, String> {
                     if let Some(tx) = connected.take() {
                         let _ = tx.send(());
                     }
+                }
+                Ok(Event::Incoming(Packet::PubAck(_))) => {
+                    acks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
                 Ok(_) => {}
@@ -384,6 +389,17 @@ pub async fn run(args: &Args) -> Result<Sent, String> {
             .await
             .map_err(|error| format!("publish: {error}"))?;
         messages += 1;
+    }
+    // At QoS 1, wait for every PUBACK first: closing a socket with unread
+    // acks in it sends a reset, and the broker may then drop the last
+    // publishes it had not read yet.
+    if qos == QoS::AtLeastOnce {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while acked.load(std::sync::atomic::Ordering::Relaxed) < messages
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
     // Every message is written out before the DISCONNECT.
     let _ = client.disconnect().await;

@@ -44,8 +44,7 @@ async fn smoke(format: &str) {
             _ => Format::Binary,
         };
         config.input.binary_i16_scale = 1.0 / 4096.0;
-        // QoS 1 both ways: the counts below are exact, and a loaded
-        // machine once lost one QoS 0 message between broker and daemon.
+        // QoS 1 both ways, so that the counts below are exact.
         config.input.mqtt.qos = 1;
         config.output.jsonl = "off".into();
         config.output.mqtt = Some(MqttOutputConfig::default());
