@@ -162,7 +162,8 @@ def start_broker(work):
     return proc, port
 
 
-def daemon_config(work, broker_port, http_port, fmt):
+def daemon_config(work, broker_port, http_port, fmt, client_id="accelwatch-bench", extra=""):
+    """The daemon's config; `extra` is appended (more TOML)."""
     path = os.path.join(work, "accelwatch.toml")
     with open(path, "w") as f:
         f.write(f"""[input]
@@ -170,7 +171,7 @@ kind = "mqtt"
 binary_i16_scale = {I16_SCALE!r}
 [input.mqtt]
 url = "mqtt://127.0.0.1:{broker_port}"
-client_id = "accelwatch-bench"
+client_id = "{client_id}"
 topics = ["sensors/{{device}}/accel"]
 format = "{fmt}"
 [model]
@@ -181,6 +182,7 @@ jsonl = "off"
 [output.mqtt]
 [telemetry]
 listen = "127.0.0.1:{http_port}"
+{extra}
 """)
     return path
 

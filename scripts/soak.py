@@ -33,7 +33,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from e2e_bench import (ACCELWATCH, LOADGEN, REPO, free_port, http_get, scrape,  # noqa: E402
-                       start_broker, family_sum)
+                       start_broker, family_sum, daemon_config)
 
 
 def rss_mb(pid):
@@ -43,26 +43,7 @@ def rss_mb(pid):
 
 def start_daemon(work, broker_port, fmt, extra=""):
     http_port = free_port()
-    path = os.path.join(work, "accelwatch.toml")
-    with open(path, "w") as f:
-        f.write(f"""[input]
-kind = "mqtt"
-binary_i16_scale = {1.0 / 4096.0!r}
-[input.mqtt]
-url = "mqtt://127.0.0.1:{broker_port}"
-client_id = "accelwatch-soak"
-topics = ["sensors/{{device}}/accel"]
-format = "{fmt}"
-[model]
-path = "{os.path.join(REPO, 'models', 'demo.onnx')}"
-watch_interval_ms = 0
-[output]
-jsonl = "off"
-[output.mqtt]
-[telemetry]
-listen = "127.0.0.1:{http_port}"
-{extra}
-""")
+    path = daemon_config(work, broker_port, http_port, fmt, "accelwatch-soak", extra)
     log = open(os.path.join(work, "accelwatch.log"), "w")
     proc = subprocess.Popen([ACCELWATCH, "run", "--config", path, "--log", "warn"],
                             stdout=log, stderr=log, cwd=REPO)

@@ -301,14 +301,7 @@ impl Decoder {
     }
 
     fn check_count(&self, count: usize) -> Result<(), DecodeError> {
-        if count > self.max_samples {
-            Err(DecodeError::TooManySamples {
-                got: count,
-                limit: self.max_samples,
-            })
-        } else {
-            Ok(())
-        }
+        check_count(count, self.max_samples)
     }
 
     fn decode_binary(&self, payload: &[u8], out: &mut Samples) -> Result<(), DecodeError> {
@@ -471,6 +464,15 @@ pub fn json_sample_count(payload: &[u8]) -> usize {
 /// Only that field's value is kept while the payload is parsed.
 pub fn json_device_field(payload: &[u8], field: &str) -> Result<String, DeviceFieldError> {
     Decoder::device_field(payload, field)
+}
+
+/// A payload of `count` samples against `input.max_samples_per_message`.
+pub(crate) fn check_count(count: usize, limit: usize) -> Result<(), DecodeError> {
+    if count > limit {
+        Err(DecodeError::TooManySamples { got: count, limit })
+    } else {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

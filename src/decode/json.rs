@@ -229,14 +229,7 @@ impl State<'_> {
     }
 
     fn check_count(&self, count: usize) -> Result<(), DecodeError> {
-        if count > self.max_samples {
-            Err(DecodeError::TooManySamples {
-                got: count,
-                limit: self.max_samples,
-            })
-        } else {
-            Ok(())
-        }
+        super::check_count(count, self.max_samples)
     }
 }
 
