@@ -11,6 +11,7 @@ use std::thread::JoinHandle;
 
 use super::store::EvidenceStore;
 use super::{Evidence, RecentScore};
+use crate::idle::IdleOrder;
 use crate::record::Output;
 use crate::sink::Sink;
 use crate::telemetry::Metrics;
@@ -26,6 +27,7 @@ pub struct EvidenceSink {
     writer: Option<JoinHandle<()>>,
     recent: HashMap<Arc<str>, (u64, VecDeque<RecentScore>)>,
     max_devices: usize,
+    idle: IdleOrder<u64>,
     tick: u64,
     metrics: Metrics,
 }
@@ -72,6 +74,7 @@ impl EvidenceSink {
             writer: Some(writer),
             recent: HashMap::new(),
             max_devices: max_devices.max(1),
+            idle: IdleOrder::new(),
             tick: 0,
             metrics,
         })
@@ -80,11 +83,15 @@ impl EvidenceSink {
     fn remember(&mut self, device: &Arc<str>, score: RecentScore) {
         self.tick += 1;
         if !self.recent.contains_key(device) && self.recent.len() >= self.max_devices {
-            let idlest = self
-                .recent
-                .iter()
-                .min_by_key(|(_, (tick, _))| *tick)
-                .map(|(d, _)| d.clone());
+            let recent = &self.recent;
+            let idlest = self.idle.idlest(
+                |device| recent.get(device).map(|(tick, _)| *tick),
+                || {
+                    recent
+                        .iter()
+                        .map(|(device, (tick, _))| (*tick, device.clone()))
+                },
+            );
             if let Some(idlest) = idlest {
                 self.recent.remove(&idlest);
             }
@@ -220,5 +227,24 @@ mod tests {
         assert!(metrics
             .render()
             .contains("accelwatch_evidence_written_total 1"));
+    }
+
+    #[test]
+    fn past_max_devices_the_idlest_device_is_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = EvidenceLimits {
+            max_count: 10,
+            max_bytes: 1 << 20,
+        };
+        let store = EvidenceStore::open(dir.path(), limits).unwrap();
+        let mut sink = EvidenceSink::start(store, 3, Metrics::new()).unwrap();
+        let ids: Vec<Arc<str>> = ["a", "b", "c", "d", "e"].map(Arc::from).to_vec();
+        for (seq, i) in [0, 1, 2, 0, 3, 0, 4].into_iter().enumerate() {
+            sink.write(&window(&ids[i], seq as u64, 0.1)).unwrap();
+        }
+        let mut kept: Vec<&str> = sink.recent.keys().map(|d| &**d).collect();
+        kept.sort();
+        // b (seq 1) went when d came, c (seq 2) when e came; a stayed, touched since.
+        assert_eq!(kept, ["a", "d", "e"]);
     }
 }
