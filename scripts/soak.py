@@ -14,8 +14,9 @@ scripts/soak.sh, which builds the release binaries first.
   `--duration` seconds (60), at least `--factor` (5) times what the daemon
   takes in that time (its capacity: the generators, the broker and the
   daemon share the machine's cores, so the daemon is made dearer per sample
-  instead, with a `window.hop` of `--hop` (4) samples: a window scored and
-  published per 4 samples instead of per 64). While
+  instead, with a `window.hop` of `--hop` (2) samples: a window scored and
+  published per 2 samples instead of per 64; `window.max_gap_ms` of an hour,
+  so the batches the broker drops do not restart the windows). While
   they run, /healthz and /metrics are timed every 0.2 s (each must answer
   in under 100 ms); RSS and the queue depths (accelwatch_queue_depth) are
   sampled. Afterwards, a paced load must be processed in full (it
@@ -146,7 +147,8 @@ def overload(opts):
     failures = []
     with tempfile.TemporaryDirectory(prefix="soak-overload-") as work:
         broker, port = start_broker(work)
-        proc, http = start_daemon(work, port, "json", f"[window]\nhop = {opts.hop}\n")
+        proc, http = start_daemon(work, port, "json",
+                                  f"[window]\nhop = {opts.hop}\nmax_gap_ms = 3600000.0\n")
         probes = {"/healthz": [], "/metrics": []}
         rss, depth, stop_probing = [], [], threading.Event()
 
@@ -159,12 +161,14 @@ def overload(opts):
                     if path == "/metrics" and status == 200:
                         d = [float(v) for v in re.findall(r'^accelwatch_queue_depth\{[^}]*\} (\S+)$', text, re.M)]
                         depth.append(sum(d))
-                rss.append(rss_mb(proc.pid))
+                rss.append((time.time(), rss_mb(proc.pid)))
                 time.sleep(0.2)
 
         prober = threading.Thread(target=probe, daemon=True)
         try:
+            idle_rss = rss_mb(proc.pid)
             m0 = scrape(http)
+            load_started = time.time()
             prober.start()
             gens = [loadgen(port, ["--format", "json", "--devices", "100", "--batch", "100",
                                    "--rate", "0", "--duration", str(opts.duration),
@@ -225,7 +229,16 @@ def overload(opts):
               f"p99 {p99 * 1e3:.1f} ms, max {worst * 1e3:.1f} ms")
         if len(ok) != len(times) or (worst > 0.1 and not opts.smoke):
             failures.append(f"{path}: {len(times) - len(ok)} failed, max {worst * 1e3:.1f} ms (bound 100 ms)")
-    print(f"- RSS: max {max(rss):.1f} MB over {len(rss)} samples")
+    # Bounded: the queues fill in the first seconds; after that the memory
+    # must not grow (the second half of the load no higher than the first,
+    # give or take 10 % + 4 MB of allocator noise).
+    half = load_started + opts.duration / 2
+    first = max((m for t, m in rss if t < half), default=idle_rss)
+    second = max((m for t, m in rss if half <= t < load_started + opts.duration), default=first)
+    print(f"- RSS: {idle_rss:.1f} MB before the load, max {first:.1f} MB in its first half, "
+          f"{second:.1f} MB in its second, {max(m for _, m in rss):.1f} MB overall")
+    if second > first * 1.1 + 4 and not opts.smoke:
+        failures.append(f"RSS grew during the load: {first:.1f} MB then {second:.1f} MB")
     print(f"- queued in the pipeline (accelwatch_queue_depth, summed): max {max(depth, default=0):.0f}")
     print(f"- recovery: {after - before:.0f} of {sent['samples']} paced samples processed after "
           f"the load, /readyz {ready}, exit {code}")
@@ -248,7 +261,7 @@ def main():
     o = sub.add_parser("overload", help="several generators flat out; responsiveness and recovery")
     o.add_argument("--generators", type=int, default=5)
     o.add_argument("--duration", type=float, default=60.0)
-    o.add_argument("--hop", type=int, default=4, help="the daemon's window.hop (128-sample windows)")
+    o.add_argument("--hop", type=int, default=2, help="the daemon's window.hop (128-sample windows)")
     o.add_argument("--factor", type=float, default=5.0,
                    help="the least load offered, in multiples of what the daemon takes")
     for p in (c, o):
