@@ -197,7 +197,12 @@ pub async fn serve(
             Router::new()
                 .route("/", get(super::page::page))
                 .route("/api/state", get(super::page::api_state))
-                .with_state(StatusState::new(metrics.clone(), live)),
+                .with_state(StatusState::new(metrics.clone(), live).with_control(
+                    super::state::ControlState {
+                        enabled: token.is_some(),
+                        online: control.is_some(),
+                    },
+                )),
         )
         .merge(
             Router::new()
