@@ -24,7 +24,7 @@ pub const MAX_LIMIT: usize = 1000;
 /// itself is never part of the state), and whether the scorer takes
 /// commands (online training).
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
-pub struct ControlState {
+pub struct ControlStatus {
     pub enabled: bool,
     pub online: bool,
 }
@@ -98,7 +98,7 @@ pub struct DevicePage {
 pub struct StatusState {
     pub metrics: Metrics,
     pub live: LiveState,
-    pub control: ControlState,
+    pub control: ControlStatus,
     counts: Arc<Mutex<VecDeque<(Instant, u64, u64)>>>,
 }
 
@@ -153,7 +153,7 @@ pub struct StateDocument {
     /// Which rows `devices` holds, and how many there are.
     pub page: DevicePage,
     pub devices: Vec<DeviceRow>,
-    pub control: ControlState,
+    pub control: ControlStatus,
 }
 
 impl StatusState {
@@ -161,13 +161,13 @@ impl StatusState {
         Self {
             metrics,
             live,
-            control: ControlState::default(),
+            control: ControlStatus::default(),
             counts: Arc::default(),
         }
     }
 
-    /// Says what [`ControlState`] the page is told.
-    pub fn with_control(mut self, control: ControlState) -> Self {
+    /// Says what [`ControlStatus`] the page is told.
+    pub fn with_control(mut self, control: ControlStatus) -> Self {
         self.control = control;
         self
     }
@@ -389,7 +389,7 @@ mod tests {
             })
             .collect();
         live.apply(&mut seen, 5.0);
-        let state = StatusState::new(Metrics::new(), live).with_control(ControlState {
+        let state = StatusState::new(Metrics::new(), live).with_control(ControlStatus {
             enabled: true,
             online: false,
         });

@@ -208,9 +208,10 @@ fn pick_mark(browser: &mut Browser, device: &str) {
     panic!("the mark form never named {device:?}");
 }
 
-/// Clicks send and waits for the result; the status and text shown.
-fn send(browser: &mut Browser) -> (String, String) {
-    browser.click("document.getElementById('control-send')");
+/// Clicks `element` and waits for the control box's result; the status
+/// and text shown.
+fn result_of_click(browser: &mut Browser, element: &str) -> (String, String) {
+    browser.click(element);
     browser.wait_for(
         "a result",
         "!['', 'sending', undefined].includes(document.getElementById('control-result').dataset.status)",
@@ -225,6 +226,25 @@ fn send(browser: &mut Browser) -> (String, String) {
         shown[1].as_str().unwrap().to_string(),
     )
 }
+
+fn send(browser: &mut Browser) -> (String, String) {
+    result_of_click(browser, "document.getElementById('control-send')")
+}
+
+/// Types `token` into the prompt and uses it; the result shown.
+fn give_token(browser: &mut Browser, token: &str) -> (String, String) {
+    browser.wait_for(
+        "the token prompt",
+        "!document.getElementById('control-prompt').hidden",
+        BROWSER_WAIT,
+    );
+    browser.type_into("document.getElementById('control-token')", token);
+    result_of_click(browser, "document.getElementById('control-use')")
+}
+
+const NO_ACTION: &str = "document.querySelectorAll('[data-command]').length === 0 && \
+     document.getElementById('control-form').hidden && \
+     sessionStorage.getItem('accelwatch-control-token') === null";
 
 /// The page's own script only, its title untouched, no element made from
 /// a device id.
@@ -248,66 +268,47 @@ async fn with_the_token_the_page_sends_commands_and_a_wrong_one_changes_nothing(
     let addr = daemon.telemetry_addr().unwrap();
     wait_for_devices(addr, 2).await;
     let shots = dir.path().to_path_buf();
-    let (mut browser, status, text) = {
-        let shots = shots.clone();
-        in_browser(move || {
-            let mut b = Browser::open(&format!("http://{addr}/"), (1000, 1300));
-            b.wait_for(
-                "the token prompt",
-                "document.body.dataset.loaded === 'yes' && \
-                 !!document.getElementById('control-prompt') && \
-                 !document.getElementById('control-prompt').hidden",
-                BROWSER_WAIT,
-            );
-            assert_eq!(
-                b.eval("document.querySelectorAll('[data-command]').length"),
-                json!(0),
-                "no action before a token is given"
-            );
-            b.type_into(
-                "document.getElementById('control-token')",
-                &format!("{CONTROL_TOKEN}-wrong"),
-            );
-            b.click("document.getElementById('control-use')");
-            pick_mark(&mut b, HOSTILE);
-            assert_untouched(&mut b);
-            b.screenshot(&shots.join("picked.png"));
-            let (status, text) = send(&mut b);
-            (b, status, text)
-        })
-        .await
-    };
-    assert_eq!(status, "401", "{text}");
+    let mark_accepted = "accelwatch_commands_total{command=\"mark\",result=\"accepted\"}";
+    let unauthorized = "accelwatch_control_unauthorized_total";
+
+    // A wrong token: the 401 is shown, the token is not kept, no action.
+    let (mut browser, wrong) = in_browser(move || {
+        let mut b = Browser::open(&format!("http://{addr}/"), (1000, 1300));
+        b.wait_for(
+            "the token prompt",
+            "document.body.dataset.loaded === 'yes' && \
+             !!document.getElementById('control-prompt')",
+            BROWSER_WAIT,
+        );
+        b.wait_for("no action before a token is given", NO_ACTION, BROWSER_WAIT);
+        let wrong = give_token(&mut b, &format!("{CONTROL_TOKEN}-wrong"));
+        // Past the next redraw of the page, still no action.
+        let drawn = b.eval("document.getElementById('updated').textContent");
+        b.wait_for(
+            "a redraw",
+            &format!("document.getElementById('updated').textContent !== {drawn}"),
+            BROWSER_WAIT,
+        );
+        assert_eq!(b.eval(NO_ACTION), json!(true), "no action after a 401");
+        (b, wrong)
+    })
+    .await;
+    assert_eq!(wrong.0, "401", "{}", wrong.1);
     assert!(
-        text.contains("Bearer") && text.contains("forgotten"),
-        "{text}"
+        wrong.1.contains("Bearer") && wrong.1.contains("not kept"),
+        "{}",
+        wrong.1
     );
     let metrics = scrape(addr).await;
-    assert_eq!(
-        metric(&metrics, "accelwatch_control_unauthorized_total"),
-        Some(1.0)
-    );
-    assert_eq!(
-        metric(
-            &metrics,
-            "accelwatch_commands_total{command=\"mark\",result=\"accepted\"}"
-        ),
-        None,
-        "a wrong token changes nothing"
-    );
+    assert_eq!(metric(&metrics, unauthorized), Some(1.0));
 
-    let (browser_back, shown) = in_browser({
+    // The right one: a mark of the hostile device, from its row.
+    let (browser_back, accepted, mark) = in_browser({
         let shots = shots.clone();
         move || {
-            browser.wait_for(
-                "the prompt again",
-                "!document.getElementById('control-prompt').hidden && \
-             sessionStorage.getItem('accelwatch-control-token') === null",
-                BROWSER_WAIT,
-            );
-            browser.type_into("document.getElementById('control-token')", CONTROL_TOKEN);
-            browser.click("document.getElementById('control-use')");
+            let accepted = give_token(&mut browser, CONTROL_TOKEN);
             pick_mark(&mut browser, HOSTILE);
+            assert_untouched(&mut browser);
             let mark = send(&mut browser);
             assert_untouched(&mut browser);
             let png = shots.join("control.png");
@@ -315,22 +316,20 @@ async fn with_the_token_the_page_sends_commands_and_a_wrong_one_changes_nothing(
             if std::env::var_os("ACCELWATCH_SCREENSHOT_DOCS").is_some() {
                 std::fs::copy(&png, repo().join("docs/status-control.png")).unwrap();
             }
-            (browser, mark)
+            (browser, accepted, mark)
         }
     })
     .await;
     browser = browser_back;
-    assert_eq!(shown.0, "202", "{}", shown.1);
+    assert_eq!(accepted.0, "200", "{}", accepted.1);
+    assert_eq!(mark.0, "202", "{}", mark.1);
     assert!(
-        shown.1.contains("queued: mark") && shown.1.contains(&format!("device {HOSTILE}, ")),
+        mark.1.contains("queued: mark") && mark.1.contains(&format!("device {HOSTILE}, ")),
         "the answer names the device as text: {}",
-        shown.1
+        mark.1
     );
     wait_until(Duration::from_secs(30), "the mark carried out", || async {
-        metric(
-            &scrape(addr).await,
-            "accelwatch_commands_total{command=\"mark\",result=\"accepted\"}",
-        ) == Some(1.0)
+        metric(&scrape(addr).await, mark_accepted) == Some(1.0)
     })
     .await;
     let marks = std::fs::read_to_string(dir.path().join("models/marks.json"))
@@ -339,6 +338,25 @@ async fn with_the_token_the_page_sends_commands_and_a_wrong_one_changes_nothing(
     assert_eq!(marks[0]["device"], HOSTILE, "{marks}");
     assert_eq!(marks[0]["label"], "abnormal", "{marks}");
 
+    // A token that stopped being right (the daemon restarted with another):
+    // the action's 401 is shown, the token forgotten, nothing carried out.
+    let (browser_back, refused) = in_browser(move || {
+        browser
+            .eval("sessionStorage.setItem('accelwatch-control-token', 'an-old-token-0123456789')");
+        pick_mark(&mut browser, HOSTILE);
+        let refused = send(&mut browser);
+        browser.wait_for("the prompt again", NO_ACTION, BROWSER_WAIT);
+        (browser, refused)
+    })
+    .await;
+    browser = browser_back;
+    assert_eq!(refused.0, "401", "{}", refused.1);
+    assert!(refused.1.contains("forgotten"), "{}", refused.1);
+    let metrics = scrape(addr).await;
+    assert_eq!(metric(&metrics, unauthorized), Some(2.0));
+    assert_eq!(metric(&metrics, mark_accepted), Some(1.0), "no second mark");
+
+    // Calibrate the fleet scope from its model card.
     let scope_state = move || async move {
         state(addr, "").await.1["models"][0]["state"]
             .as_str()
@@ -347,6 +365,7 @@ async fn with_the_token_the_page_sends_commands_and_a_wrong_one_changes_nothing(
     };
     assert_eq!(scope_state().await, "serving");
     let (browser_back, calibrate) = in_browser(move || {
+        assert_eq!(give_token(&mut browser, CONTROL_TOKEN).0, "200");
         let button =
             "document.querySelector('button[data-command=\"calibrate\"][data-scope=\"fleet\"]')";
         browser.wait_for("a calibrate button", &format!("!!{button}"), BROWSER_WAIT);
