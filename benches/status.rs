@@ -22,7 +22,7 @@ use accelwatch::record::{ChannelErrors, Output, WindowRecord};
 use accelwatch::sink::live::LiveSink;
 use accelwatch::sink::Sink;
 use accelwatch::telemetry::live::{LiveState, HISTORY};
-use accelwatch::telemetry::state::StatusState;
+use accelwatch::telemetry::state::{StateQuery, StatusState};
 use accelwatch::telemetry::Metrics;
 use accelwatch::window::Window;
 
@@ -85,9 +85,14 @@ fn status(c: &mut Criterion) {
     });
     group.throughput(Throughput::Elements(DEVICES as u64));
     let state = StatusState::new(Metrics::new(), live);
+    // Every row, as one page (more than a client may ask for).
+    let all = StateQuery {
+        limit: DEVICES,
+        ..StateQuery::default()
+    };
     group.bench_function("api_state_1024_devices", |b| {
         b.iter(|| {
-            serde_json::to_vec(&black_box(state.document()))
+            serde_json::to_vec(&black_box(state.document(all)))
                 .unwrap()
                 .len()
         })

@@ -31,6 +31,7 @@ impl Sink for LiveSink {
             Output::Window(w) => self.batch.push(Seen::Window {
                 device: w.device.clone(),
                 seq: w.seq,
+                t_start: w.t_start,
                 t_end: w.t_end,
                 score: w.score,
                 threshold: w.threshold,

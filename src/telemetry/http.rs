@@ -72,6 +72,63 @@ struct ControlState {
     token: Option<Token>,
 }
 
+/// The token check both control routes make: the refusal, if any (403
+/// when no token is configured, 401 without the right `Authorization:
+/// Bearer` token; both counted).
+fn refusal(
+    metrics: &Metrics,
+    token: Option<&Token>,
+    headers: &HeaderMap,
+) -> Option<axum::response::Response> {
+    let Some(token) = token else {
+        metrics.control_unauthorized();
+        return Some(
+            (
+                StatusCode::FORBIDDEN,
+                Json(serde_json::json!({
+                    "error": "control over HTTP is off: set telemetry.control_token_file"
+                })),
+            )
+                .into_response(),
+        );
+    };
+    if !token.admits(
+        headers
+            .get(header::AUTHORIZATION)
+            .map(axum::http::HeaderValue::as_bytes),
+    ) {
+        metrics.control_unauthorized();
+        return Some(
+            (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer realm=\"accelwatch\"")],
+                Json(
+                    serde_json::json!({ "error": "a valid Authorization: Bearer token is needed" }),
+                ),
+            )
+                .into_response(),
+        );
+    }
+    None
+}
+
+/// `GET /control`: whether the token presented is the right one (200
+/// `{"authorised":true}`, or 401 / 403 as for a command), so that the
+/// status page shows its actions only to a client that holds it. It runs
+/// nothing.
+async fn control_check(
+    State(ControlState { metrics, token, .. }): State<ControlState>,
+    headers: HeaderMap,
+) -> axum::response::Response {
+    refusal(&metrics, token.as_ref(), &headers).unwrap_or_else(|| {
+        (
+            [(header::CACHE_CONTROL, "no-store")],
+            Json(serde_json::json!({ "authorised": true })),
+        )
+            .into_response()
+    })
+}
+
 /// `POST /control/<command>[?arguments]`: 403 when no token is configured,
 /// 401 without the right `Authorization: Bearer` token (checked before
 /// anything else), then queued for the scorer (202), refused when online
@@ -86,28 +143,8 @@ async fn control_handler(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> axum::response::Response {
-    let Some(token) = token else {
-        metrics.control_unauthorized();
-        return (
-            StatusCode::FORBIDDEN,
-            Json(serde_json::json!({
-                "error": "control over HTTP is off: set telemetry.control_token_file"
-            })),
-        )
-            .into_response();
-    };
-    if !token.admits(
-        headers
-            .get(header::AUTHORIZATION)
-            .map(axum::http::HeaderValue::as_bytes),
-    ) {
-        metrics.control_unauthorized();
-        return (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer realm=\"accelwatch\"")],
-            Json(serde_json::json!({ "error": "a valid Authorization: Bearer token is needed" })),
-        )
-            .into_response();
+    if let Some(refused) = refusal(&metrics, token.as_ref(), &headers) {
+        return refused;
     }
     command_response(&metrics, control.as_ref(), &name, query.as_deref()).into_response()
 }
@@ -197,7 +234,12 @@ pub async fn serve(
             Router::new()
                 .route("/", get(super::page::page))
                 .route("/api/state", get(super::page::api_state))
-                .with_state(StatusState::new(metrics.clone(), live)),
+                .with_state(StatusState::new(metrics.clone(), live).with_control(
+                    super::state::ControlStatus {
+                        enabled: token.is_some(),
+                        online: control.is_some(),
+                    },
+                )),
         )
         .merge(
             Router::new()
@@ -207,6 +249,7 @@ pub async fn serve(
         )
         .merge(
             Router::new()
+                .route("/control", get(control_check))
                 .route("/control/{command}", post(control_handler))
                 .with_state(ControlState {
                     metrics,

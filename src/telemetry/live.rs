@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
+use crate::idle::IdleOrder;
+
 /// Scores kept per device for the sparkline, by default.
 pub const HISTORY: usize = 120;
 
@@ -19,6 +21,7 @@ pub enum Seen {
     Window {
         device: Arc<str>,
         seq: u64,
+        t_start: f64,
         t_end: f64,
         score: f32,
         threshold: f64,
@@ -56,7 +59,9 @@ pub struct DeviceRow {
     pub device: Arc<str>,
     /// When its last window was written (Unix ms, wall clock).
     pub last_seen_ms: f64,
-    /// Its last window's last sample (ms, the data's clock).
+    /// Its last window's first and last samples (ms, the data's clock):
+    /// what a mark of that window names.
+    pub t_start: f64,
     pub t_end: f64,
     /// Windows written since the board first saw it.
     pub windows: u64,
@@ -72,6 +77,58 @@ pub struct DeviceRow {
     pub model: Arc<str>,
     /// The last scores, oldest first (at most the board's history).
     pub scores: VecDeque<f32>,
+    /// When the board last wrote to it, in the board's own count (the
+    /// wall clock repeats within a batch): the eviction order.
+    #[serde(skip)]
+    touch: u64,
+}
+
+/// The order of [`LiveState::page`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Sort {
+    /// By device id: stable from one read to the next, for paging.
+    #[default]
+    Id,
+    /// What needs a look first: in alert, then over the threshold, then by
+    /// score against the threshold (highest first), then by id.
+    Attention,
+}
+
+impl Sort {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "id" => Some(Sort::Id),
+            "attention" => Some(Sort::Attention),
+            _ => None,
+        }
+    }
+}
+
+/// A page of rows: `total` rows on the board, and those from `offset`.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub total: usize,
+    pub rows: Vec<DeviceRow>,
+}
+
+impl DeviceRow {
+    /// The last score against the threshold (the score itself without one).
+    fn ratio(&self) -> f64 {
+        let score = f64::from(self.score);
+        if self.threshold > 0.0 {
+            score / self.threshold
+        } else {
+            score
+        }
+    }
+
+    fn attention(a: &Self, b: &Self) -> std::cmp::Ordering {
+        b.alert
+            .cmp(&a.alert)
+            .then(b.over_threshold.cmp(&a.over_threshold))
+            .then(b.ratio().total_cmp(&a.ratio()))
+            .then(a.device.cmp(&b.device))
+    }
 }
 
 #[derive(Debug)]
@@ -80,6 +137,8 @@ struct Board {
     max_devices: usize,
     history: usize,
     evicted: u64,
+    touches: u64,
+    idle: IdleOrder<u64>,
 }
 
 /// The shared board; clones share it.
@@ -98,6 +157,8 @@ impl LiveState {
                 max_devices: max_devices.max(1),
                 history: history.max(1),
                 evicted: 0,
+                touches: 0,
+                idle: IdleOrder::new(),
             })),
         }
     }
@@ -132,31 +193,65 @@ impl LiveState {
 
     /// Every row, by device id.
     pub fn rows(&self) -> Vec<DeviceRow> {
-        let mut rows: Vec<DeviceRow> = self.lock().devices.values().cloned().collect();
-        rows.sort_by(|a, b| a.device.cmp(&b.device));
-        rows
+        self.page(Sort::Id, 0, usize::MAX).rows
+    }
+
+    /// At most `limit` rows from `offset` in `sort` order, and how many
+    /// there are. Only the rows returned are copied (under the lock: a
+    /// sort of at most `max_devices` references).
+    pub fn page(&self, sort: Sort, offset: usize, limit: usize) -> Page {
+        let board = self.lock();
+        let mut rows: Vec<&DeviceRow> = board.devices.values().collect();
+        let order = |a: &&DeviceRow, b: &&DeviceRow| match sort {
+            Sort::Id => a.device.cmp(&b.device),
+            Sort::Attention => DeviceRow::attention(a, b),
+        };
+        let end = offset.saturating_add(limit).min(rows.len());
+        if offset < end {
+            // Only the first `end` need to be in order.
+            if end < rows.len() {
+                rows.select_nth_unstable_by(end - 1, order);
+                rows.truncate(end);
+            }
+            rows.sort_unstable_by(order);
+        }
+        Page {
+            total: board.devices.len(),
+            rows: rows
+                .get(offset..end)
+                .unwrap_or_default()
+                .iter()
+                .map(|&row| row.clone())
+                .collect(),
+        }
     }
 }
 
 impl Board {
+    /// The device's row, touched; made (evicting the idlest beyond
+    /// `max_devices`) if it has none.
     fn row(&mut self, device: &Arc<str>, now_ms: f64, model: &Arc<str>) -> &mut DeviceRow {
         if !self.devices.contains_key(device) && self.devices.len() >= self.max_devices {
-            let idlest = self
-                .devices
-                .values()
-                .min_by(|a, b| a.last_seen_ms.total_cmp(&b.last_seen_ms))
-                .map(|row| row.device.clone());
+            let devices = &self.devices;
+            let idlest = self.idle.idlest(
+                |id| devices.get(id).map(|row| row.touch),
+                || devices.values().map(|row| (row.touch, row.device.clone())),
+            );
             if let Some(idlest) = idlest {
                 self.devices.remove(&idlest);
                 self.evicted += 1;
             }
         }
         let history = self.history;
-        self.devices
+        self.touches += 1;
+        let touch = self.touches;
+        let row = self
+            .devices
             .entry(device.clone())
             .or_insert_with(|| DeviceRow {
                 device: device.clone(),
                 last_seen_ms: now_ms,
+                t_start: 0.0,
                 t_end: 0.0,
                 windows: 0,
                 seq: 0,
@@ -168,7 +263,10 @@ impl Board {
                 last_raise: None,
                 model: model.clone(),
                 scores: VecDeque::with_capacity(history.min(16)),
-            })
+                touch,
+            });
+        row.touch = touch;
+        row
     }
 
     fn apply(&mut self, seen: Seen, now_ms: f64) {
@@ -177,6 +275,7 @@ impl Board {
             Seen::Window {
                 device,
                 seq,
+                t_start,
                 t_end,
                 score,
                 threshold,
@@ -186,6 +285,7 @@ impl Board {
             } => {
                 let row = self.row(&device, now_ms, &model);
                 row.last_seen_ms = now_ms;
+                row.t_start = t_start;
                 row.t_end = t_end;
                 row.windows += 1;
                 row.seq = seq;
@@ -235,6 +335,7 @@ mod tests {
         Seen::Window {
             device: Arc::from(device),
             seq,
+            t_start: seq as f64 * 1280.0 - 1260.0,
             t_end: seq as f64 * 1280.0,
             score,
             threshold: 1.0,
@@ -306,5 +407,81 @@ mod tests {
         let names: Vec<String> = live.rows().iter().map(|r| r.device.to_string()).collect();
         assert_eq!(names, ["a", "c"], "b was the idlest");
         assert_eq!(live.evicted(), 1);
+    }
+
+    /// Many more ids than rows, some coming back: the board keeps exactly
+    /// the `max_devices` written to last, as a scan of every row would.
+    #[test]
+    fn churn_evicts_the_least_recently_written_without_a_scan_per_id() {
+        let max = 64;
+        let live = LiveState::new(max, 2);
+        // The board as a plain scan would keep it: device -> last write.
+        let mut model: HashMap<String, u64> = HashMap::new();
+        let mut evicted = 0;
+        let mut rng = 7u64;
+        for step in 0..20_000u64 {
+            rng = rng
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            // A fresh id a quarter of the time, else one of the last 100.
+            let device = if rng >> 62 == 0 {
+                format!("new-{step}")
+            } else {
+                format!("new-{}", step.saturating_sub((rng >> 33) % 100))
+            };
+            // Several windows per batch share one wall-clock stamp.
+            let mut batch = vec![window(&device, step, 0.1, false)];
+            live.apply(&mut batch, (step / 8) as f64);
+            if !model.contains_key(&device) && model.len() >= max {
+                let idlest = model
+                    .iter()
+                    .min_by_key(|(_, t)| **t)
+                    .map(|(d, _)| d.clone())
+                    .expect("full");
+                model.remove(&idlest);
+                evicted += 1;
+            }
+            model.insert(device, step);
+            if step % 97 == 0 || step == 19_999 {
+                let mut expected: Vec<String> = model.keys().cloned().collect();
+                expected.sort();
+                let kept: Vec<String> = live.rows().iter().map(|r| r.device.to_string()).collect();
+                assert_eq!(kept, expected, "at step {step}");
+            }
+        }
+        assert!(evicted > 1000, "a churn: {evicted}");
+        assert_eq!(live.evicted(), evicted);
+    }
+
+    #[test]
+    fn pages_by_id_or_by_what_needs_a_look() {
+        let live = LiveState::new(16, 4);
+        let mut seen = vec![
+            window("a", 0, 0.5, false),
+            window("b", 0, 3.0, true),
+            window("c", 0, 0.9, false),
+            window("d", 0, 1.5, false),
+            window("e", 0, 2.0, true),
+        ];
+        live.apply(&mut seen, 1.0);
+        let ids = |page: Page| -> Vec<String> {
+            page.rows.iter().map(|r| r.device.to_string()).collect()
+        };
+        assert_eq!(ids(live.page(Sort::Id, 0, 10)), ["a", "b", "c", "d", "e"]);
+        assert_eq!(ids(live.page(Sort::Id, 1, 2)), ["b", "c"]);
+        // In alert (highest score first), over the threshold, the rest.
+        assert_eq!(
+            ids(live.page(Sort::Attention, 0, 10)),
+            ["b", "e", "d", "c", "a"]
+        );
+        let page = live.page(Sort::Attention, 1, 3);
+        assert_eq!(page.total, 5);
+        assert_eq!(ids(page), ["e", "d", "c"]);
+        assert_eq!(ids(live.page(Sort::Attention, 4, 10)), ["a"]);
+        assert!(live.page(Sort::Id, 5, 10).rows.is_empty());
+        assert!(live.page(Sort::Id, usize::MAX, usize::MAX).rows.is_empty());
+        assert!(live.page(Sort::Attention, 0, 0).rows.is_empty());
+        assert_eq!(Sort::parse("attention"), Some(Sort::Attention));
+        assert_eq!(Sort::parse("score"), None);
     }
 }

@@ -1,19 +1,20 @@
 //! The status page at `/` and its data at `/api/state`. The page is one
 //! embedded file (`status.html`: markup, style and script, no build step,
-//! nothing fetched from elsewhere); it polls `/api/state` every second.
+//! nothing fetched from elsewhere); it polls `/api/state` every second,
+//! for the devices that need a look first.
 //! Its Content-Security-Policy allows that one script, by hash, and
 //! connections to this server only.
 
 use std::sync::OnceLock;
 
-use axum::extract::State;
-use axum::http::header;
+use axum::extract::{RawQuery, State};
+use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
-use super::state::StatusState;
+use super::state::{StateQuery, StatusState};
 
 /// The page, as served.
 pub const PAGE: &str = include_str!("status.html");
@@ -48,11 +49,24 @@ pub async fn page() -> impl IntoResponse {
     )
 }
 
-pub async fn api_state(State(state): State<StatusState>) -> impl IntoResponse {
-    (
-        [(header::CACHE_CONTROL, "no-store")],
-        Json(state.document()),
-    )
+/// `GET /api/state[?sort=id|attention&offset=N&limit=N]`; a query it
+/// does not understand is a 400 with `{"error"}`.
+pub async fn api_state(
+    State(state): State<StatusState>,
+    RawQuery(query): RawQuery,
+) -> axum::response::Response {
+    match StateQuery::parse(query.as_deref()) {
+        Ok(query) => (
+            [(header::CACHE_CONTROL, "no-store")],
+            Json(state.document(query)),
+        )
+            .into_response(),
+        Err(error) => (
+            StatusCode::BAD_REQUEST,
+            Json(serde_json::json!({ "error": format!("/api/state: {error}") })),
+        )
+            .into_response(),
+    }
 }
 
 #[cfg(test)]

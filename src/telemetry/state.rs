@@ -9,11 +9,88 @@ use std::time::{Duration, Instant};
 use prometheus::core::Collector;
 use serde::Serialize;
 
-use super::live::{DeviceRow, LiveState};
+use super::live::{DeviceRow, LiveState, Sort};
 use super::metrics::Metrics;
 
 /// How far back the input's rates look.
 const RATE_SPAN: Duration = Duration::from_secs(5);
+
+/// Device rows per `/api/state` when the query names no `limit`, and the
+/// most it may ask for.
+pub const DEFAULT_LIMIT: usize = 100;
+pub const MAX_LIMIT: usize = 1000;
+
+/// Whether control over HTTP is on (a token is configured; the token
+/// itself is never part of the state), and whether the scorer takes
+/// commands (online training).
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct ControlStatus {
+    pub enabled: bool,
+    pub online: bool,
+}
+
+/// Which device rows `/api/state?sort=…&offset=…&limit=…` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateQuery {
+    pub sort: Sort,
+    pub offset: usize,
+    pub limit: usize,
+}
+
+impl Default for StateQuery {
+    fn default() -> Self {
+        Self {
+            sort: Sort::Id,
+            offset: 0,
+            limit: DEFAULT_LIMIT,
+        }
+    }
+}
+
+impl StateQuery {
+    /// `sort=id|attention`, `offset=N`, `limit=N` (capped at
+    /// [`MAX_LIMIT`]), each at most once; nothing else.
+    pub fn parse(query: Option<&str>) -> Result<Self, String> {
+        let mut parsed = Self::default();
+        let mut seen: Vec<&str> = Vec::new();
+        for pair in query
+            .unwrap_or_default()
+            .split('&')
+            .filter(|p| !p.is_empty())
+        {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            if seen.contains(&key) {
+                return Err(format!("{key} given twice"));
+            }
+            let number = || {
+                value
+                    .parse::<usize>()
+                    .map_err(|_| format!("{key} must be a whole number, got {value:?}"))
+            };
+            match key {
+                "sort" => {
+                    parsed.sort = Sort::parse(value)
+                        .ok_or_else(|| format!("sort is id or attention, got {value:?}"))?;
+                }
+                "offset" => parsed.offset = number()?,
+                "limit" => parsed.limit = number()?.min(MAX_LIMIT),
+                _ => return Err(format!("unknown parameter {key:?}: sort, offset or limit")),
+            }
+            seen.push(key);
+        }
+        Ok(parsed)
+    }
+}
+
+/// Which rows a document holds: `total` on the board, `limit` from
+/// `offset` in `sort` order.
+#[derive(Debug, Clone, Serialize)]
+pub struct DevicePage {
+    pub sort: &'static str,
+    pub offset: usize,
+    pub limit: usize,
+    pub total: usize,
+}
 
 /// What the status endpoints share: the metrics, the board and the
 /// counters the rates are computed from.
@@ -21,6 +98,7 @@ const RATE_SPAN: Duration = Duration::from_secs(5);
 pub struct StatusState {
     pub metrics: Metrics,
     pub live: LiveState,
+    pub control: ControlStatus,
     counts: Arc<Mutex<VecDeque<(Instant, u64, u64)>>>,
 }
 
@@ -72,7 +150,10 @@ pub struct StateDocument {
     /// Rows kept at most, and scores kept per row.
     pub max_devices: usize,
     pub history: usize,
+    /// Which rows `devices` holds, and how many there are.
+    pub page: DevicePage,
     pub devices: Vec<DeviceRow>,
+    pub control: ControlStatus,
 }
 
 impl StatusState {
@@ -80,17 +161,25 @@ impl StatusState {
         Self {
             metrics,
             live,
+            control: ControlStatus::default(),
             counts: Arc::default(),
         }
     }
 
-    /// The document as of now.
-    pub fn document(&self) -> StateDocument {
+    /// Says what [`ControlStatus`] the page is told.
+    pub fn with_control(mut self, control: ControlStatus) -> Self {
+        self.control = control;
+        self
+    }
+
+    /// The document as of now, with the device rows `query` asks for.
+    pub fn document(&self, query: StateQuery) -> StateDocument {
         let metrics = &self.metrics;
         let inner = &metrics.inner;
         let readiness = metrics.readiness();
         let (messages, samples) = (inner.frames.get(), inner.samples.get());
         let (messages_per_s, samples_per_s) = self.rates(Instant::now(), messages, samples);
+        let page = self.live.page(query.sort, query.offset, query.limit);
         StateDocument {
             version: env!("CARGO_PKG_VERSION"),
             now_ms: crate::clock::unix_ms(),
@@ -108,7 +197,17 @@ impl StatusState {
             models: metrics.scopes(),
             max_devices: self.live.max_devices(),
             history: self.live.history(),
-            devices: self.live.rows(),
+            page: DevicePage {
+                sort: match query.sort {
+                    Sort::Id => "id",
+                    Sort::Attention => "attention",
+                },
+                offset: query.offset,
+                limit: query.limit,
+                total: page.total,
+            },
+            devices: page.rows,
+            control: self.control,
         }
     }
 
@@ -242,6 +341,75 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn the_query_pages_strictly() {
+        assert_eq!(StateQuery::parse(None), Ok(StateQuery::default()));
+        assert_eq!(
+            StateQuery::parse(Some("sort=attention&offset=20&limit=5")),
+            Ok(StateQuery {
+                sort: Sort::Attention,
+                offset: 20,
+                limit: 5
+            })
+        );
+        assert_eq!(
+            StateQuery::parse(Some("limit=1000000")).map(|q| q.limit),
+            Ok(MAX_LIMIT),
+            "capped"
+        );
+        for bad in [
+            "limit=-1",
+            "offset=x",
+            "sort=score",
+            "limit=2&limit=3",
+            "devices=all",
+            "limit",
+        ] {
+            assert!(StateQuery::parse(Some(bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_document_tells_the_page_and_not_the_token() {
+        let live = LiveState::new(8, 4);
+        let mut seen: Vec<crate::telemetry::live::Seen> = ["x", "y", "z"]
+            .iter()
+            .map(|d| crate::telemetry::live::Seen::Window {
+                device: Arc::from(*d),
+                seq: 0,
+                t_start: 0.0,
+                t_end: 1.0,
+                score: if *d == "y" { 2.0 } else { 0.1 },
+                threshold: 1.0,
+                over_threshold: *d == "y",
+                alert: false,
+                model: Arc::from("m"),
+            })
+            .collect();
+        live.apply(&mut seen, 5.0);
+        let state = StatusState::new(Metrics::new(), live).with_control(ControlStatus {
+            enabled: true,
+            online: false,
+        });
+        let doc = state.document(StateQuery {
+            sort: Sort::Attention,
+            offset: 0,
+            limit: 2,
+        });
+        let ids: Vec<&str> = doc.devices.iter().map(|d| &*d.device).collect();
+        assert_eq!(ids, ["y", "x"]);
+        let json = serde_json::to_value(&doc).unwrap();
+        assert_eq!(
+            json["page"],
+            serde_json::json!({"sort": "attention", "offset": 0, "limit": 2, "total": 3})
+        );
+        assert_eq!(
+            json["control"],
+            serde_json::json!({"enabled": true, "online": false})
+        );
+        assert!(json["devices"][0].get("touch").is_none());
     }
 
     #[test]

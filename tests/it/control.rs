@@ -42,10 +42,13 @@ async fn http_control_is_off_without_a_token() {
             assert_eq!(status, 403, "{path}: {body}");
             assert!(body.contains("telemetry.control_token_file"), "{body}");
         }
+        let bearer = format!("Bearer {CONTROL_TOKEN}");
+        let (status, body) = get_as(addr, "/control", Some(&bearer)).await;
+        assert_eq!(status, 403, "the token check too: {body}");
         assert_eq!(get(addr, "/healthz").await.0, 200, "the rest is served");
         assert_eq!(
             metric(&scrape(addr).await, "accelwatch_control_unauthorized_total"),
-            Some(3.0)
+            Some(4.0)
         );
         stop(daemon).await;
     })
@@ -70,13 +73,20 @@ async fn a_token_is_asked_for_before_anything_else() {
                 assert_eq!(status, 401, "{path} {authorization:?}: {body}");
             }
         }
+        // GET /control checks a token and runs nothing.
+        for authorization in [None, Some(wrong.as_str())] {
+            assert_eq!(get_as(addr, "/control", authorization).await.0, 401);
+        }
+        let bearer = format!("Bearer {CONTROL_TOKEN}");
+        let (status, body) = get_as(addr, "/control", Some(&bearer)).await;
+        assert_eq!((status, body.as_str()), (200, r#"{"authorised":true}"#));
         // With the token, the command itself is judged: online training is
         // off here (409), and an unknown command is unknown (404).
         assert_eq!(post(addr, "/control/retrain").await.0, 409);
         assert_eq!(post(addr, "/control/format-disk").await.0, 404);
         assert_eq!(
             metric(&scrape(addr).await, "accelwatch_control_unauthorized_total"),
-            Some(6.0)
+            Some(8.0)
         );
         stop(daemon).await;
     })

@@ -21,4 +21,5 @@ mod replay;
 mod scores;
 mod serial;
 mod status;
+mod status_control;
 mod variants;

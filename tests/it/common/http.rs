@@ -55,6 +55,17 @@ pub async fn post_as(addr: SocketAddr, path: &str, authorization: Option<&str>) 
     .expect("the HTTP request task")
 }
 
+/// A GET with this `Authorization` header, or none.
+pub async fn get_as(addr: SocketAddr, path: &str, authorization: Option<&str>) -> (u16, String) {
+    let path = path.to_string();
+    let authorization = authorization.map(str::to_string);
+    tokio::task::spawn_blocking(move || {
+        request_blocking(addr, "GET", &path, authorization.as_deref())
+    })
+    .await
+    .expect("the HTTP request task")
+}
+
 async fn request(addr: SocketAddr, method: &'static str, path: &str) -> (u16, String) {
     let path = path.to_string();
     tokio::task::spawn_blocking(move || request_blocking(addr, method, &path, None))

@@ -2,10 +2,11 @@
 //! HTTP and metrics ([`http`]), child processes with deadlines
 //! ([`process`]), a mosquitto broker and its clients ([`mosquitto`]), test
 //! certificates ([`pki`]), a collecting sink ([`sink`]) and a headless
-//! browser ([`browser`]).
+//! browser, run once ([`browser`]) or driven over DevTools ([`cdp`]).
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod cdp;
 pub mod http;
 pub mod mosquitto;
 pub mod pki;
