@@ -11,6 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 mod json;
+mod json_fast;
 
 crate::reason::reason_error!(
     /// Why a JSON payload names no usable device.
