@@ -476,21 +476,9 @@ impl<'de> Visitor<'de> for Row<'_, '_> {
 }
 
 impl Decoder {
+    /// Any JSON payload, through serde_json (the plain batch is read by
+    /// [`super::json_fast`] first).
     pub(super) fn decode_json(&self, text: &str, out: &mut Samples) -> Result<(), DecodeError> {
-        if let Some(decoded) =
-            super::json_fast::decode_batch(text, self.channels.len(), self.max_samples, out)
-        {
-            return decoded;
-        }
-        self.decode_json_serde(text, out)
-    }
-
-    /// Any JSON payload, through serde_json.
-    pub(super) fn decode_json_serde(
-        &self,
-        text: &str,
-        out: &mut Samples,
-    ) -> Result<(), DecodeError> {
         let mut state = State {
             channels: &self.channels,
             max_samples: self.max_samples,

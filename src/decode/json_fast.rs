@@ -14,7 +14,7 @@
 //! `f64_from_parts` (and its `float_roundtrip` variant) yields for it.
 
 use super::json::{BatchFields, Field};
-use super::{DecodeError, Samples};
+use super::{DecodeError, Decoder, Samples};
 
 /// Exact powers of ten (up to 10^15 is all a number here needs).
 const POW10: [f64; 16] = [
@@ -125,28 +125,30 @@ impl Scanner<'_> {
     }
 }
 
-/// Decodes `text` when it is a plain batch; None leaves the payload to the
-/// serde path (`out` is then left cleared).
-pub(super) fn decode_batch(
-    text: &str,
-    channels: usize,
-    max_samples: usize,
-    out: &mut Samples,
-) -> Option<Result<(), DecodeError>> {
-    let found = scan(text.as_bytes(), channels, max_samples, out);
-    if found.is_none() {
-        out.clear();
-    }
-    let (t0, interval, count) = found?;
-    Some(
-        BatchFields {
-            t0: t0.map(Field::Number),
-            interval: interval.map(Field::Number),
-            count,
-            first_error: None,
+impl Decoder {
+    /// Decodes `text` when it is a plain batch; None leaves the payload to
+    /// the serde path ([`Decoder::decode_json`]; `out` is then left
+    /// cleared).
+    pub(super) fn decode_plain_batch(
+        &self,
+        text: &str,
+        out: &mut Samples,
+    ) -> Option<Result<(), DecodeError>> {
+        let found = scan(text.as_bytes(), self.channels.len(), self.max_samples, out);
+        if found.is_none() {
+            out.clear();
         }
-        .finish(max_samples, out),
-    )
+        let (t0, interval, count) = found?;
+        Some(
+            BatchFields {
+                t0: t0.map(Field::Number),
+                interval: interval.map(Field::Number),
+                count,
+                first_error: None,
+            }
+            .finish(self.max_samples, out),
+        )
+    }
 }
 
 /// The batch's `t0` and `interval_ms` (absent: None) and its row count;
@@ -240,16 +242,14 @@ mod tests {
     /// bit for bit; returns whether the scanner took the payload.
     fn check(decoder: &Decoder, text: &str) -> bool {
         let mut by_serde = Samples::default();
-        let serde = decoder
-            .decode_json_serde(text, &mut by_serde)
-            .and_then(|()| {
-                // `decode` refuses an empty result, as it does for both.
-                if by_serde.is_empty() {
-                    Err(DecodeError::Empty)
-                } else {
-                    Ok(())
-                }
-            });
+        let serde = decoder.decode_json(text, &mut by_serde).and_then(|()| {
+            // `decode` refuses an empty result, as it does for both.
+            if by_serde.is_empty() {
+                Err(DecodeError::Empty)
+            } else {
+                Ok(())
+            }
+        });
         let mut by_decoder = Samples::default();
         let decoded = decoder.decode(
             crate::decode::Format::Json,
@@ -260,8 +260,9 @@ mod tests {
         if decoded.is_ok() {
             assert_eq!(bits(&by_serde), bits(&by_decoder), "{text}");
         }
-        let mut scratch = Samples::default();
-        decode_batch(text, decoder.channels(), decoder.max_samples, &mut scratch).is_some()
+        decoder
+            .decode_plain_batch(text, &mut Samples::default())
+            .is_some()
     }
 
     fn number(rng: &mut ChaCha8Rng) -> String {
