@@ -41,17 +41,27 @@ LOADGEN = os.environ.get("LOADGEN_BIN", os.path.join(TARGET, "release", "example
 TICKS = os.sysconf("SC_CLK_TCK")
 I16_SCALE = 1.0 / 4096.0
 
-# name: (consumer, loadgen arguments)
+# name: (consumer, loadgen arguments, more daemon TOML)
 RUNS = {
-    "json-100": ("accelwatch", ["--format", "json", "--devices", "100", "--batch", "100", "--rate", "0"]),
-    "binary-100": ("accelwatch", ["--format", "binary", "--devices", "100", "--batch", "100", "--rate", "0"]),
-    "json-1000-50hz": ("accelwatch", ["--format", "json", "--devices", "1000", "--batch", "10", "--rate", "50"]),
-    "python-json-100": ("python", ["--format", "json", "--devices", "100", "--batch", "100", "--rate", "0"]),
+    "json-100": ("accelwatch", ["--format", "json", "--devices", "100", "--batch", "100", "--rate", "0"], ""),
+    "binary-100": ("accelwatch", ["--format", "binary", "--devices", "100", "--batch", "100", "--rate", "0"], ""),
+    "json-1000-50hz": ("accelwatch", ["--format", "json", "--devices", "1000", "--batch", "10", "--rate", "50"], ""),
+    # More devices than window.max_devices' default (1024) keeps: raised,
+    # or the windower would evict a device per message.
+    "json-10000-50hz": ("accelwatch", ["--format", "json", "--devices", "10000", "--batch", "10", "--rate", "50"],
+                        "[window]\nmax_devices = 10000\n"),
+    # One batch a second per device (50 samples of 50 Hz): 100 000 messages
+    # a second offered, more than generator and broker send on 2 cores.
+    "json-100000-1hz": ("accelwatch", ["--format", "json", "--devices", "100000", "--batch", "50", "--rate", "50"],
+                        "[window]\nmax_devices = 100000\n"),
+    "python-json-100": ("python", ["--format", "json", "--devices", "100", "--batch", "100", "--rate", "0"], ""),
 }
 LABELS = {
     "json-100": "accelwatch, JSON batches of 100, 100 devices flat out",
     "binary-100": "accelwatch, binary int16 batches of 100, 100 devices flat out",
     "json-1000-50hz": "accelwatch, JSON batches of 10, 1 000 devices at 50 Hz",
+    "json-10000-50hz": "accelwatch, JSON batches of 10, 10 000 devices at 50 Hz",
+    "json-100000-1hz": "accelwatch, JSON batches of 50 once a second, 100 000 devices at 50 Hz",
     "python-json-100": "Python pipeline, JSON batches of 100, 100 devices flat out",
 }
 
@@ -193,10 +203,10 @@ def loadgen(broker_port, args, duration):
     return json.loads([l for l in out.stdout.splitlines() if l.startswith("{")][-1])
 
 
-def run_accelwatch(work, broker_port, args, duration):
+def run_accelwatch(work, broker_port, args, duration, extra=""):
     http_port = free_port()
     fmt = args[args.index("--format") + 1]
-    config = daemon_config(work, broker_port, http_port, fmt)
+    config = daemon_config(work, broker_port, http_port, fmt, extra=extra)
     log = open(os.path.join(work, "accelwatch.log"), "w")
     proc = subprocess.Popen([ACCELWATCH, "run", "--config", config, "--log", "warn"],
                             stdout=log, stderr=log, cwd=REPO)
@@ -246,7 +256,7 @@ def run_accelwatch(work, broker_port, args, duration):
     }
 
 
-def run_python(work, broker_port, args, duration):
+def run_python(work, broker_port, args, duration, extra=""):
     proc = subprocess.Popen(
         [sys.executable, os.path.join(REPO, "scripts", "python_pipeline.py"),
          "--port", str(broker_port), "--model", os.path.join(REPO, "models", "demo.onnx")],
@@ -307,12 +317,12 @@ def main():
             raise SystemExit(f"no run {n!r}; the runs are {', '.join(RUNS)}")
     results = {}
     for name in names:
-        consumer, args = RUNS[name]
+        consumer, args, extra = RUNS[name]
         with tempfile.TemporaryDirectory(prefix="e2e-bench-") as work:
             broker, port = start_broker(work)
             try:
                 run = run_accelwatch if consumer == "accelwatch" else run_python
-                results[name] = r = run(work, port, args, opts.duration)
+                results[name] = r = run(work, port, args, opts.duration, extra)
             finally:
                 broker.terminate()
                 broker.wait(timeout=10)

@@ -11,6 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 mod json;
+mod json_fast;
 
 crate::reason::reason_error!(
     /// Why a JSON payload names no usable device.
@@ -290,7 +291,13 @@ impl Decoder {
             });
         }
         match format {
-            Format::Json => self.decode_json(utf8(payload)?, out)?,
+            Format::Json => {
+                let text = utf8(payload)?;
+                match self.decode_plain_batch(text, out) {
+                    Some(decoded) => decoded?,
+                    None => self.decode_json(text, out)?,
+                }
+            }
             Format::Csv => self.decode_csv(utf8(payload)?, out)?,
             Format::Binary => self.decode_binary(payload, out)?,
         }

@@ -93,14 +93,15 @@ impl IngestStage {
             return;
         }
         metrics.samples(self.samples.len());
-        let channels = self.decoder.channels();
         let scope = self.scopes.scope_of(&frame.device, frame.topic.as_deref());
-        for (i, t) in self.samples.t_ms.iter().enumerate() {
-            let values = &self.samples.values[i * channels..(i + 1) * channels];
-            match self
-                .windower
-                .push(&frame.device, *t, frame.received_at_ms, values)
-            {
+        let warned = &mut self.warned;
+        let times = &self.samples.t_ms;
+        let admitted = self.windower.push_many(
+            &frame.device,
+            times,
+            frame.received_at_ms,
+            &self.samples.values,
+            |i, pushed| match pushed {
                 Err(dropped) => metrics.sample_dropped(dropped.reason()),
                 Ok(pushed) => {
                     if pushed.gap_restart {
@@ -108,27 +109,27 @@ impl IngestStage {
                     }
                     if pushed.clock_reset {
                         metrics.clock_reset();
-                        if let Some(held_back) = self.warned.check("clock_reset", Instant::now()) {
+                        if let Some(held_back) = warned.check("clock_reset", Instant::now()) {
                             tracing::warn!(
-                                device = %frame.device, t_ms = t.unwrap_or_default(), held_back,
+                                device = %frame.device, t_ms = times[i].unwrap_or_default(), held_back,
                                 "the device's clock went back by more than window.max_gap_ms (a \
                                  reboot?): its window restarts (at most one line a minute; all \
                                  are counted in accelwatch_clock_resets_total)"
                             );
                         }
                     }
-                    if pushed.evicted.is_some() {
-                        metrics.device_evicted();
-                    }
-                    if pushed.new_device || pushed.evicted.is_some() {
-                        metrics.devices(self.windower.device_count());
-                    }
                     windows.extend(pushed.window.map(|mut window| {
                         window.scope = scope.clone();
                         window
                     }));
                 }
-            }
+            },
+        );
+        if admitted.evicted.is_some() {
+            metrics.device_evicted();
+        }
+        if admitted.new_device || admitted.evicted.is_some() {
+            metrics.devices(self.windower.device_count());
         }
     }
 }

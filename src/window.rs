@@ -70,6 +70,15 @@ pub struct Pushed {
     pub evicted: Option<Arc<str>>,
 }
 
+/// What taking a payload of a device did to the device map.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Admitted {
+    /// The device was not tracked before.
+    pub new_device: bool,
+    /// A device forgotten to make room for this one.
+    pub evicted: Option<Arc<str>>,
+}
+
 #[derive(Debug)]
 struct DeviceRing {
     id: Arc<str>,
@@ -106,6 +115,65 @@ impl DeviceRing {
         self.filled = 0;
         self.since_emit = 0;
         self.emitted_since_reset = false;
+    }
+
+    /// One sample (see [`Windower::push`]).
+    fn take(
+        &mut self,
+        spec: &WindowSpec,
+        t_ms: Option<f64>,
+        arrival_ms: f64,
+        values: &[f32],
+    ) -> Result<Pushed, Dropped> {
+        let mut pushed = Pushed::default();
+        let ring = self;
+        let t = match (t_ms, ring.last_t) {
+            (Some(t), _) => t,
+            (None, Some(last)) => arrival_ms.max(last + spec.interval_ms),
+            (None, None) => arrival_ms,
+        };
+        if let Some(last) = ring.last_t {
+            if t < last {
+                // A microcontroller stamps time since boot: after a reboot
+                // every sample is older than the last one before it, and
+                // dropping them would blind the device until its clock
+                // caught up. Small reorderings stay drops.
+                if last - t <= spec.max_gap_ms {
+                    return Err(Dropped::OutOfOrder);
+                }
+                ring.restart();
+                pushed.clock_reset = true;
+            }
+            if t == last {
+                return Err(Dropped::Duplicate);
+            }
+            if t - last > spec.max_gap_ms {
+                ring.restart();
+                pushed.gap_restart = true;
+            }
+        }
+        ring.last_t = Some(t);
+        let c = spec.channels;
+        ring.values[ring.head * c..(ring.head + 1) * c].copy_from_slice(values);
+        ring.times[ring.head] = t;
+        ring.head = (ring.head + 1) % spec.size;
+        ring.filled = (ring.filled + 1).min(spec.size);
+        ring.since_emit += 1;
+        let due = if ring.emitted_since_reset {
+            ring.since_emit >= spec.hop
+        } else {
+            true
+        };
+        if ring.filled == spec.size && due {
+            pushed.window = Some(Window {
+                arrival_ms,
+                ..ring.window(spec)
+            });
+            ring.next_seq += 1;
+            ring.since_emit = 0;
+            ring.emitted_since_reset = true;
+        }
+        Ok(pushed)
     }
 
     fn window(&self, spec: &WindowSpec) -> Window {
@@ -166,69 +234,54 @@ impl Windower {
         arrival_ms: f64,
         values: &[f32],
     ) -> Result<Pushed, Dropped> {
-        debug_assert_eq!(values.len(), self.spec.channels);
-        let mut pushed = Pushed::default();
+        let mut result = Err(Dropped::Duplicate);
+        let admitted = self.push_many(device, &[t_ms], arrival_ms, values, |_, r| result = r);
+        result.map(|mut pushed| {
+            pushed.new_device = admitted.new_device;
+            pushed.evicted = admitted.evicted;
+            pushed
+        })
+    }
+
+    /// Takes the samples of one payload of `device` (`t_ms.len()` samples,
+    /// `values` time-major), finding the device once rather than per
+    /// sample; `each(i, result)` hears what sample `i` did, in order, as
+    /// from [`push`](Self::push) (whose `new_device` and `evicted` are
+    /// returned here instead).
+    pub fn push_many(
+        &mut self,
+        device: &str,
+        t_ms: &[Option<f64>],
+        arrival_ms: f64,
+        values: &[f32],
+        mut each: impl FnMut(usize, Result<Pushed, Dropped>),
+    ) -> Admitted {
+        let spec = self.spec;
+        debug_assert_eq!(values.len(), t_ms.len() * spec.channels);
+        let mut admitted = Admitted::default();
+        if t_ms.is_empty() {
+            return admitted;
+        }
         self.touches += 1;
         let touch = self.touches;
         if !self.devices.contains_key(device) {
-            if self.devices.len() >= self.spec.max_devices {
-                pushed.evicted = self.evict_idlest();
+            if self.devices.len() >= spec.max_devices {
+                admitted.evicted = self.evict_idlest();
             }
             let id: Arc<str> = Arc::from(device);
-            self.devices
-                .insert(id.clone(), DeviceRing::new(id, &self.spec));
-            pushed.new_device = true;
+            self.devices.insert(id.clone(), DeviceRing::new(id, &spec));
+            admitted.new_device = true;
         }
-        let spec = self.spec;
         let ring = self.devices.get_mut(device).expect("inserted above");
         ring.last_touch = touch;
-        let t = match (t_ms, ring.last_t) {
-            (Some(t), _) => t,
-            (None, Some(last)) => arrival_ms.max(last + spec.interval_ms),
-            (None, None) => arrival_ms,
-        };
-        if let Some(last) = ring.last_t {
-            if t < last {
-                // A microcontroller stamps time since boot: after a reboot
-                // every sample is older than the last one before it, and
-                // dropping them would blind the device until its clock
-                // caught up. Small reorderings stay drops.
-                if last - t <= spec.max_gap_ms {
-                    return Err(Dropped::OutOfOrder);
-                }
-                ring.restart();
-                pushed.clock_reset = true;
-            }
-            if t == last {
-                return Err(Dropped::Duplicate);
-            }
-            if t - last > spec.max_gap_ms {
-                ring.restart();
-                pushed.gap_restart = true;
-            }
+        for (i, (t, values)) in t_ms
+            .iter()
+            .zip(values.chunks_exact(spec.channels))
+            .enumerate()
+        {
+            each(i, ring.take(&spec, *t, arrival_ms, values));
         }
-        ring.last_t = Some(t);
-        let c = spec.channels;
-        ring.values[ring.head * c..(ring.head + 1) * c].copy_from_slice(values);
-        ring.times[ring.head] = t;
-        ring.head = (ring.head + 1) % spec.size;
-        ring.filled = (ring.filled + 1).min(spec.size);
-        ring.since_emit += 1;
-        let due = if ring.emitted_since_reset {
-            ring.since_emit >= spec.hop
-        } else {
-            true
-        };
-        if ring.filled == spec.size && due {
-            pushed.window = Some(Window {
-                arrival_ms,
-                ..ring.window(&spec)
-            });
-            ring.next_seq += 1;
-            ring.since_emit = 0;
-            ring.emitted_since_reset = true;
-        }
-        Ok(pushed)
+        admitted
     }
 
     /// Forgets a device, e.g. after its source reconnected.
@@ -538,6 +591,57 @@ mod tests {
                 .count();
             let expected = if n < size { 0 } else { (n - size) / hop + 1 };
             assert_eq!(count, expected, "size {size} hop {hop} n {n}");
+        }
+    }
+
+    /// A payload's samples at once give what they give one by one: the
+    /// same windows, drops, restarts and evictions, over a stream with
+    /// reorderings, duplicates, gaps, reboots and untimed samples from
+    /// more devices than are kept.
+    #[test]
+    fn a_payload_at_once_is_its_samples_one_by_one() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let spec = WindowSpec {
+            max_devices: 3,
+            ..spec(8, 3)
+        };
+        let (mut single, mut many) = (Windower::new(spec), Windower::new(spec));
+        let mut clock = [0.0f64; 5];
+        for _ in 0..4000 {
+            let d = rng.random_range(0..5usize);
+            let device = format!("d{d}");
+            let n = rng.random_range(1..12usize);
+            let arrival = rng.random_range(0.0..1e6);
+            let mut t_ms = Vec::new();
+            for _ in 0..n {
+                let step = match rng.random_range(0..20) {
+                    0 => -30.0,
+                    1 => 0.0,
+                    2 => 500.0,
+                    3 => -10_000.0,
+                    _ => 20.0,
+                };
+                clock[d] += step;
+                t_ms.push((rng.random_range(0..10) != 0).then_some(clock[d]));
+            }
+            let values: Vec<f32> = (0..n * 2).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let one_by_one: Vec<_> = t_ms
+                .iter()
+                .zip(values.chunks_exact(2))
+                .map(|(t, v)| single.push(&device, *t, arrival, v))
+                .collect();
+            let mut at_once = Vec::new();
+            let admitted = many.push_many(&device, &t_ms, arrival, &values, |i, r| {
+                assert_eq!(i, at_once.len());
+                at_once.push(r);
+            });
+            if let Some(Ok(first)) = at_once.first_mut() {
+                first.new_device = admitted.new_device;
+                first.evicted = admitted.evicted.clone();
+            }
+            assert_eq!(one_by_one, at_once, "{device}: {t_ms:?}");
+            assert_eq!(single.device_count(), many.device_count());
         }
     }
 }

@@ -21,7 +21,7 @@ use super::{finite, DecodeError, Decoder, DeviceFieldError, Samples};
 
 /// A value as far as decoding cares.
 #[derive(Debug, Clone, Copy)]
-enum Field {
+pub(super) enum Field {
     Null,
     Number(f64),
     Other,
@@ -179,6 +179,41 @@ struct Rows {
     first_error: Option<DecodeError>,
 }
 
+/// What decides a batch once its rows are read (shared with the plain
+/// scanner of [`super::json_fast`]): the rows' values are in `out.values`.
+pub(super) struct BatchFields {
+    pub t0: Option<Field>,
+    pub interval: Option<Field>,
+    pub count: usize,
+    /// The first bad row.
+    pub first_error: Option<DecodeError>,
+}
+
+impl BatchFields {
+    /// Checks the count and the timing; each row's timestamp into `out`.
+    pub(super) fn finish(self, max_samples: usize, out: &mut Samples) -> Result<(), DecodeError> {
+        super::check_count(self.count, max_samples)?;
+        let t0 = Field::optional(self.t0, "t0")?;
+        let interval = match (t0, self.interval) {
+            (None, None | Some(Field::Null)) => None,
+            (Some(_), None | Some(Field::Null)) => return Err(DecodeError::BadInterval),
+            (_, Some(field)) => {
+                let interval = field.number("interval_ms")?;
+                if interval <= 0.0 {
+                    return Err(DecodeError::BadInterval);
+                }
+                Some(interval)
+            }
+        };
+        if let Some(error) = self.first_error {
+            return Err(error);
+        }
+        out.t_ms
+            .extend((0..self.count).map(|i| t0.zip(interval).map(|(t0, dt)| t0 + dt * i as f64)));
+        Ok(())
+    }
+}
+
 impl State<'_> {
     /// A sample object: its timestamp, then each channel in order.
     fn push_sample(&mut self, fields: &ObjectFields) -> Result<(), DecodeError> {
@@ -206,26 +241,13 @@ impl State<'_> {
             Some(Ok(rows)) => rows,
             _ => return Err(DecodeError::Shape),
         };
-        self.check_count(rows.count)?;
-        let t0 = Field::optional(fields.t0, "t0")?;
-        let interval = match (t0, fields.interval) {
-            (None, None | Some(Field::Null)) => None,
-            (Some(_), None | Some(Field::Null)) => return Err(DecodeError::BadInterval),
-            (_, Some(field)) => {
-                let interval = field.number("interval_ms")?;
-                if interval <= 0.0 {
-                    return Err(DecodeError::BadInterval);
-                }
-                Some(interval)
-            }
-        };
-        if let Some(error) = rows.first_error {
-            return Err(error);
+        BatchFields {
+            t0: fields.t0,
+            interval: fields.interval,
+            count: rows.count,
+            first_error: rows.first_error,
         }
-        self.out
-            .t_ms
-            .extend((0..rows.count).map(|i| t0.zip(interval).map(|(t0, dt)| t0 + dt * i as f64)));
-        Ok(())
+        .finish(self.max_samples, self.out)
     }
 
     fn check_count(&self, count: usize) -> Result<(), DecodeError> {
@@ -454,6 +476,8 @@ impl<'de> Visitor<'de> for Row<'_, '_> {
 }
 
 impl Decoder {
+    /// Any JSON payload, through serde_json (the plain batch is read by
+    /// [`super::json_fast`] first).
     pub(super) fn decode_json(&self, text: &str, out: &mut Samples) -> Result<(), DecodeError> {
         let mut state = State {
             channels: &self.channels,

@@ -42,7 +42,7 @@ impl Sink for JsonlSink {
     }
 
     fn write(&mut self, output: &Output) -> std::io::Result<()> {
-        serde_json::to_writer(&mut self.writer, output)?;
+        output.write_json(&mut self.writer)?;
         self.writer.write_all(b"\n")
     }
 

@@ -55,6 +55,8 @@ pub struct MqttSink {
     status_topic: String,
     metrics: Metrics,
     warned: crate::logging::RateLimited,
+    /// The longest feature line so far.
+    line_bytes: usize,
 }
 
 /// The status payload: `{"status": "online"|"offline", "version": ...}`.
@@ -222,6 +224,7 @@ impl MqttSink {
             status_topic: output.status_topic.clone(),
             metrics,
             warned: crate::logging::RateLimited::new(Duration::from_secs(60)),
+            line_bytes: 256,
         };
         Ok((sink, task))
     }
@@ -290,7 +293,11 @@ impl Sink for MqttSink {
         match output {
             Output::Window(w) => {
                 let topic = self.features.render(&w.device);
-                self.feature(topic, serde_json::to_vec(output)?);
+                // Sized to the longest line so far: one allocation a line.
+                let mut payload = Vec::with_capacity(self.line_bytes);
+                w.write_json(&mut payload)?;
+                self.line_bytes = self.line_bytes.max(payload.len());
+                self.feature(topic, payload);
             }
             Output::Alert(a) => {
                 let message = Message {
