@@ -307,6 +307,38 @@ impl GraphIo {
         } else {
             None
         };
+        let activity = match &meta.activity {
+            Some(head) => {
+                let port = self.output(&head.output).ok_or_else(|| {
+                    format!(
+                        "metadata activity.output: the graph has no output {:?} (its outputs: {})",
+                        head.output,
+                        names(&self.outputs)
+                    )
+                })?;
+                check_float(port, "activity output")?;
+                let k = head.classes.len();
+                match port.dims.as_deref() {
+                    Some([_, Dim::Fixed(d)]) if *d as usize != k => {
+                        return Err(SignatureError(format!(
+                            "activity output {:?} has {d} values per window, but metadata \
+                             activity.classes names {k}",
+                            port.name
+                        )))
+                    }
+                    Some(dims) if dims.len() != 2 => {
+                        return Err(SignatureError(format!(
+                            "activity output {:?} has shape {}, expected [N, {k}] (metadata activity.classes)",
+                            port.name,
+                            show(dims)
+                        )))
+                    }
+                    _ => {}
+                }
+                Some((port.name.clone(), k))
+            }
+            None => None,
+        };
         Ok(Signature {
             input: input.name.clone(),
             input_shape,
@@ -314,6 +346,7 @@ impl GraphIo {
             latent,
             kl,
             latent_score,
+            activity,
         })
     }
 }
@@ -364,6 +397,8 @@ pub struct Signature {
     pub kl: Option<String>,
     /// The per-window latent distance, for `latent` and `combined` scores.
     pub latent_score: Option<String>,
+    /// The activity head's probabilities and how many classes they cover.
+    pub activity: Option<(String, usize)>,
 }
 
 #[cfg(test)]
