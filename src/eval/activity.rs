@@ -199,8 +199,8 @@ pub fn markdown(q: &HeadQuality) -> String {
             cv.accuracy,
             cv.macro_f1,
             if cv.encoder == "joint" {
-                " (the jointly trained encoder has seen these labels: evaluate on held-out \
-                 groups for a fair figure)"
+                " (the encoder was trained with its head: on groups it was trained on, \
+                 this is not a fair figure)"
             } else {
                 ""
             }

@@ -539,4 +539,46 @@ mod tests {
             assert!(err.0.contains(needle), "{err}");
         }
     }
+
+    #[test]
+    fn an_activity_head_is_checked_against_its_output() {
+        let g = io(
+            port("x", FLOAT, &[S, Dim::Fixed(12)]),
+            vec![
+                port("reconstruction", FLOAT, &[S, Dim::Fixed(12)]),
+                port("activity_probs", FLOAT, &[S, Dim::Fixed(3)]),
+            ],
+        );
+        let with = |classes: &[&str], output: Option<&str>| {
+            let mut value = sidecar();
+            value["activity"] = serde_json::json!({"label": "exercise", "classes": classes});
+            if let Some(output) = output {
+                value["activity"]["output"] = output.into();
+            }
+            value
+        };
+        // Without a head the same graph loads, and publishes none.
+        assert_eq!(g.signature(&meta(sidecar(), &g)).unwrap().activity, None);
+        let sig = g
+            .signature(&meta(with(&["a", "b", "c"], None), &g))
+            .unwrap();
+        assert_eq!(sig.activity, Some(("activity_probs".to_string(), 3)));
+        let err = g.signature(&meta(with(&["a", "b"], None), &g)).unwrap_err();
+        assert!(
+            err.0.contains("has 3 values per window") && err.0.contains("names 2"),
+            "{err}"
+        );
+        let err = g
+            .signature(&meta(with(&["a", "b", "c"], Some("probs")), &g))
+            .unwrap_err();
+        assert!(
+            err.0
+                .contains("activity.output: the graph has no output \"probs\""),
+            "{err}"
+        );
+        let mut value = with(&["a", "a"], None);
+        g.complete_metadata(&mut value, "0123456789abcdef");
+        let err = ModelMetadata::from_value(value).unwrap_err().to_string();
+        assert!(err.contains("two or more distinct classes"), "{err}");
+    }
 }

@@ -61,7 +61,7 @@ fn train_with_head(dir: &Path, data: &Path) -> PathBuf {
     let text = stderr(&out);
     assert!(out.status.success(), "{text}");
     assert!(
-        text.contains("activity head (exercise, 4 classes): held-out accuracy"),
+        text.contains("activity head (exercise, 4 classes, 64 hidden): held-out accuracy"),
         "{text}"
     );
     model

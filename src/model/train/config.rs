@@ -109,7 +109,7 @@ pub struct ActivityConfig {
 
 impl ActivityConfig {
     const fn default_hidden() -> usize {
-        0
+        64
     }
     const fn default_epochs() -> usize {
         500
