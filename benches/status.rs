@@ -46,6 +46,8 @@ fn window(device: &Arc<str>, seq: u64) -> Output {
             values: vec![0.01; 3],
         },
         model: Arc::from("basic-0123456789ab"),
+        activity: None,
+        confidence: None,
         arrival_ms: seq as f64 * 1280.0 + 2540.0,
     })
 }

@@ -3,8 +3,9 @@
 
 Usage: python3 scripts/latent_score.py MODEL.onnx DATA.csv DEVICE_COLUMN
 
-Prints one JSON object: {"score": KIND, "windows": [{"device", "seq",
-"score", "reconstruction", "latent"}...]} for every window of DATA.csv (per
+Prints one JSON object: {"score": KIND, "classes": [...] or null, "windows":
+[{"device", "seq", "score", "reconstruction", "latent", "activity"}...]} for
+every window of DATA.csv (per
 device, in file order, the model's window and hop, its channels), where
 `score` is what accelwatch publishes, computed as docs/models.md (The model
 file: scores) says:
@@ -15,7 +16,11 @@ file: scores) says:
   k smallest Euclidean distances of the `latent` output to the rows of the
   initializer `latent_references` (checked here, to 1e-4 relative);
 - combined: 0.5 * ((mse - mu_r) / sigma_r + (d - mu_l) / sigma_l), with the
-  moments of the metadata's score.
+  moments of the metadata's score;
+
+and `activity`, for a model with an activity head (metadata `activity`), the
+window's class probabilities from the head's output, in the order of
+`classes` (null without a head).
 
 Needs numpy, onnx and onnxruntime (tests/it/scores.rs runs it).
 """
@@ -76,11 +81,15 @@ def main(model_path, data_path, device_column):
         score = 0.5 * ((mse - r["mean"]) / r["std"] + (distance - l["mean"]) / l["std"])
     else:
         score = mse
+    head = meta.get("activity")
+    probs = out[head.get("output", "activity_probs")] if head else None
     print(json.dumps({
         "score": kind,
+        "classes": head["classes"] if head else None,
         "windows": [
             {"device": dev, "seq": seq, "score": float(s), "reconstruction": float(e),
-             "latent": None if distance is None else float(distance[i])}
+             "latent": None if distance is None else float(distance[i]),
+             "activity": None if probs is None else [float(p) for p in probs[i]]}
             for i, ((dev, seq, _), s, e) in enumerate(zip(found, score, mse))
         ],
     }))

@@ -159,6 +159,10 @@ pub struct TrainArgs {
     /// Directory to write the loss curve (loss.svg) and history (training.json) into.
     #[arg(long)]
     pub report: Option<PathBuf>,
+    /// Column of activity labels: also fit a classifier of the latent code
+    /// (`[training.activity]`) into the model file.
+    #[arg(long, value_name = "COLUMN")]
+    pub label: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -141,6 +141,8 @@ pub struct ScoreStage {
     threshold: f64,
     model_id: Arc<str>,
     channel_names: Arc<[String]>,
+    /// The activity head's class names (empty without a head).
+    classes: Vec<Arc<str>>,
     metrics: Metrics,
     log_alerts: bool,
     /// The model scope served, for metrics.
@@ -148,6 +150,12 @@ pub struct ScoreStage {
     /// Raised alerts carry their evidence (`detector.evidence_dir`).
     evidence: bool,
     raise_after: u32,
+}
+
+fn class_names(model: &LoadedModel) -> Vec<Arc<str>> {
+    model.meta.activity.as_ref().map_or_else(Vec::new, |h| {
+        h.classes.iter().map(|c| Arc::from(c.as_str())).collect()
+    })
 }
 
 impl ScoreStage {
@@ -177,6 +185,7 @@ impl ScoreStage {
             threshold,
             model_id: Arc::from(model.meta.id.as_str()),
             channel_names: model.meta.channels.clone().into(),
+            classes: class_names(&model),
             scorer: Scorer::new(model),
             detector: Detector::new(detector.raise_after, detector.clear_after, max_devices),
             metrics,
@@ -236,6 +245,7 @@ impl ScoreStage {
         self.threshold = threshold;
         self.model_id = Arc::from(model.meta.id.as_str());
         self.channel_names = model.meta.channels.clone().into();
+        self.classes = class_names(&model);
         self.scorer = Scorer::new(model);
         self.detector
             .set_limits(detector.raise_after, detector.clear_after);
@@ -309,6 +319,10 @@ impl ScoreStage {
                     values: scored.channel_error,
                 },
                 model: self.model_id.clone(),
+                activity: scored
+                    .activity
+                    .and_then(|(c, _)| self.classes.get(c).cloned()),
+                confidence: scored.activity.map(|(_, p)| p),
                 arrival_ms: window.arrival_ms,
             }));
             if let Some(alert) = alert {

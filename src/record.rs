@@ -46,6 +46,12 @@ pub struct WindowRecord {
     pub latent: Vec<f32>,
     pub channel_error: ChannelErrors,
     pub model: Arc<str>,
+    /// The activity head's most probable class, and its probability;
+    /// absent when the model has no head.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub activity: Option<Arc<str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f32>,
     /// When the frame completing the window arrived (wall clock, Unix ms);
     /// not published: the sinks time `accelwatch_window_latency_seconds`
     /// from it.

@@ -55,7 +55,7 @@ pub async fn run(args: DemoArgs) -> Result<(), Failure> {
     let config_for_training = config.clone();
     let model_path = config.model.path.clone();
     tokio::task::spawn_blocking(move || {
-        train_model(&config_for_training, &data, &model_path, true, None)
+        train_model(&config_for_training, &data, &model_path, true, None, None)
     })
     .await
     .map_err(|e| anyhow!("training task: {e}"))??;

@@ -15,6 +15,7 @@ pub fn evaluate(args: EvaluateArgs) -> Result<(), Failure> {
     let model = LoadedModel::load_with(&args.model, &config.model.backend_options())?;
     let model_id = model.meta.id.clone();
     let normalization = model.meta.normalization.clone();
+    let head = model.meta.activity.clone();
     let mut keep = vec![args.label.clone()];
     keep.extend(args.group.clone());
     let mut w = LabelledWindows::default();
@@ -35,6 +36,8 @@ pub fn evaluate(args: EvaluateArgs) -> Result<(), Failure> {
             }
             w.input.push(input);
             w.labels.push(window.kept[0]);
+            w.activity
+                .push(record.activity.as_ref().map(|a| a.to_string()));
             // Without a group column, a device (or recording) is a group.
             w.groups
                 .push(window.kept.get(1).copied().unwrap_or(window.stream as u32));
@@ -42,6 +45,11 @@ pub fn evaluate(args: EvaluateArgs) -> Result<(), Failure> {
         Ok(())
     })?;
     w.label_names = recording.levels[0].clone();
+    w.head = head;
+    w.group_names = match &args.group {
+        Some(_) => recording.levels[1].clone(),
+        None => recording.streams.iter().map(|s| s.device.clone()).collect(),
+    };
     for normal in &args.normal {
         if !w.label_names.contains(normal) {
             return Err(failure(

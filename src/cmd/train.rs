@@ -10,8 +10,9 @@ use crate::cmd::exit::{failure, Failure, EX_DATAERR};
 use crate::cmd::offline::{load_config, read_options};
 use crate::config::{Config, ConfigError};
 use crate::model::net::Architecture;
-use crate::model::train::{self, EpochReport};
-use crate::recording::Recording;
+use crate::model::train::{self, head, EpochReport, WindowSet};
+use crate::problem::Problem;
+use crate::recording::{Recording, RecordingError};
 use crate::scope::store::write_atomically;
 use crate::window::WindowSpec;
 
@@ -39,7 +40,14 @@ pub fn train_command(args: TrainArgs) -> Result<(), Failure> {
             .unwrap_or_else(|| PathBuf::from("<command line>"));
         return Err(ConfigError::Invalid { path, problems }.into());
     }
-    train_model(&config, &args.data, &args.out, true, args.report.as_deref())?;
+    train_model(
+        &config,
+        &args.data,
+        &args.out,
+        true,
+        args.report.as_deref(),
+        args.label.as_deref(),
+    )?;
     Ok(())
 }
 
@@ -51,21 +59,64 @@ pub fn train_model(
     out: &Path,
     verbose: bool,
     report: Option<&Path>,
+    label: Option<&str>,
 ) -> Result<train::TrainSummary, Failure> {
     let options = read_options(
         data,
         config,
         config.input.channels.clone(),
         config.input.sample_rate_hz,
-        Vec::new(),
+        label.map(str::to_string).into_iter().collect(),
     );
-    let recording = Recording::read(&data.data, &options)?;
+    let usage = |why: String| {
+        let problem = Problem {
+            key: "--label".into(),
+            message: why,
+        };
+        let path = PathBuf::from("<command line>");
+        Failure::from(ConfigError::Invalid {
+            path,
+            problems: vec![problem],
+        })
+    };
+    let recording = match Recording::read(&data.data, &options) {
+        Err(RecordingError::MissingColumn { column, header, .. }) if Some(&*column) == label => {
+            return Err(usage(format!(
+                "{} has no column {column:?} (the header has: {header})",
+                data.data.display()
+            )));
+        }
+        other => other?,
+    };
     let spec = WindowSpec::new(
         &config.window,
         config.input.channels.len(),
         config.input.sample_rate_hz,
     );
-    let set = recording.window_set(spec);
+    let windows = recording.windows(spec);
+    let mut set = WindowSet::new(spec.size * spec.channels);
+    for w in &windows {
+        set.push(w.stream, &w.window.data);
+    }
+    if let Some(column) = label {
+        let of: Vec<u32> = windows.iter().map(|w| w.kept[0]).collect();
+        let (classes, of) = head::classes_of(&recording.levels[0], &of).map_err(|why| {
+            usage(format!(
+                "column {column:?} of {} {why}",
+                data.data.display()
+            ))
+        })?;
+        eprintln!(
+            "activity head: {} classes of column {column:?} ({})",
+            classes.len(),
+            classes.join(", ")
+        );
+        set.labels = Some(head::Labels {
+            column: column.to_string(),
+            classes,
+            of,
+        });
+    }
     let arch = Architecture {
         window: spec.size,
         channels: spec.channels,
@@ -106,6 +157,18 @@ pub fn train_model(
         .into());
     }
     write_atomically(out, &trained.onnx).with_context(|| format!("writing {}", out.display()))?;
+    if let Some(head) = &trained.meta.activity {
+        eprintln!(
+            "activity head ({}, {} classes{}): held-out accuracy {:.3}",
+            head.label,
+            head.classes.len(),
+            match head.hidden {
+                0 => String::new(),
+                h => format!(", {h} hidden"),
+            },
+            head.validation_accuracy.unwrap_or(f64::NAN)
+        );
+    }
     let s = &trained.summary;
     let whole = if s.whole_streams > 0 {
         format!(

@@ -3,6 +3,7 @@
 //! features (feature quality, against raw windows and PCA codes of the same
 //! size), and a report with plots.
 
+pub mod activity;
 pub mod features;
 pub mod metrics;
 pub mod plots;
@@ -28,6 +29,11 @@ pub struct LabelledWindows {
     pub groups: Vec<u32>,
     pub label_names: Vec<String>,
     pub threshold: f64,
+    /// The group of each window by name (an index of `groups`).
+    pub group_names: Vec<String>,
+    /// The model's activity head, and the class it gave each window.
+    pub head: Option<crate::model::meta::ActivityHead>,
+    pub activity: Vec<Option<String>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -83,6 +89,9 @@ pub struct EvaluationReport {
     pub after_hysteresis: Rates,
     pub mean_score_by_label: Vec<(String, f64, usize)>,
     pub feature_quality: Option<FeatureQuality>,
+    /// The activity head's, for a model with one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub activity: Option<activity::HeadQuality>,
 }
 
 pub const NEIGHBOURS: usize = 5;
@@ -181,6 +190,22 @@ pub fn evaluate(w: &LabelledWindows, subject: &Subject) -> EvaluationReport {
         after_hysteresis: Confusion::count(&w.in_alert, &anomalous).into(),
         mean_score_by_label,
         feature_quality,
+        activity: w.head.as_ref().map(|head| {
+            activity::head_quality(&activity::HeadInput {
+                trained_on: &head.label,
+                label: subject.label,
+                hidden: head.hidden,
+                encoder: &head.encoder,
+                labels: &w.labels,
+                label_names: &w.label_names,
+                predicted: &w.activity,
+                groups: &w.groups,
+                group_names: &w.group_names,
+                grouped_by: subject.grouped_by,
+                codes: &w.latent,
+                folds: FOLDS,
+            })
+        }),
     }
 }
 
@@ -231,6 +256,9 @@ pub fn markdown(r: &EvaluationReport) -> String {
             );
         }
     }
+    if let Some(q) = &r.activity {
+        md += &activity::markdown(q);
+    }
     md
 }
 
@@ -246,6 +274,20 @@ pub fn write(dir: &Path, r: &EvaluationReport, w: &LabelledWindows) -> std::io::
     md += "\n## Plots\n\n![score over time](scores.svg)\n\n![score distribution](histogram.svg)\n";
     if has_codes {
         md += "\n![latent codes](latent.svg)\n";
+    }
+    if let Some(q) = &r.activity {
+        md += "\n![activity head: confusion matrix](confusion.svg)\n";
+        std::fs::write(
+            dir.join("confusion.svg"),
+            activity::confusion_plot(
+                &format!(
+                    "Activity head on {} windows: true against predicted",
+                    q.windows
+                ),
+                &q.classes,
+                &q.confusion,
+            ),
+        )?;
     }
     std::fs::write(dir.join("report.md"), md)?;
     std::fs::write(

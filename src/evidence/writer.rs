@@ -183,6 +183,8 @@ mod tests {
                 values: vec![0.0; 2],
             },
             model: Arc::from("basic-1"),
+            activity: None,
+            confidence: None,
             arrival_ms: 0.0,
         })
     }

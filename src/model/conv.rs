@@ -165,6 +165,7 @@ impl Autoencoder for Conv {
             latent,
             kl: None,
             latent_score: None,
+            activity: None,
         })
     }
 

@@ -94,6 +94,7 @@ impl Autoencoder for Deep {
             latent,
             kl: None,
             latent_score: None,
+            activity: None,
         })
     }
 

@@ -16,4 +16,6 @@ pub struct Inference {
     pub kl: Option<Vec<f32>>,
     /// `n` values, for models scored by their latent distance.
     pub latent_score: Option<Vec<f32>>,
+    /// `n * classes` probabilities, for models with an activity head.
+    pub activity: Option<Vec<f32>>,
 }

@@ -233,11 +233,23 @@ impl LoadedModel {
             .chain(&probe.latent)
             .chain(probe.kl.iter().flatten())
             .chain(probe.latent_score.iter().flatten())
+            .chain(probe.activity.iter().flatten())
             .find(|v| !v.is_finite())
         {
             return Err(graph(format!(
                 "a zero window gives non-finite outputs ({bad}): the model cannot be served"
             )));
+        }
+        if let (Some(probs), Some(head)) = (&probe.activity, &meta.activity) {
+            // Published as a confidence: the row must be a distribution.
+            let sum: f32 = probs.iter().sum();
+            if (sum - 1.0).abs() > 1e-3 || probs.iter().any(|p| *p < 0.0) {
+                return Err(graph(format!(
+                    "activity output {:?} does not give probabilities: a zero window's sum to {sum} \
+                     (end the head with a Softmax)",
+                    head.output
+                )));
+            }
         }
         Ok(Self { meta, runtime })
     }

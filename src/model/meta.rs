@@ -7,6 +7,8 @@ use crate::window::{MAX_WINDOW_SAMPLES, MAX_WINDOW_VALUES};
 
 pub const METADATA_KEY: &str = "accelwatch";
 pub const FORMAT: &str = "accelwatch-model/1";
+/// The activity head's output, unless the metadata names another.
+pub const ACTIVITY_OUTPUT: &str = "activity_probs";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -55,6 +57,45 @@ pub struct ModelMetadata {
     pub hyperparameters: serde_json::Value,
     #[serde(default)]
     pub training: Option<TrainingRecord>,
+    /// The activity head (`train --label`): an output of class
+    /// probabilities per window; absent for a model without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activity: Option<ActivityHead>,
+}
+
+/// A classifier of the latent code that travels in the model file: the
+/// output `output` gives each window a probability per class, in the order
+/// of `classes`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActivityHead {
+    /// The CSV column the classes were read from.
+    pub label: String,
+    /// Class names, in the order of the output's columns.
+    pub classes: Vec<String>,
+    /// The output of probabilities (`[N, classes]`, rows summing to 1).
+    #[serde(default = "ActivityHead::default_output")]
+    pub output: String,
+    /// Hidden units before the softmax layer (0: the softmax layer alone).
+    #[serde(default)]
+    pub hidden: usize,
+    /// `frozen`: fitted on the trained encoder's codes; `joint`: trained
+    /// with the encoder.
+    #[serde(default = "ActivityHead::default_encoder")]
+    pub encoder: String,
+    /// Accuracy on the held-out training windows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_accuracy: Option<f64>,
+}
+
+impl ActivityHead {
+    pub fn default_output() -> String {
+        ACTIVITY_OUTPUT.into()
+    }
+
+    pub fn default_encoder() -> String {
+        "frozen".into()
+    }
 }
 
 /// The anomaly score of a window.
@@ -300,6 +341,20 @@ impl ModelMetadata {
                 );
             }
             _ => {}
+        }
+        if let Some(head) = &self.activity {
+            let mut names = head.classes.clone();
+            names.sort();
+            names.dedup();
+            if head.classes.len() < 2 || names.len() != head.classes.len() {
+                return bad(format!(
+                    "activity.classes must name two or more distinct classes, got {:?}",
+                    head.classes
+                ));
+            }
+            if head.classes.iter().any(|c| c.is_empty()) || head.output.is_empty() {
+                return bad("activity: a class name or the output name is empty".into());
+            }
         }
         if let Some(norm) = &self.normalization {
             let c = self.channels.len();

@@ -215,5 +215,6 @@ pub(crate) fn export_one_code_layer(
         latent,
         kl: None,
         latent_score: None,
+        activity: None,
     })
 }

@@ -17,6 +17,8 @@ pub const KL: &str = "kl";
 /// Per-window distance of the latent code to its nearest training codes
 /// (models scored `latent` or `combined`).
 pub const LATENT_SCORE: &str = "latent_score";
+/// Per-window class probabilities of the activity head (`[N, classes]`).
+pub const ACTIVITY: &str = super::meta::ACTIVITY_OUTPUT;
 const OPSET: i64 = 17;
 const IR_VERSION: i64 = 8;
 
@@ -196,6 +198,10 @@ impl GraphBuilder {
         if let Some(score) = &outputs.latent_score {
             self.nodes.push(identity(score, LATENT_SCORE));
         }
+        if let Some(probs) = &outputs.activity {
+            self.nodes.push(identity(probs, ACTIVITY));
+        }
+        let classes = meta.activity.as_ref().map_or(0, |h| h.classes.len());
         let input_dims: Vec<Dim> = match meta.input_layout {
             InputLayout::Flat => vec![Dim::Batch, Dim::Fixed(meta.features())],
             InputLayout::Ntc => vec![
@@ -220,6 +226,12 @@ impl GraphBuilder {
                     .latent_score
                     .as_ref()
                     .map(|_| value_info(LATENT_SCORE, &[Dim::Batch])),
+            )
+            .chain(
+                outputs
+                    .activity
+                    .as_ref()
+                    .map(|_| value_info(ACTIVITY, &[Dim::Batch, Dim::Fixed(classes)])),
             )
             .collect(),
             ..Default::default()
@@ -295,4 +307,7 @@ pub struct Exported {
     /// Per-window latent distance (added by training for `latent` and
     /// `combined` scores, see [`crate::model::latent`]).
     pub latent_score: Option<String>,
+    /// Per-window class probabilities (added by training with a label
+    /// column, see [`crate::model::train::head`]).
+    pub activity: Option<String>,
 }

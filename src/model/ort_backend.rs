@@ -149,6 +149,10 @@ impl OrtModel {
                 Some(name) => Some(take(name, 1)?),
                 None => None,
             },
+            activity: match &sig.activity {
+                Some((name, classes)) => Some(take(name, *classes)?),
+                None => None,
+            },
         })
     }
 }

@@ -12,6 +12,9 @@ pub struct Scored {
     pub score: f32,
     pub channel_error: Vec<f32>,
     pub latent: Vec<f32>,
+    /// The activity head's most probable class (an index into the
+    /// metadata's `activity.classes`) and its probability.
+    pub activity: Option<(usize, f32)>,
 }
 
 /// A loaded model plus the buffers to run it without allocating per window.
@@ -79,6 +82,7 @@ impl Scorer {
         let channels = meta.channels.len();
         let latent_dim = meta.latent_dim;
         let kind = meta.score;
+        let classes = meta.activity.as_ref().map_or(0, |h| h.classes.len());
         let scored: Vec<Scored> = self
             .buffer
             .chunks_exact(features)
@@ -108,14 +112,32 @@ impl Scorer {
                     ) => 0.5 * (reconstruction.standardise(mse) + latent.standardise(d)),
                     _ => mse,
                 };
+                let activity = out
+                    .activity
+                    .as_ref()
+                    .and_then(|p| p.get(i * classes..(i + 1) * classes))
+                    .and_then(most_probable);
                 Scored {
                     score,
                     channel_error: channel_errors(x, r, channels),
                     latent: z.to_vec(),
+                    activity,
                 }
             })
             .collect();
         self.last = out.reconstruction;
         Ok(scored)
     }
+}
+
+/// The index and probability of the largest of `probs` (the first of ties).
+pub fn most_probable(probs: &[f32]) -> Option<(usize, f32)> {
+    probs
+        .iter()
+        .copied()
+        .enumerate()
+        .fold(None, |best: Option<(usize, f32)>, (i, p)| match best {
+            Some((_, b)) if b >= p => best,
+            _ => Some((i, p)),
+        })
 }

@@ -307,6 +307,38 @@ impl GraphIo {
         } else {
             None
         };
+        let activity = match &meta.activity {
+            Some(head) => {
+                let port = self.output(&head.output).ok_or_else(|| {
+                    format!(
+                        "metadata activity.output: the graph has no output {:?} (its outputs: {})",
+                        head.output,
+                        names(&self.outputs)
+                    )
+                })?;
+                check_float(port, "activity output")?;
+                let k = head.classes.len();
+                match port.dims.as_deref() {
+                    Some([_, Dim::Fixed(d)]) if *d as usize != k => {
+                        return Err(SignatureError(format!(
+                            "activity output {:?} has {d} values per window, but metadata \
+                             activity.classes names {k}",
+                            port.name
+                        )))
+                    }
+                    Some(dims) if dims.len() != 2 => {
+                        return Err(SignatureError(format!(
+                            "activity output {:?} has shape {}, expected [N, {k}] (metadata activity.classes)",
+                            port.name,
+                            show(dims)
+                        )))
+                    }
+                    _ => {}
+                }
+                Some((port.name.clone(), k))
+            }
+            None => None,
+        };
         Ok(Signature {
             input: input.name.clone(),
             input_shape,
@@ -314,6 +346,7 @@ impl GraphIo {
             latent,
             kl,
             latent_score,
+            activity,
         })
     }
 }
@@ -364,6 +397,8 @@ pub struct Signature {
     pub kl: Option<String>,
     /// The per-window latent distance, for `latent` and `combined` scores.
     pub latent_score: Option<String>,
+    /// The activity head's probabilities and how many classes they cover.
+    pub activity: Option<(String, usize)>,
 }
 
 #[cfg(test)]
@@ -503,5 +538,47 @@ mod tests {
             let err = g.signature(&meta(value, &g)).unwrap_err();
             assert!(err.0.contains(needle), "{err}");
         }
+    }
+
+    #[test]
+    fn an_activity_head_is_checked_against_its_output() {
+        let g = io(
+            port("x", FLOAT, &[S, Dim::Fixed(12)]),
+            vec![
+                port("reconstruction", FLOAT, &[S, Dim::Fixed(12)]),
+                port("activity_probs", FLOAT, &[S, Dim::Fixed(3)]),
+            ],
+        );
+        let with = |classes: &[&str], output: Option<&str>| {
+            let mut value = sidecar();
+            value["activity"] = serde_json::json!({"label": "exercise", "classes": classes});
+            if let Some(output) = output {
+                value["activity"]["output"] = output.into();
+            }
+            value
+        };
+        // Without a head the same graph loads, and publishes none.
+        assert_eq!(g.signature(&meta(sidecar(), &g)).unwrap().activity, None);
+        let sig = g
+            .signature(&meta(with(&["a", "b", "c"], None), &g))
+            .unwrap();
+        assert_eq!(sig.activity, Some(("activity_probs".to_string(), 3)));
+        let err = g.signature(&meta(with(&["a", "b"], None), &g)).unwrap_err();
+        assert!(
+            err.0.contains("has 3 values per window") && err.0.contains("names 2"),
+            "{err}"
+        );
+        let err = g
+            .signature(&meta(with(&["a", "b", "c"], Some("probs")), &g))
+            .unwrap_err();
+        assert!(
+            err.0
+                .contains("activity.output: the graph has no output \"probs\""),
+            "{err}"
+        );
+        let mut value = with(&["a", "a"], None);
+        g.complete_metadata(&mut value, "0123456789abcdef");
+        let err = ModelMetadata::from_value(value).unwrap_err().to_string();
+        assert!(err.contains("two or more distinct classes"), "{err}");
     }
 }

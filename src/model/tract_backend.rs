@@ -21,6 +21,8 @@ pub struct TractModel {
     with_latent: bool,
     with_kl: bool,
     with_latent_score: bool,
+    /// Classes of the activity head (0 without one).
+    classes: usize,
 }
 
 impl TractModel {
@@ -70,6 +72,9 @@ impl TractModel {
         if let Some(score) = &signature.latent_score {
             selected.push(find(score)?);
         }
+        if let Some((probs, _)) = &signature.activity {
+            selected.push(find(probs)?);
+        }
         model
             .select_output_outlets(&selected)
             .map_err(|e| e.to_string())?;
@@ -85,6 +90,7 @@ impl TractModel {
             with_latent: signature.latent.is_some(),
             with_kl: signature.kl.is_some(),
             with_latent_score: signature.latent_score.is_some(),
+            classes: signature.activity.as_ref().map_or(0, |a| a.1),
         })
     }
 
@@ -138,11 +144,21 @@ impl TractModel {
         } else {
             None
         };
+        let activity = if self.classes > 0 {
+            let at = 1
+                + self.with_latent as usize
+                + self.with_kl as usize
+                + self.with_latent_score as usize;
+            Some(take(at, self.classes, "activity")?)
+        } else {
+            None
+        };
         Ok(Inference {
             reconstruction,
             latent,
             kl,
             latent_score,
+            activity,
         })
     }
 }

@@ -135,6 +135,7 @@ impl Autoencoder for Vae {
             latent: mu,
             kl: Some(kl),
             latent_score: None,
+            activity: None,
         })
     }
 

@@ -205,7 +205,10 @@ mod tests {
             "{:?}",
             learned.model.meta.score
         );
+        // Online training has no labels: no activity head, none published.
+        assert_eq!(learned.model.meta.activity, None);
         let relearned = relearn(&config, &store, &set, &set, learned.model, &mut pacer).unwrap();
+        assert_eq!(relearned.model.meta.activity, None);
         assert!(
             combined(&relearned.model.meta),
             "{:?}",

@@ -6,6 +6,7 @@
 
 mod common;
 
+mod activity;
 mod bench;
 mod cli;
 mod control;

@@ -79,6 +79,82 @@ pub struct TrainingConfig {
     /// when max_scopes × max_windows could exceed it.
     #[serde(default = "TrainingConfig::default_max_memory_mb")]
     pub max_memory_mb: usize,
+    /// The activity head `train --label` fits.
+    #[serde(default)]
+    pub activity: ActivityConfig,
+}
+
+/// `[training.activity]`: the classifier of the latent code that
+/// `train --label COL` adds to the model file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActivityConfig {
+    /// Hidden units (ReLU) before the softmax layer; 0: the softmax layer alone.
+    #[serde(default = "ActivityConfig::default_hidden")]
+    pub hidden: usize,
+    /// Most epochs of the head's own training (early stopping on the
+    /// held-out windows' cross-entropy).
+    #[serde(default = "ActivityConfig::default_epochs")]
+    pub epochs: usize,
+    #[serde(default = "ActivityConfig::default_patience")]
+    pub patience: usize,
+    #[serde(default = "ActivityConfig::default_learning_rate")]
+    pub learning_rate: f64,
+    /// 0: the head is fitted on the trained encoder's codes (frozen); above
+    /// 0: the encoder is trained with it, on its loss plus this weight times
+    /// the head's cross-entropy.
+    #[serde(default)]
+    pub joint_weight: f64,
+}
+
+impl ActivityConfig {
+    const fn default_hidden() -> usize {
+        64
+    }
+    const fn default_epochs() -> usize {
+        500
+    }
+    const fn default_patience() -> usize {
+        30
+    }
+    const fn default_learning_rate() -> f64 {
+        3e-3
+    }
+
+    fn problems(&self, check: &mut impl FnMut(bool, &str, String)) {
+        check(
+            self.epochs >= 1,
+            "training.activity.epochs",
+            "must be at least 1".into(),
+        );
+        check(
+            self.hidden <= 4096,
+            "training.activity.hidden",
+            format!("must be at most 4096, got {}", self.hidden),
+        );
+        check(
+            self.learning_rate.is_finite() && self.learning_rate > 0.0,
+            "training.activity.learning_rate",
+            format!("must be positive, got {}", self.learning_rate),
+        );
+        check(
+            self.joint_weight.is_finite() && self.joint_weight >= 0.0,
+            "training.activity.joint_weight",
+            format!("must be 0 (frozen) or positive, got {}", self.joint_weight),
+        );
+    }
+}
+
+impl Default for ActivityConfig {
+    fn default() -> Self {
+        Self {
+            hidden: Self::default_hidden(),
+            epochs: Self::default_epochs(),
+            patience: Self::default_patience(),
+            learning_rate: Self::default_learning_rate(),
+            joint_weight: 0.0,
+        }
+    }
 }
 
 /// What one model serves.
@@ -202,6 +278,7 @@ impl Default for TrainingConfig {
             cpu_share: Self::default_cpu_share(),
             end_wait_ms: Self::default_end_wait_ms(),
             max_memory_mb: Self::default_max_memory_mb(),
+            activity: ActivityConfig::default(),
         }
     }
 }
@@ -372,6 +449,7 @@ impl TrainingConfig {
                 ),
             );
         }
+        training.activity.problems(&mut check);
         check(
             training.keep_versions >= 1,
             "training.keep_versions",

@@ -4,13 +4,20 @@
 //! export to one ONNX file.
 
 pub mod config;
+pub mod head;
+mod init;
+mod windows;
+
+use init::seeded_init;
+
+pub use windows::{split, Split, WindowSet};
 
 use std::time::{Duration, Instant};
 
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
 use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use sha2::{Digest, Sha256};
 
@@ -26,43 +33,6 @@ use crate::model::config::ScoreChoice;
 use crate::model::train::config::TrainingConfig;
 use crate::score;
 
-/// Windows to learn from, each tagged with the stream (device or
-/// recording) it came from; within a stream they are in time order.
-#[derive(Debug, Clone, Default)]
-pub struct WindowSet {
-    pub features: usize,
-    pub data: Vec<f32>,
-    pub streams: Vec<usize>,
-}
-
-impl WindowSet {
-    pub fn new(features: usize) -> Self {
-        Self {
-            features,
-            ..Default::default()
-        }
-    }
-
-    pub fn push(&mut self, stream: usize, window: &[f32]) {
-        debug_assert_eq!(window.len(), self.features);
-        self.data.extend_from_slice(window);
-        self.streams.push(stream);
-    }
-
-    pub fn len(&self) -> usize {
-        self.streams.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.streams.is_empty()
-    }
-
-    pub fn window(&self, i: usize) -> &[f32] {
-        &self.data[i * self.features..(i + 1) * self.features]
-    }
-}
-
-/// What the model will be told about its input.
 #[derive(Debug, Clone)]
 pub struct InputSpec {
     pub channels: Vec<String>,
@@ -100,6 +70,8 @@ pub struct Trained {
     pub network: Box<dyn Autoencoder>,
     /// The training codes a latent score measures against (`[M, latent_dim]`).
     pub references: Option<Vec<f32>>,
+    /// The activity head, when the windows were labelled.
+    pub head: Option<head::Head>,
     pub summary: TrainSummary,
 }
 
@@ -126,65 +98,6 @@ pub enum TrainError {
     Reload(String),
     #[error("scoring with the exported model: {0}")]
     Score(#[from] crate::model::inference::BackendError),
-}
-
-/// Which windows train and which are held out.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Split {
-    pub train: Vec<usize>,
-    pub validation: Vec<usize>,
-    /// Streams held out whole (their tails were too short to hold out).
-    pub whole_streams: usize,
-    /// Streams too short for a held-out tail.
-    pub short_streams: usize,
-    /// Streams in all.
-    pub streams: usize,
-}
-
-/// Splits window indices into training and validation: the last
-/// `fraction` of each stream is held out, and the windows that overlap the
-/// held-out ones are left out of both, so no sample is in both sets.
-/// A stream too short for that (many short takes, each a few windows)
-/// cannot lend a tail; when there are two or more such streams, whole ones
-/// among them are held out instead, every ⌈1/fraction⌉-th or so (the
-/// first, then as the fraction falls due), so no take is in both sets.
-pub fn split(set: &WindowSet, fraction: f64, window: usize, hop: usize) -> Split {
-    let overlap = window.div_ceil(hop).saturating_sub(1);
-    let mut out = Split::default();
-    let mut short = Vec::new();
-    let mut start = 0;
-    while start < set.len() {
-        let stream = set.streams[start];
-        let end = (start..set.len())
-            .find(|&i| set.streams[i] != stream)
-            .unwrap_or(set.len());
-        let n = end - start;
-        let held = ((n as f64) * fraction).ceil() as usize;
-        if n > held + overlap && held > 0 {
-            out.train.extend(start..end - held - overlap);
-            out.validation.extend(end - held..end);
-        } else {
-            short.push(start..end);
-        }
-        start = end;
-        out.streams += 1;
-    }
-    out.short_streams = short.len();
-    let whole = short.len() >= 2;
-    for (i, range) in short.into_iter().enumerate() {
-        // Held out so far vs due by now; the epsilon keeps 35 × 0.2 at 7.
-        let due_by = |n: usize| ((n as f64) * fraction - 1e-9).ceil();
-        let due = due_by(i + 1) > due_by(i);
-        if whole && due {
-            out.validation.extend(range);
-            out.whole_streams += 1;
-        } else {
-            out.train.extend(range);
-        }
-    }
-    out.train.sort_unstable();
-    out.validation.sort_unstable();
-    out
 }
 
 pub fn train(
@@ -273,6 +186,16 @@ pub fn train_paced(
     } else {
         Vec::new()
     };
+    let joint = head::Joint::new(
+        windows.labels.as_ref(),
+        &train_idx,
+        &val_idx,
+        arch.latent_dim(),
+        settings,
+        &mut rng,
+    )?;
+    let mut vars = vars;
+    vars.extend(joint.iter().flat_map(|j| j.head.vars().iter().cloned()));
     let mut optimizer = AdamW::new(
         vars.clone(),
         ParamsAdamW {
@@ -293,14 +216,21 @@ pub fn train_paced(
         for chunk in order.chunks(settings.batch_size) {
             let idx = Tensor::from_slice(chunk, chunk.len(), &device)?;
             let batch = train_x.index_select(&idx, 0)?;
-            let loss = network.loss(&batch, &mut rng)?;
+            let mut loss = network.loss(&batch, &mut rng)?;
+            if let Some(joint) = &joint {
+                loss = (loss + joint.loss(network.as_ref(), &batch, &idx)?)?;
+            }
             optimizer.backward_step(&loss)?;
             loss_sum += loss.to_scalar::<f32>()? as f64;
             batches += 1;
             pace();
         }
         let train_loss = loss_sum / batches as f64;
-        let validation_loss = network.validation_loss(&val_x)?.to_scalar::<f32>()? as f64;
+        let mut validation = network.validation_loss(&val_x)?;
+        if let Some(joint) = &joint {
+            validation = (validation + joint.validation_loss(network.as_ref(), &val_x)?)?;
+        }
+        let validation_loss = validation.to_scalar::<f32>()? as f64;
         if !train_loss.is_finite() || !validation_loss.is_finite() {
             return Err(TrainError::Diverged {
                 epoch,
@@ -333,6 +263,20 @@ pub fn train_paced(
     for (var, value) in vars.iter().zip(&snapshot) {
         var.set(value)?;
     }
+    let head = match (&windows.labels, joint) {
+        (Some(labels), Some(joint)) => Some(joint.finish(network.as_ref(), labels, &val_x)?),
+        (Some(labels), None) => Some(head::fit_frozen(
+            network.as_ref(),
+            labels,
+            &train_idx,
+            &val_idx,
+            &train_x,
+            &val_x,
+            settings,
+            &mut rng,
+        )?),
+        (None, _) => None,
+    };
 
     let mut meta = ModelMetadata {
         format: FORMAT.into(),
@@ -370,7 +314,9 @@ pub fn train_paced(
             batch_size: settings.batch_size,
             pretrain_losses,
         }),
+        activity: head.as_ref().map(|h| h.1.clone()),
     };
+    let head = head.map(|h| h.0);
     // A latent score measures codes against the training windows' own
     // (thinned to model.references), which the graph then carries.
     let references = match arch.model.score {
@@ -389,7 +335,12 @@ pub fn train_paced(
     };
     // The threshold is calibrated by scoring the held-out windows with the
     // exported model itself, exactly as the daemon will score them.
-    let exported = export(network.as_ref(), &mut meta, references.as_deref())?;
+    let exported = export(
+        network.as_ref(),
+        &mut meta,
+        references.as_deref(),
+        head.as_ref(),
+    )?;
     let mut model = load_exported(&exported)?;
     if let (ScoreChoice::Combined, ScoreKind::Latent { k, references }) =
         (arch.model.score, meta.score)
@@ -418,7 +369,12 @@ pub fn train_paced(
         .map(|s| s.score)
         .collect();
     meta.threshold = score::quantile(&mut errors, settings.threshold_quantile) as f64;
-    let onnx = export(network.as_ref(), &mut meta, references.as_deref())?;
+    let onnx = export(
+        network.as_ref(),
+        &mut meta,
+        references.as_deref(),
+        head.as_ref(),
+    )?;
     let threshold = meta.threshold;
     let summary = TrainSummary {
         train_windows: train_idx.len(),
@@ -436,6 +392,7 @@ pub fn train_paced(
         meta,
         network,
         references,
+        head,
         summary,
     })
 }
@@ -444,9 +401,13 @@ fn export(
     network: &dyn Autoencoder,
     meta: &mut ModelMetadata,
     references: Option<&[f32]>,
+    head: Option<&head::Head>,
 ) -> Result<Vec<u8>, TrainError> {
     let mut graph = GraphBuilder::default();
     let mut outputs = network.export(&mut graph)?;
+    if let Some(head) = head {
+        outputs.activity = Some(head.export(&mut graph, &outputs.latent)?);
+    }
     if let (Some(refs), ScoreKind::Latent { k, .. } | ScoreKind::Combined { k, .. }) =
         (references, meta.score)
     {
@@ -459,33 +420,6 @@ fn export(
         ));
     }
     Ok(graph.finish(&outputs, meta)?)
-}
-
-/// Re-initialises every variable from the seeded generator, in name order,
-/// so the same seed gives the same model (candle's own CPU initialiser
-/// cannot be seeded). Uniform in ±1/√fan_in, as PyTorch's `Linear` does.
-fn seeded_init(varmap: &VarMap, rng: &mut ChaCha8Rng) -> candle_core::Result<Vec<Var>> {
-    let data = varmap.data().lock().expect("varmap lock");
-    let mut named: Vec<(&String, &Var)> = data.iter().collect();
-    named.sort_by(|a, b| a.0.cmp(b.0));
-    for (name, var) in &named {
-        let dims = var.dims().to_vec();
-        let fan_in = if name.ends_with("bias") {
-            // A bias is sized by fan-out; its layer's weight gives fan-in.
-            let weight = name.trim_end_matches("bias").to_string() + "weight";
-            data.get(&weight)
-                .and_then(|w| w.dims().get(1).copied())
-                .unwrap_or(dims[0])
-        } else {
-            dims.iter().skip(1).product::<usize>().max(1)
-        };
-        let bound = 1.0 / (fan_in as f32).sqrt();
-        let values: Vec<f32> = (0..var.elem_count())
-            .map(|_| rng.random_range(-bound..bound))
-            .collect();
-        var.set(&Tensor::from_vec(values, dims.as_slice(), var.device())?)?;
-    }
-    Ok(named.into_iter().map(|(_, v)| v.clone()).collect())
 }
 
 fn bytes_of(values: &[f32]) -> Vec<u8> {
@@ -510,10 +444,14 @@ pub fn export_gap(trained: &Trained, raw: &[f32]) -> Result<f32, TrainError> {
     }
     let loaded = load_exported(&trained.onnx)?;
     let tract = loaded.runtime.run(&input, n)?;
-    let candle = (|| -> candle_core::Result<(Vec<f32>, Vec<f32>)> {
+    let candle = (|| -> candle_core::Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
         let x = Tensor::from_slice(&input, (n, features), &Device::Cpu)?;
         let (r, z) = trained.network.forward(&x)?;
-        Ok((r.flatten_all()?.to_vec1()?, z.flatten_all()?.to_vec1()?))
+        let p = match &trained.head {
+            Some(head) => head.probabilities(&z)?.flatten_all()?.to_vec1()?,
+            None => Vec::new(),
+        };
+        Ok((r.flatten_all()?.to_vec1()?, z.flatten_all()?.to_vec1()?, p))
     })()?;
     for (what, served, trained) in [
         ("reconstruction", &tract.reconstruction, &candle.0),
@@ -534,6 +472,16 @@ pub fn export_gap(trained: &Trained, raw: &[f32]) -> Result<f32, TrainError> {
             .fold(0f32, f32::max)
     };
     let mut worst = gap(&tract.reconstruction, &candle.0).max(gap(&tract.latent, &candle.1));
+    if let Some(probs) = &tract.activity {
+        if probs.len() != candle.2.len() {
+            return Err(TrainError::Reload(format!(
+                "the exported activity output has {} values, the trained head's {}",
+                probs.len(),
+                candle.2.len()
+            )));
+        }
+        worst = worst.max(gap(probs, &candle.2));
+    }
     if let (Some(served), Some(refs), ScoreKind::Latent { k, .. } | ScoreKind::Combined { k, .. }) =
         (&tract.latent_score, &trained.references, trained.meta.score)
     {

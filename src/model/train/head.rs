@@ -1,0 +1,390 @@
+//! The activity head (`train --label COL`): a small classifier of the
+//! latent code, trained with candle on the held-in windows' codes and
+//! exported into the model's own graph as the output `activity_probs`:
+//!
+//! ```text
+//! s = (z − μ) · (1/σ)          Sub, Mul     μ, σ: the training codes' mean and std per dimension
+//! h = relu(s · W₁ᵀ + b₁)       Gemm, Relu   only with training.activity.hidden > 0
+//! p = softmax(h · W₂ᵀ + b₂)    Gemm, Softmax(axis 1)
+//! ```
+//!
+//! With `training.activity.joint_weight > 0` the encoder learns with it
+//! (the training loop adds the head's cross-entropy to the autoencoder's
+//! loss); the codes then move, so they are not standardised (μ 0, σ 1).
+
+use candle_core::{DType, Device, Tensor, Var, D};
+use candle_nn::{AdamW, Linear, Module, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+
+use super::config::{ActivityConfig, TrainingConfig};
+pub use super::windows::Labels;
+use crate::model::meta::ActivityHead;
+use crate::model::net::Autoencoder;
+use crate::model::onnx::{Attr, ExportError, GraphBuilder};
+
+/// The head's network: the code's standardisation, then its layers.
+pub struct Head {
+    mean: Tensor,
+    scale: Tensor,
+    layers: Vec<Linear>,
+    vars: Vec<Var>,
+    pub hidden: usize,
+}
+
+/// How the head's own training went.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HeadFit {
+    pub epochs_run: usize,
+    pub best_epoch: usize,
+    pub validation_loss: f64,
+    pub validation_accuracy: f64,
+}
+
+impl Head {
+    /// A head of `dim` code values to `classes`, with `hidden` ReLU units
+    /// between (0: none), seeded from `rng`; `codes` (`[n, dim]`) give the
+    /// standardisation, `None` leaves the codes as they are.
+    pub fn new(
+        dim: usize,
+        classes: usize,
+        hidden: usize,
+        codes: Option<&Tensor>,
+        rng: &mut ChaCha8Rng,
+    ) -> candle_core::Result<Self> {
+        let device = Device::Cpu;
+        let (mean, scale) = match codes {
+            Some(z) => {
+                let mean = z.mean_keepdim(0)?;
+                let var = z.broadcast_sub(&mean)?.sqr()?.mean_keepdim(0)?;
+                // A dimension that never moves passes through centred.
+                let std = var.sqrt()?.maximum(1e-6)?;
+                (mean, std.recip()?)
+            }
+            None => (
+                Tensor::zeros((1, dim), DType::F32, &device)?,
+                Tensor::ones((1, dim), DType::F32, &device)?,
+            ),
+        };
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
+        let mut layers = Vec::new();
+        let mut width = dim;
+        if hidden > 0 {
+            layers.push(candle_nn::linear(dim, hidden, vb.pp("head_hidden"))?);
+            width = hidden;
+        }
+        layers.push(candle_nn::linear(width, classes, vb.pp("head_out"))?);
+        let vars = super::init::seeded_init(&varmap, rng)?;
+        Ok(Self {
+            mean,
+            scale,
+            layers,
+            vars,
+            hidden,
+        })
+    }
+
+    pub fn vars(&self) -> &[Var] {
+        &self.vars
+    }
+
+    pub fn logits(&self, z: &Tensor) -> candle_core::Result<Tensor> {
+        let mut h = z.broadcast_sub(&self.mean)?.broadcast_mul(&self.scale)?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            h = layer.forward(&h)?;
+            if i + 1 < self.layers.len() {
+                h = h.relu()?;
+            }
+        }
+        Ok(h)
+    }
+
+    /// Class probabilities, `[n, classes]`.
+    pub fn probabilities(&self, z: &Tensor) -> candle_core::Result<Tensor> {
+        candle_nn::ops::softmax(&self.logits(z)?, D::Minus1)
+    }
+
+    pub fn loss(&self, z: &Tensor, labels: &Tensor) -> candle_core::Result<Tensor> {
+        candle_nn::loss::cross_entropy(&self.logits(z)?, labels)
+    }
+
+    /// The share of `labels` the most probable class gets right.
+    pub fn accuracy(&self, z: &Tensor, labels: &[u32]) -> candle_core::Result<f64> {
+        let predicted: Vec<u32> = self.logits(z)?.argmax(D::Minus1)?.to_vec1()?;
+        let right = predicted.iter().zip(labels).filter(|(p, t)| p == t).count();
+        Ok(right as f64 / labels.len().max(1) as f64)
+    }
+
+    /// Writes the head after `latent` (`[N, dim]`) into `graph`; returns
+    /// its `[N, classes]` output of probabilities.
+    pub fn export(&self, graph: &mut GraphBuilder, latent: &str) -> Result<String, ExportError> {
+        let mean = graph.weights("head_mean", &self.mean)?;
+        let scale = graph.weights("head_scale", &self.scale)?;
+        let centred = graph.node("Sub", &[latent, &mean], vec![]);
+        let mut h = graph.node("Mul", &[&centred, &scale], vec![]);
+        for (i, layer) in self.layers.iter().enumerate() {
+            h = graph.linear(&h, layer)?;
+            if i + 1 < self.layers.len() {
+                h = graph.node("Relu", &[&h], vec![]);
+            }
+        }
+        Ok(graph.node("Softmax", &[&h], vec![Attr::Int("axis", 1)]))
+    }
+
+    fn snapshot(&self) -> candle_core::Result<Vec<Tensor>> {
+        self.vars.iter().map(|v| v.as_tensor().copy()).collect()
+    }
+
+    fn restore(&self, snapshot: &[Tensor]) -> candle_core::Result<()> {
+        for (var, value) in self.vars.iter().zip(snapshot) {
+            var.set(value)?;
+        }
+        Ok(())
+    }
+}
+
+/// The labels as the `u32` tensor candle's cross-entropy takes.
+pub fn targets(labels: &[u32]) -> candle_core::Result<Tensor> {
+    Tensor::from_slice(labels, labels.len(), &Device::Cpu)
+}
+
+/// Trains `head` on fixed codes: AdamW on shuffled mini-batches, early
+/// stopping on the held-out codes' cross-entropy, the best epoch kept.
+#[allow(clippy::too_many_arguments)]
+pub fn fit(
+    head: &Head,
+    train_z: &Tensor,
+    train_y: &[u32],
+    val_z: &Tensor,
+    val_y: &[u32],
+    settings: &ActivityConfig,
+    batch_size: usize,
+    weight_decay: f64,
+    rng: &mut ChaCha8Rng,
+) -> candle_core::Result<HeadFit> {
+    let train_t = targets(train_y)?;
+    let val_t = targets(val_y)?;
+    let mut optimizer = AdamW::new(
+        head.vars.clone(),
+        ParamsAdamW {
+            lr: settings.learning_rate,
+            weight_decay,
+            ..Default::default()
+        },
+    )?;
+    let mut order: Vec<u32> = (0..train_y.len() as u32).collect();
+    let mut best: Option<(usize, f64, Vec<Tensor>)> = None;
+    let mut epochs_run = 0;
+    for epoch in 1..=settings.epochs {
+        epochs_run = epoch;
+        order.shuffle(rng);
+        for chunk in order.chunks(batch_size.max(1)) {
+            let idx = Tensor::from_slice(chunk, chunk.len(), &Device::Cpu)?;
+            let loss = head.loss(
+                &train_z.index_select(&idx, 0)?,
+                &train_t.index_select(&idx, 0)?,
+            )?;
+            optimizer.backward_step(&loss)?;
+        }
+        let loss = head.loss(val_z, &val_t)?.to_scalar::<f32>()? as f64;
+        if best.as_ref().is_none_or(|(_, b, _)| loss < *b) {
+            best = Some((epoch, loss, head.snapshot()?));
+        }
+        let best_epoch = best.as_ref().map_or(epoch, |b| b.0);
+        if epoch - best_epoch >= settings.patience {
+            break;
+        }
+    }
+    let (best_epoch, validation_loss, snapshot) = best.expect("at least one epoch ran");
+    head.restore(&snapshot)?;
+    Ok(HeadFit {
+        epochs_run,
+        best_epoch,
+        validation_loss,
+        validation_accuracy: head.accuracy(val_z, val_y)?,
+    })
+}
+
+/// Fits a frozen head on `network`'s codes of the training and held-out
+/// windows (`[n, features]`, normalised); returns it and what the model
+/// file says of it.
+#[allow(clippy::too_many_arguments)]
+pub fn fit_frozen(
+    network: &dyn Autoencoder,
+    labels: &Labels,
+    train_idx: &[usize],
+    val_idx: &[usize],
+    train_x: &Tensor,
+    val_x: &Tensor,
+    settings: &TrainingConfig,
+    rng: &mut ChaCha8Rng,
+) -> candle_core::Result<(Head, ActivityHead)> {
+    let of = |idx: &[usize]| idx.iter().map(|&i| labels.of[i]).collect::<Vec<u32>>();
+    let (train_z, val_z) = (network.forward(train_x)?.1, network.forward(val_x)?.1);
+    let (train_z, val_z) = (train_z.detach(), val_z.detach());
+    let cfg = &settings.activity;
+    let head = Head::new(
+        train_z.dim(1)?,
+        labels.classes.len(),
+        cfg.hidden,
+        Some(&train_z),
+        rng,
+    )?;
+    let fitted = fit(
+        &head,
+        &train_z,
+        &of(train_idx),
+        &val_z,
+        &of(val_idx),
+        cfg,
+        settings.batch_size,
+        settings.weight_decay,
+        rng,
+    )?;
+    let meta = describe(&head, labels, "frozen", fitted.validation_accuracy);
+    Ok((head, meta))
+}
+
+/// A head trained with the encoder (`training.activity.joint_weight >
+/// 0`): the training loop adds [`loss`](Self::loss) to the autoencoder's.
+pub struct Joint {
+    pub head: Head,
+    train_y: Tensor,
+    val_y: Vec<u32>,
+    weight: f64,
+}
+
+impl Joint {
+    /// `None` without labels or with a joint weight of 0.
+    pub fn new(
+        labels: Option<&Labels>,
+        train_idx: &[usize],
+        val_idx: &[usize],
+        dim: usize,
+        settings: &TrainingConfig,
+        rng: &mut ChaCha8Rng,
+    ) -> candle_core::Result<Option<Self>> {
+        let cfg = &settings.activity;
+        let Some(labels) = labels.filter(|_| cfg.joint_weight > 0.0) else {
+            return Ok(None);
+        };
+        let of = |idx: &[usize]| idx.iter().map(|&i| labels.of[i]).collect::<Vec<u32>>();
+        Ok(Some(Self {
+            head: Head::new(dim, labels.classes.len(), cfg.hidden, None, rng)?,
+            train_y: targets(&of(train_idx))?,
+            val_y: of(val_idx),
+            weight: cfg.joint_weight,
+        }))
+    }
+
+    /// The weighted cross-entropy of the training windows `idx` (`batch`).
+    pub fn loss(
+        &self,
+        network: &dyn Autoencoder,
+        batch: &Tensor,
+        idx: &Tensor,
+    ) -> candle_core::Result<Tensor> {
+        let z = network.forward(batch)?.1;
+        self.head.loss(&z, &self.train_y.index_select(idx, 0)?)? * self.weight
+    }
+
+    pub fn validation_loss(
+        &self,
+        network: &dyn Autoencoder,
+        val_x: &Tensor,
+    ) -> candle_core::Result<Tensor> {
+        let z = network.forward(val_x)?.1;
+        self.head.loss(&z, &targets(&self.val_y)?)? * self.weight
+    }
+
+    pub fn finish(
+        self,
+        network: &dyn Autoencoder,
+        labels: &Labels,
+        val_x: &Tensor,
+    ) -> candle_core::Result<(Head, ActivityHead)> {
+        let z = network.forward(val_x)?.1;
+        let accuracy = self.head.accuracy(&z, &self.val_y)?;
+        let meta = describe(&self.head, labels, "joint", accuracy);
+        Ok((self.head, meta))
+    }
+}
+
+/// What the model file says of a head.
+pub fn describe(head: &Head, labels: &Labels, encoder: &str, accuracy: f64) -> ActivityHead {
+    ActivityHead {
+        label: labels.column.clone(),
+        classes: labels.classes.clone(),
+        output: ActivityHead::default_output(),
+        hidden: head.hidden,
+        encoder: encoder.into(),
+        validation_accuracy: Some(accuracy),
+    }
+}
+
+/// The classes a column's windows carry, in sorted order, with each
+/// window's index into them; an error in words when there are fewer than
+/// two.
+pub fn classes_of(names: &[String], of: &[u32]) -> Result<(Vec<String>, Vec<u32>), String> {
+    let mut present: Vec<&String> = of.iter().map(|l| &names[*l as usize]).collect();
+    present.sort();
+    present.dedup();
+    if present.len() < 2 {
+        return Err(match present.first() {
+            Some(one) => format!(
+                "has one class ({one:?}) in its {} windows; an activity head needs two or more",
+                of.len()
+            ),
+            None => "has no labelled windows".into(),
+        });
+    }
+    let classes: Vec<String> = present.into_iter().cloned().collect();
+    let index = of
+        .iter()
+        .map(|l| classes.binary_search(&names[*l as usize]).expect("present") as u32)
+        .collect();
+    Ok((classes, index))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn classes_are_sorted_and_one_class_is_refused() {
+        let names = vec!["b".to_string(), "a".to_string(), "c".to_string()];
+        let (classes, of) = classes_of(&names, &[0, 1, 0]).unwrap();
+        assert_eq!(classes, ["a", "b"]);
+        assert_eq!(of, [1, 0, 1]);
+        let err = classes_of(&names, &[2, 2]).unwrap_err();
+        assert!(err.contains("one class (\"c\") in its 2 windows"), "{err}");
+    }
+
+    #[test]
+    fn a_head_learns_separable_codes() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let (mut z, mut y) = (Vec::new(), Vec::new());
+        for i in 0..120 {
+            let class = (i % 3) as u32;
+            z.extend([class as f32 * 3.0 + 0.01 * i as f32, -(class as f32), 0.5]);
+            y.push(class);
+        }
+        let z = Tensor::from_vec(z, (120, 3), &Device::Cpu).unwrap();
+        for hidden in [0, 8] {
+            let head = Head::new(3, 3, hidden, Some(&z), &mut rng).unwrap();
+            let settings = ActivityConfig {
+                hidden,
+                learning_rate: 0.05,
+                ..Default::default()
+            };
+            let fit = fit(&head, &z, &y, &z, &y, &settings, 16, 0.0, &mut rng).unwrap();
+            assert_eq!(fit.validation_accuracy, 1.0, "hidden {hidden}");
+            let p: Vec<Vec<f32>> = head.probabilities(&z).unwrap().to_vec2().unwrap();
+            assert!(p
+                .iter()
+                .all(|row| (row.iter().sum::<f32>() - 1.0).abs() < 1e-5));
+        }
+    }
+}

@@ -1,0 +1,322 @@
+//! The activity head (`train --label COL`): its probabilities travel in
+//! the model file as the output `activity_probs`, onnxruntime reads them
+//! from the file alone (scripts/latent_score.py), and the daemon publishes
+//! the most probable class and its probability as `activity` and
+//! `confidence` (JSON lines on both backends, and MQTT); `evaluate`
+//! reports the head with a confusion matrix; a label column that is
+//! missing or holds one class is refused naming the column and the file.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use accelwatch::config::Config;
+use accelwatch::sink::mqtt::config::MqttOutputConfig;
+use accelwatch::source::config::InputKind;
+
+use crate::common::mosquitto::{client, Mosquitto, Received};
+use crate::common::*;
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// demo.csv with a `take` column: each device's run of one exercise is a
+/// take of its own, so that every take's held-out tail has its class.
+fn takes_csv(dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(demo_csv()).unwrap();
+    let mut lines = text.lines();
+    let header = lines.next().unwrap();
+    let cols: Vec<&str> = header.split(',').collect();
+    let at = |name: &str| cols.iter().position(|c| *c == name).unwrap();
+    let (device, exercise) = (at("device"), at("exercise"));
+    let mut out = format!("take,{header}\n");
+    let (mut take, mut last) = (0, String::new());
+    for line in lines {
+        let f: Vec<&str> = line.split(',').collect();
+        let key = format!("{}/{}", f[device], f[exercise]);
+        if key != last {
+            take += 1;
+            last = key;
+        }
+        out += &format!("{take},{line}\n");
+    }
+    let path = dir.join("takes.csv");
+    write(&path, &out);
+    path
+}
+
+fn train_with_head(dir: &Path, data: &Path) -> PathBuf {
+    let model = dir.join("head.onnx");
+    let out = accelwatch()
+        .args(["train", "--config"])
+        .arg(repo().join("configs/default.toml"))
+        .arg("--data")
+        .arg(data)
+        .args(["--device-column", "take", "--variant", "basic"])
+        .args(["--epochs", "60", "--latent", "8", "--label", "exercise"])
+        .arg("--out")
+        .arg(&model)
+        .run();
+    let text = stderr(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("activity head (exercise, 4 classes, 64 hidden): held-out accuracy"),
+        "{text}"
+    );
+    model
+}
+
+type Probabilities = HashMap<(String, u64), Vec<f64>>;
+
+/// The head's classes and each window's probabilities, from onnxruntime.
+fn onnxruntime_probabilities(model: &Path, data: &Path) -> (Vec<String>, Probabilities) {
+    let out = std::process::Command::new("python3")
+        .arg(repo().join("scripts/latent_score.py"))
+        .arg(model)
+        .arg(data)
+        .arg("take")
+        .run_within(Duration::from_secs(300))
+        .unwrap_or_else(|e| panic!("cannot run python3: {e}; {PIP_INSTALL}"));
+    assert!(out.status.success(), "{PIP_INSTALL}: {}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let classes = v["classes"]
+        .as_array()
+        .expect("the metadata names the classes")
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect();
+    let probs = v["windows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            let p: Vec<f64> = w["activity"]
+                .as_array()
+                .expect("an activity output")
+                .iter()
+                .map(|p| p.as_f64().unwrap())
+                .collect();
+            let id = (
+                w["device"].as_str().unwrap().to_string(),
+                w["seq"].as_u64().unwrap(),
+            );
+            (id, p)
+        })
+        .collect();
+    (classes, probs)
+}
+
+/// Every published window's (activity, confidence) matches the most
+/// probable class of onnxruntime's probabilities; returns how many.
+fn check_published<'a>(
+    windows: impl Iterator<Item = &'a serde_json::Value>,
+    classes: &[String],
+    expected: &Probabilities,
+    what: &str,
+) -> usize {
+    let mut n = 0;
+    for w in windows {
+        let id = (
+            w["device"].as_str().unwrap().to_string(),
+            w["seq"].as_u64().unwrap(),
+        );
+        let p = &expected[&id];
+        assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-4, "{id:?}: {p:?}");
+        let best = p.iter().copied().fold(f64::MIN, f64::max);
+        let confidence = w["confidence"].as_f64().expect("a confidence");
+        assert!(
+            (confidence - best).abs() <= 1e-4,
+            "{what} {id:?}: confidence {confidence}, onnxruntime {best}"
+        );
+        let activity = w["activity"].as_str().expect("an activity");
+        let at = classes.iter().position(|c| c == activity).unwrap();
+        // A near tie may go either way in float32; anything else is not.
+        assert!(
+            (p[at] - best).abs() <= 1e-4,
+            "{what} {id:?}: activity {activity} ({}), onnxruntime's best {best}",
+            p[at]
+        );
+        n += 1;
+    }
+    n
+}
+
+fn score_lines(model: &Path, data: &Path, backend: &accelwatch::model::BackendOptions) -> String {
+    let out = accelwatch_on(backend)
+        .args(["score", "--device-column", "take", "--model"])
+        .arg(model)
+        .arg("--data")
+        .arg(data)
+        .run();
+    assert!(out.status.success(), "{}", stderr(&out));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn the_heads_probabilities_in_the_file_are_what_the_daemon_publishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = takes_csv(dir.path());
+    let model = train_with_head(dir.path(), &data);
+    let (classes, expected) = onnxruntime_probabilities(&model, &data);
+    assert_eq!(classes, ["ABD", "FEL", "PEN", "TRAP"]);
+    assert!(expected.len() > 200, "{} windows", expected.len());
+    for backend in backends() {
+        let text = score_lines(&model, &data, &backend);
+        let windows: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .filter(|v: &serde_json::Value| v["type"] == "window")
+            .collect();
+        let n = check_published(windows.iter(), &classes, &expected, backend.kind.name());
+        assert_eq!(n, expected.len(), "{}: every window", backend.kind.name());
+        // It learned something: most windows of the data it saw are named right.
+        let takes = std::fs::read_to_string(&data).unwrap();
+        let truth: HashMap<String, String> = takes
+            .lines()
+            .skip(1)
+            .map(|l| {
+                let f: Vec<&str> = l.split(',').collect();
+                (f[0].to_string(), f[3].to_string())
+            })
+            .collect();
+        let right = windows
+            .iter()
+            .filter(|w| {
+                w["activity"].as_str()
+                    == truth.get(w["device"].as_str().unwrap()).map(|s| s.as_str())
+            })
+            .count();
+        assert!(
+            right * 2 > windows.len(),
+            "{right} of {} right",
+            windows.len()
+        );
+    }
+    // A model without a head publishes neither key.
+    let text = score_lines(&repo().join("models/demo.onnx"), &data, &backends()[0]);
+    let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(first["type"], "window");
+    assert!(first.get("activity").is_none() && first.get("confidence").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_features_carry_the_activity() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = takes_csv(dir.path());
+    let model = train_with_head(dir.path(), &data);
+    let (classes, expected) = onnxruntime_probabilities(&model, &data);
+    tokio::time::timeout(Duration::from_secs(240), async {
+        let broker = Mosquitto::start();
+        let (_watcher, mut watched) = client(broker.port, "watcher", &["accelwatch/#"]).await;
+        let mut config = Config::default();
+        config.model.path = model.clone();
+        config.input.kind = InputKind::Replay;
+        config.input.replay.path = data.clone();
+        // Paced, so that the output's queue never has to drop a window.
+        config.input.replay.speed = 25.0;
+        config.input.replay.columns.device_column = "take".into();
+        config.output.jsonl = "off".into();
+        config.output.mqtt = Some(MqttOutputConfig {
+            url: Some(broker.url()),
+            features_qos: 1,
+            ..Default::default()
+        });
+        config.telemetry.listen = "127.0.0.1:0".parse().unwrap();
+        let daemon = accelwatch::daemon::Daemon::start(config, Vec::new())
+            .await
+            .expect("the daemon starts");
+        let mut got = Received::default();
+        got.until(&mut watched, "every window", |r| {
+            r.0.iter().filter(|(t, _)| t.ends_with("/features")).count() >= expected.len()
+        })
+        .await;
+        let windows = got
+            .0
+            .iter()
+            .filter(|(t, _)| t.ends_with("/features"))
+            .map(|(_, v)| v);
+        let n = check_published(windows, &classes, &expected, "mqtt");
+        assert_eq!(n, expected.len());
+        stop(daemon).await;
+    })
+    .await
+    .expect("within the deadline");
+}
+
+#[test]
+fn evaluate_reports_the_head_with_a_confusion_matrix() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = takes_csv(dir.path());
+    let model = train_with_head(dir.path(), &data);
+    let report = dir.path().join("report");
+    let out = accelwatch()
+        .args(["evaluate", "--device-column", "take", "--label", "exercise"])
+        .args(["--normal", "PEN", "--group", "device", "--model"])
+        .arg(&model)
+        .arg("--data")
+        .arg(&data)
+        .arg("--report")
+        .arg(&report)
+        .run();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(text.contains("## Activity head"), "{text}");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report.join("report.json")).unwrap())
+            .unwrap();
+    let head = &r["activity"];
+    let confusion: Vec<Vec<u64>> = serde_json::from_value(head["confusion"].clone()).unwrap();
+    let total: u64 = confusion.iter().flatten().sum();
+    let right: u64 = (0..confusion.len()).map(|i| confusion[i][i]).sum();
+    assert_eq!(total, head["windows"].as_u64().unwrap());
+    let accuracy = head["accuracy"].as_f64().unwrap();
+    assert!((accuracy - right as f64 / total as f64).abs() < 1e-9);
+    let groups: Vec<&str> = head["by_group"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["group"].as_str().unwrap())
+        .collect();
+    assert_eq!(groups, ["watch-9", "watch-10"]);
+    let cv = &head["cross_validated"];
+    assert_eq!(cv["folds"], 2);
+    assert!(cv["accuracy"].as_f64().unwrap() > 0.0);
+    let svg = std::fs::read_to_string(report.join("confusion.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("TRAP"));
+}
+
+#[test]
+fn a_label_column_missing_or_of_one_class_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m.onnx");
+    let train = |label: &str| {
+        accelwatch()
+            .args(["train", "--device-column", "series", "--epochs", "2"])
+            .arg("--data")
+            .arg(train_csv())
+            .args(["--label", label, "--out"])
+            .arg(&model)
+            .run()
+    };
+    let out = train("activity");
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(78), "{text}");
+    assert!(
+        text.contains("--label")
+            && text.contains("train-pen.csv has no column \"activity\"")
+            && text.contains("the header has: series,subject,side,exercise"),
+        "{text}"
+    );
+    // train-pen.csv holds pendulum swings only.
+    let out = train("exercise");
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(78), "{text}");
+    assert!(
+        text.contains("--label")
+            && text.contains("column \"exercise\" of")
+            && text.contains("has one class (\"PEN\")"),
+        "{text}"
+    );
+    assert!(!model.exists(), "nothing written");
+}
