@@ -116,6 +116,14 @@ impl WindowRecord {
         }
         out.write_all(b"},\"model\":")?;
         value(out, &*self.model)?;
+        if let Some(activity) = &self.activity {
+            out.write_all(b",\"activity\":")?;
+            value(out, &**activity)?;
+        }
+        if let Some(confidence) = &self.confidence {
+            out.write_all(b",\"confidence\":")?;
+            value(out, confidence)?;
+        }
         out.write_all(b"}")
     }
 }
@@ -273,6 +281,8 @@ mod tests {
                     .collect(),
             },
             model: Arc::from("basic-d05b93f487fd"),
+            activity: None,
+            confidence: None,
             arrival_ms: 5.0,
         }
     }
@@ -339,6 +349,13 @@ mod tests {
         empty.t_start = f64::NAN;
         empty.t_end = -f64::INFINITY;
         same_as_serde(empty);
+        // A model with an activity head adds its class and probability.
+        for (activity, confidence) in [("PEN", 0.93), ("a\"b</c>\n", f32::NAN), ("", 1.0)] {
+            let mut with_head = record("w", &["ax"], 0.5, 0.3);
+            with_head.activity = Some(Arc::from(activity));
+            with_head.confidence = Some(confidence);
+            same_as_serde(with_head);
+        }
     }
 
     /// Alerts and status records keep serde_json's line.
