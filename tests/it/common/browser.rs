@@ -29,23 +29,27 @@ pub fn chromium() -> PathBuf {
         })
 }
 
+/// Chromium's flags for a test: headless, and nothing the page did not ask
+/// for (no network of its own, no first-run or sync work).
+pub const HEADLESS: [&str; 9] = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+];
+
 /// Runs headless chromium on `url` with `extra` arguments, a fresh profile,
 /// no network beyond the page, and `budget_ms` of virtual time for the
 /// page's scripts; its stdout.
 fn run(url: &str, budget_ms: u64, extra: &[String]) -> String {
     let profile = tempfile::tempdir().expect("a profile directory");
     let out = Command::new(chromium())
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--hide-scrollbars",
-        ])
+        .args(HEADLESS)
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg(format!("--virtual-time-budget={budget_ms}"))
         .args(extra)
