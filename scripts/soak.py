@@ -14,8 +14,8 @@ scripts/soak.sh, which builds the release binaries first.
   `--duration` seconds (60), at least `--factor` (5) times what the daemon
   takes in that time (its capacity: the generators, the broker and the
   daemon share the machine's cores, so the daemon is made dearer per sample
-  instead, with a `window.hop` of `--hop` (2) samples: a window scored and
-  published per 2 samples instead of per 64; `window.max_gap_ms` of an hour,
+  instead, with a `window.hop` of `--hop` (1) samples: a window scored and
+  published per sample instead of per 64; `window.max_gap_ms` of an hour,
   so the batches the broker drops do not restart the windows). While
   they run, /healthz and /metrics are timed every 0.2 s (each must answer
   in under 100 ms); RSS and the queue depths (accelwatch_queue_depth) are
@@ -261,7 +261,7 @@ def main():
     o = sub.add_parser("overload", help="several generators flat out; responsiveness and recovery")
     o.add_argument("--generators", type=int, default=5)
     o.add_argument("--duration", type=float, default=60.0)
-    o.add_argument("--hop", type=int, default=2, help="the daemon's window.hop (128-sample windows)")
+    o.add_argument("--hop", type=int, default=1, help="the daemon's window.hop (128-sample windows)")
     o.add_argument("--factor", type=float, default=5.0,
                    help="the least load offered, in multiples of what the daemon takes")
     for p in (c, o):

@@ -5,7 +5,7 @@
 # and /metrics, then checks it recovers. See scripts/soak.py for options.
 #
 # Usage: scripts/soak.sh churn [--ids 1000000] [--every 100000] [--per-second 10000]
-#        scripts/soak.sh overload [--generators 5] [--duration 60] [--hop 4] [--factor 5]
+#        scripts/soak.sh overload [--generators 5] [--duration 60] [--hop 1] [--factor 5]
 # Needs mosquitto (PATH, /usr/sbin, or MOSQUITTO=...). Honours CARGO_TARGET_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
