@@ -45,6 +45,44 @@ pub enum TomlError {
     Invalid(Vec<Problem>),
 }
 
+/// The `config` crate reads a key as a path: `a.b` and `a[3]` address
+/// nested values, and a quoted `'a[-888888888885]'` made it allocate an
+/// array of that length and abort (found by the `config_toml` fuzz
+/// target). No accelwatch key holds `.`, `[` or `]`, so such a key is a
+/// problem before `config` sees it. Text that is no TOML is left to
+/// `config`, which reports where.
+fn path_like_key(text: &str) -> Option<Problem> {
+    use toml::de::{DeTable, DeValue};
+    fn in_table(table: &DeTable<'_>, prefix: &str) -> Option<Problem> {
+        table.iter().find_map(|(key, value)| {
+            let key = key.get_ref();
+            let path = if prefix.is_empty() {
+                key.to_string()
+            } else {
+                format!("{prefix}.{key}")
+            };
+            if key.contains(['.', '[', ']']) {
+                return Some(Problem {
+                    key: path,
+                    message: format!(
+                        "{key:?} is no key of accelwatch's config: a key name never holds '.', '[' or ']'"
+                    ),
+                });
+            }
+            in_value(value.get_ref(), &path)
+        })
+    }
+    fn in_value(value: &DeValue<'_>, path: &str) -> Option<Problem> {
+        match value {
+            DeValue::Table(table) => in_table(table, path),
+            DeValue::Array(items) => items.iter().find_map(|item| in_value(item.get_ref(), path)),
+            _ => None,
+        }
+    }
+    let document = DeTable::parse(text).ok()?;
+    in_table(document.get_ref(), "")
+}
+
 fn format_problems(problems: &[Problem]) -> String {
     problems
         .iter()
@@ -99,6 +137,14 @@ impl Config {
                 path.display().to_string(),
             )));
         }
+        if let Ok(text) = std::fs::read_to_string(path) {
+            if let Some(problem) = path_like_key(&text) {
+                return Err(ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    problems: vec![problem],
+                });
+            }
+        }
         config::Config::builder()
             .add_source(config::File::from(path).format(config::FileFormat::Toml))
             .add_source(
@@ -118,6 +164,9 @@ impl Config {
     /// and checked with [`validate_settings`](Self::validate_settings)
     /// (files it names are not looked at). For the fuzz target and tests.
     pub fn from_toml_str(text: &str) -> Result<Config, TomlError> {
+        if let Some(problem) = path_like_key(text) {
+            return Err(TomlError::Invalid(vec![problem]));
+        }
         let config: Config = config::Config::builder()
             .add_source(config::File::from_str(text, config::FileFormat::Toml))
             .build()
@@ -286,6 +335,46 @@ mod test_support {
             .add_source(config::File::from_str(text, config::FileFormat::Toml))
             .build()?
             .try_deserialize()
+    }
+}
+
+#[cfg(test)]
+mod key_tests {
+    use super::*;
+
+    #[test]
+    fn a_key_config_would_read_as_a_path_is_a_problem_not_an_abort() {
+        // The config_toml fuzz target's finding: `config` allocated an
+        // array of 888 888 888 886 values for this key and aborted.
+        for (text, key) in [
+            ("'3[-888888888885]'=''", "3[-888888888885]"),
+            ("[window]\n'size[2]' = 4", "window.size[2]"),
+            ("[[x]]\n[x.y]\n'a.b' = 1", "x.y.a.b"),
+        ] {
+            match Config::from_toml_str(text) {
+                Err(TomlError::Invalid(problems)) => {
+                    assert_eq!(problems.len(), 1, "{problems:?}");
+                    assert_eq!(problems[0].key, key);
+                    assert!(problems[0].message.contains("never holds"), "{problems:?}");
+                }
+                other => panic!("{text:?}: {other:?}"),
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("accelwatch.toml");
+        std::fs::write(&path, "'3[-888888888885]'=''").unwrap();
+        match Config::load(&path) {
+            Err(ConfigError::Invalid { problems, .. }) => {
+                assert_eq!(problems[0].key, "3[-888888888885]")
+            }
+            other => panic!("{other:?}"),
+        }
+        // Plain keys and text that is no TOML go on to `config` as before.
+        assert!(Config::from_toml_str("[window]\nsize = 64\nhop = 32").is_ok());
+        assert!(matches!(
+            Config::from_toml_str("[window"),
+            Err(TomlError::Load(_))
+        ));
     }
 }
 
