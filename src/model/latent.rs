@@ -3,8 +3,9 @@
 //! initializer `R` (`[M, D]`), and the graph computes, per window code `z`,
 //!
 //! ```text
-//! d²_j = ‖z − c‖² − 2·(z − c)·R'_jᵀ + ‖R'_j‖²    (Sub, Gemm, ReduceSumSquare, Add, Relu)
-//! latent_score = mean over the k smallest d²_j of √d²_j   (TopK, Sqrt, ReduceMean)
+//! g_j  = −2·(z − c)·R'_jᵀ + ‖R'_j‖²              (Sub, Gemm)
+//! d²_j = g_j + ‖z − c‖²  for the k smallest g_j     (TopK, ReduceSumSquare, Add, Relu)
+//! latent_score = mean of √d²_j over those k          (Sqrt, ReduceMean)
 //! ```
 //!
 //! with `c` the references' mean and `R' = R − c` (`R` itself is kept in
@@ -82,17 +83,21 @@ pub fn export_distance(
         &[&z],
         vec![Attr::Ints("axes", vec![1]), Attr::Int("keepdims", 1)],
     );
-    let squared = graph.node("Add", &[&cross, &z_norms], vec![]);
-    // Rounding can leave a tiny negative d² for a code on a reference.
-    let squared = graph.node("Relu", &[&squared], vec![]);
+    // ‖z − c‖² is the same for every reference of a row, so the k nearest
+    // are the k smallest of the Gemm alone: the sum and the Relu then work
+    // on k values per window rather than M. (Rounding is monotonic, so the
+    // k values kept are the same as those of the whole sum.)
     let k = graph.constant_i64("k", vec![k.min(m) as i64]);
     let nearest = graph.node_outputs(
         "TopK",
-        &[&squared, &k],
+        &[&cross, &k],
         vec![Attr::Int("axis", 1), Attr::Int("largest", 0)],
         2,
     );
-    let distances = graph.node("Sqrt", &[&nearest[0]], vec![]);
+    let squared = graph.node("Add", &[&nearest[0], &z_norms], vec![]);
+    // Rounding can leave a tiny negative d² for a code on a reference.
+    let squared = graph.node("Relu", &[&squared], vec![]);
+    let distances = graph.node("Sqrt", &[&squared], vec![]);
     graph.node(
         "ReduceMean",
         &[&distances],

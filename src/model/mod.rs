@@ -18,6 +18,7 @@ pub mod onnx;
 #[cfg(feature = "ort")]
 pub mod ort_backend;
 pub mod scorer;
+mod select_k;
 pub mod signature;
 pub mod tract_backend;
 pub mod train;

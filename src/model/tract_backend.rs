@@ -10,6 +10,7 @@ use tract_onnx::prelude::*;
 
 use super::inference::Inference;
 use super::meta::ModelMetadata;
+use super::select_k::SelectK;
 use super::signature::Signature;
 
 #[derive(Clone)]
@@ -80,7 +81,10 @@ impl TractModel {
             .map_err(|e| e.to_string())?;
         let plan = model
             .into_optimized()
-            .and_then(|m| m.into_runnable())
+            .and_then(|mut m| {
+                SelectK::swap_into(&mut m)?;
+                m.into_runnable()
+            })
             .map_err(|e| format!("the graph does not fit input [N, {input_shape:?}]: {e:#}"))?;
         Ok(Self {
             plan,
