@@ -3,8 +3,9 @@
 //! for a few epochs on the shipped PEN windows; inference time does not
 //! depend on how well it was trained) exported for each score, and every
 //! window of a batch scored through the daemon's [`Scorer`] (normalisation,
-//! inference on tract, the score), at batch 1 and 32: 15 rounds that take
-//! the three in turn, 6 s of each in all, and the median round of each.
+//! inference on tract, the score), at batch 1 and 32, with every training
+//! window as a reference and with half of them: 15 rounds that take them
+//! all in turn, 6 s of each in all, and the median round of each.
 //!
 //! `cargo bench --bench scores` prints a Markdown table; under `cargo test`
 //! it runs briefly as a smoke test.
@@ -38,23 +39,28 @@ fn main() {
     };
     println!(
         "per-window time in µs through the Scorer on tract (lower is better), {} cores, \
-         {} model, {} training windows as references",
+         {} model, {} training windows, references: all of them or the fewer named",
         std::thread::available_parallelism().map_or(1, |n| n.get()),
         config.model.variant.name(),
         set.len()
     );
-    println!("| score | batch | µs per window | against reconstruction |");
-    println!("|---|---|---|---|");
+    println!("| score | references | batch | µs per window | against reconstruction |");
+    println!("|---|---|---|---|---|");
+    // The distance's cost grows with the references kept (model.references).
+    let fewer = set.len() / 2;
     let scores = [
-        ScoreChoice::Reconstruction,
-        ScoreChoice::Latent,
-        ScoreChoice::Combined,
+        (ScoreChoice::Reconstruction, set.len()),
+        (ScoreChoice::Latent, set.len()),
+        (ScoreChoice::Combined, set.len()),
+        (ScoreChoice::Latent, fewer),
+        (ScoreChoice::Combined, fewer),
     ];
     let mut scorers: Vec<Scorer> = scores
         .iter()
-        .map(|&score| {
+        .map(|&(score, references)| {
             let mut arch = config.architecture();
             arch.model.score = score;
+            arch.model.references = references;
             let trained =
                 train::train(&arch, &settings, &input, &set, &mut |_| {}).expect("training");
             let model =
@@ -79,9 +85,13 @@ fn main() {
             }
         }
         let medians: Vec<f64> = rounds.into_iter().map(median).collect();
-        for (score, us) in scores.iter().zip(&medians) {
+        for ((score, references), us) in scores.iter().zip(&medians) {
+            let references = match score {
+                ScoreChoice::Reconstruction => "-".to_string(),
+                _ => references.to_string(),
+            };
             println!(
-                "| {} | {batch} | {us:.2} | {:+.0}% |",
+                "| {} | {references} | {batch} | {us:.2} | {:+.0}% |",
                 score.name(),
                 (us / medians[0] - 1.0) * 100.0
             );

@@ -57,8 +57,18 @@ impl SelectK {
     /// The k best of `row` in order, with their indices, into `best`.
     fn select(&self, row: &[f32], k: usize, best: &mut Vec<(f32, i64)>) {
         best.clear();
+        // The k-th best so far, once there are k: most values are not
+        // better, and one comparison with it sends them on. A NaN kept
+        // while filling is worse than any number, so then every value
+        // takes the full test.
+        let mut kth: Option<f32> = None;
         for (i, &v) in row.iter().enumerate() {
-            if best.len() == k && !self.before(v, best[k - 1].0) {
+            if let Some(kth) = kth {
+                let better = if self.largest { v > kth } else { v < kth };
+                if !better {
+                    continue;
+                }
+            } else if best.len() == k && !self.before(v, best[k - 1].0) {
                 continue;
             }
             // After every kept value that is as good: equal values stay in
@@ -68,6 +78,7 @@ impl SelectK {
                 best.pop();
             }
             best.insert(at, (v, i as i64));
+            kth = (best.len() == k && !best[k - 1].0.is_nan()).then(|| best[k - 1].0);
         }
     }
 }
