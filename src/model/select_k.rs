@@ -5,8 +5,9 @@
 //! to `model.references` distances per window, and that sort cost more than
 //! the rest of the network (docs/measured.md#what-the-scores-cost-per-window).
 //! So the tract backend swaps each `Topk` of the optimised plan that works on
-//! the last axis of a float32 matrix for [`SelectK`], which keeps the k best
-//! in order while it reads the row once. The ONNX file is unchanged, and
+//! the last axis of a float32 matrix, with a constant k no longer than the
+//! row, for [`SelectK`], which keeps the k best in order while it reads the
+//! row once. The ONNX file is unchanged, and
 //! onnxruntime runs its own TopK on it.
 //!
 //! Same outputs as `Topk` (values, then their int64 indices, best first);
@@ -27,8 +28,9 @@ pub struct SelectK {
 }
 
 impl SelectK {
-    /// Swaps every `Topk` on the last axis of a rank-2 float32 input in
-    /// `model` for a [`SelectK`]; returns how many it swapped.
+    /// Swaps every `Topk` on the last axis of a rank-2 float32 input, with
+    /// a constant k in 1..=row length, in `model` for a [`SelectK`];
+    /// returns how many it swapped.
     pub fn swap_into(model: &mut TypedModel) -> TractResult<usize> {
         let mut swapped = 0;
         for id in 0..model.nodes.len() {
@@ -37,6 +39,20 @@ impl SelectK {
             };
             let input = model.outlet_fact(model.nodes[id].inputs[0])?;
             if input.datum_type != f32::datum_type() || input.rank() != 2 || topk.axis != 1 {
+                continue;
+            }
+            // Only a k known now, and within the row: anything else stays
+            // with tract's op and its own handling.
+            let cols = input.shape[1].to_usize().ok();
+            let k = model
+                .outlet_fact(model.nodes[id].inputs[1])?
+                .konst
+                .as_ref()
+                .and_then(|k| k.cast_to_scalar::<i64>().ok());
+            let (Some(cols), Some(k)) = (cols, k) else {
+                continue;
+            };
+            if k < 1 || k as usize > cols {
                 continue;
             }
             model.nodes[id].op = Box::new(SelectK {
@@ -241,5 +257,34 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_k_unknown_or_longer_than_the_row_stays_with_tract() {
+        for k in [0i64, 4, 9] {
+            let mut model = TypedModel::default();
+            let x = model.add_source("x", f32::fact([2, 8])).unwrap();
+            let k_input = model.add_const("k", tensor1(&[k])).unwrap();
+            let topk = Topk {
+                axis: 1,
+                largest: false,
+                fallback_k: TDim::from(k),
+            };
+            let out = model.wire_node("topk", topk, &[x, k_input]).unwrap();
+            model.select_output_outlets(&out).unwrap();
+            let swapped = SelectK::swap_into(&mut model).unwrap();
+            assert_eq!(swapped, usize::from(k == 4), "k = {k} of 8");
+        }
+        let mut model = TypedModel::default();
+        let x = model.add_source("x", f32::fact([2, 8])).unwrap();
+        let k_input = model.add_source("k", i64::fact([1])).unwrap();
+        let topk = Topk {
+            axis: 1,
+            largest: false,
+            fallback_k: TDim::from(3),
+        };
+        let out = model.wire_node("topk", topk, &[x, k_input]).unwrap();
+        model.select_output_outlets(&out).unwrap();
+        assert_eq!(SelectK::swap_into(&mut model).unwrap(), 0, "k an input");
     }
 }
