@@ -21,9 +21,8 @@ use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq)]
 pub struct SelectK {
-    /// Keep the largest values rather than the smallest.
-    pub largest: bool,
-    /// The op it stands for, whose output facts it gives.
+    /// The op it stands for: which values it keeps (`largest`), and the
+    /// output facts it gives.
     pub topk: Topk,
 }
 
@@ -55,10 +54,7 @@ impl SelectK {
             if k < 1 || k as usize > cols {
                 continue;
             }
-            model.nodes[id].op = Box::new(SelectK {
-                largest: topk.largest,
-                topk,
-            });
+            model.nodes[id].op = Box::new(SelectK { topk });
             swapped += 1;
         }
         Ok(swapped)
@@ -67,7 +63,7 @@ impl SelectK {
     /// Whether `a` comes strictly before `b`: NaN (of either sign) after
     /// every number, equal numbers (0 and −0 too) in neither order.
     fn before(&self, a: f32, b: f32) -> bool {
-        !a.is_nan() && (b.is_nan() || if self.largest { a > b } else { a < b })
+        !a.is_nan() && (b.is_nan() || if self.topk.largest { a > b } else { a < b })
     }
 
     /// The k best of `row` in order, with their indices, into `best`.
@@ -80,7 +76,7 @@ impl SelectK {
         let mut kth: Option<f32> = None;
         for (i, &v) in row.iter().enumerate() {
             if let Some(kth) = kth {
-                let better = if self.largest { v > kth } else { v < kth };
+                let better = if self.topk.largest { v > kth } else { v < kth };
                 if !better {
                     continue;
                 }
@@ -190,7 +186,6 @@ mod tests {
             let k = (next() as usize) % (cols + 1);
             for largest in [false, true] {
                 let op = SelectK {
-                    largest,
                     topk: Topk {
                         axis: 1,
                         largest,
