@@ -24,28 +24,18 @@ Normalisations of the recording (`device`), applied before the window:
   running mean would converge to);
 - standard: the recording's mean and standard deviation per channel.
 
-Needs numpy and scikit-learn.
+Needs numpy and scikit-learn (and onnx and onnxruntime, which
+scripts/quality_table.py, whose reader it shares, imports).
 """
-import csv
 import sys
-from collections import defaultdict
 
 import numpy as np
 from sklearn.decomposition import PCA
 from sklearn.model_selection import GroupKFold
 from sklearn.neighbors import KNeighborsClassifier
 
-SIZE, HOP = 128, 64
-ALL = ["ax", "ay", "az", "wx", "wy", "wz"]
-
-
-def read(path):
-    rows, meta = defaultdict(list), {}
-    with open(path, newline="") as f:
-        for r in csv.DictReader(f):
-            rows[r["series"]].append([float(r[c]) for c in ALL])
-            meta[r["series"]] = (int(r["subject"]), r["exercise"])
-    return {s: (np.asarray(v, np.float32), *meta[s]) for s, v in rows.items()}
+# The same recordings and windows as the quality table's.
+from quality_table import HOP, SIZE, read_recordings
 
 
 def windows(recordings, device):
@@ -97,7 +87,7 @@ def accuracy(x, exercises, subjects):
 
 
 def main(path):
-    recordings = read(path)
+    recordings = read_recordings(path)
     print("| device normalisation | channels | transformation | 5-NN accuracy | 5-NN on PCA-16 |")
     print("|---|---|---|---|---|")
     for device in ["none", "mean", "standard"]:

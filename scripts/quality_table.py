@@ -48,19 +48,23 @@ CHANNEL_SETS = [["ax", "ay", "az"], ["ax", "ay", "az", "wx", "wy", "wz"]]
 ALL = ["ax", "ay", "az", "wx", "wy", "wz"]
 
 
-def read_windows(path):
+def read_recordings(path):
+    """Every recording (`series`) of watch.csv: {series: (values [T, 6], subject, exercise)}."""
     rows, meta = defaultdict(list), {}
     with open(path, newline="") as f:
         for r in csv.DictReader(f):
             rows[r["series"]].append([float(r[c]) for c in ALL])
             meta[r["series"]] = (int(r["subject"]), r["exercise"])
+    return {s: (np.asarray(v, dtype=np.float32), *meta[s]) for s, v in rows.items()}
+
+
+def read_windows(path):
     windows, subjects, exercises = [], [], []
-    for series, values in rows.items():
-        values = np.asarray(values, dtype=np.float32)
+    for values, subject, exercise in read_recordings(path).values():
         for start in range(0, len(values) - SIZE + 1, HOP):
             windows.append(values[start:start + SIZE])
-            subjects.append(meta[series][0])
-            exercises.append(meta[series][1])
+            subjects.append(subject)
+            exercises.append(exercise)
     return np.stack(windows), np.asarray(subjects), np.asarray(exercises)
 
 
