@@ -15,15 +15,23 @@ use crate::daemon::service::serve;
 use crate::daemon::Daemon;
 use crate::sink::console::ConsoleSink;
 
-const DEMO_TRAIN: &str = include_str!("../../data/watch/train-pen.csv");
-const DEMO_REPLAY: &str = include_str!("../../data/watch/demo.csv");
+// data/watch/train-pen.csv and demo.csv, deflated by build.rs: they are
+// most of what the binary carries besides code.
+const DEMO_TRAIN: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/train-pen.csv.deflate"));
+const DEMO_REPLAY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/demo.csv.deflate"));
+
+/// The CSV text of a recording the binary carries.
+fn inflate(packed: &[u8]) -> anyhow::Result<Vec<u8>> {
+    miniz_oxide::inflate::decompress_to_vec(packed)
+        .map_err(|error| anyhow!("the demo data inside this binary is damaged: {error:?}"))
+}
 
 pub async fn run(args: DemoArgs) -> Result<(), Failure> {
     let dir = tempfile::tempdir().context("creating a temporary directory")?;
     let train_path = dir.path().join("train-pen.csv");
     let replay_path = dir.path().join("demo.csv");
-    std::fs::write(&train_path, DEMO_TRAIN).context("writing the demo data")?;
-    std::fs::write(&replay_path, DEMO_REPLAY).context("writing the demo data")?;
+    std::fs::write(&train_path, inflate(DEMO_TRAIN)?).context("writing the demo data")?;
+    std::fs::write(&replay_path, inflate(DEMO_REPLAY)?).context("writing the demo data")?;
     let mut config = Config::default();
     config.input.replay.path = replay_path;
     config.input.replay.speed = args.speed;
@@ -216,5 +224,30 @@ mod mqtt {
         printer.abort();
         publisher_loop.abort();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_recordings_inside_the_binary_are_the_shipped_files_byte_for_byte() {
+        let shipped = |name: &str| {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("data/watch")
+                .join(name);
+            std::fs::read(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display()))
+        };
+        assert_eq!(inflate(DEMO_TRAIN).unwrap(), shipped("train-pen.csv"));
+        assert_eq!(inflate(DEMO_REPLAY).unwrap(), shipped("demo.csv"));
+        // Deflated, or the cut in binary size is gone.
+        assert!(DEMO_TRAIN.len() + DEMO_REPLAY.len() < shipped("train-pen.csv").len());
+    }
+
+    #[test]
+    fn damaged_demo_data_is_an_error_not_a_panic() {
+        let error = inflate(&DEMO_TRAIN[..DEMO_TRAIN.len() / 2]).unwrap_err();
+        assert!(error.to_string().contains("damaged"), "{error}");
     }
 }

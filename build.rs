@@ -1,0 +1,22 @@
+//! Deflates the demo's recordings (data/watch/train-pen.csv and demo.csv)
+//! into OUT_DIR, where `src/cmd/demo.rs` includes them: the binary carries
+//! 1.0 MB rather than 2.7 MB of CSV text, and the repository keeps the plain
+//! files that the README's commands and the tests read.
+
+use std::path::{Path, PathBuf};
+
+const DEMO_RECORDINGS: [&str; 2] = ["train-pen.csv", "demo.csv"];
+
+fn main() {
+    let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    for name in DEMO_RECORDINGS {
+        let source = Path::new("data/watch").join(name);
+        println!("cargo:rerun-if-changed={}", source.display());
+        let text = std::fs::read(&source)
+            .unwrap_or_else(|error| panic!("reading {}: {error}", source.display()));
+        let packed = miniz_oxide::deflate::compress_to_vec(&text, 9);
+        let target = out_dir.join(format!("{name}.deflate"));
+        std::fs::write(&target, packed)
+            .unwrap_or_else(|error| panic!("writing {}: {error}", target.display()));
+    }
+}
