@@ -9,8 +9,10 @@ const DEMO_RECORDINGS: [&str; 2] = ["train-pen.csv", "demo.csv"];
 
 fn main() {
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let manifest_dir =
+        std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
     for name in DEMO_RECORDINGS {
-        let source = Path::new("data/watch").join(name);
+        let source = Path::new(&manifest_dir).join("data/watch").join(name);
         println!("cargo:rerun-if-changed={}", source.display());
         let text = std::fs::read(&source)
             .unwrap_or_else(|error| panic!("reading {}: {error}", source.display()));
