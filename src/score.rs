@@ -14,6 +14,31 @@ pub fn mean_squared_error(input: &[f32], reconstruction: &[f32]) -> f32 {
 
 /// Mean squared error of each channel of a time-major window.
 pub fn channel_errors(input: &[f32], reconstruction: &[f32], channels: usize) -> Vec<f32> {
+    // The common channel counts get a loop whose sums stay in registers,
+    // without a bounds check per value: this was 8 % of the daemon's CPU on
+    // binary input. Every count adds frame by frame in the same order, so
+    // the errors are the same to the bit.
+    let sums = match channels {
+        1 => fixed_channel_sums::<1>(input, reconstruction).to_vec(),
+        3 => fixed_channel_sums::<3>(input, reconstruction).to_vec(),
+        6 => fixed_channel_sums::<6>(input, reconstruction).to_vec(),
+        _ => any_channel_sums(input, reconstruction, channels),
+    };
+    let frames = (input.len() / channels).max(1) as f32;
+    sums.iter().map(|s| s / frames).collect()
+}
+
+fn fixed_channel_sums<const C: usize>(input: &[f32], reconstruction: &[f32]) -> [f32; C] {
+    let mut sums = [0f32; C];
+    for (x, r) in input.chunks_exact(C).zip(reconstruction.chunks_exact(C)) {
+        for c in 0..C {
+            sums[c] += (x[c] - r[c]) * (x[c] - r[c]);
+        }
+    }
+    sums
+}
+
+fn any_channel_sums(input: &[f32], reconstruction: &[f32], channels: usize) -> Vec<f32> {
     let mut sums = vec![0f32; channels];
     for (x, r) in input
         .chunks_exact(channels)
@@ -23,8 +48,7 @@ pub fn channel_errors(input: &[f32], reconstruction: &[f32], channels: usize) ->
             sums[c] += (x[c] - r[c]) * (x[c] - r[c]);
         }
     }
-    let frames = (input.len() / channels).max(1) as f32;
-    sums.iter().map(|s| s / frames).collect()
+    sums
 }
 
 /// The `q` quantile with linear interpolation between order statistics
@@ -44,6 +68,32 @@ pub fn quantile(values: &mut [f32], q: f64) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fixed_channel_loops_give_the_general_loops_errors_to_the_bit() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        for channels in 1..=8 {
+            for frames in [0, 1, 2, 127, 128] {
+                // A stray value past the last whole frame is ignored by both.
+                let len = frames * channels + usize::from(frames % 2 == 1);
+                let x: Vec<f32> = (0..len).map(|_| rng.random_range(-4.0..4.0)).collect();
+                let r: Vec<f32> = (0..len).map(|_| rng.random_range(-4.0..4.0)).collect();
+                let general: Vec<f32> = any_channel_sums(&x, &r, channels)
+                    .iter()
+                    .map(|s| s / (len / channels).max(1) as f32)
+                    .collect();
+                let errors = channel_errors(&x, &r, channels);
+                assert_eq!(errors.len(), channels);
+                let bits = |v: &[f32]| v.iter().map(|e| e.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&errors),
+                    bits(&general),
+                    "{channels} channels, {frames} frames"
+                );
+            }
+        }
+    }
 
     #[test]
     fn errors_per_window_and_channel() {
