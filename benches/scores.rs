@@ -59,7 +59,7 @@ fn main() {
         .iter()
         .map(|&(score, references)| {
             let mut arch = config.architecture();
-            arch.model.score = score;
+            arch.model.score = Some(score);
             arch.model.references = references;
             let trained =
                 train::train(&arch, &settings, &input, &set, &mut |_| {}).expect("training");

@@ -317,6 +317,12 @@ pub async fn run(args: &Args) -> Result<Sent, String> {
         .set_max_packet_size(1 << 20, 1 << 20)
         .set_inflight(1000);
     let (client, mut eventloop) = AsyncClient::new(options, 1024);
+    // Real devices each have a connection of their own; on one shared
+    // connection Nagle's algorithm would hold their messages back and send
+    // them in bursts a delayed ACK (~40 ms) apart.
+    let mut network = eventloop.network_options();
+    network.set_tcp_nodelay(true);
+    eventloop.set_network_options(network);
     let (connected_tx, connected_rx) = tokio::sync::oneshot::channel();
     let acked = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let acks = acked.clone();

@@ -253,26 +253,28 @@ impl Config {
                 config.input.sample_rate_hz, meta.id, meta.sample_rate_hz
             ),
         );
-        // A model is served with the score its threshold was calibrated for;
-        // asking another one of it is an error rather than a silent change.
-        let asked = config.model.score;
-        let own = meta.score.choice_name();
-        check(
-            asked == crate::model::config::ScoreChoice::Reconstruction || asked.name() == own,
-            "model.score",
-            format!(
-                "{:?}, but model {} is scored by {own}{}; train one with model.score = {:?}, \
-                 or set model.score = \"reconstruction\" to serve it as it is",
-                asked.name(),
-                meta.id,
-                if meta.score.needs_latent_score() {
-                    ""
-                } else {
-                    " (it has no latent_score output)"
-                },
-                asked.name()
-            ),
-        );
+        // A model is served with the score its threshold was calibrated for:
+        // absent, model.score is the file's own; a score asked of a model
+        // calibrated for another is an error rather than a silent change.
+        if let Some(asked) = config.model.score {
+            let own = meta.score.choice_name();
+            check(
+                asked.name() == own,
+                "model.score",
+                format!(
+                    "{:?}, but model {} is scored by {own}{}; train one with model.score = {:?}, \
+                     or leave model.score out to serve it as it is",
+                    asked.name(),
+                    meta.id,
+                    if meta.score.needs_latent_score() {
+                        ""
+                    } else {
+                        " (it has no latent_score output)"
+                    },
+                    asked.name()
+                ),
+            );
+        }
         problems
     }
 

@@ -308,6 +308,6 @@ pub fn model_onnx(data: &[u8]) {
             .runtime
             .run(&vec![0.5; features], 1)
             .expect("a loaded model answers a window");
-        assert_eq!(inference.reconstruction.len(), features);
+        assert_eq!(inference.reconstruction.len(), model.meta.target_features());
     }
 }

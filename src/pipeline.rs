@@ -207,6 +207,7 @@ impl ScoreStage {
     fn evidence(&self, i: usize, window: &Window, score: f32, errors: &[f32]) -> Evidence {
         let meta = &self.scorer.model().meta;
         let channels = self.channel_names.len();
+        // A model with a front end has no reconstruction of the samples.
         let reconstruction = self.scorer.reconstruction(i).unwrap_or_default();
         let time_ms = crate::clock::unix_ms();
         Evidence {
@@ -226,7 +227,17 @@ impl ScoreStage {
             channels: self.channel_names.to_vec(),
             channel_error: errors.to_vec(),
             samples: by_channel(&window.data, channels),
-            reconstruction: by_channel(&reconstruction, channels),
+            reconstruction: match meta.front_end {
+                Some(_) => Vec::new(),
+                None => by_channel(&reconstruction, channels),
+            },
+            features: self.scorer.front_end(i).zip(meta.front_end.as_ref()).map(
+                |((values, reconstruction), front_end)| crate::evidence::EvidenceFeatures {
+                    rows: front_end.row_names(),
+                    values: by_channel(&values, channels),
+                    reconstruction: by_channel(&reconstruction, channels),
+                },
+            ),
             normalization: meta.normalization.as_ref().map(|n| EvidenceNormalization {
                 mean: n.mean.clone(),
                 std: n.std.clone(),

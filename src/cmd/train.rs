@@ -123,9 +123,13 @@ pub fn train_model(
         model: config.model.clone(),
     };
     eprintln!(
-        "training a {} autoencoder ({} inputs, latent {}) on {} windows of {} x {} from {} streams ({} rows) of {}",
+        "training a {} autoencoder ({} inputs{}, latent {}) on {} windows of {} x {} from {} streams ({} rows) of {}",
         arch.model.variant.name(),
         arch.features(),
+        match arch.model.input {
+            crate::model::config::ModelInput::Raw => String::new(),
+            kind => format!(": the {} front end's", kind.name()),
+        },
         arch.latent_dim(),
         set.len(),
         spec.size,
@@ -150,11 +154,8 @@ pub fn train_model(
     let check_windows = set.len().min(64);
     let gap = train::export_gap(&trained, &set.data[..check_windows * set.features])
         .map_err(|e| anyhow!("re-reading the exported model: {e}"))?;
-    if gap > 1e-4 {
-        return Err(anyhow!(
-            "the exported model differs from the trained one by {gap} (more than 1e-4)"
-        )
-        .into());
+    if let Some(problem) = gap.problem() {
+        return Err(anyhow!(problem).into());
     }
     write_atomically(out, &trained.onnx).with_context(|| format!("writing {}", out.display()))?;
     if let Some(head) = &trained.meta.activity {
@@ -180,7 +181,7 @@ pub fn train_model(
     };
     eprintln!(
         "trained {} in {:.1?}: {} training and {} held-out windows{whole}, {} epochs (best {}), \
-         loss {:.5}, validation loss {:.5}, {}threshold {:.5} (q{}), candle/tract gap {:.1e}; wrote {} ({} bytes)",
+         loss {:.5}, validation loss {:.5}, {}threshold {:.5} (q{}), candle/tract gap {}; wrote {} ({} bytes)",
         trained.meta.id,
         s.elapsed,
         s.train_windows,

@@ -51,9 +51,10 @@ fn squared_errors(e: &Evidence, c: usize) -> Vec<f64> {
         .copied()
         .filter(|s| *s > 0.0)
         .unwrap_or(1.0) as f64;
+    let reconstruction: &[f32] = e.reconstruction.get(c).map_or(&[], Vec::as_slice);
     e.samples[c]
         .iter()
-        .zip(&e.reconstruction[c])
+        .zip(reconstruction)
         .map(|(x, r)| ((*x as f64 - *r as f64) / std).powi(2))
         .collect()
 }
@@ -61,7 +62,9 @@ fn squared_errors(e: &Evidence, c: usize) -> Vec<f64> {
 /// The evidence as an SVG.
 pub fn evidence_plot(e: &Evidence) -> String {
     let channels = e.channels.len();
-    let height = HEADER + SCORES + CHANNEL * channels as u32;
+    // A front end's model gets a second panel per channel: its features.
+    let panels_per_channel = 1 + e.features.is_some() as usize;
+    let height = HEADER + SCORES + CHANNEL * (channels * panels_per_channel) as u32;
     svg((WIDTH, height), |root| {
         let (header, rest) = root.split_vertically(HEADER);
         let title = format!(
@@ -83,9 +86,12 @@ pub fn evidence_plot(e: &Evidence) -> String {
         header.draw_text(&detail, &(FONT, 14).into_text_style(&header), (14, 42))?;
         let (scores, channels_area) = rest.split_vertically(SCORES);
         score_panel(&scores, e)?;
-        let panels = channels_area.split_evenly((channels.max(1), 1));
-        for (c, panel) in panels.iter().enumerate().take(channels) {
-            channel_panel(panel, e, c)?;
+        let panels = channels_area.split_evenly((channels.max(1) * panels_per_channel, 1));
+        for (c, pair) in panels.chunks(panels_per_channel).enumerate().take(channels) {
+            channel_panel(&pair[0], e, c)?;
+            if let (Some(features), Some(panel)) = (&e.features, pair.get(1)) {
+                features_panel(panel, e, features, c)?;
+            }
         }
         Ok(())
     })
@@ -180,18 +186,20 @@ fn channel_panel(
     };
     let t = |i: usize| i as f64 * dt;
     let x = 0.0..t(frames.saturating_sub(1)).max(dt);
-    let y = range(
-        e.samples[c]
-            .iter()
-            .chain(&e.reconstruction[c])
-            .map(|v| *v as f64),
-    );
+    // A front end's model reconstructs features, not samples: none here.
+    let reconstruction: &[f32] = e.reconstruction.get(c).map_or(&[], Vec::as_slice);
+    let y = range(e.samples[c].iter().chain(reconstruction).map(|v| *v as f64));
     let errors = squared_errors(e, c);
     let top = errors.iter().copied().fold(0.0, f64::max).max(1e-9) * 1.15;
     let mut chart = ChartBuilder::on(area)
         .caption(
             format!(
-                "{name}: signal against reconstruction; channel error {} (mean squared, normalised)",
+                "{name}: {}; channel error {} (mean squared, normalised)",
+                if reconstruction.is_empty() {
+                    "the signal the features below were computed from"
+                } else {
+                    "signal against reconstruction"
+                },
                 tick(e.channel_error[c] as f64)
             ),
             (FONT, 16).into_font(),
@@ -236,7 +244,7 @@ fn channel_panel(
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], SIGNAL.stroke_width(2)));
     chart
         .draw_series(LineSeries::new(
-            e.reconstruction[c]
+            reconstruction
                 .iter()
                 .enumerate()
                 .map(|(i, v)| (t(i), *v as f64)),
@@ -246,6 +254,76 @@ fn channel_panel(
         .legend(|(x, y)| {
             PathElement::new(vec![(x, y), (x + 16, y)], RECONSTRUCTION.stroke_width(2))
         });
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.4))
+        .label_font((FONT, 13))
+        .draw()?;
+    Ok(())
+}
+
+/// A front end's features of channel `c` against the model's
+/// reconstruction of them, one point per row (statistics, then DFT bins),
+/// in standardised feature units: what the model scored.
+fn features_panel(
+    area: &DrawingArea<SVGBackend, plotters::coord::Shift>,
+    e: &Evidence,
+    f: &crate::evidence::EvidenceFeatures,
+    c: usize,
+) -> super::plots::DrawResult {
+    let (values, reconstruction) = (&f.values[c], &f.reconstruction[c]);
+    let rows = f.rows.len();
+    let x = -0.5..rows as f64 - 0.5;
+    let y = range(values.iter().chain(reconstruction).map(|v| *v as f64));
+    let mut chart = ChartBuilder::on(area)
+        .caption(
+            format!(
+                "{}: the model's features against its reconstruction (standardised)",
+                e.channels[c]
+            ),
+            (FONT, 16).into_font(),
+        )
+        .margin(10)
+        .x_label_area_size(34)
+        .y_label_area_size(70)
+        .right_y_label_area_size(70)
+        .build_cartesian_2d(x, y)?;
+    let names = f.rows.clone();
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(rows)
+        .x_desc("feature")
+        .y_desc("standardised value")
+        .x_label_formatter(&|v| {
+            let i = v.round();
+            match names.get(i as usize) {
+                Some(name) if (v - i).abs() < 1e-6 && i >= 0.0 => name.clone(),
+                _ => String::new(),
+            }
+        })
+        .y_label_formatter(&|v| tick(*v))
+        .label_style((FONT, 12))
+        .draw()?;
+    for (series, color, label) in [
+        (values, SIGNAL, "features of the window"),
+        (reconstruction, RECONSTRUCTION, "reconstruction"),
+    ] {
+        let points: Vec<(f64, f64)> = series
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (i as f64, *v as f64))
+            .collect();
+        chart.draw_series(points.iter().map(|p| Circle::new(*p, 3, color.filled())))?;
+        chart
+            .draw_series(LineSeries::new(points, color.stroke_width(2)))?
+            .label(label)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
+            });
+    }
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperRight)
@@ -287,6 +365,7 @@ mod tests {
                 vec![0.0; 128],
             ],
             normalization: None,
+            features: None,
             recent: (0..31)
                 .map(|i| RecentScore {
                     seq: i,

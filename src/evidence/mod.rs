@@ -54,6 +54,18 @@ pub struct EvidenceNormalization {
     pub std: Vec<f32>,
 }
 
+/// The front end's features of the raising window and the model's
+/// reconstruction of them, in standardised feature units, one array per
+/// channel, a value per row.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EvidenceFeatures {
+    /// The rows' names (`mean`, `std`, `min`, `max`, `dft1`, …).
+    pub rows: Vec<String>,
+    pub values: Vec<Vec<f32>>,
+    pub reconstruction: Vec<Vec<f32>>,
+}
+
 /// Everything kept about one raised alert: one file of the store.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -81,9 +93,13 @@ pub struct Evidence {
     pub channel_error: Vec<f32>,
     /// The window's samples, one array per channel (units of the input).
     pub samples: Vec<Vec<f32>>,
-    /// The model's reconstruction, in the same units and layout.
+    /// The model's reconstruction, in the same units and layout; empty
+    /// for a model with a front end, which reconstructs `features` instead.
     pub reconstruction: Vec<Vec<f32>>,
     pub normalization: Option<EvidenceNormalization>,
+    /// For a model with a front end: what it reconstructed, in its terms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub features: Option<EvidenceFeatures>,
     /// The device's scores up to and including the raising window, oldest
     /// first (filled in by the writer, which sees every window).
     #[serde(default)]
@@ -133,10 +149,22 @@ impl Evidence {
             Some(format!("id {:?} is not an evidence id", self.id))
         } else if channels == 0
             || self.samples.len() != channels
-            || self.reconstruction.len() != channels
+            || self.reconstruction.len() != self.features.as_ref().map_or(channels, |_| 0)
             || self.channel_error.len() != channels
         {
             Some(format!("arrays do not match the {channels} channels"))
+        } else if let Some(f) = self.features.as_ref().filter(|f| {
+            f.values.len() != channels
+                || f.reconstruction.len() != channels
+                || f.values
+                    .iter()
+                    .chain(&f.reconstruction)
+                    .any(|c| c.len() != f.rows.len())
+        }) {
+            Some(format!(
+                "features do not hold {} rows for each of the {channels} channels",
+                f.rows.len()
+            ))
         } else if frames == 0
             || self
                 .samples

@@ -285,6 +285,7 @@ pub(crate) mod tests {
             samples: vec![vec![0.0, 1.0, 0.5], vec![1.0, 0.0, -0.5]],
             reconstruction: vec![vec![0.1, 0.9, 0.4], vec![0.9, 0.1, -0.4]],
             normalization: None,
+            features: None,
             recent: Vec::new(),
         }
     }

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+pub use crate::model::spectrum::SpectrumConfig;
 use crate::problem::Problems;
 use serde::{Deserialize, Serialize};
 
@@ -64,6 +65,27 @@ impl ScoreChoice {
             ScoreChoice::Reconstruction => "reconstruction",
             ScoreChoice::Latent => "latent",
             ScoreChoice::Combined => "combined",
+        }
+    }
+}
+
+/// What the autoencoder sees of a window (`model.input`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelInput {
+    /// The normalised samples themselves.
+    #[default]
+    Raw,
+    /// Per channel: statistics and DFT magnitudes, computed inside the
+    /// graph ([`crate::model::spectrum`]).
+    Spectrum,
+}
+
+impl ModelInput {
+    pub const fn name(self) -> &'static str {
+        match self {
+            ModelInput::Raw => "raw",
+            ModelInput::Spectrum => "spectrum",
         }
     }
 }
@@ -260,13 +282,20 @@ pub struct ModelConfig {
     pub ort_library: Option<PathBuf>,
     #[serde(default = "ModelConfig::default_variant")]
     pub variant: Variant,
+    /// What `train` feeds the autoencoder: the window, or its spectral
+    /// features (computed inside the model file's graph).
+    #[serde(default)]
+    pub input: ModelInput,
+    #[serde(default)]
+    pub spectrum: SpectrumConfig,
     /// Size of the latent code published per window.
     #[serde(default = "ModelConfig::default_latent")]
     pub latent: usize,
-    /// The anomaly score `train` calibrates the model for; when serving,
-    /// `latent` or `combined` must be the model's own.
-    #[serde(default)]
-    pub score: ScoreChoice,
+    /// The anomaly score `train` calibrates the model for (absent:
+    /// [`ModelConfig::DEFAULT_SCORE`]); when serving, absent means the
+    /// model file's own score, and a value must be the file's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<ScoreChoice>,
     /// k of the latent score: nearest training codes averaged over.
     #[serde(default = "ModelConfig::default_neighbors")]
     pub neighbors: usize,
@@ -304,6 +333,15 @@ impl ModelConfig {
             kind: self.backend,
             ort_library: self.ort_library.clone(),
         }
+    }
+
+    /// The score `train` builds when `model.score` is absent: the best
+    /// measured (docs/measured.md).
+    pub const DEFAULT_SCORE: ScoreChoice = ScoreChoice::Reconstruction;
+
+    /// The score a model trained with this config is calibrated for.
+    pub fn score_to_train(&self) -> ScoreChoice {
+        self.score.unwrap_or(Self::DEFAULT_SCORE)
     }
 
     fn default_path() -> PathBuf {
@@ -344,8 +382,10 @@ impl Default for ModelConfig {
             backend: BackendKind::default(),
             ort_library: None,
             variant: Self::default_variant(),
+            input: ModelInput::default(),
+            spectrum: SpectrumConfig::default(),
             latent: Self::default_latent(),
-            score: ScoreChoice::Reconstruction,
+            score: None,
             neighbors: Self::default_neighbors(),
             references: Self::default_references(),
             max_batch: Self::default_max_batch(),
@@ -388,14 +428,14 @@ impl ModelConfig {
                 self.neighbors, self.references
             ),
         );
-        if self.score != ScoreChoice::Reconstruction {
+        if self.score_to_train() != ScoreChoice::Reconstruction {
             check(
                 !(self.variant == Variant::Vae && self.vae.score == VaeScore::NegElbo),
                 "model.score",
                 format!(
                     "{:?} uses the reconstruction error; it cannot be combined with \
                      model.vae.score = \"neg_elbo\"",
-                    self.score.name()
+                    self.score_to_train().name()
                 ),
             );
         }
@@ -407,6 +447,25 @@ impl ModelConfig {
                 self.backend.name()
             ),
         );
+        check(
+            self.spectrum.bins >= 1 && self.spectrum.bins <= window_size / 2,
+            "model.spectrum.bins",
+            format!(
+                "must be 1 to half of window.size ({}), got {}",
+                window_size / 2,
+                self.spectrum.bins
+            ),
+        );
+        // What the network itself reads: rows of `channels` values.
+        let channels = features / window_size.max(1);
+        let (rows, what) = match self.input {
+            ModelInput::Raw => (window_size, "window.size"),
+            ModelInput::Spectrum => (
+                crate::model::meta::spectrum_rows(self.spectrum.bins),
+                "the spectrum's rows (4 + model.spectrum.bins)",
+            ),
+        };
+        let features = rows * channels;
         check(
             self.hidden.iter().all(|h| *h >= 1),
             "model.hidden",
@@ -429,7 +488,7 @@ impl ModelConfig {
                 units > features,
                 "model.sparse.units",
                 format!(
-                    "must exceed the input size {features} (window.size x channels) to be overcomplete, got {units}"
+                    "must exceed the input size {features} ({what} x channels) to be overcomplete, got {units}"
                 ),
             );
         }
@@ -473,12 +532,15 @@ impl ModelConfig {
         if self.variant == Variant::Conv {
             let divisor = 1usize << conv.filters.len().min(16);
             check(
-                window_size.is_multiple_of(divisor),
-                "window.size",
+                rows.is_multiple_of(divisor),
+                match self.input {
+                    ModelInput::Raw => "window.size",
+                    ModelInput::Spectrum => "model.spectrum.bins",
+                },
                 format!(
-                    "a conv model with {} stride-2 stages needs a multiple of {divisor}, got {}",
+                    "a conv model with {} stride-2 stages needs {what} to be a multiple of \
+                     {divisor}, got {rows}",
                     conv.filters.len(),
-                    window_size
                 ),
             );
         }

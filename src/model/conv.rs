@@ -48,7 +48,7 @@ impl Conv {
             )?);
             inputs = *f;
         }
-        let reduced = arch.window >> cfg.filters.len();
+        let reduced = arch.rows() >> cfg.filters.len();
         let flat = inputs * reduced;
         let mut decoder = Vec::new();
         for i in (0..cfg.filters.len()).rev() {
@@ -66,7 +66,7 @@ impl Conv {
             to_code: candle_nn::linear(flat, arch.model.latent, vb.pp("to_code"))?,
             from_code: candle_nn::linear(arch.model.latent, flat, vb.pp("from_code"))?,
             decoder,
-            window: arch.window,
+            window: arch.rows(),
             channels: c,
             filters: cfg.filters.clone(),
             kernel: k,

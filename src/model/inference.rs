@@ -8,7 +8,8 @@ crate::reason::reason_error!(
 /// What one batch of windows produced.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Inference {
-    /// `n * features` values, time-major per window.
+    /// `n * target_features` values per window: the window's, time-major,
+    /// or the front end's features.
     pub reconstruction: Vec<f32>,
     /// `n * latent_dim` values (none for a model without a latent output).
     pub latent: Vec<f32>,
@@ -18,4 +19,7 @@ pub struct Inference {
     pub latent_score: Option<Vec<f32>>,
     /// `n * classes` probabilities, for models with an activity head.
     pub activity: Option<Vec<f32>>,
+    /// `n * target_features` values: the front end's features, which the
+    /// reconstruction is measured against (none: the input itself).
+    pub target: Option<Vec<f32>>,
 }

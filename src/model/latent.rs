@@ -105,15 +105,72 @@ pub fn export_distance(
     )
 }
 
-/// The same distance in plain Rust, for one code: what the graph must give.
-pub fn distance(z: &[f32], references: &[f32], k: usize) -> f32 {
-    let mut d: Vec<f32> = references
-        .chunks_exact(z.len())
-        .map(|r| z.iter().zip(r).map(|(a, b)| (a - b) * (a - b)).sum::<f32>())
+/// The latent distance of one code, computed exactly (in f64, from the
+/// differences `z − R_j` rather than the graph's expansion), with how far a
+/// float32 graph may honestly lie from it: `(distance, allowed)`.
+///
+/// The graph's d²_j = ‖z − c‖² − 2(z − c)·R'_j + ‖R'_j‖² cancels terms of
+/// size (‖z − c‖ + ‖R'_j‖)², so each d²_j carries an error e_j of a few
+/// float32 ulps of that size, times the D products summed; the order of
+/// those float operations differs between builds and backends. √ turns e_j
+/// into at most min(√e_j, e_j / 2d_j): tiny away from a reference, up to
+/// √e_j on one (a training window's own code). `code_gap`, the largest
+/// difference allowed between the two codes themselves, moves every
+/// distance by as much. A wrong graph (other references, another k, no
+/// centring) misses by far more than this on any window.
+pub fn distance_with_tolerance(
+    z: &[f32],
+    references: &[f32],
+    k: usize,
+    code_gap: f32,
+) -> (f32, f32) {
+    let dim = z.len().max(1);
+    let m = references.len() / dim;
+    let mut mean = vec![0f64; dim];
+    for row in references.chunks_exact(dim) {
+        for (c, v) in mean.iter_mut().zip(row) {
+            *c += *v as f64 / m.max(1) as f64;
+        }
+    }
+    let z_norm = z
+        .iter()
+        .zip(&mean)
+        .map(|(v, c)| (*v as f64 - c).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    let mut rows: Vec<(f64, f64)> = references
+        .chunks_exact(dim)
+        .map(|r| {
+            let squared = z
+                .iter()
+                .zip(r)
+                .map(|(a, b)| (*a as f64 - *b as f64).powi(2))
+                .sum::<f64>();
+            let r_norm = r
+                .iter()
+                .zip(&mean)
+                .map(|(v, c)| (*v as f64 - c).powi(2))
+                .sum::<f64>()
+                .sqrt();
+            (squared, r_norm)
+        })
         .collect();
-    d.sort_by(f32::total_cmp);
-    let k = k.min(d.len()).max(1);
-    d[..k].iter().map(|v| v.sqrt()).sum::<f32>() / k as f32
+    rows.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let k = k.min(rows.len()).max(1);
+    let ulps = (2 * dim + 8) as f64 * f32::EPSILON as f64;
+    let (mut distance, mut allowed) = (0f64, 0f64);
+    for &(squared, r_norm) in &rows[..k] {
+        let d = squared.sqrt();
+        let e = ulps * (z_norm + r_norm).powi(2);
+        let rounding = if d > 0.0 {
+            e.sqrt().min(e / (2.0 * d))
+        } else {
+            e.sqrt()
+        };
+        distance += d;
+        allowed += rounding + code_gap as f64 + 4.0 * f32::EPSILON as f64 * d;
+    }
+    ((distance / k as f64) as f32, (allowed / k as f64) as f32)
 }
 
 #[cfg(test)]
@@ -133,8 +190,23 @@ mod tests {
     #[test]
     fn distance_is_the_mean_of_the_k_nearest() {
         let refs = [0.0, 0.0, 3.0, 4.0, 10.0, 0.0];
-        assert_eq!(distance(&[0.0, 0.0], &refs, 1), 0.0);
-        assert_eq!(distance(&[0.0, 0.0], &refs, 2), 2.5);
-        assert_eq!(distance(&[0.0, 0.0], &refs, 9), 5.0);
+        let d = |k| distance_with_tolerance(&[0.0, 0.0], &refs, k, 0.0).0;
+        assert_eq!((d(1), d(2), d(9)), (0.0, 2.5, 5.0));
+    }
+
+    #[test]
+    fn the_tolerance_is_wide_only_on_a_reference() {
+        let refs: Vec<f32> = (0..64)
+            .map(|i| ((i * 37 % 23) as f32 - 11.0) / 4.0)
+            .collect();
+        let on_reference = distance_with_tolerance(&refs[..16], &refs, 1, 0.0);
+        let away: Vec<f32> = refs[..16].iter().map(|v| v + 0.5).collect();
+        let away = distance_with_tolerance(&away, &refs, 1, 0.0);
+        assert_eq!(on_reference.0, 0.0);
+        assert!(
+            on_reference.1 > 1e-3 && on_reference.1 < 0.05,
+            "{on_reference:?}"
+        );
+        assert!(away.0 > 1.0 && away.1 < 1e-3, "{away:?}");
     }
 }

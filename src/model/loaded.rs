@@ -234,6 +234,7 @@ impl LoadedModel {
             .chain(probe.kl.iter().flatten())
             .chain(probe.latent_score.iter().flatten())
             .chain(probe.activity.iter().flatten())
+            .chain(probe.target.iter().flatten())
             .find(|v| !v.is_finite())
         {
             return Err(graph(format!(

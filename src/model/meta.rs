@@ -61,6 +61,68 @@ pub struct ModelMetadata {
     /// probabilities per window; absent for a model without one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub activity: Option<ActivityHead>,
+    /// Features the graph computes from the window and the autoencoder
+    /// reconstructs in place of the window itself; absent: the window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub front_end: Option<FrontEnd>,
+}
+
+/// The statistics of a spectrum front end's rows, before its DFT bins.
+pub const SPECTRUM_STATISTICS: [&str; 4] = ["mean", "std", "min", "max"];
+
+/// Feature rows per channel of a spectrum front end of `bins` DFT bins.
+pub const fn spectrum_rows(bins: usize) -> usize {
+    SPECTRUM_STATISTICS.len() + bins
+}
+
+/// What the autoencoder of a model reconstructs, when not the window: the
+/// graph computes it from the window and gives it as the output `output`
+/// (`[N, rows · C]`, row r of channel c at `r·C + c`), which the
+/// reconstruction output matches in shape and scores are measured against.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum FrontEnd {
+    /// Per channel of the normalised window: mean, standard deviation,
+    /// minimum, maximum, then the magnitude of DFT bins 1..=`bins` of the
+    /// mean-removed window (log(1 + |X_k|) when `log`); each feature
+    /// standardised by the training windows' statistics.
+    Spectrum {
+        bins: usize,
+        log: bool,
+        #[serde(default = "FrontEnd::default_output")]
+        output: String,
+    },
+}
+
+impl FrontEnd {
+    pub fn default_output() -> String {
+        "features".into()
+    }
+
+    /// Feature rows per channel.
+    pub fn rows(&self) -> usize {
+        match self {
+            FrontEnd::Spectrum { bins, .. } => spectrum_rows(*bins),
+        }
+    }
+
+    /// Each feature row's name, in order (`mean` … `max`, `dft1` …).
+    pub fn row_names(&self) -> Vec<String> {
+        match self {
+            FrontEnd::Spectrum { bins, .. } => SPECTRUM_STATISTICS
+                .iter()
+                .map(|s| s.to_string())
+                .chain((1..=*bins).map(|k| format!("dft{k}")))
+                .collect(),
+        }
+    }
+
+    /// The output holding the features the reconstruction is measured against.
+    pub fn output(&self) -> &str {
+        match self {
+            FrontEnd::Spectrum { output, .. } => output,
+        }
+    }
 }
 
 /// A classifier of the latent code that travels in the model file: the
@@ -356,6 +418,17 @@ impl ModelMetadata {
                 return bad("activity: a class name or the output name is empty".into());
             }
         }
+        if let Some(FrontEnd::Spectrum { bins, output, .. }) = &self.front_end {
+            if *bins == 0 || *bins > self.window / 2 || output.is_empty() {
+                return bad(format!(
+                    "front_end: bins {bins} must be 1 to half the window ({}), and output named",
+                    self.window / 2
+                ));
+            }
+            if self.input_layout != InputLayout::Flat {
+                return bad("front_end needs input_layout \"flat\"".into());
+            }
+        }
         if let Some(norm) = &self.normalization {
             let c = self.channels.len();
             if norm.mean.len() != c || norm.std.len() != c {
@@ -376,7 +449,17 @@ impl ModelMetadata {
         Ok(())
     }
 
+    /// Values per window of the input: T·C.
     pub fn features(&self) -> usize {
         self.window * self.channels.len()
+    }
+
+    /// Values per window of what the autoencoder reconstructs: the front
+    /// end's features, else the window's T·C.
+    pub fn target_features(&self) -> usize {
+        match &self.front_end {
+            Some(front_end) => front_end.rows() * self.channels.len(),
+            None => self.features(),
+        }
     }
 }

@@ -20,6 +20,7 @@ pub mod ort_backend;
 pub mod scorer;
 mod select_k;
 pub mod signature;
+pub mod spectrum;
 pub mod tract_backend;
 pub mod train;
 pub mod vae;

@@ -21,7 +21,7 @@ use rand_distr::StandardNormal;
 
 use super::meta::ScoreKind;
 use super::onnx::{ExportError, Exported, GraphBuilder, INPUT};
-use crate::model::config::{Activation, ModelConfig, Variant};
+use crate::model::config::{Activation, ModelConfig, ModelInput, Variant};
 
 /// What to build: the input's shape and the model section of the config.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,8 +40,26 @@ impl Architecture {
         self
     }
 
+    /// Rows of `channels` values the network reads: the window's samples,
+    /// or the front end's feature rows.
+    pub fn rows(&self) -> usize {
+        match self.model.input {
+            ModelInput::Raw => self.window,
+            ModelInput::Spectrum => crate::model::meta::spectrum_rows(self.model.spectrum.bins),
+        }
+    }
+
+    /// Values per window the network reads and reconstructs.
     pub fn features(&self) -> usize {
-        self.window * self.channels
+        self.rows() * self.channels
+    }
+
+    /// The front end a model of this architecture carries, if any.
+    pub fn front_end(&self) -> Option<super::meta::FrontEnd> {
+        match self.model.input {
+            ModelInput::Raw => None,
+            ModelInput::Spectrum => Some(self.model.spectrum.front_end()),
+        }
     }
 
     /// The size of the published latent code.

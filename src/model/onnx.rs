@@ -9,7 +9,11 @@ use tract_onnx::pb;
 
 use super::meta::{InputLayout, ModelMetadata, METADATA_KEY};
 
+/// The tensor the network reads: the graph's input, or for a model with
+/// a front end, the features the front end computes from [`WINDOW_INPUT`].
 pub const INPUT: &str = "x";
+/// The graph input of a model with a front end: the normalised window.
+pub const WINDOW_INPUT: &str = "window";
 pub const RECONSTRUCTION: &str = "reconstruction";
 pub const LATENT: &str = "latent";
 /// Per-window KL divergence of q(z|x) from the prior (variational models).
@@ -149,6 +153,19 @@ impl GraphBuilder {
         output
     }
 
+    /// Adds a node whose one output gets `output` as its name (a tensor
+    /// other parts of the graph know by name, such as [`INPUT`]).
+    pub fn node_named(&mut self, op: &str, inputs: &[&str], attrs: Vec<Attr>, output: &str) {
+        self.nodes.push(pb::NodeProto {
+            name: format!("{output}_node"),
+            op_type: op.into(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![output.to_string()],
+            attribute: attrs.into_iter().map(Attr::proto).collect(),
+            ..Default::default()
+        });
+    }
+
     /// Adds a node with `count` outputs and returns their names.
     pub fn node_outputs(
         &mut self,
@@ -201,6 +218,17 @@ impl GraphBuilder {
         if let Some(probs) = &outputs.activity {
             self.nodes.push(identity(probs, ACTIVITY));
         }
+        // With a front end the graph reads the window, and INPUT is the
+        // front end's features (written by `spectrum::Spectrum::export`).
+        let (input, target) = match &meta.front_end {
+            Some(front_end) => {
+                self.nodes.push(identity(INPUT, front_end.output()));
+                let target = vec![Dim::Batch, Dim::Fixed(meta.target_features())];
+                let port = value_info(front_end.output(), &target);
+                (WINDOW_INPUT, Some((port, target)))
+            }
+            None => (INPUT, None),
+        };
         let classes = meta.activity.as_ref().map_or(0, |h| h.classes.len());
         let input_dims: Vec<Dim> = match meta.input_layout {
             InputLayout::Flat => vec![Dim::Batch, Dim::Fixed(meta.features())],
@@ -214,9 +242,12 @@ impl GraphBuilder {
             name: format!("accelwatch_{}", meta.variant),
             node: self.nodes,
             initializer: self.initializers,
-            input: vec![value_info(INPUT, &input_dims)],
+            input: vec![value_info(input, &input_dims)],
             output: [
-                value_info(RECONSTRUCTION, &input_dims),
+                value_info(
+                    RECONSTRUCTION,
+                    target.as_ref().map_or(&input_dims, |(_, dims)| dims),
+                ),
                 value_info(LATENT, &[Dim::Batch, Dim::Fixed(meta.latent_dim)]),
             ]
             .into_iter()
@@ -233,6 +264,7 @@ impl GraphBuilder {
                     .as_ref()
                     .map(|_| value_info(ACTIVITY, &[Dim::Batch, Dim::Fixed(classes)])),
             )
+            .chain(target.map(|(port, _)| port))
             .collect(),
             ..Default::default()
         };

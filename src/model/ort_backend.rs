@@ -77,6 +77,8 @@ pub struct OrtModel {
     session: Arc<Mutex<Session>>,
     signature: Signature,
     features: usize,
+    /// Values per window of the reconstruction (and of the front end's).
+    target_features: usize,
     latent_dim: usize,
 }
 
@@ -104,6 +106,7 @@ impl OrtModel {
             session: Arc::new(Mutex::new(session)),
             signature: signature.clone(),
             features: meta.features(),
+            target_features: meta.target_features(),
             latent_dim: meta.latent_dim,
         })
     }
@@ -136,7 +139,7 @@ impl OrtModel {
         };
         let sig = &self.signature;
         Ok(Inference {
-            reconstruction: take(&sig.reconstruction, self.features)?,
+            reconstruction: take(&sig.reconstruction, self.target_features)?,
             latent: match &sig.latent {
                 Some(name) => take(name, self.latent_dim)?,
                 None => Vec::new(),
@@ -151,6 +154,10 @@ impl OrtModel {
             },
             activity: match &sig.activity {
                 Some((name, classes)) => Some(take(name, *classes)?),
+                None => None,
+            },
+            target: match &sig.target {
+                Some(name) => Some(take(name, self.target_features)?),
                 None => None,
             },
         })

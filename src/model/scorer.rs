@@ -25,6 +25,8 @@ pub struct Scorer {
     /// returned them until the next batch: a raised alert's evidence copies
     /// its window's from here, no other window is copied.
     last: Vec<f32>,
+    /// The last batch's front-end features, for a model with a front end.
+    last_target: Option<Vec<f32>>,
 }
 
 impl Scorer {
@@ -33,13 +35,18 @@ impl Scorer {
             model,
             buffer: Vec::new(),
             last: Vec::new(),
+            last_target: None,
         }
     }
 
     /// The reconstruction of window `i` of the last batch, in the units of
     /// the recording (time-major).
+    /// None for a model with a front end, which reconstructs its features.
     pub fn reconstruction(&self, i: usize) -> Option<Vec<f32>> {
         let meta = &self.model.meta;
+        if meta.front_end.is_some() {
+            return None;
+        }
         let features = meta.features();
         let mut r = self.last.get(i * features..(i + 1) * features)?.to_vec();
         if let Some(norm) = &meta.normalization {
@@ -51,6 +58,16 @@ impl Scorer {
             }
         }
         Some(r)
+    }
+
+    /// For a model with a front end, window `i`'s features of the last
+    /// batch and their reconstruction (standardised feature units,
+    /// rows interleaved by channel): `(features, reconstruction)`.
+    pub fn front_end(&self, i: usize) -> Option<(Vec<f32>, Vec<f32>)> {
+        let f = self.model.meta.target_features();
+        let target = self.last_target.as_ref()?.get(i * f..(i + 1) * f)?;
+        let reconstruction = self.last.get(i * f..(i + 1) * f)?;
+        Some((target.to_vec(), reconstruction.to_vec()))
     }
 
     pub fn model(&self) -> &LoadedModel {
@@ -80,13 +97,18 @@ impl Scorer {
         }
         let out = self.model.runtime.run(&self.buffer, n)?;
         let channels = meta.channels.len();
+        // What the reconstruction is measured against: the front end's
+        // features, else the normalised window.
+        let (x, target_features) = match &out.target {
+            Some(target) => (target.as_slice(), meta.target_features()),
+            None => (self.buffer.as_slice(), features),
+        };
         let latent_dim = meta.latent_dim;
         let kind = meta.score;
         let classes = meta.activity.as_ref().map_or(0, |h| h.classes.len());
-        let scored: Vec<Scored> = self
-            .buffer
-            .chunks_exact(features)
-            .zip(out.reconstruction.chunks_exact(features))
+        let scored: Vec<Scored> = x
+            .chunks_exact(target_features)
+            .zip(out.reconstruction.chunks_exact(target_features))
             .enumerate()
             .map(|(i, (x, r))| {
                 // A model without a latent output publishes an empty code.
@@ -98,7 +120,7 @@ impl Scorer {
                 let latent_distance = out.latent_score.as_ref().map(|d| d[i]);
                 let score = match (kind, &out.kl, latent_distance) {
                     (ScoreKind::NegElbo { beta }, Some(kl), _) => {
-                        0.5 * mse * features as f32 + beta as f32 * kl[i]
+                        0.5 * mse * target_features as f32 + beta as f32 * kl[i]
                     }
                     (ScoreKind::Latent { .. }, _, Some(d)) => d,
                     (
@@ -126,6 +148,7 @@ impl Scorer {
             })
             .collect();
         self.last = out.reconstruction;
+        self.last_target = out.target;
         Ok(scored)
     }
 }

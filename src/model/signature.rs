@@ -231,14 +231,49 @@ impl GraphIo {
                     Dim::Symbolic => None,
                 })
                 .product();
-            if dims.len() < 2 || per_window.is_some_and(|p| p as usize != t * c) {
-                return Err(SignatureError(format!(
-                    "reconstruction output {:?} has shape {}, expected the input's {expected}",
-                    reconstruction.name,
-                    show(dims)
-                )));
+            if dims.len() < 2 || per_window.is_some_and(|p| p as usize != meta.target_features()) {
+                return Err(SignatureError(match &meta.front_end {
+                    None => format!(
+                        "reconstruction output {:?} has shape {}, expected the input's {expected}",
+                        reconstruction.name,
+                        show(dims)
+                    ),
+                    Some(front_end) => format!(
+                        "reconstruction output {:?} has shape {}, expected the front end's [N, {}] \
+                         ({} rows x {c} channels)",
+                        reconstruction.name,
+                        show(dims),
+                        meta.target_features(),
+                        front_end.rows()
+                    ),
+                }));
             }
         }
+        let target = match &meta.front_end {
+            Some(front_end) => {
+                let port = self.output(front_end.output()).ok_or_else(|| {
+                    format!(
+                        "metadata front_end.output: the graph has no output {:?} (its outputs: {})",
+                        front_end.output(),
+                        names(&self.outputs)
+                    )
+                })?;
+                check_float(port, "front end output")?;
+                if let Some(dims) = &port.dims {
+                    if !matches!(dims.as_slice(), [_, Dim::Fixed(f)] if *f as usize == meta.target_features())
+                    {
+                        return Err(SignatureError(format!(
+                            "front end output {:?} has shape {}, expected [N, {}]",
+                            port.name,
+                            show(dims),
+                            meta.target_features()
+                        )));
+                    }
+                }
+                Some(port.name.clone())
+            }
+            None => None,
+        };
 
         let latent = match self.latent_named(meta.latent_output.as_deref()) {
             Some(port) => {
@@ -347,6 +382,7 @@ impl GraphIo {
             kl,
             latent_score,
             activity,
+            target,
         })
     }
 }
@@ -399,6 +435,9 @@ pub struct Signature {
     pub latent_score: Option<String>,
     /// The activity head's probabilities and how many classes they cover.
     pub activity: Option<(String, usize)>,
+    /// The front end's features, which the reconstruction is measured
+    /// against (none: the input itself).
+    pub target: Option<String>,
 }
 
 #[cfg(test)]

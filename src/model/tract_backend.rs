@@ -18,12 +18,16 @@ pub struct TractModel {
     plan: Arc<TypedRunnableModel>,
     input_shape: Vec<usize>,
     features: usize,
+    /// Values per window of the reconstruction (and of the front end's
+    /// features, when the model has one).
+    target_features: usize,
     latent_dim: usize,
     with_latent: bool,
     with_kl: bool,
     with_latent_score: bool,
     /// Classes of the activity head (0 without one).
     classes: usize,
+    with_target: bool,
 }
 
 impl TractModel {
@@ -63,18 +67,15 @@ impl TractModel {
                 .find(|o| model.outlet_label(*o) == Some(name) || model.node(o.node).name == name)
                 .ok_or_else(|| format!("the graph has no output named {name:?}"))
         };
+        // In this order, each when the signature has it: what `run` reads.
         let mut selected = vec![find(&signature.reconstruction)?];
-        if let Some(latent) = &signature.latent {
-            selected.push(find(latent)?);
-        }
-        if let Some(kl) = &signature.kl {
-            selected.push(find(kl)?);
-        }
-        if let Some(score) = &signature.latent_score {
-            selected.push(find(score)?);
-        }
-        if let Some((probs, _)) = &signature.activity {
-            selected.push(find(probs)?);
+        for name in [&signature.latent, &signature.kl, &signature.latent_score]
+            .into_iter()
+            .chain([&signature.activity.as_ref().map(|a| a.0.clone())])
+            .chain([&signature.target])
+            .flatten()
+        {
+            selected.push(find(name)?);
         }
         model
             .select_output_outlets(&selected)
@@ -90,11 +91,13 @@ impl TractModel {
             plan,
             input_shape,
             features: meta.features(),
+            target_features: meta.target_features(),
             latent_dim: meta.latent_dim,
             with_latent: signature.latent.is_some(),
             with_kl: signature.kl.is_some(),
             with_latent_score: signature.latent_score.is_some(),
             classes: signature.activity.as_ref().map_or(0, |a| a.1),
+            with_target: signature.target.is_some(),
         })
     }
 
@@ -131,38 +134,36 @@ impl TractModel {
             }
             Ok(values.to_vec())
         };
-        let reconstruction = take(0, self.features, "reconstruction")?;
+        let mut next = 0;
+        let mut take_next = |per_window: usize, what: &str| {
+            next += 1;
+            take(next - 1, per_window, what)
+        };
+        let reconstruction = take_next(self.target_features, "reconstruction")?;
         let latent = if self.with_latent {
-            take(1, self.latent_dim, "latent")?
+            take_next(self.latent_dim, "latent")?
         } else {
             Vec::new()
         };
-        let kl = if self.with_kl {
-            Some(take(1 + self.with_latent as usize, 1, "kl")?)
-        } else {
-            None
-        };
-        let latent_score = if self.with_latent_score {
-            let at = 1 + self.with_latent as usize + self.with_kl as usize;
-            Some(take(at, 1, "latent score")?)
-        } else {
-            None
-        };
-        let activity = if self.classes > 0 {
-            let at = 1
-                + self.with_latent as usize
-                + self.with_kl as usize
-                + self.with_latent_score as usize;
-            Some(take(at, self.classes, "activity")?)
-        } else {
-            None
-        };
+        let kl = self.with_kl.then(|| take_next(1, "kl")).transpose()?;
+        let latent_score = self
+            .with_latent_score
+            .then(|| take_next(1, "latent score"))
+            .transpose()?;
+        let activity = (self.classes > 0)
+            .then(|| take_next(self.classes, "activity"))
+            .transpose()?;
+        let target = self
+            .with_target
+            .then(|| take_next(self.target_features, "front end"))
+            .transpose()?;
         Ok(Inference {
             reconstruction,
             latent,
             kl,
             latent_score,
             activity,
+            target,
         })
     }
 }

@@ -182,7 +182,7 @@ mod tests {
         let store = ModelStore::open(dir.path()).unwrap();
         let mut config = Config::default();
         config.model.variant = crate::model::config::Variant::Basic;
-        config.model.score = crate::model::config::ScoreChoice::Combined;
+        config.model.score = Some(crate::model::config::ScoreChoice::Combined);
         config.training.epochs = 5;
         let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let set = crate::recording::Recording::window_set_of(

@@ -143,3 +143,52 @@ fn broken_model_files_are_refused_with_a_reason() {
         );
     }
 }
+
+/// The check `train` makes before writing a latent or combined model holds
+/// the graph's distance to float32's own rounding bound: the graph as
+/// exported passes on training windows (whose codes are references, where
+/// √ magnifies rounding most), and a graph that measures against other
+/// references, or averages another k, fails.
+#[test]
+fn the_export_check_passes_the_distance_graph_and_catches_a_wrong_one() {
+    use accelwatch::model::config::{ScoreChoice, Variant};
+    use accelwatch::model::meta::ScoreKind;
+    use accelwatch::model::train;
+    let mut config = Config::default();
+    config.input.channels = channels(&["ax", "ay", "az"]);
+    config.model.latent = 8;
+    config.model.score = Some(ScoreChoice::Latent);
+    let trained = quick_variant(&config, Variant::Basic, 15, 7);
+    let set = pen_windows(&config);
+    let windows = &set.data[..64 * set.features];
+    let gap = train::export_gap(&trained, windows).expect("the check runs");
+    assert_eq!(gap.problem(), None, "{gap}");
+    let ratio = gap.distance.expect("a latent model's distance is checked");
+    assert!(ratio > 0.0, "a ratio of exactly 0 compares nothing: {gap}");
+
+    let mut moved = trained;
+    let references = moved.references.clone().expect("references");
+    let shifted: Vec<f32> = references.iter().map(|v| v + 0.01).collect();
+    moved.references = Some(shifted);
+    let gap = train::export_gap(&moved, windows).unwrap();
+    assert!(
+        gap.problem().is_some(),
+        "references moved by 0.01 pass: {gap}"
+    );
+    moved.references = Some(references);
+
+    let ScoreKind::Latent { k, references } = moved.meta.score else {
+        panic!("{:?}", moved.meta.score)
+    };
+    moved.meta.score = ScoreKind::Latent {
+        k: k + 1,
+        references,
+    };
+    let gap = train::export_gap(&moved, windows).unwrap();
+    assert!(
+        gap.problem().is_some(),
+        "k {} checked as {}: {gap}",
+        k,
+        k + 1
+    );
+}

@@ -3,16 +3,21 @@
 //! validation loss, threshold calibration on held-out normal windows, and
 //! export to one ONNX file.
 
+mod check;
 pub mod config;
 pub mod head;
 mod init;
+mod trained;
 mod windows;
 
 use init::seeded_init;
 
+pub use check::{export_gap, ExportGap};
+use trained::load_exported;
+pub use trained::{TrainError, TrainSummary, Trained};
 pub use windows::{split, Split, WindowSet};
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
@@ -28,7 +33,8 @@ use super::meta::{
     FORMAT,
 };
 use super::net::{Architecture, Autoencoder};
-use super::onnx::{self, GraphBuilder};
+use super::onnx::GraphBuilder;
+use super::spectrum::FittedFrontEnd;
 use crate::model::config::ScoreChoice;
 use crate::model::train::config::TrainingConfig;
 use crate::score;
@@ -48,56 +54,6 @@ pub struct EpochReport {
     pub train_loss: f64,
     pub validation_loss: f64,
     pub best: bool,
-}
-
-#[derive(Debug, Clone)]
-pub struct TrainSummary {
-    pub train_windows: usize,
-    pub validation_windows: usize,
-    pub epochs_run: usize,
-    pub best_epoch: usize,
-    pub train_loss: f64,
-    pub validation_loss: f64,
-    pub threshold: f64,
-    /// Streams held out whole, being too short to hold out a tail.
-    pub whole_streams: usize,
-    pub elapsed: Duration,
-}
-
-pub struct Trained {
-    pub onnx: Vec<u8>,
-    pub meta: ModelMetadata,
-    pub network: Box<dyn Autoencoder>,
-    /// The training codes a latent score measures against (`[M, latent_dim]`).
-    pub references: Option<Vec<f32>>,
-    /// The activity head, when the windows were labelled.
-    pub head: Option<head::Head>,
-    pub summary: TrainSummary,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum TrainError {
-    #[error(
-        "too few windows: {windows} in all, {train} for training and {validation} held out; \
-         record more data or lower window.size"
-    )]
-    TooFewWindows {
-        windows: usize,
-        train: usize,
-        validation: usize,
-    },
-    #[error(
-        "training diverged at epoch {epoch}: the loss is {loss}; lower training.learning_rate"
-    )]
-    Diverged { epoch: usize, loss: f64 },
-    #[error("candle: {0}")]
-    Candle(#[from] candle_core::Error),
-    #[error("export: {0}")]
-    Export(#[from] onnx::ExportError),
-    #[error("reading the exported model back: {0}")]
-    Reload(String),
-    #[error("scoring with the exported model: {0}")]
-    Score(#[from] crate::model::inference::BackendError),
 }
 
 pub fn train(
@@ -122,8 +78,9 @@ pub fn train_paced(
 ) -> Result<Trained, TrainError> {
     let started = Instant::now();
     let device = Device::Cpu;
-    let features = windows.features;
-    debug_assert_eq!(features, arch.features());
+    debug_assert_eq!(windows.features, arch.window * arch.channels);
+    // What the network reads and reconstructs per window.
+    let features = arch.features();
     let plan = split(
         windows,
         settings.validation_fraction,
@@ -152,14 +109,14 @@ pub fn train_paced(
         whole_streams,
         ..
     } = plan;
-    let mut train_raw = Vec::with_capacity(train_idx.len() * features);
+    let mut train_raw = Vec::with_capacity(train_idx.len() * windows.features);
     for &i in &train_idx {
         train_raw.extend_from_slice(windows.window(i));
     }
     let normalization = Normalization::fit(&train_raw, input.channels.len());
     let data_sha256 = format!("{:x}", Sha256::digest(bytes_of(&train_raw)));
     let normalised = |idx: &[usize]| {
-        let mut out = Vec::with_capacity(idx.len() * features);
+        let mut out = Vec::with_capacity(idx.len() * windows.features);
         for &i in idx {
             let start = out.len();
             out.extend_from_slice(windows.window(i));
@@ -167,9 +124,25 @@ pub fn train_paced(
         }
         out
     };
-    let train_x = Tensor::from_vec(normalised(&train_idx), (train_idx.len(), features), &device)?;
-    let val_data = normalised(&val_idx);
-    let val_x = Tensor::from_slice(&val_data, (val_idx.len(), features), &device)?;
+    let train_windows = normalised(&train_idx);
+    let val_windows = normalised(&val_idx);
+    let front_end = arch.front_end().map(|front_end| {
+        FittedFrontEnd::fit(&front_end, input.window, arch.channels, &train_windows)
+    });
+    let network_input = |normalised: Vec<f32>| match &front_end {
+        Some(front_end) => front_end.apply(&normalised),
+        None => normalised,
+    };
+    let train_x = Tensor::from_vec(
+        network_input(train_windows),
+        (train_idx.len(), features),
+        &device,
+    )?;
+    let val_x = Tensor::from_vec(
+        network_input(val_windows.clone()),
+        (val_idx.len(), features),
+        &device,
+    )?;
 
     let mut rng = ChaCha8Rng::seed_from_u64(settings.seed);
     let varmap = VarMap::new();
@@ -315,11 +288,12 @@ pub fn train_paced(
             pretrain_losses,
         }),
         activity: head.as_ref().map(|h| h.1.clone()),
+        front_end: arch.front_end(),
     };
     let head = head.map(|h| h.0);
     // A latent score measures codes against the training windows' own
     // (thinned to model.references), which the graph then carries.
-    let references = match arch.model.score {
+    let references = match arch.model.score_to_train() {
         ScoreChoice::Reconstruction => None,
         ScoreChoice::Latent | ScoreChoice::Combined => {
             let (_, z) = network.forward(&train_x)?;
@@ -340,14 +314,18 @@ pub fn train_paced(
         &mut meta,
         references.as_deref(),
         head.as_ref(),
+        front_end.as_ref(),
     )?;
     let mut model = load_exported(&exported)?;
     if let (ScoreChoice::Combined, ScoreKind::Latent { k, references }) =
-        (arch.model.score, meta.score)
+        (arch.model.score_to_train(), meta.score)
     {
         // Each part standardised by its own spread on the held-out windows.
-        let out = model.runtime.run(&val_data, val_idx.len())?;
-        let errors: Vec<f32> = val_data
+        let out = model.runtime.run(&val_windows, val_idx.len())?;
+        let errors: Vec<f32> = out
+            .target
+            .as_deref()
+            .unwrap_or(&val_windows)
             .chunks_exact(features)
             .zip(out.reconstruction.chunks_exact(features))
             .map(|(x, r)| score::mean_squared_error(x, r))
@@ -374,6 +352,7 @@ pub fn train_paced(
         &mut meta,
         references.as_deref(),
         head.as_ref(),
+        front_end.as_ref(),
     )?;
     let threshold = meta.threshold;
     let summary = TrainSummary {
@@ -393,6 +372,7 @@ pub fn train_paced(
         network,
         references,
         head,
+        front_end,
         summary,
     })
 }
@@ -402,8 +382,12 @@ fn export(
     meta: &mut ModelMetadata,
     references: Option<&[f32]>,
     head: Option<&head::Head>,
+    front_end: Option<&FittedFrontEnd>,
 ) -> Result<Vec<u8>, TrainError> {
     let mut graph = GraphBuilder::default();
+    if let Some(front_end) = front_end {
+        front_end.export(&mut graph);
+    }
     let mut outputs = network.export(&mut graph)?;
     if let Some(head) = head {
         outputs.activity = Some(head.export(&mut graph, &outputs.latent)?);
@@ -424,79 +408,6 @@ fn export(
 
 fn bytes_of(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
-}
-
-/// The exported graph read back the way the daemon reads a model file.
-fn load_exported(onnx: &[u8]) -> Result<super::LoadedModel, TrainError> {
-    super::LoadedModel::from_bytes(onnx, std::path::Path::new("<exported>"))
-        .map_err(|e| TrainError::Reload(e.to_string()))
-}
-
-/// The largest difference between candle's and tract's outputs
-/// (reconstruction and latent) on `raw` windows: proof that the exported
-/// graph computes what was trained.
-pub fn export_gap(trained: &Trained, raw: &[f32]) -> Result<f32, TrainError> {
-    let features = trained.meta.features();
-    let n = raw.len() / features;
-    let mut input = raw.to_vec();
-    if let Some(norm) = &trained.meta.normalization {
-        norm.apply(&mut input);
-    }
-    let loaded = load_exported(&trained.onnx)?;
-    let tract = loaded.runtime.run(&input, n)?;
-    let candle = (|| -> candle_core::Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
-        let x = Tensor::from_slice(&input, (n, features), &Device::Cpu)?;
-        let (r, z) = trained.network.forward(&x)?;
-        let p = match &trained.head {
-            Some(head) => head.probabilities(&z)?.flatten_all()?.to_vec1()?,
-            None => Vec::new(),
-        };
-        Ok((r.flatten_all()?.to_vec1()?, z.flatten_all()?.to_vec1()?, p))
-    })()?;
-    for (what, served, trained) in [
-        ("reconstruction", &tract.reconstruction, &candle.0),
-        ("latent", &tract.latent, &candle.1),
-    ] {
-        if served.len() != trained.len() {
-            return Err(TrainError::Reload(format!(
-                "the exported {what} has {} values, the trained network's {}",
-                served.len(),
-                trained.len()
-            )));
-        }
-    }
-    let gap = |a: &[f32], b: &[f32]| {
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0f32, f32::max)
-    };
-    let mut worst = gap(&tract.reconstruction, &candle.0).max(gap(&tract.latent, &candle.1));
-    if let Some(probs) = &tract.activity {
-        if probs.len() != candle.2.len() {
-            return Err(TrainError::Reload(format!(
-                "the exported activity output has {} values, the trained head's {}",
-                probs.len(),
-                candle.2.len()
-            )));
-        }
-        worst = worst.max(gap(probs, &candle.2));
-    }
-    if let (Some(served), Some(refs), ScoreKind::Latent { k, .. } | ScoreKind::Combined { k, .. }) =
-        (&tract.latent_score, &trained.references, trained.meta.score)
-    {
-        let dim = trained.meta.latent_dim;
-        let expected: Vec<f32> = candle
-            .1
-            .chunks_exact(dim)
-            .map(|z| latent::distance(z, refs, k))
-            .collect();
-        // The distance gets ten times the room (1e-3 against the callers'
-        // 1e-4): the graph's ‖z‖² − 2z·R + ‖R‖² loses float32 digits next to
-        // a reference (a training window's own code), which √ magnifies.
-        worst = worst.max(gap(served, &expected) / 10.0);
-    }
-    Ok(worst)
 }
 
 #[cfg(test)]

@@ -1,0 +1,311 @@
+//! The spectral front end (`model.input = "spectrum"`): the autoencoder
+//! sees, per channel of the (normalised) window, its mean, standard
+//! deviation, minimum and maximum and the magnitudes of DFT bins 1..=B
+//! (log(1 + |X_k|) by default), each standardised by the training windows'
+//! statistics, rather than the raw samples. What separates one motion from
+//! another lies in how much of each rhythm it has, not in where a window
+//! happens to start, and the raw samples' reconstruction is mostly about
+//! the latter.
+//!
+//! The graph computes the features itself from the window (Reshape,
+//! ReduceMean/Min/Max, Sqrt, MatMul by a fixed cos and sin basis, Log;
+//! the standardisation as initializers), so the file stays self-describing
+//! and onnxruntime reproduces every score from raw windows. Rows are laid
+//! out like a window's samples: feature row r of channel c at `r·C + c`,
+//! so per-channel errors and the convolutional variant read them as they
+//! read time-major samples.
+
+use super::meta::{spectrum_rows, FrontEnd, Normalization, SPECTRUM_STATISTICS};
+use serde::{Deserialize, Serialize};
+
+use super::onnx::{Attr, GraphBuilder, INPUT, WINDOW_INPUT};
+
+/// `[model.spectrum]`: the spectral front end's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpectrumConfig {
+    /// DFT bins 1..=bins per channel (at most half the window).
+    #[serde(default = "SpectrumConfig::default_bins")]
+    pub bins: usize,
+    /// log(1 + |X_k|) rather than |X_k|.
+    #[serde(default = "SpectrumConfig::default_log")]
+    pub log: bool,
+}
+
+impl SpectrumConfig {
+    const fn default_bins() -> usize {
+        16
+    }
+    const fn default_log() -> bool {
+        true
+    }
+
+    /// What a model trained with these settings carries.
+    pub fn front_end(&self) -> crate::model::meta::FrontEnd {
+        crate::model::meta::FrontEnd::Spectrum {
+            bins: self.bins,
+            log: self.log,
+            output: crate::model::meta::FrontEnd::default_output(),
+        }
+    }
+}
+
+impl Default for SpectrumConfig {
+    fn default() -> Self {
+        Self {
+            bins: Self::default_bins(),
+            log: Self::default_log(),
+        }
+    }
+}
+
+/// The features of windows of `window` samples of `channels` values.
+#[derive(Debug, Clone)]
+pub struct Spectrum {
+    window: usize,
+    channels: usize,
+    bins: usize,
+    log: bool,
+    /// `cos(2πkt/T)` and `sin(2πkt/T)`, bins k = 1..=B by row, `[B, T]`.
+    cos: Vec<f64>,
+    sin: Vec<f64>,
+}
+
+impl Spectrum {
+    pub fn new(front_end: &FrontEnd, window: usize, channels: usize) -> Self {
+        let FrontEnd::Spectrum { bins, log, .. } = *front_end;
+        let angle = |k: usize, t: usize| {
+            // k·t mod T keeps the angle exact for long windows.
+            2.0 * std::f64::consts::PI * ((k * t) % window.max(1)) as f64 / window.max(1) as f64
+        };
+        let basis = |f: fn(f64) -> f64| {
+            (1..=bins)
+                .flat_map(|k| (0..window).map(move |t| f(angle(k, t))))
+                .collect()
+        };
+        Self {
+            window,
+            channels,
+            bins,
+            log,
+            cos: basis(f64::cos),
+            sin: basis(f64::sin),
+        }
+    }
+
+    /// Values per window: rows times channels.
+    pub fn features(&self) -> usize {
+        spectrum_rows(self.bins) * self.channels
+    }
+
+    /// Appends the features of one normalised, time-major window to `out`.
+    pub fn push(&self, window: &[f32], out: &mut Vec<f32>) {
+        let (t, c) = (self.window, self.channels);
+        debug_assert_eq!(window.len(), t * c);
+        let start = out.len();
+        out.resize(start + self.features(), 0.0);
+        let rows = &mut out[start..];
+        let mut centred = vec![0f64; t];
+        for ch in 0..c {
+            let samples = window.iter().skip(ch).step_by(c).map(|v| *v as f64);
+            let mean = samples.clone().sum::<f64>() / t as f64;
+            let (mut min, mut max) = (f64::INFINITY, f64::NEG_INFINITY);
+            for (slot, v) in centred.iter_mut().zip(samples) {
+                *slot = v - mean;
+                min = min.min(v);
+                max = max.max(v);
+            }
+            let var = centred.iter().map(|v| v * v).sum::<f64>() / t as f64;
+            let mut row = |r: usize, value: f64| rows[r * c + ch] = value as f32;
+            row(0, mean);
+            row(1, var.sqrt());
+            row(2, min);
+            row(3, max);
+            for k in 0..self.bins {
+                let basis = k * t..(k + 1) * t;
+                let dot = |b: &[f64]| b.iter().zip(&centred).map(|(b, v)| b * v).sum::<f64>();
+                let (re, im) = (dot(&self.cos[basis.clone()]), dot(&self.sin[basis]));
+                let magnitude = (re * re + im * im).sqrt();
+                row(
+                    SPECTRUM_STATISTICS.len() + k,
+                    if self.log {
+                        (1.0 + magnitude).ln()
+                    } else {
+                        magnitude
+                    },
+                );
+            }
+        }
+    }
+
+    /// The features of many windows laid end to end.
+    pub fn of_windows<'a>(&self, windows: impl IntoIterator<Item = &'a [f32]>) -> Vec<f32> {
+        let mut out = Vec::new();
+        for window in windows {
+            self.push(window, &mut out);
+        }
+        out
+    }
+
+    /// Writes the front end into `graph`, reading `input` (`[N, T·C]`) and
+    /// standardising each feature by `standardisation`; its output is the
+    /// tensor [`INPUT`], which the network's nodes read.
+    pub fn export(&self, graph: &mut GraphBuilder, input: &str, standardisation: &Normalization) {
+        let (t, c, b) = (self.window as i64, self.channels as i64, self.bins as i64);
+        let over_time = || vec![Attr::Ints("axes", vec![1]), Attr::Int("keepdims", 1)];
+        let shape = graph.constant_i64("front_end_shape", vec![-1, t, c]);
+        let samples = graph.node("Reshape", &[input, &shape], vec![]);
+        let mean = graph.node("ReduceMean", &[&samples], over_time());
+        let centred = graph.node("Sub", &[&samples, &mean], vec![]);
+        let squares = graph.node("Mul", &[&centred, &centred], vec![]);
+        let var = graph.node("ReduceMean", &[&squares], over_time());
+        let std = graph.node("Sqrt", &[&var], vec![]);
+        let min = graph.node("ReduceMin", &[&samples], over_time());
+        let max = graph.node("ReduceMax", &[&samples], over_time());
+        let to_f32 = |v: &[f64]| v.iter().map(|x| *x as f32).collect::<Vec<_>>();
+        let (cos, sin) = ("front_end_dft_cos", "front_end_dft_sin");
+        graph.constant(cos, vec![b, t], to_f32(&self.cos));
+        graph.constant(sin, vec![b, t], to_f32(&self.sin));
+        // [B, T] · [N, T, C] broadcasts to [N, B, C]: bin k of channel c.
+        let re = graph.node("MatMul", &[cos, &centred], vec![]);
+        let im = graph.node("MatMul", &[sin, &centred], vec![]);
+        let re2 = graph.node("Mul", &[&re, &re], vec![]);
+        let im2 = graph.node("Mul", &[&im, &im], vec![]);
+        let power = graph.node("Add", &[&re2, &im2], vec![]);
+        let mut spectrum = graph.node("Sqrt", &[&power], vec![]);
+        if self.log {
+            let one = graph.scalar("one", 1.0);
+            let shifted = graph.node("Add", &[&spectrum, &one], vec![]);
+            spectrum = graph.node("Log", &[&shifted], vec![]);
+        }
+        let rows = graph.node(
+            "Concat",
+            &[&mean, &std, &min, &max, &spectrum],
+            vec![Attr::Int("axis", 1)],
+        );
+        let flat_shape = graph.constant_i64("front_end_flat", vec![-1, self.features() as i64]);
+        let flat = graph.node("Reshape", &[&rows, &flat_shape], vec![]);
+        let mean = graph.floats("front_end_mean", standardisation.mean.clone());
+        let std = graph.floats("front_end_std", standardisation.std.clone());
+        let centred = graph.node("Sub", &[&flat, &mean], vec![]);
+        graph.node_named("Div", &[&centred, &std], vec![], INPUT);
+    }
+}
+
+/// A front end with the standardisation fitted on training windows: what
+/// the network reads of normalised windows, in training and in the graph.
+#[derive(Debug, Clone)]
+pub struct FittedFrontEnd {
+    pub spectrum: Spectrum,
+    pub standardisation: Normalization,
+}
+
+impl FittedFrontEnd {
+    /// Fits each feature's mean and standard deviation on `normalised`
+    /// (windows laid end to end).
+    pub fn fit(front_end: &FrontEnd, window: usize, channels: usize, normalised: &[f32]) -> Self {
+        let spectrum = Spectrum::new(front_end, window, channels);
+        let features = spectrum.of_windows(normalised.chunks_exact(window * channels));
+        let standardisation = Normalization::fit(&features, spectrum.features());
+        Self {
+            spectrum,
+            standardisation,
+        }
+    }
+
+    /// The standardised features of normalised windows laid end to end.
+    pub fn apply(&self, normalised: &[f32]) -> Vec<f32> {
+        let size = self.spectrum.window * self.spectrum.channels;
+        let mut out = self.spectrum.of_windows(normalised.chunks_exact(size));
+        self.standardisation.apply(&mut out);
+        out
+    }
+
+    pub fn export(&self, graph: &mut GraphBuilder) {
+        self.spectrum
+            .export(graph, WINDOW_INPUT, &self.standardisation);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spectrum(bins: usize, log: bool, window: usize, channels: usize) -> Spectrum {
+        Spectrum::new(
+            &FrontEnd::Spectrum {
+                bins,
+                log,
+                output: FrontEnd::default_output(),
+            },
+            window,
+            channels,
+        )
+    }
+
+    #[test]
+    fn a_pure_tone_lands_in_its_bin_with_the_statistics_first() {
+        // Channel 0: 2 + cos at bin 3 of a 32-sample window; channel 1: 0.
+        let t = 32;
+        let window: Vec<f32> = (0..t)
+            .flat_map(|i| {
+                let v = 2.0 + (2.0 * std::f64::consts::PI * 3.0 * i as f64 / t as f64).cos();
+                [v as f32, 0.0]
+            })
+            .collect();
+        let s = spectrum(4, false, t, 2);
+        let mut out = Vec::new();
+        s.push(&window, &mut out);
+        assert_eq!(out.len(), (4 + 4) * 2);
+        let channel0: Vec<f32> = out.iter().step_by(2).copied().collect();
+        let close = |a: f32, b: f32| (a - b).abs() < 1e-4;
+        assert!(close(channel0[0], 2.0), "mean {channel0:?}");
+        assert!(
+            close(channel0[1], std::f32::consts::FRAC_1_SQRT_2),
+            "std {channel0:?}"
+        );
+        assert!(
+            close(channel0[2], 1.0) && close(channel0[3], 3.0),
+            "min max {channel0:?}"
+        );
+        // |X_3| of a unit cosine over T samples is T/2; the other bins 0.
+        let bins = &channel0[4..];
+        assert!(close(bins[2], 16.0), "{bins:?}");
+        assert!([0, 1, 3].iter().all(|&k| bins[k].abs() < 1e-4), "{bins:?}");
+        assert!(
+            out.iter().skip(1).step_by(2).all(|v| *v == 0.0),
+            "silent channel"
+        );
+    }
+
+    #[test]
+    fn log_takes_one_plus_the_magnitude() {
+        let window: Vec<f32> = (0..16)
+            .map(|i| if i % 2 == 0 { 1.0 } else { -1.0 })
+            .collect();
+        let (plain, logged) = (spectrum(8, false, 16, 1), spectrum(8, true, 16, 1));
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        plain.push(&window, &mut a);
+        logged.push(&window, &mut b);
+        assert_eq!(&a[..4], &b[..4], "statistics are not logged");
+        for (p, l) in a[4..].iter().zip(&b[4..]) {
+            assert!((l - (1.0 + p).ln()).abs() < 1e-6, "{p} {l}");
+        }
+        assert!((a[4 + 7] - 16.0).abs() < 1e-4, "Nyquist bin of ±1: {a:?}");
+    }
+
+    #[test]
+    fn row_names_follow_the_layout() {
+        let front_end = FrontEnd::Spectrum {
+            bins: 2,
+            log: true,
+            output: FrontEnd::default_output(),
+        };
+        assert_eq!(
+            front_end.row_names(),
+            ["mean", "std", "min", "max", "dft1", "dft2"]
+        );
+        assert_eq!(front_end.rows(), 6);
+        assert_eq!(spectrum(2, true, 8, 3).features(), 18);
+    }
+}
