@@ -16,6 +16,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use accelwatch::detect::DetectorConfig;
 use accelwatch::evidence::store::{EvidenceLimits, EvidenceStore};
 use accelwatch::evidence::writer::EvidenceSink;
+use accelwatch::evidence::EvidenceIds;
 use accelwatch::model::LoadedModel;
 use accelwatch::pipeline::ScoreStage;
 use accelwatch::record::{ChannelErrors, Output, WindowRecord};
@@ -129,10 +130,15 @@ fn evidence(c: &mut Criterion) {
     let batch = windows(&devices, 0);
     let mut group = c.benchmark_group("evidence");
     group.throughput(Throughput::Elements(BATCH as u64));
+    let ids_dir = tempfile::tempdir().expect("a temporary directory");
+    let ids = || {
+        EvidenceIds::open(ids_dir.path(), 0, accelwatch::clock::Clock::system())
+            .expect("an id counter")
+    };
     for keep in [false, true] {
         let mut stage = ScoreStage::new(model(), &DetectorConfig::default(), 1024, Metrics::new())
             .quiet()
-            .with_evidence(keep);
+            .with_evidence(keep.then(ids));
         let name = if keep {
             "score_batch_32_evidence_on"
         } else {
@@ -150,7 +156,7 @@ fn evidence(c: &mut Criterion) {
     };
     let mut stage = ScoreStage::new(model(), &raising, 1024, Metrics::new())
         .quiet()
-        .with_evidence(true);
+        .with_evidence(Some(ids()));
     let mut round = 0u64;
     let mut raised = Vec::new();
     group.bench_function("score_batch_32_every_window_raises", |b| {

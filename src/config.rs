@@ -156,7 +156,14 @@ impl Config {
                     .with_list_parse_key("input.channels"),
             )
             .build()
-            .and_then(|c| c.try_deserialize())
+            .and_then(|c| c.try_deserialize::<Config>())
+            .map(|mut config| {
+                let state_directory = std::env::var("STATE_DIRECTORY").ok();
+                config.pipeline.state_dir.get_or_insert_with(|| {
+                    crate::daemon::config::default_state_dir(path, state_directory.as_deref())
+                });
+                config
+            })
             .map_err(load_error)
     }
 
@@ -189,8 +196,36 @@ impl Config {
         self.input.file_problems(&mut files);
         self.output.file_problems(&mut files);
         self.telemetry.file_problems(&mut files);
+        self.state_problems(&mut files);
         problems.extend(files.into_vec());
         problems
+    }
+
+    /// The state directory, when something keeps state in it (the MQTT
+    /// output's `msg_id` counter, and its spool unless placed elsewhere),
+    /// is a directory the daemon can write in or make.
+    fn state_problems(&self, problems: &mut Problems) {
+        let (Some(output), Some(dir)) = (&self.output.mqtt, &self.pipeline.state_dir) else {
+            return;
+        };
+        if dir.as_os_str().is_empty() {
+            return;
+        }
+        if let Err(why) = crate::problem::writable_dir(dir) {
+            let spool = if output.spool_dir.is_none() {
+                "the alert spool and "
+            } else {
+                ""
+            };
+            problems.check(
+                false,
+                "pipeline.state_dir",
+                format!(
+                    "{why}: it keeps {spool}the msg_id counter (unset, it is $STATE_DIRECTORY \
+                     or <config>.state beside the config file)"
+                ),
+            );
+        }
     }
 
     /// What is allowed but deserves a second look; `validate` prints them.

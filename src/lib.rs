@@ -38,7 +38,8 @@
 //!   metrics, feature quality and plots.
 //! - [`fuzzing`]: the bodies of the fuzz targets, which the corpus replay
 //!   test runs too.
-//! - [`recording`] reads CSV recordings; [`clock`], [`backoff`],
+//! - [`recording`] reads CSV recordings; [`sequence`] hands out ids that
+//!   never go back; [`clock`], [`backoff`],
 //!   [`idle`] and [`logging`] are small shared utilities; `reason` makes the typed
 //!   errors that carry a reason in words.
 
@@ -66,6 +67,7 @@ pub mod record;
 pub mod recording;
 pub mod scope;
 pub mod score;
+pub mod sequence;
 pub mod sink;
 pub mod source;
 pub mod telemetry;

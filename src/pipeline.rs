@@ -11,7 +11,7 @@ use std::time::Instant;
 use crate::decode::{Decoder, Samples};
 use crate::detect::DetectorConfig;
 use crate::detect::{Detector, Transition};
-use crate::evidence::{by_channel, Evidence, EvidenceNormalization};
+use crate::evidence::{by_channel, Evidence, EvidenceIds, EvidenceNormalization};
 use crate::model::scorer::Scorer;
 use crate::model::train::config::TrainingConfig;
 use crate::model::LoadedModel;
@@ -147,8 +147,9 @@ pub struct ScoreStage {
     log_alerts: bool,
     /// The model scope served, for metrics.
     scope: Arc<str>,
-    /// Raised alerts carry their evidence (`detector.evidence_dir`).
-    evidence: bool,
+    /// Raised alerts carry their evidence (`detector.evidence_dir`), with
+    /// ids from these.
+    evidence: Option<EvidenceIds>,
     raise_after: u32,
 }
 
@@ -190,29 +191,37 @@ impl ScoreStage {
             detector: Detector::new(detector.raise_after, detector.clear_after, max_devices),
             metrics,
             log_alerts: true,
-            evidence: false,
+            evidence: None,
             raise_after: detector.raise_after,
         }
     }
 
     /// Raised alerts carry their evidence (the raising window, its
-    /// reconstruction and errors) for the evidence writer, and its id.
-    pub fn with_evidence(mut self, keep: bool) -> Self {
-        self.evidence = keep;
+    /// reconstruction and errors) for the evidence writer, and its id
+    /// (from `ids`; none kept without).
+    pub fn with_evidence(mut self, ids: Option<EvidenceIds>) -> Self {
+        self.evidence = ids;
         self
     }
 
     /// The evidence of the alert raised by window `i` of the batch just
     /// scored.
-    fn evidence(&self, i: usize, window: &Window, score: f32, errors: &[f32]) -> Evidence {
+    fn evidence(
+        &self,
+        ids: &EvidenceIds,
+        i: usize,
+        window: &Window,
+        score: f32,
+        errors: &[f32],
+    ) -> Evidence {
         let meta = &self.scorer.model().meta;
         let channels = self.channel_names.len();
         // A model with a front end has no reconstruction of the samples.
         let reconstruction = self.scorer.reconstruction(i).unwrap_or_default();
-        let time_ms = crate::clock::unix_ms();
+        let (id, time_ms) = ids.next();
         Evidence {
             format: crate::evidence::FORMAT.to_string(),
-            id: crate::evidence::new_id(time_ms),
+            id,
             time_ms,
             device: window.device.to_string(),
             scope: self.scope.to_string(),
@@ -300,8 +309,13 @@ impl ScoreStage {
                 .window_scored(&self.model_id, scored.score, over);
             // Only a raise, and only when kept: the one copy of a window
             // and its reconstruction on this path.
-            let detail = (self.evidence && transition == Some(Transition::Raised))
-                .then(|| Arc::new(self.evidence(i, window, scored.score, &scored.channel_error)));
+            let detail = self
+                .evidence
+                .as_ref()
+                .filter(|_| transition == Some(Transition::Raised))
+                .map(|ids| {
+                    Arc::new(self.evidence(ids, i, window, scored.score, &scored.channel_error))
+                });
             let alert = transition.map(|t| AlertRecord {
                 kind: "alert",
                 event: t.as_str(),

@@ -41,7 +41,7 @@ pub fn validate(path: &Path) -> Result<(), Failure> {
         } else {
             "model.path"
         };
-        match open_scopes(&config, &Metrics::new()) {
+        match open_scopes(&config, &Metrics::new(), None) {
             Ok(scopes) => served = scopes,
             Err(error) => problems.extend(error.problems(model_key)),
         }

@@ -1,5 +1,7 @@
-//! `[pipeline]`: the queues between the daemon's stages and how long a
-//! shutdown may drain them.
+//! `[pipeline]`: the queues between the daemon's stages, how long a
+//! shutdown may drain them, and where the daemon keeps its state.
+
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +18,29 @@ pub struct PipelineConfig {
     /// gives up and exits non-zero.
     #[serde(default = "PipelineConfig::default_shutdown_grace_ms")]
     pub shutdown_grace_ms: u64,
+    /// The daemon's state: the MQTT output's alert spool and its `msg_id`
+    /// counter. Unset in the file, [`Config::load`](crate::config::Config::load)
+    /// fills it in ([`default_state_dir`]); a config made in code without
+    /// one keeps no state (no spool unless `output.mqtt.spool_dir` names one).
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// The state directory of a daemon whose config file (`config`) names
+/// none: systemd's `$STATE_DIRECTORY` (the unit's `StateDirectory=`, its
+/// first entry) when set, else `<stem>.state` beside the config file
+/// (`/etc/x/a.toml` keeps its state in `/etc/x/a.state`).
+pub fn default_state_dir(config: &Path, state_directory: Option<&str>) -> PathBuf {
+    if let Some(first) = state_directory
+        .and_then(|dirs| dirs.split(':').next())
+        .filter(|first| !first.is_empty())
+    {
+        return PathBuf::from(first);
+    }
+    let stem = config
+        .file_stem()
+        .map_or_else(|| "accelwatch".into(), |s| s.to_string_lossy());
+    config.with_file_name(format!("{stem}.state"))
 }
 
 impl PipelineConfig {
@@ -32,6 +57,7 @@ impl Default for PipelineConfig {
         Self {
             queue_capacity: Self::default_queue_capacity(),
             shutdown_grace_ms: Self::default_shutdown_grace_ms(),
+            state_dir: None,
         }
     }
 }
@@ -44,6 +70,37 @@ impl PipelineConfig {
             self.queue_capacity >= 1,
             "pipeline.queue_capacity",
             "must be at least 1".into(),
+        );
+        if let Some(dir) = &self.state_dir {
+            check(
+                !dir.as_os_str().is_empty(),
+                "pipeline.state_dir",
+                "must not be empty".into(),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_state_dir_is_systemds_else_beside_the_config() {
+        let config = Path::new("/etc/accelwatch/accelwatch.toml");
+        assert_eq!(
+            default_state_dir(config, Some("/var/lib/accelwatch:/var/lib/other")),
+            Path::new("/var/lib/accelwatch")
+        );
+        for unset in [None, Some("")] {
+            assert_eq!(
+                default_state_dir(config, unset),
+                Path::new("/etc/accelwatch/accelwatch.state")
+            );
+        }
+        assert_eq!(
+            default_state_dir(Path::new("site.toml"), None),
+            Path::new("site.state")
         );
     }
 }

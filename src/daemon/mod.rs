@@ -27,6 +27,7 @@ use std::net::SocketAddr;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::control::Control;
 use crate::daemon::health::{Health, Pulse};
@@ -37,7 +38,7 @@ use crate::pipeline::IngestStage;
 use crate::record::Output;
 use crate::sink::jsonl::JsonlSink;
 use crate::sink::live::LiveSink;
-use crate::sink::mqtt::MqttSink;
+use crate::sink::mqtt::{MqttSink, OutputTask};
 use crate::sink::Sink;
 use crate::source::frame::Frame;
 use crate::source::Source;
@@ -65,7 +66,7 @@ pub struct Daemon {
     scorer: JoinHandle<Result<(u64, u64), BackendError>>,
     sinks: JoinHandle<()>,
     /// The MQTT output's connection, which sends its final status.
-    mqtt_output: Option<JoinHandle<()>>,
+    mqtt_output: Option<OutputTask>,
     pub metrics: Metrics,
     reloader: Reloader,
     health: Health,
@@ -89,28 +90,20 @@ impl Daemon {
     /// Loads and checks everything, then starts every stage. Any problem
     /// with the config, the model, the input or an output is reported here,
     /// before a single sample is read.
-    pub async fn start(
+    pub async fn start(config: Config, sinks: Vec<Box<dyn Sink>>) -> Result<Daemon, DaemonError> {
+        Self::start_with_clock(config, sinks, Clock::system()).await
+    }
+
+    /// [`start`](Self::start) with the wall clock of `clock` (a test steps
+    /// it): it dates the evidence and seeds a new `msg_id` counter; no
+    /// order depends on it.
+    pub async fn start_with_clock(
         config: Config,
         mut sinks: Vec<Box<dyn Sink>>,
+        clock: Clock,
     ) -> Result<Daemon, DaemonError> {
         let metrics = Metrics::new();
-        let scopes = open_scopes(&config, &metrics)?;
-        let mut source = Source::open(&config.input, &metrics)?;
-        if config.output.jsonl != "off" {
-            let jsonl = JsonlSink::open(&config.output.jsonl)
-                .map_err(|(path, cause)| DaemonError::Output { path, cause })?;
-            sinks.insert(0, Box::new(jsonl));
-        }
-        let mqtt_output = match &config.output.mqtt {
-            Some(output) => {
-                let fallback = BrokerSettings::input(&config.input.mqtt);
-                let (sink, task) = MqttSink::open(output, fallback, metrics.clone())
-                    .map_err(DaemonError::MqttOutput)?;
-                sinks.push(Box::new(sink));
-                Some(task)
-            }
-            None => None,
-        };
+        let mut evidence_sink = None;
         // Alert evidence: the store is opened (and checked) before anything
         // runs; its sink writes on a thread of its own.
         let evidence = match crate::evidence::evidence_dir(&config.detector, &config.model) {
@@ -128,11 +121,43 @@ impl Daemon {
                             path: dir.clone(),
                             cause,
                         })?;
-                sinks.push(Box::new(sink));
+                evidence_sink = Some(sink);
                 Some(store)
             }
             None => None,
         };
+        let evidence_ids = match &evidence {
+            Some(store) => Some(store.ids(clock.clone())?),
+            None => None,
+        };
+        let scopes = open_scopes(&config, &metrics, evidence_ids.as_ref())?;
+        let mut source = Source::open(&config.input, &metrics)?;
+        if config.output.jsonl != "off" {
+            let jsonl = JsonlSink::open(&config.output.jsonl)
+                .map_err(|(path, cause)| DaemonError::Output { path, cause })?;
+            sinks.insert(0, Box::new(jsonl));
+        }
+        let mqtt_output = match &config.output.mqtt {
+            Some(output) => {
+                let fallback = BrokerSettings::input(&config.input.mqtt);
+                let (sink, task) = MqttSink::open(
+                    output,
+                    config.pipeline.state_dir.as_deref(),
+                    fallback,
+                    metrics.clone(),
+                    &clock,
+                )
+                .map_err(DaemonError::MqttOutput)?;
+                sinks.push(Box::new(sink));
+                Some(task)
+            }
+            None => None,
+        };
+        // After the other outputs, as before: the evidence writer is the
+        // slowest sink.
+        if let Some(sink) = evidence_sink {
+            sinks.push(Box::new(sink));
+        }
         let (control, commands) = match config.training.mode {
             TrainingMode::Online => {
                 let (control, commands) = Control::channel();
@@ -225,7 +250,9 @@ impl Daemon {
             let stop = shutdown_rx.clone();
             tokio::task::spawn_blocking(move || {
                 score_loop(
-                    Scoring::new(scopes, commands, stage_config, stage_metrics).rescan_on(rescan),
+                    Scoring::new(scopes, commands, stage_config, stage_metrics)
+                        .rescan_on(rescan)
+                        .with_evidence(evidence_ids),
                     max_batch,
                     window_rx,
                     output_tx,
@@ -302,16 +329,10 @@ impl Daemon {
         self.ingest.await.map_err(join)?;
         let scored = self.scorer.await.map_err(join)?;
         self.sinks.await.map_err(join)?;
-        if let Some(mut task) = self.mqtt_output {
+        if let Some(task) = self.mqtt_output {
             // The sinks are dropped: the MQTT output is saying goodbye.
             // A broker that is away does not hold the exit for long.
-            if tokio::time::timeout(crate::sink::mqtt::GOODBYE_TIMEOUT, &mut task)
-                .await
-                .is_err()
-            {
-                tracing::warn!("MQTT output: the offline status could not be sent in time");
-                task.abort();
-            }
+            task.finish(crate::sink::mqtt::GOODBYE_TIMEOUT).await;
         }
         self.metrics.set_ready(false);
         let _ = self.stop_telemetry.send(true);

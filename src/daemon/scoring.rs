@@ -32,6 +32,8 @@ pub(crate) struct Scoring {
     /// Set by a reload: every device or group scope re-reads its current
     /// version.
     pub(crate) rescan: Arc<std::sync::atomic::AtomicBool>,
+    /// The evidence ids of scopes opened later.
+    pub(crate) evidence: Option<crate::evidence::EvidenceIds>,
 }
 
 impl Scoring {
@@ -54,11 +56,18 @@ impl Scoring {
             metrics,
             warned: RateLimited::new(std::time::Duration::from_secs(60)),
             rescan: Arc::default(),
+            evidence: None,
         }
     }
 
     pub(crate) fn rescan_on(mut self, flag: Arc<std::sync::atomic::AtomicBool>) -> Self {
         self.rescan = flag;
+        self
+    }
+
+    /// Scopes opened from now on keep their raises' evidence with `ids`.
+    pub(crate) fn with_evidence(mut self, ids: Option<crate::evidence::EvidenceIds>) -> Self {
+        self.evidence = ids;
         self
     }
 
@@ -87,7 +96,12 @@ impl Scoring {
         if let Some(&i) = self.by_name.get(name) {
             return Some(i);
         }
-        match ServedScope::open(&self.config, &self.metrics, name.clone()) {
+        match ServedScope::open(
+            &self.config,
+            &self.metrics,
+            name.clone(),
+            self.evidence.as_ref(),
+        ) {
             Ok(scope) => {
                 tracing::info!(scope = %name, "a new model scope: calibrating");
                 self.scopes.push(scope);

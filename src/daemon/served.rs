@@ -2,6 +2,7 @@
 //! trainer while it calibrates.
 
 use crate::daemon::error::{CommandRefused, DaemonError};
+use crate::evidence::EvidenceIds;
 use crate::model::inference::BackendError;
 
 use std::sync::Arc;
@@ -31,6 +32,7 @@ pub(crate) const STATUS_EVERY_WINDOWS: usize = 250;
 pub(crate) fn open_scopes(
     config: &Config,
     metrics: &Metrics,
+    evidence: Option<&EvidenceIds>,
 ) -> Result<Vec<ServedScope>, DaemonError> {
     let Some(root) = config
         .model
@@ -38,7 +40,12 @@ pub(crate) fn open_scopes(
         .as_ref()
         .filter(|_| config.training.scope != ScopeKind::Fleet)
     else {
-        return Ok(vec![ServedScope::open(config, metrics, Arc::from(FLEET))?]);
+        return Ok(vec![ServedScope::open(
+            config,
+            metrics,
+            Arc::from(FLEET),
+            evidence,
+        )?]);
     };
     let existing = dirs::existing(root);
     if existing.len() > config.training.max_scopes {
@@ -51,10 +58,20 @@ pub(crate) fn open_scopes(
     let mut scopes = Vec::new();
     let fleet = ModelStore::open(root)?;
     if fleet.current()?.is_some() || fleet.has_collected() {
-        scopes.push(ServedScope::open(config, metrics, Arc::from(FLEET))?);
+        scopes.push(ServedScope::open(
+            config,
+            metrics,
+            Arc::from(FLEET),
+            evidence,
+        )?);
     }
     for (name, _) in existing {
-        scopes.push(ServedScope::open(config, metrics, Arc::from(name))?);
+        scopes.push(ServedScope::open(
+            config,
+            metrics,
+            Arc::from(name),
+            evidence,
+        )?);
     }
     tracing::info!(
         scopes = scopes.len(),
@@ -83,6 +100,8 @@ pub(crate) struct ServedScope {
     /// end waits for that training. A live stream's windows are not held:
     /// scored minutes late, they would be stale alerts.
     pub(crate) held: Option<Held>,
+    /// Where a raise's evidence gets its id (none kept without).
+    evidence: Option<EvidenceIds>,
 }
 
 /// Windows held while a first model trains; at most `capacity` (the
@@ -114,6 +133,7 @@ impl ServedScope {
         config: &Config,
         metrics: &Metrics,
         name: Arc<str>,
+        evidence: Option<&EvidenceIds>,
     ) -> Result<Self, DaemonError> {
         let store = match &config.model.dir {
             Some(root) if &*name == FLEET => Some(ModelStore::open(root)?),
@@ -177,6 +197,7 @@ impl ServedScope {
                 ..Held::default()
             }),
             name,
+            evidence: evidence.cloned(),
         };
         if let Some(model) = model {
             scope.serve(model, config, metrics);
@@ -204,9 +225,7 @@ impl ServedScope {
                         metrics.clone(),
                         self.name.clone(),
                     )
-                    .with_evidence(
-                        crate::evidence::evidence_dir(&config.detector, &config.model).is_some(),
-                    ),
+                    .with_evidence(self.evidence.clone()),
                 )
             }
         }

@@ -337,12 +337,12 @@ fn features_panel(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::evidence::{new_id, RecentScore, FORMAT};
+    use crate::evidence::{id_of, RecentScore, FORMAT};
 
     fn hostile() -> Evidence {
         Evidence {
             format: FORMAT.into(),
-            id: new_id(1_764_616_800_000.0),
+            id: id_of(1_764_616_800_000),
             time_ms: 1_764_616_800_000.0,
             device: "<script>alert('x')</script>\"><img src=x onerror=alert(1)>&".into(),
             scope: "fleet".into(),

@@ -12,14 +12,15 @@
 pub mod store;
 pub mod writer;
 
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
+use crate::clock::Clock;
 use crate::detect::DetectorConfig;
 use crate::model::config::ModelConfig;
+use crate::sequence::{Sequence, SequenceError};
 
 /// What the first key of every evidence file says.
 pub const FORMAT: &str = "accelwatch-evidence/1";
@@ -188,16 +189,57 @@ pub fn by_channel(values: &[f32], channels: usize) -> Vec<Vec<f32>> {
         .collect()
 }
 
-/// Ids sort by time: the raise's Unix ms (13 digits), then a counter of
-/// this process (6 hex digits) that keeps two raises of one millisecond
-/// apart.
-pub fn new_id(now_ms: f64) -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed) & 0xff_ffff;
-    format!("{:013}-{n:06x}", now_ms.max(0.0) as u64)
+/// The file of the evidence directory that keeps the id counter.
+pub const SEQUENCE_FILE: &str = ".sequence";
+
+/// The id of the `n`-th evidence: `n` in 13 digits, a dash and `000000`.
+/// Earlier versions wrote the raise's Unix ms and a counter of the process
+/// there; the counter starts past them, so ids sort in the order the
+/// alerts were raised across versions too.
+pub fn id_of(n: u64) -> String {
+    format!("{n:013}-000000")
 }
 
-/// An id [`new_id`] could have made (and so a safe file name).
+/// The number an id sorts by.
+pub fn number_of(id: &str) -> Option<u64> {
+    is_id(id).then(|| id[..13].parse().ok()).flatten()
+}
+
+/// Evidence ids for the scorer, in the order alerts are raised, from a
+/// counter kept in the evidence directory ([`crate::sequence`]): a clock
+/// stepped back neither reorders them nor makes one twice. The time
+/// recorded beside each is the clock's, shown and never sorted by.
+#[derive(Debug, Clone)]
+pub struct EvidenceIds {
+    sequence: Arc<Mutex<Sequence>>,
+    clock: Clock,
+}
+
+impl EvidenceIds {
+    /// The counter of `dir`, past `floor` (the highest id there); a new
+    /// one starts at the clock's Unix ms, like the ids of earlier versions.
+    pub fn open(dir: &Path, floor: u64, clock: Clock) -> Result<Self, SequenceError> {
+        let first = clock.unix_ms() as u64;
+        let sequence = Sequence::open(&dir.join(SEQUENCE_FILE), floor, first)?;
+        Ok(Self {
+            sequence: Arc::new(Mutex::new(sequence)),
+            clock,
+        })
+    }
+
+    /// The next id, and now (Unix ms).
+    pub fn next(&self) -> (String, f64) {
+        let n = self
+            .sequence
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        (id_of(n), self.clock.unix_ms())
+    }
+}
+
+/// An id [`id_of`] (or an earlier version) could have made, and so a
+/// safe file name.
 pub fn is_id(text: &str) -> bool {
     let bytes = text.as_bytes();
     bytes.len() == 20
@@ -217,13 +259,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ids_sort_by_time_and_are_safe_names() {
-        let a = new_id(1_764_616_800_000.0);
-        let b = new_id(1_764_616_800_000.0);
-        let c = new_id(1_764_616_800_001.0);
+    fn ids_sort_as_raised_whatever_the_clock_and_are_safe_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Clock::system();
+        let ids = EvidenceIds::open(dir.path(), 0, clock.clone()).unwrap();
+        let (a, at) = ids.next();
+        clock.step(-86_400_000);
+        let (b, bt) = ids.next();
+        assert!(bt < at, "the clock went back");
+        drop(ids);
+        let (c, _) = EvidenceIds::open(dir.path(), 0, clock).unwrap().next();
         assert!(is_id(&a) && is_id(&b) && is_id(&c), "{a} {b} {c}");
-        assert_ne!(a, b);
-        assert!(a < c && b < c);
+        assert!(a < b && b < c, "{a} {b} {c}");
+        // An earlier version's id (Unix ms, a counter) sorts before.
+        let old = "1764616800000-00000f";
+        assert!(is_id(old));
+        assert!(old < id_of(number_of(old).unwrap() + 1).as_str());
         for bad in [
             "",
             "../../etc/passwd",

@@ -13,7 +13,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use super::{is_id, Evidence, EvidenceSummary};
+use super::{is_id, number_of, Evidence, EvidenceIds, EvidenceSummary, SEQUENCE_FILE};
+use crate::clock::Clock;
 use crate::scope::store::write_atomically;
 
 /// Why the store could not do what it was asked.
@@ -62,6 +63,9 @@ struct Index {
     entries: BTreeMap<String, EvidenceSummary>,
     bytes: u64,
     skipped: Vec<(PathBuf, Skipped)>,
+    /// The highest id a file of the directory is named after (kept or
+    /// corrupt): new ids go above it.
+    highest: u64,
 }
 
 /// The store; clones share it.
@@ -103,6 +107,7 @@ impl EvidenceStore {
             entries: BTreeMap::new(),
             bytes: 0,
             skipped: Vec::new(),
+            highest: 0,
         };
         let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
             .map_err(io)?
@@ -111,6 +116,9 @@ impl EvidenceStore {
             .collect();
         paths.sort();
         for path in paths {
+            if path.file_name().is_some_and(|n| n == SEQUENCE_FILE) {
+                continue;
+            }
             let id = path
                 .file_name()
                 .and_then(|n| n.to_str())
@@ -120,6 +128,7 @@ impl EvidenceStore {
                 index.skipped.push((path, Skipped::Foreign));
                 continue;
             };
+            index.highest = index.highest.max(number_of(id).unwrap_or(0));
             match read_file(&path) {
                 Ok((evidence, bytes)) if evidence.id == id => {
                     index.bytes += bytes;
@@ -139,6 +148,16 @@ impl EvidenceStore {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Index> {
         self.index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The ids of new evidence: above every id here, in the order raised
+    /// (see [`EvidenceIds`]).
+    pub fn ids(&self, clock: Clock) -> Result<EvidenceIds, EvidenceError> {
+        let floor = self.lock().highest + 1;
+        EvidenceIds::open(&self.dir, floor, clock).map_err(|e| EvidenceError::Io {
+            path: e.path,
+            cause: e.cause,
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -215,7 +234,8 @@ impl EvidenceStore {
     }
 
     /// Removes the oldest files until the count and the bytes are within
-    /// the limits (the newest is always kept).
+    /// the limits (the newest is always kept). Oldest is lowest id: ids
+    /// are handed out in the order alerts are raised, and written in it.
     fn prune(&self) -> Result<usize, EvidenceError> {
         let mut removed = 0;
         loop {
@@ -263,12 +283,14 @@ fn read_file(path: &Path) -> Result<(Evidence, u64), EvidenceError> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::evidence::{new_id, FORMAT};
+    use crate::evidence::{id_of, FORMAT};
 
+    /// Evidence with an id of its own, each above the last.
     pub fn sample(device: &str, time_ms: f64) -> Evidence {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Evidence {
             format: FORMAT.into(),
-            id: new_id(time_ms),
+            id: id_of(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)),
             time_ms,
             device: device.into(),
             scope: "fleet".into(),
@@ -343,5 +365,39 @@ pub(crate) mod tests {
         let newest: Vec<String> = written[7..].iter().map(|e| e.id.clone()).collect();
         assert_eq!(kept, newest);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3);
+    }
+
+    #[test]
+    fn a_clock_stepped_back_keeps_the_newest_written_across_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = EvidenceLimits {
+            max_count: 2,
+            max_bytes: 1 << 30,
+        };
+        let clock = Clock::system();
+        let mut written = Vec::new();
+        for run in 0..2 {
+            let store = EvidenceStore::open(dir.path(), limits).unwrap();
+            let ids = store.ids(clock.clone()).unwrap();
+            for _ in 0..2 {
+                let (id, time_ms) = ids.next();
+                let mut evidence = sample("a", time_ms);
+                evidence.id = id;
+                store.put(&evidence).unwrap();
+                written.push(evidence.id);
+                // A day back, as a box without a real-time clock does when
+                // NTP first answers wrongly, or an operator sets it.
+                clock.step(-86_400_000);
+            }
+            let kept: Vec<String> = store.list().into_iter().map(|s| s.id).collect();
+            let newest: Vec<String> = written.iter().rev().take(2).cloned().collect();
+            assert_eq!(kept, newest, "run {run}: the newest two, newest first");
+        }
+        assert!(
+            std::fs::read_dir(dir.path()).unwrap().count() == 3,
+            "two files and the counter"
+        );
+        let reread = EvidenceStore::read(dir.path(), limits).unwrap();
+        assert!(reread.skipped().is_empty(), "the counter is not foreign");
     }
 }

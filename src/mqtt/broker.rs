@@ -24,6 +24,13 @@ pub enum MqttError {
     },
     #[error("{key}: {message}")]
     Tls { key: String, message: String },
+    /// The output's state (spool, `msg_id` counter) cannot be kept.
+    #[error("{key}: {}: {cause}", path.display())]
+    State {
+        key: String,
+        path: PathBuf,
+        cause: std::io::Error,
+    },
 }
 
 /// A broker connection, resolved from the config.

@@ -202,6 +202,12 @@ impl Metrics {
             .mqtt_spool_bytes
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
+    pub fn alerts_lost(&self, reason: AlertsLost, alerts: u64) {
+        self.inner
+            .alerts_lost
+            .with_label_values(&[reason.as_str()])
+            .inc_by(alerts);
+    }
     pub fn mqtt_resent(&self, messages: usize) {
         self.inner.mqtt_resent.inc_by(messages as u64);
     }
@@ -334,6 +340,38 @@ impl Metrics {
             .encode(&self.inner.registry.gather(), &mut buffer)
             .expect("text encoding");
         String::from_utf8(buffer).expect("prometheus text is UTF-8")
+    }
+}
+
+/// Why an alert never reached the broker (`accelwatch_alerts_lost_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertsLost {
+    /// The spool had no room (`output.mqtt.spool_max_bytes`).
+    SpoolFull,
+    /// Memory had no room (`output.mqtt.queue`) and there was no spool.
+    QueueFull,
+    /// Kept in memory only, not acknowledged when the daemon stopped.
+    Shutdown,
+}
+
+impl AlertsLost {
+    pub const ALL: [AlertsLost; 3] = [Self::SpoolFull, Self::QueueFull, Self::Shutdown];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::SpoolFull => "spool_full",
+            Self::QueueFull => "queue_full",
+            Self::Shutdown => "shutdown",
+        }
+    }
+
+    /// What the operator can change, for the warning.
+    pub const fn cause(self) -> &'static str {
+        match self {
+            Self::SpoolFull => "the spool is full: output.mqtt.spool_max_bytes",
+            Self::QueueFull => "no spool and output.mqtt.queue alerts wait already",
+            Self::Shutdown => "stopped before the broker acknowledged them",
+        }
     }
 }
 

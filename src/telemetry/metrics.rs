@@ -47,6 +47,7 @@ pub(crate) struct Inner {
     pub(crate) mqtt_spool_corrupt: IntCounter,
     pub(crate) mqtt_spool_bytes: IntGauge,
     pub(crate) mqtt_resent: IntCounter,
+    pub(crate) alerts_lost: IntCounterVec,
     pub(crate) control_unauthorized: IntCounter,
     pub(crate) serial_connected: IntGaugeVec,
     pub(crate) serial_connection_failures: IntCounterVec,
@@ -261,6 +262,17 @@ impl Metrics {
         for event in ["spooled", "replayed", "acked", "dropped"] {
             mqtt_spool.with_label_values(&[event]);
         }
+        let alerts_lost = counter_vec(
+            r,
+            "accelwatch_alerts_lost_total",
+            "Alerts the MQTT output could not deliver, by reason: spool_full (no room in \
+             output.mqtt.spool_max_bytes), queue_full (no room in memory, output.mqtt.queue), \
+             shutdown (kept in memory only and not acknowledged when the daemon stopped).",
+            &["reason"],
+        );
+        for reason in crate::telemetry::events::AlertsLost::ALL {
+            alerts_lost.with_label_values(&[reason.as_str()]);
+        }
         let mqtt_spool_bytes = IntGauge::new(
             "accelwatch_mqtt_spool_bytes",
             "Bytes of alerts in the MQTT output's spool, waiting for the broker.",
@@ -334,9 +346,11 @@ impl Metrics {
                 mqtt_spool_corrupt: counter(
                     r,
                     "accelwatch_mqtt_spool_corrupt_bytes_total",
-                    "Bytes of torn or corrupt records cut off the MQTT output's spool at start.",
+                    "Bytes of torn or corrupt records skipped in the MQTT output's spool at start \
+                     (the records around them are kept).",
                 ),
                 mqtt_spool_bytes,
+                alerts_lost,
                 mqtt_resent: counter(
                     r,
                     "accelwatch_mqtt_resent_total",

@@ -462,6 +462,11 @@ fn the_debian_package_installs_binary_unit_config_model_and_user() {
             "ACCELWATCH__MODEL__PATH",
             root.join("var/lib/accelwatch/models/demo.onnx"),
         )
+        // The unit's StateDirectory, which validate checks it can write in.
+        .env(
+            "ACCELWATCH__PIPELINE__STATE_DIR",
+            root.join("var/lib/accelwatch"),
+        )
         .run();
     assert!(
         out.status.success(),

@@ -1,6 +1,6 @@
 //! `[output.mqtt]`: where features, alerts and status are published.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -45,6 +45,7 @@ pub struct MqttOutputConfig {
     pub keep_alive_s: Option<u64>,
     /// Alerts are appended here (fsynced) until the broker acknowledges
     /// them, so they survive a restart of the daemon during an outage.
+    /// Unset: `<pipeline.state_dir>/spool`; `"off"`: no spool.
     #[serde(default)]
     pub spool_dir: Option<PathBuf>,
     /// The spool's bound on disk; alerts beyond it are dropped and counted.
@@ -98,7 +99,31 @@ impl Default for MqttOutputConfig {
     }
 }
 
+/// The `spool_dir` that switches the spool off.
+pub const SPOOL_OFF: &str = "off";
+
+/// The spool's directory under the state directory.
+pub const SPOOL_SUBDIR: &str = "spool";
+
 impl MqttOutputConfig {
+    /// Where the spool is: `spool_dir`, else `spool` under `state_dir`;
+    /// none when switched off (or with neither).
+    pub fn spool_path(&self, state_dir: Option<&Path>) -> Option<PathBuf> {
+        match &self.spool_dir {
+            Some(dir) if dir.as_os_str() == SPOOL_OFF => None,
+            Some(dir) => Some(dir.clone()),
+            None => state_dir.map(|state| state.join(SPOOL_SUBDIR)),
+        }
+    }
+
+    /// The key a problem with the spool's directory is reported under.
+    pub fn spool_key(&self) -> &'static str {
+        match &self.spool_dir {
+            Some(_) => "output.mqtt.spool_dir",
+            None => "pipeline.state_dir",
+        }
+    }
+
     /// The problems of `[output.mqtt]`; without a url of its own it needs
     /// the MQTT input's broker (`input_is_mqtt`), and it speaks the input's
     /// protocol unless it sets one.
@@ -173,33 +198,24 @@ impl MqttOutputConfig {
             check(
                 !dir.as_os_str().is_empty(),
                 "output.mqtt.spool_dir",
-                "must not be empty (leave it unset for no spool)".into(),
+                "must not be empty (\"off\" for no spool; unset, it is under pipeline.state_dir)"
+                    .into(),
             );
         }
     }
 
-    /// The spool directory, when set, is a directory or can be made one.
+    /// The spool directory, when set, is a directory the daemon can write
+    /// in, or can be made one.
     pub fn file_problems(&self, check: &mut impl FnMut(bool, &str, String)) {
         let Some(dir) = self
             .spool_dir
             .as_deref()
-            .filter(|d| !d.as_os_str().is_empty())
+            .filter(|d| !d.as_os_str().is_empty() && d.as_os_str() != SPOOL_OFF)
         else {
             return;
         };
-        let ok = if dir.exists() {
-            dir.is_dir()
-        } else {
-            dir.parent()
-                .is_none_or(|p| p.as_os_str().is_empty() || p.is_dir())
-        };
-        check(
-            ok,
-            "output.mqtt.spool_dir",
-            format!(
-                "{} is not a directory, nor one that can be made in an existing directory",
-                dir.display()
-            ),
-        );
+        if let Err(why) = crate::problem::writable_dir(dir) {
+            check(false, "output.mqtt.spool_dir", why);
+        }
     }
 }

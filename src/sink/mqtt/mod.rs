@@ -10,31 +10,37 @@
 //! `accelwatch_mqtt_publish_dropped_total{kind}` rather than stalling the
 //! pipeline behind an outage. Alerts and status records are kept until the
 //! broker acknowledges them (QoS 1) and published again, in order, after a
-//! lost connection; each carries a rising `msg_id` by which a subscriber
-//! drops the duplicates QoS 1 allows. With `output.mqtt.spool_dir`, alerts
-//! are also fsynced to the [`spool`] first, and a restarted daemon
-//! publishes what its predecessor could not.
+//! lost connection; each carries a rising `msg_id` (from a counter kept in
+//! the state directory, never from the clock) by which a subscriber drops
+//! the duplicates QoS 1 allows. Unless `output.mqtt.spool_dir = "off"`,
+//! alerts are also fsynced to the [`spool`] first, and a restarted daemon
+//! publishes what its predecessor could not. An alert that cannot be kept
+//! is counted in `accelwatch_alerts_lost_total{reason}` and logged.
 
 pub mod config;
 pub mod connection;
 pub mod outbox;
 pub mod spool;
 
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
 use crate::backoff::Backoff;
+use crate::clock::Clock;
 use crate::mqtt::broker::{BrokerSettings, MqttError};
 use crate::mqtt::client::{Session, Will};
 use crate::mqtt::topic::{Template, TopicError};
 use crate::record::{Output, StatusRecord};
+use crate::sequence::Sequence;
 use crate::sink::mqtt::config::MqttOutputConfig;
 use crate::sink::mqtt::connection::{Connection, Shared};
 use crate::sink::mqtt::outbox::{Message, Outbox};
 use crate::sink::mqtt::spool::Spool;
 use crate::sink::Sink;
+use crate::telemetry::events::AlertsLost;
 use crate::telemetry::Metrics;
 
 const ROLE: &str = "output";
@@ -44,8 +50,7 @@ const RUMQTTC_QUEUE: usize = 64;
 
 pub struct MqttSink {
     shared: Arc<Shared>,
-    /// The next `msg_id`.
-    next_id: u64,
+    ids: MsgIds,
     features: Template,
     alert: Template,
     features_qos: u8,
@@ -102,14 +107,51 @@ fn with_msg_id(mut value: serde_json::Value, id: u64) -> Vec<u8> {
     serde_json::to_vec(&value).expect("JSON")
 }
 
-/// Where `msg_id`s start: past the spool's, and past any earlier run's
-/// (microseconds of the wall clock, so they rise across restarts even
-/// without a spool, as long as the clock does).
-fn first_id(spooled: u64) -> u64 {
-    let now_us = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
-    (spooled + 1).max(now_us)
+/// Where `msg_id`s come from.
+enum MsgIds {
+    /// The counter in the state directory (or the spool's): they rise
+    /// across restarts and crashes whatever the clock says.
+    Kept(Sequence),
+    /// No directory to keep one in (a config made in code, with neither a
+    /// state directory nor a spool): from the clock once, then counted.
+    Counted(u64),
+}
+
+impl MsgIds {
+    fn next(&mut self) -> u64 {
+        match self {
+            MsgIds::Kept(sequence) => sequence.take(),
+            MsgIds::Counted(next) => {
+                *next += 1;
+                *next - 1
+            }
+        }
+    }
+}
+
+/// The file the `msg_id` counter is kept in, under the state directory.
+pub const MSG_ID_FILE: &str = "msg_id";
+
+/// The `msg_id`s, past the spool's (`spooled`) and past any earlier run's.
+/// A counter made anew starts at the wall clock in microseconds: past the
+/// ids of versions that took them from the clock, so subscribers keep
+/// what follows an upgrade; the clock is not read again after that.
+fn msg_ids(dir: Option<&Path>, spooled: u64, clock: &Clock) -> Result<MsgIds, MqttError> {
+    let Some(dir) = dir else {
+        return Ok(MsgIds::Counted((spooled + 1).max(clock.unix_us())));
+    };
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |cause| MqttError::State {
+            key: "pipeline.state_dir".into(),
+            path,
+            cause,
+        }
+    };
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let sequence = Sequence::open(&dir.join(MSG_ID_FILE), spooled + 1, clock.unix_us())
+        .map_err(|e| io(&e.path)(e.cause))?;
+    Ok(MsgIds::Kept(sequence))
 }
 
 /// Where a scope's status is retained: `<status topic>/device/<id>` or
@@ -135,11 +177,15 @@ impl MqttSink {
     /// never, while the broker is away: bound the wait for it). Without a
     /// url of its own, `output` publishes through the broker of `fallback`
     /// (the MQTT input's settings).
+    /// `state_dir` holds the `msg_id` counter and, unless
+    /// `output.mqtt.spool_dir` says otherwise, the spool.
     pub fn open(
         output: &MqttOutputConfig,
+        state_dir: Option<&Path>,
         fallback: BrokerSettings,
         metrics: Metrics,
-    ) -> Result<(Self, JoinHandle<()>), MqttError> {
+        clock: &Clock,
+    ) -> Result<(Self, OutputTask), MqttError> {
         let mut broker = fallback;
         if let Some(url) = &output.url {
             broker.url = url.clone();
@@ -169,11 +215,12 @@ impl MqttSink {
         let alert =
             Template::parse(&output.alert_topic).map_err(setting("output.mqtt.alert_topic"))?;
         let mut outbox = Outbox::new(output.queue, output.queue);
-        let (spool, last_id) = match &output.spool_dir {
+        let spool_dir = output.spool_path(state_dir);
+        let (spool, last_id) = match &spool_dir {
             Some(dir) => {
                 let (spool, replay) =
-                    Spool::open(dir, output.spool_max_bytes).map_err(|e| MqttError::Read {
-                        key: "output.mqtt.spool_dir".into(),
+                    Spool::open(dir, output.spool_max_bytes).map_err(|e| MqttError::State {
+                        key: output.spool_key().into(),
                         path: e.path,
                         cause: e.cause,
                     })?;
@@ -188,12 +235,20 @@ impl MqttSink {
                     );
                 }
                 for record in replay.records {
-                    outbox.push_reliable(record.id, record.message, true);
+                    outbox.push_alert(record.id, record.message, true);
                 }
                 (Some(Mutex::new(spool)), replay.last_id)
             }
-            None => (None, 0),
+            None => {
+                // Said once; each alert actually lost is a warning.
+                tracing::info!(
+                    "MQTT output: no spool (output.mqtt.spool_dir = \"off\", or no state \
+                     directory): alerts not acknowledged at shutdown are lost"
+                );
+                (None, 0)
+            }
         };
+        let ids = msg_ids(state_dir.or(spool_dir.as_deref()), last_id, clock)?;
         let shared = Arc::new(Shared {
             outbox: Mutex::new(outbox),
             spool,
@@ -211,10 +266,14 @@ impl MqttSink {
             url: broker.url.clone(),
             metrics: metrics.clone(),
         };
-        let task = tokio::spawn(connection.run());
+        let task = OutputTask {
+            task: tokio::spawn(connection.run()),
+            shared: shared.clone(),
+            metrics: metrics.clone(),
+        };
         let sink = Self {
             shared,
-            next_id: first_id(last_id),
+            ids,
             features,
             alert,
             features_qos: output.features_qos,
@@ -243,41 +302,58 @@ impl MqttSink {
         self.shared.wake.notify_one();
     }
 
-    /// Keeps an alert (`spool`: in the spool too) or a status record until
-    /// the broker has it.
-    fn reliable(&mut self, kind: &'static str, message: Message, spool: bool) {
-        let id = self.next_id;
-        self.next_id += 1;
+    /// An alert that could not be kept: counted and logged (at most once a
+    /// minute per reason, with how many since).
+    fn lost(&mut self, reason: AlertsLost) {
+        self.metrics.mqtt_publish_dropped("alert");
+        self.metrics.alerts_lost(reason, 1);
+        if let Some(held_back) = self
+            .warned
+            .check(reason.as_str(), std::time::Instant::now())
+        {
+            tracing::warn!(
+                alerts = held_back + 1,
+                reason = reason.as_str(),
+                "MQTT output: alerts lost ({})",
+                reason.cause()
+            );
+        }
+    }
+
+    /// Keeps an alert until the broker has it: in the spool (fsynced) when
+    /// there is one, else (or when the spool fails) in memory.
+    fn alert(&mut self, id: u64, message: Message) {
         let mut spooled = false;
-        if spool {
-            if let Some(mut spool) = self.shared.spool() {
-                match spool.append(id, &message) {
-                    Ok(true) => {
-                        spooled = true;
-                        self.metrics.mqtt_spool("spooled", 1);
-                        self.metrics.mqtt_spool_bytes(spool.bytes());
-                    }
-                    Ok(false) => {
-                        self.metrics.mqtt_spool("dropped", 1);
-                        self.metrics.mqtt_publish_dropped(kind);
-                        if let Some(held_back) =
-                            self.warned.check("spool full", std::time::Instant::now())
-                        {
-                            tracing::warn!(
-                                held_back,
-                                "MQTT output: the spool is full (output.mqtt.spool_max_bytes); \
-                                 an alert was dropped"
-                            );
-                        }
-                        return;
-                    }
-                    // Kept in memory instead: it still survives an outage.
-                    Err(error) => tracing::error!(%error, "MQTT output: cannot spool an alert"),
+        let shared = self.shared.clone();
+        if let Some(mut spool) = shared.spool() {
+            match spool.append(id, &message) {
+                Ok(true) => {
+                    spooled = true;
+                    self.metrics.mqtt_spool("spooled", 1);
+                    self.metrics.mqtt_spool_bytes(spool.bytes());
                 }
+                Ok(false) => {
+                    drop(spool);
+                    self.metrics.mqtt_spool("dropped", 1);
+                    self.lost(AlertsLost::SpoolFull);
+                    return;
+                }
+                // Kept in memory instead: it still survives an outage.
+                Err(error) => tracing::error!(%error, "MQTT output: cannot spool an alert"),
             }
         }
-        if !self.shared.outbox().push_reliable(id, message, spooled) {
-            self.metrics.mqtt_publish_dropped(kind);
+        if !self.shared.outbox().push_alert(id, message, spooled) {
+            self.lost(AlertsLost::QueueFull);
+            return;
+        }
+        self.shared.wake.notify_one();
+    }
+
+    /// Keeps a status record until the broker has it (only the newest of
+    /// each topic waits).
+    fn status(&mut self, id: u64, message: Message) {
+        if !self.shared.outbox().push_status(id, message) {
+            self.metrics.mqtt_publish_dropped("status");
             return;
         }
         self.shared.wake.notify_one();
@@ -300,17 +376,19 @@ impl Sink for MqttSink {
                 self.feature(topic, payload);
             }
             Output::Alert(a) => {
+                let id = self.ids.next();
                 let message = Message {
                     topic: self.alert.render(&a.device),
                     qos: self.alert_qos,
                     retain: self.alert_retain,
-                    payload: with_msg_id(serde_json::to_value(output)?, self.next_id),
+                    payload: with_msg_id(serde_json::to_value(output)?, id),
                 };
-                self.reliable("alert", message, true);
+                self.alert(id, message);
             }
             // The retained status says "online" and how the model stands;
             // each scope's under a topic of its own, so none hides another.
             Output::Status(status) => {
+                let id = self.ids.next();
                 let message = Message {
                     topic: match &status.scope {
                         Some(scope) => scope_status_topic(&self.status_topic, scope),
@@ -318,9 +396,9 @@ impl Sink for MqttSink {
                     },
                     qos: 1,
                     retain: true,
-                    payload: with_msg_id(status_value(true, Some(status)), self.next_id),
+                    payload: with_msg_id(status_value(true, Some(status)), id),
                 };
-                self.reliable("status", message, false);
+                self.status(id, message);
             }
         }
         Ok(())
@@ -344,7 +422,6 @@ impl Drop for MqttSink {
         if waiting > 0 {
             tracing::info!(
                 messages = waiting,
-                spooled = self.shared.spool.is_some(),
                 "MQTT output: alerts and status wait for the broker's acknowledgement"
             );
         }
@@ -354,3 +431,114 @@ impl Drop for MqttSink {
 
 /// How long shutdown waits for the final status to reach the broker.
 pub const GOODBYE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The output's connection task, and what it leaves undelivered.
+pub struct OutputTask {
+    task: JoinHandle<()>,
+    shared: Arc<Shared>,
+    metrics: Metrics,
+}
+
+impl OutputTask {
+    /// Once the sink is dropped: waits at most `timeout` for everything to
+    /// be acknowledged and the goodbye said, then counts and logs the
+    /// alerts lost with the process (those in memory only; the spooled
+    /// ones are published by the next run).
+    pub async fn finish(mut self, timeout: Duration) {
+        if tokio::time::timeout(timeout, &mut self.task).await.is_err() {
+            tracing::warn!("MQTT output: the offline status could not be sent in time");
+            self.task.abort();
+        }
+        let outbox = self.shared.outbox();
+        let lost = outbox.alerts_in_memory();
+        let spooled = outbox.unacknowledged_alerts() - lost;
+        drop(outbox);
+        if lost > 0 {
+            self.metrics.alerts_lost(AlertsLost::Shutdown, lost as u64);
+            tracing::warn!(
+                alerts = lost,
+                "MQTT output: alerts the broker did not acknowledge before shutdown are lost \
+                 (no spool: output.mqtt.spool_dir)"
+            );
+        }
+        if spooled > 0 {
+            tracing::info!(
+                alerts = spooled,
+                "MQTT output: alerts wait in the spool for the next run"
+            );
+        }
+    }
+
+    /// Stops the task without waiting.
+    pub fn abort(&self) {
+        self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::MqttInputConfig;
+    use crate::record::{AlertRecord, ModelState};
+
+    fn alert(seq: u64) -> Output {
+        Output::Alert(AlertRecord {
+            kind: "alert",
+            event: "raise",
+            device: Arc::from("d1"),
+            seq,
+            t: 0.0,
+            score: 2.0,
+            threshold: 0.3,
+            model: Arc::from("m"),
+            evidence: None,
+            detail: None,
+        })
+    }
+
+    /// A broker that is never there: nothing is acknowledged.
+    fn unreachable(queue: usize) -> MqttOutputConfig {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap();
+        MqttOutputConfig {
+            url: Some(format!("mqtt://127.0.0.1:{port}")),
+            queue,
+            ..MqttOutputConfig::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn statuses_in_a_long_outage_never_push_out_an_alert() {
+        let metrics = Metrics::new();
+        let (mut sink, task) = MqttSink::open(
+            &unreachable(4),
+            None,
+            BrokerSettings::input(&MqttInputConfig::default()),
+            metrics.clone(),
+            &Clock::system(),
+        )
+        .unwrap();
+        // Many more statuses of one scope than the cap, then alerts.
+        for collected in 0..10 {
+            let status = StatusRecord::new(ModelState::Calibrating, collected, 100);
+            sink.write(&Output::Status(status)).unwrap();
+        }
+        sink.write(&alert(1)).unwrap();
+        sink.write(&alert(2)).unwrap();
+        let text = metrics.render();
+        assert!(
+            text.contains("accelwatch_mqtt_publish_dropped_total{kind=\"alert\"} 0")
+                || !text.contains("kind=\"alert\""),
+            "{text}"
+        );
+        assert_eq!(
+            sink.shared.outbox().unacknowledged(),
+            3,
+            "the newest status and both alerts"
+        );
+        drop(sink);
+        task.abort();
+    }
+}

@@ -31,6 +31,7 @@ struct Reliable {
     id: u64,
     message: Message,
     spooled: bool,
+    status: bool,
 }
 
 /// A message rumqttc was given and has not reported written yet.
@@ -100,23 +101,74 @@ impl Outbox {
         true
     }
 
-    /// Keeps a reliable message until it is acknowledged; false (dropped)
-    /// when it is not spooled and the memory bound is reached. Ids must
-    /// rise.
-    pub fn push_reliable(&mut self, id: u64, message: Message, spooled: bool) -> bool {
-        if !spooled {
-            if self.in_memory >= self.reliable_cap {
-                return false;
+    /// Keeps an alert until it is acknowledged; false (dropped) when it is
+    /// not spooled and the memory bound is reached by alerts alone (a
+    /// status waiting is dropped to make room: the next one says as much).
+    /// Ids must rise.
+    pub fn push_alert(&mut self, id: u64, message: Message, spooled: bool) -> bool {
+        if !spooled && self.in_memory >= self.reliable_cap {
+            let waiting_status =
+                (self.next..self.reliable.len()).find(|&i| self.reliable[i].status);
+            match waiting_status {
+                Some(at) => self.remove_at(at),
+                None => return false,
             }
+        }
+        self.push(id, message, spooled, false);
+        true
+    }
+
+    /// Keeps a status record until it is acknowledged, in place of one of
+    /// the same topic still waiting (a status says the current state, so
+    /// only the newest matters); false (dropped) when the memory bound is
+    /// reached.
+    pub fn push_status(&mut self, id: u64, message: Message) -> bool {
+        let replaced = (self.next..self.reliable.len())
+            .find(|&i| self.reliable[i].status && self.reliable[i].message.topic == message.topic);
+        match replaced {
+            Some(at) => self.remove_at(at),
+            None if self.in_memory >= self.reliable_cap => return false,
+            None => {}
+        }
+        self.push(id, message, false, true);
+        true
+    }
+
+    fn push(&mut self, id: u64, message: Message, spooled: bool, status: bool) {
+        debug_assert!(self.reliable.back().is_none_or(|r| r.id < id));
+        if !spooled {
             self.in_memory += 1;
         }
-        debug_assert!(self.reliable.back().is_none_or(|r| r.id < id));
         self.reliable.push_back(Reliable {
             id,
             message,
             spooled,
+            status,
         });
-        true
+    }
+
+    /// Forgets `reliable[at]`, which was not handed over on this connection.
+    fn remove_at(&mut self, at: usize) {
+        debug_assert!(at >= self.next);
+        if let Some(gone) = self.reliable.remove(at) {
+            if !gone.spooled {
+                self.in_memory -= 1;
+            }
+        }
+    }
+
+    /// Alerts not acknowledged yet, spooled or not.
+    pub fn unacknowledged_alerts(&self) -> usize {
+        self.reliable.iter().filter(|r| !r.status).count()
+    }
+
+    /// Alerts kept in memory only (not in a spool) and not acknowledged:
+    /// what a daemon stopping now loses.
+    pub fn alerts_in_memory(&self) -> usize {
+        self.reliable
+            .iter()
+            .filter(|r| !r.status && !r.spooled)
+            .count()
     }
 
     /// Reliable messages not acknowledged yet.
@@ -240,8 +292,8 @@ mod tests {
     fn reliable_messages_go_first_and_stay_until_acknowledged() {
         let mut outbox = Outbox::new(10, 10);
         assert!(outbox.push_feature(message("f1", 0)));
-        assert!(outbox.push_reliable(1, message("a1", 1), true));
-        assert!(outbox.push_reliable(2, message("s2", 1), false));
+        assert!(outbox.push_alert(1, message("a1", 1), true));
+        assert!(outbox.push_alert(2, message("s2", 1), false));
         let mut sent = Vec::new();
         assert_eq!(outbox.hand(taking(10, &mut sent)), 3);
         assert_eq!(sent, ["a1", "s2", "f1"]);
@@ -271,7 +323,7 @@ mod tests {
     fn a_lost_connection_hands_the_unacknowledged_again_in_order() {
         let mut outbox = Outbox::new(10, 10);
         for id in 1..=4 {
-            outbox.push_reliable(id, message(&format!("a{id}"), 1), true);
+            outbox.push_alert(id, message(&format!("a{id}"), 1), true);
         }
         outbox.push_feature(message("f", 0));
         let mut sent = Vec::new();
@@ -308,7 +360,7 @@ mod tests {
     #[test]
     fn a_full_rumqttc_queue_keeps_the_rest_here() {
         let mut outbox = Outbox::new(10, 10);
-        outbox.push_reliable(1, message("a1", 1), false);
+        outbox.push_alert(1, message("a1", 1), false);
         outbox.push_feature(message("f1", 0));
         outbox.push_feature(message("f2", 0));
         let mut sent = Vec::new();
@@ -324,17 +376,17 @@ mod tests {
         let mut outbox = Outbox::new(1, 1);
         assert!(outbox.push_feature(message("f1", 0)));
         assert!(!outbox.push_feature(message("f2", 0)));
-        assert!(outbox.push_reliable(1, message("s1", 1), false));
-        assert!(!outbox.push_reliable(2, message("s2", 1), false));
+        assert!(outbox.push_alert(1, message("s1", 1), false));
+        assert!(!outbox.push_alert(2, message("s2", 1), false));
         // The spool bounds spooled alerts, not this.
-        assert!(outbox.push_reliable(3, message("a3", 1), true));
+        assert!(outbox.push_alert(3, message("a3", 1), true));
         assert_eq!(outbox.unacknowledged(), 2);
     }
 
     #[test]
     fn a_reliable_message_at_qos_0_is_delivered_when_written() {
         let mut outbox = Outbox::new(1, 1);
-        outbox.push_reliable(7, message("a7", 0), true);
+        outbox.push_alert(7, message("a7", 0), true);
         outbox.hand(|_| true);
         assert_eq!(
             outbox.on_sent(0),
@@ -350,11 +402,49 @@ mod tests {
     fn the_connections_own_status_keeps_the_reports_paired() {
         let mut outbox = Outbox::new(4, 4);
         outbox.handed_untracked();
-        outbox.push_reliable(1, message("a1", 1), true);
+        outbox.push_alert(1, message("a1", 1), true);
         outbox.hand(|_| true);
         assert_eq!(outbox.on_sent(1), None, "the hello");
         assert_eq!(outbox.on_sent(2), None);
         assert_eq!(outbox.on_acked(1), None, "pkid 1 was the hello's");
         assert_eq!(outbox.on_acked(2).map(|d| d.id), Some(1));
+    }
+
+    #[test]
+    fn only_the_newest_status_of_a_topic_waits_and_alerts_take_a_statuss_room() {
+        let mut outbox = Outbox::new(4, 2);
+        for id in 1..=5 {
+            assert!(outbox.push_status(id, message("status/fleet", 1)));
+        }
+        assert!(outbox.push_status(6, message("status/device/a", 1)));
+        assert_eq!(outbox.unacknowledged(), 2, "the newest of each topic");
+        // The cap is full of statuses: an alert takes the oldest one's room.
+        assert!(outbox.push_alert(7, message("a7", 1), false));
+        assert!(outbox.push_alert(8, message("a8", 1), false));
+        assert!(
+            !outbox.push_alert(9, message("a9", 1), false),
+            "alerts alone fill it"
+        );
+        assert_eq!(outbox.alerts_in_memory(), 2);
+        let mut sent = Vec::new();
+        outbox.hand(taking(10, &mut sent));
+        assert_eq!(sent, ["a7", "a8"]);
+    }
+
+    #[test]
+    fn a_status_handed_over_stays_tracked_and_a_newer_one_waits_behind_it() {
+        let mut outbox = Outbox::new(4, 4);
+        outbox.push_status(1, message("status", 1));
+        outbox.hand(|_| true);
+        outbox.on_sent(1);
+        assert!(outbox.push_status(2, message("status", 1)));
+        assert_eq!(outbox.unacknowledged(), 2);
+        assert_eq!(outbox.on_acked(1).map(|d| d.id), Some(1));
+        let mut sent = Vec::new();
+        outbox.hand(taking(10, &mut sent));
+        assert_eq!(sent, ["status"]);
+        outbox.on_sent(2);
+        assert_eq!(outbox.on_acked(2).map(|d| d.id), Some(2));
+        assert!(outbox.is_drained());
     }
 }

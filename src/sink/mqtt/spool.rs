@@ -9,14 +9,16 @@
 //! acknowledged, so a restart replays only what may not have arrived.
 //! A record is `len: u32 | crc32(body): u32 | body`, the body
 //! `id: u64 | qos: u8 | retain: u8 | topic_len: u16 | topic | payload`, all
-//! little-endian. A torn tail (the daemon killed inside a write) fails its
-//! length or checksum: it is cut off, counted and warned about.
+//! little-endian. A torn tail (the daemon killed inside a write) or a
+//! damaged record fails its length or checksum: its bytes are skipped,
+//! counted and warned about, and decoding resumes at the next good record.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::scope::store::write_atomically;
 use crate::sink::mqtt::outbox::Message;
 
 /// The smallest `output.mqtt.spool_max_bytes`.
@@ -97,40 +99,62 @@ pub fn encode(id: u64, message: &Message) -> Vec<u8> {
     record
 }
 
-/// The records of one segment's bytes, and how many bytes of it are good.
+/// The record at `at`, if a whole one with a good checksum starts there and
+/// its id is above `after` (ids rise within a segment), and its length.
+fn record_at(bytes: &[u8], at: usize, after: Option<u64>) -> Option<(SpoolRecord, usize)> {
+    let header = bytes.get(at..at + HEADER)?;
+    let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
+    if len < BODY_FIXED {
+        return None;
+    }
+    let body = bytes.get(at + HEADER..(at + HEADER).checked_add(len)?)?;
+    if crc32fast::hash(body) != crc {
+        return None;
+    }
+    let id = u64::from_le_bytes(body[..8].try_into().expect("8 bytes"));
+    if after.is_some_and(|after| id <= after) {
+        return None;
+    }
+    let topic_len = usize::from(u16::from_le_bytes([body[10], body[11]]));
+    let topic = std::str::from_utf8(body.get(BODY_FIXED..BODY_FIXED + topic_len)?).ok()?;
+    let record = SpoolRecord {
+        id,
+        message: Message {
+            topic: topic.to_string(),
+            qos: body[8],
+            retain: body[9] != 0,
+            payload: body[BODY_FIXED + topic_len..].to_vec(),
+        },
+    };
+    Some((record, HEADER + len))
+}
+
+/// The records of one segment's bytes, and how many bytes were skipped.
+/// A damaged record costs only itself: decoding resumes at the next offset
+/// where a whole record with a good checksum and a higher id starts. The
+/// length, the CRC-32 and the rising id together make a false start at a
+/// wrong offset a chance below 2^-32, so records carry no marker and the
+/// format stays the one earlier versions wrote.
 fn decode(bytes: &[u8]) -> (Vec<SpoolRecord>, usize) {
     let mut records = Vec::new();
+    let mut skipped = 0;
     let mut at = 0;
-    while bytes.len() - at >= HEADER {
-        let word = |i: usize| u32::from_le_bytes(bytes[i..i + 4].try_into().expect("4 bytes"));
-        let len = word(at) as usize;
-        let crc = word(at + 4);
-        let Some(body) = bytes.get(at + HEADER..at + HEADER + len) else {
-            break;
-        };
-        if len < BODY_FIXED || crc32fast::hash(body) != crc {
-            break;
+    let mut last = None;
+    while at < bytes.len() {
+        if let Some((record, len)) = record_at(bytes, at, last) {
+            last = Some(record.id);
+            records.push(record);
+            at += len;
+            continue;
         }
-        let id = u64::from_le_bytes(body[..8].try_into().expect("8 bytes"));
-        let topic_len = usize::from(u16::from_le_bytes([body[10], body[11]]));
-        let Some(topic) = body.get(BODY_FIXED..BODY_FIXED + topic_len) else {
-            break;
-        };
-        let Ok(topic) = std::str::from_utf8(topic) else {
-            break;
-        };
-        records.push(SpoolRecord {
-            id,
-            message: Message {
-                topic: topic.to_string(),
-                qos: body[8],
-                retain: body[9] != 0,
-                payload: body[BODY_FIXED + topic_len..].to_vec(),
-            },
-        });
-        at += HEADER + len;
+        let next = (at + 1..bytes.len())
+            .find(|&i| record_at(bytes, i, last).is_some())
+            .unwrap_or(bytes.len());
+        skipped += next - at;
+        at = next;
     }
-    (records, at)
+    (records, skipped)
 }
 
 impl Spool {
@@ -165,20 +189,23 @@ impl Spool {
         let mut replay = Recovered::default();
         for path in names {
             let bytes = std::fs::read(&path).map_err(io_error(&path))?;
-            let (records, good) = decode(&bytes);
-            if good < bytes.len() {
-                let cut = (bytes.len() - good) as u64;
+            let (records, skipped) = decode(&bytes);
+            let mut good = bytes.len();
+            if skipped > 0 {
                 tracing::warn!(
-                    path = %path.display(), bytes = cut,
-                    "MQTT output spool: a torn or corrupt tail was skipped"
+                    path = %path.display(), bytes = skipped, records = records.len(),
+                    "MQTT output spool: torn or corrupt bytes were skipped; the records around \
+                     them are kept"
                 );
-                replay.corrupt_bytes += cut;
-                let file = OpenOptions::new()
-                    .write(true)
-                    .open(&path)
-                    .map_err(io_error(&path))?;
-                file.set_len(good as u64).map_err(io_error(&path))?;
-                file.sync_all().map_err(io_error(&path))?;
+                replay.corrupt_bytes += skipped as u64;
+                // Rewritten without the damage, so that it is skipped (and
+                // counted) once.
+                let kept: Vec<u8> = records
+                    .iter()
+                    .flat_map(|r| encode(r.id, &r.message))
+                    .collect();
+                write_atomically(&path, &kept).map_err(io_error(&path))?;
+                good = kept.len();
             }
             let last = records.iter().map(|r| r.id).max().unwrap_or(0);
             spool.last_id = spool.last_id.max(last);
@@ -395,21 +422,63 @@ mod tests {
         assert_eq!(replay.corrupt_bytes, 0);
     }
 
+    fn segment_of(dir: &Path) -> PathBuf {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "spool"))
+            .unwrap()
+    }
+
     #[test]
-    fn a_flipped_byte_ends_the_segment_at_the_record_before() {
-        let record = encode(7, &message(7));
-        let mut bytes = [record.clone(), record.clone()].concat();
-        let last = bytes.len() - 1;
-        bytes[last] ^= 0x40;
-        let (records, good) = decode(&bytes);
-        assert_eq!(records.len(), 1);
-        assert_eq!(good, record.len());
-        // A length past the end, or under the fixed body, ends it too.
-        let mut huge = record.clone();
+    fn one_corrupted_byte_in_mid_segment_loses_only_its_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut spool, _) = Spool::open(dir.path(), 1 << 20).unwrap();
+        for id in 1..=5 {
+            spool.append(id, &message(id)).unwrap();
+        }
+        drop(spool);
+        let segment = segment_of(dir.path());
+        let mut bytes = std::fs::read(&segment).unwrap();
+        let one = encode(1, &message(1)).len();
+        // A byte inside the third record's body.
+        bytes[2 * one + one / 2] ^= 0x01;
+        std::fs::write(&segment, &bytes).unwrap();
+        let (_, replay) = Spool::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(ids(&replay), [1, 2, 4, 5]);
+        assert_eq!(replay.records[3].message, message(5));
+        assert_eq!(replay.corrupt_bytes, one as u64);
+        let (spool, replay) = Spool::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(
+            ids(&replay),
+            [1, 2, 4, 5],
+            "the damage is gone from the file"
+        );
+        assert_eq!(replay.corrupt_bytes, 0);
+        assert_eq!(spool.bytes(), 4 * one as u64);
+    }
+
+    #[test]
+    fn decoding_resumes_after_a_damaged_header() {
+        let records: Vec<Vec<u8>> = (1..=3).map(|id| encode(id, &message(id))).collect();
+        let one = records[0].len();
+        for damaged in [0, 5, HEADER + 3] {
+            let mut bytes = records.concat();
+            bytes[one + damaged] ^= 0x80;
+            let (decoded, skipped) = decode(&bytes);
+            let got: Vec<u64> = decoded.iter().map(|r| r.id).collect();
+            assert_eq!(got, [1, 3], "byte {damaged} of the second record");
+            assert_eq!(skipped, one);
+        }
+        // A length past the end, or under the fixed body, costs that record.
+        let mut huge = records.concat();
         huge[..4].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert_eq!(decode(&huge).1, 0);
-        let mut tiny = record;
+        assert_eq!(decode(&huge).0.len(), 2);
+        let mut tiny = records.concat();
         tiny[..4].copy_from_slice(&3u32.to_le_bytes());
-        assert_eq!(decode(&tiny).1, 0);
+        assert_eq!(decode(&tiny), (decode(&huge).0, one));
+        // A record again with an id not above the last is no place to resume.
+        let replayed = [records[1].clone(), records[0].clone()].concat();
+        assert_eq!(decode(&replayed).1, one);
     }
 }

@@ -250,7 +250,12 @@ fn jsonl_alerts(path: &Path) -> Vec<Event> {
         .collect()
 }
 
-fn daemon_toml(broker: &Mosquitto, spool: &Path, jsonl: &Path, port: u16) -> String {
+/// A daemon's config; with `spool: None` it names no spool (the default:
+/// `<config>.state/spool` beside the config file).
+fn daemon_toml(broker: &Mosquitto, spool: Option<&Path>, jsonl: &Path, port: u16) -> String {
+    let spool = spool.map_or_else(String::new, |dir| {
+        format!("spool_dir = \"{}\"", dir.display())
+    });
     format!(
         r#"
 [input]
@@ -272,7 +277,7 @@ jsonl = "{jsonl}"
 [output.mqtt]
 url = "{url}"
 keep_alive_s = 1
-spool_dir = "{spool}"
+{spool}
 [telemetry]
 listen = "127.0.0.1:{port}"
 "#,
@@ -280,7 +285,6 @@ listen = "127.0.0.1:{port}"
         model = model_file().display(),
         jsonl = jsonl.display(),
         url = broker.url(),
-        spool = spool.display(),
     )
 }
 
@@ -319,6 +323,18 @@ async fn wait_remote(port: u16, sample: &str, at_least: f64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spooled_alerts_survive_a_killed_daemon() {
+    killed_daemon(true).await;
+}
+
+/// The default config spools too: beside the config file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_survive_a_killed_daemon_with_no_spool_setting() {
+    killed_daemon(false).await;
+}
+
+/// The daemon SIGKILLed during an outage and started again with the same
+/// config file (`spool_dir` named, or not).
+async fn killed_daemon(named_spool: bool) {
     tokio::time::timeout(OUTAGE_TEST_TIMEOUT, async {
         let mut broker = Mosquitto::start_persistent();
         let subscribed = SystemTime::now();
@@ -326,11 +342,13 @@ async fn spooled_alerts_survive_a_killed_daemon() {
             persistent_client(broker.port, "watcher", &["accelwatch/+/alert"]).await;
         saved_since(&broker, subscribed).await;
         let dir = tempfile::tempdir().unwrap();
-        let spool = dir.path().join("spool");
+        let named = dir.path().join("spool");
+        let named = named_spool.then_some(named.as_path());
+        let spool = named.map_or_else(|| dir.path().join("daemon.state/spool"), Path::to_path_buf);
         let first_jsonl = dir.path().join("first.jsonl");
         let port = free_port();
-        let config = dir.path().join("first.toml");
-        write(&config, &daemon_toml(&broker, &spool, &first_jsonl, port));
+        let config = dir.path().join("daemon.toml");
+        write(&config, &daemon_toml(&broker, named, &first_jsonl, port));
         let first = spawn_daemon(&config);
         wait_remote(port, "accelwatch_mqtt_connected{role=\"output\"}", 1.0).await;
         wait_count("alerts before the outage", 2, || {
@@ -354,9 +372,8 @@ async fn spooled_alerts_survive_a_killed_daemon() {
 
         // Started again while the broker is still away, with the same spool.
         let second_jsonl = dir.path().join("second.jsonl");
-        let config = dir.path().join("second.toml");
         let port = free_port();
-        write(&config, &daemon_toml(&broker, &spool, &second_jsonl, port));
+        write(&config, &daemon_toml(&broker, named, &second_jsonl, port));
         let second = spawn_daemon(&config);
         wait_remote(
             port,
@@ -391,6 +408,172 @@ async fn spooled_alerts_survive_a_killed_daemon() {
             expected.len(),
             got.duplicates
         );
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// The config with no spool setting, loaded from its file as `run` does:
+/// alerts raised while the broker is away survive a drained stop and a
+/// start while it is still away, and reach a subscriber in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_survive_a_drained_restart_with_no_spool_setting() {
+    tokio::time::timeout(OUTAGE_TEST_TIMEOUT, async {
+        let mut broker = Mosquitto::start_persistent();
+        let subscribed = SystemTime::now();
+        let (_watcher, mut watched) =
+            persistent_client(broker.port, "watcher", &["accelwatch/+/alert"]).await;
+        saved_since(&broker, subscribed).await;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("site.toml");
+        let jsonl = dir.path().join("out.jsonl");
+        write(&path, &daemon_toml(&broker, None, &jsonl, 0));
+        let load = || Config::load(&path).expect("the config");
+        assert_eq!(
+            load().pipeline.state_dir.as_deref(),
+            Some(dir.path().join("site.state").as_path())
+        );
+
+        let first = Collect::default();
+        let daemon = accelwatch::daemon::Daemon::start(load(), vec![Box::new(first.clone())])
+            .await
+            .expect("the daemon starts");
+        let addr = daemon.telemetry_addr().unwrap();
+        wait_metric(addr, "accelwatch_mqtt_connected{role=\"output\"}", 1.0).await;
+        wait_count("alerts before the outage", 2, || alerts_of(&first).len()).await;
+        broker.kill();
+        let before = alerts_of(&first).len();
+        wait_count("alerts during the outage", before + DURING_OUTAGE, || {
+            alerts_of(&first).len()
+        })
+        .await;
+        let text = scrape(addr).await;
+        stop(daemon).await;
+        let expected = alerts_of(&first);
+        assert_eq!(
+            metric(&text, "accelwatch_alerts_lost_total{reason=\"queue_full\"}"),
+            Some(0.0)
+        );
+        assert!(
+            dir.path()
+                .join("site.state/spool")
+                .read_dir()
+                .unwrap()
+                .count()
+                > 0,
+            "the spool holds them"
+        );
+
+        let second = Collect::default();
+        let daemon = accelwatch::daemon::Daemon::start(load(), vec![Box::new(second.clone())])
+            .await
+            .expect("the daemon starts again");
+        let addr = daemon.telemetry_addr().unwrap();
+        let replayed = metric(
+            &scrape(addr).await,
+            "accelwatch_mqtt_spool_alerts_total{event=\"replayed\"}",
+        )
+        .unwrap();
+        assert!(replayed >= DURING_OUTAGE as f64, "{replayed}");
+        broker.restart();
+        let mut got = Alerts::default();
+        got.until(&mut watched, "every alert of the stopped daemon", |a| {
+            a.kept.len() >= expected.len()
+        })
+        .await;
+        assert_eq!(
+            got.kept[..expected.len()],
+            expected[..],
+            "every raise and clear of the first run, in order, before the second run's"
+        );
+        let text = scrape(addr).await;
+        stop(daemon).await;
+        assert_eq!(
+            metric_sum(&text, "accelwatch_alerts_lost_total", &[]),
+            0.0,
+            "{text}"
+        );
+        eprintln!(
+            "{} alert events of the stopped daemon delivered, {replayed} from its spool, {} \
+             duplicates dropped",
+            expected.len(),
+            got.duplicates
+        );
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// A box without a real-time clock: the clock goes back a day while the
+/// daemon runs, and again before it is started anew. A subscriber that
+/// drops a `msg_id` not above the last it kept drops no alert, and the
+/// evidence kept is the newest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clock_stepped_back_loses_no_alert_and_keeps_the_newest_evidence() {
+    tokio::time::timeout(OUTAGE_TEST_TIMEOUT, async {
+        const DAY_MS: i64 = 86_400_000;
+        const KEPT: usize = 3;
+        let broker = Mosquitto::start();
+        let (_watcher, mut watched) =
+            crate::common::mosquitto::client(broker.port, "watcher", &["accelwatch/+/alert"]).await;
+        broker
+            .wait_subscribed("watcher", "accelwatch/+/alert")
+            .await;
+        let dir = tempfile::tempdir().unwrap();
+        let evidence = dir.path().join("evidence");
+        let mut config = replay_config(&broker);
+        config.pipeline.state_dir = Some(dir.path().join("state"));
+        config.detector.evidence_dir = Some(evidence.display().to_string());
+        config.detector.evidence_max_count = KEPT;
+        let clock = accelwatch::clock::Clock::system();
+        let mut expected = Vec::new();
+        let mut raised = Vec::new();
+        for run in 0..2 {
+            let collect = Collect::default();
+            let daemon = accelwatch::daemon::Daemon::start_with_clock(
+                config.clone(),
+                vec![Box::new(collect.clone())],
+                clock.clone(),
+            )
+            .await
+            .expect("the daemon starts");
+            wait_count("alerts", 4, || alerts_of(&collect).len()).await;
+            if run == 0 {
+                clock.step(-DAY_MS);
+                let before = alerts_of(&collect).len();
+                wait_count("alerts a day back", before + 4, || {
+                    alerts_of(&collect).len()
+                })
+                .await;
+            }
+            stop(daemon).await;
+            expected.extend(alerts_of(&collect));
+            raised.extend(collect.alerts().into_iter().filter_map(|a| a.evidence));
+            // Started again with the clock yet another day back.
+            clock.step(-DAY_MS);
+        }
+        let mut got = Alerts::default();
+        got.until(&mut watched, "every alert of both runs", |a| {
+            a.kept.len() >= expected.len()
+        })
+        .await;
+        assert_eq!(got.kept, expected, "none dropped as a duplicate, in order");
+        let store = accelwatch::evidence::store::EvidenceStore::read(
+            &evidence,
+            accelwatch::evidence::store::EvidenceLimits {
+                max_count: KEPT,
+                max_bytes: u64::MAX,
+            },
+        )
+        .unwrap();
+        let kept: Vec<String> = store.list().into_iter().map(|s| s.id).collect();
+        let newest: Vec<String> = raised
+            .iter()
+            .rev()
+            .take(KEPT)
+            .map(|id| id.to_string())
+            .collect();
+        assert_eq!(kept, newest, "the newest evidence, newest first");
     })
     .await
     .expect("test timed out");
