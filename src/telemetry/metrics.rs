@@ -48,6 +48,7 @@ pub(crate) struct Inner {
     pub(crate) mqtt_spool_bytes: IntGauge,
     pub(crate) mqtt_resent: IntCounter,
     pub(crate) control_unauthorized: IntCounter,
+    pub(crate) http_refused: IntCounterVec,
     pub(crate) serial_connected: IntGaugeVec,
     pub(crate) serial_connection_failures: IntCounterVec,
     pub(crate) serial_framing_errors: IntCounterVec,
@@ -348,6 +349,14 @@ impl Metrics {
                     "accelwatch_control_unauthorized_total",
                     "HTTP control requests refused for a missing or wrong bearer token, \
                      or because no token is configured.",
+                ),
+                http_refused: counter_vec(
+                    r,
+                    "accelwatch_http_refused_requests_total",
+                    "HTTP requests refused by area (page: the status page and /api/*, \
+                     metrics, control) and status: 403 no token configured, 401 no or a \
+                     wrong token, 429 too many wrong tokens from the address.",
+                    &["area", "status"],
                 ),
                 frames: counter(
                     r,
