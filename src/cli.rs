@@ -251,7 +251,8 @@ pub struct DemoArgs {
     /// Replay speed (1 is real time).
     #[arg(long, default_value_t = 4.0)]
     pub speed: f64,
-    /// Address for /metrics.
+    /// Address of the status page and /metrics (beyond loopback the page
+    /// is open to all: the demo's recordings are public).
     #[arg(long, default_value = "127.0.0.1:9898")]
     pub listen: SocketAddr,
     /// Stop after the replay has run once instead of looping until Ctrl-C.

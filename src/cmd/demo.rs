@@ -39,6 +39,10 @@ pub async fn run(args: DemoArgs) -> Result<(), Failure> {
     config.model.path = dir.path().join("demo.onnx");
     config.output.jsonl = "off".into();
     config.telemetry.listen = args.listen;
+    // The demo shows shipped public recordings and has no token to hand
+    // out: a --listen beyond loopback (a phone on the same network) is
+    // meant to show the page.
+    config.telemetry.public_reads = true;
     // The page shows each alert's evidence; it goes with the demo.
     config.detector.evidence_dir = Some(dir.path().join("evidence").display().to_string());
     let problems = config.validate();

@@ -7,13 +7,25 @@
 //! the SVG, escaped by plotters.
 
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::plots::{log_range, range, svg, tick, ALERT_SPAN, FONT, SCORE, THRESHOLD, WIDTH};
 use crate::evidence::Evidence;
 
 const HEADER: u32 = 70;
-const SCORES: u32 = 220;
+const SCORES: u32 = 250;
+/// The score panel's caption and legend row, above its plot.
+const SCORE_HEADING: u32 = 54;
 const CHANNEL: u32 = 230;
+/// The label areas left and right of every panel's plot.
+const Y_LABELS: u32 = 70;
+const RIGHT_LABELS: u32 = 70;
+/// plotters sets a right axis name at the outer edge of its label area,
+/// its glyphs reaching past it: a margin of its own keeps "squared error"
+/// inside the picture whatever the viewer's font.
+const RIGHT_MARGIN: u32 = 26;
+/// Where the plots start: the panel's margin and the left label area.
+const PLOT_LEFT: i32 = 10 + Y_LABELS as i32;
 
 const SIGNAL: RGBColor = RGBColor(0x1d, 0x24, 0x30);
 const RECONSTRUCTION: RGBColor = RGBColor(0xD5, 0x5E, 0x00);
@@ -112,15 +124,32 @@ fn score_panel(
     let x0 = recent.first().map_or(0.0, |p| p.0) - 0.5;
     let x1 = recent.last().map_or(1.0, |p| p.0) + 0.5;
     let y = log_range(recent.iter().map(|p| p.1), &[e.threshold]);
-    let mut chart = ChartBuilder::on(area)
-        .caption(
-            "The device's scores before the alert (log scale)",
-            (FONT, 16).into_font(),
-        )
+    // The legend goes in a row of its own above the plot: inside it, any
+    // corner covers scores (the first windows, or the raise at the end).
+    let (top, plot) = area.split_vertically(SCORE_HEADING);
+    let centred = Pos::new(HPos::Center, VPos::Top);
+    top.draw_text(
+        "The device's scores before the alert (log scale)",
+        &(FONT, 16).into_text_style(&top).pos(centred),
+        (WIDTH as i32 / 2, 8),
+    )?;
+    let threshold_label = format!("threshold {}", tick(e.threshold));
+    legend_row(
+        &top,
+        (PLOT_LEFT, 40),
+        &[
+            (Swatch::Area(ALERT_SPAN), "windows that raised the alert"),
+            (Swatch::Line(SCORE), "score"),
+            (Swatch::Dashed(THRESHOLD), &threshold_label),
+        ],
+    )?;
+    let mut chart = ChartBuilder::on(&plot)
         .margin(10)
+        .margin_top(4)
+        .margin_right(RIGHT_MARGIN)
         .x_label_area_size(34)
-        .y_label_area_size(70)
-        .right_y_label_area_size(70)
+        .y_label_area_size(Y_LABELS)
+        .right_y_label_area_size(RIGHT_LABELS)
         .build_cartesian_2d(x0..x1, y.clone().log_scale())?;
     chart
         .configure_mesh()
@@ -133,42 +162,74 @@ fn score_panel(
         .draw()?;
     // The windows that raised it: the last raise_after, up to the raise.
     let first = e.seq.saturating_sub(e.raise_after.max(1) as u64 - 1) as f64;
-    chart
-        .draw_series([Rectangle::new(
-            [(first - 0.5, y.start), (e.seq as f64 + 0.5, y.end)],
-            ALERT_SPAN.mix(0.7).filled(),
-        )])?
-        .label("windows that raised the alert")
-        .legend(|(x, y)| Rectangle::new([(x, y - 6), (x + 16, y + 6)], ALERT_SPAN.filled()));
-    chart
-        .draw_series(LineSeries::new(
-            recent.iter().map(|(x, s)| (*x, s.max(y.start))),
-            SCORE.stroke_width(2),
-        ))?
-        .label("score")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], SCORE.stroke_width(2)));
+    chart.draw_series([Rectangle::new(
+        [(first - 0.5, y.start), (e.seq as f64 + 0.5, y.end)],
+        ALERT_SPAN.mix(0.7).filled(),
+    )])?;
+    chart.draw_series(LineSeries::new(
+        recent.iter().map(|(x, s)| (*x, s.max(y.start))),
+        SCORE.stroke_width(2),
+    ))?;
     chart.draw_series(
         recent
             .iter()
             .filter(|(_, s)| *s > e.threshold)
             .map(|(x, s)| Circle::new((*x, *s), 3, THRESHOLD.filled())),
     )?;
-    chart
-        .draw_series(DashedLineSeries::new(
-            [(x0, e.threshold), (x1, e.threshold)],
-            8,
-            5,
-            THRESHOLD.stroke_width(2),
-        ))?
-        .label(format!("threshold {}", tick(e.threshold)))
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], THRESHOLD.stroke_width(2)));
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.4))
-        .label_font((FONT, 13))
-        .draw()?;
+    chart.draw_series(DashedLineSeries::new(
+        [(x0, e.threshold), (x1, e.threshold)],
+        8,
+        5,
+        THRESHOLD.stroke_width(2),
+    ))?;
+    Ok(())
+}
+
+/// How a legend entry is drawn.
+#[derive(Clone, Copy)]
+enum Swatch {
+    Area(RGBColor),
+    Line(RGBColor),
+    Dashed(RGBColor),
+}
+
+/// A legend in one row from `(x, y)` (the row's middle): each swatch,
+/// then its label. Without a font library the text's width is estimated
+/// from its length, generously, so that labels never run into each other.
+fn legend_row(
+    area: &DrawingArea<SVGBackend, plotters::coord::Shift>,
+    (mut x, y): (i32, i32),
+    entries: &[(Swatch, &str)],
+) -> super::plots::DrawResult {
+    let style = (FONT, 13)
+        .into_text_style(area)
+        .pos(Pos::new(HPos::Left, VPos::Center));
+    for (swatch, label) in entries {
+        match *swatch {
+            Swatch::Area(colour) => {
+                area.draw(&Rectangle::new(
+                    [(x, y - 6), (x + 18, y + 6)],
+                    colour.filled(),
+                ))?;
+            }
+            Swatch::Line(colour) => {
+                area.draw(&PathElement::new(
+                    vec![(x, y), (x + 18, y)],
+                    colour.stroke_width(2),
+                ))?;
+            }
+            Swatch::Dashed(colour) => {
+                for dash in [0, 11] {
+                    area.draw(&PathElement::new(
+                        vec![(x + dash, y), (x + dash + 7, y)],
+                        colour.stroke_width(2),
+                    ))?;
+                }
+            }
+        }
+        area.draw(&Text::new(label.to_string(), (x + 24, y), style.clone()))?;
+        x += 24 + 13 * label.chars().count() as i32 / 2 + 32;
+    }
     Ok(())
 }
 
@@ -205,9 +266,10 @@ fn channel_panel(
             (FONT, 16).into_font(),
         )
         .margin(10)
+        .margin_right(RIGHT_MARGIN)
         .x_label_area_size(34)
-        .y_label_area_size(70)
-        .right_y_label_area_size(70)
+        .y_label_area_size(Y_LABELS)
+        .right_y_label_area_size(RIGHT_LABELS)
         .build_cartesian_2d(x.clone(), y)?
         .set_secondary_coord(x, 0.0..top);
     chart
@@ -387,6 +449,60 @@ mod tests {
         assert!(svg.contains("ax: signal against reconstruction"));
         assert!(svg.contains("2025-12-01 19:20:00 UTC"), "{svg}");
         assert!(!svg.contains("NaN"));
+    }
+
+    /// The attributes of the SVG element `tag` whose text is `text`, or
+    /// of the first one carrying `needle` among its attributes.
+    fn attributes<'a>(svg: &'a str, tag: &str, needle: &str) -> Vec<(&'a str, &'a str)> {
+        let open = format!("<{tag} ");
+        let element = svg
+            .split(&open)
+            .skip(1)
+            .find(|e| {
+                e.split_once('>').is_some_and(|(a, rest)| {
+                    a.contains(needle)
+                        || rest
+                            .trim_start()
+                            .strip_prefix(needle)
+                            .is_some_and(|r| r.trim_start().starts_with('<'))
+                })
+            })
+            .unwrap_or_else(|| panic!("no <{tag}> with {needle}"));
+        let (attrs, _) = element.split_once('>').unwrap();
+        attrs
+            .split("\" ")
+            .filter_map(|a| a.trim().split_once("=\""))
+            .collect()
+    }
+
+    fn number(attrs: &[(&str, &str)], name: &str) -> f64 {
+        let value = attrs.iter().find(|(n, _)| *n == name).unwrap().1;
+        value.trim_end_matches('"').parse().unwrap()
+    }
+
+    #[test]
+    fn the_legend_is_above_the_scores_and_the_right_axis_name_inside_the_picture() {
+        let svg = evidence_plot(&hostile());
+        // The shaded raise spans the plot's height: its top is the plot's.
+        let span = attributes(&svg, "rect", "opacity=\"0.7\" fill=\"#F4C7C3\"");
+        let plot_top = number(&span, "y");
+        for label in ["windows that raised the alert", "score", "threshold 0.3"] {
+            let text = attributes(&svg, "text", label);
+            let y = number(&text, "y");
+            assert!(
+                y + 8.0 < plot_top,
+                "{label} at y={y}, the plot from {plot_top}"
+            );
+        }
+        // Turned a quarter clockwise about (x, y) and shifted 1ex off its
+        // top: its glyphs reach about one font size right of x.
+        let name = attributes(&svg, "text", "squared error");
+        let x = number(&name, "x");
+        let size = number(&name, "font-size");
+        assert!(
+            x + size <= f64::from(WIDTH) - 2.0,
+            "squared error at x={x}, {size} px, in {WIDTH} px"
+        );
     }
 
     #[test]

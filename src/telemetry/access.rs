@@ -66,8 +66,24 @@ impl Token {
         else {
             return false;
         };
+        self.admits_secret(presented)
+    }
+
+    /// Whether `presented` (surrounding white space ignored) is the token.
+    pub fn admits_secret(&self, presented: &[u8]) -> bool {
         let digest: [u8; 32] = Sha256::digest(presented.trim_ascii()).into();
         digest[..].ct_eq(&self.0[..]).into()
+    }
+
+    /// The value of the status page's session cookie: a digest of the
+    /// token's digest under a label of its own, so the cookie proves the
+    /// token without being it (a leaked cookie reads the page, it cannot
+    /// send a command), and a new token ends every session.
+    pub fn session_cookie(&self) -> String {
+        let mut hash = Sha256::new();
+        hash.update(b"accelwatch status page session\0");
+        hash.update(&self.0[..]);
+        hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
     }
 }
 

@@ -84,15 +84,23 @@ pub async fn one(State(store): State<Option<EvidenceStore>>, Path(name): Path<St
             Json(serde_json::json!({ "error": format!("no alert evidence {id:?}") })),
         )
             .into_response(),
-        Ok(Err(error)) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            Json(serde_json::json!({ "error": error.to_string() })),
-        )
-            .into_response(),
-        Err(join) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            Json(serde_json::json!({ "error": join.to_string() })),
-        )
-            .into_response(),
+        // The error names the file; the log says it, the client is told
+        // no path of this machine.
+        Ok(Err(error)) => {
+            tracing::error!(%error, "/api/alerts: the evidence cannot be read");
+            server_error("the evidence cannot be read; the daemon's log says why")
+        }
+        Err(join) => {
+            tracing::error!(error = %join, "/api/alerts: the evidence reader failed");
+            server_error("the evidence reader failed; the daemon's log says why")
+        }
     }
+}
+
+fn server_error(message: &str) -> Response {
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        Json(serde_json::json!({ "error": message })),
+    )
+        .into_response()
 }

@@ -27,6 +27,23 @@ pub struct TelemetryConfig {
     /// Serve HTTPS instead of HTTP.
     #[serde(default)]
     pub tls: Option<TelemetryTls>,
+    /// Serve the status page, `/api/state` and `/api/alerts*` (device ids,
+    /// raw sensor windows) without the token on a listener beyond
+    /// loopback. On loopback they are always open.
+    #[serde(default)]
+    pub public_reads: bool,
+    /// Serve `/metrics` without the token on a listener beyond loopback,
+    /// as a Prometheus scrape expects by default.
+    #[serde(default = "TelemetryConfig::default_public_metrics")]
+    pub public_metrics: bool,
+}
+
+/// Where a listener's endpoints stand: open to whoever reaches it, or
+/// behind the control token (refused to all without one).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Exposure {
+    pub open: Vec<&'static str>,
+    pub token: Vec<&'static str>,
 }
 
 impl TelemetryConfig {
@@ -35,6 +52,47 @@ impl TelemetryConfig {
     }
     fn default_listen() -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], 9898))
+    }
+    const fn default_public_metrics() -> bool {
+        true
+    }
+
+    /// Only this machine reaches the listener, so everything but control
+    /// is served without the token.
+    pub fn on_loopback(&self) -> bool {
+        self.listen.ip().is_loopback()
+    }
+
+    /// The page, `/api/state` and `/api/alerts*` are served without the
+    /// token.
+    pub fn reads_open(&self) -> bool {
+        self.public_reads || self.on_loopback()
+    }
+
+    pub fn metrics_open(&self) -> bool {
+        self.public_metrics || self.on_loopback()
+    }
+
+    /// Which endpoints answer without the token, and which need it.
+    pub fn exposure(&self) -> Exposure {
+        let mut exposure = Exposure {
+            open: vec!["/healthz", "/readyz"],
+            token: Vec::new(),
+        };
+        let metrics = ["/metrics"];
+        let reads = ["/", "/api/state", "/api/alerts"];
+        for (open, paths) in [
+            (self.metrics_open(), &metrics[..]),
+            (self.reads_open(), &reads[..]),
+        ] {
+            if open {
+                exposure.open.extend(paths);
+            } else {
+                exposure.token.extend(paths);
+            }
+        }
+        exposure.token.push("/control");
+        exposure
     }
 
     /// The token file and the TLS files, read and checked as the daemon
@@ -61,22 +119,24 @@ impl TelemetryConfig {
         if !self.enabled {
             return warnings.into_vec();
         }
+        let exposure = self.exposure();
         warnings.check(
-            self.listen.ip().is_loopback(),
+            self.on_loopback(),
             "telemetry.listen",
             format!(
-                "{} is reachable beyond this machine: /metrics, the status page{} answer \
-                 anyone who can reach it{}",
+                "{} is reachable beyond this machine: without authentication {}; {} {}{}",
                 self.listen,
+                exposure.open.join(", "),
                 if self.control_token_file.is_some() {
-                    " and /control (with the token)"
+                    "with the control token"
                 } else {
-                    ""
+                    "refused to everyone (no telemetry.control_token_file)"
                 },
+                exposure.token.join(", "),
                 if self.tls.is_some() {
                     ""
                 } else {
-                    ", in clear text (see telemetry.tls)"
+                    "; in clear text (see telemetry.tls)"
                 }
             ),
         );
@@ -102,6 +162,8 @@ impl Default for TelemetryConfig {
             ready_while_calibrating: false,
             control_token_file: None,
             tls: None,
+            public_reads: false,
+            public_metrics: Self::default_public_metrics(),
         }
     }
 }
@@ -119,8 +181,37 @@ mod tests {
         assert_eq!(warnings.len(), 1);
         assert_eq!(warnings[0].key, "telemetry.listen");
         assert!(warnings[0].message.contains("clear text"), "{warnings:?}");
+        assert!(
+            warnings[0].message.contains(
+                "without authentication /healthz, /readyz, /metrics; refused to everyone \
+                 (no telemetry.control_token_file) /, /api/state, /api/alerts, /control"
+            ),
+            "{warnings:?}"
+        );
+        config.public_reads = true;
+        config.public_metrics = false;
+        config.control_token_file = Some("token".into());
+        assert_eq!(
+            config.exposure(),
+            Exposure {
+                open: vec!["/healthz", "/readyz", "/", "/api/state", "/api/alerts"],
+                token: vec!["/metrics", "/control"],
+            }
+        );
+        assert!(config.warnings()[0]
+            .message
+            .contains("with the control token /metrics, /control"));
+        config.public_reads = false;
+        config.public_metrics = true;
+        config.control_token_file = None;
         config.listen = "[::1]:9898".parse().unwrap();
         assert!(config.warnings().is_empty());
+        assert!(config.reads_open() && config.metrics_open());
+        assert_eq!(
+            config.exposure().token,
+            ["/control"],
+            "loopback: only control is closed"
+        );
         config.enabled = false;
         config.listen = "0.0.0.0:9898".parse().unwrap();
         assert!(config.warnings().is_empty());

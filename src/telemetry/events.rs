@@ -214,6 +214,14 @@ impl Metrics {
     pub fn control_unauthorized(&self) {
         self.inner.control_unauthorized.inc();
     }
+    /// `area` is one of `guard::Area`, `status` 401, 403 or 429; 0 makes
+    /// the series visible.
+    pub fn http_refused(&self, area: &str, status: &str, requests: u64) {
+        self.inner
+            .http_refused
+            .with_label_values(&[area, status])
+            .inc_by(requests);
+    }
     /// Makes a serial port's series visible (at 0) before anything happens.
     pub fn serial_port(&self, port: &str) {
         let inner = &self.inner;

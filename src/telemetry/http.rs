@@ -4,17 +4,23 @@
 //! [`super::access`]); over TLS when `telemetry.tls` is set.
 
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use crate::control::{Control, ControlCommand};
 
-use super::access::{TlsListener, Token};
+use axum::extract::Request;
+use axum::middleware::{from_fn_with_state, Next};
+use axum::response::Response;
+
+use super::access::TlsListener;
 use super::config::TelemetryConfig;
+use super::guard::{peer_ip, Area, Guard, Openness, Peer};
 
 use super::live::LiveState;
 use super::metrics::Metrics;
@@ -63,89 +69,35 @@ async fn readyz(State(metrics): State<Metrics>) -> impl IntoResponse {
     )
 }
 
-/// What `/control` needs: the token it asks for (none: control over HTTP
-/// is off) and where commands go.
+/// What `/control` needs: where commands go (the guard in front of it
+/// has checked the token).
 #[derive(Clone)]
 struct ControlState {
     metrics: Metrics,
     control: Option<Control>,
-    token: Option<Token>,
 }
 
-/// The token check both control routes make: the refusal, if any (403
-/// when no token is configured, 401 without the right `Authorization:
-/// Bearer` token; both counted).
-fn refusal(
-    metrics: &Metrics,
-    token: Option<&Token>,
-    headers: &HeaderMap,
-) -> Option<axum::response::Response> {
-    let Some(token) = token else {
-        metrics.control_unauthorized();
-        return Some(
-            (
-                StatusCode::FORBIDDEN,
-                Json(serde_json::json!({
-                    "error": "control over HTTP is off: set telemetry.control_token_file"
-                })),
-            )
-                .into_response(),
-        );
-    };
-    if !token.admits(
-        headers
-            .get(header::AUTHORIZATION)
-            .map(axum::http::HeaderValue::as_bytes),
-    ) {
-        metrics.control_unauthorized();
-        return Some(
-            (
-                StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, "Bearer realm=\"accelwatch\"")],
-                Json(
-                    serde_json::json!({ "error": "a valid Authorization: Bearer token is needed" }),
-                ),
-            )
-                .into_response(),
-        );
-    }
-    None
+/// `GET /control`: the guard's 403 or 401, or 200 `{"authorised":true}`
+/// with the right token, so that the status page shows its actions only
+/// to a client that holds it. It runs nothing.
+async fn control_check() -> axum::response::Response {
+    (
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(serde_json::json!({ "authorised": true })),
+    )
+        .into_response()
 }
 
-/// `GET /control`: whether the token presented is the right one (200
-/// `{"authorised":true}`, or 401 / 403 as for a command), so that the
-/// status page shows its actions only to a client that holds it. It runs
-/// nothing.
-async fn control_check(
-    State(ControlState { metrics, token, .. }): State<ControlState>,
-    headers: HeaderMap,
-) -> axum::response::Response {
-    refusal(&metrics, token.as_ref(), &headers).unwrap_or_else(|| {
-        (
-            [(header::CACHE_CONTROL, "no-store")],
-            Json(serde_json::json!({ "authorised": true })),
-        )
-            .into_response()
-    })
-}
-
-/// `POST /control/<command>[?arguments]`: 403 when no token is configured,
-/// 401 without the right `Authorization: Bearer` token (checked before
-/// anything else), then queued for the scorer (202), refused when online
-/// training is off (409), an unknown command (404) or bad arguments (400).
+/// `POST /control/<command>[?arguments]`: past the guard (403 when no
+/// token is configured, 401 without the right `Authorization: Bearer`
+/// token, 429 after too many wrong ones, all before anything else),
+/// queued for the scorer (202), refused when online training is off
+/// (409), an unknown command (404) or bad arguments (400).
 async fn control_handler(
-    State(ControlState {
-        metrics,
-        control,
-        token,
-    }): State<ControlState>,
+    State(ControlState { metrics, control }): State<ControlState>,
     Path(name): Path<String>,
     RawQuery(query): RawQuery,
-    headers: HeaderMap,
 ) -> axum::response::Response {
-    if let Some(refused) = refusal(&metrics, token.as_ref(), &headers) {
-        return refused;
-    }
     command_response(&metrics, control.as_ref(), &name, query.as_deref()).into_response()
 }
 
@@ -193,6 +145,24 @@ fn command_response(
     }
 }
 
+/// The middleware in front of the page's routes and `/metrics`: the area
+/// is the one the route was layered with. An unauthorised request for the
+/// page itself gets the sign-in form instead of JSON.
+async fn guard_area(
+    State((guard, area)): State<(Guard, Area)>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let ip = peer_ip(request.extensions());
+    match guard.admit(area, request.headers(), ip, Instant::now()) {
+        Ok(()) => next.run(request).await,
+        Err(refused) if area == Area::Page && request.uri().path() == "/" => {
+            super::login::page(refused, false)
+        }
+        Err(refused) => refused.response(area),
+    }
+}
+
 /// Binds `settings.listen` (port 0 picks a free one) and serves until
 /// `shutdown` resolves; the status page shows `live`. Returns the bound
 /// address and the server task. The token and TLS files are read here: a
@@ -225,8 +195,19 @@ pub async fn serve(
     if token.is_none() {
         tracing::info!("control over HTTP is off (no telemetry.control_token_file)");
     }
+    let guard = Guard::new(
+        token,
+        Openness {
+            page: settings.reads_open(),
+            metrics: settings.metrics_open(),
+            secure: tls.is_some(),
+        },
+        metrics.clone(),
+    );
+    let door = |area: Area| from_fn_with_state((guard.clone(), area), guard_area);
     let app = Router::new()
         .route("/metrics", get(metrics_handler))
+        .route_layer(door(Area::Metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(metrics.clone())
@@ -236,27 +217,31 @@ pub async fn serve(
                 .route("/api/state", get(super::page::api_state))
                 .with_state(StatusState::new(metrics.clone(), live).with_control(
                     super::state::ControlStatus {
-                        enabled: token.is_some(),
+                        enabled: guard.has_token(),
                         online: control.is_some(),
                     },
-                )),
+                ))
+                .merge(
+                    Router::new()
+                        .route("/api/alerts", get(super::alerts::list))
+                        .route("/api/alerts/{id}", get(super::alerts::one))
+                        .with_state(evidence),
+                )
+                .route_layer(door(Area::Page)),
         )
         .merge(
             Router::new()
-                .route("/api/alerts", get(super::alerts::list))
-                .route("/api/alerts/{id}", get(super::alerts::one))
-                .with_state(evidence),
+                .route("/login", post(super::login::login))
+                .with_state(guard.clone()),
         )
         .merge(
             Router::new()
                 .route("/control", get(control_check))
                 .route("/control/{command}", post(control_handler))
-                .with_state(ControlState {
-                    metrics,
-                    control,
-                    token,
-                }),
-        );
+                .with_state(ControlState { metrics, control })
+                .route_layer(door(Area::Control)),
+        )
+        .into_make_service_with_connect_info::<Peer>();
     let task = tokio::spawn(async move {
         let served = match tls {
             Some(tls) => {

@@ -49,6 +49,7 @@ pub(crate) struct Inner {
     pub(crate) mqtt_resent: IntCounter,
     pub(crate) alerts_lost: IntCounterVec,
     pub(crate) control_unauthorized: IntCounter,
+    pub(crate) http_refused: IntCounterVec,
     pub(crate) serial_connected: IntGaugeVec,
     pub(crate) serial_connection_failures: IntCounterVec,
     pub(crate) serial_framing_errors: IntCounterVec,
@@ -362,6 +363,14 @@ impl Metrics {
                     "accelwatch_control_unauthorized_total",
                     "HTTP control requests refused for a missing or wrong bearer token, \
                      or because no token is configured.",
+                ),
+                http_refused: counter_vec(
+                    r,
+                    "accelwatch_http_refused_requests_total",
+                    "HTTP requests refused by area (page: the status page and /api/*, \
+                     metrics, control) and status: 403 no token configured, 401 no or a \
+                     wrong token, 429 too many wrong tokens from the address.",
+                    &["area", "status"],
                 ),
                 frames: counter(
                     r,

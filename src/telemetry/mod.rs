@@ -1,6 +1,7 @@
 //! Prometheus metrics, and the HTTP endpoint that serves them with
 //! `/healthz`, `/readyz` and the status page (`/`, [`page`]; its data,
-//! `/api/state`, from [`state`] and the [`live`] board). Every stage
+//! `/api/state`, from [`state`] and the [`live`] board), behind the door
+//! of [`guard`] when the listener is not on loopback. Every stage
 //! reports through the small typed methods of [`Metrics`], so names and
 //! label sets are defined here once.
 
@@ -8,8 +9,11 @@ pub mod access;
 pub mod alerts;
 pub mod config;
 pub mod events;
+pub mod guard;
 pub mod http;
+pub mod limiter;
 pub mod live;
+pub mod login;
 pub mod metrics;
 pub mod page;
 pub mod state;
