@@ -21,9 +21,15 @@ fn stderr(out: &std::process::Output) -> String {
 
 /// A basic model trained on the shipped PEN data for `score`.
 fn train_for(dir: &Path, score: &str) -> PathBuf {
-    let model = dir.join(format!("{score}.onnx"));
+    train_on(dir, score, "raw")
+}
+
+/// The same, reading `input` (`raw` or `spectrum`).
+fn train_on(dir: &Path, score: &str, input: &str) -> PathBuf {
+    let model = dir.join(format!("{score}-{input}.onnx"));
     let out = accelwatch()
         .env("ACCELWATCH__MODEL__SCORE", score)
+        .env("ACCELWATCH__MODEL__INPUT", input)
         .args(["train", "--config"])
         .arg(default_config())
         .arg("--data")
@@ -100,12 +106,14 @@ fn onnxruntime_scores(model: &Path) -> (String, HashMap<(String, u64), f64>) {
 #[test]
 fn latent_and_combined_scores_are_reproduced_by_onnxruntime_on_both_backends() {
     let dir = tempfile::tempdir().unwrap();
-    for (score, kind) in [
-        ("latent", "latent"),
-        ("combined", "combined"),
-        ("reconstruction", "mse"),
+    for (score, kind, input) in [
+        ("latent", "latent", "raw"),
+        ("combined", "combined", "raw"),
+        ("reconstruction", "mse", "raw"),
+        ("reconstruction", "mse", "spectrum"),
+        ("combined", "combined", "spectrum"),
     ] {
-        let model = train_for(dir.path(), score);
+        let model = train_on(dir.path(), score, input);
         let (found, expected) = onnxruntime_scores(&model);
         assert_eq!(found, kind, "{score}: the metadata's score kind");
         assert!(expected.len() > 200, "{} windows", expected.len());
@@ -116,7 +124,7 @@ fn latent_and_combined_scores_are_reproduced_by_onnxruntime_on_both_backends() {
                 let got = served[id];
                 assert!(
                     (got - want).abs() <= 1e-4 * want.abs().max(1.0),
-                    "{score} {} {id:?}: accelwatch {got}, onnxruntime {want}",
+                    "{score} ({input}) {} {id:?}: accelwatch {got}, onnxruntime {want}",
                     backend.kind.name()
                 );
             }

@@ -216,3 +216,42 @@ fn stacked_pretraining_runs_layer_by_layer_before_fine_tuning() {
         "pretraining changed the weights"
     );
 }
+
+/// `model.input = "spectrum"`: every variant trains on the front end's
+/// features, the graph reads the raw window and computes them itself (its
+/// `features` output equals what training computed), and reconstructs
+/// them rather than the window.
+#[test]
+fn every_variant_trains_on_the_spectrum_front_end() {
+    use accelwatch::model::config::ModelInput;
+    let mut config = small_config();
+    config.model.input = ModelInput::Spectrum;
+    config.model.sparse.units = Some(80);
+    let set = pen_windows(&config);
+    let sample = &set.data[..24 * set.features];
+    for variant in Variant::ALL {
+        let trained = quick_variant(&config, variant, 3, 5);
+        let name = variant.name();
+        let gap = export_gap(&trained, sample);
+        assert!(gap <= 1e-4, "{name}: tract and candle differ by {gap}");
+        let check = accelwatch::model::train::export_gap(&trained, sample).unwrap();
+        assert_eq!(check.problem(), None, "{name}: {check}");
+        assert!(trained.meta.front_end.is_some(), "{name}");
+        assert_eq!(trained.meta.target_features(), 20 * 3, "{name}");
+        let proto = tract_onnx::pb::ModelProto::decode(trained.onnx.as_slice()).unwrap();
+        let graph = proto.graph.unwrap();
+        assert_eq!(
+            graph.input[0].name, "window",
+            "{name}: the graph reads the window"
+        );
+        assert!(graph.output.iter().any(|o| o.name == "features"), "{name}");
+        let ops = op_types(&trained.onnx);
+        for op in ["MatMul", "ReduceMin", "ReduceMax", "Log", "Concat"] {
+            assert!(ops.iter().any(|o| o == op), "{name}: no {op} in {ops:?}");
+        }
+        let loaded = LoadedModel::from_bytes(&trained.onnx, "m.onnx".as_ref()).unwrap();
+        let out = loaded.runtime.run(&sample[..2 * set.features], 2).unwrap();
+        assert_eq!(out.reconstruction.len(), 2 * 60, "{name}");
+        assert_eq!(out.target.as_ref().map(Vec::len), Some(2 * 60), "{name}");
+    }
+}

@@ -224,17 +224,36 @@ pub fn export_gap(trained: &Trained, raw: &[f32]) -> f32 {
         accelwatch::model::LoadedModel::from_bytes(&trained.onnx, "exported.onnx".as_ref())
             .expect("the exported model loads");
     let tract = loaded.runtime.run(&input, n).expect("tract runs");
-    let x =
-        candle_core::Tensor::from_slice(&input, (n, features), &candle_core::Device::Cpu).unwrap();
+    // A front end's network reads the features training computed in Rust;
+    // the graph computes them itself and gives them as an output.
+    let (x, width) = match &trained.front_end {
+        Some(front_end) => {
+            let x = front_end.apply(&input);
+            let graph = tract.target.as_ref().expect("the front end's output");
+            assert_eq!(graph.len(), x.len(), "front end values");
+            let gap = graph
+                .iter()
+                .zip(&x)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(
+                gap <= 1e-4,
+                "the graph's features differ from training's by {gap}"
+            );
+            (x, trained.meta.target_features())
+        }
+        None => (input, features),
+    };
+    let x = candle_core::Tensor::from_slice(&x, (n, width), &candle_core::Device::Cpu).unwrap();
     let (r, z) = trained.network.forward(&x).expect("candle runs");
     let candle_r: Vec<f32> = r.flatten_all().unwrap().to_vec1().unwrap();
     let candle_z: Vec<f32> = z.flatten_all().unwrap().to_vec1().unwrap();
     assert_eq!(
         tract.reconstruction.len(),
-        n * features,
+        n * width,
         "tract reconstruction"
     );
-    assert_eq!(candle_r.len(), n * features, "candle reconstruction");
+    assert_eq!(candle_r.len(), n * width, "candle reconstruction");
     assert_eq!(
         tract.latent.len(),
         n * trained.meta.latent_dim,

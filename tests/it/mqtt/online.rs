@@ -79,7 +79,9 @@ async fn a_daemon_without_a_model_calibrates_then_alerts_and_keeps_its_model() {
             .filter(|s| s["model_state"] == "calibrating")
             .map(|s| s["progress"].as_f64().unwrap())
             .collect();
-        assert!(calibrating.len() >= 3, "progress is reported: {statuses:?}");
+        // Statuses not yet handed to the broker are merged (the newest says
+        // as much), so a busy machine may publish fewer steps than windows.
+        assert!(calibrating.len() >= 2, "progress is reported: {statuses:?}");
         assert!(calibrating.windows(2).all(|p| p[1] >= p[0]));
         let text = scrape(addr).await;
         assert_eq!(
