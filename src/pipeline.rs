@@ -242,7 +242,7 @@ impl ScoreStage {
             },
             features: self.scorer.front_end(i).zip(meta.front_end.as_ref()).map(
                 |((values, reconstruction), front_end)| crate::evidence::EvidenceFeatures {
-                    rows: front_end.row_names(),
+                    rows: front_end.row_names(meta.window),
                     values: by_channel(&values, channels),
                     reconstruction: by_channel(&reconstruction, channels),
                 },

@@ -79,6 +79,9 @@ pub enum ModelInput {
     /// Per channel: statistics and DFT magnitudes, computed inside the
     /// graph ([`crate::model::spectrum`]).
     Spectrum,
+    /// The spectrum's rows, then the window's own samples, weighted so
+    /// that each part carries about the same share of the error.
+    Mix,
 }
 
 impl ModelInput {
@@ -86,6 +89,7 @@ impl ModelInput {
         match self {
             ModelInput::Raw => "raw",
             ModelInput::Spectrum => "spectrum",
+            ModelInput::Mix => "mix",
         }
     }
 }
@@ -464,6 +468,10 @@ impl ModelConfig {
                 crate::model::meta::spectrum_rows(self.spectrum.bins),
                 "the spectrum's rows (4 + model.spectrum.bins)",
             ),
+            ModelInput::Mix => (
+                crate::model::meta::spectrum_rows(self.spectrum.bins) + window_size,
+                "the mix's rows (4 + model.spectrum.bins + window.size)",
+            ),
         };
         let features = rows * channels;
         check(
@@ -535,7 +543,7 @@ impl ModelConfig {
                 rows.is_multiple_of(divisor),
                 match self.input {
                     ModelInput::Raw => "window.size",
-                    ModelInput::Spectrum => "model.spectrum.bins",
+                    ModelInput::Spectrum | ModelInput::Mix => "model.spectrum.bins",
                 },
                 format!(
                     "a conv model with {} stride-2 stages needs {what} to be a multiple of \

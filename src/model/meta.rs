@@ -86,9 +86,14 @@ pub enum FrontEnd {
     /// minimum, maximum, then the magnitude of DFT bins 1..=`bins` of the
     /// mean-removed window (log(1 + |X_k|) when `log`); each feature
     /// standardised by the training windows' statistics.
+    /// With `window_weight`, the normalised window itself follows the
+    /// feature rows, times that weight (so that both parts carry about
+    /// the same share of the error): its T rows, time-major as given.
     Spectrum {
         bins: usize,
         log: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        window_weight: Option<f32>,
         #[serde(default = "FrontEnd::default_output")]
         output: String,
     },
@@ -99,20 +104,32 @@ impl FrontEnd {
         "features".into()
     }
 
-    /// Feature rows per channel.
-    pub fn rows(&self) -> usize {
+    /// Feature rows per channel, for windows of `window` samples.
+    pub fn rows(&self, window: usize) -> usize {
         match self {
-            FrontEnd::Spectrum { bins, .. } => spectrum_rows(*bins),
+            FrontEnd::Spectrum {
+                bins,
+                window_weight,
+                ..
+            } => spectrum_rows(*bins) + window_weight.map_or(0, |_| window),
         }
     }
 
-    /// Each feature row's name, in order (`mean` … `max`, `dft1` …).
-    pub fn row_names(&self) -> Vec<String> {
+    /// Each feature row's name, in order (`mean` … `max`, `dft1` …, then
+    /// `t0` … for the window's samples).
+    pub fn row_names(&self, window: usize) -> Vec<String> {
         match self {
-            FrontEnd::Spectrum { bins, .. } => SPECTRUM_STATISTICS
+            FrontEnd::Spectrum {
+                bins,
+                window_weight,
+                ..
+            } => SPECTRUM_STATISTICS
                 .iter()
                 .map(|s| s.to_string())
                 .chain((1..=*bins).map(|k| format!("dft{k}")))
+                .chain(
+                    (0..window_weight.map_or(0, |_| window)).map(|t| format!("t{t}")),
+                )
                 .collect(),
         }
     }
@@ -418,12 +435,21 @@ impl ModelMetadata {
                 return bad("activity: a class name or the output name is empty".into());
             }
         }
-        if let Some(FrontEnd::Spectrum { bins, output, .. }) = &self.front_end {
+        if let Some(FrontEnd::Spectrum {
+            bins,
+            output,
+            window_weight,
+            ..
+        }) = &self.front_end
+        {
             if *bins == 0 || *bins > self.window / 2 || output.is_empty() {
                 return bad(format!(
                     "front_end: bins {bins} must be 1 to half the window ({}), and output named",
                     self.window / 2
                 ));
+            }
+            if window_weight.is_some_and(|w| !(w.is_finite() && w > 0.0)) {
+                return bad("front_end: window_weight must be a positive number".into());
             }
             if self.input_layout != InputLayout::Flat {
                 return bad("front_end needs input_layout \"flat\"".into());
@@ -458,7 +484,7 @@ impl ModelMetadata {
     /// end's features, else the window's T·C.
     pub fn target_features(&self) -> usize {
         match &self.front_end {
-            Some(front_end) => front_end.rows() * self.channels.len(),
+            Some(front_end) => front_end.rows(self.window) * self.channels.len(),
             None => self.features(),
         }
     }

@@ -43,9 +43,9 @@ impl Architecture {
     /// Rows of `channels` values the network reads: the window's samples,
     /// or the front end's feature rows.
     pub fn rows(&self) -> usize {
-        match self.model.input {
-            ModelInput::Raw => self.window,
-            ModelInput::Spectrum => crate::model::meta::spectrum_rows(self.model.spectrum.bins),
+        match self.front_end() {
+            Some(front_end) => front_end.rows(self.window),
+            None => self.window,
         }
     }
 
@@ -56,9 +56,11 @@ impl Architecture {
 
     /// The front end a model of this architecture carries, if any.
     pub fn front_end(&self) -> Option<super::meta::FrontEnd> {
+        let spectrum = &self.model.spectrum;
         match self.model.input {
             ModelInput::Raw => None,
-            ModelInput::Spectrum => Some(self.model.spectrum.front_end()),
+            ModelInput::Spectrum => Some(spectrum.front_end(None)),
+            ModelInput::Mix => Some(spectrum.front_end(Some(self.window))),
         }
     }
 

@@ -244,7 +244,7 @@ impl GraphIo {
                         reconstruction.name,
                         show(dims),
                         meta.target_features(),
-                        front_end.rows()
+                        front_end.rows(meta.window)
                     ),
                 }));
             }

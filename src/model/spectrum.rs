@@ -34,18 +34,23 @@ pub struct SpectrumConfig {
 
 impl SpectrumConfig {
     const fn default_bins() -> usize {
-        16
+        8
     }
     const fn default_log() -> bool {
         true
     }
 
-    /// What a model trained with these settings carries.
-    pub fn front_end(&self) -> crate::model::meta::FrontEnd {
-        crate::model::meta::FrontEnd::Spectrum {
+    /// What a model trained with these settings carries; with the
+    /// window (of `window` samples) after the spectrum for `mix`, weighted
+    /// by √(rows / T) so that both parts weigh about the same in the error
+    /// (each standardised value's error counts once).
+    pub fn front_end(&self, window: Option<usize>) -> FrontEnd {
+        FrontEnd::Spectrum {
             bins: self.bins,
             log: self.log,
-            output: crate::model::meta::FrontEnd::default_output(),
+            window_weight: window
+                .map(|t| (spectrum_rows(self.bins) as f64 / t.max(1) as f64).sqrt() as f32),
+            output: FrontEnd::default_output(),
         }
     }
 }
@@ -66,6 +71,8 @@ pub struct Spectrum {
     channels: usize,
     bins: usize,
     log: bool,
+    /// For `mix`: the window's own samples follow, times this.
+    window_weight: Option<f32>,
     /// `cos(2πkt/T)` and `sin(2πkt/T)`, bins k = 1..=B by row, `[B, T]`.
     cos: Vec<f64>,
     sin: Vec<f64>,
@@ -73,7 +80,12 @@ pub struct Spectrum {
 
 impl Spectrum {
     pub fn new(front_end: &FrontEnd, window: usize, channels: usize) -> Self {
-        let FrontEnd::Spectrum { bins, log, .. } = *front_end;
+        let FrontEnd::Spectrum {
+            bins,
+            log,
+            window_weight,
+            ..
+        } = *front_end;
         let angle = |k: usize, t: usize| {
             // k·t mod T keeps the angle exact for long windows.
             2.0 * std::f64::consts::PI * ((k * t) % window.max(1)) as f64 / window.max(1) as f64
@@ -88,17 +100,20 @@ impl Spectrum {
             channels,
             bins,
             log,
+            window_weight,
             cos: basis(f64::cos),
             sin: basis(f64::sin),
         }
     }
 
-    /// Values per window: rows times channels.
+    /// Values per window of the spectrum's rows (the statistics and bins):
+    /// what is standardised.
     pub fn features(&self) -> usize {
         spectrum_rows(self.bins) * self.channels
     }
 
-    /// Appends the features of one normalised, time-major window to `out`.
+    /// Appends the spectrum's rows of one normalised, time-major window
+    /// to `out` (not standardised, without the window of a `mix`).
     pub fn push(&self, window: &[f32], out: &mut Vec<f32>) {
         let (t, c) = (self.window, self.channels);
         debug_assert_eq!(window.len(), t * c);
@@ -148,8 +163,9 @@ impl Spectrum {
     }
 
     /// Writes the front end into `graph`, reading `input` (`[N, T·C]`) and
-    /// standardising each feature by `standardisation`; its output is the
-    /// tensor [`INPUT`], which the network's nodes read.
+    /// standardising each feature by `standardisation`, then (for `mix`)
+    /// the weighted window; its output is the tensor [`INPUT`], which the
+    /// network's nodes read.
     pub fn export(&self, graph: &mut GraphBuilder, input: &str, standardisation: &Normalization) {
         let (t, c, b) = (self.window as i64, self.channels as i64, self.bins as i64);
         let over_time = || vec![Attr::Ints("axes", vec![1]), Attr::Int("keepdims", 1)];
@@ -188,7 +204,20 @@ impl Spectrum {
         let mean = graph.floats("front_end_mean", standardisation.mean.clone());
         let std = graph.floats("front_end_std", standardisation.std.clone());
         let centred = graph.node("Sub", &[&flat, &mean], vec![]);
-        graph.node_named("Div", &[&centred, &std], vec![], INPUT);
+        match self.window_weight {
+            None => graph.node_named("Div", &[&centred, &std], vec![], INPUT),
+            Some(weight) => {
+                let features = graph.node("Div", &[&centred, &std], vec![]);
+                let weight = graph.scalar("front_end_window_weight", weight);
+                let window = graph.node("Mul", &[input, &weight], vec![]);
+                graph.node_named(
+                    "Concat",
+                    &[&features, &window],
+                    vec![Attr::Int("axis", 1)],
+                    INPUT,
+                );
+            }
+        }
     }
 }
 
@@ -213,11 +242,19 @@ impl FittedFrontEnd {
         }
     }
 
-    /// The standardised features of normalised windows laid end to end.
+    /// What the network reads of normalised windows laid end to end: the
+    /// standardised spectrum of each, then for `mix` the weighted window.
     pub fn apply(&self, normalised: &[f32]) -> Vec<f32> {
         let size = self.spectrum.window * self.spectrum.channels;
-        let mut out = self.spectrum.of_windows(normalised.chunks_exact(size));
-        self.standardisation.apply(&mut out);
+        let mut out = Vec::new();
+        for window in normalised.chunks_exact(size) {
+            let start = out.len();
+            self.spectrum.push(window, &mut out);
+            self.standardisation.apply(&mut out[start..]);
+            if let Some(weight) = self.spectrum.window_weight {
+                out.extend(window.iter().map(|v| v * weight));
+            }
+        }
         out
     }
 
@@ -236,6 +273,7 @@ mod tests {
             &FrontEnd::Spectrum {
                 bins,
                 log,
+                window_weight: None,
                 output: FrontEnd::default_output(),
             },
             window,
@@ -296,16 +334,38 @@ mod tests {
 
     #[test]
     fn row_names_follow_the_layout() {
-        let front_end = FrontEnd::Spectrum {
+        let mut front_end = FrontEnd::Spectrum {
             bins: 2,
             log: true,
+            window_weight: None,
             output: FrontEnd::default_output(),
         };
-        assert_eq!(
-            front_end.row_names(),
-            ["mean", "std", "min", "max", "dft1", "dft2"]
-        );
-        assert_eq!(front_end.rows(), 6);
+        assert_eq!(front_end.row_names(8), ["mean", "std", "min", "max", "dft1", "dft2"]);
+        assert_eq!(front_end.rows(8), 6);
         assert_eq!(spectrum(2, true, 8, 3).features(), 18);
+        let FrontEnd::Spectrum { window_weight, .. } = &mut front_end;
+        *window_weight = Some(0.5);
+        assert_eq!(front_end.rows(3), 9);
+        assert_eq!(front_end.row_names(3)[6..], ["t0", "t1", "t2"]);
+    }
+
+    #[test]
+    fn a_mix_appends_the_weighted_window_after_the_standardised_spectrum() {
+        let front_end = SpectrumConfig { bins: 2, log: true }.front_end(Some(24));
+        let FrontEnd::Spectrum { window_weight, .. } = &front_end;
+        let weight = window_weight.expect("a mix weighs its window");
+        assert!((weight - 0.5).abs() < 1e-6, "sqrt(6 rows / 24 samples): {weight}");
+        let windows: Vec<f32> = (0..2 * 24 * 2).map(|i| ((i * 7) % 11) as f32 - 5.0).collect();
+        let fitted = FittedFrontEnd::fit(&front_end, 24, 2, &windows);
+        let out = fitted.apply(&windows);
+        assert_eq!(out.len(), 2 * (6 + 24) * 2);
+        let (first, second) = out.split_at(out.len() / 2);
+        let weighted: Vec<f32> = windows[..48].iter().map(|v| v * 0.5).collect();
+        assert_eq!(&first[12..], weighted.as_slice());
+        // Two windows: each standardised feature is ±1, or 0 where both agree.
+        for (a, b) in first[..12].iter().zip(&second[..12]) {
+            assert!((a + b).abs() < 1e-5, "{a} {b}");
+            assert!((a.abs() - 1.0).abs() < 1e-5 || a.abs() < 1e-5, "{a}");
+        }
     }
 }
