@@ -24,8 +24,8 @@ Normalisations of the recording (`device`), applied before the window:
   running mean would converge to);
 - standard: the recording's mean and standard deviation per channel.
 
-Needs numpy and scikit-learn (and onnx and onnxruntime, which
-scripts/quality_table.py, whose reader it shares, imports).
+Needs numpy and scikit-learn only (it shares scripts/quality_table.py's
+reader, which imports onnx only to score accelwatch's models).
 """
 import sys
 

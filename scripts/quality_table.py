@@ -20,7 +20,9 @@ anomalies) and print the ROC AUC of
 
 Then the mean over the tasks of each column. Windows: per recording
 (`series`), 128 samples every 64, as accelwatch cuts them. Needs numpy,
-scikit-learn, onnx and onnxruntime, and the accelwatch binary BIN.
+scikit-learn, onnx and onnxruntime (imported only to score accelwatch's
+model: the reader and the peers need numpy and scikit-learn alone), and the
+accelwatch binary BIN.
 """
 import csv
 import json
@@ -32,8 +34,6 @@ import warnings
 from collections import defaultdict
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 from sklearn.decomposition import PCA
 from sklearn.ensemble import IsolationForest
 from sklearn.exceptions import ConvergenceWarning
@@ -70,6 +70,10 @@ def read_windows(path):
 
 def accelwatch_scores(model_path, x):
     """reconstruction, latent and combined scores of raw windows [N, T, C]."""
+    # Imported here, so that scripts reusing the reader need numpy and scikit-learn only.
+    import onnx
+    import onnxruntime as ort
+
     model = onnx.load(model_path)
     meta = json.loads(next(p.value for p in model.metadata_props if p.key == "accelwatch"))
     norm = meta["normalization"]
