@@ -65,9 +65,11 @@ def main():
                          "--device-column", "series", "--variant", variant, "--out", model]
                 if epochs:
                     train += ["--epochs", epochs]
-                _, seconds = run(train, env, f"train {name}")
-                with open(model, "rb") as f:
-                    f.read(1)
+                trained, seconds = run(train, env, f"train {name}")
+                # The score asked for is the one the model was calibrated for.
+                if score != "reconstruction" and f"{score} score threshold" not in trained.stderr:
+                    sys.exit(f"FAILED (train {name}): not calibrated for {score}:\n"
+                             f"{trained.stderr[-2000:]}")
                 out, _ = run([binary, "score", "--model", model, "--data", "data/watch/demo.csv"],
                              env, f"score {name}")
                 windows = [json.loads(line) for line in out.stdout.splitlines()]

@@ -111,6 +111,16 @@ pub struct Config {
     #[serde(default)]
     pub pipeline: PipelineConfig,
 }
+/// `ACCELWATCH__<SECTION>__<KEY>` overrides, e.g. `ACCELWATCH__WINDOW__HOP=32`.
+fn environment() -> config::Environment {
+    config::Environment::with_prefix("ACCELWATCH")
+        .prefix_separator("__")
+        .separator("__")
+        .try_parsing(true)
+        .list_separator(",")
+        .with_list_parse_key("input.channels")
+}
+
 impl Config {
     /// Reads `path` (TOML) with environment overrides and validates the
     /// result; every problem found is reported at once.
@@ -147,14 +157,7 @@ impl Config {
         }
         config::Config::builder()
             .add_source(config::File::from(path).format(config::FileFormat::Toml))
-            .add_source(
-                config::Environment::with_prefix("ACCELWATCH")
-                    .prefix_separator("__")
-                    .separator("__")
-                    .try_parsing(true)
-                    .list_separator(",")
-                    .with_list_parse_key("input.channels"),
-            )
+            .add_source(environment())
             .build()
             .and_then(|c| c.try_deserialize::<Config>())
             .map(|mut config| {
@@ -165,6 +168,27 @@ impl Config {
                 config
             })
             .map_err(load_error)
+    }
+
+    /// The defaults with the environment's overrides, for a command run
+    /// without `--config` (`ACCELWATCH__MODEL__INPUT=mix accelwatch train …`
+    /// reads what it says, as with a file), checked like a file's.
+    pub fn from_environment() -> Result<Config, ConfigError> {
+        let path = PathBuf::from("<environment>");
+        let config: Config = config::Config::builder()
+            .add_source(environment())
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|cause| ConfigError::Load {
+                path: path.clone(),
+                cause,
+            })?;
+        let problems = config.validate_settings();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid { path, problems })
+        }
     }
 
     /// A config from TOML text alone: no file, no environment overrides,

@@ -19,7 +19,7 @@ use crate::window::WindowSpec;
 pub fn load_config(path: Option<&Path>) -> Result<Config, Failure> {
     match path {
         Some(path) => Ok(Config::load(path)?),
-        None => Ok(Config::default()),
+        None => Ok(Config::from_environment()?),
     }
 }
 

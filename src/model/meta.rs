@@ -127,9 +127,7 @@ impl FrontEnd {
                 .iter()
                 .map(|s| s.to_string())
                 .chain((1..=*bins).map(|k| format!("dft{k}")))
-                .chain(
-                    (0..window_weight.map_or(0, |_| window)).map(|t| format!("t{t}")),
-                )
+                .chain((0..window_weight.map_or(0, |_| window)).map(|t| format!("t{t}")))
                 .collect(),
         }
     }

@@ -340,7 +340,10 @@ mod tests {
             window_weight: None,
             output: FrontEnd::default_output(),
         };
-        assert_eq!(front_end.row_names(8), ["mean", "std", "min", "max", "dft1", "dft2"]);
+        assert_eq!(
+            front_end.row_names(8),
+            ["mean", "std", "min", "max", "dft1", "dft2"]
+        );
         assert_eq!(front_end.rows(8), 6);
         assert_eq!(spectrum(2, true, 8, 3).features(), 18);
         let FrontEnd::Spectrum { window_weight, .. } = &mut front_end;
@@ -354,8 +357,13 @@ mod tests {
         let front_end = SpectrumConfig { bins: 2, log: true }.front_end(Some(24));
         let FrontEnd::Spectrum { window_weight, .. } = &front_end;
         let weight = window_weight.expect("a mix weighs its window");
-        assert!((weight - 0.5).abs() < 1e-6, "sqrt(6 rows / 24 samples): {weight}");
-        let windows: Vec<f32> = (0..2 * 24 * 2).map(|i| ((i * 7) % 11) as f32 - 5.0).collect();
+        assert!(
+            (weight - 0.5).abs() < 1e-6,
+            "sqrt(6 rows / 24 samples): {weight}"
+        );
+        let windows: Vec<f32> = (0..2 * 24 * 2)
+            .map(|i| ((i * 7) % 11) as f32 - 5.0)
+            .collect();
         let fitted = FittedFrontEnd::fit(&front_end, 24, 2, &windows);
         let out = fitted.apply(&windows);
         assert_eq!(out.len(), 2 * (6 + 24) * 2);

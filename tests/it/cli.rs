@@ -468,3 +468,34 @@ fn validate_and_run_agree_on_broken_configs() {
         assert!(!d.join("out.jsonl").exists(), "{what}: run scored nothing");
     }
 }
+
+/// Without `--config`, the offline commands still read the environment's
+/// overrides, as README promises for every key; a bad value is exit 78
+/// naming the key.
+#[test]
+fn train_without_a_config_reads_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m.onnx");
+    let out = accelwatch()
+        .env("ACCELWATCH__MODEL__SCORE", "latent")
+        .env("ACCELWATCH__MODEL__VARIANT", "basic")
+        .args(["train", "--data"])
+        .arg(train_csv())
+        .args(["--device-column", "series", "--epochs", "3", "--out"])
+        .arg(&model)
+        .run();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("training a basic autoencoder"), "{stderr}");
+    assert!(stderr.contains("latent score threshold"), "{stderr}");
+    let out = accelwatch()
+        .env("ACCELWATCH__MODEL__INPUT", "bogus")
+        .args(["train", "--data"])
+        .arg(train_csv())
+        .args(["--device-column", "series", "--out"])
+        .arg(&model)
+        .run();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(stderr.contains("model.input"), "{stderr}");
+}
