@@ -59,8 +59,8 @@ impl Architecture {
         let spectrum = &self.model.spectrum;
         match self.model.input {
             ModelInput::Raw => None,
-            ModelInput::Spectrum => Some(spectrum.front_end(None)),
-            ModelInput::Mix => Some(spectrum.front_end(Some(self.window))),
+            ModelInput::Spectrum => Some(spectrum.front_end(self.window, false)),
+            ModelInput::Mix => Some(spectrum.front_end(self.window, true)),
         }
     }
 

@@ -20,11 +20,38 @@ use serde::{Deserialize, Serialize};
 
 use super::onnx::{Attr, GraphBuilder, INPUT, WINDOW_INPUT};
 
+/// What the autoencoder sees of a window (`model.input`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelInput {
+    /// The normalised samples themselves.
+    Raw,
+    /// Per channel: statistics and DFT magnitudes, computed inside the
+    /// graph ([`crate::model::spectrum`]).
+    Spectrum,
+    /// The spectrum's rows, then the window's own samples, weighted so
+    /// that each part carries about the same share of the error: the best
+    /// measured (docs/measured.md, the front end in accelwatch).
+    #[default]
+    Mix,
+}
+
+impl ModelInput {
+    pub const fn name(self) -> &'static str {
+        match self {
+            ModelInput::Raw => "raw",
+            ModelInput::Spectrum => "spectrum",
+            ModelInput::Mix => "mix",
+        }
+    }
+}
+
 /// `[model.spectrum]`: the spectral front end's settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SpectrumConfig {
-    /// DFT bins 1..=bins per channel (at most half the window).
+    /// DFT bins 1..=bins per channel (fewer for windows shorter than
+    /// twice that).
     #[serde(default = "SpectrumConfig::default_bins")]
     pub bins: usize,
     /// log(1 + |X_k|) rather than |X_k|.
@@ -40,16 +67,23 @@ impl SpectrumConfig {
         true
     }
 
-    /// What a model trained with these settings carries; with the
-    /// window (of `window` samples) after the spectrum for `mix`, weighted
-    /// by √(rows / T) so that both parts weigh about the same in the error
-    /// (each standardised value's error counts once).
-    pub fn front_end(&self, window: Option<usize>) -> FrontEnd {
+    /// The bins windows of `window` samples have: `bins`, or fewer for
+    /// windows too short to hold them (a DFT has T/2 distinct bins).
+    pub fn bins_for(&self, window: usize) -> usize {
+        self.bins.min(window / 2).max(1)
+    }
+
+    /// What a model of windows of `window` samples trained with these
+    /// settings carries; with `mix`, the window after the spectrum,
+    /// weighted by √(rows / T) so that both parts weigh about the same in
+    /// the error (each standardised value's error counts once).
+    pub fn front_end(&self, window: usize, mix: bool) -> FrontEnd {
+        let bins = self.bins_for(window);
         FrontEnd::Spectrum {
-            bins: self.bins,
+            bins,
             log: self.log,
-            window_weight: window
-                .map(|t| (spectrum_rows(self.bins) as f64 / t.max(1) as f64).sqrt() as f32),
+            window_weight: mix
+                .then(|| (spectrum_rows(bins) as f64 / window.max(1) as f64).sqrt() as f32),
             output: FrontEnd::default_output(),
         }
     }
@@ -354,7 +388,7 @@ mod tests {
 
     #[test]
     fn a_mix_appends_the_weighted_window_after_the_standardised_spectrum() {
-        let front_end = SpectrumConfig { bins: 2, log: true }.front_end(Some(24));
+        let front_end = SpectrumConfig { bins: 2, log: true }.front_end(24, true);
         let FrontEnd::Spectrum { window_weight, .. } = &front_end;
         let weight = window_weight.expect("a mix weighs its window");
         assert!(

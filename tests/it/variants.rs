@@ -8,8 +8,11 @@ use accelwatch::model::meta::ScoreKind;
 use accelwatch::model::LoadedModel;
 use prost::Message;
 
+/// Small networks on the raw window (the front ends have a test of their
+/// own below).
 fn small_config() -> Config {
     let mut config = Config::default();
+    config.model.input = accelwatch::model::config::ModelInput::Raw;
     config.model.hidden = vec![64, 32];
     config.model.latent = 8;
     config.model.sparse.units = Some(400);
@@ -217,27 +220,33 @@ fn stacked_pretraining_runs_layer_by_layer_before_fine_tuning() {
     );
 }
 
-/// `model.input = "spectrum"`: every variant trains on the front end's
-/// features, the graph reads the raw window and computes them itself (its
-/// `features` output equals what training computed), and reconstructs
-/// them rather than the window.
+/// `model.input = "spectrum"` and `"mix"`: every variant trains on the
+/// front end's features, the graph reads the raw window and computes them
+/// itself (its `features` output equals what training computed), and
+/// reconstructs them rather than the window.
 #[test]
-fn every_variant_trains_on_the_spectrum_front_end() {
+fn every_variant_trains_on_the_spectrum_and_mix_front_ends() {
     use accelwatch::model::config::ModelInput;
+    for (input, rows) in [(ModelInput::Spectrum, 12), (ModelInput::Mix, 12 + 128)] {
+        every_variant_trains_on(input, rows);
+    }
+}
+
+fn every_variant_trains_on(input: accelwatch::model::config::ModelInput, rows: usize) {
     let mut config = small_config();
-    config.model.input = ModelInput::Spectrum;
-    config.model.sparse.units = Some(80);
+    config.model.input = input;
+    config.model.sparse.units = Some(rows * 3 + 16);
     let set = pen_windows(&config);
     let sample = &set.data[..24 * set.features];
     for variant in Variant::ALL {
         let trained = quick_variant(&config, variant, 3, 5);
-        let name = variant.name();
+        let name = format!("{} on {}", variant.name(), input.name());
         let gap = export_gap(&trained, sample);
         assert!(gap <= 1e-4, "{name}: tract and candle differ by {gap}");
         let check = accelwatch::model::train::export_gap(&trained, sample).unwrap();
         assert_eq!(check.problem(), None, "{name}: {check}");
         assert!(trained.meta.front_end.is_some(), "{name}");
-        assert_eq!(trained.meta.target_features(), 20 * 3, "{name}");
+        assert_eq!(trained.meta.target_features(), rows * 3, "{name}");
         let proto = tract_onnx::pb::ModelProto::decode(trained.onnx.as_slice()).unwrap();
         let graph = proto.graph.unwrap();
         assert_eq!(
@@ -251,7 +260,7 @@ fn every_variant_trains_on_the_spectrum_front_end() {
         }
         let loaded = LoadedModel::from_bytes(&trained.onnx, "m.onnx".as_ref()).unwrap();
         let out = loaded.runtime.run(&sample[..2 * set.features], 2).unwrap();
-        assert_eq!(out.reconstruction.len(), 2 * 60, "{name}");
-        assert_eq!(out.target.as_ref().map(Vec::len), Some(2 * 60), "{name}");
+        assert_eq!(out.reconstruction.len(), 2 * rows * 3, "{name}");
+        assert_eq!(out.target.as_ref().map(Vec::len), Some(2 * rows * 3), "{name}");
     }
 }
