@@ -13,16 +13,117 @@
 //! differ from the serde path on `t0` and, rarely, on an f32 value. So
 //! this is serde_json's own algorithm (`parse_integer`, `parse_decimal`,
 //! `parse_exponent`, `f64_from_parts` of serde_json 1.0.154), step for
-//! step, with one change that does not alter a result: up to 19 digits
-//! cannot overflow a u64, so they are taken eight at a time. The tests
-//! compare with serde_json itself, so a build that turned
-//! `float_roundtrip` on would fail them rather than drift.
+//! step ([`any_number`]), behind a fast path for the numbers sensors send
+//! ([`short_number`]: no exponent, at most 19 digits, which cannot
+//! overflow a u64, so there the algorithm is one division and the digits
+//! can be taken eight and four at a time). The tests compare with
+//! serde_json itself, so a build that turned `float_roundtrip` on would
+//! fail them rather than drift.
 
 /// Reads the number at `bytes[*at..]` (after any whitespace is skipped)
 /// and moves `at` past it. None: not a number serde_json would give a
-/// finite f64 for (another value, bad syntax, out of range). `at` is
-/// then meaningless: the caller gives the payload up.
+/// finite f64 for (another value, bad syntax, out of range), or one too
+/// large for an f32, which every field of a payload refuses as non_finite
+/// (the serde path then gives that error, in its order); the short path
+/// never makes one, so the scanner checks no value. `at` is then
+/// meaningless: the caller gives the payload up.
+#[inline]
 pub(super) fn number(bytes: &[u8], at: &mut usize) -> Option<f64> {
+    let start = *at;
+    match short_number(bytes, at) {
+        Short::Value(v) => Some(v),
+        Short::Refused => None,
+        Short::Other => {
+            *at = start;
+            any_number(bytes, at).filter(|v| (*v as f32).is_finite())
+        }
+    }
+}
+
+enum Short {
+    Value(f64),
+    /// Not a number to serde_json either.
+    Refused,
+    /// An exponent or more than 19 digits: for [`any_number`].
+    Other,
+}
+
+/// `[-]digits[.digits]` of at most 19 digits, which serde_json reads as
+/// `significand as f64 / 10^fraction` (an integer: `as f64`), since no
+/// digit overflows a u64.
+#[inline]
+fn short_number(bytes: &[u8], at: &mut usize) -> Short {
+    let negative = bytes.get(*at) == Some(&b'-');
+    if negative {
+        *at += 1;
+    }
+    let mut significand = 0u64;
+    let mut digits = 0u32;
+    match bytes.get(*at) {
+        Some(b'0') => {
+            *at += 1;
+            // JSON has no leading zeros: serde_json refuses them.
+            if bytes.get(*at).is_some_and(u8::is_ascii_digit) {
+                return Short::Refused;
+            }
+        }
+        Some(b'1'..=b'9') => {
+            while let Some(&c @ b'0'..=b'9') = bytes.get(*at) {
+                if digits == MAX_SHORT {
+                    return Short::Other;
+                }
+                significand = significand * 10 + u64::from(c - b'0');
+                digits += 1;
+                *at += 1;
+            }
+        }
+        _ => return Short::Refused,
+    }
+    let mut fraction = 0u32;
+    if bytes.get(*at) == Some(&b'.') {
+        *at += 1;
+        // Eight, then four at a time where the bytes allow: a branch on
+        // whether all are digits, predicted, rather than a count of them
+        // that the next load would wait for. A 17-digit fraction takes two
+        // steps; 6 decimals one step of four and two bytes.
+        while digits + 8 <= MAX_SHORT {
+            let Some(word) = bytes.get(*at..*at + 8).filter(|w| all_digits(w)) else {
+                break;
+            };
+            significand = significand * 100_000_000 + eight_digits(word);
+            (digits, fraction, *at) = (digits + 8, fraction + 8, *at + 8);
+        }
+        if digits + 4 <= MAX_SHORT {
+            if let Some(word) = bytes.get(*at..*at + 4).filter(|w| all_digits(w)) {
+                significand = significand * 10_000 + four_digits(word);
+                (digits, fraction, *at) = (digits + 4, fraction + 4, *at + 4);
+            }
+        }
+        while let Some(&c @ b'0'..=b'9') = bytes.get(*at) {
+            if digits == MAX_SHORT {
+                return Short::Other;
+            }
+            significand = significand * 10 + u64::from(c - b'0');
+            (digits, fraction, *at) = (digits + 1, fraction + 1, *at + 1);
+        }
+        if fraction == 0 {
+            return Short::Refused;
+        }
+    }
+    if matches!(bytes.get(*at), Some(b'e' | b'E')) {
+        return Short::Other;
+    }
+    let magnitude = significand as f64 / POW10[fraction as usize];
+    Short::Value(if negative { -magnitude } else { magnitude })
+}
+
+/// Digits below 10^19 < 2^64 never overflow serde_json's u64.
+const MAX_SHORT: u32 = 19;
+
+/// Any number, serde_json's algorithm step for step.
+#[cold]
+#[inline(never)]
+fn any_number(bytes: &[u8], at: &mut usize) -> Option<f64> {
     let negative = bytes.get(*at) == Some(&b'-');
     if negative {
         *at += 1;
@@ -97,22 +198,6 @@ pub(super) fn number(bytes: &[u8], at: &mut usize) -> Option<f64> {
 /// Takes digits into `significand` while `significand * 10 + digit` fits
 /// a u64 (serde_json's `overflow!` test); true if a digit did not fit.
 fn take_digits(bytes: &[u8], at: &mut usize, significand: &mut u64, taken: &mut u32) -> bool {
-    // Up to 19 digits are below 10^19 < 2^64: no test needed.
-    while *taken + 8 <= 19 {
-        let Some(chunk) = bytes.get(*at..*at + 8) else {
-            break;
-        };
-        let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
-        let n = leading_digits(word);
-        if n > 0 {
-            *significand = *significand * POW10_U64[n] + eight_digits(word, n);
-            *taken += n as u32;
-            *at += n;
-        }
-        if n < 8 {
-            return false;
-        }
-    }
     while let Some(&c @ b'0'..=b'9') = bytes.get(*at) {
         match significand
             .checked_mul(10)
@@ -127,25 +212,29 @@ fn take_digits(bytes: &[u8], at: &mut usize, significand: &mut u64, taken: &mut 
     false
 }
 
-/// How many of the eight bytes of `word` (the first in the low byte) are
-/// ASCII digits before the first that is not.
-fn leading_digits(word: u64) -> usize {
-    // A byte's high bit is set when the byte is above '9' (adding 0x46
-    // reaches 0x80) or below '0' (subtracting 0x30 borrows). Carries and
-    // borrows only travel up from a byte that is not a digit, so the bytes
-    // before the first such byte are flagged exactly.
-    let flags = (word.wrapping_add(0x4646_4646_4646_4646)
-        | word.wrapping_sub(0x3030_3030_3030_3030))
-        & 0x8080_8080_8080_8080;
-    (flags.trailing_zeros() / 8) as usize
+/// Whether all the bytes (eight or four) are ASCII digits.
+fn all_digits(bytes: &[u8]) -> bool {
+    let w = match bytes.try_into() {
+        Ok(eight) => u64::from_le_bytes(eight),
+        // Four: the high half as digits ('0').
+        Err(_) => {
+            let four = bytes.try_into().expect("four or eight bytes");
+            u64::from(u32::from_le_bytes(four)) | 0x3030_3030 << 32
+        }
+    };
+    // A byte's high bit is set when it is above '9' (adding 0x46 reaches
+    // 0x80) or below '0' (subtracting 0x30 borrows); a carry or a borrow
+    // only leaves a byte that is itself flagged.
+    (w.wrapping_add(0x4646_4646_4646_4646) | w.wrapping_sub(0x3030_3030_3030_3030))
+        & 0x8080_8080_8080_8080
+        == 0
 }
 
-/// The value of the first `n` (1 to 8) bytes of `word`, all ASCII digits,
-/// combined in three multiplications (the SWAR method of fast_float).
-fn eight_digits(word: u64, n: usize) -> u64 {
-    // The digits' values, moved to the top n bytes; the zero bytes below
-    // them are leading zeros.
-    let v = word.wrapping_sub(0x3030_3030_3030_3030) << (8 * (8 - n));
+/// The value of eight ASCII digits (the first in the low byte), combined
+/// in three multiplications: the SWAR method of fast_float.
+fn eight_digits(bytes: &[u8]) -> u64 {
+    let word = u64::from_le_bytes(bytes.try_into().expect("eight bytes"));
+    let v = word.wrapping_sub(0x3030_3030_3030_3030);
     // Pairs of digits, then fours, then the eight.
     let v = v.wrapping_mul(10).wrapping_add(v >> 8);
     let pairs = v & 0x0000_00FF_0000_00FF;
@@ -154,6 +243,15 @@ fn eight_digits(word: u64, n: usize) -> u64 {
         .wrapping_mul(100 + (1_000_000 << 32))
         .wrapping_add(pairs_high.wrapping_mul(1 + (10_000 << 32)))
         >> 32
+}
+
+/// The value of four ASCII digits, the same way.
+fn four_digits(bytes: &[u8]) -> u64 {
+    let word = u32::from_le_bytes(bytes.try_into().expect("four bytes"));
+    let v = word.wrapping_sub(0x3030_3030);
+    // Pairs in bytes 0 and 2, then both: the first pair times 100.
+    let v = v.wrapping_mul(10).wrapping_add(v >> 8);
+    u64::from(((v & 0x00FF_00FF).wrapping_mul(1 + (100 << 16)) >> 16) & 0xFFFF)
 }
 
 enum Exponent {
@@ -229,18 +327,6 @@ fn from_parts(significand: u64, mut exponent: i32) -> Option<f64> {
     }
 }
 
-const POW10_U64: [u64; 9] = [
-    1,
-    10,
-    100,
-    1_000,
-    10_000,
-    100_000,
-    1_000_000,
-    10_000_000,
-    100_000_000,
-];
-
 /// serde_json's table: 1e0 to 1e308, each the f64 nearest to it.
 static POW10: [f64; 309] = [
     1e000, 1e001, 1e002, 1e003, 1e004, 1e005, 1e006, 1e007, 1e008, 1e009, //
@@ -283,15 +369,25 @@ mod tests {
     use rand_chacha::ChaCha8Rng;
 
     /// `text`, a whole JSON number or not, reads as serde_json reads it: the
-    /// same f64 to the bit, or None where serde_json refuses it.
+    /// same f64 to the bit, or None where serde_json refuses it, by the
+    /// general path; and by the fast path where it takes the number.
     fn check(text: &str) {
         let by_serde = serde_json::from_str::<f64>(text).ok();
-        let mut at = 0;
-        let ours = number(text.as_bytes(), &mut at).filter(|_| at == text.len());
+        let whole = |read: fn(&[u8], &mut usize) -> Option<f64>| {
+            let mut at = 0;
+            read(text.as_bytes(), &mut at).filter(|_| at == text.len())
+        };
+        let general = whole(any_number);
         assert_eq!(
-            ours.map(f64::to_bits),
+            general.map(f64::to_bits),
             by_serde.map(f64::to_bits),
-            "{text}: ours {ours:?}, serde_json {by_serde:?}"
+            "{text}: ours {general:?}, serde_json {by_serde:?}"
+        );
+        let fits = by_serde.filter(|v| (*v as f32).is_finite());
+        assert_eq!(
+            whole(number).map(f64::to_bits),
+            fits.map(f64::to_bits),
+            "{text}"
         );
     }
 
@@ -503,18 +599,28 @@ mod tests {
     fn eight_digits_at_a_time_are_their_value() {
         let mut rng = ChaCha8Rng::seed_from_u64(8);
         for _ in 0..10_000 {
-            let n = rng.random_range(0..=8usize);
-            let digits: String = (0..n)
+            let digits: String = (0..8)
                 .map(|_| char::from(b'0' + rng.random_range(0..10u8)))
                 .collect();
-            let tail = [",", "]", " ", "e", ".", "/", ":", "\u{ff}"][rng.random_range(0..8)];
-            let mut bytes = format!("{digits}{tail}").into_bytes();
-            bytes.resize(8, rng.random());
-            let word = u64::from_le_bytes(bytes[..8].try_into().unwrap());
-            assert_eq!(leading_digits(word), n, "{bytes:?}");
-            if n > 0 {
-                assert_eq!(eight_digits(word, n), digits.parse::<u64>().unwrap());
-            }
+            assert!(all_digits(digits.as_bytes()));
+            assert_eq!(
+                eight_digits(digits.as_bytes()),
+                digits.parse::<u64>().unwrap()
+            );
+            assert!(all_digits(&digits.as_bytes()[..4]));
+            assert_eq!(
+                four_digits(&digits.as_bytes()[..4]),
+                digits[..4].parse::<u64>().unwrap()
+            );
+            // Any one byte that is not a digit, anywhere.
+            let mut bytes = digits.into_bytes();
+            let other = [
+                b',', b']', b' ', b'e', b'.', b'/', b':', 0, 0x80, 0xba, 0xff,
+            ];
+            let at = rng.random_range(0..8);
+            bytes[at] = other[rng.random_range(0..other.len())];
+            assert!(!all_digits(&bytes), "{bytes:?}");
+            assert_eq!(all_digits(&bytes[..4]), at >= 4, "{bytes:?}");
         }
     }
 }
