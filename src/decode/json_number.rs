@@ -82,22 +82,25 @@ fn short_number(bytes: &[u8], at: &mut usize) -> Short {
     let mut fraction = 0u32;
     if bytes.get(*at) == Some(&b'.') {
         *at += 1;
-        // Eight, then four at a time where the bytes allow: a branch on
-        // whether all are digits, predicted, rather than a count of them
+        // Eight, or four, at a time where the bytes allow: a branch on
+        // whether they are digits, predicted, rather than a count of them
         // that the next load would wait for. A 17-digit fraction takes two
-        // steps; 6 decimals one step of four and two bytes.
+        // steps of eight; 6 decimals one of four and two bytes.
         while digits + 8 <= MAX_SHORT {
-            let Some(word) = bytes.get(*at..*at + 8).filter(|w| all_digits(w)) else {
+            let Some(chunk) = bytes.get(*at..*at + 8) else {
                 break;
             };
-            significand = significand * 100_000_000 + eight_digits(word);
-            (digits, fraction, *at) = (digits + 8, fraction + 8, *at + 8);
-        }
-        if digits + 4 <= MAX_SHORT {
-            if let Some(word) = bytes.get(*at..*at + 4).filter(|w| all_digits(w)) {
-                significand = significand * 10_000 + four_digits(word);
+            let flags = not_digits(chunk);
+            if flags == 0 {
+                significand = significand * 100_000_000 + eight_digits(chunk);
+                (digits, fraction, *at) = (digits + 8, fraction + 8, *at + 8);
+                continue;
+            }
+            if flags & 0x8080_8080 == 0 {
+                significand = significand * 10_000 + four_digits(&chunk[..4]);
                 (digits, fraction, *at) = (digits + 4, fraction + 4, *at + 4);
             }
+            break;
         }
         while let Some(&c @ b'0'..=b'9') = bytes.get(*at) {
             if digits == MAX_SHORT {
@@ -212,22 +215,15 @@ fn take_digits(bytes: &[u8], at: &mut usize, significand: &mut u64, taken: &mut 
     false
 }
 
-/// Whether all the bytes (eight or four) are ASCII digits.
-fn all_digits(bytes: &[u8]) -> bool {
-    let w = match bytes.try_into() {
-        Ok(eight) => u64::from_le_bytes(eight),
-        // Four: the high half as digits ('0').
-        Err(_) => {
-            let four = bytes.try_into().expect("four or eight bytes");
-            u64::from(u32::from_le_bytes(four)) | 0x3030_3030 << 32
-        }
-    };
+/// Eight bytes' high bits, each set where that byte is not an ASCII
+/// digit, up to the first such byte (those after it may be set or not).
+fn not_digits(bytes: &[u8]) -> u64 {
+    let w = u64::from_le_bytes(bytes.try_into().expect("eight bytes"));
     // A byte's high bit is set when it is above '9' (adding 0x46 reaches
     // 0x80) or below '0' (subtracting 0x30 borrows); a carry or a borrow
     // only leaves a byte that is itself flagged.
     (w.wrapping_add(0x4646_4646_4646_4646) | w.wrapping_sub(0x3030_3030_3030_3030))
         & 0x8080_8080_8080_8080
-        == 0
 }
 
 /// The value of eight ASCII digits (the first in the low byte), combined
@@ -602,12 +598,11 @@ mod tests {
             let digits: String = (0..8)
                 .map(|_| char::from(b'0' + rng.random_range(0..10u8)))
                 .collect();
-            assert!(all_digits(digits.as_bytes()));
+            assert_eq!(not_digits(digits.as_bytes()), 0);
             assert_eq!(
                 eight_digits(digits.as_bytes()),
                 digits.parse::<u64>().unwrap()
             );
-            assert!(all_digits(&digits.as_bytes()[..4]));
             assert_eq!(
                 four_digits(&digits.as_bytes()[..4]),
                 digits[..4].parse::<u64>().unwrap()
@@ -619,8 +614,10 @@ mod tests {
             ];
             let at = rng.random_range(0..8);
             bytes[at] = other[rng.random_range(0..other.len())];
-            assert!(!all_digits(&bytes), "{bytes:?}");
-            assert_eq!(all_digits(&bytes[..4]), at >= 4, "{bytes:?}");
+            let flags = not_digits(&bytes);
+            // The first byte flagged is the one that is not a digit.
+            assert_eq!(flags.trailing_zeros() / 8, at as u32, "{bytes:?}");
+            assert_eq!(flags & 0x8080_8080 == 0, at >= 4, "{bytes:?}");
         }
     }
 }
