@@ -8,7 +8,7 @@
 //! `significand as f64` times or over one power of ten. For 17 significant
 //! digits that is two roundings, and 15 % of the f64s Python's `repr`
 //! writes in [-2, 2) come out one step away from the correctly rounded
-//! value (2 M of them tried on 2026-12-03). A correctly rounded parser
+//! value (2 M of them tried on 2026-12-06). A correctly rounded parser
 //! (lexical-core, fast-float2, an Eisel-Lemire path) would therefore
 //! differ from the serde path on `t0` and, rarely, on an f32 value. So
 //! this is serde_json's own algorithm (`parse_integer`, `parse_decimal`,
