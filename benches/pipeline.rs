@@ -54,7 +54,48 @@ fn decoding(c: &mut Criterion) {
                 .unwrap()
         })
     });
+    // The same 150 values twice: with 6 decimals (`-1.083608`), and as
+    // Python's json.dumps writes them, 17 significant digits
+    // (`-1.0836080312728882`). Values that vary, so the digit loops see
+    // varied lengths; the fixed row above repeats one row.
+    let values = long_values(150);
+    let rows = |print: fn(f64) -> String| {
+        let rows: Vec<String> = values
+            .chunks(3)
+            .map(|r| format!("[{}, {}, {}]", print(r[0]), print(r[1]), print(r[2])))
+            .collect();
+        format!(
+            r#"{{"t0": 1764720000000.0, "interval_ms": 20.0, "values": [{}]}}"#,
+            rows.join(", ")
+        )
+    };
+    for (name, batch) in [
+        ("json_batch_50_6_decimals", rows(|v| format!("{v:.6}"))),
+        ("json_batch_50_17_digits", rows(|v| format!("{v:?}"))),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                decoder
+                    .decode(Format::Json, black_box(batch.as_bytes()), &mut out)
+                    .unwrap()
+            })
+        });
+    }
     group.finish();
+}
+
+/// `n` accelerometer-like values whose shortest round trip (Rust's `{:?}`,
+/// Python's repr) has 17 significant digits.
+fn long_values(n: usize) -> Vec<f64> {
+    (0..)
+        .map(|i| 1.7 * (f64::from(i) * 0.37).sin())
+        .filter(|v| {
+            let text = format!("{v:e}");
+            let mantissa = text.split('e').next().unwrap();
+            mantissa.chars().filter(char::is_ascii_digit).count() == 17
+        })
+        .take(n)
+        .collect()
 }
 
 fn windowing(c: &mut Criterion) {

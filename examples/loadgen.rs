@@ -20,6 +20,10 @@
 //!   data/watch/demo.csv, each device starting at its own seeded place) or
 //!   seeded synthetic motion (`--source synthetic`): the same seed sends the
 //!   same payloads.
+//! - JSON values are written with 6 decimals (`-1.083608`), or with
+//!   `--digits N` significant digits: `--digits 17` writes them as Python's
+//!   `json.dumps` writes a float made from a float32 reading
+//!   (`-1.0836080312728882`), the costliest numbers for a parser.
 //! - It stops after `--duration` seconds or `--messages` messages, whichever
 //!   comes first, and prints what it sent: one line for people, then one
 //!   JSON line (`{"messages": ..., "samples": ..., ...}`) for scripts.
@@ -92,6 +96,9 @@ pub struct Args {
     pub qos: u8,
     #[arg(long, default_value = "loadgen")]
     pub client_id: String,
+    /// Significant digits of each JSON value (1 to 17); without it, 6 decimals.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=17))]
+    pub digits: Option<u8>,
 }
 
 const CHANNELS: usize = 3;
@@ -140,8 +147,39 @@ fn synthetic_recording(rng: &mut ChaCha8Rng) -> Vec<[f32; CHANNELS]> {
         .collect()
 }
 
+/// `value` with 6 decimals, or widened to f64 (as Python's `float()` of a
+/// float32) with `digits` significant digits, positional from 1e-4 up to
+/// 1e16 and with an exponent outside, as Python's repr writes it.
+fn json_number(value: f32, digits: Option<u8>) -> String {
+    let Some(digits) = digits else {
+        return format!("{value:.6}");
+    };
+    let scientific = format!("{:.*e}", usize::from(digits) - 1, f64::from(value));
+    let (mantissa, exp) = scientific.split_once('e').expect("an exponent");
+    let exp: i32 = exp.parse().expect("an integer exponent");
+    let sign = if mantissa.starts_with('-') { "-" } else { "" };
+    let figures = mantissa.trim_start_matches('-').replace('.', "");
+    if !(-4..16).contains(&exp) {
+        return format!("{mantissa}e{exp:+03}");
+    }
+    if exp < 0 {
+        return format!("{sign}0.{}{figures}", "0".repeat((-exp - 1) as usize));
+    }
+    let int_len = exp as usize + 1;
+    if figures.len() > int_len {
+        format!("{sign}{}.{}", &figures[..int_len], &figures[int_len..])
+    } else {
+        format!("{sign}{figures}{}.0", "0".repeat(int_len - figures.len()))
+    }
+}
+
 impl Blocks {
-    fn new(recording: &[[f32; CHANNELS]], batch: usize, lsb_per_unit: f64) -> Self {
+    fn new(
+        recording: &[[f32; CHANNELS]],
+        batch: usize,
+        lsb_per_unit: f64,
+        digits: Option<u8>,
+    ) -> Self {
         assert!(
             recording.len() >= batch,
             "the recording has {} samples, fewer than a batch of {batch}",
@@ -153,7 +191,10 @@ impl Blocks {
             .map(|chunk| {
                 let rows: Vec<String> = chunk
                     .iter()
-                    .map(|s| format!("[{:.6},{:.6},{:.6}]", s[0], s[1], s[2]))
+                    .map(|s| {
+                        let [x, y, z] = s.map(|v| json_number(v, digits));
+                        format!("[{x},{y},{z}]")
+                    })
                     .collect();
                 format!("\"values\":[{}]}}", rows.join(","))
             })
@@ -294,7 +335,7 @@ pub async fn run(args: &Args) -> Result<Sent, String> {
         })),
         Source::Synthetic => synthetic_recording(&mut rng),
     };
-    let blocks = Blocks::new(&recording, args.batch, args.lsb_per_unit);
+    let blocks = Blocks::new(&recording, args.batch, args.lsb_per_unit, args.digits);
     let interval_ms = if args.rate > 0.0 {
         1000.0 / args.rate
     } else {
@@ -416,4 +457,27 @@ pub async fn run(args: &Args) -> Result<Sent, String> {
         bytes,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_number;
+
+    #[test]
+    fn json_numbers_have_the_digits_asked_for() {
+        assert_eq!(json_number(-1.083608, None), "-1.083608");
+        assert_eq!(json_number(-1.083608, Some(17)), "-1.0836080312728882");
+        assert_eq!(json_number(0.5, Some(17)), "0.50000000000000000");
+        assert_eq!(json_number(12.25, Some(3)), "12.2");
+        assert_eq!(json_number(1e-5, Some(17)), "9.9999997473787516e-06");
+        assert_eq!(json_number(-0.00025, Some(2)), "-0.00025");
+        for v in [-19.5f32, -1.083608, 0.0, 1e-5, 3.3e-4, 7.25] {
+            let text = json_number(v, Some(17));
+            let figures = text.split('e').next().unwrap();
+            let significant = figures.trim_start_matches(['-', '0', '.']);
+            let count = significant.chars().filter(char::is_ascii_digit).count();
+            assert_eq!(count, if v == 0.0 { 0 } else { 17 }, "{text}");
+            assert_eq!(text.parse::<f64>().unwrap() as f32, v, "{text}");
+        }
+    }
 }

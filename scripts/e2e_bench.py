@@ -55,6 +55,12 @@ RUNS = {
     "json-100000-1hz": ("accelwatch", ["--format", "json", "--devices", "100000", "--batch", "50", "--rate", "50"],
                         "[window]\nmax_devices = 100000\n"),
     "python-json-100": ("python", ["--format", "json", "--devices", "100", "--batch", "100", "--rate", "0"], ""),
+    # Numbers as Python's json.dumps writes them (17 significant digits),
+    # against the 6 decimals of the runs above.
+    "json-100-17digits": ("accelwatch", ["--format", "json", "--devices", "100", "--batch", "100", "--rate", "0",
+                                         "--digits", "17"], ""),
+    "python-json-100-17digits": ("python", ["--format", "json", "--devices", "100", "--batch", "100", "--rate", "0",
+                                            "--digits", "17"], ""),
 }
 LABELS = {
     "json-100": "accelwatch, JSON batches of 100, 100 devices flat out",
@@ -63,6 +69,8 @@ LABELS = {
     "json-10000-50hz": "accelwatch, JSON batches of 10, 10 000 devices at 50 Hz",
     "json-100000-1hz": "accelwatch, JSON batches of 50 once a second, 100 000 devices at 50 Hz",
     "python-json-100": "Python pipeline, JSON batches of 100, 100 devices flat out",
+    "json-100-17digits": "accelwatch, JSON batches of 100 with 17-digit numbers, 100 devices flat out",
+    "python-json-100-17digits": "Python pipeline, JSON batches of 100 with 17-digit numbers, 100 devices flat out",
 }
 
 
@@ -345,12 +353,17 @@ def main():
     notes = [f"{n}: {r['decode_errors']:.0f} decode errors" for n, r in results.items() if r["decode_errors"]]
     notes += [f"{n}: {r['publish_dropped']:.0f} MQTT publications dropped (output queue full)"
               for n, r in results.items() if r["publish_dropped"]]
-    if "json-100" in results and "python-json-100" in results:
-        a, p = results["json-100"], results["python-json-100"]
-        rate = lambda r: r["processed"] / max(r["seconds"], 1e-9)
-        cost = lambda r: r["cpu"] / max(r["processed"], 1)
-        notes.append(f"accelwatch / Python on JSON: {rate(a) / rate(p):.1f}× the throughput, "
-                     f"{cost(p) / cost(a):.1f}× the CPU efficiency")
+    rate = lambda r: r["processed"] / max(r["seconds"], 1e-9)
+    cost = lambda r: r["cpu"] / max(r["processed"], 1)
+    for ours, python, what in [("json-100", "python-json-100", "JSON"),
+                               ("json-100-17digits", "python-json-100-17digits", "JSON with 17-digit numbers")]:
+        if ours in results and python in results:
+            a, p = results[ours], results[python]
+            notes.append(f"accelwatch / Python on {what}: {rate(a) / rate(p):.1f}× the throughput, "
+                         f"{cost(p) / cost(a):.1f}× the CPU efficiency")
+    if "json-100" in results and "json-100-17digits" in results:
+        notes.append(f"accelwatch, 17-digit numbers against 6 decimals: "
+                     f"{cost(results['json-100-17digits']) / cost(results['json-100']):.2f}× the CPU per sample")
     if notes:
         print()
         for n in notes:

@@ -278,63 +278,17 @@ impl Config {
 
     /// Where the config and the model disagree, with the config key to change.
     pub fn model_problems(&self, meta: &crate::model::meta::ModelMetadata) -> Vec<Problem> {
-        let config = self;
-        let mut problems = Vec::new();
-        let mut check = |ok: bool, key: &str, message: String| {
-            if !ok {
-                problems.push(Problem {
-                    key: key.into(),
-                    message,
-                });
-            }
-        };
-        check(
-            config.input.channels == meta.channels,
-            "input.channels",
-            format!(
-                "{:?}, but model {} expects {:?}",
-                config.input.channels, meta.id, meta.channels
-            ),
-        );
-        check(
-            config.window.size == meta.window,
-            "window.size",
-            format!(
-                "{}, but model {} takes windows of {} samples",
-                config.window.size, meta.id, meta.window
-            ),
-        );
-        check(
-            (config.input.sample_rate_hz - meta.sample_rate_hz).abs() <= meta.sample_rate_hz * 0.01,
-            "input.sample_rate_hz",
-            format!(
-                "{} Hz, but model {} was trained at {} Hz",
-                config.input.sample_rate_hz, meta.id, meta.sample_rate_hz
-            ),
-        );
-        // A model is served with the score its threshold was calibrated for:
-        // absent, model.score is the file's own; a score asked of a model
-        // calibrated for another is an error rather than a silent change.
-        if let Some(asked) = config.model.score {
-            let own = meta.score.choice_name();
-            check(
-                asked.name() == own,
-                "model.score",
-                format!(
-                    "{:?}, but model {} is scored by {own}{}; train one with model.score = {:?}, \
-                     or leave model.score out to serve it as it is",
-                    asked.name(),
-                    meta.id,
-                    if meta.score.needs_latent_score() {
-                        ""
-                    } else {
-                        " (it has no latent_score output)"
-                    },
-                    asked.name()
-                ),
-            );
+        self.model_fit().problems(meta)
+    }
+
+    /// The keys a model file must agree with.
+    pub fn model_fit(&self) -> ModelFit {
+        ModelFit {
+            channels: self.input.channels.clone(),
+            window: self.window.size,
+            sample_rate_hz: self.input.sample_rate_hz,
+            score: self.model.score,
         }
-        problems
     }
 
     /// The problems of the values themselves, without looking at files:
@@ -373,6 +327,80 @@ impl Config {
             );
         }
         problems.into_vec()
+    }
+}
+
+/// What of the config a model file must agree with: the input's channels
+/// and rate, the window's size and the score asked for (`input`, `window`
+/// and `model` keys), so that who loads models needs no more than this.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelFit {
+    pub channels: Vec<String>,
+    pub window: usize,
+    pub sample_rate_hz: f64,
+    pub score: Option<crate::model::config::ScoreChoice>,
+}
+
+impl ModelFit {
+    /// Where this and the model disagree, with the config key to change.
+    pub fn problems(&self, meta: &crate::model::meta::ModelMetadata) -> Vec<Problem> {
+        let mut problems = Vec::new();
+
+        let mut check = |ok: bool, key: &str, message: String| {
+            if !ok {
+                problems.push(Problem {
+                    key: key.into(),
+                    message,
+                });
+            }
+        };
+        check(
+            self.channels == meta.channels,
+            "input.channels",
+            format!(
+                "{:?}, but model {} expects {:?}",
+                self.channels, meta.id, meta.channels
+            ),
+        );
+        check(
+            self.window == meta.window,
+            "window.size",
+            format!(
+                "{}, but model {} takes windows of {} samples",
+                self.window, meta.id, meta.window
+            ),
+        );
+        check(
+            (self.sample_rate_hz - meta.sample_rate_hz).abs() <= meta.sample_rate_hz * 0.01,
+            "input.sample_rate_hz",
+            format!(
+                "{} Hz, but model {} was trained at {} Hz",
+                self.sample_rate_hz, meta.id, meta.sample_rate_hz
+            ),
+        );
+        // A model is served with the score its threshold was calibrated for:
+        // absent, model.score is the file's own; a score asked of a model
+        // calibrated for another is an error rather than a silent change.
+        if let Some(asked) = self.score {
+            let own = meta.score.choice_name();
+            check(
+                asked.name() == own,
+                "model.score",
+                format!(
+                    "{:?}, but model {} is scored by {own}{}; train one with model.score = {:?}, \
+                     or leave model.score out to serve it as it is",
+                    asked.name(),
+                    meta.id,
+                    if meta.score.needs_latent_score() {
+                        ""
+                    } else {
+                        " (it has no latent_score output)"
+                    },
+                    asked.name()
+                ),
+            );
+        }
+        problems
     }
 }
 

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 mod json;
 mod json_fast;
+mod json_number;
 
 crate::reason::reason_error!(
     /// Why a JSON payload names no usable device.
@@ -270,8 +271,28 @@ impl Decoder {
         payload: &[u8],
         out: &mut Samples,
     ) -> Result<(), DecodeError> {
+        self.decode_with(format, payload, out, true)
+    }
+
+    /// [`Decoder::decode`] of JSON with serde_json alone, the scanner of
+    /// `json_fast` skipped: what the fuzz target holds the scanner to.
+    pub(crate) fn decode_json_by_serde(
+        &self,
+        payload: &[u8],
+        out: &mut Samples,
+    ) -> Result<(), DecodeError> {
+        self.decode_with(Format::Json, payload, out, false)
+    }
+
+    fn decode_with(
+        &self,
+        format: Format,
+        payload: &[u8],
+        out: &mut Samples,
+        scanner: bool,
+    ) -> Result<(), DecodeError> {
         out.clear();
-        let result = self.decode_into(format, payload, out);
+        let result = self.decode_into(format, payload, out, scanner);
         if result.is_err() {
             out.clear();
         }
@@ -283,6 +304,7 @@ impl Decoder {
         format: Format,
         payload: &[u8],
         out: &mut Samples,
+        scanner: bool,
     ) -> Result<(), DecodeError> {
         if payload.len() > self.max_payload_bytes {
             return Err(DecodeError::TooLarge {
@@ -293,7 +315,10 @@ impl Decoder {
         match format {
             Format::Json => {
                 let text = utf8(payload)?;
-                match self.decode_plain_batch(text, out) {
+                match scanner
+                    .then(|| self.decode_plain_batch(text, out))
+                    .flatten()
+                {
                     Some(decoded) => decoded?,
                     None => self.decode_json(text, out)?,
                 }

@@ -56,10 +56,19 @@ fn decoders() -> [Decoder; 2] {
 }
 
 /// Decodes `data` and checks what a decode promises: all or nothing,
-/// within the limits, whole samples, finite values.
+/// within the limits, whole samples, finite values; for JSON, the same
+/// answer as serde_json alone, to the bit (the scanner of plain batches
+/// must read exactly as it does).
 fn check_decode(decoder: &Decoder, max_samples: usize, format: Format, data: &[u8]) -> usize {
     let mut out = Samples::default();
-    match decoder.decode(format, data, &mut out) {
+    let decoded = decoder.decode(format, data, &mut out);
+    if format == Format::Json {
+        let mut by_serde = Samples::default();
+        let serde = decoder.decode_json_by_serde(data, &mut by_serde);
+        assert_eq!(decoded, serde);
+        assert_eq!(bits(&out), bits(&by_serde));
+    }
+    match decoded {
         Ok(()) => {
             assert!(!out.is_empty() && out.len() <= max_samples, "{}", out.len());
             assert_eq!(out.values.len(), out.len() * decoder.channels());
@@ -73,6 +82,14 @@ fn check_decode(decoder: &Decoder, max_samples: usize, format: Format, data: &[u
             0
         }
     }
+}
+
+/// Timestamps and values as bits: -0.0 is not 0.0 here.
+fn bits(samples: &Samples) -> (Vec<Option<u64>>, Vec<u32>) {
+    (
+        samples.t_ms.iter().map(|t| t.map(f64::to_bits)).collect(),
+        samples.values.iter().map(|v| v.to_bits()).collect(),
+    )
 }
 
 pub fn decode_json(data: &[u8]) {

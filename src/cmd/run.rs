@@ -6,7 +6,7 @@ use anyhow::anyhow;
 
 use crate::cmd::exit::{failure, Failure};
 use crate::config::Config;
-use crate::daemon::served::{open_scopes, ServedScope};
+use crate::daemon::served::{open_scopes, ScopeConfig, ServedScope};
 use crate::daemon::Daemon;
 use crate::model::LoadedModel;
 use crate::problem::Problem;
@@ -41,7 +41,7 @@ pub fn validate(path: &Path) -> Result<(), Failure> {
         } else {
             "model.path"
         };
-        match open_scopes(&config, &Metrics::new(), None) {
+        match open_scopes(&ScopeConfig::of(&config), &Metrics::new(), None) {
             Ok(scopes) => served = scopes,
             Err(error) => problems.extend(error.problems(model_key)),
         }

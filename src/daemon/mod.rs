@@ -18,7 +18,7 @@ pub mod systemd;
 
 use crate::daemon::error::DaemonError;
 use crate::daemon::scoring::{score_loop, Scoring};
-use crate::daemon::served::open_scopes;
+use crate::daemon::served::{open_scopes, ScopeConfig};
 use crate::daemon::stages::{ingest, sink_loop};
 use crate::evidence::store::{EvidenceLimits, EvidenceStore};
 use crate::evidence::writer::EvidenceSink;
@@ -130,7 +130,8 @@ impl Daemon {
             Some(store) => Some(store.ids(clock.clone())?),
             None => None,
         };
-        let scopes = open_scopes(&config, &metrics, evidence_ids.as_ref())?;
+        let scope_config = ScopeConfig::of(&config);
+        let scopes = open_scopes(&scope_config, &metrics, evidence_ids.as_ref())?;
         let mut source = Source::open(&config.input, &metrics)?;
         if config.output.jsonl != "off" {
             let jsonl = JsonlSink::open(&config.output.jsonl)
@@ -245,12 +246,11 @@ impl Daemon {
         let max_batch = config.model.max_batch;
         let scorer = {
             let pulse = pulse.clone();
-            let stage_config = config.clone();
             let stage_metrics = metrics.clone();
             let stop = shutdown_rx.clone();
             tokio::task::spawn_blocking(move || {
                 score_loop(
-                    Scoring::new(scopes, commands, stage_config, stage_metrics)
+                    Scoring::new(scopes, commands, scope_config, stage_metrics)
                         .rescan_on(rescan)
                         .with_evidence(evidence_ids),
                     max_batch,

@@ -2,19 +2,18 @@
 //! batches.
 
 use crate::daemon::error::CommandRefused;
-use crate::daemon::served::ServedScope;
+use crate::daemon::served::{ScopeConfig, ServedScope, Serving};
 use crate::model::inference::BackendError;
 use tokio::sync::{mpsc, watch};
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::config::Config;
 use crate::control::{ControlCommand, Target};
 use crate::daemon::health::Pulse;
 use crate::daemon::reload::PendingModel;
 use crate::logging::RateLimited;
-use crate::model::train::config::{ScopeKind, TrainingMode};
+use crate::model::train::config::ScopeKind;
 use crate::model::LoadedModel;
 use crate::record::Output;
 use crate::scope::rules::FLEET;
@@ -26,7 +25,7 @@ pub(crate) struct Scoring {
     pub(crate) scopes: Vec<ServedScope>,
     pub(crate) by_name: HashMap<Arc<str>, usize>,
     pub(crate) commands: Option<std::sync::mpsc::Receiver<ControlCommand>>,
-    pub(crate) config: Config,
+    pub(crate) config: ScopeConfig,
     pub(crate) metrics: Metrics,
     pub(crate) warned: RateLimited,
     /// Set by a reload: every device or group scope re-reads its current
@@ -40,7 +39,7 @@ impl Scoring {
     pub(crate) fn new(
         scopes: Vec<ServedScope>,
         commands: Option<std::sync::mpsc::Receiver<ControlCommand>>,
-        config: Config,
+        config: ScopeConfig,
         metrics: Metrics,
     ) -> Self {
         let by_name = scopes
@@ -87,7 +86,7 @@ impl Scoring {
     }
 
     pub(crate) fn trains_online(&self) -> bool {
-        self.config.training.mode == TrainingMode::Online
+        self.config.trainer.is_some()
     }
 
     /// The scope named `name`, opened (and its directory made) when it is
@@ -124,7 +123,7 @@ impl Scoring {
     /// scope beyond `training.max_scopes` (or one that cannot be opened)
     /// go to the fleet scope.
     pub(crate) fn route(&mut self, batch: &mut Vec<Window>) -> Vec<(usize, Vec<Window>)> {
-        if self.config.training.scope == ScopeKind::Fleet {
+        if self.config.kind == ScopeKind::Fleet {
             return vec![(0, std::mem::take(batch))];
         }
         let fleet: Arc<str> = Arc::from(FLEET);
@@ -134,7 +133,7 @@ impl Scoring {
             let name = window.scope.clone().unwrap_or_else(|| fleet.clone());
             let own = self.by_name.get(&name).copied().or_else(|| {
                 let own_scopes = self.scopes.iter().filter(|s| &*s.name != FLEET).count();
-                if &*name != FLEET && own_scopes >= self.config.training.max_scopes {
+                if &*name != FLEET && own_scopes >= self.config.max_scopes {
                     return None;
                 }
                 self.scope_index(&name)
@@ -158,7 +157,7 @@ impl Scoring {
             self.metrics.scope_overflow(overflow);
             if let Some(held_back) = self.warned.check("overflow", std::time::Instant::now()) {
                 tracing::warn!(
-                    max_scopes = self.config.training.max_scopes,
+                    max_scopes = self.config.max_scopes,
                     held_back,
                     "more devices or groups than training.max_scopes: the rest are scored \
                      by the fleet model (counted in accelwatch_scope_overflow_windows_total)"
@@ -168,10 +167,11 @@ impl Scoring {
         parts
     }
 
-    /// A reloaded model (SIGHUP, a changed file) is the fleet scope's.
-    pub(crate) fn reload(&mut self, model: LoadedModel, config: &Config) {
+    /// A reloaded model (SIGHUP, a changed file) is the fleet scope's,
+    /// served as the reloaded config says.
+    pub(crate) fn reload(&mut self, model: LoadedModel, serving: &Serving) {
         match self.by_name.get(FLEET) {
-            Some(&i) => self.scopes[i].serve(model, config, &self.metrics),
+            Some(&i) => self.scopes[i].serve(model, serving, &self.metrics),
             None => tracing::warn!("a reloaded model is the fleet's; this daemon serves none"),
         }
     }
@@ -179,10 +179,10 @@ impl Scoring {
     /// Models the online trainers finished, served; their statuses, and
     /// the scores of the windows held while they trained.
     pub(crate) fn take_learned(&mut self) -> Result<Vec<Output>, BackendError> {
-        let (config, metrics) = (&self.config, &self.metrics);
+        let (serving, metrics) = (&self.config.serving, &self.metrics);
         let mut out = Vec::new();
         for scope in &mut self.scopes {
-            out.extend(scope.take_learned(config, metrics)?);
+            out.extend(scope.take_learned(serving, metrics)?);
         }
         Ok(out)
     }
@@ -198,7 +198,7 @@ impl Scoring {
         if !self.trains_online() || waiting(&self.scopes) == 0 || *stop.borrow() {
             return Ok(Vec::new());
         }
-        let limit = std::time::Duration::from_millis(self.config.training.end_wait_ms);
+        let limit = std::time::Duration::from_millis(self.config.end_wait_ms);
         tracing::info!(
             scopes = waiting(&self.scopes),
             limit_ms = limit.as_millis() as u64,
@@ -266,7 +266,7 @@ impl Scoring {
         if !self.trains_online() {
             return Err("training.mode is \"off\"".into());
         }
-        let scoped = self.config.training.scope != ScopeKind::Fleet;
+        let scoped = self.config.kind != ScopeKind::Fleet;
         if scoped && target.scope.is_none() && matches!(command, ControlCommand::Rollback(_)) {
             return Err(CommandRefused(format!(
                 "rollback needs a scope (one of {})",
@@ -378,7 +378,7 @@ pub(crate) fn score_loop(
         }
         // A reloaded model takes over between two batches.
         if let Some(new) = pending.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            scoring.reload(new.model, &new.config);
+            scoring.reload(new.model, &Serving::of(&new.config));
         }
         let mut out = scoring.take_learned()?;
         scored += count(&out, is_window);

@@ -7,8 +7,12 @@ use crate::model::inference::BackendError;
 
 use std::sync::Arc;
 
-use crate::config::Config;
+use std::path::PathBuf;
+
+use crate::config::{Config, ModelFit};
 use crate::control::{ControlCommand, Target};
+use crate::detect::DetectorConfig;
+use crate::model::config::BackendOptions;
 use crate::model::train::config::{ScopeKind, TrainingMode};
 use crate::model::LoadedModel;
 use crate::online::drift::Drift;
@@ -25,20 +29,94 @@ use crate::window::Window;
 /// published this often (windows of a scope).
 pub(crate) const STATUS_EVERY_WINDOWS: usize = 250;
 
+/// What the scopes take from the config, picked once at the start: where
+/// their models are, how one is loaded, checked and served, how many
+/// scopes there may be, and the trainers' config.
+#[derive(Debug, Clone)]
+pub(crate) struct ScopeConfig {
+    /// `model.dir`: a directory per scope; without it, `model.path` is the
+    /// fleet's one model.
+    pub(crate) dir: Option<PathBuf>,
+    pub(crate) path: PathBuf,
+    pub(crate) backend: BackendOptions,
+    pub(crate) fit: ModelFit,
+    pub(crate) serving: Serving,
+    pub(crate) kind: ScopeKind,
+    pub(crate) max_scopes: usize,
+    pub(crate) retrain_every_h: f64,
+    pub(crate) end_wait_ms: u64,
+    /// With a finite input, the windows a scope holds while its first model
+    /// trains (`training.max_windows`).
+    pub(crate) hold: Option<usize>,
+    /// With online training, the trainers' config: a training reads every
+    /// section (the network from `model`, the windows from `input` and
+    /// `window`, the schedule from `training`).
+    pub(crate) trainer: Option<Config>,
+}
+
+impl ScopeConfig {
+    pub(crate) fn of(config: &Config) -> Self {
+        Self {
+            dir: config.model.dir.clone(),
+            path: config.model.path.clone(),
+            backend: config.model.backend_options(),
+            fit: config.model_fit(),
+            serving: Serving::of(config),
+            kind: config.training.scope,
+            max_scopes: config.training.max_scopes,
+            retrain_every_h: config.training.retrain_every_h,
+            end_wait_ms: config.training.end_wait_ms,
+            hold: config
+                .input
+                .is_finite()
+                .then(|| config.training.max_windows.max(1)),
+            trainer: (config.training.mode == TrainingMode::Online).then(|| config.clone()),
+        }
+    }
+
+    /// Loads the model at `path` and checks it against the config.
+    fn load(&self, path: &std::path::Path) -> Result<LoadedModel, DaemonError> {
+        let model = LoadedModel::load_with(path, &self.backend)?;
+        let problems = self.fit.problems(&model.meta);
+        if !problems.is_empty() {
+            return Err(DaemonError::Mismatch(problems));
+        }
+        Ok(model)
+    }
+}
+
+/// What serving a model takes from the config (a reload brings its own).
+#[derive(Debug, Clone)]
+pub(crate) struct Serving {
+    pub(crate) detector: DetectorConfig,
+    pub(crate) max_devices: usize,
+    /// The quantile of a model without a calibration of its own.
+    pub(crate) threshold_quantile: f64,
+}
+
+impl Serving {
+    pub(crate) fn of(config: &Config) -> Self {
+        Self {
+            detector: config.detector.clone(),
+            max_devices: config.window.max_devices,
+            threshold_quantile: config.training.threshold_quantile,
+        }
+    }
+}
+
 /// Opens the scopes that have a model or collected windows (all of them
 /// checked now, so a bad model stops the start, exit 78). With one model
 /// for the fleet, that is the fleet scope, which must have a model unless
 /// the daemon trains its own.
 pub(crate) fn open_scopes(
-    config: &Config,
+    config: &ScopeConfig,
     metrics: &Metrics,
     evidence: Option<&EvidenceIds>,
 ) -> Result<Vec<ServedScope>, DaemonError> {
     let Some(root) = config
-        .model
         .dir
         .as_ref()
-        .filter(|_| config.training.scope != ScopeKind::Fleet)
+        .filter(|_| config.kind != ScopeKind::Fleet)
     else {
         return Ok(vec![ServedScope::open(
             config,
@@ -48,11 +126,11 @@ pub(crate) fn open_scopes(
         )?]);
     };
     let existing = dirs::existing(root);
-    if existing.len() > config.training.max_scopes {
+    if existing.len() > config.max_scopes {
         return Err(DaemonError::TooManyScopes {
             dir: root.clone(),
             found: existing.len(),
-            max: config.training.max_scopes,
+            max: config.max_scopes,
         });
     }
     let mut scopes = Vec::new();
@@ -75,7 +153,7 @@ pub(crate) fn open_scopes(
     }
     tracing::info!(
         scopes = scopes.len(),
-        kind = ?config.training.scope,
+        kind = ?config.kind,
         "model scopes found in model.dir"
     );
     Ok(scopes)
@@ -130,12 +208,12 @@ impl ServedScope {
     /// The scope's model (from its directory, or `model.path` without
     /// one) and trainer (with online training).
     pub(crate) fn open(
-        config: &Config,
+        config: &ScopeConfig,
         metrics: &Metrics,
         name: Arc<str>,
         evidence: Option<&EvidenceIds>,
     ) -> Result<Self, DaemonError> {
-        let store = match &config.model.dir {
+        let store = match &config.dir {
             Some(root) if &*name == FLEET => Some(ModelStore::open(root)?),
             Some(root) => Some(ModelStore::open_scope(root, &name)?),
             None => None,
@@ -146,30 +224,16 @@ impl ServedScope {
         };
         let model_path = match &store {
             Some(_) => current.as_ref().map(|version| version.path.clone()),
-            None => Some(config.model.path.clone()),
+            None => Some(config.path.clone()),
         };
-        let online = config.training.mode == TrainingMode::Online;
         let model = match model_path {
-            Some(path) => Some(LoadedModel::load_with(
-                &path,
-                &config.model.backend_options(),
-            )?),
-            None if online => None,
-            None => {
-                return Err(DaemonError::NoModel(
-                    config.model.dir.clone().unwrap_or_default(),
-                ))
-            }
+            Some(path) => Some(config.load(&path)?),
+            None if config.trainer.is_some() => None,
+            None => return Err(DaemonError::NoModel(config.dir.clone().unwrap_or_default())),
         };
-        if let Some(model) = &model {
-            let problems = config.model_problems(&model.meta);
-            if !problems.is_empty() {
-                return Err(DaemonError::Mismatch(problems));
-            }
-        }
-        let trainer = match (&store, online) {
-            (Some(store), true) => Some(OnlineTrainer::new(
-                config,
+        let trainer = match (&store, &config.trainer) {
+            (Some(store), Some(trainer_config)) => Some(OnlineTrainer::new(
+                trainer_config,
                 store.clone(),
                 metrics.clone(),
                 name.clone(),
@@ -192,36 +256,36 @@ impl ServedScope {
             windows_since_status: 0,
             last_status: None,
             served_version: current.map(|version| version.name),
-            held: config.input.is_finite().then(|| Held {
-                capacity: config.training.max_windows.max(1),
+            held: config.hold.map(|capacity| Held {
+                capacity,
                 ..Held::default()
             }),
             name,
             evidence: evidence.cloned(),
         };
         if let Some(model) = model {
-            scope.serve(model, config, metrics);
+            scope.serve(model, &config.serving, metrics);
         }
         Ok(scope)
     }
 
     /// Serves `model` from now on (a reload or an online training).
-    pub(crate) fn serve(&mut self, model: LoadedModel, config: &Config, metrics: &Metrics) {
+    pub(crate) fn serve(&mut self, model: LoadedModel, serving: &Serving, metrics: &Metrics) {
         let quantile = model
             .meta
             .calibration
             .as_ref()
-            .map_or(config.training.threshold_quantile, |c| c.quantile);
+            .map_or(serving.threshold_quantile, |c| c.quantile);
         self.drift = Some(Drift::new(quantile));
         self.last_trained = std::time::Instant::now();
         match &mut self.stage {
-            Some(stage) => stage.replace_model(model, &config.detector),
+            Some(stage) => stage.replace_model(model, &serving.detector),
             None => {
                 self.stage = Some(
                     ScoreStage::for_scope(
                         model,
-                        &config.detector,
-                        config.window.max_devices,
+                        &serving.detector,
+                        serving.max_devices,
                         metrics.clone(),
                         self.name.clone(),
                     )
@@ -236,23 +300,22 @@ impl ServedScope {
     pub(crate) fn serve_version(
         &mut self,
         version: crate::scope::store::Version,
-        config: &Config,
+        config: &ScopeConfig,
         metrics: &Metrics,
     ) -> Result<(), CommandRefused> {
-        let model = LoadedModel::load_with(&version.path, &config.model.backend_options())
-            .map_err(|e| e.to_string())?;
-        let problems = config.model_problems(&model.meta);
-        if !problems.is_empty() {
-            return Err(DaemonError::Mismatch(problems).to_string().into());
-        }
-        self.serve(model, config, metrics);
+        let model = config.load(&version.path).map_err(|e| e.to_string())?;
+        self.serve(model, &config.serving, metrics);
         self.served_version = Some(version.name);
         Ok(())
     }
 
     /// Serves the directory's current version if it is not the one served
     /// (a reload after `accelwatch models rollback --scope`).
-    pub(crate) fn reread(&mut self, config: &Config, metrics: &Metrics) -> Option<StatusRecord> {
+    pub(crate) fn reread(
+        &mut self,
+        config: &ScopeConfig,
+        metrics: &Metrics,
+    ) -> Option<StatusRecord> {
         let current = self.online.as_ref()?.store().current();
         let version = match current {
             Ok(Some(version)) if Some(&version.name) != self.served_version.as_ref() => version,
@@ -290,7 +353,7 @@ impl ServedScope {
     pub(crate) fn run_command(
         &mut self,
         command: &ControlCommand,
-        config: &Config,
+        config: &ScopeConfig,
         metrics: &Metrics,
     ) -> Result<Option<StatusRecord>, CommandRefused> {
         let Some(trainer) = self.online.as_mut() else {
@@ -337,10 +400,14 @@ impl ServedScope {
     }
 
     /// A scheduled retraining, when one is due.
-    pub(crate) fn scheduled(&mut self, config: &Config, metrics: &Metrics) -> Option<StatusRecord> {
+    pub(crate) fn scheduled(
+        &mut self,
+        config: &ScopeConfig,
+        metrics: &Metrics,
+    ) -> Option<StatusRecord> {
         let due = self.stage.is_some()
             && self.online.as_ref().is_some_and(|t| !t.is_training())
-            && retrain_due(self.last_trained.elapsed(), config.training.retrain_every_h);
+            && retrain_due(self.last_trained.elapsed(), config.retrain_every_h);
         if !due {
             return None;
         }
@@ -439,7 +506,7 @@ impl ServedScope {
     /// scores of the windows held while it trained.
     pub(crate) fn take_learned(
         &mut self,
-        config: &Config,
+        serving: &Serving,
         metrics: &Metrics,
     ) -> Result<Vec<Output>, BackendError> {
         let Some(result) = self.online.as_mut().and_then(OnlineTrainer::finished) else {
@@ -450,7 +517,7 @@ impl ServedScope {
                 let mut status = StatusRecord::serving(&learned.model.meta.id, None);
                 status.collected = learned.windows;
                 status.target = learned.windows;
-                self.serve(learned.model, config, metrics);
+                self.serve(learned.model, serving, metrics);
                 self.served_version = Some(learned.version);
                 let mut out = vec![Output::Status(status.in_scope(&self.name))];
                 out.extend(self.score_held(metrics)?);
@@ -461,13 +528,17 @@ impl ServedScope {
             Err(_) => {
                 metrics.model_state(&self.name, ModelState::Calibrating.as_str());
                 self.last_status = None;
+                let Some(trainer) = self.online.as_mut() else {
+                    unreachable!("a training's result comes from the scope's trainer");
+                };
                 // What was held calibrates the next try.
-                if let (Some(held), Some(trainer)) = (self.held.as_mut(), self.online.as_mut()) {
+                if let Some(held) = self.held.as_mut() {
                     let windows: Vec<Window> = held.windows.drain(..).collect();
                     trainer.collect(&windows);
                 }
+                // The trainer's target is training.min_windows.
                 Ok(vec![Output::Status(
-                    StatusRecord::new(ModelState::Calibrating, 0, config.training.min_windows)
+                    StatusRecord::new(ModelState::Calibrating, 0, trainer.target())
                         .in_scope(&self.name),
                 )])
             }

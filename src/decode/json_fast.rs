@@ -3,26 +3,15 @@
 //! most of a sample's time in its visitors, not in the numbers; this one
 //! reads the bytes once. It takes only what it can read exactly as the
 //! serde path would: the keys `t0`, `interval_ms` and `values` (each at
-//! most once), rows of exactly one number per channel, numbers without an
-//! exponent and with at most 15 digits, at most `max_samples` rows. For
-//! anything else it answers `None` and the serde path decodes the payload,
+//! most once), rows of exactly one number per channel, numbers serde_json
+//! reads to a finite value (of any length, with or without an exponent:
+//! [`super::json_number`] reads them with serde_json's own algorithm), and
+//! at most `max_samples` rows. For anything else, a value too large for an
+//! f32 included, it answers `None` and the serde path decodes the payload,
 //! so every error (and its precedence) stays that path's.
-//!
-//! Why the numbers are the same: a number of at most 15 digits is a
-//! significand below 2^53 over at most 10^15, both exact in an f64, so the
-//! one division is correctly rounded, which is what serde_json's
-//! `f64_from_parts` (and its `float_roundtrip` variant) yields for it.
 
 use super::json::{BatchFields, Field};
 use super::{DecodeError, Decoder, Samples};
-
-/// Exact powers of ten (up to 10^15 is all a number here needs).
-const POW10: [f64; 16] = [
-    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
-];
-
-/// The most digits a number may have here.
-const MAX_DIGITS: u32 = 15;
 
 struct Scanner<'a> {
     bytes: &'a [u8],
@@ -67,61 +56,11 @@ impl Scanner<'_> {
         (self.next()? == b':').then_some(key)
     }
 
-    /// A JSON number as serde_json reads it, or None (another value, an
-    /// exponent, too many digits, or not a number at all).
+    /// A JSON number as serde_json reads it, or None (another value, or
+    /// one serde_json refuses).
     fn number(&mut self) -> Option<f64> {
         self.skip_ws();
-        let b = self.bytes;
-        let negative = b.get(self.at) == Some(&b'-');
-        if negative {
-            self.at += 1;
-        }
-        let mut significand = 0u64;
-        let mut digits = 0u32;
-        match *b.get(self.at)? {
-            b'0' => {
-                self.at += 1;
-                digits = 1;
-                // JSON has no leading zeros: serde_json refuses them.
-                if b.get(self.at).is_some_and(u8::is_ascii_digit) {
-                    return None;
-                }
-            }
-            b'1'..=b'9' => {
-                while let Some(&c @ b'0'..=b'9') = b.get(self.at) {
-                    significand = significand * 10 + u64::from(c - b'0');
-                    digits += 1;
-                    self.at += 1;
-                    if digits > MAX_DIGITS {
-                        return None;
-                    }
-                }
-            }
-            _ => return None,
-        }
-        let mut fraction = 0usize;
-        if b.get(self.at) == Some(&b'.') {
-            self.at += 1;
-            while let Some(&c @ b'0'..=b'9') = b.get(self.at) {
-                significand = significand * 10 + u64::from(c - b'0');
-                digits += 1;
-                fraction += 1;
-                self.at += 1;
-                if digits > MAX_DIGITS {
-                    return None;
-                }
-            }
-            if fraction == 0 {
-                return None;
-            }
-        }
-        if matches!(b.get(self.at), Some(b'e' | b'E')) {
-            return None;
-        }
-        // An integer is u64 or i64 to serde_json, then `as f64`: the same
-        // below 2^53 (and "-0" is -0.0 there too).
-        let magnitude = significand as f64 / POW10[fraction];
-        Some(if negative { -magnitude } else { magnitude })
+        super::json_number::number(self.bytes, &mut self.at)
     }
 }
 
@@ -266,7 +205,7 @@ mod tests {
     }
 
     fn number(rng: &mut ChaCha8Rng) -> String {
-        let digits = rng.random_range(1..=15usize);
+        let digits = rng.random_range(1..=25usize);
         let fraction = rng.random_range(0..digits);
         let mut s: String = (0..digits)
             .map(|_| char::from(b'0' + rng.random_range(0..10u8)))
@@ -282,6 +221,13 @@ mod tests {
         };
         if rng.random_bool(0.5) {
             s.insert(0, '-');
+        }
+        // Within an f32's range: at most 25 digits, times at most 1e5.
+        if rng.random_bool(0.3) {
+            let e = ["e", "E"][rng.random_range(0..2)];
+            let sign = ["", "+", "-"][rng.random_range(0..3)];
+            let exp = rng.random_range(0..=5);
+            s.push_str(&format!("{e}{sign}{exp}"));
         }
         s
     }
@@ -324,6 +270,26 @@ mod tests {
     fn signed_zeros_and_edges_match() {
         let decoder = decoder(4096);
         for v in [
+            // 17 significant digits (Python's json.dumps), exponents,
+            // subnormals, 19 digits and more, signed zeros.
+            "-1.0836080312728882",
+            "1.1678479059585323",
+            "0.012345678901234568",
+            "1.5e-05",
+            "-2.5E+3",
+            "1e0",
+            "0e0",
+            "-0e-5",
+            "1.401298464324817e-45",
+            "7e-46",
+            "5e-324",
+            "-2.2250738585072014e-308",
+            "3.4028234663852886e+38",
+            "18446744073709551616",
+            "1844674407370955161.6",
+            "0.18446744073709551616",
+            "12345678901234567890123456789e-28",
+            "-0.0000000000000000000000000001234567890123456789e28",
             "0",
             "-0",
             "0.0",
@@ -343,6 +309,8 @@ mod tests {
             "0.30000000000000004",
         ] {
             let text = format!("{{\"t0\":0,\"interval_ms\":1,\"values\":[[{v},{v},{v}]]}}");
+            assert!(check(&decoder, &text), "the scanner takes {text}");
+            let text = format!("{{\"t0\":{v},\"interval_ms\":1,\"values\":[[0,0,0]]}}");
             check(&decoder, &text);
         }
     }
@@ -356,10 +324,12 @@ mod tests {
         let decoder = decoder(4);
         let row = "[0.1,0.2,0.3]";
         let left = [
-            format!("{{\"t0\":1e3,\"interval_ms\":20,\"values\":[{row}]}}"),
-            format!("{{\"t0\":0,\"interval_ms\":20,\"values\":[[1E2,0,0]]}}"),
-            format!("{{\"t0\":0,\"interval_ms\":20,\"values\":[[1234567890123456,0,0]]}}"),
-            format!("{{\"t0\":0,\"interval_ms\":20,\"values\":[[0.1234567890123456,0,0]]}}"),
+            // Numbers serde_json refuses, or whose f32 is infinite.
+            format!("{{\"t0\":1e400,\"interval_ms\":20,\"values\":[{row}]}}"),
+            format!("{{\"t0\":0,\"interval_ms\":20,\"values\":[[1e39,0,0]]}}"),
+            format!("{{\"t0\":0,\"interval_ms\":20,\"values\":[[0,-3.5e38,0]]}}"),
+            format!("{{\"t0\":0,\"interval_ms\":20,\"values\":[[0,0,1e]]}}"),
+            format!("{{\"t0\":0,\"interval_ms\":20,\"values\":[[0,0,1e99999999999]]}}"),
             format!("{{\"t0\":null,\"values\":[{row}]}}"),
             format!("{{\"t0\":0,\"interval_ms\":null,\"values\":[{row}]}}"),
             format!("{{\"t0\":0,\"interval_ms\":20,\"values\":[{row}],\"id\":\"w1\"}}"),
@@ -413,6 +383,16 @@ mod tests {
                 .expect_err(text);
             assert_eq!(error.reason(), *reason, "{text}");
             assert!(out.is_empty());
+        }
+        // Exponents and numbers of any length are the scanner's too.
+        for text in [
+            format!("{{\"t0\":1e3,\"interval_ms\":20,\"values\":[{row}]}}"),
+            format!("{{\"t0\":0,\"interval_ms\":20,\"values\":[[1E2,0,0]]}}"),
+            format!("{{\"t0\":0,\"interval_ms\":20,\"values\":[[1234567890123456,0,0]]}}"),
+            format!("{{\"t0\":0,\"interval_ms\":20,\"values\":[[0.1234567890123456,0,0]]}}"),
+            format!("{{\"t0\":1764720000000.1235,\"interval_ms\":20.000000000000004,\"values\":[{row}]}}"),
+        ] {
+            assert!(check(&decoder, &text), "the scanner takes {text}");
         }
         // Untimed rows and a full batch of max_samples are the scanner's.
         assert!(check(&decoder, &format!("{{\"values\":[{row},{row}]}}")));

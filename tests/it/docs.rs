@@ -459,3 +459,30 @@ fn the_metrics_table_names_every_metric_and_nothing_else() {
         "documented, not registered: {unknown:?}"
     );
 }
+
+/// The soak's defaults as docs/fuzzing.md gives them (`NAME` (value))
+/// are the ones scripts/fuzz_soak.sh sets (`NAME="${NAME:-value}"`).
+#[test]
+fn the_fuzzing_page_gives_the_soak_scripts_defaults() {
+    let script = fs::read_to_string(root().join("scripts/fuzz_soak.sh")).unwrap();
+    let page = fs::read_to_string(root().join("docs/fuzzing.md")).unwrap();
+    let mut named = 0;
+    for line in script.lines() {
+        let Some((name, rest)) = line.split_once("=\"${") else {
+            continue;
+        };
+        let Some(default) = rest
+            .strip_prefix(&format!("{name}:-"))
+            .and_then(|r| r.strip_suffix("}\""))
+        else {
+            continue;
+        };
+        let spelled = format!("`{name}` (");
+        for (at, _) in page.match_indices(&spelled) {
+            let given = page[at + spelled.len()..].split(')').next().unwrap();
+            assert_eq!(given, default, "docs/fuzzing.md gives {name} as {given}");
+            named += 1;
+        }
+    }
+    assert!(named >= 3, "the page names RSS_MB, TIMEOUT_S and MAX_LEN");
+}

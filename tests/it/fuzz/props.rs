@@ -43,6 +43,44 @@ fn value() -> impl Strategy<Value = f32> {
     ]
 }
 
+/// An f64 as a sensor sends it, or of any magnitude (subnormals and
+/// values past f32's range included).
+fn number() -> impl Strategy<Value = f64> {
+    use proptest::num::f64::{NEGATIVE, NORMAL, POSITIVE, SUBNORMAL, ZERO};
+    prop_oneof![
+        6 => -20.0..20.0f64,
+        1 => -1e-3..1e-3f64,
+        1 => POSITIVE | NEGATIVE | NORMAL | SUBNORMAL | ZERO,
+        1 => Just(-0.0),
+    ]
+}
+
+/// Python's `repr` of a float (what `json.dumps` writes): the shortest
+/// digits that read back, fixed from 1e-4 up to 1e16, else `1.5e-05`.
+fn python_repr(v: f64) -> String {
+    let shortest = format!("{v:e}");
+    let (mantissa, exp) = shortest.split_once('e').unwrap();
+    let exp: i32 = exp.parse().unwrap();
+    let sign = if mantissa.starts_with('-') { "-" } else { "" };
+    let digits = mantissa.trim_start_matches('-').replace('.', "");
+    if (-4..16).contains(&exp) {
+        if exp < 0 {
+            format!("{sign}0.{}{digits}", "0".repeat((-exp - 1) as usize))
+        } else if digits.len() > exp as usize + 1 {
+            let (int, frac) = digits.split_at(exp as usize + 1);
+            format!("{sign}{int}.{frac}")
+        } else {
+            let zeros = "0".repeat(exp as usize + 1 - digits.len());
+            format!("{sign}{digits}{zeros}.0")
+        }
+    } else {
+        let (first, rest) = digits.split_at(1);
+        let point = if rest.is_empty() { "" } else { "." };
+        let exp_sign = if exp < 0 { '-' } else { '+' };
+        format!("{sign}{first}{point}{rest}e{exp_sign}{:02}", exp.abs())
+    }
+}
+
 fn rows() -> impl Strategy<Value = Vec<[f32; 3]>> {
     vec([value(), value(), value()], 1..40)
 }
@@ -102,6 +140,49 @@ proptest! {
         let expected: Vec<Option<f64>> =
             (0..rows.len()).map(|i| t0.map(|t| t + 20.0 * i as f64)).collect();
         prop_assert_eq!(samples.t_ms, expected);
+    }
+
+    /// Numbers as Rust (`{}`, `{:e}`) and Python (`json.dumps`: 17
+    /// significant digits, `1e-05`) print them, accelerometer-sized and of
+    /// any magnitude: the decoder (the scanner first) gives the f64 that
+    /// serde_json gives for each (then as f32), bit for bit, or refuses as
+    /// non_finite what an f32 cannot hold.
+    #[test]
+    fn json_batch_numbers_read_as_serde_json_reads_them(
+        numbers in vec((number(), 0..3usize), 3..24),
+        t0 in proptest::option::of((0.0..2e12f64, 0..3usize)),
+    ) {
+        let rows = numbers.len() / 3;
+        let print = |(v, style): (f64, usize)| match style {
+            0 => format!("{v}"),
+            1 => format!("{v:e}"),
+            _ => python_repr(v),
+        };
+        let texts: Vec<String> = numbers[..rows * 3].iter().copied().map(print).collect();
+        let values: Vec<String> = texts.chunks(3).map(|r| format!("[{}]", r.join(", "))).collect();
+        let t0_text = t0.map(print);
+        let time = t0_text
+            .as_ref()
+            .map_or(String::new(), |t| format!("\"t0\": {t}, \"interval_ms\": 20, "));
+        let payload = format!("{{{time}\"values\": [{}]}}", values.join(","));
+        fuzzing::decode_json(payload.as_bytes());
+
+        let serde = |text: &str| serde_json::from_str::<f64>(text).unwrap();
+        let expected: Vec<f32> = texts.iter().map(|t| serde(t) as f32).collect();
+        let mut out = Samples::default();
+        let decoded = decoder(4096).decode(Format::Json, payload.as_bytes(), &mut out);
+        if expected.iter().all(|v| v.is_finite()) {
+            prop_assert!(decoded.is_ok(), "{payload}: {decoded:?}");
+            let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            prop_assert_eq!(bits(&out.values), bits(&expected), "{}", payload);
+            let t0 = t0_text.map(|t| serde(&t));
+            let times: Vec<Option<u64>> =
+                (0..rows).map(|i| t0.map(|t| (t + 20.0 * i as f64).to_bits())).collect();
+            let got: Vec<Option<u64>> = out.t_ms.iter().map(|t| t.map(f64::to_bits)).collect();
+            prop_assert_eq!(got, times, "{}", payload);
+        } else {
+            prop_assert_eq!(decoded.map_err(|e| e.reason()), Err("non_finite"), "{}", payload);
+        }
     }
 
     #[test]
