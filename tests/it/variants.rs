@@ -261,6 +261,10 @@ fn every_variant_trains_on(input: accelwatch::model::config::ModelInput, rows: u
         let loaded = LoadedModel::from_bytes(&trained.onnx, "m.onnx".as_ref()).unwrap();
         let out = loaded.runtime.run(&sample[..2 * set.features], 2).unwrap();
         assert_eq!(out.reconstruction.len(), 2 * rows * 3, "{name}");
-        assert_eq!(out.target.as_ref().map(Vec::len), Some(2 * rows * 3), "{name}");
+        assert_eq!(
+            out.target.as_ref().map(Vec::len),
+            Some(2 * rows * 3),
+            "{name}"
+        );
     }
 }
