@@ -1,5 +1,6 @@
-//! What the `latent` and `combined` scores cost per window next to the
-//! reconstruction error: the same network (the default variant, trained
+//! What the `latent` and `combined` scores and the `mix` front end (the
+//! default input) cost per window next to the reconstruction error of the
+//! raw window (the default before it): the same network (the default variant, trained
 //! for a few epochs on the shipped PEN windows; inference time does not
 //! depend on how well it was trained) exported for each score, and every
 //! window of a batch scored through the daemon's [`Scorer`] (normalisation,
@@ -14,7 +15,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use accelwatch::config::{Config, TrainingConfig};
-use accelwatch::model::config::ScoreChoice;
+use accelwatch::model::config::{ModelInput, ScoreChoice};
 use accelwatch::model::scorer::Scorer;
 use accelwatch::model::train;
 use accelwatch::model::LoadedModel;
@@ -44,21 +45,26 @@ fn main() {
         config.model.variant.name(),
         set.len()
     );
-    println!("| score | references | batch | µs per window | against reconstruction |");
-    println!("|---|---|---|---|---|");
+    println!(
+        "| input | score | references | batch | µs per window | against the raw window's reconstruction |"
+    );
+    println!("|---|---|---|---|---|---|");
     // The distance's cost grows with the references kept (model.references).
     let fewer = set.len() / 2;
     let scores = [
-        (ScoreChoice::Reconstruction, set.len()),
-        (ScoreChoice::Latent, set.len()),
-        (ScoreChoice::Combined, set.len()),
-        (ScoreChoice::Latent, fewer),
-        (ScoreChoice::Combined, fewer),
+        (ModelInput::Raw, ScoreChoice::Reconstruction, set.len()),
+        (ModelInput::Mix, ScoreChoice::Reconstruction, set.len()),
+        (ModelInput::Raw, ScoreChoice::Latent, set.len()),
+        (ModelInput::Raw, ScoreChoice::Combined, set.len()),
+        (ModelInput::Raw, ScoreChoice::Latent, fewer),
+        (ModelInput::Raw, ScoreChoice::Combined, fewer),
+        (ModelInput::Mix, ScoreChoice::Combined, set.len()),
     ];
     let mut scorers: Vec<Scorer> = scores
         .iter()
-        .map(|&(score, references)| {
+        .map(|&(model_input, score, references)| {
             let mut arch = config.architecture();
+            arch.model.input = model_input;
             arch.model.score = Some(score);
             arch.model.references = references;
             let trained =
@@ -85,13 +91,14 @@ fn main() {
             }
         }
         let medians: Vec<f64> = rounds.into_iter().map(median).collect();
-        for ((score, references), us) in scores.iter().zip(&medians) {
+        for ((model_input, score, references), us) in scores.iter().zip(&medians) {
             let references = match score {
                 ScoreChoice::Reconstruction => "-".to_string(),
                 _ => references.to_string(),
             };
             println!(
-                "| {} | {references} | {batch} | {us:.2} | {:+.0}% |",
+                "| {} | {} | {references} | {batch} | {us:.2} | {:+.0}% |",
+                model_input.name(),
                 score.name(),
                 (us / medians[0] - 1.0) * 100.0
             );
