@@ -8,7 +8,7 @@
 //! the latter.
 //!
 //! The graph computes the features itself from the window (Reshape,
-//! ReduceMean/Min/Max, Sqrt, MatMul by a fixed cos and sin basis, Log;
+//! ReduceMean/Min/Max, Sqrt, a Gemm by a fixed cos and sin basis, Log;
 //! the standardisation as initializers), so the file stays self-describing
 //! and onnxruntime reproduces every score from raw windows. Rows are laid
 //! out like a window's samples: feature row r of channel c at `r·C + c`,
@@ -187,6 +187,21 @@ impl Spectrum {
         }
     }
 
+    /// `basis` (`[B, T]`) spread over the channels of a flat window:
+    /// `[T·C, B·C]`, bin k of channel c reading sample t of channel c only.
+    fn flat_basis(&self, basis: &[f64]) -> Vec<f32> {
+        let (t, c, b) = (self.window, self.channels, self.bins);
+        let mut flat = vec![0f32; t * c * b * c];
+        for k in 0..b {
+            for step in 0..t {
+                for ch in 0..c {
+                    flat[(step * c + ch) * (b * c) + k * c + ch] = basis[k * t + step] as f32;
+                }
+            }
+        }
+        flat
+    }
+
     /// The features of many windows laid end to end.
     pub fn of_windows<'a>(&self, windows: impl IntoIterator<Item = &'a [f32]>) -> Vec<f32> {
         let mut out = Vec::new();
@@ -212,13 +227,15 @@ impl Spectrum {
         let std = graph.node("Sqrt", &[&var], vec![]);
         let min = graph.node("ReduceMin", &[&samples], over_time());
         let max = graph.node("ReduceMax", &[&samples], over_time());
-        let to_f32 = |v: &[f64]| v.iter().map(|x| *x as f32).collect::<Vec<_>>();
+        // One Gemm per part, on the flat window: the basis is block
+        // diagonal, `[T·C, B·C]` with cos(2πkt/T) at (t·C + c, (k−1)·C + c),
+        // so the output is already laid out row k, channel c. The window is
+        // not centred first: a bin k ≥ 1 of a constant is zero.
         let (cos, sin) = ("front_end_dft_cos", "front_end_dft_sin");
-        graph.constant(cos, vec![b, t], to_f32(&self.cos));
-        graph.constant(sin, vec![b, t], to_f32(&self.sin));
-        // [B, T] · [N, T, C] broadcasts to [N, B, C]: bin k of channel c.
-        let re = graph.node("MatMul", &[cos, &centred], vec![]);
-        let im = graph.node("MatMul", &[sin, &centred], vec![]);
+        graph.constant(cos, vec![t * c, b * c], self.flat_basis(&self.cos));
+        graph.constant(sin, vec![t * c, b * c], self.flat_basis(&self.sin));
+        let re = graph.node("Gemm", &[input, cos], vec![]);
+        let im = graph.node("Gemm", &[input, sin], vec![]);
         let re2 = graph.node("Mul", &[&re, &re], vec![]);
         let im2 = graph.node("Mul", &[&im, &im], vec![]);
         let power = graph.node("Add", &[&re2, &im2], vec![]);
@@ -228,13 +245,21 @@ impl Spectrum {
             let shifted = graph.node("Add", &[&spectrum, &one], vec![]);
             spectrum = graph.node("Log", &[&shifted], vec![]);
         }
-        let rows = graph.node(
+        let statistics = graph.node(
             "Concat",
-            &[&mean, &std, &min, &max, &spectrum],
+            &[&mean, &std, &min, &max],
             vec![Attr::Int("axis", 1)],
         );
-        let flat_shape = graph.constant_i64("front_end_flat", vec![-1, self.features() as i64]);
-        let flat = graph.node("Reshape", &[&rows, &flat_shape], vec![]);
+        let statistics_shape = graph.constant_i64(
+            "front_end_statistics",
+            vec![-1, (SPECTRUM_STATISTICS.len() * self.channels) as i64],
+        );
+        let statistics = graph.node("Reshape", &[&statistics, &statistics_shape], vec![]);
+        let flat = graph.node(
+            "Concat",
+            &[&statistics, &spectrum],
+            vec![Attr::Int("axis", 1)],
+        );
         let mean = graph.floats("front_end_mean", standardisation.mean.clone());
         let std = graph.floats("front_end_std", standardisation.std.clone());
         let centred = graph.node("Sub", &[&flat, &mean], vec![]);
