@@ -77,14 +77,11 @@ fn onnxruntime_scores(model: &Path) -> (String, HashMap<(String, u64), f64>) {
     (kind, scores)
 }
 
+/// A value per window, by (device, seq).
+type PerWindow = HashMap<(String, u64), f64>;
+
 /// The same, with each window's reconstruction error (onnxruntime's).
-fn onnxruntime_scores_and_errors(
-    model: &Path,
-) -> (
-    String,
-    HashMap<(String, u64), f64>,
-    HashMap<(String, u64), f64>,
-) {
+fn onnxruntime_scores_and_errors(model: &Path) -> (String, PerWindow, PerWindow) {
     let out = std::process::Command::new("python3")
         .arg(repo().join("scripts/latent_score.py"))
         .arg(model)
@@ -98,7 +95,7 @@ fn onnxruntime_scores_and_errors(
         stderr(&out)
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let field = |name: &str| -> HashMap<(String, u64), f64> {
+    let field = |name: &str| -> PerWindow {
         v["windows"]
             .as_array()
             .unwrap()
