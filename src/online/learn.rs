@@ -138,26 +138,11 @@ pub(crate) fn learn(
     pacer: &mut CpuPacer,
 ) -> Result<Learned, LearnError> {
     let set = &grouped_by_stream(set);
-    let first = train_model(config, set, pacer)?;
-    let mut scorer = Scorer::new(load_online(&first.onnx)?);
-    let errors: Vec<f32> = scorer
-        .score((0..set.len()).map(|i| set.window(i)))
-        .map_err(LearnError::Score)?
-        .into_iter()
-        .map(|s| s.score)
-        .collect();
+    let errors = held_out_errors(config, set, pacer)?;
     let overlap = config.window.size.div_ceil(config.window.hop);
     let keep = inliers(&errors, &set.streams, overlap);
     let excluded = set.len() - keep.len();
-    let trained = if excluded == 0 {
-        first
-    } else {
-        let mut kept = WindowSet::new(set.features);
-        for &i in &keep {
-            kept.push(set.streams[i], set.window(i));
-        }
-        train_model(config, &kept, pacer)?
-    };
+    let trained = train_model(config, &subset(set, &keep), pacer)?;
     let version = store.install(
         &trained.onnx,
         &data_hash(set),
@@ -169,6 +154,91 @@ pub(crate) fn learn(
         windows: set.len(),
         excluded,
     })
+}
+
+/// Each window's error under a model that did not learn from it. A model
+/// scoring its own training windows fits an unmarked stretch of another
+/// motion as well as the rest (how well depends on rounding, seeds and
+/// epochs), so the windows are split in two folds and each fold is scored
+/// by the model of the other. With a fold too small to train on, the
+/// windows are scored by a model of them all.
+fn held_out_errors(
+    config: &Config,
+    set: &WindowSet,
+    pacer: &mut CpuPacer,
+) -> Result<Vec<f32>, LearnError> {
+    let folds = two_folds(&set.streams);
+    let mut errors = vec![0.0f32; set.len()];
+    for fold in [false, true] {
+        let learn_from: Vec<usize> = (0..set.len()).filter(|&i| folds[i] != fold).collect();
+        let scored: Vec<usize> = (0..set.len()).filter(|&i| folds[i] == fold).collect();
+        let model = match train_model(config, &subset(set, &learn_from), pacer) {
+            Ok(model) => model,
+            Err(LearnError::Train(_)) => return errors_of(&train_model(config, set, pacer)?, set),
+            Err(other) => return Err(other),
+        };
+        for (i, e) in scored.iter().zip(errors_of(&model, &subset(set, &scored))?) {
+            errors[*i] = e;
+        }
+    }
+    Ok(errors)
+}
+
+/// `set`'s scores as multiples of the model's threshold: the two folds'
+/// models put their scores on scales of their own.
+fn errors_of(trained: &train::Trained, set: &WindowSet) -> Result<Vec<f32>, LearnError> {
+    let model = load_online(&trained.onnx)?;
+    let threshold = model.meta.threshold as f32;
+    let unit = if threshold > 0.0 { threshold } else { 1.0 };
+    let mut scorer = Scorer::new(model);
+    Ok(scorer
+        .score((0..set.len()).map(|i| set.window(i)))
+        .map_err(LearnError::Score)?
+        .into_iter()
+        .map(|s| s.score / unit)
+        .collect())
+}
+
+fn subset(set: &WindowSet, indices: &[usize]) -> WindowSet {
+    let mut out = WindowSet::new(set.features);
+    for &i in indices {
+        out.push(set.streams[i], set.window(i));
+    }
+    out
+}
+
+/// The fold of each window (`streams` grouped, in time order within each):
+/// whole streams when they balance (the smaller fold at least a third of
+/// the windows), so a stream of another motion is never learnt by the model
+/// that scores it; otherwise alternate quarters of each stream.
+pub fn two_folds(streams: &[usize]) -> Vec<bool> {
+    let mut sizes: std::collections::BTreeMap<usize, usize> = Default::default();
+    for &s in streams {
+        *sizes.entry(s).or_default() += 1;
+    }
+    let mut by_size: Vec<(usize, usize)> = sizes.into_iter().collect();
+    by_size.sort_by_key(|&(stream, n)| (std::cmp::Reverse(n), stream));
+    let mut totals = [0usize; 2];
+    let mut fold_of = std::collections::BTreeMap::new();
+    for (stream, n) in by_size {
+        let lighter = usize::from(totals[1] < totals[0]);
+        totals[lighter] += n;
+        fold_of.insert(stream, lighter == 1);
+    }
+    if totals[0].min(totals[1]) * 3 >= streams.len() {
+        return streams.iter().map(|s| fold_of[s]).collect();
+    }
+    let mut folds = Vec::with_capacity(streams.len());
+    let mut start = 0;
+    while start < streams.len() {
+        let n = streams[start..]
+            .iter()
+            .take_while(|&&s| s == streams[start])
+            .count();
+        folds.extend((0..n).map(|p| (4 * p / n) % 2 == 1));
+        start += n;
+    }
+    folds
 }
 
 /// The windows arrive interleaved across devices; training holds out the

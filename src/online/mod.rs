@@ -279,4 +279,79 @@ mod tests {
             "all alike: none excluded"
         );
     }
+
+    #[test]
+    fn the_first_pass_scores_each_fold_by_the_other_folds_model() {
+        // Nine streams of 30 windows balance: whole streams, never split.
+        let streams: Vec<usize> = (0..9).flat_map(|s| [s; 30]).collect();
+        let folds = two_folds(&streams);
+        for s in 0..9 {
+            let of_s: Vec<bool> = (0..270)
+                .filter(|&i| streams[i] == s)
+                .map(|i| folds[i])
+                .collect();
+            assert!(of_s.iter().all(|f| *f == of_s[0]), "stream {s} split");
+        }
+        let second = folds.iter().filter(|f| **f).count();
+        assert!((120..=150).contains(&second), "{second} of 270 in one fold");
+        // One long stream and a short one cannot balance: quarters of each,
+        // alternating, so each fold holds half of every stream.
+        let streams: Vec<usize> = [[0; 80].as_slice(), &[1; 8]].concat();
+        let folds = two_folds(&streams);
+        assert_eq!(folds[..80].iter().filter(|f| **f).count(), 40);
+        assert!(!folds[0] && folds[20] && !folds[40] && folds[79]);
+        assert_eq!(folds[80..].iter().filter(|f| **f).count(), 4);
+    }
+
+    #[test]
+    fn a_retraining_worse_on_the_held_back_windows_is_rejected_and_not_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ModelStore::open(dir.path()).unwrap();
+        let mut config = Config::default();
+        config.model.variant = crate::model::config::Variant::Basic;
+        config.training.epochs = 20;
+        let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let pen = crate::recording::Recording::window_set_of(
+            &repo.join("data/watch/train-pen.csv"),
+            "series",
+            &config.input,
+            &config.window,
+        )
+        .unwrap();
+        let options = crate::recording::ReadOptions {
+            columns: crate::source::replay::config::CsvColumns {
+                device_column: "device".into(),
+                time_column: "t_ms".into(),
+            },
+            channels: config.input.channels.clone(),
+            sample_rate_hz: config.input.sample_rate_hz,
+            filters: vec!["exercise=ABD".parse().unwrap()],
+            ..Default::default()
+        };
+        let abd = crate::recording::Recording::read(&repo.join("data/watch/demo.csv"), &options)
+            .unwrap()
+            .window_set(crate::window::WindowSpec::new(
+                &config.window,
+                config.input.channels.len(),
+                config.input.sample_rate_hz,
+            ));
+        let mut pacer = CpuPacer::new(1.0);
+        let served = learn(&config, &store, &pen, &mut pacer).unwrap();
+        // A candidate that learnt another motion alarms on the PEN held back.
+        let outcome = relearn(&config, &store, &abd, &pen, served.model, &mut pacer);
+        match outcome {
+            Err(LearnError::Rejected { new_rate, old_rate }) => {
+                assert!(
+                    new_rate > old_rate + NOT_WORSE_MARGIN,
+                    "{new_rate} {old_rate}"
+                )
+            }
+            other => panic!("not rejected: {:?}", other.map(|l| l.version)),
+        }
+        assert_eq!(
+            store.versions().unwrap().len(),
+            1,
+            "the rejected model is not stored"
+        );
+    }
 }
