@@ -21,11 +21,11 @@ window of every exercise of subjects 8-10 (the other exercises are the
 anomalies), ROC AUC. The reference per task is the best of quality_table's
 raw-window peers (MLP AE 64-16-64, IsolationForest, PCA-16, 5-NN raw).
 
-The front end, per channel c of the window z (each channel first standardised
-with the training windows' per-channel mean and std): mean, std, min, max,
-and log(1 + |DFT_k|) of bins k = 1..16 of z - mean(z) (the plain DFT,
-sum over the 128 samples, no scaling); then every feature standardised with
-the training windows' mean and std. Layout: feature k of channel c at k*C + c.
+The front end (quality_table.FrontEnd), per channel c of the window z
+(each channel first standardised with the training windows' per-channel
+mean and std): mean, std, min, max, and log(1 + |DFT_k|) of bins k = 1..16
+of z - mean(z) (the plain DFT, sum over the 128 samples, no scaling); then
+every feature standardised with the training windows' mean and std. Layout: feature k of channel c at k*C + c.
 
 Part `main`, candidates (columns of the per-task table):
 - A  `feat MLP`: the issue's model: MLPRegressor 64-16-64 (ReLU, Adam,
@@ -80,8 +80,8 @@ from sklearn.metrics import roc_auc_score
 from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 
-# The same recordings, windows and peers as the quality table's.
-from quality_table import (ALL, CHANNEL_SETS, EXERCISES, HOP, K, SIZE, peer_scores,
+# The same recordings, windows, peers and front end as the quality table's.
+from quality_table import (ALL, CHANNEL_SETS, EXERCISES, HOP, K, SIZE, FrontEnd, peer_scores,
                            read_recordings, read_windows)
 
 TRAIN_SUBJECTS, TEST_SUBJECTS = list(range(1, 8)), [8, 9, 10]
@@ -118,50 +118,6 @@ def accelwatch_split(streams, fraction=HELD):
             fit += range(start, end)
         start = end
     return np.asarray(fit), np.asarray(held)
-
-
-# ---------------------------------------------------------------- front end
-class FrontEnd:
-    """Standardise channels, compute per-channel features, standardise features."""
-
-    def __init__(self, bins=16, log=True, stats=4, magnitude=False, mix=False, features=True):
-        self.bins, self.log, self.stats = bins, log, stats
-        self.magnitude, self.mix, self.features = magnitude, mix, features
-
-    def _channels(self, w):
-        if self.magnitude:
-            m = np.sqrt((w[:, :, :3] ** 2).sum(axis=2, keepdims=True))
-            w = np.concatenate([w, m], axis=2)
-        return w
-
-    def _features(self, z):
-        mean = z.mean(axis=1)
-        parts = [mean, z.std(axis=1), z.min(axis=1), z.max(axis=1)][:self.stats]
-        spectrum = np.abs(np.fft.rfft(z - mean[:, None], axis=1))[:, 1:self.bins + 1]
-        if self.log:
-            spectrum = np.log1p(spectrum)
-        f = np.concatenate([p[:, None, :] for p in parts] + [spectrum], axis=1)  # [N, K, C]
-        return f.reshape(len(z), -1)  # feature k of channel c at k*C + c
-
-    def fit(self, w):
-        w = self._channels(w)
-        flat = w.reshape(-1, w.shape[2])
-        self.cmean, self.cstd = flat.mean(axis=0), flat.std(axis=0)
-        z = (w - self.cmean) / self.cstd
-        f = self._features(z)
-        self.fmean, self.fstd = f.mean(axis=0), f.std(axis=0)
-        self.fstd[self.fstd == 0] = 1.0
-        f = (f - self.fmean) / self.fstd
-        raw = z.reshape(len(z), -1)
-        self.weight = np.sqrt(f.var(axis=0).sum() / raw.var(axis=0).sum())
-        return self
-
-    def __call__(self, w):
-        z = (self._channels(w) - self.cmean) / self.cstd
-        f = (self._features(z) - self.fmean) / self.fstd
-        if self.mix:
-            return np.concatenate([f, self.weight * z.reshape(len(z), -1)], axis=1)
-        return f
 
 
 # ---------------------------------------------------------------- models

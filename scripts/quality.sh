@@ -12,15 +12,29 @@
 # Scores against the peers (first): for each variant, every exercise in turn
 # as normal with 3 and 6 channels (14 tasks), the ROC AUC of accelwatch's
 # reconstruction, latent and combined scores (one model trained with
-# model.score = "combined" carries all three) next to scikit-learn's MLP
-# autoencoder, IsolationForest, PCA-16 and 5-NN distance on the same windows
-# (scripts/quality_table.py; needs numpy, scikit-learn, onnx, onnxruntime).
+# model.score = "combined" carries all three) next to scikit-learn's peers on
+# the same windows and split: on the raw standardised window, MLP autoencoder
+# 64-16-64, IsolationForest, PCA-16 and 5-NN distance; on the f8 features
+# (per channel mean, std, min, max, log(1 + |DFT|) bins 1-8: the feature part
+# of accelwatch's default mix input), MLP autoencoder 64-16-64,
+# IsolationForest and 5-NN distance; per task the best raw-window peer and
+# the best of all peers; the means; and for each score on how many tasks it
+# reaches them (scripts/quality_table.py; needs numpy, scikit-learn, onnx,
+# onnxruntime; QUALITY_PEERS_CACHE=FILE keeps the peers' AUCs).
+# Supervised references (last): the exercise (7 classes) with its labels,
+# train subjects 1-7, test 8-10, 6 channels, same windows: MLPClassifier (64)
+# and RandomForest (300) and 5-NN on the f8 features, MLPClassifier (64) on
+# the raw standardised window: what labels reach, against which to read the
+# unsupervised codes of the feature table (that table cross-validates by
+# subject instead) and of scripts/front_end_measure.py's part `features`
+# (this split) (scripts/activity_references.py; numpy, scikit-learn).
 #
 # Usage: scripts/quality.sh PATH/TO/watch.csv [VARIANT...]
 # watch.csv is the full recording (see data/watch/README.md).
 # FEATURE_EPOCHS (default 200) caps training for the feature table;
 # SKIP_PEERS=1 leaves out the first table, SKIP_ANOMALY=1 the anomaly table,
-# SKIP_FEATURES=1 the feature table.
+# SKIP_FEATURES=1 the feature table, SKIP_REFERENCES=1 the supervised
+# references.
 set -euo pipefail
 data=${1:?usage: scripts/quality.sh PATH/TO/watch.csv [VARIANT...]}
 shift
@@ -63,7 +77,7 @@ done
 
 fi
 
-[ -n "${SKIP_FEATURES:-}" ] && exit 0
+if [ -z "${SKIP_FEATURES:-}" ]; then
 echo
 echo "Feature quality (exercise from 5-NN on standardised features, 5-fold CV grouped by subject)"
 echo
@@ -81,3 +95,11 @@ for variant in "${variants[@]}"; do
     echo "| $variant | $n | $(field "$r" "$f['latent']['dimensions']") | $(field "$r" "f\"{$f['latent']['accuracy']:.3f}\"") | $(field "$r" "f\"{$f['latent']['macro_f1']:.3f}\"") | $(field "$r" "f\"{$f['pca']['accuracy']:.3f}\"") | $(field "$r" "f\"{$f['raw']['accuracy']:.3f}\"") |"
   done
 done
+fi
+
+if [ -z "${SKIP_REFERENCES:-}" ]; then
+echo
+echo "Supervised references for the activity task (exercise, 7 classes; train subjects 1-7, test 8-10)"
+echo
+python3 "$(dirname "$0")/activity_references.py" "$data"
+fi
