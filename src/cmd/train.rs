@@ -160,12 +160,16 @@ pub fn train_model(
     write_atomically(out, &trained.onnx).with_context(|| format!("writing {}", out.display()))?;
     if let Some(head) = &trained.meta.activity {
         eprintln!(
-            "activity head ({}, {} classes{}): held-out accuracy {:.3}",
+            "activity head ({}, {} classes{}{}): held-out accuracy {:.3}",
             head.label,
             head.classes.len(),
             match head.hidden {
                 0 => String::new(),
                 h => format!(", {h} hidden"),
+            },
+            match head.front_end_features {
+                0 => String::new(),
+                n => format!(", reading the code and {n} front-end features"),
             },
             head.validation_accuracy.unwrap_or(f64::NAN)
         );

@@ -153,7 +153,7 @@ fn cross_validate(input: &HeadInput, truth: &[u32], classes: usize) -> Option<Cr
         let labels = |rows: &[usize]| rows.iter().map(|i| truth[*i]).collect::<Vec<u32>>();
         let mut run = || -> candle_core::Result<Vec<u32>> {
             let z = tensor(fit_rows)?;
-            let head = Head::new(dim, classes, settings.hidden, Some(&z), &mut rng)?;
+            let head = Head::new(dim, 0, classes, settings.hidden, Some(&z), &mut rng)?;
             let stop = tensor(stop_rows)?;
             head::fit(
                 &head,

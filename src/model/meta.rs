@@ -156,6 +156,11 @@ pub struct ActivityHead {
     /// Hidden units before the softmax layer (0: the softmax layer alone).
     #[serde(default)]
     pub hidden: usize,
+    /// How many of the front end's standardised features (its first
+    /// values, see `front_end`) the head reads after the latent code; 0:
+    /// the code alone.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub front_end_features: usize,
     /// `frozen`: fitted on the trained encoder's codes; `joint`: trained
     /// with the encoder.
     #[serde(default = "ActivityHead::default_encoder")]
@@ -163,6 +168,10 @@ pub struct ActivityHead {
     /// Accuracy on the held-out training windows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validation_accuracy: Option<f64>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl ActivityHead {

@@ -35,6 +35,8 @@ pub enum ExportError {
     },
     #[error("encoding metadata: {0}")]
     Metadata(#[from] serde_json::Error),
+    #[error("the graph cannot be built: {0}")]
+    Shape(String),
 }
 
 /// A graph under construction. Names are generated so that layers never

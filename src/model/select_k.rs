@@ -237,9 +237,12 @@ mod tests {
                 model.into_runnable().unwrap(),
                 swapped.into_runnable().unwrap(),
             );
-            for rows in [1usize, 32] {
+            // Distinct values, then rows of ties (13 values over 261
+            // columns): tract's order for ties is the one to keep, not
+            // only the reference's above.
+            for (rows, distinct) in [(1usize, 1013), (32, 1013), (1, 13), (32, 13)] {
                 let input: Vec<f32> = (0..rows * cols)
-                    .map(|i| ((i * 7919) % 1013) as f32 * 0.25)
+                    .map(|i| ((i * 7919) % distinct) as f32 * 0.25)
                     .collect();
                 let run = |plan: &Arc<TypedRunnableModel>| {
                     let x = Tensor::from_shape(&[rows, cols], &input).unwrap();
@@ -248,7 +251,57 @@ mod tests {
                 let (want, got) = (run(&tract), run(&ours));
                 assert_eq!(want.len(), got.len());
                 for (w, g) in want.iter().zip(&got) {
-                    assert_eq!(**w, **g, "largest {largest}, {rows} rows");
+                    // Compared bit for bit: NaN is not equal to itself.
+                    let bits = |t: &Tensor| -> Vec<u64> {
+                        let plain = t.try_as_plain_ram().unwrap();
+                        match t.datum_type() {
+                            DatumType::F32 => plain
+                                .as_slice::<f32>()
+                                .unwrap()
+                                .iter()
+                                .map(|v| v.to_bits() as u64)
+                                .collect(),
+                            _ => plain
+                                .as_slice::<i64>()
+                                .unwrap()
+                                .iter()
+                                .map(|v| *v as u64)
+                                .collect(),
+                        }
+                    };
+                    assert_eq!(w.shape(), g.shape());
+                    assert_eq!(
+                        bits(w),
+                        bits(g),
+                        "largest {largest}, {rows} rows, {distinct} distinct values"
+                    );
+                }
+            }
+            // tract's Topk panics on a NaN (its sort's order is not total),
+            // so rows with NaN are held to the reference: NaN last, ties in
+            // index order.
+            let rows = 4;
+            let input: Vec<f32> = (0..rows * cols)
+                .map(|i| match i % 37 {
+                    5 => f32::NAN,
+                    _ => ((i * 7919) % 13) as f32 * 0.25,
+                })
+                .collect();
+            let x = Tensor::from_shape(&[rows, cols], &input).unwrap();
+            let got = ours.run(tvec!(x.into())).unwrap();
+            let plain = (
+                got[0].try_as_plain_ram().unwrap(),
+                got[1].try_as_plain_ram().unwrap(),
+            );
+            let (values, indices) = (
+                plain.0.as_slice::<f32>().unwrap(),
+                plain.1.as_slice::<i64>().unwrap(),
+            );
+            for (r, row) in input.chunks_exact(cols).enumerate() {
+                let want = reference(row, 5, largest);
+                for (j, (value, index)) in want.iter().enumerate() {
+                    assert_eq!(values[r * 5 + j].to_bits(), value.to_bits(), "row {r}");
+                    assert_eq!(indices[r * 5 + j], *index, "row {r}");
                 }
             }
         }

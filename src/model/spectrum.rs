@@ -215,7 +215,14 @@ impl Spectrum {
     /// standardising each feature by `standardisation`, then (for `mix`)
     /// the weighted window; its output is the tensor [`INPUT`], which the
     /// network's nodes read.
-    pub fn export(&self, graph: &mut GraphBuilder, input: &str, standardisation: &Normalization) {
+    /// Returns the standardised features' tensor (`[N, features]`, the
+    /// network's input itself unless the window follows them).
+    pub fn export(
+        &self,
+        graph: &mut GraphBuilder,
+        input: &str,
+        standardisation: &Normalization,
+    ) -> String {
         let (t, c, b) = (self.window as i64, self.channels as i64, self.bins as i64);
         let over_time = || vec![Attr::Ints("axes", vec![1]), Attr::Int("keepdims", 0)];
         // The mean and variance as Gemms on the flat window (tract runs
@@ -278,7 +285,10 @@ impl Spectrum {
         let std = graph.floats("front_end_std", standardisation.std.clone());
         let centred = graph.node("Sub", &[&flat, &mean], vec![]);
         match self.window_weight {
-            None => graph.node_named("Div", &[&centred, &std], vec![], INPUT),
+            None => {
+                graph.node_named("Div", &[&centred, &std], vec![], INPUT);
+                INPUT.to_string()
+            }
             Some(weight) => {
                 let features = graph.node("Div", &[&centred, &std], vec![]);
                 let weight = graph.scalar("front_end_window_weight", weight);
@@ -289,6 +299,7 @@ impl Spectrum {
                     vec![Attr::Int("axis", 1)],
                     INPUT,
                 );
+                features
             }
         }
     }
@@ -331,9 +342,10 @@ impl FittedFrontEnd {
         out
     }
 
-    pub fn export(&self, graph: &mut GraphBuilder) {
+    /// Writes the front end; returns its standardised features' tensor.
+    pub fn export(&self, graph: &mut GraphBuilder) -> String {
         self.spectrum
-            .export(graph, WINDOW_INPUT, &self.standardisation);
+            .export(graph, WINDOW_INPUT, &self.standardisation)
     }
 }
 

@@ -73,7 +73,10 @@ pub fn export_gap(trained: &Trained, raw: &[f32]) -> Result<ExportGap, TrainErro
         let x = Tensor::from_slice(&x, (n, trained.meta.target_features()), &Device::Cpu)?;
         let (r, z) = trained.network.forward(&x)?;
         let p = match &trained.head {
-            Some(head) => head.probabilities(&z)?.flatten_all()?.to_vec1()?,
+            Some(head) => head
+                .probabilities(&head.input(&z, &x)?)?
+                .flatten_all()?
+                .to_vec1()?,
             None => Vec::new(),
         };
         Ok((r.flatten_all()?.to_vec1()?, z.flatten_all()?.to_vec1()?, p))

@@ -105,6 +105,11 @@ pub struct ActivityConfig {
     /// the head's cross-entropy.
     #[serde(default)]
     pub joint_weight: f64,
+    /// With a front end (`model.input` spectrum or mix): the head also
+    /// reads its standardised features (statistics and spectrum), after the
+    /// code. No effect on a raw window.
+    #[serde(default = "ActivityConfig::default_front_end")]
+    pub front_end: bool,
 }
 
 impl ActivityConfig {
@@ -119,6 +124,9 @@ impl ActivityConfig {
     }
     const fn default_learning_rate() -> f64 {
         3e-3
+    }
+    const fn default_front_end() -> bool {
+        true
     }
 
     fn problems(&self, check: &mut impl FnMut(bool, &str, String)) {
@@ -153,6 +161,7 @@ impl Default for ActivityConfig {
             patience: Self::default_patience(),
             learning_rate: Self::default_learning_rate(),
             joint_weight: 0.0,
+            front_end: Self::default_front_end(),
         }
     }
 }

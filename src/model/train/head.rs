@@ -8,6 +8,12 @@
 //! p = softmax(h · W₂ᵀ + b₂)    Gemm, Softmax(axis 1)
 //! ```
 //!
+//! With a front end (`model.input` spectrum or mix) and
+//! `training.activity.front_end = true` (the default), z is the code
+//! followed by the front end's standardised features (Concat): which
+//! exercise it is shows in the spectrum more plainly than in a code that
+//! was made to reconstruct the window.
+//!
 //! With `training.activity.joint_weight > 0` the encoder learns with it
 //! (the training loop adds the head's cross-entropy to the autoencoder's
 //! loss); the codes then move, so they are not standardised (μ 0, σ 1).
@@ -30,6 +36,9 @@ pub struct Head {
     layers: Vec<Linear>,
     vars: Vec<Var>,
     pub hidden: usize,
+    /// How many of the network input's first values (the front end's
+    /// standardised features) the head reads after the code; 0: none.
+    pub front_end: usize,
 }
 
 /// How the head's own training went.
@@ -42,11 +51,13 @@ pub struct HeadFit {
 }
 
 impl Head {
-    /// A head of `dim` code values to `classes`, with `hidden` ReLU units
-    /// between (0: none), seeded from `rng`; `codes` (`[n, dim]`) give the
-    /// standardisation, `None` leaves the codes as they are.
+    /// A head of `dim` input values (the code, then `front_end` features)
+    /// to `classes`, with `hidden` ReLU units between (0: none), seeded from
+    /// `rng`; `codes` (`[n, dim]`, as [`input`](Self::input) makes them)
+    /// give the standardisation, `None` leaves them as they are.
     pub fn new(
         dim: usize,
+        front_end: usize,
         classes: usize,
         hidden: usize,
         codes: Option<&Tensor>,
@@ -82,7 +93,13 @@ impl Head {
             layers,
             vars,
             hidden,
+            front_end,
         })
+    }
+
+    /// What the head reads of codes `z` of the network inputs `x`.
+    pub fn input(&self, z: &Tensor, x: &Tensor) -> candle_core::Result<Tensor> {
+        input_of(z, x, self.front_end)
     }
 
     pub fn vars(&self) -> &[Var] {
@@ -116,12 +133,29 @@ impl Head {
         Ok(right as f64 / labels.len().max(1) as f64)
     }
 
-    /// Writes the head after `latent` (`[N, dim]`) into `graph`; returns
-    /// its `[N, classes]` output of probabilities.
-    pub fn export(&self, graph: &mut GraphBuilder, latent: &str) -> Result<String, ExportError> {
+    /// Writes the head after `latent` (`[N, dim]`) and, if it reads them,
+    /// the front end's `features` into `graph`; returns its `[N, classes]`
+    /// output of probabilities.
+    pub fn export(
+        &self,
+        graph: &mut GraphBuilder,
+        latent: &str,
+        features: Option<&str>,
+    ) -> Result<String, ExportError> {
         let mean = graph.weights("head_mean", &self.mean)?;
         let scale = graph.weights("head_scale", &self.scale)?;
-        let centred = graph.node("Sub", &[latent, &mean], vec![]);
+        let input = match (self.front_end, features) {
+            (0, _) => latent.to_string(),
+            (_, Some(features)) => {
+                graph.node("Concat", &[latent, features], vec![Attr::Int("axis", 1)])
+            }
+            (n, None) => {
+                return Err(ExportError::Shape(format!(
+                    "the activity head reads {n} front-end features, and the graph has no front end"
+                )))
+            }
+        };
+        let centred = graph.node("Sub", &[&input, &mean], vec![]);
         let mut h = graph.node("Mul", &[&centred, &scale], vec![]);
         for (i, layer) in self.layers.iter().enumerate() {
             h = graph.linear(&h, layer)?;
@@ -142,6 +176,14 @@ impl Head {
         }
         Ok(())
     }
+}
+
+/// The codes `z`, then the first `front_end` values of each row of `x`.
+fn input_of(z: &Tensor, x: &Tensor, front_end: usize) -> candle_core::Result<Tensor> {
+    if front_end == 0 {
+        return Ok(z.clone());
+    }
+    Tensor::cat(&[z, &x.narrow(1, 0, front_end)?], 1)
 }
 
 /// The labels as the `u32` tensor candle's cross-entropy takes.
@@ -217,15 +259,17 @@ pub fn fit_frozen(
     val_idx: &[usize],
     train_x: &Tensor,
     val_x: &Tensor,
+    front_end: usize,
     settings: &TrainingConfig,
     rng: &mut ChaCha8Rng,
 ) -> candle_core::Result<(Head, ActivityHead)> {
     let of = |idx: &[usize]| idx.iter().map(|&i| labels.of[i]).collect::<Vec<u32>>();
-    let (train_z, val_z) = (network.forward(train_x)?.1, network.forward(val_x)?.1);
-    let (train_z, val_z) = (train_z.detach(), val_z.detach());
+    let train_z = input_of(&network.forward(train_x)?.1, train_x, front_end)?.detach();
+    let val_z = input_of(&network.forward(val_x)?.1, val_x, front_end)?.detach();
     let cfg = &settings.activity;
     let head = Head::new(
         train_z.dim(1)?,
+        front_end,
         labels.classes.len(),
         cfg.hidden,
         Some(&train_z),
@@ -262,6 +306,7 @@ impl Joint {
         train_idx: &[usize],
         val_idx: &[usize],
         dim: usize,
+        front_end: usize,
         settings: &TrainingConfig,
         rng: &mut ChaCha8Rng,
     ) -> candle_core::Result<Option<Self>> {
@@ -271,7 +316,14 @@ impl Joint {
         };
         let of = |idx: &[usize]| idx.iter().map(|&i| labels.of[i]).collect::<Vec<u32>>();
         Ok(Some(Self {
-            head: Head::new(dim, labels.classes.len(), cfg.hidden, None, rng)?,
+            head: Head::new(
+                dim + front_end,
+                front_end,
+                labels.classes.len(),
+                cfg.hidden,
+                None,
+                rng,
+            )?,
             train_y: targets(&of(train_idx))?,
             val_y: of(val_idx),
             weight: cfg.joint_weight,
@@ -285,7 +337,7 @@ impl Joint {
         batch: &Tensor,
         idx: &Tensor,
     ) -> candle_core::Result<Tensor> {
-        let z = network.forward(batch)?.1;
+        let z = self.head.input(&network.forward(batch)?.1, batch)?;
         self.head.loss(&z, &self.train_y.index_select(idx, 0)?)? * self.weight
     }
 
@@ -294,7 +346,7 @@ impl Joint {
         network: &dyn Autoencoder,
         val_x: &Tensor,
     ) -> candle_core::Result<Tensor> {
-        let z = network.forward(val_x)?.1;
+        let z = self.head.input(&network.forward(val_x)?.1, val_x)?;
         self.head.loss(&z, &targets(&self.val_y)?)? * self.weight
     }
 
@@ -304,7 +356,7 @@ impl Joint {
         labels: &Labels,
         val_x: &Tensor,
     ) -> candle_core::Result<(Head, ActivityHead)> {
-        let z = network.forward(val_x)?.1;
+        let z = self.head.input(&network.forward(val_x)?.1, val_x)?;
         let accuracy = self.head.accuracy(&z, &self.val_y)?;
         let meta = describe(&self.head, labels, "joint", accuracy);
         Ok((self.head, meta))
@@ -318,6 +370,7 @@ pub fn describe(head: &Head, labels: &Labels, encoder: &str, accuracy: f64) -> A
         classes: labels.classes.clone(),
         output: ActivityHead::default_output(),
         hidden: head.hidden,
+        front_end_features: head.front_end,
         encoder: encoder.into(),
         validation_accuracy: Some(accuracy),
     }
@@ -373,7 +426,7 @@ mod tests {
         }
         let z = Tensor::from_vec(z, (120, 3), &Device::Cpu).unwrap();
         for hidden in [0, 8] {
-            let head = Head::new(3, 3, hidden, Some(&z), &mut rng).unwrap();
+            let head = Head::new(3, 0, 3, hidden, Some(&z), &mut rng).unwrap();
             let settings = ActivityConfig {
                 hidden,
                 learning_rate: 0.05,

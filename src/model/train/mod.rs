@@ -159,11 +159,17 @@ pub fn train_paced(
     } else {
         Vec::new()
     };
+    // The front end's standardised features lead the network's input.
+    let head_front_end = match &front_end {
+        Some(front_end) if settings.activity.front_end => front_end.spectrum.features(),
+        _ => 0,
+    };
     let joint = head::Joint::new(
         windows.labels.as_ref(),
         &train_idx,
         &val_idx,
         arch.latent_dim(),
+        head_front_end,
         settings,
         &mut rng,
     )?;
@@ -245,6 +251,7 @@ pub fn train_paced(
             &val_idx,
             &train_x,
             &val_x,
+            head_front_end,
             settings,
             &mut rng,
         )?),
@@ -385,12 +392,10 @@ fn export(
     front_end: Option<&FittedFrontEnd>,
 ) -> Result<Vec<u8>, TrainError> {
     let mut graph = GraphBuilder::default();
-    if let Some(front_end) = front_end {
-        front_end.export(&mut graph);
-    }
+    let features = front_end.map(|front_end| front_end.export(&mut graph));
     let mut outputs = network.export(&mut graph)?;
     if let Some(head) = head {
-        outputs.activity = Some(head.export(&mut graph, &outputs.latent)?);
+        outputs.activity = Some(head.export(&mut graph, &outputs.latent, features.as_deref())?);
     }
     if let (Some(refs), ScoreKind::Latent { k, .. } | ScoreKind::Combined { k, .. }) =
         (references, meta.score)
