@@ -23,6 +23,8 @@ use crate::common::*;
 const OUTAGE_TEST_TIMEOUT: Duration = Duration::from_secs(200);
 /// How many alert events must happen while the broker is away.
 const DURING_OUTAGE: usize = 4;
+/// How long the broker stays away in the outages of issue 29's targets.
+const LONG_OUTAGE: Duration = Duration::from_secs(30);
 
 /// A replay of demo.csv, looping, at `speed`, with a hair-trigger detector
 /// so that alerts come every few seconds, published to `broker`.
@@ -321,20 +323,77 @@ async fn wait_remote(port: u16, sample: &str, at_least: f64) {
     }
 }
 
+/// Which config file a killed daemon runs with.
+#[derive(Clone, Copy, PartialEq)]
+enum Setup {
+    /// `output.mqtt.spool_dir` named.
+    NamedSpool,
+    /// No spool setting: the spool sits beside the config file.
+    NoSpoolSetting,
+    /// deploy/accelwatch.toml as packaged (the spool under its
+    /// `pipeline.state_dir`), with only the site's own places and a replay
+    /// for a sensor set by `ACCELWATCH__…` overrides; the broker away 30 s.
+    Packaged,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spooled_alerts_survive_a_killed_daemon() {
-    killed_daemon(true).await;
+    killed_daemon(Setup::NamedSpool).await;
 }
 
 /// The default config spools too: beside the config file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alerts_survive_a_killed_daemon_with_no_spool_setting() {
-    killed_daemon(false).await;
+    killed_daemon(Setup::NoSpoolSetting).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_survive_a_killed_daemon_with_the_packaged_config() {
+    killed_daemon(Setup::Packaged).await;
+}
+
+/// The packaged config's overrides: where this test keeps things, and a
+/// replay in place of the sensors.
+fn packaged_overrides(
+    broker: &Mosquitto,
+    state: &Path,
+    jsonl: &Path,
+    port: u16,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("ACCELWATCH__INPUT__KIND", "replay".into()),
+        (
+            "ACCELWATCH__INPUT__REPLAY__PATH",
+            demo_csv().display().to_string(),
+        ),
+        ("ACCELWATCH__INPUT__REPLAY__SPEED", "10".into()),
+        ("ACCELWATCH__INPUT__REPLAY__LOOP", "true".into()),
+        ("ACCELWATCH__OUTPUT__MQTT__URL", broker.url()),
+        ("ACCELWATCH__INPUT__MQTT__RECONNECT_MIN_MS", "50".into()),
+        ("ACCELWATCH__INPUT__MQTT__RECONNECT_MAX_MS", "400".into()),
+        (
+            "ACCELWATCH__MODEL__PATH",
+            model_file().display().to_string(),
+        ),
+        (
+            "ACCELWATCH__DETECTOR__EVIDENCE_DIR",
+            state.join("evidence").display().to_string(),
+        ),
+        ("ACCELWATCH__DETECTOR__RAISE_AFTER", "1".into()),
+        ("ACCELWATCH__DETECTOR__CLEAR_AFTER", "1".into()),
+        ("ACCELWATCH__OUTPUT__JSONL", jsonl.display().to_string()),
+        ("ACCELWATCH__OUTPUT__MQTT__KEEP_ALIVE_S", "1".into()),
+        (
+            "ACCELWATCH__PIPELINE__STATE_DIR",
+            state.display().to_string(),
+        ),
+        ("ACCELWATCH__TELEMETRY__LISTEN", format!("127.0.0.1:{port}")),
+    ]
 }
 
 /// The daemon SIGKILLed during an outage and started again with the same
-/// config file (`spool_dir` named, or not).
-async fn killed_daemon(named_spool: bool) {
+/// config file.
+async fn killed_daemon(setup: Setup) {
     tokio::time::timeout(OUTAGE_TEST_TIMEOUT, async {
         let mut broker = Mosquitto::start_persistent();
         let subscribed = SystemTime::now();
@@ -343,13 +402,40 @@ async fn killed_daemon(named_spool: bool) {
         saved_since(&broker, subscribed).await;
         let dir = tempfile::tempdir().unwrap();
         let named = dir.path().join("spool");
-        let named = named_spool.then_some(named.as_path());
-        let spool = named.map_or_else(|| dir.path().join("daemon.state/spool"), Path::to_path_buf);
+        let named = (setup == Setup::NamedSpool).then_some(named.as_path());
+        let state = dir.path().join("state");
+        let spool = match setup {
+            Setup::NamedSpool => dir.path().join("spool"),
+            Setup::NoSpoolSetting => dir.path().join("daemon.state/spool"),
+            Setup::Packaged => state.join("spool"),
+        };
+        let config = dir.path().join("daemon.toml");
+        let start = |broker: &Mosquitto, jsonl: &Path, port: u16| {
+            if setup == Setup::Packaged {
+                let packaged = repo().join("deploy/accelwatch.toml");
+                let mut command = accelwatch();
+                command.args(["run", "--config"]).arg(packaged);
+                for (key, value) in packaged_overrides(broker, &state, jsonl, port) {
+                    command.env(key, value);
+                }
+                Child::spawn(
+                    command
+                        .env("RUST_LOG", "info")
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null()),
+                )
+            } else {
+                write(&config, &daemon_toml(broker, named, jsonl, port));
+                spawn_daemon(&config)
+            }
+        };
+        let outage = match setup {
+            Setup::Packaged => LONG_OUTAGE,
+            _ => Duration::ZERO,
+        };
         let first_jsonl = dir.path().join("first.jsonl");
         let port = free_port();
-        let config = dir.path().join("daemon.toml");
-        write(&config, &daemon_toml(&broker, named, &first_jsonl, port));
-        let first = spawn_daemon(&config);
+        let first = start(&broker, &first_jsonl, port);
         wait_remote(port, "accelwatch_mqtt_connected{role=\"output\"}", 1.0).await;
         wait_count("alerts before the outage", 2, || {
             jsonl_alerts(&first_jsonl).len()
@@ -357,11 +443,14 @@ async fn killed_daemon(named_spool: bool) {
         .await;
 
         broker.kill();
+        let killed = Instant::now();
         let before = jsonl_alerts(&first_jsonl).len();
         wait_count("alerts during the outage", before + DURING_OUTAGE, || {
             jsonl_alerts(&first_jsonl).len()
         })
         .await;
+        // Half the outage before the daemon is killed, half after.
+        tokio::time::sleep((outage / 2).saturating_sub(killed.elapsed())).await;
         first.signal(libc::SIGKILL);
         first.wait_with_deadline(Duration::from_secs(10));
         let expected = jsonl_alerts(&first_jsonl);
@@ -373,14 +462,15 @@ async fn killed_daemon(named_spool: bool) {
         // Started again while the broker is still away, with the same spool.
         let second_jsonl = dir.path().join("second.jsonl");
         let port = free_port();
-        write(&config, &daemon_toml(&broker, named, &second_jsonl, port));
-        let second = spawn_daemon(&config);
+        let second = start(&broker, &second_jsonl, port);
         wait_remote(
             port,
             "accelwatch_mqtt_spool_alerts_total{event=\"replayed\"}",
             DURING_OUTAGE as f64,
         )
         .await;
+        tokio::time::sleep(outage.saturating_sub(killed.elapsed())).await;
+        let lasted = killed.elapsed();
         broker.restart();
         wait_remote(port, "accelwatch_mqtt_connected{role=\"output\"}", 1.0).await;
 
@@ -404,7 +494,8 @@ async fn killed_daemon(named_spool: bool) {
         let status = second.wait_with_deadline(Duration::from_secs(30));
         assert!(status.success(), "{status:?}");
         eprintln!(
-            "{} alert events of the killed daemon delivered, {} duplicates dropped",
+            "{} alert events of the killed daemon delivered after an outage of {lasted:?}, {} \
+             duplicates dropped",
             expected.len(),
             got.duplicates
         );
@@ -414,8 +505,8 @@ async fn killed_daemon(named_spool: bool) {
 }
 
 /// The config with no spool setting, loaded from its file as `run` does:
-/// alerts raised while the broker is away survive a drained stop and a
-/// start while it is still away, and reach a subscriber in order.
+/// alerts raised while the broker is away (30 s) survive a drained stop
+/// and a start while it is still away, and reach a subscriber in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alerts_survive_a_drained_restart_with_no_spool_setting() {
     tokio::time::timeout(OUTAGE_TEST_TIMEOUT, async {
@@ -442,11 +533,14 @@ async fn alerts_survive_a_drained_restart_with_no_spool_setting() {
         wait_metric(addr, "accelwatch_mqtt_connected{role=\"output\"}", 1.0).await;
         wait_count("alerts before the outage", 2, || alerts_of(&first).len()).await;
         broker.kill();
+        let killed = Instant::now();
         let before = alerts_of(&first).len();
         wait_count("alerts during the outage", before + DURING_OUTAGE, || {
             alerts_of(&first).len()
         })
         .await;
+        // Half the outage before the drained stop, half after.
+        tokio::time::sleep((LONG_OUTAGE / 2).saturating_sub(killed.elapsed())).await;
         let text = scrape(addr).await;
         stop(daemon).await;
         let expected = alerts_of(&first);
@@ -475,6 +569,8 @@ async fn alerts_survive_a_drained_restart_with_no_spool_setting() {
         )
         .unwrap();
         assert!(replayed >= DURING_OUTAGE as f64, "{replayed}");
+        tokio::time::sleep(LONG_OUTAGE.saturating_sub(killed.elapsed())).await;
+        let lasted = killed.elapsed();
         broker.restart();
         let mut got = Alerts::default();
         got.until(&mut watched, "every alert of the stopped daemon", |a| {
@@ -494,8 +590,8 @@ async fn alerts_survive_a_drained_restart_with_no_spool_setting() {
             "{text}"
         );
         eprintln!(
-            "{} alert events of the stopped daemon delivered, {replayed} from its spool, {} \
-             duplicates dropped",
+            "{} alert events of the stopped daemon delivered after an outage of {lasted:?}, \
+             {replayed} from its spool, {} duplicates dropped",
             expected.len(),
             got.duplicates
         );
