@@ -16,6 +16,19 @@ pub fn evaluate(args: EvaluateArgs) -> Result<(), Failure> {
     let model_id = model.meta.id.clone();
     let normalization = model.meta.normalization.clone();
     let head = model.meta.activity.clone();
+    // The head's refit reads what the head read: the code, then the front
+    // end's features (computed here unstandardised: the refit standardises).
+    let head_spectrum = match (&head, &model.meta.front_end) {
+        (Some(h), Some(front_end)) if h.front_end_features > 0 => Some((
+            crate::model::spectrum::Spectrum::new(
+                front_end,
+                model.meta.window,
+                model.meta.channels.len(),
+            ),
+            h.front_end_features,
+        )),
+        _ => None,
+    };
     let mut keep = vec![args.label.clone()];
     keep.extend(args.group.clone());
     let mut w = LabelledWindows::default();
@@ -33,6 +46,13 @@ pub fn evaluate(args: EvaluateArgs) -> Result<(), Failure> {
             let mut input = window.window.data.clone();
             if let Some(norm) = &normalization {
                 norm.apply(&mut input);
+            }
+            if let Some((spectrum, n)) = &head_spectrum {
+                let mut read = record.latent.clone();
+                let start = read.len();
+                spectrum.push(&input, &mut read);
+                read.truncate(start + n);
+                w.head_input.push(read);
             }
             w.input.push(input);
             w.labels.push(window.kept[0]);

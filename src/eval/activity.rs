@@ -33,7 +33,7 @@ pub struct HeadQuality {
     pub by_group: Vec<GroupAccuracy>,
     /// `confusion[t][p]`: windows of class t the head called p.
     pub confusion: Vec<Vec<usize>>,
-    /// The head's recipe refitted per fold on these windows' codes.
+    /// The head's recipe refitted per fold on what it reads of these windows.
     pub cross_validated: Option<CrossValidated>,
 }
 
@@ -137,7 +137,7 @@ fn cross_validate(input: &HeadInput, truth: &[u32], classes: usize) -> Option<Cr
     }
     let folds = group_folds(input.groups, input.folds);
     let settings = ActivityConfig {
-        hidden: input.hidden,
+        hidden: Some(input.hidden),
         ..Default::default()
     };
     let mut predicted = vec![u32::MAX; truth.len()];
@@ -153,7 +153,7 @@ fn cross_validate(input: &HeadInput, truth: &[u32], classes: usize) -> Option<Cr
         let labels = |rows: &[usize]| rows.iter().map(|i| truth[*i]).collect::<Vec<u32>>();
         let mut run = || -> candle_core::Result<Vec<u32>> {
             let z = tensor(fit_rows)?;
-            let head = Head::new(dim, 0, classes, settings.hidden, Some(&z), &mut rng)?;
+            let head = Head::new(dim, 0, classes, input.hidden, Some(&z), &mut rng)?;
             let stop = tensor(stop_rows)?;
             head::fit(
                 &head,
@@ -192,8 +192,9 @@ pub fn markdown(q: &HeadQuality) -> String {
     );
     if let Some(cv) = &q.cross_validated {
         md += &format!(
-            "\nRefitted on these windows' codes, {}-fold cross-validation grouped by {} \
-             (no group in both training and test): accuracy {:.4}, macro-F1 {:.4}{}.\n",
+            "\nRefitted on what the head reads of these windows (the code, and the front end's \
+             features if it reads them), {}-fold cross-validation grouped by {} (no group in both \
+             training and test): accuracy {:.4}, macro-F1 {:.4}{}.\n",
             cv.folds,
             cv.grouped_by,
             cv.accuracy,

@@ -23,6 +23,9 @@ pub struct LabelledWindows {
     pub over_threshold: Vec<bool>,
     pub in_alert: Vec<bool>,
     pub latent: Vec<Vec<f32>>,
+    /// What the activity head reads of each window, when more than the
+    /// code (the code, then the front end's features); empty otherwise.
+    pub head_input: Vec<Vec<f32>>,
     /// The model's input (normalised window), for the baselines.
     pub input: Vec<Vec<f32>>,
     pub labels: Vec<u32>,
@@ -202,7 +205,11 @@ pub fn evaluate(w: &LabelledWindows, subject: &Subject) -> EvaluationReport {
                 groups: &w.groups,
                 group_names: &w.group_names,
                 grouped_by: subject.grouped_by,
-                codes: &w.latent,
+                codes: if w.head_input.is_empty() {
+                    &w.latent
+                } else {
+                    &w.head_input
+                },
                 folds: FOLDS,
             })
         }),

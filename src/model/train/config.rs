@@ -89,9 +89,12 @@ pub struct TrainingConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ActivityConfig {
-    /// Hidden units (ReLU) before the softmax layer; 0: the softmax layer alone.
-    #[serde(default = "ActivityConfig::default_hidden")]
-    pub hidden: usize,
+    /// Hidden units (ReLU) before the softmax layer; 0: the softmax layer
+    /// alone. Unset: 0 when the head reads the front end's features (a
+    /// linear head generalises best to unseen people there), 64 on the
+    /// code alone (where a linear head is weak).
+    #[serde(default)]
+    pub hidden: Option<usize>,
     /// Most epochs of the head's own training (early stopping on the
     /// held-out windows' cross-entropy).
     #[serde(default = "ActivityConfig::default_epochs")]
@@ -113,8 +116,10 @@ pub struct ActivityConfig {
 }
 
 impl ActivityConfig {
-    const fn default_hidden() -> usize {
-        64
+    /// The hidden units of a head that reads the front end's features
+    /// (`front_end`) or the code alone.
+    pub fn hidden_units(&self, front_end: bool) -> usize {
+        self.hidden.unwrap_or(if front_end { 0 } else { 64 })
     }
     const fn default_epochs() -> usize {
         500
@@ -136,9 +141,9 @@ impl ActivityConfig {
             "must be at least 1".into(),
         );
         check(
-            self.hidden <= 4096,
+            self.hidden.is_none_or(|h| h <= 4096),
             "training.activity.hidden",
-            format!("must be at most 4096, got {}", self.hidden),
+            format!("must be at most 4096, got {}", self.hidden.unwrap_or(0)),
         );
         check(
             self.learning_rate.is_finite() && self.learning_rate > 0.0,
@@ -156,7 +161,7 @@ impl ActivityConfig {
 impl Default for ActivityConfig {
     fn default() -> Self {
         Self {
-            hidden: Self::default_hidden(),
+            hidden: None,
             epochs: Self::default_epochs(),
             patience: Self::default_patience(),
             learning_rate: Self::default_learning_rate(),

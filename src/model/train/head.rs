@@ -271,7 +271,7 @@ pub fn fit_frozen(
         train_z.dim(1)?,
         front_end,
         labels.classes.len(),
-        cfg.hidden,
+        cfg.hidden_units(front_end > 0),
         Some(&train_z),
         rng,
     )?;
@@ -320,7 +320,7 @@ impl Joint {
                 dim + front_end,
                 front_end,
                 labels.classes.len(),
-                cfg.hidden,
+                cfg.hidden_units(front_end > 0),
                 None,
                 rng,
             )?,
@@ -428,7 +428,7 @@ mod tests {
         for hidden in [0, 8] {
             let head = Head::new(3, 0, 3, hidden, Some(&z), &mut rng).unwrap();
             let settings = ActivityConfig {
-                hidden,
+                hidden: Some(hidden),
                 learning_rate: 0.05,
                 ..Default::default()
             };
