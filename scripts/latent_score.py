@@ -12,7 +12,8 @@ file: scores) says:
 
 - reconstruction: mean squared error over the window's T*C values, in the
   model's normalised units (for a model with a front end, over the features
-  its graph gives as the front end's output);
+  its graph gives as the front end's output; with the metadata's
+  `error_weights`, the weighted sum of the squares instead);
 - latent: the graph's `latent_score` output, which must equal the mean of the
   k smallest Euclidean distances of the `latent` output to the rows of the
   initializer `latent_references` (checked here, to the bound float32
@@ -86,7 +87,12 @@ def main(model_path, data_path, device_column):
     # from the window (metadata front_end), not the window.
     front_end = meta.get("front_end")
     target = out[front_end.get("output", "features")] if front_end else x
-    mse = ((target - out["reconstruction"]) ** 2).mean(axis=1)
+    weights = meta.get("error_weights")
+    if weights is None:
+        mse = ((target - out["reconstruction"]) ** 2).mean(axis=1)
+    else:
+        # Σ w_j (x_j - x̂_j)^2: each feature by its held-out error (docs/models.md).
+        mse = (np.asarray(weights, np.float32) * (target - out["reconstruction"]) ** 2).sum(axis=1)
     kind = meta["score"]["kind"]
     distance = None
     if kind in ("latent", "combined"):

@@ -99,7 +99,12 @@ def accelwatch_scores(model_path, x):
     # A model with a front end reconstructs the features its graph computes.
     front_end = meta.get("front_end")
     target = out[front_end.get("output", "features")] if front_end else xn
-    mse = ((target - out["reconstruction"]) ** 2).mean(axis=1)
+    weights = meta.get("error_weights")
+    if weights is None:
+        mse = ((target - out["reconstruction"]) ** 2).mean(axis=1)
+    else:
+        # Σ w_j (x_j - x̂_j)^2: each feature by its held-out error (docs/models.md).
+        mse = (np.asarray(weights, np.float32) * (target - out["reconstruction"]) ** 2).sum(axis=1)
     d = out["latent_score"]
     r, l = meta["score"]["reconstruction"], meta["score"]["latent"]
     combined = 0.5 * ((mse - r["mean"]) / r["std"] + (d - l["mean"]) / l["std"])

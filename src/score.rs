@@ -12,6 +12,66 @@ pub fn mean_squared_error(input: &[f32], reconstruction: &[f32]) -> f32 {
     sum / input.len().max(1) as f32
 }
 
+/// Σ w_j (x_j − x̂_j)²: the reconstruction error of a model with
+/// `error_weights`.
+pub fn weighted_squared_error(input: &[f32], reconstruction: &[f32], weights: &[f32]) -> f32 {
+    debug_assert_eq!(input.len(), reconstruction.len());
+    debug_assert_eq!(input.len(), weights.len());
+    input
+        .iter()
+        .zip(reconstruction)
+        .zip(weights)
+        .map(|((x, r), w)| w * (x - r) * (x - r))
+        .sum()
+}
+
+/// The reconstruction error a model's metadata asks for: weighted when it
+/// has `weights`, else the mean of the squares.
+pub fn reconstruction_error(input: &[f32], reconstruction: &[f32], weights: Option<&[f32]>) -> f32 {
+    match weights {
+        Some(w) => weighted_squared_error(input, reconstruction, w),
+        None => mean_squared_error(input, reconstruction),
+    }
+}
+
+/// Error weights from held-out windows' residuals (`targets` and their
+/// `reconstructions`, `features` values each, laid end to end): each of
+/// the first `block` values gets 1 / (block · its mean squared error), the
+/// rest share 1 / (their count · their mean squared error). On windows
+/// like the held-out ones each block then adds about 1 to the error. A
+/// value reconstructed (nearly) perfectly would get an unbounded weight:
+/// each mean square is taken at least 1 % of its block's mean.
+pub fn error_weights(
+    targets: &[f32],
+    reconstructions: &[f32],
+    features: usize,
+    block: usize,
+) -> Vec<f32> {
+    let mut squares = vec![0f64; features];
+    let windows = targets.len() / features.max(1);
+    for (x, r) in targets
+        .chunks_exact(features)
+        .zip(reconstructions.chunks_exact(features))
+    {
+        for (s, (x, r)) in squares.iter_mut().zip(x.iter().zip(r)) {
+            *s += ((x - r) as f64).powi(2);
+        }
+    }
+    squares.iter_mut().for_each(|s| *s /= windows.max(1) as f64);
+    let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len().max(1) as f64;
+    let (first, rest) = squares.split_at(block.min(features));
+    let floor = (mean(first) * 0.01).max(f64::MIN_POSITIVE);
+    let mut weights: Vec<f32> = first
+        .iter()
+        .map(|s| (1.0 / (first.len() as f64 * s.max(floor))) as f32)
+        .collect();
+    if !rest.is_empty() {
+        let shared = 1.0 / (rest.len() as f64 * mean(rest).max(f64::MIN_POSITIVE));
+        weights.extend(std::iter::repeat_n(shared as f32, rest.len()));
+    }
+    weights
+}
+
 /// Mean squared error of each channel of a time-major window.
 pub fn channel_errors(input: &[f32], reconstruction: &[f32], channels: usize) -> Vec<f32> {
     // The common channel counts get a loop whose sums stay in registers,
@@ -72,6 +132,37 @@ pub fn quantile(values: &mut [f32], q: f64) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_weights_make_each_block_count_about_one_on_held_out_windows() {
+        // Two windows of 4 values: the first 2 a block of their own.
+        let targets = [1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0];
+        let reconstructions = [0.0, 0.1, 0.5, 0.0, 0.0, 0.1, 0.0, 0.5];
+        let w = error_weights(&targets, &reconstructions, 4, 2);
+        // Mean squares: 1.0, 0.01; the rest together 0.125.
+        let expected = [0.5, 50.0, 4.0, 4.0];
+        for (got, want) in w.iter().zip(expected) {
+            assert!((got - want).abs() < 1e-4 * want, "{w:?}");
+        }
+        let per_window: Vec<f32> = targets
+            .chunks(4)
+            .zip(reconstructions.chunks(4))
+            .map(|(x, r)| weighted_squared_error(x, r, &w))
+            .collect();
+        let mean = per_window.iter().sum::<f32>() / 2.0;
+        assert!((mean - 2.0).abs() < 1e-4, "{per_window:?}");
+        // A value never wrong gets at most 100 times its block's mean weight.
+        let w = error_weights(&[1.0, 0.0], &[0.0, 0.0], 2, 2);
+        assert!(
+            w[1].is_finite() && w[1] <= 100.0 * 2.0 / (2.0 * 0.5),
+            "{w:?}"
+        );
+        assert_eq!(reconstruction_error(&[1.0, 0.0], &[0.0, 0.0], None), 0.5);
+        assert_eq!(
+            reconstruction_error(&[1.0, 0.0], &[0.0, 0.0], Some(&[3.0, 1.0])),
+            3.0
+        );
+    }
 
     #[test]
     fn the_fixed_channel_loops_give_the_general_loops_errors_to_the_bit() {

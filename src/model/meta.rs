@@ -65,6 +65,14 @@ pub struct ModelMetadata {
     /// reconstructs in place of the window itself; absent: the window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub front_end: Option<FrontEnd>,
+    /// Weights of the reconstruction error, one per reconstructed value:
+    /// the error is Σ w_j (x_j − x̂_j)² rather than the mean of the squares.
+    /// Trained with a front end, each feature's weight is one over its
+    /// held-out mean squared error (times the block's size), the window's
+    /// values share one, so that every feature counts by how surprising its
+    /// error is and the two blocks count alike. Absent: the mean.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_weights: Option<Vec<f32>>,
 }
 
 /// The statistics of a spectrum front end's rows, before its DFT bins.
@@ -460,6 +468,21 @@ impl ModelMetadata {
             }
             if self.input_layout != InputLayout::Flat {
                 return bad("front_end needs input_layout \"flat\"".into());
+            }
+        }
+        if let Some(weights) = &self.error_weights {
+            if weights.len() != self.target_features() {
+                return bad(format!(
+                    "error_weights has {} values for {} reconstructed values",
+                    weights.len(),
+                    self.target_features()
+                ));
+            }
+            if weights.iter().any(|w| !(w.is_finite() && *w >= 0.0)) {
+                return bad("error_weights must be finite and not negative".into());
+            }
+            if matches!(self.score, ScoreKind::NegElbo { .. }) {
+                return bad("error_weights do not go with score neg_elbo (an ELBO)".into());
             }
         }
         if let Some(norm) = &self.normalization {

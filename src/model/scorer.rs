@@ -4,7 +4,7 @@
 use super::loaded::LoadedModel;
 use super::meta::ScoreKind;
 use crate::model::inference::BackendError;
-use crate::score::{channel_errors, mean_squared_error};
+use crate::score::{channel_errors, reconstruction_error};
 
 /// The score of one window.
 #[derive(Debug, Clone, PartialEq)]
@@ -116,7 +116,7 @@ impl Scorer {
                     .latent
                     .get(i * latent_dim..(i + 1) * latent_dim)
                     .unwrap_or(&[]);
-                let mse = mean_squared_error(x, r);
+                let mse = reconstruction_error(x, r, meta.error_weights.as_deref());
                 let latent_distance = out.latent_score.as_ref().map(|d| d[i]);
                 let score = match (kind, &out.kl, latent_distance) {
                     (ScoreKind::NegElbo { beta }, Some(kl), _) => {

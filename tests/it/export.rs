@@ -125,8 +125,23 @@ fn broken_model_files_are_refused_with_a_reason() {
     )
     .unwrap();
     assert!(LoadedModel::load(&bare).is_ok());
+    // Error weights that do not fit what is reconstructed.
+    let mut meta = trained.meta.clone();
+    assert!(
+        meta.error_weights.is_some(),
+        "a front end's model weighs its errors"
+    );
+    meta.error_weights = Some(vec![1.0; 3]);
+    std::fs::write(
+        dir.path().join("bare.json"),
+        serde_json::to_string(&meta).unwrap(),
+    )
+    .unwrap();
+    let err = LoadedModel::load(&bare).err().expect("refused").to_string();
+    assert!(err.contains("error_weights has 3 values"), "{err}");
     // Metadata that contradicts the graph.
     let mut meta = trained.meta.clone();
+    meta.error_weights = None;
     meta.window = 64;
     std::fs::write(
         dir.path().join("bare.json"),
