@@ -17,12 +17,27 @@ pub fn mean_squared_error(input: &[f32], reconstruction: &[f32]) -> f32 {
 pub fn weighted_squared_error(input: &[f32], reconstruction: &[f32], weights: &[f32]) -> f32 {
     debug_assert_eq!(input.len(), reconstruction.len());
     debug_assert_eq!(input.len(), weights.len());
-    input
+    // Sixteen partial sums, added at the end: one sum in order is bound by
+    // the latency of each addition (it was 6 % of scoring a mix window).
+    let mut lanes = [0f32; 16];
+    let (x, r, w) = (
+        input.chunks_exact(16),
+        reconstruction.chunks_exact(16),
+        weights.chunks_exact(16),
+    );
+    let tail: f32 = x
+        .remainder()
         .iter()
-        .zip(reconstruction)
-        .zip(weights)
+        .zip(r.remainder())
+        .zip(w.remainder())
         .map(|((x, r), w)| w * (x - r) * (x - r))
-        .sum()
+        .sum();
+    for ((x, r), w) in x.zip(r).zip(w) {
+        for (((lane, x), r), w) in lanes.iter_mut().zip(x).zip(r).zip(w) {
+            *lane += w * (x - r) * (x - r);
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
 }
 
 /// The reconstruction error a model's metadata asks for: weighted when it

@@ -284,7 +284,28 @@ impl Normalization {
     /// Standardises a time-major window in place.
     pub fn apply(&self, window: &mut [f32]) {
         let c = self.mean.len();
-        for frame in window.chunks_exact_mut(c) {
+        // The channels' means and stds repeated over 16 frames: a block of
+        // those runs as whole-vector divisions (one frame at a time does
+        // not vectorise, and was 12 % of scoring a window). The same
+        // operations, so the same results to the bit.
+        const FRAMES: usize = 16;
+        let mut rest = window;
+        if (1..=8).contains(&c) {
+            let block = c * FRAMES;
+            let (mut mean, mut std) = ([0f32; 8 * FRAMES], [1f32; 8 * FRAMES]);
+            for i in 0..block {
+                mean[i] = self.mean[i % c];
+                std[i] = self.std[i % c];
+            }
+            let mut blocks = rest.chunks_exact_mut(block);
+            for values in &mut blocks {
+                for ((v, m), s) in values.iter_mut().zip(&mean[..block]).zip(&std[..block]) {
+                    *v = (*v - m) / s;
+                }
+            }
+            rest = blocks.into_remainder();
+        }
+        for frame in rest.chunks_exact_mut(c.max(1)) {
             for ((v, m), s) in frame.iter_mut().zip(&self.mean).zip(&self.std) {
                 *v = (*v - m) / s;
             }
@@ -516,6 +537,38 @@ impl ModelMetadata {
         match &self.front_end {
             Some(front_end) => front_end.rows(self.window) * self.channels.len(),
             None => self.features(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalisation_in_blocks_gives_the_frame_by_frame_results_to_the_bit() {
+        for channels in [1usize, 3, 6, 8, 9] {
+            let norm = Normalization {
+                mean: (0..channels).map(|c| c as f32 * 0.37 - 1.0).collect(),
+                std: (0..channels).map(|c| 0.3 + c as f32 * 0.11).collect(),
+            };
+            for frames in [0usize, 1, 15, 16, 17, 128, 131] {
+                let window: Vec<f32> = (0..frames * channels)
+                    .map(|i| ((i * 7919) % 1013) as f32 * 0.0123 - 5.0)
+                    .collect();
+                let mut fast = window.clone();
+                norm.apply(&mut fast);
+                let slow: Vec<f32> = window
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| (v - norm.mean[i % channels]) / norm.std[i % channels])
+                    .collect();
+                assert_eq!(
+                    fast.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    slow.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    "{channels} channels, {frames} frames"
+                );
+            }
         }
     }
 }

@@ -69,6 +69,30 @@ impl SelectK {
     /// The k best of `row` in order, with their indices, into `best`.
     fn select(&self, row: &[f32], k: usize, best: &mut Vec<(f32, i64)>) {
         best.clear();
+        if k == 1 && !row.is_empty() {
+            // The front end's minimum and maximum: a branch-free fold (max
+            // and min pass over NaN, as NaN comes last), then the first
+            // value equal to it (0 and −0 alike, as in the general case).
+            // Eight lanes, folded at the end: the compiler keeps them in
+            // one vector register (max and min give the same value
+            // whatever the order, NaN aside, and NaN is passed over).
+            let mut lanes = [f32::NAN; 8];
+            let mut chunks = row.chunks_exact(8);
+            let largest = self.topk.largest;
+            for chunk in &mut chunks {
+                for (lane, &v) in lanes.iter_mut().zip(chunk) {
+                    *lane = if largest { lane.max(v) } else { lane.min(v) };
+                }
+            }
+            let extreme = chunks
+                .remainder()
+                .iter()
+                .chain(&lanes)
+                .fold(f32::NAN, |a, &v| if largest { a.max(v) } else { a.min(v) });
+            let at = row.iter().position(|&v| v == extreme).unwrap_or(0);
+            best.push((row[at], at as i64));
+            return;
+        }
         // The k-th best so far, once there are k: most values are not
         // better, and one comparison with it sends them on. A NaN kept
         // while filling is worse than any number, so then every value

@@ -187,19 +187,17 @@ impl Spectrum {
         }
     }
 
-    /// `basis` (`[B, T]`) spread over the channels of a flat window:
-    /// `[T·C, B·C]`, bin k of channel c reading sample t of channel c only.
-    fn flat_basis(&self, basis: &[f64]) -> Vec<f32> {
-        let (t, c, b) = (self.window, self.channels, self.bins);
-        let mut flat = vec![0f32; t * c * b * c];
+    /// A basis of `[B, T]` values (bin-major) as the `[T, B]` the graph
+    /// multiplies by.
+    fn time_by_bin(&self, basis: &[f64]) -> Vec<f32> {
+        let (t, b) = (self.window, self.bins);
+        let mut out = vec![0f32; t * b];
         for k in 0..b {
             for step in 0..t {
-                for ch in 0..c {
-                    flat[(step * c + ch) * (b * c) + k * c + ch] = basis[k * t + step] as f32;
-                }
+                out[step * b + k] = basis[k * t + step] as f32;
             }
         }
-        flat
+        out
     }
 
     /// The features of many windows laid end to end.
@@ -224,43 +222,57 @@ impl Spectrum {
         standardisation: &Normalization,
     ) -> String {
         let (t, c, b) = (self.window as i64, self.channels as i64, self.bins as i64);
-        let over_time = || vec![Attr::Ints("axes", vec![1]), Attr::Int("keepdims", 0)];
-        // The mean and variance as Gemms on the flat window (tract runs
-        // ReduceMean and a broadcast Sub over the strided time axis at
-        // about 8 µs a window, measured): `average` [T·C, C] holds 1/T
-        // where sample t of channel c meets column c, `spread` [C, T·C]
-        // copies each channel's mean back onto its samples.
-        let average = "front_end_average";
-        let mut weights = vec![0f32; (t * c * c) as usize];
-        let mut repeat = vec![0f32; (c * t * c) as usize];
-        for step in 0..self.window {
-            for ch in 0..self.channels {
-                let row = step * self.channels + ch;
-                weights[row * self.channels + ch] = 1.0 / self.window as f32;
-                repeat[ch * self.window * self.channels + row] = 1.0;
-            }
-        }
-        graph.constant(average, vec![t * c, c], weights);
-        graph.constant("front_end_spread", vec![c, t * c], repeat);
-        let mean = graph.node("Gemm", &[input, average], vec![]);
-        let back = graph.node("Gemm", &[&mean, "front_end_spread"], vec![]);
-        let centred = graph.node("Sub", &[input, &back], vec![]);
-        let squares = graph.node("Mul", &[&centred, &centred], vec![]);
-        let var = graph.node("Gemm", &[&squares, average], vec![]);
-        let std = graph.node("Sqrt", &[&var], vec![]);
+        // Every part is computed on the window turned to `[N, C, T]`: one
+        // copy, after which each channel's samples are contiguous, so the
+        // reductions run along rows and the DFT is one dense MatMul by a
+        // `[T, B]` basis per part (tract ran the reductions over the strided
+        // time axis of `[N, T, C]` at about 8 µs a window, and a block-
+        // diagonal basis on the flat window does C times the work).
         let shape = graph.constant_i64("front_end_shape", vec![-1, t, c]);
         let samples = graph.node("Reshape", &[input, &shape], vec![]);
-        let min = graph.node("ReduceMin", &[&samples], over_time());
-        let max = graph.node("ReduceMax", &[&samples], over_time());
-        // One Gemm per part, on the flat window: the basis is block
-        // diagonal, `[T·C, B·C]` with cos(2πkt/T) at (t·C + c, (k−1)·C + c),
-        // so the output is already laid out row k, channel c. The window is
-        // not centred first: a bin k ≥ 1 of a constant is zero.
+        let rows = graph.node(
+            "Transpose",
+            &[&samples],
+            vec![Attr::Ints("perm", vec![0, 2, 1])],
+        );
+        // Mean and variance as MatMuls by a `[T, 1]` of 1/T (tract's
+        // ReduceMean costs several times a dense product), minimum and
+        // maximum as TopK of 1 on `[N·C, T]` (which the tract backend runs
+        // as one pass per row, src/model/select_k.rs; ReduceMin and
+        // ReduceMax cost about 1.2 µs a window each).
+        let average = "front_end_average";
+        graph.constant(
+            average,
+            vec![t, 1],
+            vec![1.0 / self.window as f32; self.window],
+        );
+        let mean = graph.node("MatMul", &[&rows, average], vec![]);
+        let centred = graph.node("Sub", &[&rows, &mean], vec![]);
+        let squares = graph.node("Mul", &[&centred, &centred], vec![]);
+        let var = graph.node("MatMul", &[&squares, average], vec![]);
+        let std = graph.node("Sqrt", &[&var], vec![]);
+        let by_channel = graph.constant_i64("front_end_by_channel", vec![-1, t]);
+        let channel_rows = graph.node("Reshape", &[&rows, &by_channel], vec![]);
+        let one = graph.constant_i64("front_end_one", vec![1]);
+        let back = graph.constant_i64("front_end_back", vec![-1, c, 1]);
+        let mut extreme = |largest: i64| {
+            let top = graph.node_outputs(
+                "TopK",
+                &[&channel_rows, &one],
+                vec![Attr::Int("axis", 1), Attr::Int("largest", largest)],
+                2,
+            );
+            graph.node("Reshape", &[&top[0], &back], vec![])
+        };
+        let min = extreme(0);
+        let max = extreme(1);
+        // `[T, B]`: cos(2πkt/T) at (t, k − 1). The window is not centred
+        // first: a bin k ≥ 1 of a constant is zero.
         let (cos, sin) = ("front_end_dft_cos", "front_end_dft_sin");
-        graph.constant(cos, vec![t * c, b * c], self.flat_basis(&self.cos));
-        graph.constant(sin, vec![t * c, b * c], self.flat_basis(&self.sin));
-        let re = graph.node("Gemm", &[input, cos], vec![]);
-        let im = graph.node("Gemm", &[input, sin], vec![]);
+        graph.constant(cos, vec![t, b], self.time_by_bin(&self.cos));
+        graph.constant(sin, vec![t, b], self.time_by_bin(&self.sin));
+        let re = graph.node("MatMul", &[&rows, cos], vec![]);
+        let im = graph.node("MatMul", &[&rows, sin], vec![]);
         let re2 = graph.node("Mul", &[&re, &re], vec![]);
         let im2 = graph.node("Mul", &[&im, &im], vec![]);
         let power = graph.node("Add", &[&re2, &im2], vec![]);
@@ -270,17 +282,23 @@ impl Spectrum {
             let shifted = graph.node("Add", &[&spectrum, &one], vec![]);
             spectrum = graph.node("Log", &[&shifted], vec![]);
         }
-        // Each `[N, C]`: concatenated, row r of channel c lands at r·C + c.
-        let statistics = graph.node(
+        // `[N, C, 4 + B]`, turned back to `[N, 4 + B, C]` and flattened: row
+        // r of channel c lands at r·C + c.
+        let per_channel = graph.node(
             "Concat",
-            &[&mean, &std, &min, &max],
-            vec![Attr::Int("axis", 1)],
+            &[&mean, &std, &min, &max, &spectrum],
+            vec![Attr::Int("axis", 2)],
         );
-        let flat = graph.node(
-            "Concat",
-            &[&statistics, &spectrum],
-            vec![Attr::Int("axis", 1)],
+        let by_row = graph.node(
+            "Transpose",
+            &[&per_channel],
+            vec![Attr::Ints("perm", vec![0, 2, 1])],
         );
+        let flat_shape = graph.constant_i64(
+            "front_end_flat",
+            vec![-1, spectrum_rows(self.bins) as i64 * c],
+        );
+        let flat = graph.node("Reshape", &[&by_row, &flat_shape], vec![]);
         let mean = graph.floats("front_end_mean", standardisation.mean.clone());
         let std = graph.floats("front_end_std", standardisation.std.clone());
         let centred = graph.node("Sub", &[&flat, &mean], vec![]);
