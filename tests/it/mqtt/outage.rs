@@ -338,18 +338,23 @@ enum Setup {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spooled_alerts_survive_a_killed_daemon() {
-    killed_daemon(Setup::NamedSpool).await;
+    stopped_daemon(Setup::NamedSpool, libc::SIGKILL).await;
 }
 
 /// The default config spools too: beside the config file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alerts_survive_a_killed_daemon_with_no_spool_setting() {
-    killed_daemon(Setup::NoSpoolSetting).await;
+    stopped_daemon(Setup::NoSpoolSetting, libc::SIGKILL).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alerts_survive_a_killed_daemon_with_the_packaged_config() {
-    killed_daemon(Setup::Packaged).await;
+    stopped_daemon(Setup::Packaged, libc::SIGKILL).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_survive_a_terminated_daemon_with_the_packaged_config() {
+    stopped_daemon(Setup::Packaged, libc::SIGTERM).await;
 }
 
 /// The packaged config's overrides: where this test keeps things, and a
@@ -391,9 +396,9 @@ fn packaged_overrides(
     ]
 }
 
-/// The daemon SIGKILLed during an outage and started again with the same
-/// config file.
-async fn killed_daemon(setup: Setup) {
+/// The daemon stopped by `signal` (SIGKILL, or SIGTERM and its drain)
+/// during an outage and started again with the same config file.
+async fn stopped_daemon(setup: Setup, signal: i32) {
     tokio::time::timeout(OUTAGE_TEST_TIMEOUT, async {
         let mut broker = Mosquitto::start_persistent();
         let subscribed = SystemTime::now();
@@ -430,8 +435,8 @@ async fn killed_daemon(setup: Setup) {
             }
         };
         let outage = match setup {
-            Setup::Packaged => LONG_OUTAGE,
-            _ => Duration::ZERO,
+            Setup::Packaged | Setup::NoSpoolSetting => LONG_OUTAGE,
+            Setup::NamedSpool => Duration::ZERO,
         };
         let first_jsonl = dir.path().join("first.jsonl");
         let port = free_port();
@@ -449,10 +454,13 @@ async fn killed_daemon(setup: Setup) {
             jsonl_alerts(&first_jsonl).len()
         })
         .await;
-        // Half the outage before the daemon is killed, half after.
+        // Half the outage before the daemon is stopped, half after.
         tokio::time::sleep((outage / 2).saturating_sub(killed.elapsed())).await;
-        first.signal(libc::SIGKILL);
-        first.wait_with_deadline(Duration::from_secs(10));
+        first.signal(signal);
+        let status = first.wait_with_deadline(Duration::from_secs(30));
+        if signal == libc::SIGTERM {
+            assert!(status.success(), "a drained stop exits 0: {status:?}");
+        }
         let expected = jsonl_alerts(&first_jsonl);
         assert!(
             spool.read_dir().unwrap().count() > 0,
@@ -494,8 +502,8 @@ async fn killed_daemon(setup: Setup) {
         let status = second.wait_with_deadline(Duration::from_secs(30));
         assert!(status.success(), "{status:?}");
         eprintln!(
-            "{} alert events of the killed daemon delivered after an outage of {lasted:?}, {} \
-             duplicates dropped",
+            "{} alert events of the daemon stopped by signal {signal} delivered after an outage of \
+             {lasted:?}, {} duplicates dropped",
             expected.len(),
             got.duplicates
         );
