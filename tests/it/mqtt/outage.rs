@@ -682,3 +682,92 @@ async fn a_clock_stepped_back_loses_no_alert_and_keeps_the_newest_evidence() {
     .await
     .expect("test timed out");
 }
+
+/// The output's in-memory bound (`output.mqtt.queue`, 8 here, no spool:
+/// alerts wait in memory too) filled several times over with statuses of
+/// twelve scopes during a broker outage, alerts in between: when the broker
+/// is back, the subscriber gets every alert, in order, and none is counted
+/// lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statuses_filling_the_memory_bound_never_push_out_an_alert() {
+    use accelwatch::clock::Clock;
+    use accelwatch::config::MqttInputConfig;
+    use accelwatch::mqtt::broker::BrokerSettings;
+    use accelwatch::record::{AlertRecord, ModelState, Output, StatusRecord};
+    use accelwatch::sink::mqtt::MqttSink;
+    use accelwatch::sink::Sink;
+    use std::sync::Arc;
+    tokio::time::timeout(OUTAGE_TEST_TIMEOUT, async {
+        let mut broker = Mosquitto::start_persistent();
+        let subscribed = SystemTime::now();
+        let (_watcher, mut watched) =
+            persistent_client(broker.port, "watcher", &["accelwatch/+/alert"]).await;
+        saved_since(&broker, subscribed).await;
+        let metrics = accelwatch::telemetry::Metrics::new();
+        let output = MqttOutputConfig {
+            url: Some(broker.url()),
+            queue: 8,
+            spool_dir: Some(accelwatch::sink::mqtt::config::SPOOL_OFF.into()),
+            keep_alive_s: Some(1),
+            ..MqttOutputConfig::default()
+        };
+        let input = MqttInputConfig {
+            reconnect_min_ms: 50,
+            reconnect_max_ms: 400,
+            ..MqttInputConfig::default()
+        };
+        let (mut sink, task) = MqttSink::open(
+            &output,
+            None,
+            BrokerSettings::input(&input),
+            metrics.clone(),
+            &Clock::system(),
+        )
+        .expect("the output opens");
+        broker.kill();
+        let alert = |seq: u64| {
+            Output::Alert(AlertRecord {
+                kind: "alert",
+                event: if seq % 2 == 0 { "raise" } else { "clear" },
+                device: Arc::from("watch-1"),
+                seq,
+                t: seq as f64,
+                score: 2.0,
+                threshold: 0.3,
+                model: Arc::from("m"),
+                evidence: None,
+                detail: None,
+            })
+        };
+        let mut expected = Vec::new();
+        for round in 0..6u64 {
+            for scope in 0..12 {
+                let scope: Arc<str> = Arc::from(format!("device:d{scope}"));
+                let status = StatusRecord::new(ModelState::Calibrating, round as usize, 100);
+                sink.write(&Output::Status(status.in_scope(&scope)))
+                    .unwrap();
+            }
+            sink.write(&alert(round)).unwrap();
+            expected.push(round);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        broker.restart();
+        let mut got = Alerts::default();
+        got.until(&mut watched, "every alert written in the outage", |a| {
+            a.kept.len() >= expected.len()
+        })
+        .await;
+        let seqs: Vec<u64> = got.kept.iter().map(|e| e.2).collect();
+        assert_eq!(seqs, expected, "every alert, in order");
+        let text = metrics.render();
+        assert_eq!(
+            metric_sum(&text, "accelwatch_alerts_lost_total", &[]),
+            0.0,
+            "{text}"
+        );
+        drop(sink);
+        task.abort();
+    })
+    .await
+    .expect("test timed out");
+}
