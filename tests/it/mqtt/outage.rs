@@ -728,7 +728,11 @@ async fn statuses_filling_the_memory_bound_never_push_out_an_alert() {
         let alert = |seq: u64| {
             Output::Alert(AlertRecord {
                 kind: "alert",
-                event: if seq % 2 == 0 { "raise" } else { "clear" },
+                event: if seq.is_multiple_of(2) {
+                    "raise"
+                } else {
+                    "clear"
+                },
                 device: Arc::from("watch-1"),
                 seq,
                 t: seq as f64,
