@@ -261,10 +261,34 @@ fn parse(data: &[u8], path: &Path) -> Result<pb::ModelProto, ModelError> {
         path: path.to_path_buf(),
         reason: e.to_string(),
     })?;
-    if proto.graph.is_none() {
+    let Some(graph) = proto.graph.as_ref() else {
         return Err(ModelError::NotOnnx {
             path: path.to_path_buf(),
             reason: "it holds no graph".into(),
+        });
+    };
+    // tract-onnx 0.23 indexes its map of tensors by each output's name and
+    // panics on a name nothing produces (a damaged file did it: found by
+    // fuzz::props::model_files_survive_corruption).
+    let produced: std::collections::HashSet<&str> = graph
+        .node
+        .iter()
+        .flat_map(|n| n.output.iter())
+        .chain(graph.input.iter().map(|i| &i.name))
+        .chain(graph.initializer.iter().map(|t| &t.name))
+        .map(String::as_str)
+        .collect();
+    if let Some(missing) = graph
+        .output
+        .iter()
+        .find(|o| !produced.contains(o.name.as_str()))
+    {
+        return Err(ModelError::NotOnnx {
+            path: path.to_path_buf(),
+            reason: format!(
+                "the graph's output {:?} is not produced by any node, input or initializer",
+                missing.name
+            ),
         });
     }
     Ok(proto)

@@ -107,6 +107,17 @@ fn broken_model_files_are_refused_with_a_reason() {
         .expect("refused")
         .to_string();
     assert!(err.contains("text.onnx"), "{err}");
+    // An output that nothing produces (tract-onnx would panic on it).
+    let mut proto = tract_onnx::pb::ModelProto::decode(trained.onnx.as_slice()).unwrap();
+    proto.graph.as_mut().unwrap().output[0].name = "nowhere".into();
+    let err = LoadedModel::from_bytes(&proto.encode_to_vec(), "odd.onnx".as_ref())
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        err.contains("odd.onnx") && err.contains("\"nowhere\" is not produced"),
+        "{err}"
+    );
     // A model without metadata and without a sidecar.
     let mut proto = tract_onnx::pb::ModelProto::decode(trained.onnx.as_slice()).unwrap();
     proto.metadata_props.clear();
