@@ -34,23 +34,15 @@ import sys
 import tempfile
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 from sklearn.metrics import roc_auc_score
 
 from front_end_measure import accelwatch_split, stream_ids
-from quality_table import ALL, CHANNEL_SETS, EXERCISES, REPO, read_windows
+from quality_table import ALL, CHANNEL_SETS, EXERCISES, REPO, accelwatch_outputs, read_windows
 
 
 def outputs(model_path, x):
-    model = onnx.load(model_path)
-    meta = json.loads(next(p.value for p in model.metadata_props if p.key == "accelwatch"))
-    norm = meta["normalization"]
-    xn = ((x - np.asarray(norm["mean"], np.float32)) / np.asarray(norm["std"], np.float32))
-    xn = xn.reshape(len(x), -1).astype(np.float32)
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    out = dict(zip(names, session.run(None, {session.get_inputs()[0].name: xn})))
+    """The residuals features - reconstruction of raw windows [N, T, C]."""
+    _, out, _ = accelwatch_outputs(model_path, x)
     return out["features"] - out["reconstruction"]
 
 

@@ -82,8 +82,9 @@ def read_windows(path):
     return np.stack(windows), np.asarray(subjects), np.asarray(exercises)
 
 
-def accelwatch_scores(model_path, x):
-    """reconstruction, latent and combined scores of raw windows [N, T, C]."""
+def accelwatch_outputs(model_path, x):
+    """(metadata, {output name: array}, normalised flat windows) of an
+    accelwatch model run by onnxruntime on raw windows [N, T, C]."""
     # Imported here, so that scripts reusing the reader need numpy and scikit-learn only.
     import onnx
     import onnxruntime as ort
@@ -96,6 +97,12 @@ def accelwatch_scores(model_path, x):
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     out = dict(zip(names, session.run(None, {session.get_inputs()[0].name: xn})))
+    return meta, out, xn
+
+
+def accelwatch_scores(model_path, x):
+    """reconstruction, latent and combined scores of raw windows [N, T, C]."""
+    meta, out, xn = accelwatch_outputs(model_path, x)
     # A model with a front end reconstructs the features its graph computes.
     front_end = meta.get("front_end")
     target = out[front_end.get("output", "features")] if front_end else xn

@@ -214,19 +214,7 @@ async fn a_daemon_without_a_model_calibrates_then_alerts_and_keeps_its_model() {
         assert_eq!(versions(&models), stored, "the retraining was {outcome}");
         if outcome == "ok" {
             // Back to the first model, so what follows is the same.
-            assert_eq!(post(addr, "/control/rollback").await.0, 202);
-            wait_metric(
-                addr,
-                "accelwatch_commands_total{command=\"rollback\",result=\"accepted\"}",
-                1.0,
-            )
-            .await;
-            wait_until(
-                Duration::from_secs(30),
-                "the rollback to the first model",
-                || async { served_fleet(&scrape(addr).await).as_deref() == Some(served.as_str()) },
-            )
-            .await;
+            roll_back_to(addr, &served, "the rollback to the first model").await;
         }
         assert_eq!(
             served_fleet(&scrape(addr).await).as_deref(),
@@ -676,6 +664,22 @@ fn scored_every_window(got: &Received, devices: &[(String, Rows)]) -> bool {
     })
 }
 
+/// Posts a rollback, waits for it to be accepted (the first one of the
+/// daemon's life) and for `model` to be served.
+async fn roll_back_to(addr: std::net::SocketAddr, model: &str, what: &str) {
+    assert_eq!(post(addr, "/control/rollback").await.0, 202);
+    wait_metric(
+        addr,
+        "accelwatch_commands_total{command=\"rollback\",result=\"accepted\"}",
+        1.0,
+    )
+    .await;
+    wait_until(Duration::from_secs(30), what, || async {
+        served_fleet(&scrape(addr).await).as_deref() == Some(model)
+    })
+    .await;
+}
+
 /// Waits for the second training run (the retraining) to end; `ok` or
 /// `rejected`.
 async fn retraining_outcome(addr: std::net::SocketAddr) -> &'static str {
@@ -825,17 +829,10 @@ async fn a_retrained_model_is_served_and_rolled_back() {
         let retrained = served_fleet(&scrape(addr).await).unwrap();
 
         // Back to the first model.
-        assert_eq!(post(addr, "/control/rollback").await.0, 202);
-        wait_metric(
+        roll_back_to(
             addr,
-            "accelwatch_commands_total{command=\"rollback\",result=\"accepted\"}",
-            1.0,
-        )
-        .await;
-        wait_until(
-            Duration::from_secs(30),
+            &first,
             &format!("the rollback from {retrained} to {first}"),
-            || async { served_fleet(&scrape(addr).await).as_deref() == Some(first.as_str()) },
         )
         .await;
         stop(daemon).await;
