@@ -9,7 +9,10 @@
 //! all in turn, 6 s of each in all, and the median round of each.
 //!
 //! `cargo bench --bench scores` prints a Markdown table; under `cargo test`
-//! it runs briefly as a smoke test.
+//! it runs briefly as a smoke test. A word after `--` keeps only the rows
+//! whose input or score it names, beside the first row that the others are
+//! compared with, and a number keeps that batch size only (`cargo bench
+//! --bench scores -- mix 32`, e.g. under `perf`).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -51,6 +54,16 @@ fn main() {
     println!("|---|---|---|---|---|---|");
     // The distance's cost grows with the references kept (model.references).
     let fewer = set.len() / 2;
+    let words: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let (batch_words, filter): (Vec<String>, Vec<String>) =
+        words.into_iter().partition(|w| w.parse::<usize>().is_ok());
+    let batches: Vec<usize> = [1usize, 32]
+        .into_iter()
+        .filter(|b| batch_words.is_empty() || batch_words.contains(&b.to_string()))
+        .collect();
     let scores = [
         (ModelInput::Raw, ScoreChoice::Reconstruction, set.len()),
         (ModelInput::Mix, ScoreChoice::Reconstruction, set.len()),
@@ -60,6 +73,18 @@ fn main() {
         (ModelInput::Raw, ScoreChoice::Combined, fewer),
         (ModelInput::Mix, ScoreChoice::Combined, set.len()),
     ];
+    let scores: Vec<_> = scores
+        .into_iter()
+        .enumerate()
+        .filter(|(row, (model_input, score, _))| {
+            *row == 0
+                || filter.is_empty()
+                || filter
+                    .iter()
+                    .any(|f| f == model_input.name() || f == score.name())
+        })
+        .map(|(_, row)| row)
+        .collect();
     let mut scorers: Vec<Scorer> = scores
         .iter()
         .map(|&(model_input, score, references)| {
@@ -74,7 +99,7 @@ fn main() {
             Scorer::new(model)
         })
         .collect();
-    for batch in [1usize, 32] {
+    for batch in batches {
         let windows: Vec<&[f32]> = (0..batch).map(|w| set.window(w % set.len())).collect();
         // Rounds that take the three scores in turn, and the median of each:
         // a machine that slows down for a while slows all three alike.

@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::eval::features::{accuracy_and_macro_f1, group_folds};
 use crate::eval::plots::{svg, FONT};
 use crate::model::train::config::ActivityConfig;
-use crate::model::train::head::{self, Head};
+use crate::model::train::head;
 
 #[derive(Debug, Serialize)]
 pub struct GroupAccuracy {
@@ -127,9 +127,9 @@ pub fn head_quality(input: &HeadInput) -> HeadQuality {
 }
 
 /// The head's recipe (its hidden size, `[training.activity]`'s defaults
-/// otherwise) fitted on the other folds' codes, each fold's windows
-/// classified; a fold's training rows lend their last fifth for early
-/// stopping.
+/// otherwise, the refit included) fitted on the other folds' codes, each
+/// fold's windows classified; a fold's training rows lend their last fifth
+/// for early stopping.
 fn cross_validate(input: &HeadInput, truth: &[u32], classes: usize) -> Option<CrossValidated> {
     let dim = input.codes.first().map_or(0, Vec::len);
     if dim == 0 {
@@ -152,18 +152,15 @@ fn cross_validate(input: &HeadInput, truth: &[u32], classes: usize) -> Option<Cr
         let (fit_rows, stop_rows) = rest.split_at(cut);
         let labels = |rows: &[usize]| rows.iter().map(|i| truth[*i]).collect::<Vec<u32>>();
         let mut run = || -> candle_core::Result<Vec<u32>> {
-            let z = tensor(fit_rows)?;
-            let head = Head::new(dim, 0, classes, input.hidden, Some(&z), &mut rng)?;
-            let stop = tensor(stop_rows)?;
-            head::fit(
-                &head,
-                &z,
+            let (head, _) = head::fit_on_codes(
+                &tensor(fit_rows)?,
                 &labels(fit_rows),
-                &stop,
+                &tensor(stop_rows)?,
                 &labels(stop_rows),
+                0,
+                classes,
                 &settings,
-                32,
-                1e-4,
+                (32, 1e-4),
                 &mut rng,
             )?;
             head.logits(&tensor(test)?)?

@@ -9,6 +9,7 @@ pub mod config;
 pub mod conv;
 pub mod dense;
 pub mod family;
+mod fused_front_end;
 pub mod inference;
 pub mod latent;
 pub mod loaded;

@@ -292,6 +292,34 @@ impl GraphBuilder {
     }
 }
 
+impl GraphBuilder {
+    /// The graph so far as a model of one input (`[N, width]`) and the
+    /// given outputs (`[N, width]` each), for tests of parts of a graph.
+    #[cfg(test)]
+    pub fn part_model(self, input: (&str, usize), outputs: &[(&str, usize)]) -> pb::ModelProto {
+        let dims = |width: usize| [Dim::Batch, Dim::Fixed(width)];
+        pb::ModelProto {
+            ir_version: IR_VERSION,
+            opset_import: vec![pb::OperatorSetIdProto {
+                domain: String::new(),
+                version: OPSET,
+            }],
+            graph: Some(pb::GraphProto {
+                name: "part".into(),
+                node: self.nodes,
+                initializer: self.initializers,
+                input: vec![value_info(input.0, &dims(input.1))],
+                output: outputs
+                    .iter()
+                    .map(|(name, width)| value_info(name, &dims(*width)))
+                    .collect(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+}
+
 fn identity(from: &str, to: &str) -> pb::NodeProto {
     pb::NodeProto {
         name: format!("{to}_output"),

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
 
+use super::fused_front_end::FusedSpectrum;
 use super::inference::Inference;
 use super::meta::ModelMetadata;
 use super::select_k::SelectK;
@@ -80,8 +81,21 @@ impl TractModel {
         model
             .select_output_outlets(&selected)
             .map_err(|e| e.to_string())?;
+        let front_end = meta.front_end.as_ref();
         let plan = model
-            .into_optimized()
+            .into_typed()
+            .and_then(|mut m| {
+                if let Some(front_end) = front_end {
+                    let fused = FusedSpectrum::swap_into(
+                        &mut m,
+                        front_end,
+                        meta.window,
+                        meta.channels.len(),
+                    )?;
+                    tracing::debug!(fused, "the front end's rows on tract");
+                }
+                m.into_optimized()
+            })
             .and_then(|mut m| {
                 SelectK::swap_into(&mut m)?;
                 m.into_runnable()

@@ -113,6 +113,11 @@ pub struct ActivityConfig {
     /// code. No effect on a raw window.
     #[serde(default = "ActivityConfig::default_front_end")]
     pub front_end: bool,
+    /// A frozen head, once early stopping has chosen its epochs, is trained
+    /// again from the start for as many on the training and held-out
+    /// windows together (false: the early-stopped head is kept).
+    #[serde(default = "ActivityConfig::default_refit")]
+    pub refit: bool,
 }
 
 impl ActivityConfig {
@@ -131,6 +136,9 @@ impl ActivityConfig {
         3e-3
     }
     const fn default_front_end() -> bool {
+        true
+    }
+    const fn default_refit() -> bool {
         true
     }
 
@@ -167,6 +175,7 @@ impl Default for ActivityConfig {
             learning_rate: Self::default_learning_rate(),
             joint_weight: 0.0,
             front_end: Self::default_front_end(),
+            refit: Self::default_refit(),
         }
     }
 }
