@@ -49,7 +49,7 @@ fn window(device: &Arc<str>, seq: u64) -> Output {
         model: Arc::from("basic-0123456789ab"),
         activity: None,
         confidence: None,
-        arrival_ms: seq as f64 * 1280.0 + 2540.0,
+        timeline: accelwatch::window::Timeline::arrived(seq as f64 * 1280.0 + 2540.0),
     })
 }
 
@@ -116,7 +116,7 @@ fn windows(devices: &[Arc<str>], seq: u64) -> Vec<Window> {
                 .map(|i| ((i + d) as f32 * 0.05).sin() * 0.5 + if i % 3 == 2 { -0.6 } else { 0.2 })
                 .collect(),
             scope: None,
-            arrival_ms: 0.0,
+            timeline: Default::default(),
         })
         .collect()
 }

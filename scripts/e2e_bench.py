@@ -129,14 +129,27 @@ def family_sum(samples, family):
     return sum(v for k, v in samples.items() if k == family or k.startswith(family + "{"))
 
 
-def latency_buckets(samples):
-    """[(upper bound, cumulative count)] of the latency histogram."""
+STAGES = ["ingest", "to_scorer", "scoring", "to_sink", "sink"]
+
+
+def latency_buckets(samples, stage=None):
+    """[(upper bound, cumulative count)] of the latency histogram, or of
+    one stage's part of it (accelwatch_window_stage_seconds)."""
     out = []
     for key, value in samples.items():
-        m = re.fullmatch(r'accelwatch_window_latency_seconds_bucket\{le="([^"]+)"\}', key)
+        if stage is None:
+            m = re.fullmatch(r'accelwatch_window_latency_seconds_bucket\{le="([^"]+)"\}', key)
+        elif key.startswith("accelwatch_window_stage_seconds_bucket{") and f'stage="{stage}"' in key:
+            m = re.search(r'le="([^"]+)"', key)
+        else:
+            m = None
         if m:
             out.append((float(m.group(1)), value))
     return sorted(out)
+
+
+def stage_sum(samples, stage):
+    return samples.get(f'accelwatch_window_stage_seconds_sum{{stage="{stage}"}}', 0.0)
 
 
 def quantile(buckets, q):
@@ -248,7 +261,15 @@ def run_accelwatch(work, broker_port, args, duration, extra=""):
     processed = d("accelwatch_samples_total")
     b0 = dict(latency_buckets(m0))
     buckets = [(bound, count - b0.get(bound, 0)) for bound, count in latency_buckets(m1)]
+    stages = {}
+    for stage in STAGES:
+        s0 = dict(latency_buckets(m0, stage))
+        sb = [(bound, count - s0.get(bound, 0)) for bound, count in latency_buckets(m1, stage)]
+        if sb and sb[-1][1] > 0:
+            stages[stage] = {"p50": quantile(sb, 0.5), "p99": quantile(sb, 0.99),
+                             "mean": (stage_sum(m1, stage) - stage_sum(m0, stage)) / sb[-1][1]}
     return {
+        "stages": stages,
         "sent": sent,
         "processed": processed,
         "seconds": last_change - started,
@@ -350,6 +371,17 @@ def main():
               f"| {r['processed'] / max(r['sent']['samples'], 1):.0%} | {r['windows']:.0f} "
               f"| {per_k:.0f} µs | {ms(r['p50'])} | {ms(r['p99'])} | {ms(r['max'], r['max_bound'])} "
               f"| {r['rss_mb']:.0f} MB |")
+    staged = {n: r for n, r in results.items() if r.get("stages")}
+    if staged:
+        print()
+        print("Where the latency goes (accelwatch_window_stage_seconds): p50 / p99 / mean of each stage, ms")
+        print()
+        print("| run | " + " | ".join(STAGES) + " |")
+        print("|---|" + "---|" * len(STAGES))
+        for name, r in staged.items():
+            cells = [" / ".join(f"{r['stages'][s][q] * 1e3:.2f}" for q in ("p50", "p99", "mean"))
+                     if s in r["stages"] else "-" for s in STAGES]
+            print(f"| {LABELS[name]} | " + " | ".join(cells) + " |")
     notes = [f"{n}: {r['decode_errors']:.0f} decode errors" for n, r in results.items() if r["decode_errors"]]
     notes += [f"{n}: {r['publish_dropped']:.0f} MQTT publications dropped (output queue full)"
               for n, r in results.items() if r["publish_dropped"]]

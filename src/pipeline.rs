@@ -348,7 +348,7 @@ impl ScoreStage {
                     .activity
                     .and_then(|(c, _)| self.classes.get(c).cloned()),
                 confidence: scored.activity.map(|(_, p)| p),
-                arrival_ms: window.arrival_ms,
+                timeline: window.timeline,
             }));
             if let Some(alert) = alert {
                 self.metrics

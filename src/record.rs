@@ -52,11 +52,10 @@ pub struct WindowRecord {
     pub activity: Option<Arc<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub confidence: Option<f32>,
-    /// When the frame completing the window arrived (wall clock, Unix ms);
-    /// not published: the sinks time `accelwatch_window_latency_seconds`
-    /// from it.
+    /// When the window passed each stage; not published: the sink loop
+    /// times `accelwatch_window_latency_seconds` and its parts from it.
     #[serde(skip)]
-    pub arrival_ms: f64,
+    pub timeline: crate::window::Timeline,
 }
 
 impl WindowRecord {
@@ -283,7 +282,7 @@ mod tests {
             model: Arc::from("basic-d05b93f487fd"),
             activity: None,
             confidence: None,
-            arrival_ms: 5.0,
+            timeline: crate::window::Timeline::arrived(5.0),
         }
     }
 

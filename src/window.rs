@@ -20,9 +20,35 @@ pub struct Window {
     /// The model scope serving the device (see [`crate::scope`]);
     /// None for the fleet.
     pub scope: Option<Arc<str>>,
-    /// When the frame holding the window's last sample arrived (wall clock,
-    /// Unix ms): where `accelwatch_window_latency_seconds` starts.
+    /// When it passed each stage on its way to the outputs.
+    pub timeline: Timeline,
+}
+
+/// When a window passed each stage of the daemon (wall clock, Unix ms; 0:
+/// not stamped, as in offline commands), for `accelwatch_window_latency_seconds`
+/// and its parts in `accelwatch_window_stage_seconds`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Timeline {
+    /// The frame holding the window's last sample arrived: where the
+    /// latency starts.
     pub arrival_ms: f64,
+    /// The ingest stage had decoded that frame and completed the window.
+    pub completed_ms: f64,
+    /// The scorer took the window off its queue.
+    pub picked_ms: f64,
+    /// The scorer had scored the window's batch.
+    pub scored_ms: f64,
+}
+
+impl Timeline {
+    pub const fn arrived(arrival_ms: f64) -> Self {
+        Timeline {
+            arrival_ms,
+            completed_ms: 0.0,
+            picked_ms: 0.0,
+            scored_ms: 0.0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -166,7 +192,7 @@ impl DeviceRing {
         };
         if ring.filled == spec.size && due {
             pushed.window = Some(Window {
-                arrival_ms,
+                timeline: Timeline::arrived(arrival_ms),
                 ..ring.window(spec)
             });
             ring.next_seq += 1;
@@ -191,7 +217,7 @@ impl DeviceRing {
             t_end,
             data,
             scope: None,
-            arrival_ms: 0.0,
+            timeline: Timeline::default(),
         }
     }
 }

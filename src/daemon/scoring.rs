@@ -376,6 +376,10 @@ pub(crate) fn score_loop(
                 Err(_) => break,
             }
         }
+        let picked_ms = crate::clock::unix_ms();
+        for window in &mut batch {
+            window.timeline.picked_ms = picked_ms;
+        }
         // A reloaded model takes over between two batches.
         if let Some(new) = pending.lock().unwrap_or_else(|e| e.into_inner()).take() {
             scoring.reload(new.model, &Serving::of(&new.config));
@@ -396,6 +400,12 @@ pub(crate) fn score_loop(
             out.extend(produced);
         }
         Pulse::beat(&pulse.batches);
+        let scored_ms = crate::clock::unix_ms();
+        for output in &mut out {
+            if let Output::Window(record) = output {
+                record.timeline.scored_ms = scored_ms;
+            }
+        }
         if !out.is_empty() && outputs.blocking_send(out).is_err() {
             break;
         }

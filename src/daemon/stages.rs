@@ -21,6 +21,12 @@ pub(crate) async fn ingest(
     while let Some(frame) = frames.recv().await {
         stage.ingest(&frame, &mut completed);
         Pulse::beat(&pulse.frames);
+        if !completed.is_empty() {
+            let now_ms = crate::clock::unix_ms();
+            for window in &mut completed {
+                window.timeline.completed_ms = now_ms;
+            }
+        }
         for window in completed.drain(..) {
             if windows.send(window).await.is_err() {
                 return;
@@ -30,12 +36,14 @@ pub(crate) async fn ingest(
 }
 
 /// Times each window of a batch some sink took, from the arrival of the
-/// frame that completed it (`accelwatch_window_latency_seconds`).
-fn observe_latency(batch: &[Output], metrics: &Metrics) {
+/// frame that completed it (`accelwatch_window_latency_seconds`), and each
+/// stage on the way (`accelwatch_window_stage_seconds`); the sink loop
+/// took the batch at `taken_ms`.
+fn observe_latency(batch: &[Output], taken_ms: f64, metrics: &Metrics) {
     let now_ms = crate::clock::unix_ms();
     for output in batch {
         if let Output::Window(window) = output {
-            metrics.window_latency((now_ms - window.arrival_ms) / 1000.0);
+            metrics.window_latency(&window.timeline, taken_ms, now_ms);
         }
     }
 }
@@ -50,6 +58,7 @@ pub(crate) fn sink_loop(
 ) {
     let mut failing = vec![false; sinks.len()];
     while let Some(batch) = outputs.blocking_recv() {
+        let taken_ms = crate::clock::unix_ms();
         Pulse::beat(&pulse.written);
         let mut published = false;
         for (sink, failing) in sinks.iter_mut().zip(failing.iter_mut()) {
@@ -72,7 +81,7 @@ pub(crate) fn sink_loop(
             }
         }
         if published {
-            observe_latency(&batch, metrics);
+            observe_latency(&batch, taken_ms, metrics);
         }
     }
     for sink in &mut sinks {

@@ -185,7 +185,7 @@ mod tests {
             model: Arc::from("basic-1"),
             activity: None,
             confidence: None,
-            arrival_ms: 0.0,
+            timeline: Default::default(),
         })
     }
 

@@ -43,7 +43,7 @@ mod tests {
             t_end: 0.0,
             data: vec![value; 2],
             scope: None,
-            arrival_ms: 0.0,
+            timeline: Default::default(),
         }
     }
 
@@ -71,7 +71,7 @@ mod tests {
             t_end: i as f64 * 1000.0 + 2540.0,
             data: vec![i as f32; 128 * 3],
             scope: None,
-            arrival_ms: 0.0,
+            timeline: Default::default(),
         }
     }
 

@@ -430,10 +430,29 @@ impl Readiness {
 
 /// End-to-end timing.
 impl Metrics {
-    /// A window's record was handed to the outputs `seconds` after the
-    /// frame completing the window arrived.
-    pub fn window_latency(&self, seconds: f64) {
-        self.inner.window_latency.observe(seconds.max(0.0));
+    /// A window's record, which passed the stages of `timeline`, was taken
+    /// by the sink loop at `taken_ms` and handed to the outputs at
+    /// `done_ms`: the whole latency from the frame's arrival, and each
+    /// stage's part when every stamp is there.
+    pub fn window_latency(&self, timeline: &crate::window::Timeline, taken_ms: f64, done_ms: f64) {
+        let seconds = |from: f64, to: f64| ((to - from) / 1000.0).max(0.0);
+        self.inner
+            .window_latency
+            .observe(seconds(timeline.arrival_ms, done_ms));
+        let stamps = [
+            timeline.arrival_ms,
+            timeline.completed_ms,
+            timeline.picked_ms,
+            timeline.scored_ms,
+            taken_ms,
+            done_ms,
+        ];
+        if stamps.iter().any(|t| *t <= 0.0) {
+            return;
+        }
+        for (stage, pair) in self.inner.window_stage.iter().zip(stamps.windows(2)) {
+            stage.observe(seconds(pair[0], pair[1]));
+        }
     }
 }
 

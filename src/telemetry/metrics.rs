@@ -79,6 +79,8 @@ pub(crate) struct Inner {
     pub(crate) retrain_windows: IntGaugeVec,
     pub(crate) scope_overflow: IntCounter,
     pub(crate) window_latency: Histogram,
+    /// `accelwatch_window_stage_seconds` of each of [`WINDOW_STAGES`], in order.
+    pub(crate) window_stage: Vec<Histogram>,
     pub(crate) evidence_written: IntCounter,
     pub(crate) evidence_dropped: IntCounterVec,
     pub(crate) evidence_removed: IntCounter,
@@ -86,6 +88,10 @@ pub(crate) struct Inner {
     pub(crate) evidence_files: IntGauge,
     pub(crate) evidence_bytes: IntGauge,
 }
+
+/// The parts of a window's latency, in the order it passes them:
+/// `accelwatch_window_stage_seconds`' `stage` label.
+pub const WINDOW_STAGES: [&str; 5] = ["ingest", "to_scorer", "scoring", "to_sink", "sink"];
 
 /// `accelwatch_window_latency_seconds`' bucket bounds: 50 µs to 1 s, at
 /// 1, 1.5, 2, 3, 5 and 7.5 per decade.
@@ -520,6 +526,25 @@ impl Metrics {
                     .expect("valid metric");
                     r.register(Box::new(h.clone())).expect("unique metric");
                     h
+                },
+                window_stage: {
+                    let h = HistogramVec::new(
+                        HistogramOpts::new(
+                            "accelwatch_window_stage_seconds",
+                            "The parts of accelwatch_window_latency_seconds: ingest (the frame \
+                             queued, decoded and windowed), to_scorer (the window queued for \
+                             the scorer), scoring (its batch scored), to_sink (the records \
+                             queued for the outputs), sink (written to them).",
+                        )
+                        .buckets(LATENCY_BUCKETS.to_vec()),
+                        &["stage"],
+                    )
+                    .expect("valid metric");
+                    r.register(Box::new(h.clone())).expect("unique metric");
+                    WINDOW_STAGES
+                        .iter()
+                        .map(|s| h.with_label_values(&[s]))
+                        .collect()
                 },
                 evidence_written: counter(
                     r,

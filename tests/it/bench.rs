@@ -123,6 +123,24 @@ async fn smoke(format: &str, digits: Option<&str>) {
             sum > 0.0 && sum <= count * run,
             "{count} latencies summing to {sum} s within a run of {run:.3} s"
         );
+        // Its five parts: each window timed once in every stage, and the
+        // parts add up to the whole (each a difference of the same stamps,
+        // so only float rounding and the zero floor stand between them).
+        let mut parts = 0.0;
+        for stage in ["ingest", "to_scorer", "scoring", "to_sink", "sink"] {
+            let label = format!("stage=\"{stage}\"");
+            let of = |name: &str| metric_sum(&text, name, &[label.as_str()]);
+            assert_eq!(
+                of("accelwatch_window_stage_seconds_count"),
+                windows,
+                "{stage}: {text}"
+            );
+            parts += of("accelwatch_window_stage_seconds_sum");
+        }
+        assert!(
+            (parts - sum).abs() <= 1e-6 * count + 1e-9 * sum,
+            "the stages sum to {parts} s, the latency to {sum} s"
+        );
         stop(daemon).await;
     })
     .await
