@@ -14,12 +14,15 @@
 //! the state directory, never from the clock) by which a subscriber drops
 //! the duplicates QoS 1 allows. Unless `output.mqtt.spool_dir = "off"`,
 //! alerts are also fsynced to the [`spool`] first, and a restarted daemon
-//! publishes what its predecessor could not. An alert that cannot be kept
+//! publishes what its predecessor could not. That wait happens on a thread
+//! of its own (`reliable.rs`), so the windows' lines never queue behind it. An alert that cannot be kept
 //! is counted in `accelwatch_alerts_lost_total{reason}` and logged.
 
 pub mod config;
 pub mod connection;
 pub mod outbox;
+mod reliable;
+pub use reliable::scope_status_topic;
 pub mod spool;
 
 use std::path::Path;
@@ -38,6 +41,7 @@ use crate::sequence::Sequence;
 use crate::sink::mqtt::config::MqttOutputConfig;
 use crate::sink::mqtt::connection::{Connection, Shared};
 use crate::sink::mqtt::outbox::{Message, Outbox};
+use crate::sink::mqtt::reliable::{status_value, MsgIds, ReliablePath, ReliableWriter};
 use crate::sink::mqtt::spool::Spool;
 use crate::sink::Sink;
 use crate::telemetry::events::AlertsLost;
@@ -50,16 +54,12 @@ const RUMQTTC_QUEUE: usize = 64;
 
 pub struct MqttSink {
     shared: Arc<Shared>,
-    ids: MsgIds,
     features: Template,
-    alert: Template,
     features_qos: u8,
     features_retain: bool,
-    alert_qos: u8,
-    alert_retain: bool,
-    status_topic: String,
+    /// Alerts and status records go through their own thread.
+    reliable: ReliableWriter,
     metrics: Metrics,
-    warned: crate::logging::RateLimited,
     /// The longest feature line so far.
     line_bytes: usize,
 }
@@ -74,59 +74,6 @@ pub fn status_payload(online: bool) -> Vec<u8> {
 /// "collected": 420, "target": 2000, "progress": 0.21}`.
 pub fn status_payload_with(online: bool, model: Option<&StatusRecord>) -> Vec<u8> {
     serde_json::to_vec(&status_value(online, model)).expect("static JSON")
-}
-
-fn status_value(online: bool, model: Option<&StatusRecord>) -> serde_json::Value {
-    let mut payload = serde_json::json!({
-        "status": if online { "online" } else { "offline" },
-        "version": env!("CARGO_PKG_VERSION"),
-    });
-    if let Some(model) = model {
-        payload["model_state"] = model.state.into();
-        payload["collected"] = model.collected.into();
-        payload["target"] = model.target.into();
-        payload["progress"] = model.progress.into();
-        if let Some(id) = &model.model {
-            payload["model"] = id.as_ref().into();
-        }
-        if let Some(drift) = model.drift {
-            payload["drift"] = drift.into();
-        }
-        if let Some(scope) = &model.scope {
-            payload["scope"] = scope.as_ref().into();
-        }
-    }
-    payload
-}
-
-/// `value` (a JSON object) with its `msg_id`.
-fn with_msg_id(mut value: serde_json::Value, id: u64) -> Vec<u8> {
-    if let Some(object) = value.as_object_mut() {
-        object.insert("msg_id".into(), id.into());
-    }
-    serde_json::to_vec(&value).expect("JSON")
-}
-
-/// Where `msg_id`s come from.
-enum MsgIds {
-    /// The counter in the state directory (or the spool's): they rise
-    /// across restarts and crashes whatever the clock says.
-    Kept(Sequence),
-    /// No directory to keep one in (a config made in code, with neither a
-    /// state directory nor a spool): from the clock once, then counted.
-    Counted(u64),
-}
-
-impl MsgIds {
-    fn next(&mut self) -> u64 {
-        match self {
-            MsgIds::Kept(sequence) => sequence.take(),
-            MsgIds::Counted(next) => {
-                *next += 1;
-                *next - 1
-            }
-        }
-    }
 }
 
 /// The file the `msg_id` counter is kept in, under the state directory.
@@ -152,16 +99,6 @@ fn msg_ids(dir: Option<&Path>, spooled: u64, clock: &Clock) -> Result<MsgIds, Mq
     let sequence = Sequence::open(&dir.join(MSG_ID_FILE), spooled + 1, clock.unix_us())
         .map_err(|e| io(&e.path)(e.cause))?;
     Ok(MsgIds::Kept(sequence))
-}
-
-/// Where a scope's status is retained: `<status topic>/device/<id>` or
-/// `<status topic>/group/<name>` (the id made safe for one topic level).
-pub fn scope_status_topic(status_topic: &str, scope: &str) -> String {
-    let (kind, name) = scope.split_once(':').unwrap_or(("scope", scope));
-    format!(
-        "{status_topic}/{kind}/{}",
-        crate::mqtt::topic::sanitize_device(name)
-    )
 }
 
 fn setting(key: &str) -> impl Fn(TopicError) -> MqttError + '_ {
@@ -271,18 +208,28 @@ impl MqttSink {
             shared: shared.clone(),
             metrics: metrics.clone(),
         };
-        let sink = Self {
-            shared,
+        let reliable = ReliableWriter::spawn(ReliablePath {
+            shared: shared.clone(),
             ids,
-            features,
             alert,
-            features_qos: output.features_qos,
-            features_retain: output.features_retain,
             alert_qos: output.alert_qos,
             alert_retain: output.alert_retain,
             status_topic: output.status_topic.clone(),
-            metrics,
+            metrics: metrics.clone(),
             warned: crate::logging::RateLimited::new(Duration::from_secs(60)),
+        })
+        .map_err(|cause| MqttError::State {
+            key: "output.mqtt".into(),
+            path: Default::default(),
+            cause,
+        })?;
+        let sink = Self {
+            shared,
+            features,
+            features_qos: output.features_qos,
+            features_retain: output.features_retain,
+            reliable,
+            metrics,
             line_bytes: 256,
         };
         Ok((sink, task))
@@ -297,63 +244,6 @@ impl MqttSink {
         };
         if !self.shared.outbox().push_feature(message) {
             self.metrics.mqtt_publish_dropped("features");
-            return;
-        }
-        self.shared.wake.notify_one();
-    }
-
-    /// An alert that could not be kept: counted and logged (at most once a
-    /// minute per reason, with how many since).
-    fn lost(&mut self, reason: AlertsLost) {
-        self.metrics.mqtt_publish_dropped("alert");
-        self.metrics.alerts_lost(reason, 1);
-        if let Some(held_back) = self
-            .warned
-            .check(reason.as_str(), std::time::Instant::now())
-        {
-            tracing::warn!(
-                alerts = held_back + 1,
-                reason = reason.as_str(),
-                "MQTT output: alerts lost ({})",
-                reason.cause()
-            );
-        }
-    }
-
-    /// Keeps an alert until the broker has it: in the spool (fsynced) when
-    /// there is one, else (or when the spool fails) in memory.
-    fn alert(&mut self, id: u64, message: Message) {
-        let mut spooled = false;
-        let shared = self.shared.clone();
-        if let Some(mut spool) = shared.spool() {
-            match spool.append(id, &message) {
-                Ok(true) => {
-                    spooled = true;
-                    self.metrics.mqtt_spool("spooled", 1);
-                    self.metrics.mqtt_spool_bytes(spool.bytes());
-                }
-                Ok(false) => {
-                    drop(spool);
-                    self.metrics.mqtt_spool("dropped", 1);
-                    self.lost(AlertsLost::SpoolFull);
-                    return;
-                }
-                // Kept in memory instead: it still survives an outage.
-                Err(error) => tracing::error!(%error, "MQTT output: cannot spool an alert"),
-            }
-        }
-        if !self.shared.outbox().push_alert(id, message, spooled) {
-            self.lost(AlertsLost::QueueFull);
-            return;
-        }
-        self.shared.wake.notify_one();
-    }
-
-    /// Keeps a status record until the broker has it (only the newest of
-    /// each topic waits).
-    fn status(&mut self, id: u64, message: Message) {
-        if !self.shared.outbox().push_status(id, message) {
-            self.metrics.mqtt_publish_dropped("status");
             return;
         }
         self.shared.wake.notify_one();
@@ -375,31 +265,7 @@ impl Sink for MqttSink {
                 self.line_bytes = self.line_bytes.max(payload.len());
                 self.feature(topic, payload);
             }
-            Output::Alert(a) => {
-                let id = self.ids.next();
-                let message = Message {
-                    topic: self.alert.render(&a.device),
-                    qos: self.alert_qos,
-                    retain: self.alert_retain,
-                    payload: with_msg_id(serde_json::to_value(output)?, id),
-                };
-                self.alert(id, message);
-            }
-            // The retained status says "online" and how the model stands;
-            // each scope's under a topic of its own, so none hides another.
-            Output::Status(status) => {
-                let id = self.ids.next();
-                let message = Message {
-                    topic: match &status.scope {
-                        Some(scope) => scope_status_topic(&self.status_topic, scope),
-                        None => self.status_topic.clone(),
-                    },
-                    qos: 1,
-                    retain: true,
-                    payload: with_msg_id(status_value(true, Some(status)), id),
-                };
-                self.status(id, message);
-            }
+            Output::Alert(_) | Output::Status(_) => self.reliable.send(output)?,
         }
         Ok(())
     }
@@ -414,6 +280,8 @@ impl Drop for MqttSink {
     /// DISCONNECT, so the broker does not publish the will as well) once
     /// everything is acknowledged.
     fn drop(&mut self) {
+        // Every alert and status queued is in the outbox first.
+        self.reliable.finish();
         let waiting = {
             let mut outbox = self.shared.outbox();
             outbox.closing = true;
@@ -527,6 +395,9 @@ mod tests {
         }
         sink.write(&alert(1)).unwrap();
         sink.write(&alert(2)).unwrap();
+        // Dropping the sink waits for its alert thread to have kept them.
+        let shared = sink.shared.clone();
+        drop(sink);
         let text = metrics.render();
         assert!(
             text.contains("accelwatch_mqtt_publish_dropped_total{kind=\"alert\"} 0")
@@ -534,11 +405,10 @@ mod tests {
             "{text}"
         );
         assert_eq!(
-            sink.shared.outbox().unacknowledged(),
+            shared.outbox().unacknowledged(),
             3,
             "the newest status and both alerts"
         );
-        drop(sink);
         task.abort();
     }
 }

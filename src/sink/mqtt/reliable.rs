@@ -1,0 +1,241 @@
+//! Alerts and status records, on a thread of their own. An alert is
+//! fsynced to the spool before it is handed over, and that wait (a few
+//! milliseconds on this project's test VM, per alert) held up every
+//! window's line queued behind it: at 1 000 devices, 107 of the 108 sink
+//! batches slower than 0.5 ms held an alert, and they made the p99 latency
+//! (docs/measured.md, "Where the latency goes"). Here the sink thread only
+//! queues them; this thread gives each its `msg_id`, spools it and puts it
+//! in the outbox, in the order written, so their order and ids are what
+//! they were.
+
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crate::mqtt::topic::Template;
+use crate::record::{Output, StatusRecord};
+use crate::sequence::Sequence;
+use crate::sink::mqtt::connection::Shared;
+use crate::sink::mqtt::outbox::Message;
+use crate::telemetry::events::AlertsLost;
+use crate::telemetry::Metrics;
+
+/// What makes and keeps the reliable messages.
+pub(crate) struct ReliablePath {
+    pub shared: Arc<Shared>,
+    pub ids: MsgIds,
+    pub alert: Template,
+    pub alert_qos: u8,
+    pub alert_retain: bool,
+    pub status_topic: String,
+    pub metrics: Metrics,
+    pub warned: crate::logging::RateLimited,
+}
+
+/// The sink's end: queues alerts and status records for the thread.
+pub(crate) struct ReliableWriter {
+    queue: Option<mpsc::Sender<Output>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ReliableWriter {
+    pub fn spawn(mut path: ReliablePath) -> std::io::Result<Self> {
+        let (queue, outputs) = mpsc::channel::<Output>();
+        let thread = std::thread::Builder::new()
+            .name("mqtt-alerts".into())
+            .spawn(move || {
+                for output in outputs {
+                    path.write(&output);
+                }
+            })?;
+        Ok(Self {
+            queue: Some(queue),
+            thread: Some(thread),
+        })
+    }
+
+    /// Queues an alert or a status record (anything else is ignored there).
+    pub fn send(&self, output: &Output) -> std::io::Result<()> {
+        self.queue
+            .as_ref()
+            .and_then(|q| q.send(output.clone()).ok())
+            .ok_or_else(|| std::io::Error::other("the MQTT output's alert thread has stopped"))
+    }
+
+    /// Waits until everything queued is in the outbox (or the spool).
+    pub fn finish(&mut self) {
+        drop(self.queue.take());
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                tracing::error!("MQTT output: the alert thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for ReliableWriter {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+impl ReliablePath {
+    fn write(&mut self, output: &Output) {
+        match output {
+            Output::Alert(a) => {
+                let id = self.ids.next();
+                let value = match serde_json::to_value(output) {
+                    Ok(value) => value,
+                    Err(error) => {
+                        tracing::error!(%error, "MQTT output: an alert that is not JSON");
+                        self.lost(AlertsLost::QueueFull);
+                        return;
+                    }
+                };
+                let message = Message {
+                    topic: self.alert.render(&a.device),
+                    qos: self.alert_qos,
+                    retain: self.alert_retain,
+                    payload: with_msg_id(value, id),
+                };
+                self.alert(id, message);
+            }
+            // The retained status says "online" and how the model stands;
+            // each scope's under a topic of its own, so none hides another.
+            Output::Status(status) => {
+                let id = self.ids.next();
+                let message = Message {
+                    topic: match &status.scope {
+                        Some(scope) => scope_status_topic(&self.status_topic, scope),
+                        None => self.status_topic.clone(),
+                    },
+                    qos: 1,
+                    retain: true,
+                    payload: with_msg_id(status_value(true, Some(status)), id),
+                };
+                self.status(id, message);
+            }
+            Output::Window(_) => {}
+        }
+    }
+
+    /// An alert that could not be kept: counted and logged (at most once a
+    /// minute per reason, with how many since).
+    fn lost(&mut self, reason: AlertsLost) {
+        self.metrics.mqtt_publish_dropped("alert");
+        self.metrics.alerts_lost(reason, 1);
+        if let Some(held_back) = self
+            .warned
+            .check(reason.as_str(), std::time::Instant::now())
+        {
+            tracing::warn!(
+                alerts = held_back + 1,
+                reason = reason.as_str(),
+                "MQTT output: alerts lost ({})",
+                reason.cause()
+            );
+        }
+    }
+
+    /// Keeps an alert until the broker has it: in the spool (fsynced) when
+    /// there is one, else (or when the spool fails) in memory.
+    fn alert(&mut self, id: u64, message: Message) {
+        let mut spooled = false;
+        let shared = self.shared.clone();
+        if let Some(mut spool) = shared.spool() {
+            match spool.append(id, &message) {
+                Ok(true) => {
+                    spooled = true;
+                    self.metrics.mqtt_spool("spooled", 1);
+                    self.metrics.mqtt_spool_bytes(spool.bytes());
+                }
+                Ok(false) => {
+                    drop(spool);
+                    self.metrics.mqtt_spool("dropped", 1);
+                    self.lost(AlertsLost::SpoolFull);
+                    return;
+                }
+                // Kept in memory instead: it still survives an outage.
+                Err(error) => tracing::error!(%error, "MQTT output: cannot spool an alert"),
+            }
+        }
+        if !self.shared.outbox().push_alert(id, message, spooled) {
+            self.lost(AlertsLost::QueueFull);
+            return;
+        }
+        self.shared.wake.notify_one();
+    }
+
+    /// Keeps a status record until the broker has it (only the newest of
+    /// each topic waits).
+    fn status(&mut self, id: u64, message: Message) {
+        if !self.shared.outbox().push_status(id, message) {
+            self.metrics.mqtt_publish_dropped("status");
+            return;
+        }
+        self.shared.wake.notify_one();
+    }
+}
+
+pub(crate) fn status_value(online: bool, model: Option<&StatusRecord>) -> serde_json::Value {
+    let mut payload = serde_json::json!({
+        "status": if online { "online" } else { "offline" },
+        "version": env!("CARGO_PKG_VERSION"),
+    });
+    if let Some(model) = model {
+        payload["model_state"] = model.state.into();
+        payload["collected"] = model.collected.into();
+        payload["target"] = model.target.into();
+        payload["progress"] = model.progress.into();
+        if let Some(id) = &model.model {
+            payload["model"] = id.as_ref().into();
+        }
+        if let Some(drift) = model.drift {
+            payload["drift"] = drift.into();
+        }
+        if let Some(scope) = &model.scope {
+            payload["scope"] = scope.as_ref().into();
+        }
+    }
+    payload
+}
+
+/// `value` (a JSON object) with its `msg_id`.
+fn with_msg_id(mut value: serde_json::Value, id: u64) -> Vec<u8> {
+    if let Some(object) = value.as_object_mut() {
+        object.insert("msg_id".into(), id.into());
+    }
+    serde_json::to_vec(&value).expect("JSON")
+}
+
+/// Where `msg_id`s come from.
+pub(crate) enum MsgIds {
+    /// The counter in the state directory (or the spool's): they rise
+    /// across restarts and crashes whatever the clock says.
+    Kept(Sequence),
+    /// No directory to keep one in (a config made in code, with neither a
+    /// state directory nor a spool): from the clock once, then counted.
+    Counted(u64),
+}
+
+impl MsgIds {
+    fn next(&mut self) -> u64 {
+        match self {
+            MsgIds::Kept(sequence) => sequence.take(),
+            MsgIds::Counted(next) => {
+                *next += 1;
+                *next - 1
+            }
+        }
+    }
+}
+
+/// Where a scope's status is retained: `<status topic>/device/<id>` or
+/// `<status topic>/group/<name>` (the id made safe for one topic level).
+pub fn scope_status_topic(status_topic: &str, scope: &str) -> String {
+    let (kind, name) = scope.split_once(':').unwrap_or(("scope", scope));
+    format!(
+        "{status_topic}/{kind}/{}",
+        crate::mqtt::topic::sanitize_device(name)
+    )
+}
