@@ -208,16 +208,19 @@ impl MqttSink {
             shared: shared.clone(),
             metrics: metrics.clone(),
         };
-        let reliable = ReliableWriter::spawn(ReliablePath {
-            shared: shared.clone(),
-            ids,
-            alert,
-            alert_qos: output.alert_qos,
-            alert_retain: output.alert_retain,
-            status_topic: output.status_topic.clone(),
-            metrics: metrics.clone(),
-            warned: crate::logging::RateLimited::new(Duration::from_secs(60)),
-        })
+        let reliable = ReliableWriter::spawn(
+            ReliablePath {
+                shared: shared.clone(),
+                ids,
+                alert,
+                alert_qos: output.alert_qos,
+                alert_retain: output.alert_retain,
+                status_topic: output.status_topic.clone(),
+                metrics: metrics.clone(),
+                warned: crate::logging::RateLimited::new(Duration::from_secs(60)),
+            },
+            output.queue,
+        )
         .map_err(|cause| MqttError::State {
             key: "output.mqtt".into(),
             path: Default::default(),
@@ -362,6 +365,75 @@ mod tests {
             evidence: None,
             detail: None,
         })
+    }
+
+    fn window(seq: u64) -> Output {
+        Output::Window(crate::record::WindowRecord {
+            kind: "window",
+            device: Arc::from("d1"),
+            seq,
+            t_start: 0.0,
+            t_end: 2540.0,
+            score: 0.1,
+            threshold: 0.3,
+            anomaly: false,
+            over_threshold: false,
+            latent: vec![0.5; 4],
+            channel_error: crate::record::ChannelErrors {
+                names: Arc::from(vec!["ax".to_string()]),
+                values: vec![0.1],
+            },
+            model: Arc::from("m"),
+            activity: None,
+            confidence: None,
+            timeline: Default::default(),
+        })
+    }
+
+    /// An alert waits for the spool (here held, as during a slow fsync)
+    /// on the alert thread: the sink goes on with the windows behind it,
+    /// and the alert is kept once the spool is free.
+    #[tokio::test]
+    async fn an_alert_waiting_for_the_spool_holds_up_no_window() {
+        let state = tempfile::tempdir().unwrap();
+        let metrics = Metrics::new();
+        let (mut sink, task) = MqttSink::open(
+            &unreachable(16),
+            Some(state.path()),
+            BrokerSettings::input(&MqttInputConfig::default()),
+            metrics.clone(),
+            &Clock::system(),
+        )
+        .unwrap();
+        let shared = sink.shared.clone();
+        let busy = shared.spool().expect("a spool in the state directory");
+        let writer = std::thread::spawn(move || {
+            sink.write(&alert(1)).unwrap();
+            for seq in 0..3 {
+                sink.write(&window(seq)).unwrap();
+            }
+            sink
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !writer.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(writer.is_finished(), "the sink waited for the spool");
+        assert_eq!(shared.outbox().features_waiting(), 3);
+        assert_eq!(
+            shared.outbox().unacknowledged(),
+            0,
+            "the alert is still at the spool"
+        );
+        drop(busy);
+        drop(writer.join().unwrap());
+        assert_eq!(shared.outbox().unacknowledged(), 1, "the alert, spooled");
+        let text = metrics.render();
+        assert!(
+            text.contains("accelwatch_mqtt_spool_alerts_total{event=\"spooled\"} 1"),
+            "{text}"
+        );
+        task.abort();
     }
 
     /// A broker that is never there: nothing is acknowledged.

@@ -176,6 +176,11 @@ impl Outbox {
         self.reliable.len()
     }
 
+    /// Feature messages waiting to be handed over.
+    pub fn features_waiting(&self) -> usize {
+        self.features.len()
+    }
+
     /// Hands messages to `publish` (rumqttc's queue) while it takes them:
     /// reliable messages first, in id order, then features. Returns how
     /// many it took.

@@ -32,15 +32,17 @@ pub(crate) struct ReliablePath {
     pub warned: crate::logging::RateLimited,
 }
 
-/// The sink's end: queues alerts and status records for the thread.
+/// The sink's end: queues alerts and status records for the thread, at
+/// most `capacity` waiting; beyond that the sink waits (an alert storm
+/// slows the pipeline rather than growing memory or losing an alert).
 pub(crate) struct ReliableWriter {
-    queue: Option<mpsc::Sender<Output>>,
+    queue: Option<mpsc::SyncSender<Output>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl ReliableWriter {
-    pub fn spawn(mut path: ReliablePath) -> std::io::Result<Self> {
-        let (queue, outputs) = mpsc::channel::<Output>();
+    pub fn spawn(mut path: ReliablePath, capacity: usize) -> std::io::Result<Self> {
+        let (queue, outputs) = mpsc::sync_channel::<Output>(capacity.max(1));
         let thread = std::thread::Builder::new()
             .name("mqtt-alerts".into())
             .spawn(move || {
