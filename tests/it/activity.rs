@@ -261,6 +261,31 @@ async fn mqtt_features_carry_the_activity() {
     .expect("within the deadline");
 }
 
+/// `evaluate` of `model` on the takes' exercises (PEN normal), folds by
+/// watch, with its report in `report`: the printed text and report.json.
+fn evaluate_takes(model: &Path, data: &Path, report: &Path) -> (String, serde_json::Value) {
+    let out = accelwatch()
+        .args(["evaluate", "--device-column", "take", "--label", "exercise"])
+        .args(["--normal", "PEN", "--group", "device", "--model"])
+        .arg(model)
+        .arg("--data")
+        .arg(data)
+        .arg("--report")
+        .arg(report)
+        .run();
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        model.display(),
+        stderr(&out)
+    );
+    let json = std::fs::read_to_string(report.join("report.json")).unwrap();
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        serde_json::from_str(&json).unwrap(),
+    )
+}
+
 /// configs/activity.toml trains the encoder with a head on the code alone,
 /// so the code itself separates the label: `evaluate`'s nearest neighbours
 /// on the codes, one watch's windows classified by the other's, against
@@ -288,20 +313,7 @@ fn the_activity_preset_makes_codes_that_separate_the_label() {
             .arg(&model)
             .run();
         assert!(out.status.success(), "{name}: {}", stderr(&out));
-        let report = dir.path().join(format!("report-{name}"));
-        let out = accelwatch()
-            .args(["evaluate", "--device-column", "take", "--label", "exercise"])
-            .args(["--normal", "PEN", "--group", "device", "--model"])
-            .arg(&model)
-            .arg("--data")
-            .arg(&data)
-            .arg("--report")
-            .arg(&report)
-            .run();
-        assert!(out.status.success(), "{name}: {}", stderr(&out));
-        let r: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(report.join("report.json")).unwrap())
-                .unwrap();
+        let (_, r) = evaluate_takes(&model, &data, &dir.path().join(format!("report-{name}")));
         let quality = &r["feature_quality"];
         assert_eq!(quality["latent"]["dimensions"], 16, "{name}");
         let accuracy = |of: &str| quality[of]["accuracy"].as_f64().unwrap();
@@ -321,21 +333,8 @@ fn evaluate_reports_the_head_with_a_confusion_matrix() {
     let data = takes_csv(dir.path());
     let model = train_with_head(dir.path(), &data);
     let report = dir.path().join("report");
-    let out = accelwatch()
-        .args(["evaluate", "--device-column", "take", "--label", "exercise"])
-        .args(["--normal", "PEN", "--group", "device", "--model"])
-        .arg(&model)
-        .arg("--data")
-        .arg(&data)
-        .arg("--report")
-        .arg(&report)
-        .run();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{}", stderr(&out));
+    let (text, r) = evaluate_takes(&model, &data, &report);
     assert!(text.contains("## Activity head"), "{text}");
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(report.join("report.json")).unwrap())
-            .unwrap();
     let head = &r["activity"];
     let confusion: Vec<Vec<u64>> = serde_json::from_value(head["confusion"].clone()).unwrap();
     let total: u64 = confusion.iter().flatten().sum();
