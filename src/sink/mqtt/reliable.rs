@@ -86,14 +86,9 @@ impl ReliablePath {
         match output {
             Output::Alert(a) => {
                 let id = self.ids.next();
-                let value = match serde_json::to_value(output) {
-                    Ok(value) => value,
-                    Err(error) => {
-                        tracing::error!(%error, "MQTT output: an alert that is not JSON");
-                        self.lost(AlertsLost::QueueFull);
-                        return;
-                    }
-                };
+                // Strings and numbers only: serde_json makes a NaN null
+                // rather than fail.
+                let value = serde_json::to_value(output).expect("an alert record is JSON");
                 let message = Message {
                     topic: self.alert.render(&a.device),
                     qos: self.alert_qos,

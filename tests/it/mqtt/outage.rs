@@ -18,6 +18,7 @@ use serde_json::Value;
 use super::*;
 use crate::common::mosquitto::{free_port, persistent_client, Got, Messages, Mosquitto};
 use crate::common::*;
+use rumqttc::AsyncClient;
 
 /// How long a test may take.
 const OUTAGE_TEST_TIMEOUT: Duration = Duration::from_secs(200);
@@ -127,6 +128,16 @@ async fn saved_since(broker: &Mosquitto, since: SystemTime) {
     .await;
 }
 
+/// A broker that keeps sessions on disk, and a persistent subscriber of
+/// `topic` whose session it has saved (so it outlives a SIGKILL).
+async fn watched_broker(topic: &str) -> (Mosquitto, AsyncClient, Messages) {
+    let broker = Mosquitto::start_persistent();
+    let subscribed = SystemTime::now();
+    let (watcher, watched) = persistent_client(broker.port, "watcher", &[topic]).await;
+    saved_since(&broker, subscribed).await;
+    (broker, watcher, watched)
+}
+
 /// Waits until `count()` reaches `n`.
 async fn wait_count(what: &str, n: usize, count: impl Fn() -> usize) {
     wait_until(Duration::from_secs(60), what, || {
@@ -143,11 +154,7 @@ enum Outage {
 
 /// One outage of the broker under a running daemon.
 async fn across(outage: Outage) {
-    let mut broker = Mosquitto::start_persistent();
-    let subscribed = SystemTime::now();
-    let (_watcher, mut watched) =
-        persistent_client(broker.port, "watcher", &["accelwatch/#"]).await;
-    saved_since(&broker, subscribed).await;
+    let (mut broker, _watcher, mut watched) = watched_broker("accelwatch/#").await;
     // The frozen broker's alerts also go through the spool; the killed
     // one's are kept in memory only.
     let spool = tempfile::tempdir().unwrap();
@@ -400,11 +407,7 @@ fn packaged_overrides(
 /// during an outage and started again with the same config file.
 async fn stopped_daemon(setup: Setup, signal: i32) {
     tokio::time::timeout(OUTAGE_TEST_TIMEOUT, async {
-        let mut broker = Mosquitto::start_persistent();
-        let subscribed = SystemTime::now();
-        let (_watcher, mut watched) =
-            persistent_client(broker.port, "watcher", &["accelwatch/+/alert"]).await;
-        saved_since(&broker, subscribed).await;
+        let (mut broker, _watcher, mut watched) = watched_broker("accelwatch/+/alert").await;
         let dir = tempfile::tempdir().unwrap();
         let named = dir.path().join("spool");
         let named = (setup == Setup::NamedSpool).then_some(named.as_path());
@@ -518,11 +521,7 @@ async fn stopped_daemon(setup: Setup, signal: i32) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alerts_survive_a_drained_restart_with_no_spool_setting() {
     tokio::time::timeout(OUTAGE_TEST_TIMEOUT, async {
-        let mut broker = Mosquitto::start_persistent();
-        let subscribed = SystemTime::now();
-        let (_watcher, mut watched) =
-            persistent_client(broker.port, "watcher", &["accelwatch/+/alert"]).await;
-        saved_since(&broker, subscribed).await;
+        let (mut broker, _watcher, mut watched) = watched_broker("accelwatch/+/alert").await;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("site.toml");
         let jsonl = dir.path().join("out.jsonl");
@@ -698,11 +697,7 @@ async fn statuses_filling_the_memory_bound_never_push_out_an_alert() {
     use accelwatch::sink::Sink;
     use std::sync::Arc;
     tokio::time::timeout(OUTAGE_TEST_TIMEOUT, async {
-        let mut broker = Mosquitto::start_persistent();
-        let subscribed = SystemTime::now();
-        let (_watcher, mut watched) =
-            persistent_client(broker.port, "watcher", &["accelwatch/+/alert"]).await;
-        saved_since(&broker, subscribed).await;
+        let (mut broker, _watcher, mut watched) = watched_broker("accelwatch/+/alert").await;
         let metrics = accelwatch::telemetry::Metrics::new();
         let output = MqttOutputConfig {
             url: Some(broker.url()),
