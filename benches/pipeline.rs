@@ -127,6 +127,35 @@ fn windowing(c: &mut Criterion) {
         )
     });
     group.finish();
+    // The binary path's shape: devices sending payloads of 100 samples,
+    // taken a payload at a time (four each: the first window is due at
+    // 128, then every 64).
+    let mut group = c.benchmark_group("window");
+    group.throughput(Throughput::Elements(64 * 400));
+    group.bench_function("push_many_25600_samples_64_devices_payloads_of_100", |b| {
+        let devices: Vec<String> = (0..64).map(|d| format!("device-{d}")).collect();
+        let values: Vec<f32> = (0..300).map(|i| (i as f32 * 0.37).sin()).collect();
+        let times: Vec<Vec<Option<f64>>> = (0..4)
+            .map(|p| (0..100).map(|i| Some((p * 100 + i) as f64 * 20.0)).collect())
+            .collect();
+        b.iter_batched(
+            || Windower::new(spec),
+            |mut w| {
+                let mut windows = 0usize;
+                for times in &times {
+                    for d in &devices {
+                        w.push_many(d, times, 0.0, &values, |_, pushed| {
+                            windows += usize::from(pushed.unwrap().window.is_some());
+                        });
+                    }
+                }
+                assert_eq!(windows, 64 * 5);
+                black_box(windows)
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
 }
 
 fn inference(c: &mut Criterion) {

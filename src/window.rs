@@ -178,28 +178,90 @@ impl DeviceRing {
                 pushed.gap_restart = true;
             }
         }
-        ring.last_t = Some(t);
-        let c = spec.channels;
-        ring.values[ring.head * c..(ring.head + 1) * c].copy_from_slice(values);
-        ring.times[ring.head] = t;
-        ring.head = (ring.head + 1) % spec.size;
-        ring.filled = (ring.filled + 1).min(spec.size);
-        ring.since_emit += 1;
-        let due = if ring.emitted_since_reset {
-            ring.since_emit >= spec.hop
-        } else {
-            true
-        };
-        if ring.filled == spec.size && due {
-            pushed.window = Some(Window {
-                timeline: Timeline::arrived(arrival_ms),
-                ..ring.window(spec)
-            });
-            ring.next_seq += 1;
-            ring.since_emit = 0;
-            ring.emitted_since_reset = true;
-        }
+        pushed.window = ring.store(spec, t, arrival_ms, values);
         Ok(pushed)
+    }
+
+    /// Writes a sample whose time has been checked, and returns the window
+    /// it completes, if it does.
+    #[inline]
+    fn store(
+        &mut self,
+        spec: &WindowSpec,
+        t: f64,
+        arrival_ms: f64,
+        values: &[f32],
+    ) -> Option<Window> {
+        self.last_t = Some(t);
+        let c = spec.channels;
+        let at = self.head * c;
+        if c == 3 {
+            // The accelerometer's case, as three stores rather than a call
+            // to memcpy for 12 bytes.
+            self.values[at..at + 3].copy_from_slice(&values[..3]);
+        } else {
+            self.values[at..at + c].copy_from_slice(values);
+        }
+        self.times[self.head] = t;
+        self.head += 1;
+        if self.head == spec.size {
+            self.head = 0;
+        }
+        if self.filled < spec.size {
+            self.filled += 1;
+        }
+        self.since_emit += 1;
+        let due = !self.emitted_since_reset || self.since_emit >= spec.hop;
+        if self.filled < spec.size || !due {
+            return None;
+        }
+        let window = Window {
+            timeline: Timeline::arrived(arrival_ms),
+            ..self.window(spec)
+        };
+        self.next_seq += 1;
+        self.since_emit = 0;
+        self.emitted_since_reset = true;
+        Some(window)
+    }
+
+    /// The samples of one payload. A sample in time order, after the last
+    /// and within `max_gap_ms` of it, is stored without a word to `each`
+    /// unless it completes a window; any other goes through
+    /// [`take`](Self::take), and `each` hears what it did.
+    fn take_all(
+        &mut self,
+        spec: &WindowSpec,
+        t_ms: &[Option<f64>],
+        arrival_ms: f64,
+        values: &[f32],
+        each: &mut impl FnMut(usize, Result<Pushed, Dropped>),
+    ) {
+        for (i, (t, values)) in t_ms
+            .iter()
+            .zip(values.chunks_exact(spec.channels))
+            .enumerate()
+        {
+            match (*t, self.last_t) {
+                (Some(t), Some(last)) if t > last && t - last <= spec.max_gap_ms => {
+                    if let Some(window) = self.store(spec, t, arrival_ms, values) {
+                        each(
+                            i,
+                            Ok(Pushed {
+                                window: Some(window),
+                                ..Pushed::default()
+                            }),
+                        );
+                    }
+                }
+                _ => {
+                    let taken = self.take(spec, *t, arrival_ms, values);
+                    if taken != Ok(Pushed::default()) {
+                        each(i, taken);
+                    }
+                }
+            }
+        }
     }
 
     fn window(&self, spec: &WindowSpec) -> Window {
@@ -260,7 +322,7 @@ impl Windower {
         arrival_ms: f64,
         values: &[f32],
     ) -> Result<Pushed, Dropped> {
-        let mut result = Err(Dropped::Duplicate);
+        let mut result = Ok(Pushed::default());
         let admitted = self.push_many(device, &[t_ms], arrival_ms, values, |_, r| result = r);
         result.map(|mut pushed| {
             pushed.new_device = admitted.new_device;
@@ -271,9 +333,11 @@ impl Windower {
 
     /// Takes the samples of one payload of `device` (`t_ms.len()` samples,
     /// `values` time-major), finding the device once rather than per
-    /// sample; `each(i, result)` hears what sample `i` did, in order, as
-    /// from [`push`](Self::push) (whose `new_device` and `evicted` are
-    /// returned here instead).
+    /// sample. `each(i, result)` hears, in order, what each sample that
+    /// did more than join the ring did (dropped, restarted the window or
+    /// completed one), as from [`push`](Self::push), whose `new_device` and
+    /// `evicted` are returned here instead; a sample only stored is not
+    /// reported, which keeps a payload's common case a copy.
     pub fn push_many(
         &mut self,
         device: &str,
@@ -300,13 +364,7 @@ impl Windower {
         }
         let ring = self.devices.get_mut(device).expect("inserted above");
         ring.last_touch = touch;
-        for (i, (t, values)) in t_ms
-            .iter()
-            .zip(values.chunks_exact(spec.channels))
-            .enumerate()
-        {
-            each(i, ring.take(&spec, *t, arrival_ms, values));
-        }
+        ring.take_all(&spec, t_ms, arrival_ms, values, &mut each);
         admitted
     }
 
@@ -652,20 +710,28 @@ mod tests {
                 t_ms.push((rng.random_range(0..10) != 0).then_some(clock[d]));
             }
             let values: Vec<f32> = (0..n * 2).map(|_| rng.random_range(-1.0..1.0)).collect();
+            // One by one, with what `push_many` reports apart: whether the
+            // device is new or evicted one, and the samples only stored.
+            let (mut new_device, mut evicted) = (false, None);
             let one_by_one: Vec<_> = t_ms
                 .iter()
                 .zip(values.chunks_exact(2))
-                .map(|(t, v)| single.push(&device, *t, arrival, v))
+                .map(|(t, v)| {
+                    single.push(&device, *t, arrival, v).map(|mut pushed| {
+                        new_device |= std::mem::take(&mut pushed.new_device);
+                        evicted = evicted.clone().or(pushed.evicted.take());
+                        pushed
+                    })
+                })
+                .enumerate()
+                .filter(|(_, r)| *r != Ok(Pushed::default()))
                 .collect();
             let mut at_once = Vec::new();
             let admitted = many.push_many(&device, &t_ms, arrival, &values, |i, r| {
-                assert_eq!(i, at_once.len());
-                at_once.push(r);
+                assert!(at_once.last().is_none_or(|(j, _)| *j < i), "in order");
+                at_once.push((i, r));
             });
-            if let Some(Ok(first)) = at_once.first_mut() {
-                first.new_device = admitted.new_device;
-                first.evicted = admitted.evicted.clone();
-            }
+            assert_eq!((new_device, evicted), (admitted.new_device, admitted.evicted));
             assert_eq!(one_by_one, at_once, "{device}: {t_ms:?}");
             assert_eq!(single.device_count(), many.device_count());
         }
