@@ -38,6 +38,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target"))
 ACCELWATCH = os.environ.get("ACCELWATCH_BIN", os.path.join(TARGET, "release", "accelwatch"))
 LOADGEN = os.environ.get("LOADGEN_BIN", os.path.join(TARGET, "release", "examples", "loadgen"))
+COUNTER = os.environ.get("MQTT_COUNT_BIN", os.path.join(TARGET, "release", "examples", "mqtt_count"))
 TICKS = os.sysconf("SC_CLK_TCK")
 I16_SCALE = 1.0 / 4096.0
 
@@ -59,6 +60,9 @@ RUNS = {
     # a second offered, more than generator and broker send on 2 cores.
     "json-100000-1hz": ("accelwatch", ["--format", "json", "--devices", "100000", "--batch", "50", "--rate", "50"],
                         "[window]\nmax_devices = 100000\n"),
+    # No daemon: a consumer that only counts what the broker delivers
+    # (examples/mqtt_count.rs), so what generator and broker pass here.
+    "count-binary-100": ("count", ["--format", "binary", "--devices", "100", "--batch", "100", "--rate", "0"], ""),
     "python-json-100": ("python", ["--format", "json", "--devices", "100", "--batch", "100", "--rate", "0"], ""),
     # Numbers as Python's json.dumps writes them (17 significant digits),
     # against the 6 decimals of the runs above.
@@ -74,6 +78,7 @@ LABELS = {
     "json-1000-50hz": "accelwatch, JSON batches of 10, 1 000 devices at 50 Hz",
     "json-10000-50hz": "accelwatch, JSON batches of 10, 10 000 devices at 50 Hz",
     "json-100000-1hz": "accelwatch, JSON batches of 50 once a second, 100 000 devices at 50 Hz",
+    "count-binary-100": "a counting consumer only (no daemon), binary int16 batches of 100, 100 devices flat out",
     "python-json-100": "Python pipeline, JSON batches of 100, 100 devices flat out",
     "json-100-17digits": "accelwatch, JSON batches of 100 with 17-digit numbers, 100 devices flat out",
     "python-json-100-17digits": "Python pipeline, JSON batches of 100 with 17-digit numbers, 100 devices flat out",
@@ -333,6 +338,42 @@ def run_python(work, broker_port, args, duration, extra=""):
     }
 
 
+def run_count(work, broker_port, args, duration, extra=""):
+    """The broker's own pass: every message delivered to a consumer that
+    only counts them."""
+    proc = subprocess.Popen([COUNTER, "--port", str(broker_port), "--topic", "sensors/+/accel"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(os.path.join(work, "count.log"), "w"),
+                            text=True)
+    try:
+        if proc.stdout.readline().strip() != "ready":
+            raise SystemExit(f"mqtt_count did not subscribe; see {work}/count.log")
+        cpu0 = cpu_seconds(proc.pid)
+        sent = loadgen(broker_port, args, duration)
+        summary = json.loads(proc.stdout.readline())
+        cpu1, rss = cpu_seconds(proc.pid), peak_rss_mb(proc.pid)
+        proc.stdin.close()
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    batch = int(args[args.index("--batch") + 1])
+    nan = float("nan")
+    return {
+        "sent": sent,
+        "processed": summary["messages"] * batch,
+        "seconds": summary["seconds"],
+        "cpu": cpu1 - cpu0,
+        "windows": 0,
+        "decode_errors": 0,
+        "publish_dropped": 0,
+        "p50": nan,
+        "p99": nan,
+        "max": nan,
+        "max_bound": False,
+        "rss_mb": rss,
+    }
+
+
 def ms(seconds, bound=False):
     if seconds != seconds:
         return "–"
@@ -361,7 +402,7 @@ def main():
         with tempfile.TemporaryDirectory(prefix="e2e-bench-") as work:
             broker, port = start_broker(work)
             try:
-                run = run_accelwatch if consumer == "accelwatch" else run_python
+                run = {"accelwatch": run_accelwatch, "python": run_python, "count": run_count}[consumer]
                 results[name] = r = run(work, port, args, opts.duration, extra)
             finally:
                 broker.terminate()

@@ -2,7 +2,7 @@
 # End-to-end speed through a real broker (issue 15): a real mosquitto on a
 # free loopback port, the release `accelwatch run` (output.jsonl = "off",
 # features over MQTT, models/demo.onnx) or the Python pipeline
-# (scripts/python_pipeline.py), and the load generator (examples/loadgen.rs).
+# (scripts/python_pipeline.py), and the load generator (examples/loadgen.rs) and the counting consumer (examples/mqtt_count.rs).
 # Prints one table: samples/s processed, CPU per 1000 samples, latency from
 # a frame's arrival to its window's publication, peak RSS.
 #
@@ -12,5 +12,5 @@
 # the Python run. Honours CARGO_TARGET_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --quiet --bin accelwatch --example loadgen
+cargo build --release --quiet --bin accelwatch --example loadgen --example mqtt_count
 exec python3 scripts/e2e_bench.py "$@"

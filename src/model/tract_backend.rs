@@ -17,6 +17,10 @@ use super::signature::Signature;
 #[derive(Clone)]
 pub struct TractModel {
     plan: Arc<TypedRunnableModel>,
+    /// Run states kept between calls: a fresh one per call set up every
+    /// node's state and the constants' slots, most of a small batch's time.
+    /// One per caller running at once; a caller takes one and puts it back.
+    states: Arc<std::sync::Mutex<Vec<TypedSimpleState>>>,
     input_shape: Vec<usize>,
     features: usize,
     /// Values per window of the reconstruction (and of the front end's
@@ -103,6 +107,7 @@ impl TractModel {
             .map_err(|e| format!("the graph does not fit input [N, {input_shape:?}]: {e:#}"))?;
         Ok(Self {
             plan,
+            states: Arc::default(),
             input_shape,
             features: meta.features(),
             target_features: meta.target_features(),
@@ -129,10 +134,21 @@ impl TractModel {
         let mut shape = vec![n];
         shape.extend_from_slice(&self.input_shape);
         let tensor = Tensor::from_shape(&shape, input).map_err(|e| e.to_string())?;
-        let outputs = self
-            .plan
+        let pooled = self.states.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut state = match pooled {
+            Some(state) => state,
+            None => self
+                .plan
+                .spawn()
+                .map_err(|e| format!("inference state: {e:#}"))?,
+        };
+        let outputs = state
             .run(tvec!(tensor.into()))
             .map_err(|e| format!("inference failed: {e:#}"))?;
+        self.states
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(state);
         let take = |i: usize, per_window: usize, what: &str| -> Result<Vec<f32>, String> {
             let view = outputs[i]
                 .try_as_plain_ram()
