@@ -9,7 +9,7 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
 use accelwatch::config::Config;
-use accelwatch::decode::{Decoder, Format, Samples};
+use accelwatch::decode::{BinaryHeader, BinaryType, Decoder, Format, Samples};
 use accelwatch::model::LoadedModel;
 use accelwatch::pipeline::{IngestStage, ScoreStage};
 use accelwatch::source::frame::Frame;
@@ -233,5 +233,85 @@ fn end_to_end(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, decoding, windowing, inference, end_to_end);
+/// The end-to-end bench's binary run without the broker, the threads
+/// and the sockets: 100 devices' AWB1 int16 payloads of 100 samples each,
+/// decoded, windowed, scored 32 windows a call by the shipped model, and
+/// each window's feature line written. What is left per sample of the
+/// daemon's CPU besides this is I/O and hand-offs between threads.
+fn binary_path(c: &mut Criterion) {
+    let mut config = Config::default();
+    config.input.binary_i16_scale = 1.0 / 4096.0;
+    let (devices, payloads, batch) = (100usize, 6usize, 100usize);
+    let frames: Vec<Frame> = (0..payloads)
+        .flat_map(|p| (0..devices).map(move |d| (p, d)))
+        .map(|(p, d)| {
+            let header = BinaryHeader {
+                value_type: BinaryType::I16,
+                channels: 3,
+                samples: batch as u32,
+                t0_ms: (p * batch) as f64 * 20.0,
+                interval_ms: 20.0,
+            };
+            let mut payload = header.to_bytes().to_vec();
+            for i in 0..batch * 3 {
+                let v = ((p * batch * 3 + i + d) as f32 * 0.37).sin() * 4096.0;
+                payload.extend_from_slice(&(v as i16).to_le_bytes());
+            }
+            Frame {
+                device: Arc::from(format!("dev-{d}")),
+                payload,
+                format: Format::Binary,
+                received_at_ms: 0.0,
+                restart: false,
+                topic: None,
+            }
+        })
+        .collect();
+    let mut group = c.benchmark_group("binary_path");
+    group.throughput(Throughput::Elements((devices * payloads * batch) as u64));
+    group.sample_size(20);
+    group.bench_function("60000_samples_100_devices_payloads_of_100", |b| {
+        b.iter_batched(
+            || {
+                (
+                    IngestStage::new(
+                        &config.input,
+                        &config.window,
+                        &config.training,
+                        Metrics::new(),
+                    ),
+                    ScoreStage::new(
+                        model(),
+                        &config.detector,
+                        config.window.max_devices,
+                        Metrics::new(),
+                    )
+                    .quiet(),
+                )
+            },
+            |(mut ingest, mut score)| {
+                let (mut windows, mut line) = (Vec::new(), Vec::with_capacity(1024));
+                let mut publish = |windows: &mut Vec<_>| {
+                    for output in score.score(windows).unwrap() {
+                        line.clear();
+                        output.write_json(&mut line).unwrap();
+                        black_box(&line);
+                    }
+                    windows.clear();
+                };
+                for frame in &frames {
+                    ingest.ingest(frame, &mut windows);
+                    if windows.len() >= 32 {
+                        publish(&mut windows);
+                    }
+                }
+                publish(&mut windows);
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, decoding, windowing, inference, end_to_end, binary_path);
 criterion_main!(benches);

@@ -4,12 +4,24 @@
 /// Mean of squared differences over all values.
 pub fn mean_squared_error(input: &[f32], reconstruction: &[f32]) -> f32 {
     debug_assert_eq!(input.len(), reconstruction.len());
-    let sum: f32 = input
+    // Sixteen partial sums, as in `weighted_squared_error`: one sum in order
+    // waited on each addition, 8 % of the binary path's compute. Calibration
+    // and serving both sum here, so a threshold and the scores it is held
+    // against add alike.
+    let mut lanes = [0f32; 16];
+    let (x, r) = (input.chunks_exact(16), reconstruction.chunks_exact(16));
+    let tail: f32 = x
+        .remainder()
         .iter()
-        .zip(reconstruction)
+        .zip(r.remainder())
         .map(|(x, r)| (x - r) * (x - r))
         .sum();
-    sum / input.len().max(1) as f32
+    for (x, r) in x.zip(r) {
+        for ((lane, x), r) in lanes.iter_mut().zip(x).zip(r) {
+            *lane += (x - r) * (x - r);
+        }
+    }
+    (lanes.iter().sum::<f32>() + tail) / input.len().max(1) as f32
 }
 
 /// Σ w_j (x_j − x̂_j)²: the reconstruction error of a model with
