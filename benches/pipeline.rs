@@ -313,5 +313,52 @@ fn binary_path(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, decoding, windowing, inference, end_to_end, binary_path);
+/// One window's feature line: 16 latent values, 3 channel errors, as the
+/// MQTT output writes it per window.
+fn window_line(c: &mut Criterion) {
+    use accelwatch::record::{ChannelErrors, WindowRecord};
+    let record = WindowRecord {
+        kind: "window",
+        device: Arc::from("dev-17"),
+        seq: 123_456,
+        t_start: 1_764_616_800_123.5,
+        t_end: 1_764_616_802_663.5,
+        score: 0.051_993_888,
+        threshold: 0.308_684_587_478_637_7,
+        anomaly: false,
+        over_threshold: false,
+        latent: (0..16).map(|i| (i as f32 * 0.731).sin() * 1.7).collect(),
+        channel_error: ChannelErrors {
+            names: vec!["ax".to_string(), "ay".to_string(), "az".to_string()].into(),
+            values: vec![0.021_734_5, 0.113_902_1, 0.047_118_3],
+        },
+        model: Arc::from("demo-3ch-9c0ffee"),
+        activity: None,
+        confidence: None,
+        timeline: Default::default(),
+    };
+    let mut group = c.benchmark_group("score");
+    let x: Vec<f32> = (0..384).map(|i| (i as f32 * 0.37).sin()).collect();
+    let r: Vec<f32> = (0..384).map(|i| (i as f32 * 0.41).cos()).collect();
+    group.bench_function("channel_errors_128x3", |b| {
+        b.iter(|| accelwatch::score::channel_errors(black_box(&x), black_box(&r), 3))
+    });
+    group.bench_function("mean_squared_error_384", |b| {
+        b.iter(|| accelwatch::score::mean_squared_error(black_box(&x), black_box(&r)))
+    });
+    group.finish();
+    let mut group = c.benchmark_group("record");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("window_line_16_latent_3_channels", |b| {
+        let mut line = Vec::with_capacity(1024);
+        b.iter(|| {
+            line.clear();
+            black_box(&record).write_json(&mut line).unwrap();
+            black_box(line.len())
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, decoding, windowing, inference, end_to_end, binary_path, window_line);
 criterion_main!(benches);

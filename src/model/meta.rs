@@ -302,13 +302,10 @@ impl Normalization {
                 means.copy_from_slice(&self.mean);
                 stds.copy_from_slice(&self.std);
             }
-            let mut blocks = rest.chunks_exact_mut(block);
-            for values in &mut blocks {
-                for ((v, m), s) in values.iter_mut().zip(&mean[..block]).zip(&std[..block]) {
-                    *v = (*v - m) / s;
-                }
-            }
-            rest = blocks.into_remainder();
+            let whole = rest.len() / block * block;
+            let (blocks, remainder) = rest.split_at_mut(whole);
+            standardise_blocks(blocks, &mean[..block], &std[..block]);
+            rest = remainder;
         }
         for frame in rest.chunks_exact_mut(c.max(1)) {
             for ((v, m), s) in frame.iter_mut().zip(&self.mean).zip(&self.std) {
@@ -542,6 +539,34 @@ impl ModelMetadata {
         match &self.front_end {
             Some(front_end) => front_end.rows(self.window) * self.channels.len(),
             None => self.features(),
+        }
+    }
+}
+
+/// `(v - mean) / std` over whole blocks of `mean.len()` values. IEEE
+/// division is correctly rounded at any vector width, so the AVX2 build
+/// gives the portable one's results to the bit, with twice the lanes (the
+/// release binary targets plain x86-64, whose divisions take 4).
+fn standardise_blocks(values: &mut [f32], mean: &[f32], std: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, which is all the function assumes.
+        return unsafe { standardise_blocks_avx2(values, mean, std) };
+    }
+    standardise_blocks_portable(values, mean, std)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn standardise_blocks_avx2(values: &mut [f32], mean: &[f32], std: &[f32]) {
+    standardise_blocks_portable(values, mean, std)
+}
+
+#[inline(always)]
+fn standardise_blocks_portable(values: &mut [f32], mean: &[f32], std: &[f32]) {
+    for block in values.chunks_exact_mut(mean.len()) {
+        for ((v, m), s) in block.iter_mut().zip(mean).zip(std) {
+            *v = (*v - m) / s;
         }
     }
 }
