@@ -184,7 +184,14 @@ impl Template {
 
     /// The topic for `device`, sanitised.
     pub fn render(&self, device: &str) -> String {
-        format!("{}{}{}", self.prefix, sanitize_device(device), self.suffix)
+        // Once a window: pushes into one allocation, not `format!`.
+        let device = sanitize_device(device);
+        let mut topic =
+            String::with_capacity(self.prefix.len() + device.len() + self.suffix.len());
+        topic.push_str(&self.prefix);
+        topic.push_str(&device);
+        topic.push_str(&self.suffix);
+        topic
     }
 }
 

@@ -62,6 +62,10 @@ pub struct MqttSink {
     metrics: Metrics,
     /// The longest feature line so far.
     line_bytes: usize,
+    /// Feature lines are in the outbox that the connection task has not
+    /// been woken for: it is woken once a batch (at `flush`), not once a
+    /// line.
+    unannounced: bool,
 }
 
 /// The status payload: `{"status": "online"|"offline", "version": ...}`.
@@ -234,6 +238,7 @@ impl MqttSink {
             reliable,
             metrics,
             line_bytes: 256,
+            unannounced: false,
         };
         Ok((sink, task))
     }
@@ -249,7 +254,15 @@ impl MqttSink {
             self.metrics.mqtt_publish_dropped("features");
             return;
         }
-        self.shared.wake.notify_one();
+        self.unannounced = true;
+    }
+
+    /// Wakes the connection task for the feature lines written since the
+    /// last wake-up.
+    fn announce(&mut self) {
+        if std::mem::take(&mut self.unannounced) {
+            self.shared.wake.notify_one();
+        }
     }
 }
 
@@ -268,12 +281,18 @@ impl Sink for MqttSink {
                 self.line_bytes = self.line_bytes.max(payload.len());
                 self.feature(topic, payload);
             }
-            Output::Alert(_) | Output::Status(_) => self.reliable.send(output)?,
+            Output::Alert(_) | Output::Status(_) => {
+                // An alert that waits for room must not hold back the lines
+                // before it.
+                self.announce();
+                self.reliable.send(output)?
+            }
         }
         Ok(())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
+        self.announce();
         Ok(())
     }
 }
@@ -283,6 +302,7 @@ impl Drop for MqttSink {
     /// DISCONNECT, so the broker does not publish the will as well) once
     /// everything is acknowledged.
     fn drop(&mut self) {
+        self.announce();
         // Every alert and status queued is in the outbox first.
         self.reliable.finish();
         let waiting = {
