@@ -136,7 +136,11 @@ fn windowing(c: &mut Criterion) {
         let devices: Vec<String> = (0..64).map(|d| format!("device-{d}")).collect();
         let values: Vec<f32> = (0..300).map(|i| (i as f32 * 0.37).sin()).collect();
         let times: Vec<Vec<Option<f64>>> = (0..4)
-            .map(|p| (0..100).map(|i| Some((p * 100 + i) as f64 * 20.0)).collect())
+            .map(|p| {
+                (0..100)
+                    .map(|i| Some((p * 100 + i) as f64 * 20.0))
+                    .collect()
+            })
             .collect();
         b.iter_batched(
             || Windower::new(spec),
@@ -360,5 +364,13 @@ fn window_line(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, decoding, windowing, inference, end_to_end, binary_path, window_line);
+criterion_group!(
+    benches,
+    decoding,
+    windowing,
+    inference,
+    end_to_end,
+    binary_path,
+    window_line
+);
 criterion_main!(benches);

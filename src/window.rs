@@ -731,7 +731,10 @@ mod tests {
                 assert!(at_once.last().is_none_or(|(j, _)| *j < i), "in order");
                 at_once.push((i, r));
             });
-            assert_eq!((new_device, evicted), (admitted.new_device, admitted.evicted));
+            assert_eq!(
+                (new_device, evicted),
+                (admitted.new_device, admitted.evicted)
+            );
             assert_eq!(one_by_one, at_once, "{device}: {t_ms:?}");
             assert_eq!(single.device_count(), many.device_count());
         }

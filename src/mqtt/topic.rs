@@ -186,8 +186,7 @@ impl Template {
     pub fn render(&self, device: &str) -> String {
         // Once a window: pushes into one allocation, not `format!`.
         let device = sanitize_device(device);
-        let mut topic =
-            String::with_capacity(self.prefix.len() + device.len() + self.suffix.len());
+        let mut topic = String::with_capacity(self.prefix.len() + device.len() + self.suffix.len());
         topic.push_str(&self.prefix);
         topic.push_str(&device);
         topic.push_str(&self.suffix);

@@ -23,6 +23,63 @@ use crate::common::*;
 #[path = "../../examples/loadgen.rs"]
 mod loadgen;
 
+#[allow(dead_code)]
+#[path = "../../examples/mqtt_count.rs"]
+mod mqtt_count;
+
+/// The counting consumer of the benchmark's `count-binary-100` run (what
+/// the broker alone passes) counts every message and payload byte the
+/// generator sent, and nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_counting_consumer_counts_what_the_generator_sent() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let broker = Mosquitto::start();
+        let port = broker.port.to_string();
+        let counter = mqtt_count::Args::parse_from(["mqtt_count", "--port", &port]);
+        let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel();
+        let counting = tokio::spawn(async move {
+            mqtt_count::count(&counter, move || {
+                let _ = subscribed_tx.send(());
+            })
+            .await
+        });
+        subscribed.await.expect("the counter subscribed");
+        let args = loadgen::Args::parse_from([
+            "loadgen",
+            "--port",
+            &port,
+            "--format",
+            "binary",
+            "--devices",
+            "10",
+            "--batch",
+            "100",
+            "--rate",
+            "2000",
+            "--messages",
+            "200",
+            "--duration",
+            "30",
+            "--qos",
+            "1",
+        ]);
+        let sent = loadgen::run(&args).await.expect("the generator runs");
+        assert_eq!(sent.messages, 200, "{sent:?}");
+        let counted = counting.await.unwrap().expect("the counter ran");
+        assert_eq!(
+            (counted.messages, counted.bytes),
+            (sent.messages, sent.bytes),
+            "{counted:?} against {sent:?}"
+        );
+        assert!(
+            counted.seconds > 0.0 && counted.seconds < 30.0,
+            "{counted:?}"
+        );
+    })
+    .await
+    .expect("test timed out");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_json_load_is_windowed_scored_and_timed() {
     smoke("json", None).await;
