@@ -178,6 +178,25 @@ fn inference(c: &mut Criterion) {
     group.finish();
 }
 
+/// A fresh ingest stage and score stage serving the shipped model.
+fn stages(config: &Config) -> (IngestStage, ScoreStage) {
+    (
+        IngestStage::new(
+            &config.input,
+            &config.window,
+            &config.training,
+            Metrics::new(),
+        ),
+        ScoreStage::new(
+            model(),
+            &config.detector,
+            config.window.max_devices,
+            Metrics::new(),
+        )
+        .quiet(),
+    )
+}
+
 fn end_to_end(c: &mut Criterion) {
     let config = Config::default();
     // 3200 samples of 8 devices: 8 * 49 windows.
@@ -203,23 +222,7 @@ fn end_to_end(c: &mut Criterion) {
     group.sample_size(20);
     group.bench_function("3200_csv_samples_8_devices", |b| {
         b.iter_batched(
-            || {
-                (
-                    IngestStage::new(
-                        &config.input,
-                        &config.window,
-                        &config.training,
-                        Metrics::new(),
-                    ),
-                    ScoreStage::new(
-                        model(),
-                        &config.detector,
-                        config.window.max_devices,
-                        Metrics::new(),
-                    )
-                    .quiet(),
-                )
-            },
+            || stages(&config),
             |(mut ingest, mut score)| {
                 let mut windows = Vec::new();
                 for frame in &frames {
@@ -276,23 +279,7 @@ fn binary_path(c: &mut Criterion) {
     group.sample_size(20);
     group.bench_function("60000_samples_100_devices_payloads_of_100", |b| {
         b.iter_batched(
-            || {
-                (
-                    IngestStage::new(
-                        &config.input,
-                        &config.window,
-                        &config.training,
-                        Metrics::new(),
-                    ),
-                    ScoreStage::new(
-                        model(),
-                        &config.detector,
-                        config.window.max_devices,
-                        Metrics::new(),
-                    )
-                    .quiet(),
-                )
-            },
+            || stages(&config),
             |(mut ingest, mut score)| {
                 let (mut windows, mut line) = (Vec::new(), Vec::with_capacity(1024));
                 let mut publish = |windows: &mut Vec<_>| {
