@@ -204,6 +204,9 @@ def start_broker(work):
     return proc, port
 
 
+BACKEND = "tract"
+
+
 def daemon_config(work, broker_port, http_port, fmt, client_id="accelwatch-bench", extra=""):
     """The daemon's config; `extra` is appended (more TOML)."""
     path = os.path.join(work, "accelwatch.toml")
@@ -219,6 +222,7 @@ format = "{fmt}"
 [model]
 path = "{os.path.join(REPO, 'models', 'demo.onnx')}"
 watch_interval_ms = 0
+backend = "{BACKEND}"
 [output]
 jsonl = "off"
 [output.mqtt]
@@ -389,7 +393,11 @@ def main():
     ap.add_argument("--no-alerts", action="store_true",
                     help="the detector's threshold out of reach ([detector] threshold = 1e30), so a run "
                          "measures the feature path without the alert storms the generator's jumps raise")
+    ap.add_argument("--backend", choices=["tract", "ort"], default="tract",
+                    help="the daemon's model.backend (ort needs ORT_DYLIB_PATH)")
     opts = ap.parse_args()
+    global BACKEND
+    BACKEND = opts.backend
     names = [n for n in opts.only.split(",") if n]
     for n in names:
         if n not in RUNS:
