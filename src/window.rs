@@ -182,6 +182,16 @@ impl DeviceRing {
         Ok(pushed)
     }
 
+    /// The time of a sample that only continues the ring: stamped, after
+    /// the last sample and within `max_gap_ms` of it. Anything else (no
+    /// stamp, a first sample, a reordering, a gap, a reset clock) is for
+    /// [`take`](Self::take)'s checks.
+    #[inline]
+    fn continues(&self, spec: &WindowSpec, t_ms: Option<f64>) -> Option<f64> {
+        let (t, last) = (t_ms?, self.last_t?);
+        (t > last && t - last <= spec.max_gap_ms).then_some(t)
+    }
+
     /// Writes a sample whose time has been checked, and returns the window
     /// it completes, if it does.
     #[inline]
@@ -242,8 +252,8 @@ impl DeviceRing {
             .zip(values.chunks_exact(spec.channels))
             .enumerate()
         {
-            match (*t, self.last_t) {
-                (Some(t), Some(last)) if t > last && t - last <= spec.max_gap_ms => {
+            match self.continues(spec, *t) {
+                Some(t) => {
                     if let Some(window) = self.store(spec, t, arrival_ms, values) {
                         each(
                             i,
