@@ -68,6 +68,12 @@ impl BrokerSettings {
     /// keep-alive and packet limit from here, the rest from `session`. The
     /// password is read here and never logged.
     pub fn connect(&self, session: client::Session) -> Result<(Client, Events), MqttError> {
+        Ok(client::new(self.endpoint()?, session))
+    }
+
+    /// Address, credentials, TLS, keep-alive and packet limit, resolved
+    /// (the password read, the TLS configuration built).
+    pub fn endpoint(&self) -> Result<client::Endpoint, MqttError> {
         let url = BrokerUrl::parse(&self.url).map_err(|message| MqttError::Setting {
             key: format!("{}.url", self.key),
             message: message.0,
@@ -89,7 +95,7 @@ impl BrokerSettings {
             credentials,
             transport,
         };
-        Ok(client::new(endpoint, session))
+        Ok(endpoint)
     }
 
     fn password(&self) -> Result<Option<String>, MqttError> {

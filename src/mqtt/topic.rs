@@ -184,13 +184,20 @@ impl Template {
 
     /// The topic for `device`, sanitised.
     pub fn render(&self, device: &str) -> String {
-        // Once a window: pushes into one allocation, not `format!`.
+        let mut topic = String::new();
+        self.render_into(device, &mut topic);
+        topic
+    }
+
+    /// The topic for `device` into `topic` (cleared first): once a window,
+    /// so pushes into a buffer kept between windows, not `format!`.
+    pub fn render_into(&self, device: &str, topic: &mut String) {
         let device = sanitize_device(device);
-        let mut topic = String::with_capacity(self.prefix.len() + device.len() + self.suffix.len());
+        topic.clear();
+        topic.reserve(self.prefix.len() + device.len() + self.suffix.len());
         topic.push_str(&self.prefix);
         topic.push_str(&device);
         topic.push_str(&self.suffix);
-        topic
     }
 }
 

@@ -3,10 +3,13 @@
 //! device, and a retained status (`online` on every connect, `offline` as
 //! the last will and on shutdown).
 //!
-//! Sinks run on a blocking thread, so publishing never waits: messages go
-//! into the [`outbox::Outbox`], which the [`connection`] task hands to
-//! rumqttc while the broker is there. Features are best effort: beyond
-//! `output.mqtt.queue` waiting, new ones are dropped and counted in
+//! Sinks run on a blocking thread, so publishing never waits. At
+//! `features_qos = 0` (the default) the feature lines go through a
+//! connection of their own, the [`lane`]: encoded on the sink's thread,
+//! written a batch at a time. Otherwise, and for alerts and status,
+//! messages go into the [`outbox::Outbox`], which the [`connection`] task
+//! hands to rumqttc while the broker is there. Features are best effort:
+//! beyond `output.mqtt.queue` waiting, new ones are dropped and counted in
 //! `accelwatch_mqtt_publish_dropped_total{kind}` rather than stalling the
 //! pipeline behind an outage. Alerts and status records are kept until the
 //! broker acknowledges them (QoS 1) and published again, in order, after a
@@ -20,6 +23,7 @@
 
 pub mod config;
 pub mod connection;
+pub mod lane;
 pub mod outbox;
 mod reliable;
 pub use reliable::scope_status_topic;
@@ -40,6 +44,7 @@ use crate::record::{Output, StatusRecord};
 use crate::sequence::Sequence;
 use crate::sink::mqtt::config::MqttOutputConfig;
 use crate::sink::mqtt::connection::{Connection, Shared};
+use crate::sink::mqtt::lane::{FeatureLane, LaneTask};
 use crate::sink::mqtt::outbox::{Message, Outbox};
 use crate::sink::mqtt::reliable::{status_value, MsgIds, ReliablePath, ReliableWriter};
 use crate::sink::mqtt::spool::Spool;
@@ -60,6 +65,11 @@ pub struct MqttSink {
     /// Alerts and status records go through their own thread.
     reliable: ReliableWriter,
     metrics: Metrics,
+    /// The feature lines' own connection, at QoS 0.
+    lane: Option<FeatureLane>,
+    /// The feature line and its topic, kept between windows.
+    line: Vec<u8>,
+    topic: String,
     /// The longest feature line so far.
     line_bytes: usize,
     /// Feature lines are in the outbox that the connection task has not
@@ -136,8 +146,24 @@ impl MqttSink {
         if let Some(keep_alive) = output.keep_alive_s {
             broker.keep_alive = Duration::from_secs(keep_alive);
         }
+        let protocol = output.protocol.unwrap_or(broker.protocol);
+        let backoff = || Backoff::new(broker.backoff_min, broker.backoff_max);
+        let (lane, lane_task) = if output.features_qos == 0 {
+            let (lane, task) = FeatureLane::open(
+                &broker.endpoint()?,
+                protocol,
+                &format!("{}-features", output.client_id),
+                output.features_retain,
+                output.queue,
+                backoff(),
+                metrics.clone(),
+            );
+            (Some(lane), Some(task))
+        } else {
+            (None, None)
+        };
         let (client, events) = broker.connect(Session {
-            protocol: output.protocol.unwrap_or(broker.protocol),
+            protocol,
             client_id: output.client_id.clone(),
             // Nothing is left to a session: the outbox sends again what
             // the broker did not acknowledge.
@@ -203,12 +229,13 @@ impl MqttSink {
             status_topic: output.status_topic.clone(),
             hello: status_payload(true),
             goodbye: status_payload(false),
-            backoff: Backoff::new(broker.backoff_min, broker.backoff_max),
+            backoff: backoff(),
             url: broker.url.clone(),
             metrics: metrics.clone(),
         };
         let task = OutputTask {
             task: tokio::spawn(connection.run()),
+            lane: lane_task,
             shared: shared.clone(),
             metrics: metrics.clone(),
         };
@@ -237,6 +264,9 @@ impl MqttSink {
             features_retain: output.features_retain,
             reliable,
             metrics,
+            lane,
+            line: Vec::new(),
+            topic: String::new(),
             line_bytes: 256,
             unannounced: false,
         };
@@ -260,6 +290,9 @@ impl MqttSink {
     /// Wakes the connection task for the feature lines written since the
     /// last wake-up.
     fn announce(&mut self) {
+        if let Some(lane) = &mut self.lane {
+            lane.hand_over();
+        }
         if std::mem::take(&mut self.unannounced) {
             self.shared.wake.notify_one();
         }
@@ -273,6 +306,14 @@ impl Sink for MqttSink {
 
     fn write(&mut self, output: &Output) -> std::io::Result<()> {
         match output {
+            Output::Window(w) if self.lane.is_some() => {
+                self.features.render_into(&w.device, &mut self.topic);
+                self.line.clear();
+                w.write_json(&mut self.line)?;
+                if let Some(lane) = &mut self.lane {
+                    lane.push(&self.topic, &self.line);
+                }
+            }
             Output::Window(w) => {
                 let topic = self.features.render(&w.device);
                 // Sized to the longest line so far: one allocation a line.
@@ -303,6 +344,8 @@ impl Drop for MqttSink {
     /// everything is acknowledged.
     fn drop(&mut self) {
         self.announce();
+        // The lane writes what waits, then disconnects.
+        self.lane = None;
         // Every alert and status queued is in the outbox first.
         self.reliable.finish();
         let waiting = {
@@ -326,6 +369,7 @@ pub const GOODBYE_TIMEOUT: Duration = Duration::from_secs(3);
 /// The output's connection task, and what it leaves undelivered.
 pub struct OutputTask {
     task: JoinHandle<()>,
+    lane: Option<LaneTask>,
     shared: Arc<Shared>,
     metrics: Metrics,
 }
@@ -336,9 +380,22 @@ impl OutputTask {
     /// alerts lost with the process (those in memory only; the spooled
     /// ones are published by the next run).
     pub async fn finish(mut self, timeout: Duration) {
-        if tokio::time::timeout(timeout, &mut self.task).await.is_err() {
+        let deadline = tokio::time::Instant::now() + timeout;
+        if tokio::time::timeout_at(deadline, &mut self.task)
+            .await
+            .is_err()
+        {
             tracing::warn!("MQTT output: the offline status could not be sent in time");
             self.task.abort();
+        }
+        if let Some(mut lane) = self.lane.take() {
+            if tokio::time::timeout_at(deadline, &mut lane.task)
+                .await
+                .is_err()
+            {
+                tracing::warn!("MQTT output: the last feature lines could not be sent in time");
+                lane.task.abort();
+            }
         }
         let outbox = self.shared.outbox();
         let lost = outbox.alerts_in_memory();
@@ -363,6 +420,9 @@ impl OutputTask {
     /// Stops the task without waiting.
     pub fn abort(&self) {
         self.task.abort();
+        if let Some(lane) = &self.lane {
+            lane.task.abort();
+        }
     }
 }
 
@@ -439,14 +499,16 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         }
         assert!(writer.is_finished(), "the sink waited for the spool");
-        assert_eq!(shared.outbox().features_waiting(), 3);
+        let sink = writer.join().unwrap();
+        let lane = sink.lane.as_ref().expect("QoS 0 lines take their own connection");
+        assert_eq!(lane.staged_lines(), 3);
         assert_eq!(
             shared.outbox().unacknowledged(),
             0,
             "the alert is still at the spool"
         );
         drop(busy);
-        drop(writer.join().unwrap());
+        drop(sink);
         assert_eq!(shared.outbox().unacknowledged(), 1, "the alert, spooled");
         let text = metrics.render();
         assert!(

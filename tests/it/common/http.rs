@@ -148,6 +148,13 @@ impl Scrape for SocketAddr {
     }
 }
 
+impl Scrape for &accelwatch::telemetry::Metrics {
+    fn metrics_text(&self) -> impl Future<Output = String> {
+        let text = self.render();
+        async move { text }
+    }
+}
+
 impl Scrape for &Daemon {
     fn metrics_text(&self) -> impl Future<Output = String> {
         let text = self.metrics.render();

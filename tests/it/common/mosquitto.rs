@@ -65,7 +65,12 @@ impl Mosquitto {
     /// queued QoS 1 messages) across a restart, even after SIGKILL: it
     /// saves them every second.
     pub fn start_persistent() -> Self {
-        Self::start_full(&[], true, |_| String::new())
+        Self::start_persistent_conf("")
+    }
+
+    /// A persistent broker with more config, e.g. `queue_qos0_messages true`.
+    pub fn start_persistent_conf(extra: &str) -> Self {
+        Self::start_full(&[], true, |_| extra.to_string())
     }
 
     fn start_full(

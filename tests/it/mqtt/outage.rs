@@ -770,3 +770,106 @@ async fn statuses_filling_the_memory_bound_never_push_out_an_alert() {
     .await
     .expect("test timed out");
 }
+
+/// The feature lines' own connection (`sink::mqtt::lane`) across a killed
+/// broker: lines made while it is away wait for it, up to the queue, in
+/// order; the rest are counted; the lane reconnects by itself and says
+/// DISCONNECT when its sink is gone. A persistent subscriber on a broker
+/// that queues QoS 0 for it sees what reached the broker whenever it
+/// reconnects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feature_lines_wait_for_a_killed_broker_up_to_the_queue() {
+    use accelwatch::backoff::Backoff;
+    use accelwatch::mqtt::broker::BrokerSettings;
+    use accelwatch::mqtt::config::MqttProtocol;
+    use accelwatch::sink::mqtt::lane::FeatureLane;
+    use accelwatch::telemetry::Metrics;
+
+    tokio::time::timeout(OUTAGE_TEST_TIMEOUT, async {
+        let mut broker = Mosquitto::start_persistent_conf("queue_qos0_messages true\n");
+        let subscribed = SystemTime::now();
+        let (_watcher, mut watched) = persistent_client(broker.port, "watcher", &["lane/#"]).await;
+        saved_since(&broker, subscribed).await;
+
+        let metrics = Metrics::new();
+        let settings = BrokerSettings::input(&accelwatch::config::MqttInputConfig {
+            url: broker.url(),
+            ..Default::default()
+        });
+        let queue = 5;
+        let (mut lane, task) = FeatureLane::open(
+            &settings.endpoint().unwrap(),
+            MqttProtocol::V311,
+            "lane-test",
+            false,
+            queue,
+            Backoff::new(Duration::from_millis(50), Duration::from_millis(500)),
+            metrics.clone(),
+        );
+        let connected = "accelwatch_mqtt_connected{role=\"features\"}";
+        wait_metric(&metrics, connected, 1.0).await;
+        let line = |name: &str| serde_json::to_vec(&serde_json::json!({ "line": name })).unwrap();
+        for i in 0..3 {
+            lane.push("lane/d1/features", &line(&format!("a{i}")));
+        }
+        lane.hand_over();
+        let mut got = Received::default();
+        got.until(&mut watched, "the lines before the outage", |r| {
+            r.0.len() >= 3
+        })
+        .await;
+
+        broker.kill();
+        wait_metric(&metrics, connected, 0.0).await;
+        for i in 0..8 {
+            lane.push("lane/d1/features", &line(&format!("b{i}")));
+        }
+        lane.hand_over();
+        let text = metrics.render();
+        assert_eq!(
+            crate::common::http::metric(
+                &text,
+                "accelwatch_mqtt_publish_dropped_total{kind=\"features\"}"
+            ),
+            Some(3.0),
+            "the lines beyond the queue of {queue}: {text}"
+        );
+        assert!(
+            crate::common::http::metric_sum(
+                &text,
+                "accelwatch_mqtt_connection_failures_total",
+                &["role=\"features\""]
+            ) >= 1.0,
+            "{text}"
+        );
+
+        broker.restart();
+        wait_metric(&metrics, connected, 1.0).await;
+        got.until(&mut watched, "the lines kept through the outage", |r| {
+            r.0.len() >= 8
+        })
+        .await;
+        let names: Vec<&str> = got
+            .0
+            .iter()
+            .map(|(_, v)| v["line"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["a0", "a1", "a2", "b0", "b1", "b2", "b3", "b4"]);
+        assert!(got.0.iter().all(|(topic, _)| topic == "lane/d1/features"));
+
+        drop(lane);
+        tokio::time::timeout(Duration::from_secs(10), task.task)
+            .await
+            .expect("the lane ends once its sink is gone")
+            .unwrap();
+        // Mosquitto's words for a DISCONNECT (a dropped socket is "closed
+        // its connection").
+        wait_until(Duration::from_secs(10), "the lane's DISCONNECT", || {
+            let said = broker.log().contains("Client lane-test disconnected.");
+            async move { said }
+        })
+        .await;
+    })
+    .await
+    .expect("test timed out");
+}
