@@ -500,7 +500,10 @@ mod tests {
         }
         assert!(writer.is_finished(), "the sink waited for the spool");
         let sink = writer.join().unwrap();
-        let lane = sink.lane.as_ref().expect("QoS 0 lines take their own connection");
+        let lane = sink
+            .lane
+            .as_ref()
+            .expect("QoS 0 lines take their own connection");
         assert_eq!(lane.staged_lines(), 3);
         assert_eq!(
             shared.outbox().unacknowledged(),

@@ -185,6 +185,7 @@ async fn a_broker_restart_is_survived() {
         broker.kill();
         wait_metric(addr, "accelwatch_mqtt_connected{role=\"input\"}", 0.0).await;
         wait_metric(addr, "accelwatch_mqtt_connected{role=\"output\"}", 0.0).await;
+        wait_metric(addr, "accelwatch_mqtt_connected{role=\"features\"}", 0.0).await;
         let (status, body) = readyz().await;
         assert_eq!(status, 503, "not ready while the broker is away: {body}");
         assert_eq!(
@@ -198,6 +199,7 @@ async fn a_broker_restart_is_survived() {
         broker.restart();
         wait_metric(addr, "accelwatch_mqtt_connected{role=\"input\"}", 1.0).await;
         wait_metric(addr, "accelwatch_mqtt_connected{role=\"output\"}", 1.0).await;
+        wait_metric(addr, "accelwatch_mqtt_connected{role=\"features\"}", 1.0).await;
 
         // The watcher reconnects by itself; wait for its subscription, and
         // for the daemon's own (the broker keeps no session).

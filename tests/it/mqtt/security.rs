@@ -24,8 +24,15 @@ async fn username_and_password() {
         let addr = daemon.telemetry_addr().unwrap();
         let refused =
             "accelwatch_mqtt_connection_failures_total{reason=\"refused\",role=\"input\"}";
-        // Refusals are counted and retried.
+        // Refusals are counted and retried, by the feature lines' own
+        // connection too.
         wait_metric(addr, refused, AtLeast(2.0)).await;
+        wait_metric(
+            addr,
+            "accelwatch_mqtt_connection_failures_total{reason=\"refused\",role=\"features\"}",
+            AtLeast(2.0),
+        )
+        .await;
         assert_eq!(
             metric(
                 &scrape(addr).await,
@@ -39,6 +46,7 @@ async fn username_and_password() {
         let (daemon, _) = start_connected(config).await;
         let addr = daemon.telemetry_addr().unwrap();
         wait_metric(addr, "accelwatch_mqtt_connected{role=\"output\"}", 1.0).await;
+        wait_metric(addr, "accelwatch_mqtt_connected{role=\"features\"}", 1.0).await;
         stop(daemon).await;
     })
     .await
