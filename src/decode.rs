@@ -314,13 +314,16 @@ impl Decoder {
         }
         match format {
             Format::Json => {
-                let text = utf8(payload)?;
+                // A batch the scanner takes is ASCII throughout (three
+                // known keys, numbers, punctuation, whitespace), so only
+                // what it gives up on is checked for UTF-8: the check was
+                // 3 % of the daemon's CPU on 17-digit numbers.
                 match scanner
-                    .then(|| self.decode_plain_batch(text, out))
+                    .then(|| self.decode_plain_batch(payload, out))
                     .flatten()
                 {
                     Some(decoded) => decoded?,
-                    None => self.decode_json(text, out)?,
+                    None => self.decode_json(utf8(payload)?, out)?,
                 }
             }
             Format::Csv => self.decode_csv(utf8(payload)?, out)?,

@@ -65,15 +65,15 @@ impl Scanner<'_> {
 }
 
 impl Decoder {
-    /// Decodes `text` when it is a plain batch; None leaves the payload to
+    /// Decodes `payload` when it is a plain batch (ASCII, then); None leaves it to
     /// the serde path ([`Decoder::decode_json`]; `out` is then left
     /// cleared).
     pub(super) fn decode_plain_batch(
         &self,
-        text: &str,
+        payload: &[u8],
         out: &mut Samples,
     ) -> Option<Result<(), DecodeError>> {
-        let found = scan(text.as_bytes(), self.channels.len(), self.max_samples, out);
+        let found = scan(payload, self.channels.len(), self.max_samples, out);
         if found.is_none() {
             out.clear();
         }
@@ -200,8 +200,36 @@ mod tests {
             assert_eq!(bits(&by_serde), bits(&by_decoder), "{text}");
         }
         decoder
-            .decode_plain_batch(text, &mut Samples::default())
+            .decode_plain_batch(text.as_bytes(), &mut Samples::default())
             .is_some()
+    }
+
+    /// The scanner runs before any UTF-8 check: a byte that is not UTF-8
+    /// anywhere in a batch still gets `NotUtf8`, whichever path decides.
+    #[test]
+    fn a_batch_with_a_byte_that_is_not_utf8_is_refused_as_such() {
+        let decoder = decoder(4096);
+        let payloads: [&[u8]; 4] = [
+            b"{\"values\":[[1,2,3]],\"\xff\":1}",
+            b"{\"values\":[[1,2,3]]}\xff",
+            b"{\"val\xc3ues\":[[1,2,3]]}",
+            b"{\"values\":[[1,2,3]],\"t0\":\"\xe2\x82\"}",
+        ];
+        for payload in payloads {
+            let mut out = Samples::default();
+            assert!(decoder.decode_plain_batch(payload, &mut out).is_none());
+            assert_eq!(
+                decoder.decode(crate::decode::Format::Json, payload, &mut out),
+                Err(DecodeError::NotUtf8),
+                "{payload:?}"
+            );
+        }
+        let mut out = Samples::default();
+        let plain = b"{\"values\":[[1,2,3]]}";
+        assert!(matches!(
+            decoder.decode_plain_batch(plain, &mut out),
+            Some(Ok(()))
+        ));
     }
 
     fn number(rng: &mut ChaCha8Rng) -> String {
