@@ -873,3 +873,78 @@ async fn feature_lines_wait_for_a_killed_broker_up_to_the_queue() {
     .await
     .expect("test timed out");
 }
+
+/// The lane keeps an idle connection alive with PINGREQs (mosquitto drops
+/// a client silent for 1.5 keep-alives), and gives up a frozen broker's
+/// connection when a PINGRESP is a keep-alive late, then reconnects once
+/// the broker is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_feature_lane_pings_when_idle_and_notices_a_frozen_broker() {
+    use accelwatch::backoff::Backoff;
+    use accelwatch::mqtt::broker::BrokerSettings;
+    use accelwatch::mqtt::config::MqttProtocol;
+    use accelwatch::sink::mqtt::lane::FeatureLane;
+    use accelwatch::telemetry::Metrics;
+
+    tokio::time::timeout(OUTAGE_TEST_TIMEOUT, async {
+        let broker = Mosquitto::start();
+        let metrics = Metrics::new();
+        let settings = BrokerSettings::input(&accelwatch::config::MqttInputConfig {
+            url: broker.url(),
+            keep_alive_s: 1,
+            ..Default::default()
+        });
+        let (lane, task) = FeatureLane::open(
+            &settings.endpoint().unwrap(),
+            MqttProtocol::V5,
+            "lane-ping",
+            false,
+            16,
+            Backoff::new(Duration::from_millis(50), Duration::from_millis(200)),
+            metrics.clone(),
+        );
+        let connected = "accelwatch_mqtt_connected{role=\"features\"}";
+        wait_metric(&metrics, connected, 1.0).await;
+        // Idle for four keep-alives: only the lane's PINGREQs keep it.
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let failures = |text: &str| {
+            crate::common::http::metric_sum(
+                text,
+                "accelwatch_mqtt_connection_failures_total",
+                &["role=\"features\""],
+            )
+        };
+        let text = metrics.render();
+        assert_eq!(
+            failures(&text),
+            0.0,
+            "an idle lane lost its connection: {text}"
+        );
+        assert_eq!(crate::common::http::metric(&text, connected), Some(1.0));
+
+        broker.signal(libc::SIGSTOP);
+        let frozen = Instant::now();
+        wait_metric(&metrics, connected, 0.0).await;
+        let noticed = frozen.elapsed();
+        assert!(
+            noticed < Duration::from_secs(10),
+            "a frozen broker noticed after {noticed:?}"
+        );
+        assert!(
+            metrics.render().contains(
+                "accelwatch_mqtt_connection_failures_total{reason=\"network\",role=\"features\"}"
+            ),
+            "{}",
+            metrics.render()
+        );
+        broker.signal(libc::SIGCONT);
+        wait_metric(&metrics, connected, 1.0).await;
+        drop(lane);
+        tokio::time::timeout(Duration::from_secs(10), task.task)
+            .await
+            .expect("the lane ends once its sink is gone")
+            .unwrap();
+    })
+    .await
+    .expect("test timed out");
+}
