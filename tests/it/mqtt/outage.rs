@@ -874,10 +874,9 @@ async fn feature_lines_wait_for_a_killed_broker_up_to_the_queue() {
     .expect("test timed out");
 }
 
-/// The lane keeps an idle connection alive with PINGREQs (mosquitto drops
-/// a client silent for 1.5 keep-alives), and gives up a frozen broker's
-/// connection when a PINGRESP is a keep-alive late, then reconnects once
-/// the broker is back.
+/// The lane sends PINGREQs on an idle connection (mosquitto's debug log
+/// shows them), and gives up a frozen broker's connection when a PINGRESP
+/// is a keep-alive late, then reconnects once the broker is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_feature_lane_pings_when_idle_and_notices_a_frozen_broker() {
     use accelwatch::backoff::Backoff;
@@ -887,7 +886,7 @@ async fn the_feature_lane_pings_when_idle_and_notices_a_frozen_broker() {
     use accelwatch::telemetry::Metrics;
 
     tokio::time::timeout(OUTAGE_TEST_TIMEOUT, async {
-        let broker = Mosquitto::start();
+        let broker = Mosquitto::start_conf(&[], |_| "log_type debug\n".into());
         let metrics = Metrics::new();
         let settings = BrokerSettings::input(&accelwatch::config::MqttInputConfig {
             url: broker.url(),
@@ -905,8 +904,17 @@ async fn the_feature_lane_pings_when_idle_and_notices_a_frozen_broker() {
         );
         let connected = "accelwatch_mqtt_connected{role=\"features\"}";
         wait_metric(&metrics, connected, 1.0).await;
-        // Idle for four keep-alives: only the lane's PINGREQs keep it.
-        tokio::time::sleep(Duration::from_secs(4)).await;
+        // Idle for a few keep-alives: the lane pings.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let pings = broker
+            .log()
+            .matches("Received PINGREQ from lane-ping")
+            .count();
+        assert!(
+            pings >= 2,
+            "{pings} PINGREQs in 3 s idle:\n{}",
+            broker.log()
+        );
         let failures = |text: &str| {
             crate::common::http::metric_sum(
                 text,
