@@ -181,11 +181,11 @@ impl Metrics {
         self.inner.mqtt_unrouted.inc();
     }
     /// `kind` is `features`, `alert` or `status`.
-    pub fn mqtt_publish_dropped(&self, kind: &str) {
+    pub fn mqtt_publish_dropped(&self, kind: &str, messages: usize) {
         self.inner
             .mqtt_publish_dropped
             .with_label_values(&[kind])
-            .inc();
+            .inc_by(messages as u64);
     }
     /// `event` is `spooled`, `replayed`, `acked` or `dropped`.
     pub fn mqtt_spool(&self, event: &str, alerts: u64) {

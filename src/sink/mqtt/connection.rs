@@ -165,7 +165,7 @@ impl Link {
         {
             self.shared.outbox().handed_untracked();
         } else {
-            self.metrics.mqtt_publish_dropped("status");
+            self.metrics.mqtt_publish_dropped("status", 1);
         }
     }
 
@@ -205,9 +205,7 @@ impl Link {
 
     fn lost(&self) {
         let lost = self.shared.outbox().on_disconnect();
-        for _ in 0..lost.features {
-            self.metrics.mqtt_publish_dropped("features");
-        }
+        self.metrics.mqtt_publish_dropped("features", lost.features);
         if lost.resent > 0 {
             self.metrics.mqtt_resent(lost.resent);
             tracing::info!(

@@ -367,9 +367,7 @@ impl FeatureLane {
         };
         self.staged.clear();
         self.ends.clear();
-        for _ in 0..dropped {
-            self.metrics.mqtt_publish_dropped("features");
-        }
+        self.metrics.mqtt_publish_dropped("features", dropped);
         self.shared.wake.notify_one();
     }
 }
@@ -414,25 +412,23 @@ async fn run(dial: Dial, shared: Arc<Shared>, mut backoff: Backoff, metrics: Met
         let delay = backoff.next_delay();
         let closing = tokio::select! {
             () = tokio::time::sleep(delay) => shared.waiting().closing,
-            closing = closed(&shared) => closing,
+            () = closed(&shared) => true,
         };
         if closing {
             // No broker to say goodbye to: what waits is lost with the process.
             let lines = std::mem::take(&mut shared.waiting().lines);
-            for _ in 0..lines {
-                metrics.mqtt_publish_dropped("features");
-            }
+            metrics.mqtt_publish_dropped("features", lines);
             return;
         }
     }
 }
 
 /// Resolves once the sink's end is dropped.
-async fn closed(shared: &Shared) -> bool {
+async fn closed(shared: &Shared) {
     loop {
         shared.wake.notified().await;
         if shared.waiting().closing {
-            return true;
+            return;
         }
     }
 }
@@ -461,9 +457,7 @@ async fn serve(
             let written = write(&mut writer, &spare, dial.keep_alive).await;
             spare.clear();
             if let Err(error) = written {
-                for _ in 0..lines {
-                    metrics.mqtt_publish_dropped("features");
-                }
+                metrics.mqtt_publish_dropped("features", lines);
                 return Err(error);
             }
             last_write = Instant::now();

@@ -40,7 +40,7 @@ use crate::clock::Clock;
 use crate::mqtt::broker::{BrokerSettings, MqttError};
 use crate::mqtt::client::{Session, Will};
 use crate::mqtt::topic::{Template, TopicError};
-use crate::record::{Output, StatusRecord};
+use crate::record::{Output, StatusRecord, WindowRecord};
 use crate::sequence::Sequence;
 use crate::sink::mqtt::config::MqttOutputConfig;
 use crate::sink::mqtt::connection::{Connection, Shared};
@@ -273,18 +273,25 @@ impl MqttSink {
         Ok((sink, task))
     }
 
-    fn feature(&mut self, topic: String, payload: Vec<u8>) {
+    /// A feature line at QoS 1: through the outbox, acknowledged.
+    fn feature_through_outbox(&mut self, w: &WindowRecord) -> std::io::Result<()> {
+        let topic = self.features.render(&w.device);
+        // Sized to the longest line so far: one allocation a line.
+        let mut payload = Vec::with_capacity(self.line_bytes);
+        w.write_json(&mut payload)?;
+        self.line_bytes = self.line_bytes.max(payload.len());
         let message = Message {
             topic,
             qos: self.features_qos,
             retain: self.features_retain,
             payload,
         };
-        if !self.shared.outbox().push_feature(message) {
-            self.metrics.mqtt_publish_dropped("features");
-            return;
+        if self.shared.outbox().push_feature(message) {
+            self.unannounced = true;
+        } else {
+            self.metrics.mqtt_publish_dropped("features", 1);
         }
-        self.unannounced = true;
+        Ok(())
     }
 
     /// Wakes the connection task for the feature lines written since the
@@ -306,22 +313,15 @@ impl Sink for MqttSink {
 
     fn write(&mut self, output: &Output) -> std::io::Result<()> {
         match output {
-            Output::Window(w) if self.lane.is_some() => {
-                self.features.render_into(&w.device, &mut self.topic);
-                self.line.clear();
-                w.write_json(&mut self.line)?;
-                if let Some(lane) = &mut self.lane {
+            Output::Window(w) => match &mut self.lane {
+                Some(lane) => {
+                    self.features.render_into(&w.device, &mut self.topic);
+                    self.line.clear();
+                    w.write_json(&mut self.line)?;
                     lane.push(&self.topic, &self.line);
                 }
-            }
-            Output::Window(w) => {
-                let topic = self.features.render(&w.device);
-                // Sized to the longest line so far: one allocation a line.
-                let mut payload = Vec::with_capacity(self.line_bytes);
-                w.write_json(&mut payload)?;
-                self.line_bytes = self.line_bytes.max(payload.len());
-                self.feature(topic, payload);
-            }
+                None => self.feature_through_outbox(w)?,
+            },
             Output::Alert(_) | Output::Status(_) => {
                 // An alert that waits for room must not hold back the lines
                 // before it.

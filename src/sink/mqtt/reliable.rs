@@ -119,7 +119,7 @@ impl ReliablePath {
     /// An alert that could not be kept: counted and logged (at most once a
     /// minute per reason, with how many since).
     fn lost(&mut self, reason: AlertsLost) {
-        self.metrics.mqtt_publish_dropped("alert");
+        self.metrics.mqtt_publish_dropped("alert", 1);
         self.metrics.alerts_lost(reason, 1);
         if let Some(held_back) = self
             .warned
@@ -167,7 +167,7 @@ impl ReliablePath {
     /// each topic waits).
     fn status(&mut self, id: u64, message: Message) {
         if !self.shared.outbox().push_status(id, message) {
-            self.metrics.mqtt_publish_dropped("status");
+            self.metrics.mqtt_publish_dropped("status", 1);
             return;
         }
         self.shared.wake.notify_one();

@@ -12,7 +12,12 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime};
 
+use accelwatch::backoff::Backoff;
 use accelwatch::config::{Config, InputKind, MqttOutputConfig};
+use accelwatch::mqtt::broker::BrokerSettings;
+use accelwatch::mqtt::config::MqttProtocol;
+use accelwatch::sink::mqtt::lane::{FeatureLane, LaneTask};
+use accelwatch::telemetry::Metrics;
 use serde_json::Value;
 
 use super::*;
@@ -691,14 +696,14 @@ async fn a_clock_stepped_back_loses_no_alert_and_keeps_the_newest_evidence() {
 async fn statuses_filling_the_memory_bound_never_push_out_an_alert() {
     use accelwatch::clock::Clock;
     use accelwatch::config::MqttInputConfig;
-    use accelwatch::mqtt::broker::BrokerSettings;
     use accelwatch::record::{AlertRecord, ModelState, Output, StatusRecord};
     use accelwatch::sink::mqtt::MqttSink;
     use accelwatch::sink::Sink;
     use std::sync::Arc;
+    use BrokerSettings;
     tokio::time::timeout(OUTAGE_TEST_TIMEOUT, async {
         let (mut broker, _watcher, mut watched) = watched_broker("accelwatch/+/alert").await;
-        let metrics = accelwatch::telemetry::Metrics::new();
+        let metrics = Metrics::new();
         let output = MqttOutputConfig {
             url: Some(broker.url()),
             queue: 8,
@@ -771,6 +776,44 @@ async fn statuses_filling_the_memory_bound_never_push_out_an_alert() {
     .expect("test timed out");
 }
 
+const LANE_CONNECTED: &str = "accelwatch_mqtt_connected{role=\"features\"}";
+
+/// A feature lane of its own to `broker` (the daemon's back-off made
+/// short), and the metrics it reports to.
+fn open_lane(
+    broker: &Mosquitto,
+    protocol: MqttProtocol,
+    keep_alive_s: u64,
+    client_id: &str,
+    queue: usize,
+) -> (FeatureLane, LaneTask, Metrics) {
+    let metrics = Metrics::new();
+    let settings = BrokerSettings::input(&accelwatch::config::MqttInputConfig {
+        url: broker.url(),
+        keep_alive_s,
+        ..Default::default()
+    });
+    let (lane, task) = FeatureLane::open(
+        &settings.endpoint().unwrap(),
+        protocol,
+        client_id,
+        false,
+        queue,
+        Backoff::new(Duration::from_millis(50), Duration::from_millis(500)),
+        metrics.clone(),
+    );
+    (lane, task, metrics)
+}
+
+/// Drops the sink's end and waits for the lane's task to end.
+async fn close_lane(lane: FeatureLane, task: LaneTask) {
+    drop(lane);
+    tokio::time::timeout(Duration::from_secs(10), task.task)
+        .await
+        .expect("the lane ends once its sink is gone")
+        .unwrap();
+}
+
 /// The feature lines' own connection (`sink::mqtt::lane`) across a killed
 /// broker: lines made while it is away wait for it, up to the queue, in
 /// order; the rest are counted; the lane reconnects by itself and says
@@ -779,35 +822,16 @@ async fn statuses_filling_the_memory_bound_never_push_out_an_alert() {
 /// reconnects.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn feature_lines_wait_for_a_killed_broker_up_to_the_queue() {
-    use accelwatch::backoff::Backoff;
-    use accelwatch::mqtt::broker::BrokerSettings;
-    use accelwatch::mqtt::config::MqttProtocol;
-    use accelwatch::sink::mqtt::lane::FeatureLane;
-    use accelwatch::telemetry::Metrics;
-
     tokio::time::timeout(OUTAGE_TEST_TIMEOUT, async {
         let mut broker = Mosquitto::start_persistent_conf("queue_qos0_messages true\n");
         let subscribed = SystemTime::now();
         let (_watcher, mut watched) = persistent_client(broker.port, "watcher", &["lane/#"]).await;
         saved_since(&broker, subscribed).await;
 
-        let metrics = Metrics::new();
-        let settings = BrokerSettings::input(&accelwatch::config::MqttInputConfig {
-            url: broker.url(),
-            ..Default::default()
-        });
         let queue = 5;
-        let (mut lane, task) = FeatureLane::open(
-            &settings.endpoint().unwrap(),
-            MqttProtocol::V311,
-            "lane-test",
-            false,
-            queue,
-            Backoff::new(Duration::from_millis(50), Duration::from_millis(500)),
-            metrics.clone(),
-        );
-        let connected = "accelwatch_mqtt_connected{role=\"features\"}";
-        wait_metric(&metrics, connected, 1.0).await;
+        let (mut lane, task, metrics) =
+            open_lane(&broker, MqttProtocol::V311, 30, "lane-test", queue);
+        wait_metric(&metrics, LANE_CONNECTED, 1.0).await;
         let line = |name: &str| serde_json::to_vec(&serde_json::json!({ "line": name })).unwrap();
         for i in 0..3 {
             lane.push("lane/d1/features", &line(&format!("a{i}")));
@@ -820,7 +844,7 @@ async fn feature_lines_wait_for_a_killed_broker_up_to_the_queue() {
         .await;
 
         broker.kill();
-        wait_metric(&metrics, connected, 0.0).await;
+        wait_metric(&metrics, LANE_CONNECTED, 0.0).await;
         for i in 0..8 {
             lane.push("lane/d1/features", &line(&format!("b{i}")));
         }
@@ -844,7 +868,7 @@ async fn feature_lines_wait_for_a_killed_broker_up_to_the_queue() {
         );
 
         broker.restart();
-        wait_metric(&metrics, connected, 1.0).await;
+        wait_metric(&metrics, LANE_CONNECTED, 1.0).await;
         got.until(&mut watched, "the lines kept through the outage", |r| {
             r.0.len() >= 8
         })
@@ -857,11 +881,7 @@ async fn feature_lines_wait_for_a_killed_broker_up_to_the_queue() {
         assert_eq!(names, ["a0", "a1", "a2", "b0", "b1", "b2", "b3", "b4"]);
         assert!(got.0.iter().all(|(topic, _)| topic == "lane/d1/features"));
 
-        drop(lane);
-        tokio::time::timeout(Duration::from_secs(10), task.task)
-            .await
-            .expect("the lane ends once its sink is gone")
-            .unwrap();
+        close_lane(lane, task).await;
         // Mosquitto's words for a DISCONNECT (a dropped socket is "closed
         // its connection").
         wait_until(Duration::from_secs(10), "the lane's DISCONNECT", || {
@@ -879,31 +899,10 @@ async fn feature_lines_wait_for_a_killed_broker_up_to_the_queue() {
 /// is a keep-alive late, then reconnects once the broker is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_feature_lane_pings_when_idle_and_notices_a_frozen_broker() {
-    use accelwatch::backoff::Backoff;
-    use accelwatch::mqtt::broker::BrokerSettings;
-    use accelwatch::mqtt::config::MqttProtocol;
-    use accelwatch::sink::mqtt::lane::FeatureLane;
-    use accelwatch::telemetry::Metrics;
-
     tokio::time::timeout(OUTAGE_TEST_TIMEOUT, async {
         let broker = Mosquitto::start_conf(&[], |_| "log_type debug\n".into());
-        let metrics = Metrics::new();
-        let settings = BrokerSettings::input(&accelwatch::config::MqttInputConfig {
-            url: broker.url(),
-            keep_alive_s: 1,
-            ..Default::default()
-        });
-        let (lane, task) = FeatureLane::open(
-            &settings.endpoint().unwrap(),
-            MqttProtocol::V5,
-            "lane-ping",
-            false,
-            16,
-            Backoff::new(Duration::from_millis(50), Duration::from_millis(200)),
-            metrics.clone(),
-        );
-        let connected = "accelwatch_mqtt_connected{role=\"features\"}";
-        wait_metric(&metrics, connected, 1.0).await;
+        let (lane, task, metrics) = open_lane(&broker, MqttProtocol::V5, 1, "lane-ping", 16);
+        wait_metric(&metrics, LANE_CONNECTED, 1.0).await;
         // Idle for a few keep-alives: the lane pings.
         tokio::time::sleep(Duration::from_secs(3)).await;
         let pings = broker
@@ -928,11 +927,14 @@ async fn the_feature_lane_pings_when_idle_and_notices_a_frozen_broker() {
             0.0,
             "an idle lane lost its connection: {text}"
         );
-        assert_eq!(crate::common::http::metric(&text, connected), Some(1.0));
+        assert_eq!(
+            crate::common::http::metric(&text, LANE_CONNECTED),
+            Some(1.0)
+        );
 
         broker.signal(libc::SIGSTOP);
         let frozen = Instant::now();
-        wait_metric(&metrics, connected, 0.0).await;
+        wait_metric(&metrics, LANE_CONNECTED, 0.0).await;
         let noticed = frozen.elapsed();
         assert!(
             noticed < Duration::from_secs(10),
@@ -946,12 +948,8 @@ async fn the_feature_lane_pings_when_idle_and_notices_a_frozen_broker() {
             metrics.render()
         );
         broker.signal(libc::SIGCONT);
-        wait_metric(&metrics, connected, 1.0).await;
-        drop(lane);
-        tokio::time::timeout(Duration::from_secs(10), task.task)
-            .await
-            .expect("the lane ends once its sink is gone")
-            .unwrap();
+        wait_metric(&metrics, LANE_CONNECTED, 1.0).await;
+        close_lane(lane, task).await;
     })
     .await
     .expect("test timed out");
