@@ -430,7 +430,7 @@ def main():
         print(f"| {LABELS[name]} | {offered / 1e6:.2f} M | {rate / 1e6:.2f} M "
               f"| {r['processed'] / max(r['sent']['samples'], 1):.0%} | {r['windows']:.0f} "
               f"| {per_k:.0f} µs | {ms(r['p50'])} | {ms(r['p99'])} | {ms(r['max'], r['max_bound'])} "
-              f"| {r['rss_mb']:.0f} MB |")
+              f"| {r['rss_mb']:.1f} MB |")
     staged = {n: r for n, r in results.items() if r.get("stages")}
     if staged:
         print()
