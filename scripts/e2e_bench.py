@@ -292,6 +292,7 @@ def run_accelwatch(work, broker_port, args, duration, extra=""):
         "windows": d("accelwatch_windows_total"),
         "decode_errors": d("accelwatch_decode_errors_total"),
         "publish_dropped": d("accelwatch_mqtt_publish_dropped_total"),
+        "alerts": d("accelwatch_alerts_total"),
         "p50": quantile(buckets, 0.5),
         "p99": quantile(buckets, 0.99),
         "max": highest_bucket(buckets),
@@ -445,6 +446,8 @@ def main():
     notes = [f"{n}: {r['decode_errors']:.0f} decode errors" for n, r in results.items() if r["decode_errors"]]
     notes += [f"{n}: {r['publish_dropped']:.0f} MQTT publications dropped (output queue full)"
               for n, r in results.items() if r["publish_dropped"]]
+    notes += [f"{n}: {r['alerts']:.0f} alerts raised or cleared ({r['alerts'] / r['seconds']:.0f} a second)"
+              for n, r in results.items() if r.get("alerts")]
     rate = lambda r: r["processed"] / max(r["seconds"], 1e-9)
     cost = lambda r: r["cpu"] / max(r["processed"], 1)
     for ours, python, what in [("json-100", "python-json-100", "JSON"),

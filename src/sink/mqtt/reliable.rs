@@ -1,12 +1,14 @@
 //! Alerts and status records, on a thread of their own. An alert is
 //! fsynced to the spool before it is handed over, and that wait (a few
-//! milliseconds on this project's test VM, per alert) held up every
-//! window's line queued behind it: at 1 000 devices, 107 of the 108 sink
-//! batches slower than 0.5 ms held an alert, and they made the p99 latency
+//! milliseconds on this project's test VM) held up every window's line
+//! queued behind it: at 1 000 devices, 107 of the 108 sink batches slower
+//! than 0.5 ms held an alert, and they made the p99 latency
 //! (docs/measured.md, "Where the latency goes"). Here the sink thread only
-//! queues them; this thread gives each its `msg_id`, spools it and puts it
-//! in the outbox, in the order written, so their order and ids are what
-//! they were.
+//! queues them; this thread takes all that wait (up to [`BATCH`]), gives
+//! each its `msg_id`, spools the alerts with one fsync and puts them in the
+//! outbox, in the order written, so their order and ids are what they
+//! were. One fsync per alert capped a storm at a few hundred alerts a
+//! second, and the sink waited behind it.
 
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -19,6 +21,9 @@ use crate::sink::mqtt::connection::Shared;
 use crate::sink::mqtt::outbox::Message;
 use crate::telemetry::events::AlertsLost;
 use crate::telemetry::Metrics;
+
+/// The most records taken off the queue to be spooled with one fsync.
+const BATCH: usize = 256;
 
 /// What makes and keeps the reliable messages.
 pub(crate) struct ReliablePath {
@@ -46,8 +51,11 @@ impl ReliableWriter {
         let thread = std::thread::Builder::new()
             .name("mqtt-alerts".into())
             .spawn(move || {
-                for output in outputs {
-                    path.write(&output);
+                let mut batch = Vec::with_capacity(BATCH);
+                while let Ok(first) = outputs.recv() {
+                    batch.push(first);
+                    batch.extend(outputs.try_iter().take(BATCH - 1));
+                    path.write(&mut batch);
                 }
             })?;
         Ok(Self {
@@ -81,8 +89,61 @@ impl Drop for ReliableWriter {
     }
 }
 
+/// A record of a batch on its way to the outbox.
+enum Pending {
+    Alert(u64, Message, Kept),
+    Status(u64, Message),
+}
+
+/// Where an alert is kept until the broker has it.
+#[derive(Clone, Copy, PartialEq)]
+enum Kept {
+    Spooled,
+    InMemory,
+    Lost(AlertsLost),
+}
+
 impl ReliablePath {
-    fn write(&mut self, output: &Output) {
+    /// Gives each record of `batch` (emptied) its `msg_id`, spools its
+    /// alerts with one fsync, and puts them all in the outbox in order.
+    fn write(&mut self, batch: &mut Vec<Output>) {
+        let mut pending: Vec<Pending> = batch
+            .drain(..)
+            .filter_map(|output| self.message(&output))
+            .collect();
+        self.spool(&mut pending);
+        let mut woken = false;
+        for record in pending {
+            woken |= match record {
+                Pending::Alert(_, _, Kept::Lost(reason)) => {
+                    self.lost(reason);
+                    false
+                }
+                Pending::Alert(id, message, kept) => {
+                    let pushed =
+                        self.shared
+                            .outbox()
+                            .push_alert(id, message, kept == Kept::Spooled);
+                    if !pushed {
+                        self.lost(AlertsLost::QueueFull);
+                    }
+                    pushed
+                }
+                Pending::Status(id, message) => {
+                    let pushed = self.shared.outbox().push_status(id, message);
+                    if !pushed {
+                        self.metrics.mqtt_publish_dropped("status", 1);
+                    }
+                    pushed
+                }
+            };
+        }
+        if woken {
+            self.shared.wake.notify_one();
+        }
+    }
+
+    fn message(&mut self, output: &Output) -> Option<Pending> {
         match output {
             Output::Alert(a) => {
                 let id = self.ids.next();
@@ -95,10 +156,11 @@ impl ReliablePath {
                     retain: self.alert_retain,
                     payload: with_msg_id(value, id),
                 };
-                self.alert(id, message);
+                Some(Pending::Alert(id, message, Kept::InMemory))
             }
             // The retained status says "online" and how the model stands;
             // each scope's under a topic of its own, so none hides another.
+            // Only the newest of each topic waits in the outbox.
             Output::Status(status) => {
                 let id = self.ids.next();
                 let message = Message {
@@ -110,10 +172,71 @@ impl ReliablePath {
                     retain: true,
                     payload: with_msg_id(status_value(true, Some(status)), id),
                 };
-                self.status(id, message);
+                Some(Pending::Status(id, message))
             }
-            Output::Window(_) => {}
+            Output::Window(_) => None,
         }
+    }
+
+    /// Keeps the batch's alerts until the broker has them: in the spool,
+    /// written under its lock and fsynced once without it, when there is
+    /// one; else (or when the spool fails) in memory, where they still
+    /// survive an outage.
+    fn spool(&mut self, batch: &mut [Pending]) {
+        let shared = self.shared.clone();
+        let Some(mut spool) = shared.spool() else {
+            return;
+        };
+        let mut written = Vec::new();
+        let mut failed = None;
+        for record in batch.iter_mut() {
+            let Pending::Alert(id, message, kept) = record else {
+                continue;
+            };
+            match spool.write(*id, message) {
+                Ok(true) => {
+                    *kept = Kept::Spooled;
+                    written.push(*id);
+                }
+                Ok(false) => *kept = Kept::Lost(AlertsLost::SpoolFull),
+                Err(error) => {
+                    failed = Some(error);
+                    break;
+                }
+            }
+        }
+        let sync = spool.pending_sync();
+        let bytes = spool.bytes();
+        drop(spool);
+        let synced = match sync {
+            Ok(Some(pending)) => pending.sync(),
+            Ok(None) => Ok(()),
+            Err(error) => Err(error),
+        };
+        if let Err(error) = synced {
+            failed.get_or_insert(error);
+            shared.spool().expect("a spool").forget(&written);
+            for record in batch.iter_mut() {
+                if let Pending::Alert(_, _, kept @ Kept::Spooled) = record {
+                    *kept = Kept::InMemory;
+                }
+            }
+            written.clear();
+        }
+        if let Some(error) = failed {
+            tracing::error!(%error, "MQTT output: cannot spool an alert");
+        }
+        let dropped = batch
+            .iter()
+            .filter(|r| matches!(r, Pending::Alert(_, _, Kept::Lost(AlertsLost::SpoolFull))))
+            .count();
+        if !written.is_empty() {
+            self.metrics.mqtt_spool("spooled", written.len() as u64);
+        }
+        if dropped > 0 {
+            self.metrics.mqtt_spool("dropped", dropped as u64);
+        }
+        self.metrics.mqtt_spool_bytes(bytes);
     }
 
     /// An alert that could not be kept: counted and logged (at most once a
@@ -132,45 +255,6 @@ impl ReliablePath {
                 reason.cause()
             );
         }
-    }
-
-    /// Keeps an alert until the broker has it: in the spool (fsynced) when
-    /// there is one, else (or when the spool fails) in memory.
-    fn alert(&mut self, id: u64, message: Message) {
-        let mut spooled = false;
-        let shared = self.shared.clone();
-        if let Some(mut spool) = shared.spool() {
-            match spool.append(id, &message) {
-                Ok(true) => {
-                    spooled = true;
-                    self.metrics.mqtt_spool("spooled", 1);
-                    self.metrics.mqtt_spool_bytes(spool.bytes());
-                }
-                Ok(false) => {
-                    drop(spool);
-                    self.metrics.mqtt_spool("dropped", 1);
-                    self.lost(AlertsLost::SpoolFull);
-                    return;
-                }
-                // Kept in memory instead: it still survives an outage.
-                Err(error) => tracing::error!(%error, "MQTT output: cannot spool an alert"),
-            }
-        }
-        if !self.shared.outbox().push_alert(id, message, spooled) {
-            self.lost(AlertsLost::QueueFull);
-            return;
-        }
-        self.shared.wake.notify_one();
-    }
-
-    /// Keeps a status record until the broker has it (only the newest of
-    /// each topic waits).
-    fn status(&mut self, id: u64, message: Message) {
-        if !self.shared.outbox().push_status(id, message) {
-            self.metrics.mqtt_publish_dropped("status", 1);
-            return;
-        }
-        self.shared.wake.notify_one();
     }
 }
 

@@ -4,7 +4,7 @@
 //!
 //! The log is a run of segment files `<first id>.spool` (the id zero-padded
 //! to 20 digits, so names sort as ids do). Every record is fsynced before
-//! the alert is handed on; a segment whose alerts are all acknowledged is
+//! the alert is handed on (the alerts waiting together, one fsync for all); a segment whose alerts are all acknowledged is
 //! deleted, and `acked` holds the highest id below which everything is
 //! acknowledged, so a restart replays only what may not have arrived.
 //! A record is `len: u32 | crc32(body): u32 | body`, the body
@@ -71,6 +71,26 @@ pub struct Spool {
     acked: u64,
     last_id: u64,
     bytes: u64,
+    /// Records were written to `active` since its last sync.
+    unsynced: bool,
+    /// `acked`, open for rewriting in place.
+    acked_file: Option<File>,
+}
+
+/// An fsync of the active segment, owed for the records written before it
+/// was taken (see [`Spool::pending_sync`]).
+pub struct PendingSync {
+    file: File,
+    path: PathBuf,
+}
+
+impl PendingSync {
+    pub fn sync(self) -> Result<(), SpoolError> {
+        self.file.sync_data().map_err(|cause| SpoolError {
+            path: self.path,
+            cause,
+        })
+    }
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
@@ -185,6 +205,8 @@ impl Spool {
             acked,
             last_id: acked,
             bytes: 0,
+            unsynced: false,
+            acked_file: None,
         };
         let mut replay = Recovered::default();
         for path in names {
@@ -234,7 +256,21 @@ impl Spool {
 
     /// Appends and fsyncs `message` as alert `id`; `Ok(false)` when the
     /// spool is full (the alert is not kept).
+    #[cfg(test)]
     pub fn append(&mut self, id: u64, message: &Message) -> Result<bool, SpoolError> {
+        let kept = self.write(id, message)?;
+        if let Some(pending) = self.pending_sync()? {
+            pending.sync()?;
+        }
+        Ok(kept)
+    }
+
+    /// Appends `message` as alert `id` without waiting for the disk: it is
+    /// durable once the [`PendingSync`] taken after it has synced, so that
+    /// a storm of alerts costs one fsync a batch rather than one each.
+    /// `Ok(false)` when the spool is full (the alert is not kept). After an
+    /// error this segment takes no more.
+    pub fn write(&mut self, id: u64, message: &Message) -> Result<bool, SpoolError> {
         let record = encode(id, message);
         let len = record.len() as u64;
         if self.bytes + len > self.max_bytes {
@@ -245,6 +281,11 @@ impl Spool {
             .back()
             .is_none_or(|s| s.bytes >= self.segment_bytes);
         if self.active.is_none() || rotate {
+            // What the segment left behind holds must be on disk before
+            // the next one is written: a sync covers one file.
+            if let Some(pending) = self.pending_sync()? {
+                pending.sync()?;
+            }
             let path = self.dir.join(format!("{id:020}.spool"));
             let file = OpenOptions::new()
                 .create_new(true)
@@ -264,8 +305,8 @@ impl Spool {
         }
         let segment = self.segments.back_mut().expect("an active segment");
         let file = self.active.as_mut().expect("an active segment");
-        let written = file.write_all(&record).and_then(|()| file.sync_data());
-        if let Err(cause) = written {
+        self.unsynced = true;
+        if let Err(cause) = file.write_all(&record) {
             // What part of the record reached the disk is cut off as a torn
             // tail on the next start; this segment takes no more.
             self.active = None;
@@ -282,6 +323,64 @@ impl Spool {
         Ok(true)
     }
 
+    /// What makes the records written since the last sync durable, to be
+    /// run without the spool's lock (an fsync takes milliseconds, and the
+    /// connection task takes the lock for each acknowledgement); `None`
+    /// when nothing waits.
+    pub fn pending_sync(&mut self) -> Result<Option<PendingSync>, SpoolError> {
+        if !std::mem::take(&mut self.unsynced) {
+            return Ok(None);
+        }
+        let (Some(file), Some(segment)) = (&self.active, self.segments.back()) else {
+            return Ok(None);
+        };
+        let path = segment.path.clone();
+        match file.try_clone() {
+            Ok(file) => Ok(Some(PendingSync { file, path })),
+            Err(cause) => {
+                self.active = None;
+                Err(SpoolError { path, cause })
+            }
+        }
+    }
+
+    /// Alerts written but not made durable (their sync failed): they are
+    /// no longer waited for, and the segment takes no more. What of them
+    /// reached the disk is replayed after a restart, as a duplicate at worst.
+    pub fn forget(&mut self, ids: &[u64]) {
+        self.active = None;
+        for id in ids {
+            self.unacked.remove(id);
+        }
+    }
+
+    /// Writes `below` over the `acked` file in place, zero-padded to a
+    /// fixed width: one `pwrite` into the page cache. Writing a new file
+    /// and renaming it over the old made ext4 flush the new file's blocks
+    /// at each acknowledgement (its replace-by-rename safeguard), a sixth
+    /// of the daemon's CPU in an alert storm (docs/measured.md). Without an
+    /// fsync either way: a lost or torn update only replays some delivered
+    /// alerts again (a torn number reads as none acknowledged), which QoS 1
+    /// allows.
+    fn mark_acked(&mut self, below: u64) -> Result<(), SpoolError> {
+        use std::os::unix::fs::FileExt;
+        let path = self.dir.join(ACKED);
+        let written = match &self.acked_file {
+            Some(file) => Ok(file),
+            None => OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map(|file| &*self.acked_file.insert(file)),
+        }
+        .and_then(|file| file.write_all_at(format!("{below:020}\n").as_bytes(), 0));
+        written.map_err(|cause| {
+            self.acked_file = None;
+            SpoolError { path, cause }
+        })
+    }
+
     /// The broker acknowledged alert `id`: segments with nothing left to
     /// deliver are deleted.
     pub fn ack(&mut self, id: u64) -> Result<(), SpoolError> {
@@ -296,13 +395,7 @@ impl Spool {
             return Ok(());
         }
         self.acked = below;
-        // Without an fsync: a lost update only replays some delivered
-        // alerts again, which QoS 1 allows.
-        let path = self.dir.join(ACKED);
-        let tmp = self.dir.join("acked.tmp");
-        std::fs::write(&tmp, format!("{below}\n"))
-            .and_then(|()| std::fs::rename(&tmp, &path))
-            .map_err(io_error(&path))?;
+        self.mark_acked(below)?;
         while let Some(segment) = self.segments.front() {
             if segment.last > self.acked {
                 break;
@@ -376,6 +469,58 @@ mod tests {
         let (_, replay) = Spool::open(dir.path(), MIN_BYTES * 8).unwrap();
         assert!(replay.records.is_empty());
         assert_eq!(replay.last_id, 401, "ids keep rising across restarts");
+    }
+
+    #[test]
+    fn the_acked_mark_is_rewritten_in_place_and_an_unpadded_one_is_read() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        // As written before the mark was padded: "<id>\n".
+        std::fs::write(dir.path().join(ACKED), "7\n").unwrap();
+        let (mut spool, replay) = Spool::open(dir.path(), MIN_BYTES * 8).unwrap();
+        assert_eq!(replay.last_id, 7);
+        let inode = || std::fs::metadata(dir.path().join(ACKED)).unwrap().ino();
+        let before = inode();
+        for id in 8..=30 {
+            assert!(spool.write(id, &message(id)).unwrap());
+        }
+        spool.pending_sync().unwrap().expect("a sync owed").sync().unwrap();
+        assert!(spool.pending_sync().unwrap().is_none(), "nothing owed after it");
+        for id in 8..=20 {
+            spool.ack(id).unwrap();
+        }
+        assert_eq!(inode(), before, "rewritten, not replaced");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(ACKED)).unwrap(),
+            "00000000000000000020\n"
+        );
+        drop(spool);
+        let (_, replay) = Spool::open(dir.path(), MIN_BYTES * 8).unwrap();
+        assert_eq!(ids(&replay), (21..=30).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn alerts_whose_sync_failed_are_not_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut spool, _) = Spool::open(dir.path(), MIN_BYTES * 8).unwrap();
+        assert!(spool.append(1, &message(1)).unwrap());
+        for id in 2..=4 {
+            assert!(spool.write(id, &message(id)).unwrap());
+        }
+        // As the alert thread does when the sync of 2..=4 fails: they go
+        // on in memory, and the acknowledgement of 1 trims as if they had
+        // never been written.
+        spool.forget(&[2, 3, 4]);
+        spool.ack(1).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(ACKED)).unwrap().trim(),
+            "00000000000000000004"
+        );
+        assert!(spool.write(5, &message(5)).unwrap(), "a new segment takes it");
+        spool.pending_sync().unwrap().expect("a sync owed").sync().unwrap();
+        drop(spool);
+        let (_, replay) = Spool::open(dir.path(), MIN_BYTES * 8).unwrap();
+        assert_eq!(ids(&replay), vec![5]);
     }
 
     #[test]
