@@ -16,7 +16,16 @@ use crate::EX_CONFIG;
 pub async fn run(path: &Path) -> Result<(), Failure> {
     let config = Config::load(path)?;
     let grace = std::time::Duration::from_millis(config.pipeline.shutdown_grace_ms);
+    let release_startup_code = config.pipeline.release_startup_code;
     let daemon = Daemon::start(config, Vec::new()).await?;
+    if release_startup_code {
+        if let Some(bytes) = crate::daemon::startup_code::release() {
+            tracing::debug!(
+                mapped_mb = bytes >> 20,
+                "the start-up code's pages left memory"
+            );
+        }
+    }
     daemon.reloader().set_config_path(path);
     tracing::info!(
         "SIGHUP or a changed model file reloads the model, model.path and detector.*; \

@@ -24,6 +24,12 @@ pub struct PipelineConfig {
     /// one keeps no state (no spool unless `output.mqtt.spool_dir` names one).
     #[serde(default)]
     pub state_dir: Option<PathBuf>,
+    /// Once the pipeline runs, drop the binary's code pages from the
+    /// daemon's memory; what still runs comes back on its next call
+    /// ([`startup_code`](crate::daemon::startup_code)). Off for a debugger
+    /// whose breakpoints must survive the start.
+    #[serde(default = "PipelineConfig::default_release_startup_code")]
+    pub release_startup_code: bool,
 }
 
 /// The state directory of a daemon whose config file (`config`) names
@@ -50,6 +56,9 @@ impl PipelineConfig {
     const fn default_shutdown_grace_ms() -> u64 {
         10_000
     }
+    const fn default_release_startup_code() -> bool {
+        true
+    }
 }
 
 impl Default for PipelineConfig {
@@ -58,6 +67,7 @@ impl Default for PipelineConfig {
             queue_capacity: Self::default_queue_capacity(),
             shutdown_grace_ms: Self::default_shutdown_grace_ms(),
             state_dir: None,
+            release_startup_code: Self::default_release_startup_code(),
         }
     }
 }

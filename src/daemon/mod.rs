@@ -14,6 +14,7 @@ pub mod scoring;
 pub mod served;
 pub mod service;
 pub mod stages;
+pub mod startup_code;
 pub mod systemd;
 
 use crate::daemon::error::DaemonError;

@@ -231,6 +231,78 @@ fn systemd_hears_ready_status_watchdog_and_stopping() {
     assert!(log.contains("model reloaded"), "SIGHUP reloads:\n{log}");
 }
 
+/// Resident kB of the executable mapping of `binary` in process `pid`.
+fn resident_code_kb(pid: u32, binary: &Path) -> u64 {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
+    let binary = binary.canonicalize().unwrap();
+    let mut inside = false;
+    for line in smaps.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields
+            .first()
+            .is_some_and(|f| f.contains('-') && !f.ends_with(':'))
+            && fields.len() >= 5
+        {
+            inside = fields[1] == "r-xp" && fields.get(5).map(Path::new) == Some(binary.as_path());
+        } else if inside && fields.first() == Some(&"Rss:") {
+            return fields[1].parse().unwrap();
+        }
+    }
+    panic!("process {pid} maps no code of {}", binary.display())
+}
+
+/// `pipeline.release_startup_code`: a running daemon holds far less of its
+/// code than one that keeps what its start touched, and goes on working.
+#[test]
+fn the_start_up_code_leaves_memory_once_the_pipeline_runs() {
+    let binary = Path::new(env!("CARGO_BIN_EXE_accelwatch"));
+    let resident_while_running = |release: bool| {
+        let dir = tempfile::tempdir().unwrap();
+        let jsonl = dir.path().join("out.jsonl");
+        let config = toml_config(
+            dir.path(),
+            jsonl.to_str().unwrap(),
+            &format!("[pipeline]\nrelease_startup_code = {release}\n"),
+        );
+        let child = Child::spawn(
+            accelwatch()
+                .args(["run", "--log", "info,accelwatch=debug", "--config"])
+                .arg(&config)
+                .stderr(log_file(dir.path())),
+        );
+        // Windows published: the pipeline's code has run since the start.
+        let published = || {
+            std::fs::read_to_string(&jsonl)
+                .map(|text| text.matches("\"window\"").count())
+                .unwrap_or(0)
+        };
+        wait_until_blocking(Duration::from_secs(60), "windows published", || {
+            published() >= 50
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        let resident = resident_code_kb(child.id(), binary);
+        let published = published();
+        child.signal(libc::SIGTERM);
+        let status = child.wait_with_deadline(Duration::from_secs(30));
+        let log = read_log(dir.path());
+        assert!(status.success(), "{status:?}\n{log}");
+        assert_eq!(
+            log.contains("the start-up code's pages left memory"),
+            release,
+            "{log}"
+        );
+        (resident, published)
+    };
+    let (kept, _) = resident_while_running(false);
+    let (released, published) = resident_while_running(true);
+    assert!(
+        released * 10 < kept * 7,
+        "code resident while running: {released} kB released, {kept} kB kept"
+    );
+    assert!(published >= 50, "it goes on windowing after the release");
+    eprintln!("code resident while running: {released} kB released, {kept} kB kept");
+}
+
 #[test]
 fn a_shutdown_past_its_grace_exits_non_zero_saying_what_was_in_flight() {
     let dir = tempfile::tempdir().unwrap();

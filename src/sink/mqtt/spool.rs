@@ -484,8 +484,16 @@ mod tests {
         for id in 8..=30 {
             assert!(spool.write(id, &message(id)).unwrap());
         }
-        spool.pending_sync().unwrap().expect("a sync owed").sync().unwrap();
-        assert!(spool.pending_sync().unwrap().is_none(), "nothing owed after it");
+        spool
+            .pending_sync()
+            .unwrap()
+            .expect("a sync owed")
+            .sync()
+            .unwrap();
+        assert!(
+            spool.pending_sync().unwrap().is_none(),
+            "nothing owed after it"
+        );
         for id in 8..=20 {
             spool.ack(id).unwrap();
         }
@@ -513,11 +521,21 @@ mod tests {
         spool.forget(&[2, 3, 4]);
         spool.ack(1).unwrap();
         assert_eq!(
-            std::fs::read_to_string(dir.path().join(ACKED)).unwrap().trim(),
+            std::fs::read_to_string(dir.path().join(ACKED))
+                .unwrap()
+                .trim(),
             "00000000000000000004"
         );
-        assert!(spool.write(5, &message(5)).unwrap(), "a new segment takes it");
-        spool.pending_sync().unwrap().expect("a sync owed").sync().unwrap();
+        assert!(
+            spool.write(5, &message(5)).unwrap(),
+            "a new segment takes it"
+        );
+        spool
+            .pending_sync()
+            .unwrap()
+            .expect("a sync owed")
+            .sync()
+            .unwrap();
         drop(spool);
         let (_, replay) = Spool::open(dir.path(), MIN_BYTES * 8).unwrap();
         assert_eq!(ids(&replay), vec![5]);
