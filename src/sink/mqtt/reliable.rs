@@ -19,6 +19,7 @@ use crate::record::{Output, StatusRecord};
 use crate::sequence::Sequence;
 use crate::sink::mqtt::connection::Shared;
 use crate::sink::mqtt::outbox::Message;
+use crate::sink::mqtt::spool::PendingSync;
 use crate::telemetry::events::AlertsLost;
 use crate::telemetry::Metrics;
 
@@ -205,16 +206,17 @@ impl ReliablePath {
                 }
             }
         }
-        let sync = spool.pending_sync();
+        // After a failed write the records before it in this batch were
+        // not synced either: all of them wait in memory.
+        let owed = match failed {
+            Some(error) => Err(error),
+            None => spool.pending_sync(),
+        };
         let bytes = spool.bytes();
         drop(spool);
-        let synced = match sync {
-            Ok(Some(pending)) => pending.sync(),
-            Ok(None) => Ok(()),
-            Err(error) => Err(error),
-        };
+        let synced = owed.and_then(|owed| owed.map_or(Ok(()), PendingSync::sync));
         if let Err(error) = synced {
-            failed.get_or_insert(error);
+            tracing::error!(%error, "MQTT output: cannot spool alerts; they wait in memory");
             shared.spool().expect("a spool").forget(&written);
             for record in batch.iter_mut() {
                 if let Pending::Alert(_, _, kept @ Kept::Spooled) = record {
@@ -222,9 +224,6 @@ impl ReliablePath {
                 }
             }
             written.clear();
-        }
-        if let Some(error) = failed {
-            tracing::error!(%error, "MQTT output: cannot spool an alert");
         }
         let dropped = batch
             .iter()
@@ -319,4 +318,98 @@ pub fn scope_status_topic(status_topic: &str, scope: &str) -> String {
         "{status_topic}/{kind}/{}",
         crate::mqtt::topic::sanitize_device(name)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::record::AlertRecord;
+    use crate::sink::mqtt::outbox::Outbox;
+    use crate::sink::mqtt::spool::{Spool, MIN_BYTES};
+
+    fn alert(device: &str, event: &'static str) -> Output {
+        Output::Alert(AlertRecord {
+            kind: "alert",
+            event,
+            device: device.into(),
+            seq: 1,
+            t: 1.0,
+            score: 2.0,
+            threshold: 1.0,
+            model: "m".into(),
+            evidence: None,
+            detail: None,
+        })
+    }
+
+    fn path(spool: Option<Spool>, metrics: &Metrics) -> ReliablePath {
+        ReliablePath {
+            shared: Arc::new(Shared {
+                outbox: Mutex::new(Outbox::new(16, 64)),
+                spool: spool.map(Mutex::new),
+                wake: tokio::sync::Notify::new(),
+            }),
+            ids: MsgIds::Counted(1),
+            alert: Template::parse("a/{device}/alert").unwrap(),
+            alert_qos: 1,
+            alert_retain: false,
+            status_topic: "a/status".into(),
+            metrics: metrics.clone(),
+            warned: crate::logging::RateLimited::new(Duration::from_secs(60)),
+        }
+    }
+
+    fn spooled(metrics: &Metrics) -> f64 {
+        let text = metrics.render();
+        text.lines()
+            .find(|l| l.starts_with("accelwatch_mqtt_spool_alerts_total{event=\"spooled\"}"))
+            .and_then(|l| l.rsplit(' ').next())
+            .map(|v| v.parse().unwrap())
+            .unwrap()
+    }
+
+    #[test]
+    fn a_batch_is_spooled_in_order_with_its_ids_and_replayed_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(dir.path(), MIN_BYTES * 64).unwrap();
+        let metrics = Metrics::new();
+        let mut path = path(Some(spool), &metrics);
+        let mut batch = vec![
+            alert("d1", "raise"),
+            alert("d2", "raise"),
+            alert("d1", "clear"),
+        ];
+        path.write(&mut batch);
+        assert!(batch.is_empty(), "the batch is taken");
+        let outbox = path.shared.outbox();
+        assert_eq!(outbox.unacknowledged_alerts(), 3);
+        assert_eq!(outbox.alerts_in_memory(), 0, "all three spooled");
+        drop(outbox);
+        assert_eq!(spooled(&metrics), 3.0);
+        drop(path);
+        let (_, replay) = Spool::open(dir.path(), MIN_BYTES * 64).unwrap();
+        let ids: Vec<u64> = replay.records.iter().map(|r| r.id).collect();
+        assert_eq!(ids, vec![1, 2, 3]);
+        assert_eq!(replay.records[2].message.topic, "a/d1/alert");
+    }
+
+    #[test]
+    fn a_spool_that_cannot_be_written_keeps_the_batch_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool_dir = dir.path().join("spool");
+        let (spool, _) = Spool::open(&spool_dir, MIN_BYTES * 64).unwrap();
+        // The first record opens a segment file: in a directory that is gone.
+        std::fs::remove_dir_all(&spool_dir).unwrap();
+        let metrics = Metrics::new();
+        let mut path = path(Some(spool), &metrics);
+        path.write(&mut vec![alert("d1", "raise"), alert("d2", "raise")]);
+        let outbox = path.shared.outbox();
+        assert_eq!(outbox.unacknowledged_alerts(), 2, "none lost");
+        assert_eq!(outbox.alerts_in_memory(), 2, "none claimed as spooled");
+        drop(outbox);
+        assert_eq!(spooled(&metrics), 0.0);
+    }
 }
