@@ -194,6 +194,9 @@ impl Metrics {
             .with_label_values(&[event])
             .inc_by(alerts);
     }
+    pub fn mqtt_spool_synced(&self) {
+        self.inner.mqtt_spool_syncs.inc();
+    }
     pub fn mqtt_spool_corrupt(&self, bytes: u64) {
         self.inner.mqtt_spool_corrupt.inc_by(bytes);
     }

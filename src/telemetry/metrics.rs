@@ -46,6 +46,7 @@ pub(crate) struct Inner {
     pub(crate) mqtt_spool: IntCounterVec,
     pub(crate) mqtt_spool_corrupt: IntCounter,
     pub(crate) mqtt_spool_bytes: IntGauge,
+    pub(crate) mqtt_spool_syncs: IntCounter,
     pub(crate) mqtt_resent: IntCounter,
     pub(crate) alerts_lost: IntCounterVec,
     pub(crate) control_unauthorized: IntCounter,
@@ -357,6 +358,12 @@ impl Metrics {
                      (the records around them are kept).",
                 ),
                 mqtt_spool_bytes,
+                mqtt_spool_syncs: counter(
+                    r,
+                    "accelwatch_mqtt_spool_syncs_total",
+                    "fsyncs of the MQTT output's alert spool: the alerts waiting together share \
+                     one, at most one every 10 ms.",
+                ),
                 alerts_lost,
                 mqtt_resent: counter(
                     r,
