@@ -140,6 +140,7 @@ pub struct ScoreStage {
     detector: Detector,
     threshold: f64,
     model_id: Arc<str>,
+    model_windows: crate::telemetry::events::ModelWindows,
     channel_names: Arc<[String]>,
     /// The activity head's class names (empty without a head).
     classes: Vec<Arc<str>>,
@@ -185,6 +186,7 @@ impl ScoreStage {
             scope,
             threshold,
             model_id: Arc::from(model.meta.id.as_str()),
+            model_windows: metrics.model_windows(&model.meta.id),
             channel_names: model.meta.channels.clone().into(),
             classes: class_names(&model),
             scorer: Scorer::new(model),
@@ -264,6 +266,7 @@ impl ScoreStage {
             .model_loaded(&self.scope, &model.meta.id, &model.meta.variant, threshold);
         self.threshold = threshold;
         self.model_id = Arc::from(model.meta.id.as_str());
+        self.model_windows = self.metrics.model_windows(&model.meta.id);
         self.channel_names = model.meta.channels.clone().into();
         self.classes = class_names(&model);
         self.scorer = Scorer::new(model);
@@ -305,8 +308,7 @@ impl ScoreStage {
         for (i, (window, scored)) in windows.iter().zip(scores).enumerate() {
             let over = scored.score as f64 > self.threshold;
             let (anomaly, transition) = self.detector.observe(&window.device, over);
-            self.metrics
-                .window_scored(&self.model_id, scored.score, over);
+            self.model_windows.scored(scored.score, over);
             // Only a raise, and only when kept: the one copy of a window
             // and its reconstruction on this path.
             let detail = self

@@ -6,6 +6,24 @@ use prometheus::{Encoder, TextEncoder};
 
 use super::metrics::Metrics;
 
+/// Where a stage serving one model counts its scored windows.
+#[derive(Clone)]
+pub struct ModelWindows {
+    windows: prometheus::IntCounter,
+    anomalous: prometheus::IntCounter,
+    errors: prometheus::Histogram,
+}
+
+impl ModelWindows {
+    pub fn scored(&self, score: f32, anomalous: bool) {
+        self.windows.inc();
+        self.errors.observe(score as f64);
+        if anomalous {
+            self.anomalous.inc();
+        }
+    }
+}
+
 impl Metrics {
     pub fn frame(&self) {
         self.inner.frames.inc();
@@ -50,14 +68,13 @@ impl Metrics {
         self.inner.inference_seconds.observe(seconds);
         self.inner.inference_batch.observe(windows as f64);
     }
-    pub fn window_scored(&self, model: &str, score: f32, anomalous: bool) {
-        self.inner.windows.inc();
-        self.inner
-            .reconstruction_error
-            .with_label_values(&[model])
-            .observe(score as f64);
-        if anomalous {
-            self.inner.anomalous_windows.inc();
+    /// The counters of `model`'s scored windows, its error histogram's
+    /// series looked up once rather than at each window.
+    pub fn model_windows(&self, model: &str) -> ModelWindows {
+        ModelWindows {
+            windows: self.inner.windows.clone(),
+            anomalous: self.inner.anomalous_windows.clone(),
+            errors: self.inner.reconstruction_error.with_label_values(&[model]),
         }
     }
     pub fn alert(&self, event: &str, active: usize) {

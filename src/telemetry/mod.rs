@@ -32,7 +32,7 @@ mod tests {
         m.frame();
         m.samples(3);
         m.decode_error(DecodeError::NotUtf8.reason());
-        m.window_scored("basic-x", 0.5, true);
+        m.model_windows("basic-x").scored(0.5, true);
         let text = m.render();
         assert!(text.contains("accelwatch_frames_total 1"), "{text}");
         assert!(text.contains("accelwatch_samples_total 3"));
@@ -42,6 +42,11 @@ mod tests {
             "reasons pre-registered"
         );
         assert!(text.contains("accelwatch_anomalous_windows_total 1"));
+        assert!(text.contains("accelwatch_windows_total 1"));
+        assert!(
+            text.contains("accelwatch_reconstruction_error_count{model=\"basic-x\"} 1"),
+            "{text}"
+        );
     }
 
     #[test]
