@@ -471,6 +471,12 @@ mod tests {
         assert_eq!(replay.last_id, 401, "ids keep rising across restarts");
     }
 
+    /// What the alert thread does after writing a batch.
+    fn sync_owed(spool: &mut Spool) {
+        let owed = spool.pending_sync().unwrap().expect("a sync owed");
+        owed.sync().unwrap();
+    }
+
     #[test]
     fn the_acked_mark_is_rewritten_in_place_and_an_unpadded_one_is_read() {
         use std::os::unix::fs::MetadataExt;
@@ -484,12 +490,7 @@ mod tests {
         for id in 8..=30 {
             assert!(spool.write(id, &message(id)).unwrap());
         }
-        spool
-            .pending_sync()
-            .unwrap()
-            .expect("a sync owed")
-            .sync()
-            .unwrap();
+        sync_owed(&mut spool);
         assert!(
             spool.pending_sync().unwrap().is_none(),
             "nothing owed after it"
@@ -530,12 +531,7 @@ mod tests {
             spool.write(5, &message(5)).unwrap(),
             "a new segment takes it"
         );
-        spool
-            .pending_sync()
-            .unwrap()
-            .expect("a sync owed")
-            .sync()
-            .unwrap();
+        sync_owed(&mut spool);
         drop(spool);
         let (_, replay) = Spool::open(dir.path(), MIN_BYTES * 8).unwrap();
         assert_eq!(ids(&replay), vec![5]);
