@@ -281,7 +281,11 @@ fn the_start_up_code_leaves_memory_once_the_pipeline_runs() {
         });
         std::thread::sleep(Duration::from_millis(500));
         let resident = resident_code_kb(child.id(), binary);
-        let published = published();
+        // The pipeline goes on once its code has been dropped and measured.
+        let measured_at = published();
+        wait_until_blocking(Duration::from_secs(60), "windows after the measure", || {
+            published() > measured_at
+        });
         child.signal(libc::SIGTERM);
         let status = child.wait_with_deadline(Duration::from_secs(30));
         let log = read_log(dir.path());
@@ -291,15 +295,14 @@ fn the_start_up_code_leaves_memory_once_the_pipeline_runs() {
             release,
             "{log}"
         );
-        (resident, published)
+        resident
     };
-    let (kept, _) = resident_while_running(false);
-    let (released, published) = resident_while_running(true);
+    let kept = resident_while_running(false);
+    let released = resident_while_running(true);
     assert!(
         released * 10 < kept * 7,
         "code resident while running: {released} kB released, {kept} kB kept"
     );
-    assert!(published >= 50, "it goes on windowing after the release");
     eprintln!("code resident while running: {released} kB released, {kept} kB kept");
 }
 

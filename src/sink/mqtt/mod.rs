@@ -366,6 +366,15 @@ impl Drop for MqttSink {
 /// How long shutdown waits for the final status to reach the broker.
 pub const GOODBYE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// Waits for `task` until `deadline`, else aborts it, saying what of
+/// `what` was not sent.
+async fn join_by(deadline: tokio::time::Instant, task: &mut JoinHandle<()>, what: &str) {
+    if tokio::time::timeout_at(deadline, &mut *task).await.is_err() {
+        tracing::warn!("MQTT output: {what} could not be sent in time");
+        task.abort();
+    }
+}
+
 /// The output's connection task, and what it leaves undelivered.
 pub struct OutputTask {
     task: JoinHandle<()>,
@@ -381,21 +390,9 @@ impl OutputTask {
     /// ones are published by the next run).
     pub async fn finish(mut self, timeout: Duration) {
         let deadline = tokio::time::Instant::now() + timeout;
-        if tokio::time::timeout_at(deadline, &mut self.task)
-            .await
-            .is_err()
-        {
-            tracing::warn!("MQTT output: the offline status could not be sent in time");
-            self.task.abort();
-        }
+        join_by(deadline, &mut self.task, "the offline status").await;
         if let Some(mut lane) = self.lane.take() {
-            if tokio::time::timeout_at(deadline, &mut lane.task)
-                .await
-                .is_err()
-            {
-                tracing::warn!("MQTT output: the last feature lines could not be sent in time");
-                lane.task.abort();
-            }
+            join_by(deadline, &mut lane.task, "the last feature lines").await;
         }
         let outbox = self.shared.outbox();
         let lost = outbox.alerts_in_memory();

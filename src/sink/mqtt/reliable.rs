@@ -61,21 +61,7 @@ impl ReliableWriter {
             .spawn(move || {
                 let mut batch = Vec::with_capacity(BATCH);
                 let mut last_sync: Option<Instant> = None;
-                while let Ok(first) = outputs.recv() {
-                    batch.push(first);
-                    // In a storm, what arrives until SYNC_INTERVAL after the
-                    // last fsync shares the next one.
-                    if let Some(due) = last_sync.map(|at| at + SYNC_INTERVAL) {
-                        while batch.len() < BATCH {
-                            let left = due.saturating_duration_since(Instant::now());
-                            match outputs.recv_timeout(left) {
-                                Ok(output) => batch.push(output),
-                                Err(_) => break,
-                            }
-                        }
-                    }
-                    let room = BATCH.saturating_sub(batch.len());
-                    batch.extend(outputs.try_iter().take(room));
+                while gather(&outputs, &mut batch, last_sync.map(|at| at + SYNC_INTERVAL)) {
                     if path.write(&mut batch) {
                         last_sync = Some(Instant::now());
                     }
@@ -112,6 +98,29 @@ impl Drop for ReliableWriter {
     }
 }
 
+/// Waits for a record, then takes into `batch` what else arrives until
+/// `due` (the next fsync's earliest time, in a storm) and what waits after
+/// it, at most [`BATCH`] in all; `false` once the sink is gone and nothing
+/// is left.
+fn gather(outputs: &mpsc::Receiver<Output>, batch: &mut Vec<Output>, due: Option<Instant>) -> bool {
+    let Ok(first) = outputs.recv() else {
+        return false;
+    };
+    batch.push(first);
+    while let Some(left) = due.map(|due| due.saturating_duration_since(Instant::now())) {
+        if batch.len() >= BATCH {
+            break;
+        }
+        match outputs.recv_timeout(left) {
+            Ok(output) => batch.push(output),
+            Err(_) => break,
+        }
+    }
+    let room = BATCH.saturating_sub(batch.len());
+    batch.extend(outputs.try_iter().take(room));
+    true
+}
+
 /// A record of a batch on its way to the outbox.
 enum Pending {
     Alert(u64, Message, Kept),
@@ -136,6 +145,9 @@ impl ReliablePath {
             .filter_map(|output| self.message(&output))
             .collect();
         let synced = self.spool(&mut pending);
+        let shared = self.shared.clone();
+        // One lock for the batch: the connection task takes it too.
+        let mut outbox = shared.outbox();
         let mut woken = false;
         for record in pending {
             woken |= match record {
@@ -144,17 +156,14 @@ impl ReliablePath {
                     false
                 }
                 Pending::Alert(id, message, kept) => {
-                    let pushed =
-                        self.shared
-                            .outbox()
-                            .push_alert(id, message, kept == Kept::Spooled);
+                    let pushed = outbox.push_alert(id, message, kept == Kept::Spooled);
                     if !pushed {
                         self.lost(AlertsLost::QueueFull);
                     }
                     pushed
                 }
                 Pending::Status(id, message) => {
-                    let pushed = self.shared.outbox().push_status(id, message);
+                    let pushed = outbox.push_status(id, message);
                     if !pushed {
                         self.metrics.mqtt_publish_dropped("status", 1);
                     }
@@ -162,6 +171,7 @@ impl ReliablePath {
                 }
             };
         }
+        drop(outbox);
         if woken {
             self.shared.wake.notify_one();
         }
