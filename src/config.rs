@@ -512,6 +512,27 @@ mod mqtt_tests {
             vec!["output.mqtt.url"],
             "replay input, no output url"
         );
+        // Feature connections: 1 to 16, and more than one only at QoS 0.
+        config.input.kind = InputKind::Mqtt;
+        for (connections, qos, wrong) in [
+            (1, 0, false),
+            (16, 0, false),
+            (2, 1, true),
+            (0, 0, true),
+            (17, 0, true),
+        ] {
+            config.output.mqtt = Some(MqttOutputConfig {
+                features_connections: connections,
+                features_qos: qos,
+                ..MqttOutputConfig::default()
+            });
+            let keys = self::keys(&config);
+            assert_eq!(
+                keys.iter().any(|k| k == "output.mqtt.features_connections"),
+                wrong,
+                "{connections} at QoS {qos}: {keys:?}"
+            );
+        }
     }
 }
 

@@ -28,6 +28,12 @@ pub struct MqttOutputConfig {
     pub features_qos: u8,
     #[serde(default)]
     pub features_retain: bool,
+    /// Connections the QoS 0 feature lines are spread over, each device's
+    /// on one of them (so in order). Mosquitto reads one packet of a
+    /// connection per turn of its loop: one connection carries at most a
+    /// turn's worth of lines, however busy the broker's other clients.
+    #[serde(default = "MqttOutputConfig::default_features_connections")]
+    pub features_connections: usize,
     #[serde(default = "MqttOutputConfig::default_alert_qos")]
     pub alert_qos: u8,
     #[serde(default)]
@@ -66,6 +72,9 @@ impl MqttOutputConfig {
     fn default_status_topic() -> String {
         "accelwatch/status".into()
     }
+    const fn default_features_connections() -> usize {
+        1
+    }
     const fn default_alert_qos() -> u8 {
         1
     }
@@ -88,6 +97,7 @@ impl Default for MqttOutputConfig {
             status_topic: Self::default_status_topic(),
             features_qos: 0,
             features_retain: false,
+            features_connections: Self::default_features_connections(),
             alert_qos: Self::default_alert_qos(),
             alert_retain: false,
             queue: Self::default_queue(),
@@ -98,6 +108,9 @@ impl Default for MqttOutputConfig {
         }
     }
 }
+
+/// The most connections the feature lines may be spread over.
+pub const MAX_FEATURE_CONNECTIONS: usize = 16;
 
 /// The `spool_dir` that switches the spool off.
 pub const SPOOL_OFF: &str = "off";
@@ -168,6 +181,20 @@ impl MqttOutputConfig {
         }
         qos_problem(output.features_qos, "output.mqtt.features_qos", check);
         qos_problem(output.alert_qos, "output.mqtt.alert_qos", check);
+        check(
+            (1..=MAX_FEATURE_CONNECTIONS).contains(&output.features_connections),
+            "output.mqtt.features_connections",
+            format!(
+                "must be 1 to {MAX_FEATURE_CONNECTIONS}, got {}",
+                output.features_connections
+            ),
+        );
+        check(
+            output.features_connections == 1 || output.features_qos == 0,
+            "output.mqtt.features_connections",
+            "more than 1 only at features_qos = 0 (QoS 1 lines share the acknowledged connection)"
+                .into(),
+        );
         check(
             output.queue >= 1,
             "output.mqtt.queue",

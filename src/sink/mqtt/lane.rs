@@ -30,15 +30,32 @@ use tokio::time::Instant;
 use crate::backoff::Backoff;
 use crate::mqtt::client::Endpoint;
 use crate::mqtt::config::MqttProtocol;
+use crate::sink::mqtt::config::MAX_FEATURE_CONNECTIONS;
+use crate::sink::mqtt::packet::{connect_packet, Incoming, PublishHeader, DISCONNECT, PINGREQ};
 use crate::telemetry::Metrics;
 
-/// The role in `accelwatch_mqtt_connected{role}` and the failures' metric.
-pub const ROLE: &str = "features";
+/// The role of each connection in `accelwatch_mqtt_connected{role}` and
+/// the failures' metric: the first is `features`, as with one.
+const ROLES: [&str; MAX_FEATURE_CONNECTIONS] = [
+    "features",
+    "features-1",
+    "features-2",
+    "features-3",
+    "features-4",
+    "features-5",
+    "features-6",
+    "features-7",
+    "features-8",
+    "features-9",
+    "features-10",
+    "features-11",
+    "features-12",
+    "features-13",
+    "features-14",
+    "features-15",
+];
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-const PINGREQ: [u8; 2] = [0xC0, 0x00];
-const DISCONNECT: [u8; 2] = [0xE0, 0x00];
 
 /// Why a connection ended; the `reason` label of the failures' metric.
 #[derive(Debug, thiserror::Error)]
@@ -88,135 +105,12 @@ impl Shared {
     }
 }
 
-/// How a PUBLISH of this lane starts: its first byte, and whether it
-/// carries MQTT 5's (empty) properties.
-#[derive(Clone, Copy)]
-struct PublishHeader {
-    first_byte: u8,
-    properties: bool,
-}
-
-impl PublishHeader {
-    fn new(protocol: MqttProtocol, retain: bool) -> Self {
-        Self {
-            first_byte: 0x30 | u8::from(retain),
-            properties: matches!(protocol, MqttProtocol::V5),
-        }
-    }
-
-    /// Appends a QoS 0 PUBLISH of `payload` on `topic` to `out`.
-    fn encode(self, topic: &str, payload: &[u8], out: &mut Vec<u8>) {
-        let remaining = 2 + topic.len() + usize::from(self.properties) + payload.len();
-        out.reserve(5 + remaining);
-        out.push(self.first_byte);
-        push_remaining_length(remaining, out);
-        push_str(topic, out);
-        if self.properties {
-            out.push(0);
-        }
-        out.extend_from_slice(payload);
-    }
-}
-
-fn push_remaining_length(mut length: usize, out: &mut Vec<u8>) {
-    loop {
-        let mut byte = (length % 128) as u8;
-        length /= 128;
-        if length > 0 {
-            byte |= 0x80;
-        }
-        out.push(byte);
-        if length == 0 {
-            break;
-        }
-    }
-}
-
-/// A UTF-8 string as MQTT writes it: its length in two bytes, then it.
-fn push_str(text: &str, out: &mut Vec<u8>) {
-    push_bytes(text.as_bytes(), out);
-}
-
-fn push_bytes(bytes: &[u8], out: &mut Vec<u8>) {
-    let len = u16::try_from(bytes.len()).expect("checked: topics and ids under 64 KiB");
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(bytes);
-}
-
-/// The CONNECT of a clean session without a will (the acknowledged
-/// connection carries the daemon's will).
-fn connect_packet(
-    protocol: MqttProtocol,
-    client_id: &str,
-    keep_alive: Duration,
-    credentials: Option<&(String, String)>,
-) -> Vec<u8> {
-    let v5 = matches!(protocol, MqttProtocol::V5);
-    let mut body = Vec::with_capacity(64);
-    push_str("MQTT", &mut body);
-    body.push(if v5 { 5 } else { 4 });
-    let mut flags = 0x02; // clean session / clean start
-    if credentials.is_some() {
-        flags |= 0x80 | 0x40;
-    }
-    body.push(flags);
-    let keep_alive_s = u16::try_from(keep_alive.as_secs()).unwrap_or(u16::MAX);
-    body.extend_from_slice(&keep_alive_s.to_be_bytes());
-    if v5 {
-        body.push(0); // no properties
-    }
-    push_str(client_id, &mut body);
-    if let Some((username, password)) = credentials {
-        push_str(username, &mut body);
-        push_bytes(password.as_bytes(), &mut body);
-    }
-    let mut packet = vec![0x10];
-    push_remaining_length(body.len(), &mut packet);
-    packet.extend_from_slice(&body);
-    packet
-}
-
-/// Splits the broker's bytes into packets; only their types matter here.
-#[derive(Default)]
-struct Incoming {
-    bytes: Vec<u8>,
-}
-
-impl Incoming {
-    /// The next whole packet's first byte and body, if one has arrived.
-    fn next_packet(&mut self) -> Result<Option<(u8, Vec<u8>)>, LaneError> {
-        let mut length = 0usize;
-        let mut shift = 0;
-        let mut at = 1;
-        loop {
-            let Some(&byte) = self.bytes.get(at) else {
-                return Ok(None);
-            };
-            length |= usize::from(byte & 0x7F) << shift;
-            at += 1;
-            if byte & 0x80 == 0 {
-                break;
-            }
-            shift += 7;
-            if shift > 21 {
-                return Err(LaneError::Protocol("malformed remaining length".into()));
-            }
-        }
-        if self.bytes.len() < at + length {
-            return Ok(None);
-        }
-        let first = self.bytes[0];
-        let body = self.bytes[at..at + length].to_vec();
-        self.bytes.drain(..at + length);
-        Ok(Some((first, body)))
-    }
-}
-
 trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
 
 /// Where and how the lane connects.
 struct Dial {
+    role: &'static str,
     host: String,
     port: u16,
     tls: Option<Arc<rustls::ClientConfig>>,
@@ -243,7 +137,7 @@ impl Dial {
         stream.write_all(&self.connect).await?;
         let mut incoming = Incoming::default();
         loop {
-            if let Some((first, body)) = incoming.next_packet()? {
+            if let Some((first, body)) = incoming.next_packet().map_err(LaneError::Protocol)? {
                 if first >> 4 != 2 {
                     return Err(LaneError::Protocol(format!(
                         "expected CONNACK, got packet type {}",
@@ -288,21 +182,26 @@ pub struct LaneTask {
 }
 
 impl FeatureLane {
-    /// The lane to the broker of `endpoint`, as `client_id`.
-    pub fn open(
-        endpoint: &Endpoint,
-        protocol: MqttProtocol,
-        client_id: &str,
-        retain: bool,
-        queue: usize,
+    /// One lane of `settings`, as `client_id`, reported as `role`.
+    fn open(
+        settings: &LaneSettings<'_>,
+        (role, client_id): (&'static str, &str),
         backoff: Backoff,
         metrics: Metrics,
     ) -> (Self, LaneTask) {
+        let LaneSettings {
+            endpoint,
+            protocol,
+            retain,
+            queue,
+            ..
+        } = *settings;
         let tls = match &endpoint.transport {
             Transport::Tls(TlsConfiguration::Rustls(config)) => Some(config.clone()),
             _ => None,
         };
         let dial = Dial {
+            role,
             host: endpoint.host.clone(),
             port: endpoint.port,
             tls,
@@ -318,7 +217,7 @@ impl FeatureLane {
             waiting: Mutex::new(Waiting::default()),
             wake: Notify::new(),
         });
-        metrics.mqtt_connected(ROLE, false);
+        metrics.mqtt_connected(dial.role, false);
         let task = tokio::spawn(run(dial, shared.clone(), backoff, metrics.clone()));
         let lane = Self {
             shared,
@@ -372,6 +271,83 @@ impl FeatureLane {
     }
 }
 
+/// The feature lines' connections (`output.mqtt.features_connections`),
+/// each device's lines on one of them, chosen by its topic.
+pub struct FeatureLanes {
+    lanes: Vec<FeatureLane>,
+}
+
+/// Where and as whom the lanes connect, and what each holds back.
+pub struct LaneSettings<'a> {
+    pub endpoint: &'a Endpoint,
+    pub protocol: MqttProtocol,
+    /// The first lane's client id; the others add `-1`, `-2`, ….
+    pub client_id: String,
+    pub retain: bool,
+    pub connections: usize,
+    /// Lines waiting, per connection.
+    pub queue: usize,
+}
+
+impl FeatureLanes {
+    /// `settings.connections` lanes (1 to 16), each with a task and a
+    /// back-off of its own.
+    pub fn open(
+        settings: LaneSettings<'_>,
+        backoff: impl Fn() -> Backoff,
+        metrics: &Metrics,
+    ) -> (Self, Vec<LaneTask>) {
+        let connections = settings.connections.clamp(1, MAX_FEATURE_CONNECTIONS);
+        let (lanes, tasks) = (0..connections)
+            .map(|index| {
+                let client_id = match index {
+                    0 => settings.client_id.clone(),
+                    n => format!("{}-{n}", settings.client_id),
+                };
+                FeatureLane::open(
+                    &settings,
+                    (ROLES[index], &client_id),
+                    backoff(),
+                    metrics.clone(),
+                )
+            })
+            .unzip();
+        (Self { lanes }, tasks)
+    }
+
+    /// Stages one line on its topic's lane: a topic is always on the same
+    /// one, so MQTT's order per connection and topic is each device's.
+    pub fn push(&mut self, topic: &str, line: &[u8]) {
+        let index = lane_of(topic, self.lanes.len());
+        self.lanes[index].push(topic, line);
+    }
+
+    /// Hands every lane's staged lines to its task.
+    pub fn hand_over(&mut self) {
+        for lane in &mut self.lanes {
+            lane.hand_over();
+        }
+    }
+
+    /// Lines staged since the last hand-over, on every lane.
+    #[cfg(test)]
+    pub(crate) fn staged_lines(&self) -> usize {
+        self.lanes.iter().map(FeatureLane::staged_lines).sum()
+    }
+}
+
+/// The lane of `topic` among `lanes`: FNV-1a of the topic, so the same in
+/// every run, in a few ns a topic.
+fn lane_of(topic: &str, lanes: usize) -> usize {
+    if lanes <= 1 {
+        return 0;
+    }
+    let hash = topic.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    (hash % lanes as u64) as usize
+}
+
 impl Drop for FeatureLane {
     fn drop(&mut self) {
         self.hand_over();
@@ -390,10 +366,10 @@ async fn run(dial: Dial, shared: Arc<Shared>, mut backoff: Backoff, metrics: Met
             Ok(stream) => {
                 backoff.reset();
                 logged_failure = false;
-                metrics.mqtt_connected(ROLE, true);
-                tracing::info!(host = %dial.host, port = dial.port, "MQTT feature lane connected");
+                metrics.mqtt_connected(dial.role, true);
+                tracing::info!(host = %dial.host, port = dial.port, role = dial.role, "MQTT feature lane connected");
                 let served = serve(stream, &dial, &shared, &metrics).await;
-                metrics.mqtt_connected(ROLE, false);
+                metrics.mqtt_connected(dial.role, false);
                 match served {
                     Ok(()) => return,
                     Err(error) => error,
@@ -401,10 +377,10 @@ async fn run(dial: Dial, shared: Arc<Shared>, mut backoff: Backoff, metrics: Met
             }
             Err(error) => error,
         };
-        metrics.mqtt_connection_failure(ROLE, error.reason());
+        metrics.mqtt_connection_failure(dial.role, error.reason());
         if !logged_failure {
             tracing::warn!(
-                host = %dial.host, port = dial.port, %error,
+                host = %dial.host, port = dial.port, role = dial.role, %error,
                 "MQTT feature lane: no connection; reconnecting with back-off"
             );
             logged_failure = true;
@@ -484,7 +460,7 @@ async fn serve(
                     return Err(LaneError::Protocol("the broker closed the connection".into()));
                 }
                 incoming.bytes.extend_from_slice(&chunk[..n]);
-                while let Some((first, _)) = incoming.next_packet()? {
+                while let Some((first, _)) = incoming.next_packet().map_err(LaneError::Protocol)? {
                     match first >> 4 {
                         13 => ping_sent = None,
                         14 => return Err(LaneError::Protocol("the broker disconnected".into())),
@@ -527,105 +503,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn remaining_lengths_use_the_fewest_bytes() {
-        for (length, bytes) in [
-            (0usize, vec![0x00]),
-            (127, vec![0x7F]),
-            (128, vec![0x80, 0x01]),
-            (16_383, vec![0xFF, 0x7F]),
-            (16_384, vec![0x80, 0x80, 0x01]),
-            (2_097_152, vec![0x80, 0x80, 0x80, 0x01]),
-        ] {
-            let mut out = Vec::new();
-            push_remaining_length(length, &mut out);
-            assert_eq!(out, bytes, "{length}");
-            let mut incoming = Incoming { bytes: vec![0x30] };
-            incoming.bytes.extend_from_slice(&out);
-            incoming.bytes.resize(1 + out.len() + length, 7);
-            let (first, body) = incoming.next_packet().unwrap().expect("whole");
-            assert_eq!((first, body.len()), (0x30, length));
-            assert!(incoming.bytes.is_empty());
-        }
-    }
-
-    #[test]
-    fn a_publish_is_read_back_by_rumqttc_in_both_versions() {
-        use bytes::BytesMut;
-        let payload = vec![b'x'; 300];
-        for retain in [false, true] {
-            let mut out = Vec::new();
-            PublishHeader::new(MqttProtocol::V311, retain).encode(
-                "a/d1/features",
-                &payload,
-                &mut out,
+    fn a_topic_keeps_its_lane_and_devices_spread_over_all() {
+        assert_eq!(lane_of("accelwatch/d1/features", 1), 0);
+        for lanes in [2, 3, 4, MAX_FEATURE_CONNECTIONS] {
+            let mut per_lane = vec![0usize; lanes];
+            for device in 0..1000 {
+                let topic = format!("accelwatch/dev-{device}/features");
+                let lane = lane_of(&topic, lanes);
+                assert_eq!(lane, lane_of(&topic, lanes), "{topic}");
+                per_lane[lane] += 1;
+            }
+            let even = 1000 / lanes;
+            assert!(
+                per_lane
+                    .iter()
+                    .all(|&n| n > even * 2 / 3 && n < even * 4 / 3),
+                "{lanes} lanes: {per_lane:?}"
             );
-            let mut buf = BytesMut::from(&out[..]);
-            let packet = rumqttc::mqttbytes::v4::Packet::read(&mut buf, 1 << 20).unwrap();
-            let rumqttc::mqttbytes::v4::Packet::Publish(publish) = packet else {
-                panic!("{packet:?}")
-            };
-            assert_eq!(publish.topic, "a/d1/features");
-            assert_eq!(&publish.payload[..], &payload[..]);
-            assert_eq!(publish.retain, retain);
-            assert_eq!(publish.qos, rumqttc::QoS::AtMostOnce);
-
-            let mut out = Vec::new();
-            PublishHeader::new(MqttProtocol::V5, retain).encode(
-                "a/d1/features",
-                &payload,
-                &mut out,
-            );
-            let mut buf = BytesMut::from(&out[..]);
-            let packet = rumqttc::v5::mqttbytes::v5::Packet::read(&mut buf, Some(1 << 20)).unwrap();
-            let rumqttc::v5::mqttbytes::v5::Packet::Publish(publish) = packet else {
-                panic!("{packet:?}")
-            };
-            assert_eq!(&publish.topic[..], b"a/d1/features");
-            assert_eq!(&publish.payload[..], &payload[..]);
-            assert_eq!(publish.retain, retain);
         }
-    }
-
-    #[test]
-    fn a_connect_is_read_back_by_rumqttc_in_both_versions() {
-        use bytes::BytesMut;
-        let credentials = ("user".to_string(), "secret".to_string());
-        let packet = connect_packet(
-            MqttProtocol::V311,
-            "box-features",
-            Duration::from_secs(30),
-            Some(&credentials),
-        );
-        let mut buf = BytesMut::from(&packet[..]);
-        let rumqttc::mqttbytes::v4::Packet::Connect(connect) =
-            rumqttc::mqttbytes::v4::Packet::read(&mut buf, 1 << 20).unwrap()
-        else {
-            panic!("not a CONNECT")
-        };
-        assert_eq!(connect.client_id, "box-features");
-        assert_eq!(connect.keep_alive, 30);
-        assert!(connect.clean_session);
-        let login = connect.login.expect("credentials");
-        assert_eq!(
-            (login.username.as_str(), login.password.as_str()),
-            ("user", "secret")
-        );
-
-        let packet = connect_packet(
-            MqttProtocol::V5,
-            "box-features",
-            Duration::from_secs(30),
-            None,
-        );
-        let mut buf = BytesMut::from(&packet[..]);
-        let rumqttc::v5::mqttbytes::v5::Packet::Connect(connect, will, login) =
-            rumqttc::v5::mqttbytes::v5::Packet::read(&mut buf, Some(1 << 20)).unwrap()
-        else {
-            panic!("not a CONNECT")
-        };
-        assert_eq!(connect.client_id, "box-features");
-        assert_eq!(connect.keep_alive, 30);
-        assert!(connect.clean_start);
-        assert!(will.is_none() && login.is_none());
     }
 }

@@ -4,9 +4,9 @@
 //! the last will and on shutdown).
 //!
 //! Sinks run on a blocking thread, so publishing never waits. At
-//! `features_qos = 0` (the default) the feature lines go through a
-//! connection of their own, the [`lane`]: encoded on the sink's thread,
-//! written a batch at a time. Otherwise, and for alerts and status,
+//! `features_qos = 0` (the default) the feature lines go through
+//! connections of their own (one unless `features_connections` says more),
+//! the [`lane`]: encoded on the sink's thread, written a batch at a time. Otherwise, and for alerts and status,
 //! messages go into the [`outbox::Outbox`], which the [`connection`] task
 //! hands to rumqttc while the broker is there. Features are best effort:
 //! beyond `output.mqtt.queue` waiting, new ones are dropped and counted in
@@ -25,6 +25,7 @@ pub mod config;
 pub mod connection;
 pub mod lane;
 pub mod outbox;
+mod packet;
 mod reliable;
 pub use reliable::scope_status_topic;
 pub mod spool;
@@ -44,7 +45,7 @@ use crate::record::{Output, StatusRecord, WindowRecord};
 use crate::sequence::Sequence;
 use crate::sink::mqtt::config::MqttOutputConfig;
 use crate::sink::mqtt::connection::{Connection, Shared};
-use crate::sink::mqtt::lane::{FeatureLane, LaneTask};
+use crate::sink::mqtt::lane::{FeatureLanes, LaneSettings, LaneTask};
 use crate::sink::mqtt::outbox::{Message, Outbox};
 use crate::sink::mqtt::reliable::{status_value, MsgIds, ReliablePath, ReliableWriter};
 use crate::sink::mqtt::spool::Spool;
@@ -65,8 +66,8 @@ pub struct MqttSink {
     /// Alerts and status records go through their own thread.
     reliable: ReliableWriter,
     metrics: Metrics,
-    /// The feature lines' own connection, at QoS 0.
-    lane: Option<FeatureLane>,
+    /// The feature lines' own connections, at QoS 0.
+    lanes: Option<FeatureLanes>,
     /// The feature line and its topic, kept between windows.
     line: Vec<u8>,
     topic: String,
@@ -148,19 +149,19 @@ impl MqttSink {
         }
         let protocol = output.protocol.unwrap_or(broker.protocol);
         let backoff = || Backoff::new(broker.backoff_min, broker.backoff_max);
-        let (lane, lane_task) = if output.features_qos == 0 {
-            let (lane, task) = FeatureLane::open(
-                &broker.endpoint()?,
+        let (lanes, lane_tasks) = if output.features_qos == 0 {
+            let settings = LaneSettings {
+                endpoint: &broker.endpoint()?,
                 protocol,
-                &format!("{}-features", output.client_id),
-                output.features_retain,
-                output.queue,
-                backoff(),
-                metrics.clone(),
-            );
-            (Some(lane), Some(task))
+                client_id: format!("{}-features", output.client_id),
+                retain: output.features_retain,
+                connections: output.features_connections,
+                queue: output.queue,
+            };
+            let (lanes, tasks) = FeatureLanes::open(settings, backoff, &metrics);
+            (Some(lanes), tasks)
         } else {
-            (None, None)
+            (None, Vec::new())
         };
         let (client, events) = broker.connect(Session {
             protocol,
@@ -235,7 +236,7 @@ impl MqttSink {
         };
         let task = OutputTask {
             task: tokio::spawn(connection.run()),
-            lane: lane_task,
+            lanes: lane_tasks,
             shared: shared.clone(),
             metrics: metrics.clone(),
         };
@@ -264,7 +265,7 @@ impl MqttSink {
             features_retain: output.features_retain,
             reliable,
             metrics,
-            lane,
+            lanes,
             line: Vec::new(),
             topic: String::new(),
             line_bytes: 256,
@@ -297,8 +298,8 @@ impl MqttSink {
     /// Wakes the connection task for the feature lines written since the
     /// last wake-up.
     fn announce(&mut self) {
-        if let Some(lane) = &mut self.lane {
-            lane.hand_over();
+        if let Some(lanes) = &mut self.lanes {
+            lanes.hand_over();
         }
         if std::mem::take(&mut self.unannounced) {
             self.shared.wake.notify_one();
@@ -313,12 +314,12 @@ impl Sink for MqttSink {
 
     fn write(&mut self, output: &Output) -> std::io::Result<()> {
         match output {
-            Output::Window(w) => match &mut self.lane {
-                Some(lane) => {
+            Output::Window(w) => match &mut self.lanes {
+                Some(lanes) => {
                     self.features.render_into(&w.device, &mut self.topic);
                     self.line.clear();
                     w.write_json(&mut self.line)?;
-                    lane.push(&self.topic, &self.line);
+                    lanes.push(&self.topic, &self.line);
                 }
                 None => self.feature_through_outbox(w)?,
             },
@@ -344,8 +345,8 @@ impl Drop for MqttSink {
     /// everything is acknowledged.
     fn drop(&mut self) {
         self.announce();
-        // The lane writes what waits, then disconnects.
-        self.lane = None;
+        // The lanes write what waits, then disconnect.
+        self.lanes = None;
         // Every alert and status queued is in the outbox first.
         self.reliable.finish();
         let waiting = {
@@ -378,7 +379,7 @@ async fn join_by(deadline: tokio::time::Instant, task: &mut JoinHandle<()>, what
 /// The output's connection task, and what it leaves undelivered.
 pub struct OutputTask {
     task: JoinHandle<()>,
-    lane: Option<LaneTask>,
+    lanes: Vec<LaneTask>,
     shared: Arc<Shared>,
     metrics: Metrics,
 }
@@ -391,7 +392,7 @@ impl OutputTask {
     pub async fn finish(mut self, timeout: Duration) {
         let deadline = tokio::time::Instant::now() + timeout;
         join_by(deadline, &mut self.task, "the offline status").await;
-        if let Some(mut lane) = self.lane.take() {
+        for mut lane in std::mem::take(&mut self.lanes) {
             join_by(deadline, &mut lane.task, "the last feature lines").await;
         }
         let outbox = self.shared.outbox();
@@ -417,7 +418,7 @@ impl OutputTask {
     /// Stops the task without waiting.
     pub fn abort(&self) {
         self.task.abort();
-        if let Some(lane) = &self.lane {
+        for lane in &self.lanes {
             lane.task.abort();
         }
     }
@@ -498,7 +499,7 @@ mod tests {
         assert!(writer.is_finished(), "the sink waited for the spool");
         let sink = writer.join().unwrap();
         let lane = sink
-            .lane
+            .lanes
             .as_ref()
             .expect("QoS 0 lines take their own connection");
         assert_eq!(lane.staged_lines(), 3);

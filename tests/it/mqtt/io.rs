@@ -343,3 +343,67 @@ async fn the_device_named_by_a_payload_field() {
     .await
     .expect("test timed out");
 }
+
+/// `output.mqtt.features_connections = 3`: three connections to the
+/// broker, every window's line delivered once, each device's in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feature_lines_spread_over_connections_keep_each_devices_order() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let broker = Mosquitto::start();
+        let (_watcher, mut watched) =
+            client(broker.port, "watcher", &["accelwatch/+/features"]).await;
+        let mut config = mqtt_config(&broker);
+        config.output.mqtt.as_mut().unwrap().features_connections = 3;
+        let (daemon, _) = start_connected(config).await;
+        let addr = daemon.telemetry_addr().unwrap();
+        for role in ["features", "features-1", "features-2"] {
+            wait_metric(
+                addr,
+                &format!("accelwatch_mqtt_connected{{role=\"{role}\"}}"),
+                1.0,
+            )
+            .await;
+        }
+
+        // Eight devices, so that every connection carries some: the demo's
+        // two recordings under four names each.
+        let rows = demo_rows();
+        let devices: Vec<(String, Rows)> = (0..8)
+            .map(|i| {
+                let (_, r) = rows.iter().nth(i % rows.len()).unwrap();
+                (format!("dev-{i}"), r[..r.len().min(2000)].to_vec())
+            })
+            .collect();
+        let (publisher, _) = client(broker.port, "publisher", &[]).await;
+        stream(&publisher, &devices).await;
+
+        let total: usize = devices.iter().map(|(_, r)| windows_of(r.len())).sum();
+        let mut got = Received::default();
+        got.until(&mut watched, "every window", |r| r.0.len() >= total)
+            .await;
+        for (device, r) in &devices {
+            let seqs: Vec<u64> = got
+                .on(&format!("accelwatch/{device}/features"))
+                .iter()
+                .map(|w| w["seq"].as_u64().unwrap())
+                .collect();
+            assert_eq!(
+                seqs,
+                (0..windows_of(r.len()) as u64).collect::<Vec<_>>(),
+                "{device}"
+            );
+        }
+        let text = scrape(addr).await;
+        assert_eq!(
+            metric_sum(
+                &text,
+                "accelwatch_mqtt_publish_dropped_total",
+                &["kind=\"features\""]
+            ),
+            0.0
+        );
+        stop(daemon).await;
+    })
+    .await
+    .expect("test timed out");
+}

@@ -16,7 +16,7 @@ use accelwatch::backoff::Backoff;
 use accelwatch::config::{Config, InputKind, MqttOutputConfig};
 use accelwatch::mqtt::broker::BrokerSettings;
 use accelwatch::mqtt::config::MqttProtocol;
-use accelwatch::sink::mqtt::lane::{FeatureLane, LaneTask};
+use accelwatch::sink::mqtt::lane::{FeatureLanes, LaneSettings, LaneTask};
 use accelwatch::telemetry::Metrics;
 use serde_json::Value;
 
@@ -786,27 +786,31 @@ fn open_lane(
     keep_alive_s: u64,
     client_id: &str,
     queue: usize,
-) -> (FeatureLane, LaneTask, Metrics) {
+) -> (FeatureLanes, LaneTask, Metrics) {
     let metrics = Metrics::new();
     let settings = BrokerSettings::input(&accelwatch::config::MqttInputConfig {
         url: broker.url(),
         keep_alive_s,
         ..Default::default()
     });
-    let (lane, task) = FeatureLane::open(
-        &settings.endpoint().unwrap(),
-        protocol,
-        client_id,
-        false,
-        queue,
-        Backoff::new(Duration::from_millis(50), Duration::from_millis(500)),
-        metrics.clone(),
+    let (lane, mut tasks) = FeatureLanes::open(
+        LaneSettings {
+            endpoint: &settings.endpoint().unwrap(),
+            protocol,
+            client_id: client_id.to_string(),
+            retain: false,
+            connections: 1,
+            queue,
+        },
+        || Backoff::new(Duration::from_millis(50), Duration::from_millis(500)),
+        &metrics,
     );
+    let task = tasks.pop().expect("one connection, one task");
     (lane, task, metrics)
 }
 
 /// Drops the sink's end and waits for the lane's task to end.
-async fn close_lane(lane: FeatureLane, task: LaneTask) {
+async fn close_lane(lane: FeatureLanes, task: LaneTask) {
     drop(lane);
     tokio::time::timeout(Duration::from_secs(10), task.task)
         .await

@@ -1,0 +1,243 @@
+//! The few MQTT packets the feature lanes write (CONNECT, PUBLISH at QoS
+//! 0, PINGREQ, DISCONNECT) and the splitting of what the broker sends
+//! back into packets (pure).
+
+use std::time::Duration;
+
+use crate::mqtt::config::MqttProtocol;
+
+pub const PINGREQ: [u8; 2] = [0xC0, 0x00];
+pub const DISCONNECT: [u8; 2] = [0xE0, 0x00];
+
+/// How a PUBLISH of this lane starts: its first byte, and whether it
+/// carries MQTT 5's (empty) properties.
+#[derive(Clone, Copy)]
+pub struct PublishHeader {
+    first_byte: u8,
+    properties: bool,
+}
+
+impl PublishHeader {
+    pub fn new(protocol: MqttProtocol, retain: bool) -> Self {
+        Self {
+            first_byte: 0x30 | u8::from(retain),
+            properties: matches!(protocol, MqttProtocol::V5),
+        }
+    }
+
+    /// Appends a QoS 0 PUBLISH of `payload` on `topic` to `out`.
+    pub fn encode(self, topic: &str, payload: &[u8], out: &mut Vec<u8>) {
+        let remaining = 2 + topic.len() + usize::from(self.properties) + payload.len();
+        out.reserve(5 + remaining);
+        out.push(self.first_byte);
+        push_remaining_length(remaining, out);
+        push_str(topic, out);
+        if self.properties {
+            out.push(0);
+        }
+        out.extend_from_slice(payload);
+    }
+}
+
+fn push_remaining_length(mut length: usize, out: &mut Vec<u8>) {
+    loop {
+        let mut byte = (length % 128) as u8;
+        length /= 128;
+        if length > 0 {
+            byte |= 0x80;
+        }
+        out.push(byte);
+        if length == 0 {
+            break;
+        }
+    }
+}
+
+/// A UTF-8 string as MQTT writes it: its length in two bytes, then it.
+fn push_str(text: &str, out: &mut Vec<u8>) {
+    push_bytes(text.as_bytes(), out);
+}
+
+fn push_bytes(bytes: &[u8], out: &mut Vec<u8>) {
+    let len = u16::try_from(bytes.len()).expect("checked: topics and ids under 64 KiB");
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(bytes);
+}
+
+/// The CONNECT of a clean session without a will (the acknowledged
+/// connection carries the daemon's will).
+pub fn connect_packet(
+    protocol: MqttProtocol,
+    client_id: &str,
+    keep_alive: Duration,
+    credentials: Option<&(String, String)>,
+) -> Vec<u8> {
+    let v5 = matches!(protocol, MqttProtocol::V5);
+    let mut body = Vec::with_capacity(64);
+    push_str("MQTT", &mut body);
+    body.push(if v5 { 5 } else { 4 });
+    let mut flags = 0x02; // clean session / clean start
+    if credentials.is_some() {
+        flags |= 0x80 | 0x40;
+    }
+    body.push(flags);
+    let keep_alive_s = u16::try_from(keep_alive.as_secs()).unwrap_or(u16::MAX);
+    body.extend_from_slice(&keep_alive_s.to_be_bytes());
+    if v5 {
+        body.push(0); // no properties
+    }
+    push_str(client_id, &mut body);
+    if let Some((username, password)) = credentials {
+        push_str(username, &mut body);
+        push_bytes(password.as_bytes(), &mut body);
+    }
+    let mut packet = vec![0x10];
+    push_remaining_length(body.len(), &mut packet);
+    packet.extend_from_slice(&body);
+    packet
+}
+
+/// Splits the broker's bytes into packets; only their types matter here.
+#[derive(Default)]
+pub struct Incoming {
+    pub bytes: Vec<u8>,
+}
+
+impl Incoming {
+    /// The next whole packet's first byte and body, if one has arrived;
+    /// an error says what is malformed.
+    pub fn next_packet(&mut self) -> Result<Option<(u8, Vec<u8>)>, String> {
+        let mut length = 0usize;
+        let mut shift = 0;
+        let mut at = 1;
+        loop {
+            let Some(&byte) = self.bytes.get(at) else {
+                return Ok(None);
+            };
+            length |= usize::from(byte & 0x7F) << shift;
+            at += 1;
+            if byte & 0x80 == 0 {
+                break;
+            }
+            shift += 7;
+            if shift > 21 {
+                return Err("malformed remaining length".into());
+            }
+        }
+        if self.bytes.len() < at + length {
+            return Ok(None);
+        }
+        let first = self.bytes[0];
+        let body = self.bytes[at..at + length].to_vec();
+        self.bytes.drain(..at + length);
+        Ok(Some((first, body)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remaining_lengths_use_the_fewest_bytes() {
+        for (length, bytes) in [
+            (0usize, vec![0x00]),
+            (127, vec![0x7F]),
+            (128, vec![0x80, 0x01]),
+            (16_383, vec![0xFF, 0x7F]),
+            (16_384, vec![0x80, 0x80, 0x01]),
+            (2_097_152, vec![0x80, 0x80, 0x80, 0x01]),
+        ] {
+            let mut out = Vec::new();
+            push_remaining_length(length, &mut out);
+            assert_eq!(out, bytes, "{length}");
+            let mut incoming = Incoming { bytes: vec![0x30] };
+            incoming.bytes.extend_from_slice(&out);
+            incoming.bytes.resize(1 + out.len() + length, 7);
+            let (first, body) = incoming.next_packet().unwrap().expect("whole");
+            assert_eq!((first, body.len()), (0x30, length));
+            assert!(incoming.bytes.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_publish_is_read_back_by_rumqttc_in_both_versions() {
+        use bytes::BytesMut;
+        let payload = vec![b'x'; 300];
+        for retain in [false, true] {
+            let mut out = Vec::new();
+            PublishHeader::new(MqttProtocol::V311, retain).encode(
+                "a/d1/features",
+                &payload,
+                &mut out,
+            );
+            let mut buf = BytesMut::from(&out[..]);
+            let packet = rumqttc::mqttbytes::v4::Packet::read(&mut buf, 1 << 20).unwrap();
+            let rumqttc::mqttbytes::v4::Packet::Publish(publish) = packet else {
+                panic!("{packet:?}")
+            };
+            assert_eq!(publish.topic, "a/d1/features");
+            assert_eq!(&publish.payload[..], &payload[..]);
+            assert_eq!(publish.retain, retain);
+            assert_eq!(publish.qos, rumqttc::QoS::AtMostOnce);
+
+            let mut out = Vec::new();
+            PublishHeader::new(MqttProtocol::V5, retain).encode(
+                "a/d1/features",
+                &payload,
+                &mut out,
+            );
+            let mut buf = BytesMut::from(&out[..]);
+            let packet = rumqttc::v5::mqttbytes::v5::Packet::read(&mut buf, Some(1 << 20)).unwrap();
+            let rumqttc::v5::mqttbytes::v5::Packet::Publish(publish) = packet else {
+                panic!("{packet:?}")
+            };
+            assert_eq!(&publish.topic[..], b"a/d1/features");
+            assert_eq!(&publish.payload[..], &payload[..]);
+            assert_eq!(publish.retain, retain);
+        }
+    }
+
+    #[test]
+    fn a_connect_is_read_back_by_rumqttc_in_both_versions() {
+        use bytes::BytesMut;
+        let credentials = ("user".to_string(), "secret".to_string());
+        let packet = connect_packet(
+            MqttProtocol::V311,
+            "box-features",
+            Duration::from_secs(30),
+            Some(&credentials),
+        );
+        let mut buf = BytesMut::from(&packet[..]);
+        let rumqttc::mqttbytes::v4::Packet::Connect(connect) =
+            rumqttc::mqttbytes::v4::Packet::read(&mut buf, 1 << 20).unwrap()
+        else {
+            panic!("not a CONNECT")
+        };
+        assert_eq!(connect.client_id, "box-features");
+        assert_eq!(connect.keep_alive, 30);
+        assert!(connect.clean_session);
+        let login = connect.login.expect("credentials");
+        assert_eq!(
+            (login.username.as_str(), login.password.as_str()),
+            ("user", "secret")
+        );
+
+        let packet = connect_packet(
+            MqttProtocol::V5,
+            "box-features",
+            Duration::from_secs(30),
+            None,
+        );
+        let mut buf = BytesMut::from(&packet[..]);
+        let rumqttc::v5::mqttbytes::v5::Packet::Connect(connect, will, login) =
+            rumqttc::v5::mqttbytes::v5::Packet::read(&mut buf, Some(1 << 20)).unwrap()
+        else {
+            panic!("not a CONNECT")
+        };
+        assert_eq!(connect.client_id, "box-features");
+        assert_eq!(connect.keep_alive, 30);
+        assert!(connect.clean_start);
+        assert!(will.is_none() && login.is_none());
+    }
+}
