@@ -28,6 +28,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::backoff::Backoff;
+use crate::logging::RateLimited;
 use crate::mqtt::client::Endpoint;
 use crate::mqtt::config::MqttProtocol;
 use crate::sink::mqtt::config::MAX_FEATURE_CONNECTIONS;
@@ -96,6 +97,9 @@ struct Waiting {
     lines: usize,
     /// The sink is gone: write what waits, say goodbye, end.
     closing: bool,
+    /// The lane has a connection: lines dropped now are the broker's
+    /// pace, not an outage.
+    connected: bool,
 }
 
 impl Shared {
@@ -173,6 +177,8 @@ pub struct FeatureLane {
     ends: Vec<usize>,
     queue: usize,
     metrics: Metrics,
+    role: &'static str,
+    warning: DropWarning,
 }
 
 /// The lane's task; it ends after the sink's end is dropped and what waits
@@ -226,6 +232,8 @@ impl FeatureLane {
             ends: Vec::new(),
             queue,
             metrics,
+            role,
+            warning: DropWarning::new(),
         };
         (lane, LaneTask { task })
     }
@@ -248,7 +256,7 @@ impl FeatureLane {
         if self.ends.is_empty() {
             return;
         }
-        let dropped = {
+        let (dropped, connected) = {
             let mut waiting = self.shared.waiting();
             let room = self.queue.saturating_sub(waiting.lines);
             let taken = room.min(self.ends.len());
@@ -262,11 +270,17 @@ impl FeatureLane {
                 }
                 waiting.lines += taken;
             }
-            self.ends.len() - taken
+            (self.ends.len() - taken, waiting.connected)
         };
         self.staged.clear();
         self.ends.clear();
         self.metrics.mqtt_publish_dropped("features", dropped);
+        if let Some(warning) = self
+            .warning
+            .note(dropped, connected, std::time::Instant::now())
+        {
+            tracing::warn!(role = self.role, "MQTT feature lane: {warning}");
+        }
         self.shared.wake.notify_one();
     }
 }
@@ -348,6 +362,43 @@ fn lane_of(topic: &str, lanes: usize) -> usize {
     (hash % lanes as u64) as usize
 }
 
+/// What the log says of dropped lines: at most a line a minute, with the
+/// count since the last, and what to do about it.
+struct DropWarning {
+    limit: RateLimited,
+    dropped: usize,
+}
+
+impl DropWarning {
+    fn new() -> Self {
+        Self {
+            limit: RateLimited::new(Duration::from_secs(60)),
+            dropped: 0,
+        }
+    }
+
+    /// The warning to log for `dropped` more lines, if one is due.
+    fn note(&mut self, dropped: usize, connected: bool, now: std::time::Instant) -> Option<String> {
+        if dropped == 0 {
+            return None;
+        }
+        self.dropped += dropped;
+        self.limit.check("dropped", now)?;
+        let lines = std::mem::take(&mut self.dropped);
+        Some(if connected {
+            format!(
+                "{lines} feature lines dropped (output.mqtt.queue full while connected): the broker \
+                 takes them slower than they are made; output.mqtt.features_connections spreads \
+                 them over more connections (docs/outputs.md, MQTT out)"
+            )
+        } else {
+            format!(
+                "{lines} feature lines dropped (output.mqtt.queue full while the broker is away)"
+            )
+        })
+    }
+}
+
 impl Drop for FeatureLane {
     fn drop(&mut self) {
         self.hand_over();
@@ -367,9 +418,11 @@ async fn run(dial: Dial, shared: Arc<Shared>, mut backoff: Backoff, metrics: Met
                 backoff.reset();
                 logged_failure = false;
                 metrics.mqtt_connected(dial.role, true);
+                shared.waiting().connected = true;
                 tracing::info!(host = %dial.host, port = dial.port, role = dial.role, "MQTT feature lane connected");
                 let served = serve(stream, &dial, &shared, &metrics).await;
                 metrics.mqtt_connected(dial.role, false);
+                shared.waiting().connected = false;
                 match served {
                     Ok(()) => return,
                     Err(error) => error,
@@ -501,6 +554,28 @@ async fn write(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dropped_lines_are_logged_once_a_minute_with_the_count_and_the_remedy() {
+        let mut warning = DropWarning::new();
+        let start = std::time::Instant::now();
+        assert_eq!(warning.note(0, true, start), None, "nothing dropped");
+        let first = warning
+            .note(5, true, start)
+            .expect("the first drop is logged");
+        assert!(first.starts_with("5 feature lines dropped"), "{first}");
+        assert!(
+            first.contains("output.mqtt.features_connections"),
+            "{first}"
+        );
+        assert_eq!(warning.note(7, true, start + Duration::from_secs(30)), None);
+        let later = warning
+            .note(1, false, start + Duration::from_secs(61))
+            .expect("a minute later");
+        assert!(later.starts_with("8 feature lines dropped"), "{later}");
+        assert!(later.contains("the broker is away"), "{later}");
+        assert!(!later.contains("features_connections"), "{later}");
+    }
 
     #[test]
     fn a_topic_keeps_its_lane_and_devices_spread_over_all() {
