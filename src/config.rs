@@ -533,6 +533,29 @@ mod mqtt_tests {
                 "{connections} at QoS {qos}: {keys:?}"
             );
         }
+        // Lines per message: 1 to 1000, more than one only at QoS 0; a
+        // linger of 1 ms to 10 s.
+        for (lines, linger, qos, wrong) in [
+            (1, 100, 1, None),
+            (1000, 10_000, 0, None),
+            (2, 100, 1, Some("output.mqtt.features_lines_per_message")),
+            (1001, 100, 0, Some("output.mqtt.features_lines_per_message")),
+            (8, 0, 0, Some("output.mqtt.features_linger_ms")),
+            (8, 10_001, 0, Some("output.mqtt.features_linger_ms")),
+        ] {
+            config.output.mqtt = Some(MqttOutputConfig {
+                features_lines_per_message: lines,
+                features_linger_ms: linger,
+                features_qos: qos,
+                ..MqttOutputConfig::default()
+            });
+            let keys = self::keys(&config);
+            assert_eq!(
+                keys.iter().map(String::as_str).collect::<Vec<_>>(),
+                wrong.into_iter().collect::<Vec<_>>(),
+                "{lines} lines, {linger} ms, QoS {qos}"
+            );
+        }
     }
 }
 

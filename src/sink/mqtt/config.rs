@@ -34,6 +34,14 @@ pub struct MqttOutputConfig {
     /// turn's worth of lines, however busy the broker's other clients.
     #[serde(default = "MqttOutputConfig::default_features_connections")]
     pub features_connections: usize,
+    /// Up to this many lines of one topic in one message, a line each
+    /// (newline-delimited JSON); 1: a message per line, as always.
+    #[serde(default = "MqttOutputConfig::default_features_lines_per_message")]
+    pub features_lines_per_message: usize,
+    /// How long the first line of a message may wait for more lines of
+    /// its topic (with `features_lines_per_message` over 1).
+    #[serde(default = "MqttOutputConfig::default_features_linger_ms")]
+    pub features_linger_ms: u64,
     #[serde(default = "MqttOutputConfig::default_alert_qos")]
     pub alert_qos: u8,
     #[serde(default)]
@@ -75,6 +83,12 @@ impl MqttOutputConfig {
     const fn default_features_connections() -> usize {
         1
     }
+    const fn default_features_lines_per_message() -> usize {
+        1
+    }
+    const fn default_features_linger_ms() -> u64 {
+        100
+    }
     const fn default_alert_qos() -> u8 {
         1
     }
@@ -98,6 +112,8 @@ impl Default for MqttOutputConfig {
             features_qos: 0,
             features_retain: false,
             features_connections: Self::default_features_connections(),
+            features_lines_per_message: Self::default_features_lines_per_message(),
+            features_linger_ms: Self::default_features_linger_ms(),
             alert_qos: Self::default_alert_qos(),
             alert_retain: false,
             queue: Self::default_queue(),
@@ -111,6 +127,12 @@ impl Default for MqttOutputConfig {
 
 /// The most connections the feature lines may be spread over.
 pub const MAX_FEATURE_CONNECTIONS: usize = 16;
+
+/// The most window lines in one message (about 1 KB each with a head).
+pub const MAX_LINES_PER_MESSAGE: usize = 1000;
+
+/// The longest a line may wait for others of its topic.
+pub const MAX_LINGER_MS: u64 = 10_000;
 
 /// The `spool_dir` that switches the spool off.
 pub const SPOOL_OFF: &str = "off";
@@ -187,6 +209,27 @@ impl MqttOutputConfig {
             format!(
                 "must be 1 to {MAX_FEATURE_CONNECTIONS}, got {}",
                 output.features_connections
+            ),
+        );
+        check(
+            (1..=MAX_LINES_PER_MESSAGE).contains(&output.features_lines_per_message),
+            "output.mqtt.features_lines_per_message",
+            format!(
+                "must be 1 to {MAX_LINES_PER_MESSAGE}, got {}",
+                output.features_lines_per_message
+            ),
+        );
+        check(
+            output.features_lines_per_message == 1 || output.features_qos == 0,
+            "output.mqtt.features_lines_per_message",
+            "more than 1 only at features_qos = 0".into(),
+        );
+        check(
+            (1..=MAX_LINGER_MS).contains(&output.features_linger_ms),
+            "output.mqtt.features_linger_ms",
+            format!(
+                "must be 1 to {MAX_LINGER_MS} ms, got {}",
+                output.features_linger_ms
             ),
         );
         check(

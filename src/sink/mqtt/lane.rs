@@ -32,6 +32,7 @@ use crate::logging::RateLimited;
 use crate::mqtt::client::Endpoint;
 use crate::mqtt::config::MqttProtocol;
 use crate::sink::mqtt::config::MAX_FEATURE_CONNECTIONS;
+use crate::sink::mqtt::group::Grouper;
 use crate::sink::mqtt::packet::{connect_packet, Incoming, PublishHeader, DISCONNECT, PINGREQ};
 use crate::telemetry::Metrics;
 
@@ -200,8 +201,13 @@ impl FeatureLane {
             protocol,
             retain,
             queue,
+            lines_per_message,
+            linger,
             ..
         } = *settings;
+        let header = PublishHeader::new(protocol, retain);
+        let grouper =
+            (lines_per_message > 1).then(|| Grouper::new(header, lines_per_message, linger));
         let tls = match &endpoint.transport {
             Transport::Tls(TlsConfiguration::Rustls(config)) => Some(config.clone()),
             _ => None,
@@ -224,10 +230,10 @@ impl FeatureLane {
             wake: Notify::new(),
         });
         metrics.mqtt_connected(dial.role, false);
-        let task = tokio::spawn(run(dial, shared.clone(), backoff, metrics.clone()));
+        let task = tokio::spawn(run(dial, shared.clone(), grouper, backoff, metrics.clone()));
         let lane = Self {
             shared,
-            header: PublishHeader::new(protocol, retain),
+            header,
             staged: Vec::new(),
             ends: Vec::new(),
             queue,
@@ -301,6 +307,10 @@ pub struct LaneSettings<'a> {
     pub connections: usize,
     /// Lines waiting, per connection.
     pub queue: usize,
+    /// Lines of a topic in one message, and how long the first waits for
+    /// the others (`features_lines_per_message`, `features_linger_ms`).
+    pub lines_per_message: usize,
+    pub linger: Duration,
 }
 
 impl FeatureLanes {
@@ -407,7 +417,13 @@ impl Drop for FeatureLane {
     }
 }
 
-async fn run(dial: Dial, shared: Arc<Shared>, mut backoff: Backoff, metrics: Metrics) {
+async fn run(
+    dial: Dial,
+    shared: Arc<Shared>,
+    mut grouper: Option<Grouper>,
+    mut backoff: Backoff,
+    metrics: Metrics,
+) {
     let mut logged_failure = false;
     loop {
         let opened = tokio::time::timeout(CONNECT_TIMEOUT, dial.open())
@@ -420,7 +436,7 @@ async fn run(dial: Dial, shared: Arc<Shared>, mut backoff: Backoff, metrics: Met
                 metrics.mqtt_connected(dial.role, true);
                 shared.waiting().connected = true;
                 tracing::info!(host = %dial.host, port = dial.port, role = dial.role, "MQTT feature lane connected");
-                let served = serve(stream, &dial, &shared, &metrics).await;
+                let served = serve(stream, &dial, &shared, grouper.as_mut(), &metrics).await;
                 metrics.mqtt_connected(dial.role, false);
                 shared.waiting().connected = false;
                 match served {
@@ -446,7 +462,8 @@ async fn run(dial: Dial, shared: Arc<Shared>, mut backoff: Backoff, metrics: Met
         if closing {
             // No broker to say goodbye to: what waits is lost with the process.
             let lines = std::mem::take(&mut shared.waiting().lines);
-            metrics.mqtt_publish_dropped("features", lines);
+            let grouped = grouper.as_ref().map_or(0, Grouper::waiting);
+            metrics.mqtt_publish_dropped("features", lines + grouped);
             return;
         }
     }
@@ -468,20 +485,34 @@ async fn serve(
     stream: Box<dyn Stream>,
     dial: &Dial,
     shared: &Shared,
+    mut grouper: Option<&mut Grouper>,
     metrics: &Metrics,
 ) -> Result<(), LaneError> {
     let (mut reader, mut writer) = tokio::io::split(stream);
     let mut incoming = Incoming::default();
     let mut chunk = [0u8; 256];
     let mut spare = Vec::new();
+    let mut grouped = Vec::new();
     let mut last_write = Instant::now();
     let mut ping_sent: Option<Instant> = None;
     loop {
-        let (lines, closing) = {
+        let (mut lines, closing) = {
             let mut waiting = shared.waiting();
             std::mem::swap(&mut waiting.bytes, &mut spare);
             (std::mem::take(&mut waiting.lines), waiting.closing)
         };
+        if let Some(grouper) = grouper.as_deref_mut() {
+            // The lines handed over join their topics' groups; what is
+            // written is the groups full or due.
+            let now = Instant::now();
+            grouped.clear();
+            lines = grouper.add(&spare, now, &mut grouped) + grouper.seal_due(now, &mut grouped);
+            if closing {
+                lines += grouper.seal_all(&mut grouped);
+            }
+            spare.clear();
+            std::mem::swap(&mut spare, &mut grouped);
+        }
         if !spare.is_empty() {
             let written = write(&mut writer, &spare, dial.keep_alive).await;
             spare.clear();
@@ -505,8 +536,10 @@ async fn serve(
             Some(sent) => sent + dial.keep_alive,
             None => last_write + dial.keep_alive,
         };
+        let group_due = grouper.as_deref().and_then(Grouper::next_deadline);
         tokio::select! {
             () = shared.wake.notified() => {}
+            () = tokio::time::sleep_until(group_due.unwrap_or(deadline)), if group_due.is_some() => {}
             read = reader.read(&mut chunk) => {
                 let n = read?;
                 if n == 0 {

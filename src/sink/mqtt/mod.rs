@@ -23,6 +23,7 @@
 
 pub mod config;
 pub mod connection;
+mod group;
 pub mod lane;
 pub mod outbox;
 mod packet;
@@ -157,6 +158,8 @@ impl MqttSink {
                 retain: output.features_retain,
                 connections: output.features_connections,
                 queue: output.queue,
+                lines_per_message: output.features_lines_per_message,
+                linger: Duration::from_millis(output.features_linger_ms),
             };
             let (lanes, tasks) = FeatureLanes::open(settings, backoff, &metrics);
             (Some(lanes), tasks)

@@ -11,7 +11,7 @@ pub const DISCONNECT: [u8; 2] = [0xE0, 0x00];
 
 /// How a PUBLISH of this lane starts: its first byte, and whether it
 /// carries MQTT 5's (empty) properties.
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 pub struct PublishHeader {
     first_byte: u8,
     properties: bool,
@@ -23,6 +23,27 @@ impl PublishHeader {
             first_byte: 0x30 | u8::from(retain),
             properties: matches!(protocol, MqttProtocol::V5),
         }
+    }
+
+    /// The topic and payload of the PUBLISH at the front of `bytes`, one
+    /// that [`Self::encode`] wrote, and the bytes after it; `None` when
+    /// `bytes` does not begin with a whole one.
+    pub fn split(self, bytes: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
+        let mut length = 0usize;
+        let mut at = 1;
+        for shift in [0, 7, 14, 21] {
+            let byte = *bytes.get(at)?;
+            length |= usize::from(byte & 0x7F) << shift;
+            at += 1;
+            if byte & 0x80 == 0 {
+                break;
+            }
+        }
+        let body = bytes.get(at..at + length)?;
+        let topic_len = usize::from(u16::from_be_bytes([*body.first()?, *body.get(1)?]));
+        let topic = body.get(2..2 + topic_len)?;
+        let payload = body.get(2 + topic_len + usize::from(self.properties)..)?;
+        Some((topic, payload, &bytes[at + length..]))
     }
 
     /// Appends a QoS 0 PUBLISH of `payload` on `topic` to `out`.

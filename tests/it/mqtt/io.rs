@@ -407,3 +407,94 @@ async fn feature_lines_spread_over_connections_keep_each_devices_order() {
     .await
     .expect("test timed out");
 }
+
+/// `output.mqtt.features_lines_per_message = 8`: a message holds up to 8
+/// lines of its device, newline-delimited, each the line it would have
+/// been alone; every window arrives once, in order, the last ones once
+/// their linger is over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feature_lines_of_a_device_share_messages_up_to_the_bound() {
+    grouped_lines(Duration::from_millis(200), false).await;
+}
+
+/// With a linger longer than the test, the lines still waiting in groups
+/// leave when the daemon stops, not later and not lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feature_lines_waiting_in_groups_leave_at_shutdown() {
+    grouped_lines(Duration::from_secs(600), true).await;
+}
+
+async fn grouped_lines(linger: Duration, stop_first: bool) {
+    use crate::common::mosquitto::Got;
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let broker = Mosquitto::start();
+        let (_watcher, mut watched) =
+            client(broker.port, "watcher", &["accelwatch/+/features"]).await;
+        let mut config = mqtt_config(&broker);
+        let output = config.output.mqtt.as_mut().unwrap();
+        output.features_lines_per_message = 8;
+        output.features_linger_ms = linger.as_millis() as u64;
+        let (daemon, _) = start_connected(config).await;
+        let addr = daemon.telemetry_addr().unwrap();
+        wait_metric(addr, "accelwatch_mqtt_connected{role=\"features\"}", 1.0).await;
+
+        let rows = demo_rows();
+        let devices: Vec<(String, Rows)> = (0..4)
+            .map(|i| {
+                let (_, r) = rows.iter().nth(i % rows.len()).unwrap();
+                (format!("dev-{i}"), r[..r.len().min(2000)].to_vec())
+            })
+            .collect();
+        let (publisher, _) = client(broker.port, "publisher", &[]).await;
+        stream(&publisher, &devices).await;
+        let total: usize = devices.iter().map(|(_, r)| windows_of(r.len())).sum();
+        let daemon = if stop_first {
+            wait_metric(addr, "accelwatch_windows_total", total as f64).await;
+            stop(daemon).await;
+            None
+        } else {
+            Some(daemon)
+        };
+
+        let mut seqs: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        let (mut lines, mut messages, mut most) = (0, 0, 0);
+        while lines < total {
+            let got = tokio::time::timeout(Duration::from_secs(10), watched.recv()).await;
+            let Ok(Some(Got::Message(topic, payload))) = got else {
+                match got {
+                    Ok(Some(_)) => continue,
+                    _ => panic!("{lines} of {total} lines arrived"),
+                }
+            };
+            messages += 1;
+            let text = String::from_utf8(payload).unwrap();
+            most = most.max(text.lines().count());
+            for line in text.split('\n') {
+                let window: Value = serde_json::from_str(line).expect("each line a window's JSON");
+                let device = window["device"].as_str().unwrap().to_string();
+                assert_eq!(topic, format!("accelwatch/{device}/features"));
+                seqs.entry(device)
+                    .or_default()
+                    .push(window["seq"].as_u64().unwrap());
+                lines += 1;
+            }
+        }
+        for (device, r) in &devices {
+            assert_eq!(
+                seqs[device],
+                (0..windows_of(r.len()) as u64).collect::<Vec<_>>(),
+                "{device}"
+            );
+        }
+        assert!(
+            most > 1 && most <= 8,
+            "at most 8 lines a message, some more than 1: {most}"
+        );
+        assert!(messages < total, "{messages} messages for {total} lines");
+        if let Some(daemon) = daemon {
+            stop(daemon).await;
+        }
+    })
+    .await
+    .expect("test timed out");
+}

@@ -801,6 +801,8 @@ fn open_lane(
             retain: false,
             connections: 1,
             queue,
+            lines_per_message: 1,
+            linger: Duration::from_millis(100),
         },
         || Backoff::new(Duration::from_millis(50), Duration::from_millis(500)),
         &metrics,
