@@ -7,6 +7,7 @@ use crate::pipeline::IngestStage;
 use crate::record::Output;
 use crate::sink::Sink;
 use crate::source::frame::Frame;
+use crate::telemetry::events::WindowLatencies;
 use crate::telemetry::Metrics;
 use crate::window::Window;
 
@@ -39,13 +40,14 @@ pub(crate) async fn ingest(
 /// frame that completed it (`accelwatch_window_latency_seconds`), and each
 /// stage on the way (`accelwatch_window_stage_seconds`); the sink loop
 /// took the batch at `taken_ms`.
-fn observe_latency(batch: &[Output], taken_ms: f64, metrics: &Metrics) {
+fn observe_latency(batch: &[Output], taken_ms: f64, latencies: &mut WindowLatencies) {
     let now_ms = crate::clock::unix_ms();
     for output in batch {
         if let Output::Window(window) = output {
-            metrics.window_latency(&window.timeline, taken_ms, now_ms);
+            latencies.observe(&window.timeline, taken_ms, now_ms);
         }
     }
+    latencies.flush();
 }
 
 /// Writes every batch to every sink. A failing sink is counted and logged
@@ -57,6 +59,7 @@ pub(crate) fn sink_loop(
     pulse: &Pulse,
 ) {
     let mut failing = vec![false; sinks.len()];
+    let mut latencies = metrics.window_latencies();
     while let Some(batch) = outputs.blocking_recv() {
         let taken_ms = crate::clock::unix_ms();
         Pulse::beat(&pulse.written);
@@ -81,7 +84,7 @@ pub(crate) fn sink_loop(
             }
         }
         if published {
-            observe_latency(&batch, taken_ms, metrics);
+            observe_latency(&batch, taken_ms, &mut latencies);
         }
     }
     for sink in &mut sinks {
