@@ -365,19 +365,8 @@ async fn feature_lines_spread_over_connections_keep_each_devices_order() {
             .await;
         }
 
-        // Eight devices, so that every connection carries some: the demo's
-        // two recordings under four names each.
-        let rows = demo_rows();
-        let devices: Vec<(String, Rows)> = (0..8)
-            .map(|i| {
-                let (_, r) = rows.iter().nth(i % rows.len()).unwrap();
-                (format!("dev-{i}"), r[..r.len().min(2000)].to_vec())
-            })
-            .collect();
-        let (publisher, _) = client(broker.port, "publisher", &[]).await;
-        stream(&publisher, &devices).await;
-
-        let total: usize = devices.iter().map(|(_, r)| windows_of(r.len())).sum();
+        // Eight devices, so that every connection carries some.
+        let (devices, total, _publisher) = streamed_devices(&broker, 8).await;
         let mut got = Received::default();
         got.until(&mut watched, "every window", |r| r.0.len() >= total)
             .await;
@@ -438,16 +427,7 @@ async fn grouped_lines(linger: Duration, stop_first: bool) {
         let addr = daemon.telemetry_addr().unwrap();
         wait_metric(addr, "accelwatch_mqtt_connected{role=\"features\"}", 1.0).await;
 
-        let rows = demo_rows();
-        let devices: Vec<(String, Rows)> = (0..4)
-            .map(|i| {
-                let (_, r) = rows.iter().nth(i % rows.len()).unwrap();
-                (format!("dev-{i}"), r[..r.len().min(2000)].to_vec())
-            })
-            .collect();
-        let (publisher, _) = client(broker.port, "publisher", &[]).await;
-        stream(&publisher, &devices).await;
-        let total: usize = devices.iter().map(|(_, r)| windows_of(r.len())).sum();
+        let (devices, total, _publisher) = streamed_devices(&broker, 4).await;
         let daemon = if stop_first {
             wait_metric(addr, "accelwatch_windows_total", total as f64).await;
             stop(daemon).await;
@@ -497,4 +477,25 @@ async fn grouped_lines(linger: Duration, stop_first: bool) {
     })
     .await
     .expect("test timed out");
+}
+
+/// Streams `n` devices `dev-0` … (the demo's recordings in turn, 2000
+/// samples at most each) to `broker`; returns them, the windows they make,
+/// and the publisher (kept until the test ends, so that nothing it queued
+/// is cut off).
+async fn streamed_devices(
+    broker: &Mosquitto,
+    n: usize,
+) -> (Vec<(String, Rows)>, usize, rumqttc::AsyncClient) {
+    let rows = demo_rows();
+    let devices: Vec<(String, Rows)> = (0..n)
+        .map(|i| {
+            let (_, r) = rows.iter().nth(i % rows.len()).unwrap();
+            (format!("dev-{i}"), r[..r.len().min(2000)].to_vec())
+        })
+        .collect();
+    let (publisher, _) = client(broker.port, "publisher", &[]).await;
+    stream(&publisher, &devices).await;
+    let total = devices.iter().map(|(_, r)| windows_of(r.len())).sum();
+    (devices, total, publisher)
 }
