@@ -231,9 +231,10 @@ def daemon_config(work, broker_port, http_port, fmt, client_id="accelwatch-bench
     path = os.path.join(work, "accelwatch.toml")
     output_mqtt = ""
     if "[output.mqtt]\n" in extra:
-        extra, _, rest = extra.partition("[output.mqtt]\n")
-        keys, header, tail = rest.partition("\n[")
-        output_mqtt, extra = keys + "\n", extra + (header.strip() and "[" + tail)
+        before, _, rest = extra.partition("[output.mqtt]\n")
+        keys, next_table, after = rest.partition("\n[")
+        output_mqtt = keys + "\n"
+        extra = before + ("[" + after if next_table else "")
     with open(path, "w") as f:
         f.write(f"""[input]
 kind = "mqtt"

@@ -36,26 +36,8 @@ use crate::sink::mqtt::group::Grouper;
 use crate::sink::mqtt::packet::{connect_packet, Incoming, PublishHeader, DISCONNECT, PINGREQ};
 use crate::telemetry::Metrics;
 
-/// The role of each connection in `accelwatch_mqtt_connected{role}` and
-/// the failures' metric: the first is `features`, as with one.
-const ROLES: [&str; MAX_FEATURE_CONNECTIONS] = [
-    "features",
-    "features-1",
-    "features-2",
-    "features-3",
-    "features-4",
-    "features-5",
-    "features-6",
-    "features-7",
-    "features-8",
-    "features-9",
-    "features-10",
-    "features-11",
-    "features-12",
-    "features-13",
-    "features-14",
-    "features-15",
-];
+/// The first connection's role; the others add `-1`, `-2`, ….
+const ROLE: &str = "features";
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -115,7 +97,9 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
 
 /// Where and how the lane connects.
 struct Dial {
-    role: &'static str,
+    /// In `accelwatch_mqtt_connected{role}` and the failures' metric:
+    /// `features`, then `features-1`, … with several connections.
+    role: String,
     host: String,
     port: u16,
     tls: Option<Arc<rustls::ClientConfig>>,
@@ -178,7 +162,7 @@ pub struct FeatureLane {
     ends: Vec<usize>,
     queue: usize,
     metrics: Metrics,
-    role: &'static str,
+    role: String,
     warning: DropWarning,
 }
 
@@ -192,7 +176,7 @@ impl FeatureLane {
     /// One lane of `settings`, as `client_id`, reported as `role`.
     fn open(
         settings: &LaneSettings<'_>,
-        (role, client_id): (&'static str, &str),
+        (role, client_id): (String, &str),
         backoff: Backoff,
         metrics: Metrics,
     ) -> (Self, LaneTask) {
@@ -213,7 +197,7 @@ impl FeatureLane {
             _ => None,
         };
         let dial = Dial {
-            role,
+            role: role.clone(),
             host: endpoint.host.clone(),
             port: endpoint.port,
             tls,
@@ -229,7 +213,7 @@ impl FeatureLane {
             waiting: Mutex::new(Waiting::default()),
             wake: Notify::new(),
         });
-        metrics.mqtt_connected(dial.role, false);
+        metrics.mqtt_connected(&dial.role, false);
         let task = tokio::spawn(run(dial, shared.clone(), grouper, backoff, metrics.clone()));
         let lane = Self {
             shared,
@@ -285,7 +269,7 @@ impl FeatureLane {
             .warning
             .note(dropped, connected, std::time::Instant::now())
         {
-            tracing::warn!(role = self.role, "MQTT feature lane: {warning}");
+            tracing::warn!(role = %self.role, "MQTT feature lane: {warning}");
         }
         self.shared.wake.notify_one();
     }
@@ -324,16 +308,11 @@ impl FeatureLanes {
         let connections = settings.connections.clamp(1, MAX_FEATURE_CONNECTIONS);
         let (lanes, tasks) = (0..connections)
             .map(|index| {
-                let client_id = match index {
-                    0 => settings.client_id.clone(),
-                    n => format!("{}-{n}", settings.client_id),
+                let (role, client_id) = match index {
+                    0 => (ROLE.to_string(), settings.client_id.clone()),
+                    n => (format!("{ROLE}-{n}"), format!("{}-{n}", settings.client_id)),
                 };
-                FeatureLane::open(
-                    &settings,
-                    (ROLES[index], &client_id),
-                    backoff(),
-                    metrics.clone(),
-                )
+                FeatureLane::open(&settings, (role, &client_id), backoff(), metrics.clone())
             })
             .unzip();
         (Self { lanes }, tasks)
@@ -433,11 +412,11 @@ async fn run(
             Ok(stream) => {
                 backoff.reset();
                 logged_failure = false;
-                metrics.mqtt_connected(dial.role, true);
+                metrics.mqtt_connected(&dial.role, true);
                 shared.waiting().connected = true;
-                tracing::info!(host = %dial.host, port = dial.port, role = dial.role, "MQTT feature lane connected");
+                tracing::info!(host = %dial.host, port = dial.port, role = %dial.role, "MQTT feature lane connected");
                 let served = serve(stream, &dial, &shared, grouper.as_mut(), &metrics).await;
-                metrics.mqtt_connected(dial.role, false);
+                metrics.mqtt_connected(&dial.role, false);
                 shared.waiting().connected = false;
                 match served {
                     Ok(()) => return,
@@ -446,10 +425,10 @@ async fn run(
             }
             Err(error) => error,
         };
-        metrics.mqtt_connection_failure(dial.role, error.reason());
+        metrics.mqtt_connection_failure(&dial.role, error.reason());
         if !logged_failure {
             tracing::warn!(
-                host = %dial.host, port = dial.port, role = dial.role, %error,
+                host = %dial.host, port = dial.port, role = %dial.role, %error,
                 "MQTT feature lane: no connection; reconnecting with back-off"
             );
             logged_failure = true;
@@ -613,13 +592,17 @@ mod tests {
     #[test]
     fn a_topic_keeps_its_lane_and_devices_spread_over_all() {
         assert_eq!(lane_of("accelwatch/d1/features", 1), 0);
+        // FNV-1a's own values (computed apart, in Python): a device keeps
+        // its connection across restarts and versions.
+        let lanes: Vec<usize> = (0..6)
+            .map(|i| lane_of(&format!("accelwatch/dev-{i}/features"), 4))
+            .collect();
+        assert_eq!(lanes, [3, 2, 1, 0, 3, 2]);
         for lanes in [2, 3, 4, MAX_FEATURE_CONNECTIONS] {
             let mut per_lane = vec![0usize; lanes];
             for device in 0..1000 {
                 let topic = format!("accelwatch/dev-{device}/features");
-                let lane = lane_of(&topic, lanes);
-                assert_eq!(lane, lane_of(&topic, lanes), "{topic}");
-                per_lane[lane] += 1;
+                per_lane[lane_of(&topic, lanes)] += 1;
             }
             let even = 1000 / lanes;
             assert!(

@@ -29,16 +29,7 @@ impl PublishHeader {
     /// that [`Self::encode`] wrote, and the bytes after it; `None` when
     /// `bytes` does not begin with a whole one.
     pub fn split(self, bytes: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
-        let mut length = 0usize;
-        let mut at = 1;
-        for shift in [0, 7, 14, 21] {
-            let byte = *bytes.get(at)?;
-            length |= usize::from(byte & 0x7F) << shift;
-            at += 1;
-            if byte & 0x80 == 0 {
-                break;
-            }
-        }
+        let (at, length) = fixed_header(bytes).ok()??;
         let body = bytes.get(at..at + length)?;
         let topic_len = usize::from(u16::from_be_bytes([*body.first()?, *body.get(1)?]));
         let topic = body.get(2..2 + topic_len)?;
@@ -118,6 +109,23 @@ pub fn connect_packet(
     packet
 }
 
+/// Where the body of the packet at the front of `bytes` starts, and its
+/// length (the remaining length: one to four bytes after the first, seven
+/// bits each); `None` until those bytes have arrived.
+fn fixed_header(bytes: &[u8]) -> Result<Option<(usize, usize)>, String> {
+    let mut length = 0usize;
+    for (at, shift) in (1..=4).zip((0..).step_by(7)) {
+        let Some(&byte) = bytes.get(at) else {
+            return Ok(None);
+        };
+        length |= usize::from(byte & 0x7F) << shift;
+        if byte & 0x80 == 0 {
+            return Ok(Some((at + 1, length)));
+        }
+    }
+    Err("malformed remaining length".into())
+}
+
 /// Splits the broker's bytes into packets; only their types matter here.
 #[derive(Default)]
 pub struct Incoming {
@@ -128,23 +136,9 @@ impl Incoming {
     /// The next whole packet's first byte and body, if one has arrived;
     /// an error says what is malformed.
     pub fn next_packet(&mut self) -> Result<Option<(u8, Vec<u8>)>, String> {
-        let mut length = 0usize;
-        let mut shift = 0;
-        let mut at = 1;
-        loop {
-            let Some(&byte) = self.bytes.get(at) else {
-                return Ok(None);
-            };
-            length |= usize::from(byte & 0x7F) << shift;
-            at += 1;
-            if byte & 0x80 == 0 {
-                break;
-            }
-            shift += 7;
-            if shift > 21 {
-                return Err("malformed remaining length".into());
-            }
-        }
+        let Some((at, length)) = fixed_header(&self.bytes)? else {
+            return Ok(None);
+        };
         if self.bytes.len() < at + length {
             return Ok(None);
         }
