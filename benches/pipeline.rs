@@ -321,7 +321,9 @@ fn window_line(c: &mut Criterion) {
         latent: (0..16).map(|i| (i as f32 * 0.731).sin() * 1.7).collect(),
         channel_error: ChannelErrors {
             names: vec!["ax".to_string(), "ay".to_string(), "az".to_string()].into(),
-            values: vec![0.021_734_5, 0.113_902_1, 0.047_118_3],
+            values: [0.021_734_5, 0.113_902_1, 0.047_118_3]
+                .into_iter()
+                .collect(),
         },
         model: Arc::from("demo-3ch-9c0ffee"),
         activity: None,

@@ -41,10 +41,10 @@ fn window(device: &Arc<str>, seq: u64) -> Output {
         threshold: 0.3,
         anomaly: false,
         over_threshold: false,
-        latent: vec![0.1; 8],
+        latent: std::iter::repeat_n(0.1, 8).collect(),
         channel_error: ChannelErrors {
             names: Arc::from(vec!["ax".to_string(), "ay".into(), "az".into()]),
-            values: vec![0.01; 3],
+            values: std::iter::repeat_n(0.01, 3).collect(),
         },
         model: Arc::from("basic-0123456789ab"),
         activity: None,

@@ -21,7 +21,7 @@ use crate::source::config::InputConfig;
 use crate::source::frame::Frame;
 use crate::telemetry::Metrics;
 use crate::window::WindowConfig;
-use crate::window::{Window, WindowSpec, Windower};
+use crate::window::{Spares, Window, WindowSpec, Windower};
 
 /// Decodes frames and windows their samples. A bad payload is counted, and
 /// logged the first time its reason is seen; the stream goes on.
@@ -72,6 +72,12 @@ impl IngestStage {
     }
 
     /// Takes one frame; windows it completes are appended to `windows`.
+    /// New windows are filled in buffers handed back to `spares`.
+    pub fn recycling(mut self, spares: Spares) -> Self {
+        self.windower = self.windower.recycling(spares);
+        self
+    }
+
     pub fn ingest(&mut self, frame: &Frame, windows: &mut Vec<Window>) {
         let metrics = &self.metrics;
         metrics.frame();

@@ -5,6 +5,9 @@ use std::sync::Arc;
 
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
+use smallvec::SmallVec;
+
+pub use crate::score::PerChannel;
 
 use crate::evidence::SharedEvidence;
 use crate::scope::rules::FLEET;
@@ -28,6 +31,10 @@ impl ModelState {
     }
 }
 
+/// A window's latent code: inline up to 16 values (the demo's size), on
+/// the heap beyond.
+pub type LatentCode = SmallVec<[f32; 16]>;
+
 /// One scored window: the line the daemon writes per window.
 #[derive(Debug, Clone, Serialize)]
 pub struct WindowRecord {
@@ -43,7 +50,7 @@ pub struct WindowRecord {
     pub anomaly: bool,
     /// This window alone is over the threshold.
     pub over_threshold: bool,
-    pub latent: Vec<f32>,
+    pub latent: LatentCode,
     pub channel_error: ChannelErrors,
     pub model: Arc<str>,
     /// The activity head's most probable class, and its probability;
@@ -131,7 +138,7 @@ impl WindowRecord {
 #[derive(Debug, Clone)]
 pub struct ChannelErrors {
     pub names: Arc<[String]>,
-    pub values: Vec<f32>,
+    pub values: PerChannel,
 }
 
 impl Serialize for ChannelErrors {
@@ -259,7 +266,7 @@ mod tests {
             threshold,
             anomaly: score > 1.0,
             over_threshold: score.is_nan(),
-            latent: vec![
+            latent: smallvec::smallvec![
                 0.465_119_45,
                 -0.0,
                 f32::NAN,

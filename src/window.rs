@@ -8,6 +8,10 @@ use crate::problem::Problems;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+mod spares;
+use spares::Buffers;
+pub use spares::Spares;
+
 /// `size` consecutive samples of one device, time-major (`size * channels`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Window {
@@ -150,6 +154,7 @@ impl DeviceRing {
         t_ms: Option<f64>,
         arrival_ms: f64,
         values: &[f32],
+        buffers: &mut Buffers,
     ) -> Result<Pushed, Dropped> {
         let mut pushed = Pushed::default();
         let ring = self;
@@ -178,7 +183,7 @@ impl DeviceRing {
                 pushed.gap_restart = true;
             }
         }
-        pushed.window = ring.store(spec, t, arrival_ms, values);
+        pushed.window = ring.store(spec, t, arrival_ms, values, buffers);
         Ok(pushed)
     }
 
@@ -201,6 +206,7 @@ impl DeviceRing {
         t: f64,
         arrival_ms: f64,
         values: &[f32],
+        buffers: &mut Buffers,
     ) -> Option<Window> {
         self.last_t = Some(t);
         let c = spec.channels;
@@ -227,7 +233,7 @@ impl DeviceRing {
         }
         let window = Window {
             timeline: Timeline::arrived(arrival_ms),
-            ..self.window(spec)
+            ..self.window(spec, buffers)
         };
         self.next_seq += 1;
         self.since_emit = 0;
@@ -245,6 +251,7 @@ impl DeviceRing {
         t_ms: &[Option<f64>],
         arrival_ms: f64,
         values: &[f32],
+        buffers: &mut Buffers,
         each: &mut impl FnMut(usize, Result<Pushed, Dropped>),
     ) {
         for (i, (t, values)) in t_ms
@@ -254,7 +261,7 @@ impl DeviceRing {
         {
             match self.continues(spec, *t) {
                 Some(t) => {
-                    if let Some(window) = self.store(spec, t, arrival_ms, values) {
+                    if let Some(window) = self.store(spec, t, arrival_ms, values, buffers) {
                         each(
                             i,
                             Ok(Pushed {
@@ -265,7 +272,7 @@ impl DeviceRing {
                     }
                 }
                 _ => {
-                    let taken = self.take(spec, *t, arrival_ms, values);
+                    let taken = self.take(spec, *t, arrival_ms, values, buffers);
                     if taken != Ok(Pushed::default()) {
                         each(i, taken);
                     }
@@ -274,10 +281,10 @@ impl DeviceRing {
         }
     }
 
-    fn window(&self, spec: &WindowSpec) -> Window {
+    fn window(&self, spec: &WindowSpec, buffers: &mut Buffers) -> Window {
         let c = spec.channels;
         // The oldest sample sits at `head` once the ring is full.
-        let mut data = Vec::with_capacity(spec.size * c);
+        let mut data = buffers.take(spec.size * c);
         data.extend_from_slice(&self.values[self.head * c..]);
         data.extend_from_slice(&self.values[..self.head * c]);
         let t_start = self.times[self.head % spec.size];
@@ -300,6 +307,7 @@ pub struct Windower {
     devices: HashMap<Arc<str>, DeviceRing>,
     touches: u64,
     idle: IdleOrder<u64>,
+    buffers: Buffers,
 }
 
 impl Windower {
@@ -310,7 +318,15 @@ impl Windower {
             devices: HashMap::new(),
             touches: 0,
             idle: IdleOrder::new(),
+            buffers: Buffers::default(),
         }
+    }
+
+    /// New windows are filled in the buffers handed back to `spares` when
+    /// there are any (see [`Spares`]).
+    pub fn recycling(mut self, spares: Spares) -> Self {
+        self.buffers = Buffers::with_spares(spares);
+        self
     }
 
     pub fn spec(&self) -> &WindowSpec {
@@ -374,7 +390,14 @@ impl Windower {
         }
         let ring = self.devices.get_mut(device).expect("inserted above");
         ring.last_touch = touch;
-        ring.take_all(&spec, t_ms, arrival_ms, values, &mut each);
+        ring.take_all(
+            &spec,
+            t_ms,
+            arrival_ms,
+            values,
+            &mut self.buffers,
+            &mut each,
+        );
         admitted
     }
 

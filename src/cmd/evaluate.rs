@@ -42,13 +42,13 @@ pub fn evaluate(args: EvaluateArgs) -> Result<(), Failure> {
             w.over_threshold.push(record.over_threshold);
             w.in_alert.push(record.anomaly);
             w.threshold = record.threshold;
-            w.latent.push(record.latent.clone());
+            w.latent.push(record.latent.to_vec());
             let mut input = window.window.data.clone();
             if let Some(norm) = &normalization {
                 norm.apply(&mut input);
             }
             if let Some((spectrum, n)) = &head_spectrum {
-                let mut read = record.latent.clone();
+                let mut read = record.latent.to_vec();
                 let start = read.len();
                 spectrum.push(&input, &mut read);
                 read.truncate(start + n);

@@ -45,7 +45,7 @@ use crate::source::frame::Frame;
 use crate::source::Source;
 use crate::telemetry::live::LiveState;
 use crate::telemetry::{self, Metrics};
-use crate::window::Window;
+use crate::window::{Spares, Window};
 
 /// What a finished run did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -232,6 +232,10 @@ impl Daemon {
                 shutdown_rx.clone(),
             ))
         });
+        let max_batch = config.model.max_batch;
+        // Two batches' worth: what the scorer hands back between two of
+        // the windower's takes.
+        let spares = Spares::new(2 * max_batch);
         let source = tokio::spawn(source.run(frame_tx, shutdown_rx.clone()));
         let ingest = tokio::spawn(ingest(
             IngestStage::new(
@@ -239,12 +243,12 @@ impl Daemon {
                 &config.window,
                 &config.training,
                 metrics.clone(),
-            ),
+            )
+            .recycling(spares.clone()),
             frame_rx,
             window_tx,
             pulse.clone(),
         ));
-        let max_batch = config.model.max_batch;
         let scorer = {
             let pulse = pulse.clone();
             let stage_metrics = metrics.clone();
@@ -253,7 +257,8 @@ impl Daemon {
                 score_loop(
                     Scoring::new(scopes, commands, scope_config, stage_metrics)
                         .rescan_on(rescan)
-                        .with_evidence(evidence_ids),
+                        .with_evidence(evidence_ids)
+                        .recycling(spares),
                     max_batch,
                     window_rx,
                     output_tx,

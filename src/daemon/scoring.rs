@@ -18,7 +18,7 @@ use crate::model::LoadedModel;
 use crate::record::Output;
 use crate::scope::rules::FLEET;
 use crate::telemetry::Metrics;
-use crate::window::Window;
+use crate::window::{Spares, Window};
 
 /// The scorer's state: the model scopes, and the commands to them.
 pub(crate) struct Scoring {
@@ -33,6 +33,8 @@ pub(crate) struct Scoring {
     pub(crate) rescan: Arc<std::sync::atomic::AtomicBool>,
     /// The evidence ids of scopes opened later.
     pub(crate) evidence: Option<crate::evidence::EvidenceIds>,
+    /// Where scored windows' buffers go back to the windower.
+    pub(crate) spares: Option<Spares>,
 }
 
 impl Scoring {
@@ -56,7 +58,14 @@ impl Scoring {
             warned: RateLimited::new(std::time::Duration::from_secs(60)),
             rescan: Arc::default(),
             evidence: None,
+            spares: None,
         }
+    }
+
+    /// Scored windows' buffers go back to the windower through `spares`.
+    pub(crate) fn recycling(mut self, spares: Spares) -> Self {
+        self.spares = Some(spares);
+        self
     }
 
     pub(crate) fn rescan_on(mut self, flag: Arc<std::sync::atomic::AtomicBool>) -> Self {
@@ -398,6 +407,9 @@ pub(crate) fn score_loop(
             }
             alerts += count(&produced, is_alert);
             out.extend(produced);
+            if let Some(spares) = &scoring.spares {
+                spares.give_back(part);
+            }
         }
         Pulse::beat(&pulse.batches);
         let scored_ms = crate::clock::unix_ms();

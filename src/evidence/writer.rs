@@ -177,10 +177,10 @@ mod tests {
             threshold: 0.3,
             anomaly: false,
             over_threshold: score > 0.3,
-            latent: Vec::new(),
+            latent: Default::default(),
             channel_error: ChannelErrors {
                 names: Arc::from(vec!["ax".to_string(), "ay".into()]),
-                values: vec![0.0; 2],
+                values: smallvec::smallvec![0.0; 2],
             },
             model: Arc::from("basic-1"),
             activity: None,

@@ -4,14 +4,15 @@
 use super::loaded::LoadedModel;
 use super::meta::ScoreKind;
 use crate::model::inference::BackendError;
+use crate::record::{LatentCode, PerChannel};
 use crate::score::{channel_errors, reconstruction_error};
 
 /// The score of one window.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scored {
     pub score: f32,
-    pub channel_error: Vec<f32>,
-    pub latent: Vec<f32>,
+    pub channel_error: PerChannel,
+    pub latent: LatentCode,
     /// The activity head's most probable class (an index into the
     /// metadata's `activity.classes`) and its probability.
     pub activity: Option<(usize, f32)>,
@@ -142,7 +143,7 @@ impl Scorer {
                 Scored {
                     score,
                     channel_error: channel_errors(x, r, channels),
-                    latent: z.to_vec(),
+                    latent: LatentCode::from_slice(z),
                     activity,
                 }
             })

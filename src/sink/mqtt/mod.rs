@@ -459,10 +459,10 @@ mod tests {
             threshold: 0.3,
             anomaly: false,
             over_threshold: false,
-            latent: vec![0.5; 4],
+            latent: smallvec::smallvec![0.5; 4],
             channel_error: crate::record::ChannelErrors {
                 names: Arc::from(vec!["ax".to_string()]),
-                values: vec![0.1],
+                values: smallvec::smallvec![0.1],
             },
             model: Arc::from("m"),
             activity: None,
