@@ -59,8 +59,7 @@ pub struct WindowRecord {
     pub activity: Option<Arc<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub confidence: Option<f32>,
-    /// When the window passed each stage; not published: the sink loop
-    /// times `accelwatch_window_latency_seconds` and its parts from it.
+    /// When the window passed each stage; not published: the sinks time `accelwatch_window_latency_seconds` and its parts from it.
     #[serde(skip)]
     pub timeline: crate::window::Timeline,
 }

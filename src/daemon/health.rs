@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use crate::record::Output;
 use crate::source::frame::Frame;
 use crate::window::Window;
 
@@ -15,7 +14,6 @@ use crate::window::Window;
 pub struct Pulse {
     pub frames: AtomicU64,
     pub batches: AtomicU64,
-    pub written: AtomicU64,
 }
 
 impl Pulse {
@@ -31,17 +29,17 @@ pub struct Health {
     pub pulse: Arc<Pulse>,
     pub frames: mpsc::WeakSender<Frame>,
     pub windows: mpsc::WeakSender<Window>,
-    pub outputs: mpsc::WeakSender<Vec<Output>>,
 }
 
 /// One look at the pipeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Snapshot {
-    pub progress: [u64; 3],
-    pub queued: [usize; 3],
+    pub progress: [u64; 2],
+    pub queued: [usize; 2],
 }
 
-const STAGES: [&str; 3] = ["ingest", "scorer", "sinks"];
+/// The scorer writes to the sinks on its own thread: no queue between.
+const STAGES: [&str; 2] = ["ingest", "scorer and sinks"];
 
 fn depth<T>(weak: &mpsc::WeakSender<T>) -> usize {
     weak.upgrade()
@@ -56,22 +54,17 @@ impl Health {
             progress: [
                 p.frames.load(Ordering::Relaxed),
                 p.batches.load(Ordering::Relaxed),
-                p.written.load(Ordering::Relaxed),
             ],
-            queued: [
-                depth(&self.frames),
-                depth(&self.windows),
-                depth(&self.outputs),
-            ],
+            queued: [depth(&self.frames), depth(&self.windows)],
         }
     }
 
-    /// What is still queued, for the log: "3 frames, 12 windows, 0 output batches".
+    /// What is still queued, for the log: "3 frames, 12 windows".
     pub fn in_flight(&self) -> String {
         let s = self.snapshot();
         format!(
-            "{} frames queued for ingest, {} windows queued for the scorer, {} output batches queued for the sinks",
-            s.queued[0], s.queued[1], s.queued[2]
+            "{} frames queued for ingest, {} windows queued for the scorer",
+            s.queued[0], s.queued[1]
         )
     }
 }
@@ -79,7 +72,7 @@ impl Health {
 impl Snapshot {
     /// The stages that had work queued and did none between `before` and `self`.
     pub fn stalled_since(&self, before: &Snapshot) -> Vec<&'static str> {
-        (0..3)
+        (0..2)
             .filter(|&i| self.progress[i] == before.progress[i] && self.queued[i] > 0)
             .map(|i| STAGES[i])
             .collect()

@@ -20,7 +20,7 @@ pub mod systemd;
 use crate::daemon::error::DaemonError;
 use crate::daemon::scoring::{score_loop, Scoring};
 use crate::daemon::served::{open_scopes, ScopeConfig};
-use crate::daemon::stages::{ingest, sink_loop};
+use crate::daemon::stages::{ingest, Sinks};
 use crate::evidence::store::{EvidenceLimits, EvidenceStore};
 use crate::evidence::writer::EvidenceSink;
 use crate::model::inference::BackendError;
@@ -36,7 +36,6 @@ use crate::daemon::reload::{PendingModel, Reloader};
 use crate::model::train::config::{ScopeKind, TrainingMode};
 use crate::mqtt::broker::BrokerSettings;
 use crate::pipeline::IngestStage;
-use crate::record::Output;
 use crate::sink::jsonl::JsonlSink;
 use crate::sink::live::LiveSink;
 use crate::sink::mqtt::{MqttSink, OutputTask};
@@ -64,8 +63,8 @@ pub struct Daemon {
     stop_telemetry: watch::Sender<bool>,
     source: JoinHandle<u64>,
     ingest: JoinHandle<()>,
+    /// Scores, then writes to the sinks, on one thread.
     scorer: JoinHandle<Result<(u64, u64), BackendError>>,
-    sinks: JoinHandle<()>,
     /// The MQTT output's connection, which sends its final status.
     mqtt_output: Option<OutputTask>,
     pub metrics: Metrics,
@@ -210,15 +209,13 @@ impl Daemon {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (frame_tx, frame_rx) = mpsc::channel::<Frame>(capacity);
         let (window_tx, window_rx) = mpsc::channel::<Window>(capacity);
-        let (output_tx, output_rx) = mpsc::channel::<Vec<Output>>(capacity);
 
         let health = Health {
             pulse: pulse.clone(),
             frames: frame_tx.downgrade(),
             windows: window_tx.downgrade(),
-            outputs: output_tx.downgrade(),
         };
-        metrics.queue_depths([0; 3], capacity);
+        metrics.queue_depths([0; 2], capacity);
         let queue_gauges = tokio::spawn(report_queue_depths(
             health.clone(),
             metrics.clone(),
@@ -254,23 +251,23 @@ impl Daemon {
             let stage_metrics = metrics.clone();
             let stop = shutdown_rx.clone();
             tokio::task::spawn_blocking(move || {
-                score_loop(
+                let mut sinks = Sinks::new(sinks, &stage_metrics);
+                let scored = score_loop(
                     Scoring::new(scopes, commands, scope_config, stage_metrics)
                         .rescan_on(rescan)
                         .with_evidence(evidence_ids)
                         .recycling(spares),
                     max_batch,
                     window_rx,
-                    output_tx,
+                    &mut sinks,
                     &pending,
                     &pulse,
                     &stop,
-                )
+                );
+                // Flushed even when scoring failed: what was scored is out.
+                sinks.finish();
+                scored
             })
-        };
-        let sinks = {
-            let metrics = metrics.clone();
-            tokio::task::spawn_blocking(move || sink_loop(sinks, output_rx, &metrics, &pulse))
         };
         metrics.set_input_kind(config.input.kind.name());
         metrics.set_ready_while_calibrating(config.telemetry.ready_while_calibrating);
@@ -284,7 +281,6 @@ impl Daemon {
             source,
             ingest,
             scorer,
-            sinks,
             mqtt_output,
             metrics,
             reloader,
@@ -334,7 +330,6 @@ impl Daemon {
         self.queue_gauges.abort();
         self.ingest.await.map_err(join)?;
         let scored = self.scorer.await.map_err(join)?;
-        self.sinks.await.map_err(join)?;
         if let Some(task) = self.mqtt_output {
             // The sinks are dropped: the MQTT output is saying goodbye.
             // A broker that is away does not hold the exit for long.

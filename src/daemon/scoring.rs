@@ -12,6 +12,7 @@ use std::sync::Arc;
 use crate::control::{ControlCommand, Target};
 use crate::daemon::health::Pulse;
 use crate::daemon::reload::PendingModel;
+use crate::daemon::stages::Sinks;
 use crate::logging::RateLimited;
 use crate::model::train::config::ScopeKind;
 use crate::model::LoadedModel;
@@ -334,12 +335,13 @@ impl Scoring {
 /// a batch is whatever is queued, up to `max_batch`, so a lone window
 /// waits for nobody. Each window goes to its model scope; a scope without
 /// a model yet hands its windows to its online trainer, and status records
-/// say how far it is.
+/// say how far it is. Each batch's records are written to `sinks` here, on
+/// this thread.
 pub(crate) fn score_loop(
     mut scoring: Scoring,
     max_batch: usize,
     mut windows: mpsc::Receiver<Window>,
-    outputs: mpsc::Sender<Vec<Output>>,
+    sinks: &mut Sinks,
     pending: &PendingModel,
     pulse: &Pulse,
     stop: &watch::Receiver<bool>,
@@ -363,8 +365,8 @@ pub(crate) fn score_loop(
                     alerts += count(&news, is_alert);
                     news.extend(scoring.reread_scopes());
                     news.extend(scoring.run_commands());
-                    if !news.is_empty() && outputs.blocking_send(news).is_err() {
-                        break;
+                    if !news.is_empty() {
+                        sinks.write(&news);
                     }
                     std::thread::sleep(std::time::Duration::from_millis(20));
                     continue;
@@ -418,15 +420,15 @@ pub(crate) fn score_loop(
                 record.timeline.scored_ms = scored_ms;
             }
         }
-        if !out.is_empty() && outputs.blocking_send(out).is_err() {
-            break;
+        if !out.is_empty() {
+            sinks.write(&out);
         }
     }
     let last = scoring.finish_first_trainings(stop)?;
     scored += count(&last, is_window);
     alerts += count(&last, is_alert);
     if !last.is_empty() {
-        let _ = outputs.blocking_send(last);
+        sinks.write(&last);
     }
     scoring.save();
     Ok((scored, alerts))

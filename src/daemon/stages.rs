@@ -1,4 +1,6 @@
-//! The ingest and sink loops around the scorer.
+//! The ingest loop before the scorer, and the sinks it writes to.
+
+use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
@@ -16,7 +18,7 @@ pub(crate) async fn ingest(
     mut stage: IngestStage,
     mut frames: mpsc::Receiver<Frame>,
     windows: mpsc::Sender<Window>,
-    pulse: std::sync::Arc<Pulse>,
+    pulse: Arc<Pulse>,
 ) {
     let mut completed = Vec::new();
     while let Some(frame) = frames.recv().await {
@@ -38,8 +40,8 @@ pub(crate) async fn ingest(
 
 /// Times each window of a batch some sink took, from the arrival of the
 /// frame that completed it (`accelwatch_window_latency_seconds`), and each
-/// stage on the way (`accelwatch_window_stage_seconds`); the sink loop
-/// took the batch at `taken_ms`.
+/// stage on the way (`accelwatch_window_stage_seconds`); the sinks took
+/// the batch at `taken_ms`.
 fn observe_latency(batch: &[Output], taken_ms: f64, latencies: &mut WindowLatencies) {
     let now_ms = crate::clock::unix_ms();
     for output in batch {
@@ -50,21 +52,32 @@ fn observe_latency(batch: &[Output], taken_ms: f64, latencies: &mut WindowLatenc
     latencies.flush();
 }
 
-/// Writes every batch to every sink. A failing sink is counted and logged
-/// once per failure streak; the others go on.
-pub(crate) fn sink_loop(
-    mut sinks: Vec<Box<dyn Sink>>,
-    mut outputs: mpsc::Receiver<Vec<Output>>,
-    metrics: &Metrics,
-    pulse: &Pulse,
-) {
-    let mut failing = vec![false; sinks.len()];
-    let mut latencies = metrics.window_latencies();
-    while let Some(batch) = outputs.blocking_recv() {
+/// Every sink, written on the scorer's thread: a scored batch goes to the
+/// sinks without a queue and another thread's wake-up between them. A
+/// failing sink is counted and logged once per failure streak; the others
+/// go on.
+pub(crate) struct Sinks {
+    sinks: Vec<Box<dyn Sink>>,
+    failing: Vec<bool>,
+    latencies: WindowLatencies,
+    metrics: Metrics,
+}
+
+impl Sinks {
+    pub(crate) fn new(sinks: Vec<Box<dyn Sink>>, metrics: &Metrics) -> Self {
+        Self {
+            failing: vec![false; sinks.len()],
+            sinks,
+            latencies: metrics.window_latencies(),
+            metrics: metrics.clone(),
+        }
+    }
+
+    /// Writes `batch` to every sink and flushes them.
+    pub(crate) fn write(&mut self, batch: &[Output]) {
         let taken_ms = crate::clock::unix_ms();
-        Pulse::beat(&pulse.written);
         let mut published = false;
-        for (sink, failing) in sinks.iter_mut().zip(failing.iter_mut()) {
+        for (sink, failing) in self.sinks.iter_mut().zip(self.failing.iter_mut()) {
             let result = batch
                 .iter()
                 .try_for_each(|output| sink.write(output))
@@ -75,7 +88,7 @@ pub(crate) fn sink_loop(
                     published = true;
                 }
                 Err(error) => {
-                    metrics.output_error(sink.name());
+                    self.metrics.output_error(sink.name());
                     if !*failing {
                         tracing::error!(sink = sink.name(), %error, "output failed");
                     }
@@ -84,12 +97,17 @@ pub(crate) fn sink_loop(
             }
         }
         if published {
-            observe_latency(&batch, taken_ms, &mut latencies);
+            observe_latency(batch, taken_ms, &mut self.latencies);
         }
     }
-    for sink in &mut sinks {
-        if let Err(error) = sink.flush() {
-            tracing::error!(sink = sink.name(), %error, "final flush failed");
+
+    /// The last flush; the sinks are dropped after it (the MQTT output
+    /// then says goodbye).
+    pub(crate) fn finish(mut self) {
+        for sink in &mut self.sinks {
+            if let Err(error) = sink.flush() {
+                tracing::error!(sink = sink.name(), %error, "final flush failed");
+            }
         }
     }
 }

@@ -1,4 +1,4 @@
-//! The evidence sink: on the sink thread it keeps each device's last
+//! The evidence sink: on the scorer's thread it keeps each device's last
 //! scores and hands a raised alert's evidence, with those scores, to a
 //! writer thread of its own through a bounded queue, so a slow disk holds
 //! up neither the scorer nor the other sinks. When the queue is full the

@@ -1,7 +1,7 @@
 //! The status page's sink: keeps what it writes on the
 //! [`LiveState`] board. It runs on the
-//! sink thread like the others and takes the board's lock once per batch,
-//! so the scorer never waits for a reader of the page.
+//! scorer's thread like the other sinks and takes the board's lock once
+//! per batch, so a reader of the page holds up at most one batch.
 
 use super::Sink;
 use crate::record::Output;

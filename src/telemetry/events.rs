@@ -52,9 +52,9 @@ impl Metrics {
     pub fn device_evicted(&self) {
         self.inner.devices_evicted.inc();
     }
-    /// What waits in the frames, windows and outputs queues, of `capacity`.
-    pub fn queue_depths(&self, depths: [usize; 3], capacity: usize) {
-        for (queue, depth) in ["frames", "windows", "outputs"].into_iter().zip(depths) {
+    /// What waits in the frames and windows queues, of `capacity`.
+    pub fn queue_depths(&self, depths: [usize; 2], capacity: usize) {
+        for (queue, depth) in ["frames", "windows"].into_iter().zip(depths) {
             self.inner
                 .queue_depth
                 .with_label_values(&[queue])
@@ -477,7 +477,7 @@ pub struct WindowLatencies {
 
 impl WindowLatencies {
     /// A window's record, which passed the stages of `timeline`, was taken
-    /// by the sink loop at `taken_ms` and handed to the outputs at
+    /// by the sinks at `taken_ms` and handed to the outputs at
     /// `done_ms`: the whole latency from the frame's arrival, and each
     /// stage's part when every stamp is there.
     pub fn observe(&mut self, timeline: &crate::window::Timeline, taken_ms: f64, done_ms: f64) {

@@ -2,8 +2,8 @@
 //! of scores, the alert state and its last raise.
 //!
 //! The board is written by one sink ([`crate::sink::live::LiveSink`]) on the
-//! sink thread, once per batch, and read by the HTTP handler: its mutex is
-//! never taken on the scoring path.
+//! scorer's thread, once per batch, and read by the HTTP handler: its mutex
+//! is taken once a batch, never per window.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};

@@ -540,8 +540,8 @@ impl Metrics {
                             "accelwatch_window_stage_seconds",
                             "The parts of accelwatch_window_latency_seconds: ingest (the frame \
                              queued, decoded and windowed), to_scorer (the window queued for \
-                             the scorer), scoring (its batch scored), to_sink (the records \
-                             queued for the outputs), sink (written to them).",
+                             the scorer), scoring (its batch scored), to_sink (from scored \
+                             to the outputs, on the scorer's thread), sink (written to them).",
                         )
                         .buckets(LATENCY_BUCKETS.to_vec()),
                         &["stage"],
