@@ -2,7 +2,7 @@
 //! says, and scores each window.
 
 use super::loaded::LoadedModel;
-use super::meta::ScoreKind;
+use super::meta::{ScoreKind, Standardiser};
 use crate::model::inference::BackendError;
 use crate::record::{LatentCode, PerChannel};
 use crate::score::{channel_errors, reconstruction_error};
@@ -21,6 +21,8 @@ pub struct Scored {
 /// A loaded model plus the buffers to run it without allocating per window.
 pub struct Scorer {
     model: LoadedModel,
+    /// The model's normalisation, laid out once.
+    standardiser: Option<Standardiser>,
     buffer: Vec<f32>,
     /// The last batch's reconstructions (normalised), kept as the backend
     /// returned them until the next batch: a raised alert's evidence copies
@@ -33,6 +35,7 @@ pub struct Scorer {
 impl Scorer {
     pub fn new(model: LoadedModel) -> Self {
         Self {
+            standardiser: model.meta.normalization.as_ref().map(|n| n.standardiser()),
             model,
             buffer: Vec::new(),
             last: Vec::new(),
@@ -86,10 +89,9 @@ impl Scorer {
         self.buffer.clear();
         for window in windows {
             assert_eq!(window.len(), features, "window of the model's size");
-            let start = self.buffer.len();
-            self.buffer.extend_from_slice(window);
-            if let Some(norm) = &meta.normalization {
-                norm.apply(&mut self.buffer[start..]);
+            match &self.standardiser {
+                Some(standardiser) => standardiser.extend(window, &mut self.buffer),
+                None => self.buffer.extend_from_slice(window),
             }
         }
         let n = self.buffer.len() / features;

@@ -161,6 +161,11 @@ pub struct FeatureLane {
     /// Where each staged line ends in `staged`.
     ends: Vec<usize>,
     queue: usize,
+    /// Lines the queue could take when last looked at, staged ones
+    /// included: a line past it is refused before it is even written.
+    room: usize,
+    /// Lines refused since the last hand-over.
+    refused: usize,
     metrics: Metrics,
     role: String,
     warning: DropWarning,
@@ -221,11 +226,31 @@ impl FeatureLane {
             staged: Vec::new(),
             ends: Vec::new(),
             queue,
+            room: 0,
+            refused: 0,
             metrics,
             role,
             warning: DropWarning::new(),
         };
         (lane, LaneTask { task })
+    }
+
+    /// Whether a line staged now would be handed over: the queue is looked
+    /// at again (one lock) only once the room last seen is used up. Under
+    /// overload a third of the lines were written and then dropped at the
+    /// hand-over; [`Self::refuse`] drops them before they are written.
+    pub fn has_room(&mut self) -> bool {
+        if self.ends.len() < self.room {
+            return true;
+        }
+        self.room = self.queue.saturating_sub(self.shared.waiting().lines);
+        self.ends.len() < self.room
+    }
+
+    /// A line there was no room for, not written: counted as dropped at the
+    /// next hand-over, as a line staged beyond the room would be.
+    pub fn refuse(&mut self) {
+        self.refused += 1;
     }
 
     /// Stages one line; it goes to the task at the next [`Self::hand_over`].
@@ -243,13 +268,14 @@ impl FeatureLane {
     /// Hands the staged lines to the task, as many as the queue has room
     /// for; the rest are dropped and counted.
     pub fn hand_over(&mut self) {
-        if self.ends.is_empty() {
+        if self.ends.is_empty() && self.refused == 0 {
             return;
         }
         let (dropped, connected) = {
             let mut waiting = self.shared.waiting();
             let room = self.queue.saturating_sub(waiting.lines);
             let taken = room.min(self.ends.len());
+            self.room = room - taken;
             if taken > 0 {
                 let end = self.ends[taken - 1];
                 if waiting.bytes.is_empty() && taken == self.ends.len() {
@@ -260,7 +286,8 @@ impl FeatureLane {
                 }
                 waiting.lines += taken;
             }
-            (self.ends.len() - taken, waiting.connected)
+            let refused = std::mem::take(&mut self.refused);
+            (self.ends.len() - taken + refused, waiting.connected)
         };
         self.staged.clear();
         self.ends.clear();
@@ -323,6 +350,25 @@ impl FeatureLanes {
     pub fn push(&mut self, topic: &str, line: &[u8]) {
         let index = lane_of(topic, self.lanes.len());
         self.lanes[index].push(topic, line);
+    }
+
+    /// The lane of `topic` when it has room for a line (see
+    /// [`FeatureLane::has_room`]); else the line is counted as dropped
+    /// there, and need not be written.
+    pub fn admit(&mut self, topic: &str) -> Option<usize> {
+        let index = lane_of(topic, self.lanes.len());
+        let lane = &mut self.lanes[index];
+        if lane.has_room() {
+            Some(index)
+        } else {
+            lane.refuse();
+            None
+        }
+    }
+
+    /// Stages one line of `topic` on `lane`, which [`Self::admit`] gave.
+    pub fn push_on(&mut self, lane: usize, topic: &str, line: &[u8]) {
+        self.lanes[lane].push(topic, line);
     }
 
     /// Hands every lane's staged lines to its task.

@@ -320,9 +320,12 @@ impl Sink for MqttSink {
             Output::Window(w) => match &mut self.lanes {
                 Some(lanes) => {
                     self.features.render_into(&w.device, &mut self.topic);
-                    self.line.clear();
-                    w.write_json(&mut self.line)?;
-                    lanes.push(&self.topic, &self.line);
+                    // A line its lane has no room for is counted, not written.
+                    if let Some(lane) = lanes.admit(&self.topic) {
+                        self.line.clear();
+                        w.write_json(&mut self.line)?;
+                        lanes.push_on(lane, &self.topic, &self.line);
+                    }
                 }
                 None => self.feature_through_outbox(w)?,
             },

@@ -864,6 +864,22 @@ async fn feature_lines_wait_for_a_killed_broker_up_to_the_queue() {
             Some(3.0),
             "the lines beyond the queue of {queue}: {text}"
         );
+        // The queue is full: the next line is refused before it is
+        // written, and counted as dropped like the three.
+        assert_eq!(
+            lane.admit("lane/d1/features"),
+            None,
+            "no room with {queue} lines waiting"
+        );
+        lane.hand_over();
+        assert_eq!(
+            crate::common::http::metric(
+                &metrics.render(),
+                "accelwatch_mqtt_publish_dropped_total{kind=\"features\"}"
+            ),
+            Some(4.0),
+            "the refused line counted"
+        );
         assert!(
             crate::common::http::metric_sum(
                 &text,
@@ -886,6 +902,11 @@ async fn feature_lines_wait_for_a_killed_broker_up_to_the_queue() {
             .collect();
         assert_eq!(names, ["a0", "a1", "a2", "b0", "b1", "b2", "b3", "b4"]);
         assert!(got.0.iter().all(|(topic, _)| topic == "lane/d1/features"));
+        assert_eq!(
+            lane.admit("lane/d1/features"),
+            Some(0),
+            "room again once the queue was written"
+        );
 
         close_lane(lane, task).await;
         // Mosquitto's words for a DISCONNECT (a dropped socket is "closed
