@@ -3,11 +3,9 @@
 
 use std::sync::Arc;
 
+pub use crate::score::{LatentCode, PerChannel};
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
-use smallvec::SmallVec;
-
-pub use crate::score::PerChannel;
 
 use crate::evidence::SharedEvidence;
 use crate::scope::rules::FLEET;
@@ -30,10 +28,6 @@ impl ModelState {
         }
     }
 }
-
-/// A window's latent code: inline up to 16 values (the demo's size), on
-/// the heap beyond.
-pub type LatentCode = SmallVec<[f32; 16]>;
 
 /// One scored window: the line the daemon writes per window.
 #[derive(Debug, Clone, Serialize)]

@@ -99,6 +99,10 @@ pub fn error_weights(
     weights
 }
 
+/// A window's latent code: inline up to 16 values (the demo's size), on
+/// the heap beyond.
+pub type LatentCode = smallvec::SmallVec<[f32; 16]>;
+
 /// One value per channel: inline up to six (an IMU's accelerometer and
 /// gyroscope), on the heap beyond.
 pub type PerChannel = smallvec::SmallVec<[f32; 6]>;

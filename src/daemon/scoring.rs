@@ -410,7 +410,7 @@ pub(crate) fn score_loop(
             alerts += count(&produced, is_alert);
             out.extend(produced);
             if let Some(spares) = &scoring.spares {
-                spares.give_back(part);
+                spares.give_back(part.into_iter().map(|window| window.data));
             }
         }
         Pulse::beat(&pulse.batches);

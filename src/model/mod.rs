@@ -22,6 +22,7 @@ pub mod scorer;
 mod select_k;
 pub mod signature;
 pub mod spectrum;
+pub mod standardise;
 pub mod tract_backend;
 pub mod train;
 pub mod vae;

@@ -2,10 +2,10 @@
 //! says, and scores each window.
 
 use super::loaded::LoadedModel;
-use super::meta::{ScoreKind, Standardiser};
+use super::meta::ScoreKind;
+use super::standardise::Standardiser;
 use crate::model::inference::BackendError;
-use crate::record::{LatentCode, PerChannel};
-use crate::score::{channel_errors, reconstruction_error};
+use crate::score::{channel_errors, reconstruction_error, LatentCode, PerChannel};
 
 /// The score of one window.
 #[derive(Debug, Clone, PartialEq)]

@@ -2,8 +2,6 @@
 
 use std::sync::{Arc, Mutex};
 
-use super::Window;
-
 /// Scored windows' sample buffers, back for reuse: a window's samples are
 /// then neither allocated on the ingest thread nor freed on the scorer's
 /// (a 1.5 kB buffer is beyond glibc's per-thread cache, so each window
@@ -23,16 +21,16 @@ impl Spares {
         }
     }
 
-    /// Takes the buffers of windows done with (one lock a batch).
-    pub fn give_back(&self, windows: impl IntoIterator<Item = Window>) {
-        let mut windows = windows.into_iter();
+    /// Takes the sample buffers of windows done with (one lock a batch).
+    pub fn give_back(&self, buffers: impl IntoIterator<Item = Vec<f32>>) {
+        let mut buffers = buffers.into_iter();
         {
             let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
             let room = self.limit.saturating_sub(waiting.len());
-            waiting.extend(windows.by_ref().take(room).map(|w| w.data));
+            waiting.extend(buffers.by_ref().take(room));
         }
         // Any beyond the bound are freed here, outside the lock.
-        drop(windows);
+        drop(buffers);
     }
 
     /// Buffers waiting, for tests and the bound's check.
@@ -49,13 +47,13 @@ impl Spares {
 /// Where the windower gets a new window's buffer: one handed back if any
 /// is waiting, else a new one.
 #[derive(Debug, Default)]
-pub(super) struct Buffers {
+pub(crate) struct Buffers {
     local: Vec<Vec<f32>>,
     spares: Option<Spares>,
 }
 
 impl Buffers {
-    pub(super) fn with_spares(spares: Spares) -> Self {
+    pub(crate) fn with_spares(spares: Spares) -> Self {
         Self {
             local: Vec::new(),
             spares: Some(spares),
@@ -63,7 +61,7 @@ impl Buffers {
     }
 
     /// An empty buffer with room for `len` values.
-    pub(super) fn take(&mut self, len: usize) -> Vec<f32> {
+    pub(crate) fn take(&mut self, len: usize) -> Vec<f32> {
         if self.local.is_empty() {
             if let Some(spares) = &self.spares {
                 spares.take_all(&mut self.local);
@@ -84,25 +82,13 @@ impl Buffers {
 mod tests {
     use super::*;
 
-    fn window(data: Vec<f32>) -> Window {
-        Window {
-            device: Arc::from("d"),
-            seq: 0,
-            t_start: 0.0,
-            t_end: 0.0,
-            data,
-            scope: None,
-            timeline: Default::default(),
-        }
-    }
-
     #[test]
     fn a_buffer_handed_back_is_the_next_one_filled() {
         let spares = Spares::new(4);
         let mut buffers = Buffers::with_spares(spares.clone());
         let first = buffers.take(6);
         let address = first.as_ptr();
-        spares.give_back([window(first)]);
+        spares.give_back([first]);
         assert_eq!(spares.waiting(), 1);
         let again = buffers.take(6);
         assert_eq!(again.as_ptr(), address, "the same allocation");
@@ -113,9 +99,9 @@ mod tests {
     #[test]
     fn no_more_than_the_limit_wait() {
         let spares = Spares::new(3);
-        spares.give_back((0..10).map(|_| window(vec![0.0; 6])));
+        spares.give_back((0..10).map(|_| vec![0.0; 6]));
         assert_eq!(spares.waiting(), 3);
-        spares.give_back([window(vec![1.0])]);
+        spares.give_back([vec![1.0]]);
         assert_eq!(spares.waiting(), 3);
     }
 

@@ -28,10 +28,10 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::backoff::Backoff;
-use crate::logging::RateLimited;
 use crate::mqtt::client::Endpoint;
 use crate::mqtt::config::MqttProtocol;
 use crate::sink::mqtt::config::MAX_FEATURE_CONNECTIONS;
+use crate::sink::mqtt::drops::DropWarning;
 use crate::sink::mqtt::group::Grouper;
 use crate::sink::mqtt::packet::{connect_packet, Incoming, PublishHeader, DISCONNECT, PINGREQ};
 use crate::telemetry::Metrics;
@@ -397,43 +397,6 @@ fn lane_of(topic: &str, lanes: usize) -> usize {
     (hash % lanes as u64) as usize
 }
 
-/// What the log says of dropped lines: at most a line a minute, with the
-/// count since the last, and what to do about it.
-struct DropWarning {
-    limit: RateLimited,
-    dropped: usize,
-}
-
-impl DropWarning {
-    fn new() -> Self {
-        Self {
-            limit: RateLimited::new(Duration::from_secs(60)),
-            dropped: 0,
-        }
-    }
-
-    /// The warning to log for `dropped` more lines, if one is due.
-    fn note(&mut self, dropped: usize, connected: bool, now: std::time::Instant) -> Option<String> {
-        if dropped == 0 {
-            return None;
-        }
-        self.dropped += dropped;
-        self.limit.check("dropped", now)?;
-        let lines = std::mem::take(&mut self.dropped);
-        Some(if connected {
-            format!(
-                "{lines} feature lines dropped (output.mqtt.queue full while connected): the broker \
-                 takes them slower than they are made; output.mqtt.features_connections spreads \
-                 them over more connections (docs/outputs.md, MQTT out)"
-            )
-        } else {
-            format!(
-                "{lines} feature lines dropped (output.mqtt.queue full while the broker is away)"
-            )
-        })
-    }
-}
-
 impl Drop for FeatureLane {
     fn drop(&mut self) {
         self.hand_over();
@@ -612,28 +575,6 @@ async fn write(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dropped_lines_are_logged_once_a_minute_with_the_count_and_the_remedy() {
-        let mut warning = DropWarning::new();
-        let start = std::time::Instant::now();
-        assert_eq!(warning.note(0, true, start), None, "nothing dropped");
-        let first = warning
-            .note(5, true, start)
-            .expect("the first drop is logged");
-        assert!(first.starts_with("5 feature lines dropped"), "{first}");
-        assert!(
-            first.contains("output.mqtt.features_connections"),
-            "{first}"
-        );
-        assert_eq!(warning.note(7, true, start + Duration::from_secs(30)), None);
-        let later = warning
-            .note(1, false, start + Duration::from_secs(61))
-            .expect("a minute later");
-        assert!(later.starts_with("8 feature lines dropped"), "{later}");
-        assert!(later.contains("the broker is away"), "{later}");
-        assert!(!later.contains("features_connections"), "{later}");
-    }
 
     #[test]
     fn a_topic_keeps_its_lane_and_devices_spread_over_all() {

@@ -23,6 +23,7 @@
 
 pub mod config;
 pub mod connection;
+mod drops;
 mod group;
 pub mod lane;
 pub mod outbox;
