@@ -373,6 +373,7 @@ impl ScoreStage {
                 out.push(Output::Alert(alert));
             }
         }
+        self.model_windows.flush();
         Ok(out)
     }
 }

@@ -8,11 +8,15 @@ use prometheus::{Encoder, Histogram, TextEncoder};
 use super::metrics::Metrics;
 
 /// Where a stage serving one model counts its scored windows.
+///
+/// Counted on the scorer's thread and added to the shared metrics once a
+/// batch ([`flush`](Self::flush), and when dropped): a window's atomic
+/// operations on them were 1 % of the daemon's CPU flat out.
 #[derive(Clone)]
 pub struct ModelWindows {
-    windows: prometheus::IntCounter,
-    anomalous: prometheus::IntCounter,
-    errors: prometheus::Histogram,
+    windows: prometheus::local::LocalIntCounter,
+    anomalous: prometheus::local::LocalIntCounter,
+    errors: prometheus::local::LocalHistogram,
 }
 
 impl ModelWindows {
@@ -22,6 +26,19 @@ impl ModelWindows {
         if anomalous {
             self.anomalous.inc();
         }
+    }
+
+    /// Adds what was counted since the last flush to the shared metrics.
+    pub fn flush(&self) {
+        self.windows.flush();
+        self.anomalous.flush();
+        self.errors.flush();
+    }
+}
+
+impl Drop for ModelWindows {
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 
@@ -73,9 +90,13 @@ impl Metrics {
     /// series looked up once rather than at each window.
     pub fn model_windows(&self, model: &str) -> ModelWindows {
         ModelWindows {
-            windows: self.inner.windows.clone(),
-            anomalous: self.inner.anomalous_windows.clone(),
-            errors: self.inner.reconstruction_error.with_label_values(&[model]),
+            windows: self.inner.windows.local(),
+            anomalous: self.inner.anomalous_windows.local(),
+            errors: self
+                .inner
+                .reconstruction_error
+                .with_label_values(&[model])
+                .local(),
         }
     }
     pub fn alert(&self, event: &str, active: usize) {
