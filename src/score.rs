@@ -115,9 +115,9 @@ pub fn channel_errors(input: &[f32], reconstruction: &[f32], channels: usize) ->
     // partial sums, then the frames left), so the errors are the same to
     // the bit.
     let mut errors = match channels {
-        1 => PerChannel::from_slice(&fixed_channel_sums::<1>(input, reconstruction)),
-        3 => PerChannel::from_slice(&fixed_channel_sums::<3>(input, reconstruction)),
-        6 => PerChannel::from_slice(&fixed_channel_sums::<6>(input, reconstruction)),
+        1 => PerChannel::from_slice(&fixed_channel_sums::<1, 2>(input, reconstruction)),
+        3 => PerChannel::from_slice(&fixed_channel_sums::<3, 6>(input, reconstruction)),
+        6 => PerChannel::from_slice(&fixed_channel_sums::<6, 12>(input, reconstruction)),
         _ => PerChannel::from_vec(any_channel_sums(input, reconstruction, channels)),
     };
     let frames = (input.len() / channels).max(1) as f32;
@@ -132,26 +132,18 @@ pub fn channel_errors(input: &[f32], reconstruction: &[f32], channels: usize) ->
 /// 2.56 s window).
 const LANE_FRAMES: usize = 8;
 
-fn fixed_channel_sums<const C: usize>(input: &[f32], reconstruction: &[f32]) -> [f32; C] {
-    // `V` four-value vectors hold `LANE_FRAMES` frames of `C` channels.
-    match C {
-        1 => fold_lanes::<C>(
-            flat_lane_sums::<2>(input, reconstruction).as_flattened(),
-            input,
-            reconstruction,
-        ),
-        3 => fold_lanes::<C>(
-            flat_lane_sums::<6>(input, reconstruction).as_flattened(),
-            input,
-            reconstruction,
-        ),
-        6 => fold_lanes::<C>(
-            flat_lane_sums::<12>(input, reconstruction).as_flattened(),
-            input,
-            reconstruction,
-        ),
-        _ => unreachable!("fixed_channel_sums is called for 1, 3 or 6 channels"),
-    }
+/// The channels' sums of `C` channels, their `LANE_FRAMES` frames of
+/// lanes held in `V` four-value vectors (`4 * V == LANE_FRAMES * C`).
+fn fixed_channel_sums<const C: usize, const V: usize>(
+    input: &[f32],
+    reconstruction: &[f32],
+) -> [f32; C] {
+    debug_assert_eq!(4 * V, LANE_FRAMES * C);
+    fold_lanes::<C>(
+        flat_lane_sums::<V>(input, reconstruction).as_flattened(),
+        input,
+        reconstruction,
+    )
 }
 
 /// The lanes' sums over whole chunks of `4 * V` values, as one flat array:

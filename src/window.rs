@@ -198,25 +198,7 @@ impl DeviceRing {
         values: &[f32],
         buffers: &mut Buffers,
     ) -> Option<Window> {
-        self.last_t = Some(t);
-        let c = spec.channels;
-        let at = self.head * c;
-        if c == 3 {
-            // The accelerometer's case, as three stores rather than a call
-            // to memcpy for 12 bytes.
-            self.values[at..at + 3].copy_from_slice(&values[..3]);
-        } else {
-            self.values[at..at + c].copy_from_slice(values);
-        }
-        self.times[self.head] = t;
-        self.head += 1;
-        if self.head == spec.size {
-            self.head = 0;
-        }
-        if self.filled < spec.size {
-            self.filled += 1;
-        }
-        self.since_emit += 1;
+        self.store_run(spec, &[Some(t)], values);
         self.emit_if_due(spec, arrival_ms, buffers)
     }
 

@@ -14,7 +14,7 @@ pub fn evaluate(args: EvaluateArgs) -> Result<(), Failure> {
     let config = load_config(args.config.as_deref())?;
     let model = LoadedModel::load_with(&args.model, &config.model.backend_options())?;
     let model_id = model.meta.id.clone();
-    let normalization = model.meta.normalization.clone();
+    let standardiser = model.meta.normalization.as_ref().map(|n| n.standardiser());
     let head = model.meta.activity.clone();
     // The head's refit reads what the head read: the code, then the front
     // end's features (computed here unstandardised: the refit standardises).
@@ -44,7 +44,7 @@ pub fn evaluate(args: EvaluateArgs) -> Result<(), Failure> {
             w.threshold = record.threshold;
             w.latent.push(record.latent.to_vec());
             let mut input = window.window.data.clone();
-            if let Some(norm) = &normalization {
+            if let Some(norm) = &standardiser {
                 norm.apply(&mut input);
             }
             if let Some((spectrum, n)) = &head_spectrum {

@@ -349,10 +349,11 @@ impl FittedFrontEnd {
     pub fn apply(&self, normalised: &[f32]) -> Vec<f32> {
         let size = self.spectrum.window * self.spectrum.channels;
         let mut out = Vec::new();
+        let standardiser = self.standardisation.standardiser();
         for window in normalised.chunks_exact(size) {
             let start = out.len();
             self.spectrum.push(window, &mut out);
-            self.standardisation.apply(&mut out[start..]);
+            standardiser.apply(&mut out[start..]);
             if let Some(weight) = self.spectrum.window_weight {
                 out.extend(window.iter().map(|v| v * weight));
             }

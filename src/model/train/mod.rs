@@ -115,12 +115,11 @@ pub fn train_paced(
     }
     let normalization = Normalization::fit(&train_raw, input.channels.len());
     let data_sha256 = format!("{:x}", Sha256::digest(bytes_of(&train_raw)));
+    let standardiser = normalization.standardiser();
     let normalised = |idx: &[usize]| {
         let mut out = Vec::with_capacity(idx.len() * windows.features);
         for &i in idx {
-            let start = out.len();
-            out.extend_from_slice(windows.window(i));
-            normalization.apply(&mut out[start..]);
+            standardiser.extend(windows.window(i), &mut out);
         }
         out
     };
