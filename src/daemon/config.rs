@@ -10,8 +10,8 @@ use crate::problem::Problems;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PipelineConfig {
-    /// Capacity of each queue between stages; a full queue blocks the stage
-    /// before it, back to the source.
+    /// Capacity of the scorer's queue of windows; a full queue holds back
+    /// the source, which windows frames on its own task.
     #[serde(default = "PipelineConfig::default_queue_capacity")]
     pub queue_capacity: usize,
     /// On SIGTERM, how long the stages may take to drain before the daemon

@@ -20,7 +20,7 @@ pub mod systemd;
 use crate::daemon::error::DaemonError;
 use crate::daemon::scoring::{score_loop, Scoring};
 use crate::daemon::served::{open_scopes, ScopeConfig};
-use crate::daemon::stages::{ingest, Sinks};
+use crate::daemon::stages::{Ingest, Sinks};
 use crate::evidence::store::{EvidenceLimits, EvidenceStore};
 use crate::evidence::writer::EvidenceSink;
 use crate::model::inference::BackendError;
@@ -40,7 +40,6 @@ use crate::sink::jsonl::JsonlSink;
 use crate::sink::live::LiveSink;
 use crate::sink::mqtt::{MqttSink, OutputTask};
 use crate::sink::Sink;
-use crate::source::frame::Frame;
 use crate::source::Source;
 use crate::telemetry::live::LiveState;
 use crate::telemetry::{self, Metrics};
@@ -61,8 +60,8 @@ pub struct Daemon {
     telemetry_addr: Option<SocketAddr>,
     telemetry: Option<JoinHandle<()>>,
     stop_telemetry: watch::Sender<bool>,
+    /// Reads, decodes and windows; ends when the source does.
     source: JoinHandle<u64>,
-    ingest: JoinHandle<()>,
     /// Scores, then writes to the sinks, on one thread.
     scorer: JoinHandle<Result<(u64, u64), BackendError>>,
     /// The MQTT output's connection, which sends its final status.
@@ -82,7 +81,7 @@ async fn report_queue_depths(health: Health, metrics: Metrics, capacity: usize) 
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tick.tick().await;
-        metrics.queue_depths(health.snapshot().queued, capacity);
+        metrics.queue_depth(health.snapshot().waiting[1], capacity);
     }
 }
 
@@ -207,15 +206,13 @@ impl Daemon {
 
         let capacity = config.pipeline.queue_capacity;
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let (frame_tx, frame_rx) = mpsc::channel::<Frame>(capacity);
         let (window_tx, window_rx) = mpsc::channel::<Window>(capacity);
 
         let health = Health {
             pulse: pulse.clone(),
-            frames: frame_tx.downgrade(),
             windows: window_tx.downgrade(),
         };
-        metrics.queue_depths([0; 2], capacity);
+        metrics.queue_depth(0, capacity);
         let queue_gauges = tokio::spawn(report_queue_depths(
             health.clone(),
             metrics.clone(),
@@ -233,8 +230,9 @@ impl Daemon {
         // Two batches' worth: what the scorer hands back between two of
         // the windower's takes.
         let spares = Spares::new(2 * max_batch);
-        let source = tokio::spawn(source.run(frame_tx, shutdown_rx.clone()));
-        let ingest = tokio::spawn(ingest(
+        // Frames are decoded and windowed on the source's task: no queue
+        // and no other thread between reading a frame and windowing it.
+        let mut ingest = Ingest::new(
             IngestStage::new(
                 &config.input,
                 &config.window,
@@ -242,10 +240,17 @@ impl Daemon {
                 metrics.clone(),
             )
             .recycling(spares.clone()),
-            frame_rx,
             window_tx,
             pulse.clone(),
-        ));
+        );
+        let source = tokio::spawn({
+            let shutdown = shutdown_rx.clone();
+            async move {
+                let frames = source.run(&mut ingest, shutdown).await;
+                ingest.finish().await;
+                frames
+            }
+        });
         let scorer = {
             let pulse = pulse.clone();
             let stage_metrics = metrics.clone();
@@ -279,7 +284,6 @@ impl Daemon {
             telemetry,
             stop_telemetry,
             source,
-            ingest,
             scorer,
             mqtt_output,
             metrics,
@@ -328,7 +332,6 @@ impl Daemon {
             task.abort();
         }
         self.queue_gauges.abort();
-        self.ingest.await.map_err(join)?;
         let scored = self.scorer.await.map_err(join)?;
         if let Some(task) = self.mqtt_output {
             // The sinks are dropped: the MQTT output is saying goodbye.

@@ -1,5 +1,7 @@
-//! The ingest loop before the scorer, and the sinks it writes to.
+//! The ingest stage on the source's task, and the sinks the scorer
+//! writes to.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -8,33 +10,76 @@ use crate::daemon::health::Pulse;
 use crate::pipeline::IngestStage;
 use crate::record::Output;
 use crate::sink::Sink;
-use crate::source::frame::Frame;
+use crate::source::frame::{Frame, Intake};
 use crate::telemetry::events::WindowLatencies;
 use crate::telemetry::Metrics;
 use crate::window::Window;
 
-/// Decodes and windows frames until the source is done.
-pub(crate) async fn ingest(
-    mut stage: IngestStage,
-    mut frames: mpsc::Receiver<Frame>,
+/// The daemon's [`Intake`]: decodes and windows each frame on the
+/// source's task, then queues the windows it completed for the scorer.
+/// The windows of a frame wait here until the queue takes them all, so a
+/// shutdown that cuts a take short loses none: [`finish`](Self::finish)
+/// queues them.
+pub(crate) struct Ingest {
+    stage: IngestStage,
     windows: mpsc::Sender<Window>,
     pulse: Arc<Pulse>,
-) {
-    let mut completed = Vec::new();
-    while let Some(frame) = frames.recv().await {
-        stage.ingest(&frame, &mut completed);
-        Pulse::beat(&pulse.frames);
-        if !completed.is_empty() {
+    completed: Vec<Window>,
+}
+
+impl Ingest {
+    pub(crate) fn new(
+        stage: IngestStage,
+        windows: mpsc::Sender<Window>,
+        pulse: Arc<Pulse>,
+    ) -> Self {
+        Self {
+            stage,
+            windows,
+            pulse,
+            completed: Vec::new(),
+        }
+    }
+
+    /// Queues the windows a cut-short take left; dropping `self` then
+    /// closes the scorer's queue, and the scorer drains it.
+    pub(crate) async fn finish(mut self) {
+        self.queue_completed().await;
+    }
+
+    /// Queues every completed window, waiting for room; false once the
+    /// scorer is gone. One wait for all of a frame's windows, where the
+    /// queue's capacity allows.
+    async fn queue_completed(&mut self) -> bool {
+        while !self.completed.is_empty() {
+            let n = self.completed.len().min(self.windows.max_capacity());
+            let Ok(permits) = self.windows.reserve_many(n).await else {
+                return false;
+            };
+            for (permit, window) in permits.zip(self.completed.drain(..n)) {
+                permit.send(window);
+            }
+        }
+        true
+    }
+}
+
+impl Intake for Ingest {
+    async fn take(&mut self, frame: Frame) -> bool {
+        if !self.queue_completed().await {
+            return false;
+        }
+        self.pulse.ingesting.store(true, Ordering::Relaxed);
+        self.stage.ingest(&frame, &mut self.completed);
+        self.pulse.ingesting.store(false, Ordering::Relaxed);
+        Pulse::beat(&self.pulse.frames);
+        if !self.completed.is_empty() {
             let now_ms = crate::clock::unix_ms();
-            for window in &mut completed {
+            for window in &mut self.completed {
                 window.timeline.completed_ms = now_ms;
             }
         }
-        for window in completed.drain(..) {
-            if windows.send(window).await.is_err() {
-                return;
-            }
-        }
+        self.queue_completed().await
     }
 }
 
@@ -109,5 +154,67 @@ impl Sinks {
                 tracing::error!(sink = sink.name(), %error, "final flush failed");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::decode::Format;
+
+    /// Four windows of size 4 (hop 4) in one CSV frame of 16 samples.
+    fn ingest_into(windows: mpsc::Sender<Window>) -> (Ingest, Frame) {
+        let mut config = Config::default();
+        config.input.channels = vec!["ax".into()];
+        config.window.size = 4;
+        config.window.hop = 4;
+        let stage = IngestStage::new(
+            &config.input,
+            &config.window,
+            &config.training,
+            Metrics::new(),
+        );
+        let frame = Frame {
+            device: Arc::from("w1"),
+            payload: (0..16)
+                .map(|i| format!("{},{}\n", i * 20, i))
+                .collect::<String>()
+                .into_bytes(),
+            format: Format::Csv,
+            received_at_ms: 0.0,
+            restart: false,
+            topic: None,
+        };
+        (Ingest::new(stage, windows, Arc::default()), frame)
+    }
+
+    /// A shutdown that cuts a take short while the scorer's queue is full
+    /// loses none of the frame's windows: `finish` queues them.
+    #[tokio::test]
+    async fn windows_of_a_take_cut_short_are_queued_by_finish() {
+        let (tx, mut rx) = mpsc::channel(1);
+        let (mut ingest, frame) = ingest_into(tx);
+        let cut_short =
+            tokio::time::timeout(std::time::Duration::from_millis(50), ingest.take(frame)).await;
+        assert!(cut_short.is_err(), "the take waits for the full queue");
+        assert_eq!(ingest.pulse.frames.load(Ordering::Relaxed), 1);
+        assert!(!ingest.pulse.ingesting.load(Ordering::Relaxed));
+        let finished = tokio::spawn(ingest.finish());
+        let mut starts = Vec::new();
+        while let Some(window) = rx.recv().await {
+            starts.push(window.t_start);
+        }
+        finished.await.expect("finish");
+        assert_eq!(starts, [0.0, 80.0, 160.0, 240.0], "every window, in order");
+    }
+
+    /// With the scorer gone, the intake says so and the source stops.
+    #[tokio::test]
+    async fn a_closed_queue_closes_the_intake() {
+        let (tx, rx) = mpsc::channel(8);
+        let (mut ingest, frame) = ingest_into(tx);
+        drop(rx);
+        assert!(!ingest.take(frame).await);
     }
 }

@@ -1,5 +1,6 @@
 //! Sources turn the outside world into [`Frame`]s: raw payloads tagged with
-//! the device they came from. They never decode; the pipeline does.
+//! the device they came from, handed to an [`Intake`]. They never decode;
+//! the pipeline does.
 
 pub mod config;
 pub mod frame;
@@ -7,7 +8,7 @@ pub mod mqtt;
 pub mod replay;
 pub mod serial;
 
-use crate::source::frame::Frame;
+pub use crate::source::frame::{Frame, Intake};
 
 /// Why a source could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -43,11 +44,11 @@ impl Source {
         })
     }
 
-    /// Sends frames until the source ends, `shutdown` fires or the
-    /// receiver is gone; dropping `frames` on return lets the pipeline drain.
+    /// Hands frames to `intake` until the source ends, `shutdown` fires or
+    /// the intake is closed; returns the frames taken.
     pub async fn run(
         self,
-        frames: tokio::sync::mpsc::Sender<Frame>,
+        frames: impl Intake,
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> u64 {
         match self {

@@ -69,14 +69,12 @@ impl Metrics {
     pub fn device_evicted(&self) {
         self.inner.devices_evicted.inc();
     }
-    /// What waits in the frames and windows queues, of `capacity`.
-    pub fn queue_depths(&self, depths: [usize; 2], capacity: usize) {
-        for (queue, depth) in ["frames", "windows"].into_iter().zip(depths) {
-            self.inner
-                .queue_depth
-                .with_label_values(&[queue])
-                .set(depth as i64);
-        }
+    /// What waits in the scorer's queue of windows, of `capacity`.
+    pub fn queue_depth(&self, windows: usize, capacity: usize) {
+        self.inner
+            .queue_depth
+            .with_label_values(&["windows"])
+            .set(windows as i64);
         self.inner.queue_capacity.set(capacity as i64);
     }
     pub fn devices(&self, n: usize) {

@@ -417,14 +417,14 @@ impl Metrics {
                 queue_depth: gauge_vec(
                     r,
                     "accelwatch_queue_depth",
-                    "Items waiting in each queue between the stages (frames, windows, outputs); \
+                    "Items waiting in the queue between the stages (windows, for the scorer); \
                      at accelwatch_queue_capacity the stage before it waits: back-pressure.",
                     &["queue"],
                 ),
                 queue_capacity: gauge(
                     r,
                     "accelwatch_queue_capacity",
-                    "Capacity of each queue between the stages (pipeline.queue_capacity).",
+                    "Capacity of the scorer's queue of windows (pipeline.queue_capacity).",
                 ),
                 windows: counter(r, "accelwatch_windows_total", "Windows scored."),
                 anomalous_windows: counter(
@@ -539,7 +539,7 @@ impl Metrics {
                         HistogramOpts::new(
                             "accelwatch_window_stage_seconds",
                             "The parts of accelwatch_window_latency_seconds: ingest (the frame \
-                             queued, decoded and windowed), to_scorer (the window queued for \
+                             decoded and windowed on the source's task), to_scorer (the window queued for \
                              the scorer), scoring (its batch scored), to_sink (from scored \
                              to the outputs, on the scorer's thread), sink (written to them).",
                         )

@@ -4,8 +4,8 @@
 //! The connection is never fatal: on any error the gauge
 //! `accelwatch_mqtt_connected{role="input"}` drops to 0, the failure is
 //! counted and logged, and the client reconnects after a capped, jittered
-//! back-off, subscribing again on every ConnAck. When the frame queue is
-//! full the source waits (it does not read from the broker meanwhile), so
+//! back-off, subscribing again on every ConnAck. When the intake pushes
+//! back the source waits (it does not read from the broker meanwhile), so
 //! back-pressure reaches the broker, which queues or drops per its own
 //! limits; nothing is dropped here.
 
@@ -14,7 +14,7 @@ pub mod config;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::backoff::Backoff;
 use crate::clock::unix_ms;
@@ -27,7 +27,7 @@ use crate::mqtt::client::Session;
 use crate::mqtt::client::{Client, Event, Events};
 use crate::mqtt::topic::{DeviceFilter, DeviceSource};
 use crate::source::config::InputConfig;
-use crate::source::frame::Frame;
+use crate::source::frame::{Frame, Intake};
 use crate::telemetry::Metrics;
 
 const ROLE: &str = "input";
@@ -159,11 +159,11 @@ impl MqttSource {
         }
     }
 
-    /// Sends every message into `frames` until `shutdown` fires or the
-    /// receiver is gone; then disconnects cleanly. Returns the frames sent.
+    /// Hands every message to `frames` until `shutdown` fires or the
+    /// intake is closed; then disconnects cleanly. Returns the frames taken.
     pub async fn run(
         mut self,
-        frames: mpsc::Sender<Frame>,
+        mut frames: impl Intake,
         mut shutdown: watch::Receiver<bool>,
     ) -> u64 {
         let mut sent = 0u64;
@@ -230,7 +230,7 @@ impl MqttSource {
                         topic: self.keep_topics.then(|| Arc::from(topic.as_str())),
                     };
                     tokio::select! {
-                        result = frames.send(frame) => if result.is_err() { break },
+                        taken = frames.take(frame) => if !taken { break },
                         _ = shutdown.changed() => break,
                     }
                     sent += 1;

@@ -10,14 +10,14 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::clock::unix_ms;
 use crate::decode::Format;
 use crate::recording::{ReadOptions, Recording, RecordingError};
 use crate::source::config::InputConfig;
-use crate::source::frame::Frame;
+use crate::source::frame::{Frame, Intake};
 use crate::source::replay::config::ReplayConfig;
 
 pub struct Replay {
@@ -79,14 +79,10 @@ impl Replay {
         (steps, span + self.interval_ms)
     }
 
-    /// Sends every sample into `frames`, waiting when it is full (replay
-    /// never drops). Returns the number of frames sent, when the file ends
-    /// (or, with `loop`, when `shutdown` fires or the receiver is gone).
-    pub async fn run(
-        self,
-        frames: mpsc::Sender<Frame>,
-        mut shutdown: watch::Receiver<bool>,
-    ) -> u64 {
+    /// Hands every sample to `frames`, waiting when it pushes back (replay
+    /// never drops). Returns the number of frames taken, when the file ends
+    /// (or, with `loop`, when `shutdown` fires or the intake is closed).
+    pub async fn run(self, mut frames: impl Intake, mut shutdown: watch::Receiver<bool>) -> u64 {
         let (steps, period_ms) = self.schedule();
         let devices: Vec<Arc<str>> = self
             .recording
@@ -130,7 +126,7 @@ impl Replay {
                     topic: None,
                 };
                 tokio::select! {
-                    result = frames.send(frame) => if result.is_err() { return sent },
+                    taken = frames.take(frame) => if !taken { return sent },
                     _ = shutdown.changed() => return sent,
                 }
                 sent += 1;

@@ -30,6 +30,7 @@ use crate::decode::{json_sample_count, BinaryHeader, BinaryType, Format};
 use crate::logging::RateLimited;
 use crate::source::config::InputConfig;
 use crate::source::frame::Frame;
+use crate::source::frame::Intake;
 use crate::source::serial::config::{
     SerialFlowControl, SerialFormat, SerialInputConfig, SerialParity, SerialPortConfig,
 };
@@ -40,6 +41,10 @@ use crate::telemetry::Metrics;
 /// Bytes asked for per read; a read returns what the driver has.
 const READ_BUFFER: usize = 4096;
 const RATE_TICK: Duration = Duration::from_secs(1);
+/// Frames read and not yet taken by the intake, all ports together: a
+/// quarter second of CSV lines at 1 kHz. A full queue stops the reads, and
+/// the port's own buffer holds the bytes meanwhile.
+const PORT_QUEUE: usize = 256;
 
 pub struct SerialSource {
     ports: Vec<PortTask>,
@@ -92,14 +97,25 @@ impl SerialSource {
         Self { ports }
     }
 
-    /// Reads every port until `shutdown` fires or the receiver is gone.
-    /// Returns the frames sent.
-    pub async fn run(self, frames: mpsc::Sender<Frame>, shutdown: watch::Receiver<bool>) -> u64 {
+    /// Reads every port until `shutdown` fires or the intake is closed.
+    /// Returns the frames read.
+    pub async fn run(self, mut intake: impl Intake, shutdown: watch::Receiver<bool>) -> u64 {
+        // Each port reads on a task of its own (a port that stalls holds
+        // up no other); their frames meet in one queue before the intake.
+        let (frames, mut queued) = mpsc::channel(PORT_QUEUE);
         let mut tasks = JoinSet::new();
         for port in self.ports {
             tasks.spawn(port.run(frames.clone(), shutdown.clone()));
         }
         drop(frames);
+        // Ends when every port's task has ended (their senders dropped) or
+        // the intake is closed (the ports' sends then fail and they end).
+        while let Some(frame) = queued.recv().await {
+            if !intake.take(frame).await {
+                break;
+            }
+        }
+        drop(queued);
         let mut sent = 0;
         while let Some(result) = tasks.join_next().await {
             match result {
