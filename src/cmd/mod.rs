@@ -21,9 +21,11 @@ use exit::Failure;
 
 pub fn execute(command: Command) -> Result<(), Failure> {
     match command {
-        Command::Run { config } => {
-            let runtime = runtime()?;
-            let result = runtime.block_on(run::run(&config));
+        Command::Run { config: path } => {
+            // Read first: the runtime's threads are the config's.
+            let config = crate::config::Config::load(&path)?;
+            let runtime = runtime_with(config.pipeline.io_threads)?;
+            let result = runtime.block_on(run::run(config, &path));
             // Past the shutdown grace a stage may still be busy: do not wait for it.
             runtime.shutdown_timeout(std::time::Duration::from_millis(500));
             result
@@ -39,8 +41,20 @@ pub fn execute(command: Command) -> Result<(), Failure> {
     }
 }
 
+/// The runtime of `demo`: one worker, as the daemon's default
+/// (`pipeline.io_threads`).
 pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
+    runtime_with(crate::config::Config::default().pipeline.io_threads)
+}
+
+/// A runtime of `threads` workers (0: one per core) beside the blocking
+/// pool, where the scorer runs.
+pub fn runtime_with(threads: usize) -> Result<tokio::runtime::Runtime, Failure> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if threads > 0 {
+        builder.worker_threads(threads);
+    }
+    Ok(builder
         .enable_all()
         .build()
         .context("starting the runtime")?)

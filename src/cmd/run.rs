@@ -13,8 +13,8 @@ use crate::problem::Problem;
 use crate::telemetry::Metrics;
 use crate::EX_CONFIG;
 
-pub async fn run(path: &Path) -> Result<(), Failure> {
-    let config = Config::load(path)?;
+/// Runs the daemon of `config`, loaded from `path` (SIGHUP reads it again).
+pub async fn run(config: Config, path: &Path) -> Result<(), Failure> {
     let grace = std::time::Duration::from_millis(config.pipeline.shutdown_grace_ms);
     let release_startup_code = config.pipeline.release_startup_code;
     let daemon = Daemon::start(config, Vec::new()).await?;

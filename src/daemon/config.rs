@@ -1,5 +1,5 @@
-//! `[pipeline]`: the queues between the daemon's stages, how long a
-//! shutdown may drain them, and where the daemon keeps its state.
+//! `[pipeline]`: the queue between the daemon's stages, how long a
+//! shutdown may drain it, its threads, and where it keeps its state.
 
 use std::path::{Path, PathBuf};
 
@@ -30,6 +30,11 @@ pub struct PipelineConfig {
     /// whose breakpoints must survive the start.
     #[serde(default = "PipelineConfig::default_release_startup_code")]
     pub release_startup_code: bool,
+    /// Threads for the inputs, outputs and HTTP (the async runtime); the
+    /// scorer always has a thread of its own. One keeps a wake-up from
+    /// crossing to a parked thread at every message; 0 is one per core.
+    #[serde(default = "PipelineConfig::default_io_threads")]
+    pub io_threads: usize,
 }
 
 /// The state directory of a daemon whose config file (`config`) names
@@ -49,6 +54,9 @@ pub fn default_state_dir(config: &Path, state_directory: Option<&str>) -> PathBu
     config.with_file_name(format!("{stem}.state"))
 }
 
+/// More would be a typo: one input task and one scorer use few of them.
+const MAX_IO_THREADS: usize = 64;
+
 impl PipelineConfig {
     const fn default_queue_capacity() -> usize {
         1024
@@ -59,6 +67,9 @@ impl PipelineConfig {
     const fn default_release_startup_code() -> bool {
         true
     }
+    const fn default_io_threads() -> usize {
+        1
+    }
 }
 
 impl Default for PipelineConfig {
@@ -68,6 +79,7 @@ impl Default for PipelineConfig {
             shutdown_grace_ms: Self::default_shutdown_grace_ms(),
             state_dir: None,
             release_startup_code: Self::default_release_startup_code(),
+            io_threads: Self::default_io_threads(),
         }
     }
 }
@@ -80,6 +92,11 @@ impl PipelineConfig {
             self.queue_capacity >= 1,
             "pipeline.queue_capacity",
             "must be at least 1".into(),
+        );
+        check(
+            self.io_threads <= MAX_IO_THREADS,
+            "pipeline.io_threads",
+            format!("must be at most {MAX_IO_THREADS} (0: one per core)"),
         );
         if let Some(dir) = &self.state_dir {
             check(

@@ -275,6 +275,7 @@ impl Daemon {
             })
         };
         metrics.set_input_kind(config.input.kind.name());
+        metrics.io_threads(tokio::runtime::Handle::current().metrics().num_workers());
         metrics.set_ready_while_calibrating(config.telemetry.ready_while_calibrating);
         metrics.set_ready(true);
         tracing::info!(input = ?config.input.kind, "pipeline started");

@@ -77,6 +77,9 @@ impl Metrics {
             .set(windows as i64);
         self.inner.queue_capacity.set(capacity as i64);
     }
+    pub fn io_threads(&self, n: usize) {
+        self.inner.io_threads.set(n as i64);
+    }
     pub fn devices(&self, n: usize) {
         self.inner.devices.set(n as i64);
     }

@@ -4,6 +4,7 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, RwLock};
 
+use crate::telemetry::register::{counter, counter_vec, gauge, gauge_vec};
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry,
@@ -29,6 +30,7 @@ pub(crate) struct Inner {
     pub(crate) devices: IntGauge,
     pub(crate) queue_depth: IntGaugeVec,
     pub(crate) queue_capacity: IntGauge,
+    pub(crate) io_threads: IntGauge,
     pub(crate) windows: IntCounter,
     pub(crate) anomalous_windows: IntCounter,
     pub(crate) alerts: IntCounterVec,
@@ -100,38 +102,6 @@ const LATENCY_BUCKETS: [f64; 27] = [
     50e-6, 75e-6, 100e-6, 150e-6, 200e-6, 300e-6, 500e-6, 750e-6, 1e-3, 1.5e-3, 2e-3, 3e-3, 5e-3,
     7.5e-3, 10e-3, 15e-3, 20e-3, 30e-3, 50e-3, 75e-3, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0,
 ];
-
-fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
-    let c = IntCounter::new(name, help).expect("valid metric");
-    registry
-        .register(Box::new(c.clone()))
-        .expect("unique metric");
-    c
-}
-
-fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-    registry
-        .register(Box::new(c.clone()))
-        .expect("unique metric");
-    c
-}
-
-fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-    registry
-        .register(Box::new(g.clone()))
-        .expect("unique metric");
-    g
-}
-
-fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
-    let g = IntGauge::new(name, help).expect("valid metric");
-    registry
-        .register(Box::new(g.clone()))
-        .expect("unique metric");
-    g
-}
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -414,6 +384,12 @@ impl Metrics {
                     "Devices forgotten to stay within window.max_devices.",
                 ),
                 devices: gauge(r, "accelwatch_devices", "Devices currently tracked."),
+                io_threads: gauge(
+                    r,
+                    "accelwatch_io_threads",
+                    "Worker threads of the runtime that runs the inputs, outputs and HTTP \
+                     (pipeline.io_threads); the scorer has a thread of its own.",
+                ),
                 queue_depth: gauge_vec(
                     r,
                     "accelwatch_queue_depth",

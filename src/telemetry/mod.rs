@@ -16,6 +16,7 @@ pub mod live;
 pub mod login;
 pub mod metrics;
 pub mod page;
+mod register;
 pub mod state;
 
 pub use http::serve;

@@ -306,6 +306,56 @@ fn the_start_up_code_leaves_memory_once_the_pipeline_runs() {
     eprintln!("code resident while running: {released} kB released, {kept} kB kept");
 }
 
+/// One blocking GET of `/metrics` from the address a child daemon logged.
+fn scrape_logged_metrics(log: &str) -> String {
+    use std::io::{Read, Write};
+    let line = log
+        .lines()
+        .find(|l| l.contains("serving the status page"))
+        .unwrap_or_else(|| panic!("no telemetry address logged:\n{log}"));
+    let addr = line
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("addr="))
+        .unwrap_or_else(|| panic!("no addr= in {line:?}"));
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+/// `pipeline.io_threads`: `run` starts its runtime with that many workers
+/// (one by default), read from the config before the runtime starts.
+#[test]
+fn the_daemon_runs_the_configured_io_threads() {
+    for (extra, expected) in [("", 1), ("[pipeline]\nio_threads = 3\n", 3)] {
+        let dir = tempfile::tempdir().unwrap();
+        let jsonl = dir.path().join("out.jsonl");
+        let config = toml_config(dir.path(), jsonl.to_str().unwrap(), extra);
+        let child = Child::spawn(
+            accelwatch()
+                .args(["run", "--log", "info", "--config"])
+                .arg(&config)
+                .stderr(log_file(dir.path())),
+        );
+        wait_until_blocking(Duration::from_secs(60), "the telemetry address", || {
+            read_log(dir.path()).contains("pipeline started")
+        });
+        let metrics = scrape_logged_metrics(&read_log(dir.path()));
+        child.signal(libc::SIGTERM);
+        let status = child.wait_with_deadline(Duration::from_secs(30));
+        assert!(status.success(), "{status:?}\n{}", read_log(dir.path()));
+        assert!(
+            metrics.contains(&format!("\naccelwatch_io_threads {expected}\n")),
+            "{extra:?}: {metrics}"
+        );
+    }
+}
+
 #[test]
 fn a_shutdown_past_its_grace_exits_non_zero_saying_what_was_in_flight() {
     let dir = tempfile::tempdir().unwrap();
