@@ -259,6 +259,18 @@ impl FeatureLane {
         self.ends.push(self.staged.len());
     }
 
+    /// Stages one line that `write` appends in place, in its PUBLISH; a
+    /// line `write` fails on is not staged.
+    pub fn push_with(
+        &mut self,
+        topic: &str,
+        write: impl FnOnce(&mut Vec<u8>) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        self.header.encode_with(topic, &mut self.staged, write)?;
+        self.ends.push(self.staged.len());
+        Ok(())
+    }
+
     /// Lines staged since the last hand-over.
     #[cfg(test)]
     pub(crate) fn staged_lines(&self) -> usize {
@@ -366,9 +378,15 @@ impl FeatureLanes {
         }
     }
 
-    /// Stages one line of `topic` on `lane`, which [`Self::admit`] gave.
-    pub fn push_on(&mut self, lane: usize, topic: &str, line: &[u8]) {
-        self.lanes[lane].push(topic, line);
+    /// Stages one line of `topic` on `lane`, which [`Self::admit`] gave,
+    /// written in place by `write`.
+    pub fn push_on(
+        &mut self,
+        lane: usize,
+        topic: &str,
+        write: impl FnOnce(&mut Vec<u8>) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        self.lanes[lane].push_with(topic, write)
     }
 
     /// Hands every lane's staged lines to its task.

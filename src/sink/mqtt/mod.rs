@@ -70,8 +70,7 @@ pub struct MqttSink {
     metrics: Metrics,
     /// The feature lines' own connections, at QoS 0.
     lanes: Option<FeatureLanes>,
-    /// The feature line and its topic, kept between windows.
-    line: Vec<u8>,
+    /// The feature line's topic, kept between windows.
     topic: String,
     /// The longest feature line so far.
     line_bytes: usize,
@@ -270,7 +269,6 @@ impl MqttSink {
             reliable,
             metrics,
             lanes,
-            line: Vec::new(),
             topic: String::new(),
             line_bytes: 256,
             unannounced: false,
@@ -323,9 +321,7 @@ impl Sink for MqttSink {
                     self.features.render_into(&w.device, &mut self.topic);
                     // A line its lane has no room for is counted, not written.
                     if let Some(lane) = lanes.admit(&self.topic) {
-                        self.line.clear();
-                        w.write_json(&mut self.line)?;
-                        lanes.push_on(lane, &self.topic, &self.line);
+                        lanes.push_on(lane, &self.topic, |out| w.write_json(out))?;
                     }
                 }
                 None => self.feature_through_outbox(w)?,

@@ -39,28 +39,66 @@ impl PublishHeader {
 
     /// Appends a QoS 0 PUBLISH of `payload` on `topic` to `out`.
     pub fn encode(self, topic: &str, payload: &[u8], out: &mut Vec<u8>) {
-        let remaining = 2 + topic.len() + usize::from(self.properties) + payload.len();
-        out.reserve(5 + remaining);
-        out.push(self.first_byte);
-        push_remaining_length(remaining, out);
+        out.reserve(7 + topic.len() + payload.len());
+        self.encode_with(topic, out, |out| {
+            out.extend_from_slice(payload);
+            Ok(())
+        })
+        .expect("a slice is appended without error");
+    }
+
+    /// Appends a QoS 0 PUBLISH on `topic` to `out` whose payload `write`
+    /// appends in place: a feature line is written once, straight into the
+    /// bytes that go out. Its length is not known before, so two bytes are
+    /// held for it (a payload of 128 bytes to 16 KiB, as a feature line
+    /// is); another length moves the payload once. If `write` fails, `out`
+    /// is left as it was.
+    pub fn encode_with(
+        self,
+        topic: &str,
+        out: &mut Vec<u8>,
+        write: impl FnOnce(&mut Vec<u8>) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        let start = out.len();
+        out.extend_from_slice(&[self.first_byte, 0, 0]);
         push_str(topic, out);
         if self.properties {
             out.push(0);
         }
-        out.extend_from_slice(payload);
+        if let Err(error) = write(out) {
+            out.truncate(start);
+            return Err(error);
+        }
+        let (length, used) = remaining_length(out.len() - start - 3);
+        if used == 2 {
+            out[start + 1..start + 3].copy_from_slice(&length[..2]);
+        } else {
+            out.splice(start + 1..start + 3, length[..used].iter().copied());
+        }
+        Ok(())
     }
 }
 
-fn push_remaining_length(mut length: usize, out: &mut Vec<u8>) {
+fn push_remaining_length(length: usize, out: &mut Vec<u8>) {
+    let (bytes, used) = remaining_length(length);
+    out.extend_from_slice(&bytes[..used]);
+}
+
+/// MQTT's variable-length encoding of `length`, in the fewest bytes (the
+/// first `used` of four).
+fn remaining_length(mut length: usize) -> ([u8; 4], usize) {
+    let mut bytes = [0u8; 4];
+    let mut used = 0;
     loop {
         let mut byte = (length % 128) as u8;
         length /= 128;
         if length > 0 {
             byte |= 0x80;
         }
-        out.push(byte);
-        if length == 0 {
-            break;
+        bytes[used] = byte;
+        used += 1;
+        if length == 0 || used == bytes.len() {
+            return (bytes, used);
         }
     }
 }
@@ -152,6 +190,50 @@ impl Incoming {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A payload written in place makes the packet `encode` makes of the
+    /// same bytes, read back whole, at every length around the two held
+    /// bytes' edges; a failed write leaves the buffer as it was.
+    #[test]
+    fn a_payload_written_in_place_is_the_same_packet() {
+        for protocol in [MqttProtocol::V311, MqttProtocol::V5] {
+            let header = PublishHeader::new(protocol, false);
+            let topic = "accelwatch/features/w1";
+            let edges = [0, 1, 100, 16_000, 2_097_000];
+            for payload_len in edges.into_iter().flat_map(|e| e..e + 200) {
+                let payload: Vec<u8> = (0..payload_len).map(|i| (i % 251) as u8).collect();
+                let mut expected = b"before".to_vec();
+                expected.push(header.first_byte);
+                push_remaining_length(
+                    2 + topic.len() + usize::from(header.properties) + payload_len,
+                    &mut expected,
+                );
+                push_str(topic, &mut expected);
+                if header.properties {
+                    expected.push(0);
+                }
+                expected.extend_from_slice(&payload);
+                let mut out = b"before".to_vec();
+                header
+                    .encode_with(topic, &mut out, |out| {
+                        out.extend_from_slice(&payload);
+                        Ok(())
+                    })
+                    .unwrap();
+                assert!(out == expected, "payload of {payload_len} bytes");
+                let (read_topic, read_payload, rest) = header.split(&out[6..]).unwrap();
+                assert_eq!(read_topic, topic.as_bytes());
+                assert!(read_payload == payload.as_slice() && rest.is_empty());
+            }
+            let mut out = b"before".to_vec();
+            let failed = header.encode_with(topic, &mut out, |out| {
+                out.extend_from_slice(b"half a line");
+                Err(std::io::Error::other("no room"))
+            });
+            assert!(failed.is_err());
+            assert_eq!(out, b"before");
+        }
+    }
 
     #[test]
     fn remaining_lengths_use_the_fewest_bytes() {
