@@ -457,16 +457,13 @@ mod tests {
             &config.training,
             metrics.clone(),
         );
-        let frame = |from_ms: u64| Frame {
-            device: Arc::from("w1"),
-            payload: (0..8)
-                .map(|i| format!("{},0.5\n", from_ms + i * 20))
-                .collect::<String>()
-                .into_bytes(),
-            format: Format::Csv,
-            received_at_ms: 0.0,
-            restart: false,
-            topic: None,
+        let frame = |from_ms: u64| {
+            Frame::csv(
+                "w1",
+                (0..8)
+                    .map(|i| format!("{},0.5\n", from_ms + i * 20))
+                    .collect(),
+            )
         };
         let mut windows = Vec::new();
         ingest.ingest(&frame(3_600_000), &mut windows);

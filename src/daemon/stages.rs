@@ -161,7 +161,6 @@ impl Sinks {
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::decode::Format;
 
     /// Four windows of size 4 (hop 4) in one CSV frame of 16 samples.
     fn ingest_into(windows: mpsc::Sender<Window>) -> (Ingest, Frame) {
@@ -175,17 +174,8 @@ mod tests {
             &config.training,
             Metrics::new(),
         );
-        let frame = Frame {
-            device: Arc::from("w1"),
-            payload: (0..16)
-                .map(|i| format!("{},{}\n", i * 20, i))
-                .collect::<String>()
-                .into_bytes(),
-            format: Format::Csv,
-            received_at_ms: 0.0,
-            restart: false,
-            topic: None,
-        };
+        let lines = (0..16).map(|i| format!("{},{}\n", i * 20, i)).collect();
+        let frame = Frame::csv("w1", lines);
         (Ingest::new(stage, windows, Arc::default()), frame)
     }
 

@@ -22,6 +22,21 @@ pub struct Frame {
     pub topic: Option<Arc<str>>,
 }
 
+impl Frame {
+    /// CSV lines from `device`, as a replay sends them (tests).
+    #[cfg(test)]
+    pub(crate) fn csv(device: &str, lines: String) -> Self {
+        Self {
+            device: Arc::from(device),
+            payload: lines.into_bytes(),
+            format: Format::Csv,
+            received_at_ms: 0.0,
+            restart: false,
+            topic: None,
+        }
+    }
+}
+
 /// Where a source hands each frame. The daemon's intake decodes and
 /// windows the frame on the source's own task (no queue and no other
 /// thread's wake-up per frame); a channel's sender is one too (the demo,

@@ -1,13 +1,18 @@
 //! Metrics made and registered in one call, for `telemetry::metrics`.
 
+use prometheus::core::Collector;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
-pub(crate) fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
-    let c = IntCounter::new(name, help).expect("valid metric");
+/// `metric`, registered in `registry`; its name is unique there.
+pub(crate) fn registered<M: Collector + Clone + 'static>(registry: &Registry, metric: M) -> M {
     registry
-        .register(Box::new(c.clone()))
+        .register(Box::new(metric.clone()))
         .expect("unique metric");
-    c
+    metric
+}
+
+pub(crate) fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    registered(registry, IntCounter::new(name, help).expect("valid metric"))
 }
 
 pub(crate) fn counter_vec(
@@ -16,11 +21,8 @@ pub(crate) fn counter_vec(
     help: &str,
     labels: &[&str],
 ) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-    registry
-        .register(Box::new(c.clone()))
-        .expect("unique metric");
-    c
+    let metric = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registered(registry, metric)
 }
 
 pub(crate) fn gauge_vec(
@@ -29,17 +31,10 @@ pub(crate) fn gauge_vec(
     help: &str,
     labels: &[&str],
 ) -> IntGaugeVec {
-    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-    registry
-        .register(Box::new(g.clone()))
-        .expect("unique metric");
-    g
+    let metric = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registered(registry, metric)
 }
 
 pub(crate) fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
-    let g = IntGauge::new(name, help).expect("valid metric");
-    registry
-        .register(Box::new(g.clone()))
-        .expect("unique metric");
-    g
+    registered(registry, IntGauge::new(name, help).expect("valid metric"))
 }
