@@ -125,6 +125,17 @@ impl Browser {
     }
 
     fn call_in(&mut self, session: Option<&str>, method: &str, params: Value) -> Value {
+        self.try_call_in(session, method, params)
+            .unwrap_or_else(|error| panic!("{method} failed: {error}"))
+    }
+
+    /// A protocol call; its protocol error as the `Err`.
+    fn try_call_in(
+        &mut self,
+        session: Option<&str>,
+        method: &str,
+        params: Value,
+    ) -> Result<Value, Value> {
         self.next += 1;
         let id = self.next;
         let mut message = json!({ "id": id, "method": method, "params": params });
@@ -141,10 +152,10 @@ impl Browser {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.from.recv_timeout(left) {
                 Ok(reply) if reply["id"] == id => {
-                    if let Some(error) = reply.get("error") {
-                        panic!("{method} failed: {error}");
-                    }
-                    return reply["result"].clone();
+                    return match reply.get("error") {
+                        Some(error) => Err(error.clone()),
+                        None => Ok(reply["result"].clone()),
+                    };
                 }
                 // Events, and replies to nobody.
                 Ok(_) => {}
@@ -179,9 +190,17 @@ impl Browser {
     pub fn wait_for(&mut self, what: &str, expression: &str, within: Duration) {
         let deadline = Instant::now() + within;
         let guarded = format!("(() => {{ try {{ return ({expression}) === true; }} catch (e) {{ return false; }} }})()");
+        let session = self.session.clone();
         loop {
-            if self.eval(&guarded) == json!(true) {
-                return;
+            let params =
+                json!({ "expression": guarded, "returnByValue": true, "awaitPromise": true });
+            match self.try_call_in(Some(&session), "Runtime.evaluate", params) {
+                Ok(result) if result["result"]["value"] == json!(true) => return,
+                Ok(_) => {}
+                // The page navigated (a form sent) while it evaluated: it
+                // is loading, so not yet.
+                Err(error) if error.to_string().contains("navigated") => {}
+                Err(error) => panic!("Runtime.evaluate failed: {error}"),
             }
             assert!(Instant::now() < deadline, "the page never showed {what}");
             std::thread::sleep(Duration::from_millis(100));
