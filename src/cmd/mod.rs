@@ -44,7 +44,7 @@ pub fn execute(command: Command) -> Result<(), Failure> {
 /// The runtime of `demo`: one worker, as the daemon's default
 /// (`pipeline.io_threads`).
 pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
-    runtime_with(crate::config::Config::default().pipeline.io_threads)
+    runtime_with(crate::daemon::config::PipelineConfig::default_io_threads())
 }
 
 /// A runtime of `threads` workers (0: one per core) beside the blocking

@@ -67,7 +67,7 @@ impl PipelineConfig {
     const fn default_release_startup_code() -> bool {
         true
     }
-    const fn default_io_threads() -> usize {
+    pub(crate) const fn default_io_threads() -> usize {
         1
     }
 }

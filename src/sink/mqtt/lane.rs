@@ -255,8 +255,11 @@ impl FeatureLane {
 
     /// Stages one line; it goes to the task at the next [`Self::hand_over`].
     pub fn push(&mut self, topic: &str, line: &[u8]) {
-        self.header.encode(topic, line, &mut self.staged);
-        self.ends.push(self.staged.len());
+        self.push_with(topic, |out| {
+            out.extend_from_slice(line);
+            Ok(())
+        })
+        .expect("a slice is appended without error");
     }
 
     /// Stages one line that `write` appends in place, in its PUBLISH; a
