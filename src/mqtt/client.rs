@@ -15,6 +15,11 @@ use rumqttc::{ConnectionError, Incoming, Outgoing, StateError};
 
 use crate::mqtt::config::MqttProtocol;
 
+// The input reads through the vendored rumqttc, 64 KiB a call
+// (vendor/rumqttc/PATCHED.md): were the `[patch]` of Cargo.toml no longer
+// taken (a version bumped past it), this would not build.
+const _: () = assert!(rumqttc::READ_BUFFER_BYTES >= 64 * 1024);
+
 crate::reason::reason_error!(
     /// Why a subscription could not be queued.
     SubscribeError
