@@ -1,5 +1,6 @@
 //! `[pipeline]`: the queue between the daemon's stages, how long a
-//! shutdown may drain it, its threads, and where it keeps its state.
+//! shutdown may drain it, its threads and how the scorer's is scheduled,
+//! and where it keeps its state.
 
 use std::path::{Path, PathBuf};
 
@@ -35,6 +36,13 @@ pub struct PipelineConfig {
     /// crossing to a parked thread at every message; 0 is one per core.
     #[serde(default = "PipelineConfig::default_io_threads")]
     pub io_threads: usize,
+    /// The scorer's thread in Linux's `SCHED_BATCH`: woken by the input, it
+    /// waits for the input's thread to block rather than preempt it
+    /// ([`batch_thread`](crate::daemon::batch_thread)). Off: an ordinary
+    /// thread, which scores a window as soon as it is queued even when
+    /// every core is busy.
+    #[serde(default = "PipelineConfig::default_scorer_sched_batch")]
+    pub scorer_sched_batch: bool,
 }
 
 /// The state directory of a daemon whose config file (`config`) names
@@ -70,6 +78,9 @@ impl PipelineConfig {
     pub(crate) const fn default_io_threads() -> usize {
         1
     }
+    const fn default_scorer_sched_batch() -> bool {
+        true
+    }
 }
 
 impl Default for PipelineConfig {
@@ -80,6 +91,7 @@ impl Default for PipelineConfig {
             state_dir: None,
             release_startup_code: Self::default_release_startup_code(),
             io_threads: Self::default_io_threads(),
+            scorer_sched_batch: Self::default_scorer_sched_batch(),
         }
     }
 }

@@ -6,6 +6,7 @@
 //! queue, then drops its own sender; the sinks flush last. Nothing accepted
 //! is left half-processed.
 
+pub mod batch_thread;
 pub mod config;
 pub mod error;
 pub mod health;
@@ -17,6 +18,7 @@ pub mod stages;
 pub mod startup_code;
 pub mod systemd;
 
+use crate::daemon::batch_thread::BatchThread;
 use crate::daemon::error::DaemonError;
 use crate::daemon::scoring::{score_loop, Scoring};
 use crate::daemon::served::{open_scopes, ScopeConfig};
@@ -255,7 +257,9 @@ impl Daemon {
             let pulse = pulse.clone();
             let stage_metrics = metrics.clone();
             let stop = shutdown_rx.clone();
+            let sched_batch = config.pipeline.scorer_sched_batch;
             tokio::task::spawn_blocking(move || {
+                let _batch = sched_batch.then(BatchThread::for_scorer).flatten();
                 let mut sinks = Sinks::new(sinks, &stage_metrics);
                 let scored = score_loop(
                     Scoring::new(scopes, commands, scope_config, stage_metrics)

@@ -356,6 +356,57 @@ fn the_daemon_runs_the_configured_io_threads() {
     }
 }
 
+/// The scheduling policy of each thread of process `pid` (field 41 of
+/// `/proc/<pid>/task/<tid>/stat`).
+fn thread_policies(pid: u32) -> Vec<i32> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("/proc/<pid>/task");
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|task| std::fs::read_to_string(task.path().join("stat")).ok())
+        .filter_map(|stat| {
+            // After the name in parentheses come fields 3, 4, …
+            let after_name = &stat[stat.rfind(')')? + 2..];
+            after_name.split_whitespace().nth(41 - 3)?.parse().ok()
+        })
+        .collect()
+}
+
+/// `pipeline.scorer_sched_batch`: the scorer's thread runs in SCHED_BATCH
+/// (by default) and every other thread in the ordinary policy; off, none
+/// is a batch thread.
+#[test]
+fn the_scorer_runs_as_a_batch_thread_unless_told_otherwise() {
+    for (extra, batch_threads) in [("", 1), ("[pipeline]\nscorer_sched_batch = false\n", 0)] {
+        let dir = tempfile::tempdir().unwrap();
+        let jsonl = dir.path().join("out.jsonl");
+        let config = toml_config(dir.path(), jsonl.to_str().unwrap(), extra);
+        let child = Child::spawn(
+            accelwatch()
+                .args(["run", "--log", "info", "--config"])
+                .arg(&config)
+                .stderr(log_file(dir.path())),
+        );
+        wait_until_blocking(Duration::from_secs(60), "the pipeline to start", || {
+            read_log(dir.path()).contains("pipeline started")
+        });
+        // The scorer's thread sets its own policy as it starts.
+        let mut policies = thread_policies(child.id());
+        wait_until_blocking(Duration::from_secs(10), "the scorer's policy", || {
+            policies = thread_policies(child.id());
+            policies.iter().filter(|&&p| p == libc::SCHED_BATCH).count() == batch_threads
+        });
+        assert!(
+            policies
+                .iter()
+                .all(|&p| p == libc::SCHED_OTHER || p == libc::SCHED_BATCH),
+            "{extra:?}: {policies:?}"
+        );
+        child.signal(libc::SIGTERM);
+        let status = child.wait_with_deadline(Duration::from_secs(30));
+        assert!(status.success(), "{status:?}\n{}", read_log(dir.path()));
+    }
+}
+
 #[test]
 fn a_shutdown_past_its_grace_exits_non_zero_saying_what_was_in_flight() {
     let dir = tempfile::tempdir().unwrap();
