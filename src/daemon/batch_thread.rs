@@ -23,7 +23,7 @@ impl BatchThread {
     /// because its policy is not the ordinary one (a real-time policy set by
     /// whoever started the daemon stays) or this is not Linux.
     pub(crate) fn enter() -> std::io::Result<Option<Self>> {
-        imp::enter()
+        Ok(imp::enter()?.map(|previous| Self { previous }))
     }
 
     /// [`enter`](Self::enter) for the scorer: a refusal (a seccomp filter,
@@ -47,9 +47,8 @@ impl Drop for BatchThread {
 
 #[cfg(target_os = "linux")]
 mod imp {
-    use super::BatchThread;
-
-    pub(super) fn enter() -> std::io::Result<Option<BatchThread>> {
+    /// The policy the calling thread had, once it is `SCHED_BATCH`.
+    pub fn enter() -> std::io::Result<Option<i32>> {
         // SAFETY: 0 names the calling thread; no pointer is kept.
         let previous = unsafe { libc::sched_getscheduler(0) };
         if previous < 0 {
@@ -59,10 +58,10 @@ mod imp {
             return Ok(None);
         }
         set(libc::SCHED_BATCH)?;
-        Ok(Some(BatchThread { previous }))
+        Ok(Some(previous))
     }
 
-    pub(super) fn restore(previous: i32) {
+    pub fn restore(previous: i32) {
         // Leaving SCHED_BATCH for SCHED_OTHER needs no privilege; should it
         // fail, the thread only stays a batch thread.
         let _ = set(previous);
@@ -80,16 +79,15 @@ mod imp {
 
 #[cfg(not(target_os = "linux"))]
 mod imp {
-    use super::BatchThread;
-
-    pub(super) fn enter() -> std::io::Result<Option<BatchThread>> {
+    pub fn enter() -> std::io::Result<Option<i32>> {
         Ok(None)
     }
 
-    pub(super) fn restore(_previous: i32) {}
+    pub fn restore(_previous: i32) {}
 }
 
-#[cfg(all(test, target_os = "linux"))]
+#[cfg(target_os = "linux")]
+#[cfg(test)]
 mod tests {
     use super::*;
 
