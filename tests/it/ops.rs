@@ -356,6 +356,18 @@ fn the_daemon_runs_the_configured_io_threads() {
     }
 }
 
+/// Whether process `pid` has a handler for SIGTERM (`SigCgt` of its
+/// status): `run` installs it once the pipeline has started, and a SIGTERM
+/// before that kills the process.
+fn catches_sigterm(pid: u32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("SigCgt:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (libc::SIGTERM - 1)) != 0)
+}
+
 /// The scheduling policy of each thread of process `pid` (field 41 of
 /// `/proc/<pid>/task/<tid>/stat`).
 fn thread_policies(pid: u32) -> Vec<i32> {
@@ -386,8 +398,8 @@ fn the_scorer_runs_as_a_batch_thread_unless_told_otherwise() {
                 .arg(&config)
                 .stderr(log_file(dir.path())),
         );
-        wait_until_blocking(Duration::from_secs(60), "the pipeline to start", || {
-            read_log(dir.path()).contains("pipeline started")
+        wait_until_blocking(Duration::from_secs(60), "a SIGTERM handler", || {
+            catches_sigterm(child.id())
         });
         // The scorer's thread sets its own policy as it starts.
         let mut policies = thread_policies(child.id());

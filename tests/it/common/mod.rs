@@ -190,7 +190,8 @@ fn connected_series(config: &accelwatch::config::Config) -> String {
 
 /// Starts a daemon writing to a [`Collect`] (besides its configured
 /// outputs) and waits for its input (MQTT, or the first serial port) to
-/// connect.
+/// connect, and an MQTT input's subscriptions to be acknowledged: a message
+/// published between the CONNACK and the SUBACK would not reach it.
 pub async fn start_connected(
     config: accelwatch::config::Config,
 ) -> (accelwatch::daemon::Daemon, Collect) {
@@ -200,6 +201,14 @@ pub async fn start_connected(
         .await
         .expect("the daemon starts");
     wait_metric(&daemon, &series, 1.0).await;
+    let deadline = Instant::now() + METRIC_DEADLINE;
+    while !daemon.metrics.readiness().input_subscribed {
+        assert!(
+            Instant::now() < deadline,
+            "the input's subscriptions were not acknowledged in {METRIC_DEADLINE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     (daemon, collect)
 }
 
