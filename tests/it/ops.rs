@@ -346,6 +346,9 @@ fn the_daemon_runs_the_configured_io_threads() {
             read_log(dir.path()).contains("pipeline started")
         });
         let metrics = scrape_logged_metrics(&read_log(dir.path()));
+        wait_until_blocking(Duration::from_secs(30), "a SIGTERM handler", || {
+            catches_sigterm(child.id())
+        });
         child.signal(libc::SIGTERM);
         let status = child.wait_with_deadline(Duration::from_secs(30));
         assert!(status.success(), "{status:?}\n{}", read_log(dir.path()));
