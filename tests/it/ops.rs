@@ -334,29 +334,39 @@ fn scrape_logged_metrics(log: &str) -> String {
 fn the_daemon_runs_the_configured_io_threads() {
     for (extra, expected) in [("", 1), ("[pipeline]\nio_threads = 3\n", 3)] {
         let dir = tempfile::tempdir().unwrap();
-        let jsonl = dir.path().join("out.jsonl");
-        let config = toml_config(dir.path(), jsonl.to_str().unwrap(), extra);
-        let child = Child::spawn(
-            accelwatch()
-                .args(["run", "--log", "info", "--config"])
-                .arg(&config)
-                .stderr(log_file(dir.path())),
-        );
-        wait_until_blocking(Duration::from_secs(60), "the telemetry address", || {
-            read_log(dir.path()).contains("pipeline started")
-        });
+        let child = run_replay_daemon(dir.path(), extra);
         let metrics = scrape_logged_metrics(&read_log(dir.path()));
-        wait_until_blocking(Duration::from_secs(30), "a SIGTERM handler", || {
-            catches_sigterm(child.id())
-        });
-        child.signal(libc::SIGTERM);
-        let status = child.wait_with_deadline(Duration::from_secs(30));
-        assert!(status.success(), "{status:?}\n{}", read_log(dir.path()));
+        stop_replay_daemon(dir.path(), child);
         assert!(
             metrics.contains(&format!("\naccelwatch_io_threads {expected}\n")),
             "{extra:?}: {metrics}"
         );
     }
+}
+
+/// `accelwatch run` on a looping replay of the demo recording, with
+/// `extra` TOML and its log in `dir`, once it handles SIGTERM (the
+/// pipeline has started by then).
+fn run_replay_daemon(dir: &Path, extra: &str) -> Child {
+    let jsonl = dir.join("out.jsonl");
+    let config = toml_config(dir, jsonl.to_str().unwrap(), extra);
+    let child = Child::spawn(
+        accelwatch()
+            .args(["run", "--log", "info", "--config"])
+            .arg(&config)
+            .stderr(log_file(dir)),
+    );
+    wait_until_blocking(Duration::from_secs(60), "a SIGTERM handler", || {
+        catches_sigterm(child.id())
+    });
+    child
+}
+
+/// SIGTERM to a daemon of [`run_replay_daemon`], which must drain and exit 0.
+fn stop_replay_daemon(dir: &Path, child: Child) {
+    child.signal(libc::SIGTERM);
+    let status = child.wait_with_deadline(Duration::from_secs(30));
+    assert!(status.success(), "{status:?}\n{}", read_log(dir));
 }
 
 /// Whether process `pid` has a handler for SIGTERM (`SigCgt` of its
@@ -393,17 +403,7 @@ fn thread_policies(pid: u32) -> Vec<i32> {
 fn the_scorer_runs_as_a_batch_thread_unless_told_otherwise() {
     for (extra, batch_threads) in [("", 1), ("[pipeline]\nscorer_sched_batch = false\n", 0)] {
         let dir = tempfile::tempdir().unwrap();
-        let jsonl = dir.path().join("out.jsonl");
-        let config = toml_config(dir.path(), jsonl.to_str().unwrap(), extra);
-        let child = Child::spawn(
-            accelwatch()
-                .args(["run", "--log", "info", "--config"])
-                .arg(&config)
-                .stderr(log_file(dir.path())),
-        );
-        wait_until_blocking(Duration::from_secs(60), "a SIGTERM handler", || {
-            catches_sigterm(child.id())
-        });
+        let child = run_replay_daemon(dir.path(), extra);
         // The scorer's thread sets its own policy as it starts.
         let mut policies = thread_policies(child.id());
         wait_until_blocking(Duration::from_secs(10), "the scorer's policy", || {
@@ -416,9 +416,7 @@ fn the_scorer_runs_as_a_batch_thread_unless_told_otherwise() {
                 .all(|&p| p == libc::SCHED_OTHER || p == libc::SCHED_BATCH),
             "{extra:?}: {policies:?}"
         );
-        child.signal(libc::SIGTERM);
-        let status = child.wait_with_deadline(Duration::from_secs(30));
-        assert!(status.success(), "{status:?}\n{}", read_log(dir.path()));
+        stop_replay_daemon(dir.path(), child);
     }
 }
 
