@@ -404,12 +404,19 @@ fn the_scorer_runs_as_a_batch_thread_unless_told_otherwise() {
     for (extra, batch_threads) in [("", 1), ("[pipeline]\nscorer_sched_batch = false\n", 0)] {
         let dir = tempfile::tempdir().unwrap();
         let child = run_replay_daemon(dir.path(), extra);
-        // The scorer's thread sets its own policy as it starts.
-        let mut policies = thread_policies(child.id());
-        wait_until_blocking(Duration::from_secs(10), "the scorer's policy", || {
-            policies = thread_policies(child.id());
-            policies.iter().filter(|&&p| p == libc::SCHED_BATCH).count() == batch_threads
+        // The scorer's thread sets its policy before its first batch, so
+        // once a window is written it has done so (with the setting off
+        // too: a scorer that had not started would pass that case).
+        let jsonl = dir.path().join("out.jsonl");
+        wait_until_blocking(Duration::from_secs(30), "a scored window", || {
+            std::fs::metadata(&jsonl).is_ok_and(|m| m.len() > 0)
         });
+        let policies = thread_policies(child.id());
+        assert_eq!(
+            policies.iter().filter(|&&p| p == libc::SCHED_BATCH).count(),
+            batch_threads,
+            "{extra:?}: {policies:?}"
+        );
         assert!(
             policies
                 .iter()

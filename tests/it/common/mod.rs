@@ -201,14 +201,11 @@ pub async fn start_connected(
         .await
         .expect("the daemon starts");
     wait_metric(&daemon, &series, 1.0).await;
-    let deadline = Instant::now() + METRIC_DEADLINE;
-    while !daemon.metrics.readiness().input_subscribed {
-        assert!(
-            Instant::now() < deadline,
-            "the input's subscriptions were not acknowledged in {METRIC_DEADLINE:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let metrics = &daemon.metrics;
+    wait_until(METRIC_DEADLINE, "the input's SUBACK", || async {
+        metrics.readiness().input_subscribed
+    })
+    .await;
     (daemon, collect)
 }
 
