@@ -166,7 +166,7 @@ fn inference(c: &mut Criterion) {
     let model = model();
     let features = model.meta.features();
     let mut group = c.benchmark_group("tract_basic_3ch");
-    for batch in [1usize, 32] {
+    for batch in [1usize, 8, 16, 32] {
         let input: Vec<f32> = (0..batch * features)
             .map(|i| ((i % 13) as f32 - 6.0) / 6.0)
             .collect();

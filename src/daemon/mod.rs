@@ -229,9 +229,10 @@ impl Daemon {
             ))
         });
         let max_batch = config.model.max_batch;
-        // Two batches' worth: what the scorer hands back between two of
-        // the windower's takes.
-        let spares = Spares::new(2 * max_batch);
+        // Sixteen batches' worth: the scorer, a batch thread, may score
+        // several batches while the input waits for a core, and hands
+        // their buffers back before the windower takes any.
+        let spares = Spares::new(16 * max_batch);
         // Frames are decoded and windowed on the source's task: no queue
         // and no other thread between reading a frame and windowing it.
         let mut ingest = Ingest::new(

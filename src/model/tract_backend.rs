@@ -1,9 +1,9 @@
 //! Inference with tract: the graph is loaded once, its input fact fixed to
-//! `[N, T·C]` or `[N, T, C]` with a symbolic batch, optimised, and the runnable plan
-//! shared behind an `Arc` by every caller.
+//! `[PLAN_BATCH, T·C]` or `[PLAN_BATCH, T, C]`, optimised, and the runnable
+//! plan shared behind an `Arc` by every caller.
 
 use crate::model::inference::BackendError;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
@@ -14,13 +14,22 @@ use super::meta::ModelMetadata;
 use super::select_k::SelectK;
 use super::signature::Signature;
 
+/// The batch tract's plan is made for. Every run is in chunks of this many
+/// windows, the last one padded with zeros, so that a window's outputs are
+/// the same bits whatever was queued with it: plans for other batch sizes
+/// pick other matrix kernels, which round differently. With the batch
+/// known, tract picks kernels for it: the demo model scores 16 windows in
+/// 6.4 µs, where a plan for any batch took 11.5 µs (`cargo bench --bench
+/// pipeline -- tract_basic_3ch`, docs/measured.md).
+pub const PLAN_BATCH: usize = 16;
+
 #[derive(Clone)]
 pub struct TractModel {
     plan: Arc<TypedRunnableModel>,
     /// Run states kept between calls: a fresh one per call set up every
     /// node's state and the constants' slots, most of a small batch's time.
     /// One per caller running at once; a caller takes one and puts it back.
-    states: Arc<std::sync::Mutex<Vec<TypedSimpleState>>>,
+    states: Arc<Mutex<Vec<TypedSimpleState>>>,
     input_shape: Vec<usize>,
     features: usize,
     /// Values per window of the reconstruction (and of the front end's
@@ -44,9 +53,8 @@ impl TractModel {
         let mut model = tract_onnx::onnx()
             .model_for_proto_model(proto)
             .map_err(|e| format!("tract cannot read the graph: {e:#}"))?;
-        let batch = model.symbols.sym("N");
         let input_shape = signature.input_shape.clone();
-        let dims: Vec<TDim> = std::iter::once(batch.to_dim())
+        let dims: Vec<TDim> = std::iter::once(PLAN_BATCH.to_dim())
             .chain(input_shape.iter().map(|d| d.to_dim()))
             .collect();
         let inputs = model.input_outlets().map_err(|e| e.to_string())?.to_vec();
@@ -104,7 +112,9 @@ impl TractModel {
                 SelectK::swap_into(&mut m)?;
                 m.into_runnable()
             })
-            .map_err(|e| format!("the graph does not fit input [N, {input_shape:?}]: {e:#}"))?;
+            .map_err(|e| {
+                format!("the graph does not fit input [{PLAN_BATCH}, {input_shape:?}]: {e:#}")
+            })?;
         Ok(Self {
             plan,
             states: Arc::default(),
@@ -128,12 +138,53 @@ impl TractModel {
         self.latent_dim
     }
 
-    /// Runs `n` windows laid end to end in `input`.
+    /// Runs `n` windows laid end to end in `input`, in chunks of
+    /// [`PLAN_BATCH`].
     pub fn run(&self, input: &[f32], n: usize) -> Result<Inference, BackendError> {
         assert_eq!(input.len(), n * self.features, "input holds {n} windows");
-        let mut shape = vec![n];
+        let mut inference = Inference {
+            reconstruction: Vec::with_capacity(n * self.target_features),
+            latent: Vec::with_capacity(if self.with_latent {
+                n * self.latent_dim
+            } else {
+                0
+            }),
+            kl: self.with_kl.then(|| Vec::with_capacity(n)),
+            latent_score: self.with_latent_score.then(|| Vec::with_capacity(n)),
+            activity: (self.classes > 0).then(|| Vec::with_capacity(n * self.classes)),
+            target: self
+                .with_target
+                .then(|| Vec::with_capacity(n * self.target_features)),
+        };
+        let mut done = 0;
+        while done < n {
+            let windows = (n - done).min(PLAN_BATCH);
+            let chunk = &input[done * self.features..(done + windows) * self.features];
+            self.run_chunk(chunk, windows, &mut inference)?;
+            done += windows;
+        }
+        Ok(inference)
+    }
+
+    /// Runs `n <= PLAN_BATCH` windows and appends their outputs.
+    fn run_chunk(&self, input: &[f32], n: usize, out: &mut Inference) -> Result<(), BackendError> {
+        let size = PLAN_BATCH;
+        let mut shape = vec![size];
         shape.extend_from_slice(&self.input_shape);
-        let tensor = Tensor::from_shape(&shape, input).map_err(|e| e.to_string())?;
+        let tensor = if size == n {
+            Tensor::from_shape(&shape, input).map_err(|e| e.to_string())?
+        } else {
+            // SAFETY: every value is written below, the windows' then zeros.
+            let mut tensor =
+                unsafe { Tensor::uninitialized::<f32>(&shape) }.map_err(|e| e.to_string())?;
+            {
+                let mut view = tensor.try_as_plain_ram_mut().map_err(|e| e.to_string())?;
+                let values = view.as_slice_mut::<f32>().map_err(|e| e.to_string())?;
+                values[..input.len()].copy_from_slice(input);
+                values[input.len()..].fill(0.0);
+            }
+            tensor
+        };
         let pooled = self.states.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let mut state = match pooled {
             Some(state) => state,
@@ -149,51 +200,45 @@ impl TractModel {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(state);
-        let take = |i: usize, per_window: usize, what: &str| -> Result<Vec<f32>, String> {
+        let mut next = 0;
+        let mut take_next = |into: &mut Vec<f32>, per_window: usize, what: &str| {
+            let i = next;
+            next += 1;
             let view = outputs[i]
                 .try_as_plain_ram()
                 .map_err(|e| format!("{what} output: {e}"))?;
             let values = view
                 .as_slice::<f32>()
                 .map_err(|e| format!("{what} output is not float32: {e}"))?;
-            if values.len() != n * per_window {
+            if values.len() != size * per_window {
                 return Err(format!(
-                    "{what} output has {} values for {n} windows, expected {per_window} per window",
+                    "{what} output has {} values for {size} windows, expected {per_window} per window",
                     values.len()
                 ));
             }
-            Ok(values.to_vec())
+            into.extend_from_slice(&values[..n * per_window]);
+            Ok::<(), String>(())
         };
-        let mut next = 0;
-        let mut take_next = |per_window: usize, what: &str| {
-            next += 1;
-            take(next - 1, per_window, what)
-        };
-        let reconstruction = take_next(self.target_features, "reconstruction")?;
-        let latent = if self.with_latent {
-            take_next(self.latent_dim, "latent")?
-        } else {
-            Vec::new()
-        };
-        let kl = self.with_kl.then(|| take_next(1, "kl")).transpose()?;
-        let latent_score = self
-            .with_latent_score
-            .then(|| take_next(1, "latent score"))
-            .transpose()?;
-        let activity = (self.classes > 0)
-            .then(|| take_next(self.classes, "activity"))
-            .transpose()?;
-        let target = self
-            .with_target
-            .then(|| take_next(self.target_features, "front end"))
-            .transpose()?;
-        Ok(Inference {
-            reconstruction,
-            latent,
-            kl,
-            latent_score,
-            activity,
-            target,
-        })
+        take_next(
+            &mut out.reconstruction,
+            self.target_features,
+            "reconstruction",
+        )?;
+        if self.with_latent {
+            take_next(&mut out.latent, self.latent_dim, "latent")?;
+        }
+        if let Some(kl) = &mut out.kl {
+            take_next(kl, 1, "kl")?;
+        }
+        if let Some(latent_score) = &mut out.latent_score {
+            take_next(latent_score, 1, "latent score")?;
+        }
+        if let Some(activity) = &mut out.activity {
+            take_next(activity, self.classes, "activity")?;
+        }
+        if let Some(target) = &mut out.target {
+            take_next(target, self.target_features, "front end")?;
+        }
+        Ok(())
     }
 }

@@ -31,6 +31,47 @@ fn op_types(onnx: &[u8]) -> Vec<String> {
         .collect()
 }
 
+/// Every output of each window, run in batches of every size up to two
+/// chunks of tract's largest plan (full, and padded to a power of two), is
+/// bit for bit its output run alone: a window's score does not depend on
+/// what else was queued with it.
+fn assert_batch_independent(loaded: &LoadedModel, windows: &[f32], features: usize, name: &str) {
+    use accelwatch::model::inference::Inference;
+    use accelwatch::model::tract_backend::PLAN_BATCH;
+    // Each output as one list of bits, absent outputs empty.
+    fn outputs(out: &Inference) -> [Vec<u32>; 6] {
+        let bits = |v: Option<&Vec<f32>>| {
+            v.map_or(Vec::new(), |v| v.iter().map(|x| x.to_bits()).collect())
+        };
+        [
+            bits(Some(&out.reconstruction)),
+            bits(Some(&out.latent)),
+            bits(out.kl.as_ref()),
+            bits(out.latent_score.as_ref()),
+            bits(out.activity.as_ref()),
+            bits(out.target.as_ref()),
+        ]
+    }
+    let most = 2 * PLAN_BATCH + 3;
+    assert!(windows.len() >= most * features, "{name}: too few windows");
+    let mut alone: [Vec<u32>; 6] = Default::default();
+    for window in windows[..most * features].chunks_exact(features) {
+        let one = outputs(&loaded.runtime.run(window, 1).unwrap());
+        for (all, one) in alone.iter_mut().zip(one) {
+            all.extend(one);
+        }
+    }
+    for n in (1..=most).filter(|n| n.is_power_of_two() || n % 4 == 3) {
+        let together = outputs(&loaded.runtime.run(&windows[..n * features], n).unwrap());
+        for (which, (together, alone)) in together.iter().zip(&alone).enumerate() {
+            assert!(
+                *together == alone[..together.len()],
+                "{name}: output {which} of a batch of {n} is not each window's alone"
+            );
+        }
+    }
+}
+
 #[test]
 fn every_variant_round_trips_through_tract() {
     let config = small_config();
@@ -49,6 +90,7 @@ fn every_variant_round_trips_through_tract() {
         assert!(trained.meta.id.starts_with(variant.name()));
         assert!(trained.meta.threshold > 0.0, "{}", variant.name());
         let loaded = LoadedModel::from_bytes(&trained.onnx, "m.onnx".as_ref()).unwrap();
+        assert_batch_independent(&loaded, &set.data, set.features, variant.name());
         let out = loaded.runtime.run(&vec![0.0; 2 * set.features], 2).unwrap();
         assert_eq!(
             out.latent.len(),
@@ -259,6 +301,7 @@ fn every_variant_trains_on(input: accelwatch::model::config::ModelInput, rows: u
             assert!(ops.iter().any(|o| o == op), "{name}: no {op} in {ops:?}");
         }
         let loaded = LoadedModel::from_bytes(&trained.onnx, "m.onnx".as_ref()).unwrap();
+        assert_batch_independent(&loaded, &set.data, set.features, &name);
         let out = loaded.runtime.run(&sample[..2 * set.features], 2).unwrap();
         assert_eq!(out.reconstruction.len(), 2 * rows * 3, "{name}");
         assert_eq!(
