@@ -69,6 +69,26 @@ fn decoding(c: &mut Criterion) {
             rows.join(", ")
         )
     };
+    // A binary int16 batch of 100 samples, as the end-to-end binary run sends.
+    let mut binary = BinaryHeader {
+        value_type: BinaryType::I16,
+        channels: 3,
+        samples: 100,
+        t0_ms: 1_764_720_000_000.0,
+        interval_ms: 20.0,
+    }
+    .to_bytes()
+    .to_vec();
+    for i in 0..300 {
+        binary.extend_from_slice(&(((i as f32 * 0.37).sin() * 4096.0) as i16).to_le_bytes());
+    }
+    group.bench_function("binary_int16_100", |b| {
+        b.iter(|| {
+            decoder
+                .decode(Format::Binary, black_box(&binary), &mut out)
+                .unwrap()
+        })
+    });
     for (name, batch) in [
         ("json_batch_50_6_decimals", rows(|v| format!("{v:.6}"))),
         ("json_batch_50_17_digits", rows(|v| format!("{v:?}"))),

@@ -376,10 +376,9 @@ impl Decoder {
                 // One `extend` of a counted iterator: no capacity check per
                 // value, so the loop can vectorise.
                 let scale = self.i16_scale;
-                out.values.extend(
-                    body.chunks_exact(2)
-                        .map(|v| i16::from_le_bytes([v[0], v[1]]) as f32 * scale),
-                );
+                let (pairs, _) = body.as_chunks::<2>();
+                out.values
+                    .extend(pairs.iter().map(|v| i16::from_le_bytes(*v) as f32 * scale));
             }
             BinaryType::F32 => {
                 for (i, v) in body.chunks_exact(4).enumerate() {
@@ -393,8 +392,12 @@ impl Decoder {
                 }
             }
         }
-        out.t_ms
-            .extend((0..count).map(|i| t0.map(|(t0, dt)| t0 + dt * i as f64)));
+        match t0 {
+            Some((t0, dt)) => out
+                .t_ms
+                .extend((0..count).map(|i| Some(t0 + dt * i as f64))),
+            None => out.t_ms.extend(std::iter::repeat_n(None, count)),
+        }
         Ok(())
     }
 
