@@ -233,9 +233,7 @@ impl FusedSpectrum {
     /// float rounding, on probe windows (varied, constant, and zero).
     fn agrees_with(&self, model: &TypedModel, rows: OutletId) -> TractResult<bool> {
         let (width_in, width_out) = self.widths();
-        // The batch the backend fixed, or a few windows when it is symbolic.
-        let input_fact = model.outlet_fact(model.input_outlets()?[0])?;
-        let probes = input_fact.shape[0].to_usize().unwrap_or(4).max(3);
+        let probes = 4;
         let mut input = vec![0f32; probes * width_in];
         for (i, v) in input[..2 * width_in].iter_mut().enumerate() {
             // Deterministic values of a few units, as normalised windows have.
@@ -410,17 +408,6 @@ mod tests {
     /// The exported front end up to its standardised features, as tract
     /// types it; the standardisation is an arbitrary one.
     fn typed_front_end(front_end: &FrontEnd, window: usize, channels: usize) -> TypedModel {
-        typed_front_end_of_batch(front_end, window, channels, None)
-    }
-
-    /// As `typed_front_end`, with the batch fixed (the backend's) or
-    /// symbolic.
-    fn typed_front_end_of_batch(
-        front_end: &FrontEnd,
-        window: usize,
-        channels: usize,
-        batch: Option<usize>,
-    ) -> TypedModel {
         let spectrum = Spectrum::new(front_end, window, channels);
         let rows = spectrum.features();
         let standardisation = Normalization {
@@ -431,11 +418,14 @@ mod tests {
         let features = spectrum.export(&mut graph, WINDOW_INPUT, &standardisation);
         let proto = graph.part_model((WINDOW_INPUT, window * channels), &[(&features, rows)]);
         let mut model = tract_onnx::onnx().model_for_proto_model(&proto).unwrap();
-        let batch = batch.map_or_else(|| model.symbols.sym("N").to_dim(), |n| n.to_dim());
+        let batch = model.symbols.sym("N");
         model
             .set_input_fact(
                 0,
-                InferenceFact::dt_shape(f32::datum_type(), [batch, (window * channels).to_dim()]),
+                InferenceFact::dt_shape(
+                    f32::datum_type(),
+                    [batch.to_dim(), (window * channels).to_dim()],
+                ),
             )
             .unwrap();
         model.into_typed().unwrap()
@@ -494,29 +484,6 @@ mod tests {
                     );
                 }
             }
-        }
-    }
-
-    /// The tract backend fixes the batch to its plan's: the swap is still
-    /// taken, and answers as the nodes do.
-    #[test]
-    fn the_swap_is_taken_with_the_backends_batch() {
-        use crate::model::tract_backend::PLAN_BATCH;
-        let (front_end, window, channels) = (front_end(8, true), 128, 3);
-        let graph = typed_front_end_of_batch(&front_end, window, channels, Some(PLAN_BATCH));
-        let mut swapped = graph.clone();
-        assert!(FusedSpectrum::swap_into(&mut swapped, &front_end, window, channels).unwrap());
-        let input = windows(PLAN_BATCH, window * channels, 3);
-        let (want, got) = (
-            run(graph, &input, PLAN_BATCH),
-            run(swapped, &input, PLAN_BATCH),
-        );
-        assert_eq!(want.len(), got.len());
-        for (w, g) in want.iter().zip(&got) {
-            assert!(
-                (w - g).abs() <= 1e-4 * (1.0 + w.abs()),
-                "graph {w}, fused {g}"
-            );
         }
     }
 

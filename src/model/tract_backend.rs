@@ -1,8 +1,10 @@
 //! Inference with tract: the graph is loaded once, its input fact fixed to
-//! `[PLAN_BATCH, T·C]` or `[PLAN_BATCH, T, C]`, optimised, and the runnable
-//! plan shared behind an `Arc` by every caller.
+//! `[N, T·C]` or `[N, T, C]` with a symbolic batch (fixed to [`PLAN_BATCH`]
+//! for a small graph), optimised, and the runnable plan shared behind an
+//! `Arc` by every caller.
 
 use crate::model::inference::BackendError;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use tract_onnx::pb;
@@ -14,18 +16,27 @@ use super::meta::ModelMetadata;
 use super::select_k::SelectK;
 use super::signature::Signature;
 
-/// The batch tract's plan is made for. Every run is in chunks of this many
-/// windows, the last one padded with zeros, so that a window's outputs are
-/// the same bits whatever was queued with it: plans for other batch sizes
-/// pick other matrix kernels, which round differently. With the batch
-/// known, tract picks kernels for it: the demo model scores 16 windows in
-/// 6.4 µs, where a plan for any batch took 11.5 µs (`cargo bench --bench
-/// pipeline -- tract_basic_3ch`, docs/measured.md).
+/// The batch a small graph's plan is made for; see [`SMALL_GRAPH_FMAS`].
 pub const PLAN_BATCH: usize = 16;
+
+/// Graphs of at most this many multiply-adds a window get a plan made for
+/// a batch of [`PLAN_BATCH`]: every run is in chunks of that many windows,
+/// the last one padded with zeros. With the batch known, tract picks
+/// kernels made for it: the demo model (12 288 a window) scores 32 windows
+/// in 12.4 µs, where the plan for any batch took 19.6 µs. A larger graph
+/// keeps the plan for any batch: there the kernels gain 3-16 % at full
+/// batches, and a lone window padded to 16 costs 4 to 9 times as much
+/// (`cargo bench --bench backends`, docs/measured.md). One plan either
+/// way, so a window's outputs are the same bits whatever was queued with
+/// it: plans for other batch sizes pick other kernels, which round
+/// differently.
+pub const SMALL_GRAPH_FMAS: u64 = 32 * 1024;
 
 #[derive(Clone)]
 pub struct TractModel {
     plan: Arc<TypedRunnableModel>,
+    /// Windows a run takes: [`PLAN_BATCH`] for a small graph, else any.
+    chunk: Option<usize>,
     /// Run states kept between calls: a fresh one per call set up every
     /// node's state and the constants' slots, most of a small batch's time.
     /// One per caller running at once; a caller takes one and puts it back.
@@ -53,8 +64,9 @@ impl TractModel {
         let mut model = tract_onnx::onnx()
             .model_for_proto_model(proto)
             .map_err(|e| format!("tract cannot read the graph: {e:#}"))?;
+        let batch = model.symbols.sym("N");
         let input_shape = signature.input_shape.clone();
-        let dims: Vec<TDim> = std::iter::once(PLAN_BATCH.to_dim())
+        let dims: Vec<TDim> = std::iter::once(batch.to_dim())
             .chain(input_shape.iter().map(|d| d.to_dim()))
             .collect();
         let inputs = model.input_outlets().map_err(|e| e.to_string())?.to_vec();
@@ -94,6 +106,7 @@ impl TractModel {
             .select_output_outlets(&selected)
             .map_err(|e| e.to_string())?;
         let front_end = meta.front_end.as_ref();
+        let mut chunk = None;
         let plan = model
             .into_typed()
             .and_then(|mut m| {
@@ -106,17 +119,22 @@ impl TractModel {
                     )?;
                     tracing::debug!(fused, "the front end's rows on tract");
                 }
+                let fmas = fmas_per_window(&m, &batch);
+                tracing::debug!(?fmas, "multiply-adds a window");
+                if fmas.is_some_and(|fmas| fmas <= SMALL_GRAPH_FMAS) {
+                    chunk = Some(PLAN_BATCH);
+                    m = m.set_symbols(&HashMap::from([(batch.clone(), PLAN_BATCH.to_dim())]))?;
+                }
                 m.into_optimized()
             })
             .and_then(|mut m| {
                 SelectK::swap_into(&mut m)?;
                 m.into_runnable()
             })
-            .map_err(|e| {
-                format!("the graph does not fit input [{PLAN_BATCH}, {input_shape:?}]: {e:#}")
-            })?;
+            .map_err(|e| format!("the graph does not fit input [N, {input_shape:?}]: {e:#}"))?;
         Ok(Self {
             plan,
+            chunk,
             states: Arc::default(),
             input_shape,
             features: meta.features(),
@@ -134,12 +152,18 @@ impl TractModel {
         self.features
     }
 
+    /// The batch the plan was made for, when the graph is small enough
+    /// ([`SMALL_GRAPH_FMAS`]); `None`: a plan for any batch.
+    pub fn plan_batch(&self) -> Option<usize> {
+        self.chunk
+    }
+
     pub fn latent_dim(&self) -> usize {
         self.latent_dim
     }
 
-    /// Runs `n` windows laid end to end in `input`, in chunks of
-    /// [`PLAN_BATCH`].
+    /// Runs `n` windows laid end to end in `input`: at once, or in chunks
+    /// of [`PLAN_BATCH`] for a small graph.
     pub fn run(&self, input: &[f32], n: usize) -> Result<Inference, BackendError> {
         assert_eq!(input.len(), n * self.features, "input holds {n} windows");
         let mut inference = Inference {
@@ -158,7 +182,7 @@ impl TractModel {
         };
         let mut done = 0;
         while done < n {
-            let windows = (n - done).min(PLAN_BATCH);
+            let windows = self.chunk.map_or(n, |chunk| (n - done).min(chunk));
             let chunk = &input[done * self.features..(done + windows) * self.features];
             self.run_chunk(chunk, windows, &mut inference)?;
             done += windows;
@@ -166,9 +190,9 @@ impl TractModel {
         Ok(inference)
     }
 
-    /// Runs `n <= PLAN_BATCH` windows and appends their outputs.
+    /// Runs `n` windows (at most the chunk) and appends their outputs.
     fn run_chunk(&self, input: &[f32], n: usize, out: &mut Inference) -> Result<(), BackendError> {
-        let size = PLAN_BATCH;
+        let size = self.chunk.unwrap_or(n);
         let mut shape = vec![size];
         shape.extend_from_slice(&self.input_shape);
         let tensor = if size == n {
@@ -240,5 +264,58 @@ impl TractModel {
             take_next(target, self.target_features, "front end")?;
         }
         Ok(())
+    }
+}
+
+/// The graph's multiply-adds for one window, as tract counts them; `None`
+/// when an operator's count cannot be had.
+fn fmas_per_window(model: &TypedModel, batch: &Symbol) -> Option<u64> {
+    let one = SymbolValues::default().with(batch, 1);
+    let mut total = 0u64;
+    for id in model.eval_order().ok()? {
+        let inputs = model.node_input_facts(id).ok()?;
+        for (cost, count) in model.nodes[id].op.cost(&inputs).ok()? {
+            if matches!(cost, tract_onnx::tract_core::ops::Cost::FMA(_)) {
+                total += u64::try_from(count.eval(&one).to_i64().ok()?).ok()?;
+            }
+        }
+    }
+    Some(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::loaded::Runtime;
+    use crate::model::LoadedModel;
+
+    fn tract(path: &str) -> TractModel {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+        match LoadedModel::load(&path).expect("shipped model").runtime {
+            Runtime::Tract(model) => model,
+            #[allow(unreachable_patterns)]
+            _ => panic!("the default backend is tract"),
+        }
+    }
+
+    /// The demo model (384 → 16 → 384) is small: its plan is made for
+    /// batches of 16, and a batch of any size still gives every window.
+    #[test]
+    fn the_demo_model_runs_in_chunks_of_the_plans_batch() {
+        let model = tract("models/demo.onnx");
+        assert_eq!(model.plan_batch(), Some(PLAN_BATCH));
+        let features = model.features();
+        for n in [
+            1,
+            PLAN_BATCH - 1,
+            PLAN_BATCH,
+            PLAN_BATCH + 1,
+            3 * PLAN_BATCH + 5,
+        ] {
+            let input: Vec<f32> = (0..n * features).map(|i| (i as f32 * 0.01).sin()).collect();
+            let out = model.run(&input, n).unwrap();
+            assert_eq!(out.reconstruction.len(), n * features, "batch of {n}");
+            assert_eq!(out.latent.len(), n * model.latent_dim(), "batch of {n}");
+        }
     }
 }
