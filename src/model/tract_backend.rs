@@ -35,8 +35,9 @@ pub const SMALL_GRAPH_FMAS: u64 = 32 * 1024;
 #[derive(Clone)]
 pub struct TractModel {
     plan: Arc<TypedRunnableModel>,
-    /// Windows a run takes: [`PLAN_BATCH`] for a small graph, else any.
-    chunk: Option<usize>,
+    /// The batch the plan was made for ([`PLAN_BATCH`], a small graph's):
+    /// runs go in chunks of it. `None`: a plan for any batch.
+    plan_batch: Option<usize>,
     /// Run states kept between calls: a fresh one per call set up every
     /// node's state and the constants' slots, most of a small batch's time.
     /// One per caller running at once; a caller takes one and puts it back.
@@ -106,7 +107,7 @@ impl TractModel {
             .select_output_outlets(&selected)
             .map_err(|e| e.to_string())?;
         let front_end = meta.front_end.as_ref();
-        let mut chunk = None;
+        let mut plan_batch = None;
         let plan = model
             .into_typed()
             .and_then(|mut m| {
@@ -122,7 +123,7 @@ impl TractModel {
                 let fmas = fmas_per_window(&m, &batch);
                 tracing::debug!(?fmas, "multiply-adds a window");
                 if fmas.is_some_and(|fmas| fmas <= SMALL_GRAPH_FMAS) {
-                    chunk = Some(PLAN_BATCH);
+                    plan_batch = Some(PLAN_BATCH);
                     m = m.set_symbols(&HashMap::from([(batch.clone(), PLAN_BATCH.to_dim())]))?;
                 }
                 m.into_optimized()
@@ -134,7 +135,7 @@ impl TractModel {
             .map_err(|e| format!("the graph does not fit input [N, {input_shape:?}]: {e:#}"))?;
         Ok(Self {
             plan,
-            chunk,
+            plan_batch,
             states: Arc::default(),
             input_shape,
             features: meta.features(),
@@ -155,7 +156,7 @@ impl TractModel {
     /// The batch the plan was made for, when the graph is small enough
     /// ([`SMALL_GRAPH_FMAS`]); `None`: a plan for any batch.
     pub fn plan_batch(&self) -> Option<usize> {
-        self.chunk
+        self.plan_batch
     }
 
     pub fn latent_dim(&self) -> usize {
@@ -182,7 +183,7 @@ impl TractModel {
         };
         let mut done = 0;
         while done < n {
-            let windows = self.chunk.map_or(n, |chunk| (n - done).min(chunk));
+            let windows = self.plan_batch.map_or(n, |batch| (n - done).min(batch));
             let chunk = &input[done * self.features..(done + windows) * self.features];
             self.run_chunk(chunk, windows, &mut inference)?;
             done += windows;
@@ -190,9 +191,9 @@ impl TractModel {
         Ok(inference)
     }
 
-    /// Runs `n` windows (at most the chunk) and appends their outputs.
+    /// Runs `n` windows (at most the plan's batch) and appends their outputs.
     fn run_chunk(&self, input: &[f32], n: usize, out: &mut Inference) -> Result<(), BackendError> {
-        let size = self.chunk.unwrap_or(n);
+        let size = self.plan_batch.unwrap_or(n);
         let mut shape = vec![size];
         shape.extend_from_slice(&self.input_shape);
         let tensor = if size == n {

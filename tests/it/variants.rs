@@ -31,10 +31,10 @@ fn op_types(onnx: &[u8]) -> Vec<String> {
         .collect()
 }
 
-/// Every output of each window, run in batches of every size up to two
-/// chunks of tract's largest plan (full, and padded to a power of two), is
-/// bit for bit its output run alone: a window's score does not depend on
-/// what else was queued with it.
+/// Every output of each window, run in batches of sizes up to two chunks
+/// of a small graph's plan batch and more (whole chunks, and a last one
+/// padded with zeros), is bit for bit its output run alone: a window's
+/// score does not depend on what else was queued with it.
 fn assert_batch_independent(loaded: &LoadedModel, windows: &[f32], features: usize, name: &str) {
     use accelwatch::model::inference::Inference;
     use accelwatch::model::tract_backend::PLAN_BATCH;
