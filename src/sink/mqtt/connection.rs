@@ -19,6 +19,12 @@ use crate::telemetry::Metrics;
 
 const ROLE: &str = "output";
 
+/// How long acknowledgements may move the spool's `acked` mark before it
+/// is written: in an alert storm a write every 10 ms rather than one each
+/// PUBACK; after a crash at most this much of what the broker had is
+/// published again.
+const MARK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// What the sink and the connection task share.
 pub struct Shared {
     pub outbox: Mutex<Outbox>,
@@ -74,7 +80,10 @@ impl Connection {
             status_topic,
             goodbye,
             said_goodbye: false,
+            mark_due: None,
         };
+        let mark_timer = tokio::time::sleep(MARK_INTERVAL);
+        tokio::pin!(mark_timer);
         let mut connected = false;
         let mut logged_failure = false;
         loop {
@@ -82,9 +91,15 @@ impl Connection {
                 let poll = events.poll();
                 tokio::pin!(poll);
                 loop {
+                    if let Some(due) = link.mark_due {
+                        if mark_timer.deadline() != due {
+                            mark_timer.as_mut().reset(due);
+                        }
+                    }
                     tokio::select! {
                         event = &mut poll => break event,
                         () = link.shared.wake.notified(), if connected => link.hand(),
+                        () = &mut mark_timer, if link.mark_due.is_some() => link.write_mark(),
                     }
                 }
             };
@@ -144,6 +159,8 @@ struct Link {
     status_topic: String,
     goodbye: Vec<u8>,
     said_goodbye: bool,
+    /// When the spool's owed `acked` mark is to be written.
+    mark_due: Option<tokio::time::Instant>,
 }
 
 impl Link {
@@ -187,7 +204,7 @@ impl Link {
         }
     }
 
-    fn delivered(&self, delivered: Option<Delivered>) {
+    fn delivered(&mut self, delivered: Option<Delivered>) {
         let Some(delivered) = delivered else {
             return;
         };
@@ -200,6 +217,18 @@ impl Link {
             }
             self.metrics.mqtt_spool("acked", 1);
             self.metrics.mqtt_spool_bytes(spool.bytes());
+            if spool.mark_owed() && self.mark_due.is_none() {
+                self.mark_due = Some(tokio::time::Instant::now() + MARK_INTERVAL);
+            }
+        }
+    }
+
+    fn write_mark(&mut self) {
+        self.mark_due = None;
+        if let Some(mut spool) = self.shared.spool() {
+            if let Err(error) = spool.write_owed_mark() {
+                tracing::error!(%error, "MQTT output spool: cannot write the acknowledged mark");
+            }
         }
     }
 

@@ -73,6 +73,12 @@ pub struct Spool {
     bytes: u64,
     /// Records were written to `active` since its last sync.
     unsynced: bool,
+    /// The records of the batch being written, not yet in `active`: they
+    /// go to the file in one write when their sync is taken, where a write
+    /// each was a system call an alert in a storm.
+    staged: Vec<u8>,
+    /// `acked` has moved past what the file says.
+    mark_owed: bool,
     /// `acked`, open for rewriting in place.
     acked_file: Option<File>,
 }
@@ -101,22 +107,31 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
 }
 
 pub fn encode(id: u64, message: &Message) -> Vec<u8> {
+    let mut record = Vec::new();
+    encode_into(id, message, &mut record);
+    record
+}
+
+/// Appends alert `id`'s record to `out`.
+fn encode_into(id: u64, message: &Message, out: &mut Vec<u8>) {
     let topic = message.topic.as_bytes();
     let topic_len = u16::try_from(topic.len()).unwrap_or(u16::MAX);
     let topic = &topic[..usize::from(topic_len)];
-    let mut body = Vec::with_capacity(BODY_FIXED + topic.len() + message.payload.len());
-    body.extend_from_slice(&id.to_le_bytes());
-    body.push(message.qos);
-    body.push(u8::from(message.retain));
-    body.extend_from_slice(&topic_len.to_le_bytes());
-    body.extend_from_slice(topic);
-    body.extend_from_slice(&message.payload);
-    let mut record = Vec::with_capacity(HEADER + body.len());
+    let start = out.len();
+    out.reserve(HEADER + BODY_FIXED + topic.len() + message.payload.len());
+    // The header's length and checksum are filled in once the body is there.
+    out.extend_from_slice(&[0; HEADER]);
+    out.extend_from_slice(&id.to_le_bytes());
+    out.push(message.qos);
+    out.push(u8::from(message.retain));
+    out.extend_from_slice(&topic_len.to_le_bytes());
+    out.extend_from_slice(topic);
+    out.extend_from_slice(&message.payload);
+    let body = &out[start + HEADER..];
     let len = u32::try_from(body.len()).unwrap_or(u32::MAX);
-    record.extend_from_slice(&len.to_le_bytes());
-    record.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-    record.extend_from_slice(&body);
-    record
+    let crc = crc32fast::hash(body);
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    out[start + 4..start + HEADER].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// The record at `at`, if a whole one with a good checksum starts there and
@@ -206,6 +221,8 @@ impl Spool {
             last_id: acked,
             bytes: 0,
             unsynced: false,
+            staged: Vec::new(),
+            mark_owed: false,
             acked_file: None,
         };
         let mut replay = Recovered::default();
@@ -271,9 +288,11 @@ impl Spool {
     /// `Ok(false)` when the spool is full (the alert is not kept). After an
     /// error this segment takes no more.
     pub fn write(&mut self, id: u64, message: &Message) -> Result<bool, SpoolError> {
-        let record = encode(id, message);
-        let len = record.len() as u64;
+        let staged = self.staged.len();
+        encode_into(id, message, &mut self.staged);
+        let len = (self.staged.len() - staged) as u64;
         if self.bytes + len > self.max_bytes {
+            self.staged.truncate(staged);
             return Ok(false);
         }
         let rotate = self
@@ -283,9 +302,11 @@ impl Spool {
         if self.active.is_none() || rotate {
             // What the segment left behind holds must be on disk before
             // the next one is written: a sync covers one file.
+            let record = self.staged.split_off(staged);
             if let Some(pending) = self.pending_sync()? {
                 pending.sync()?;
             }
+            self.staged = record;
             let path = self.dir.join(format!("{id:020}.spool"));
             let file = OpenOptions::new()
                 .create_new(true)
@@ -304,17 +325,7 @@ impl Spool {
             self.active = Some(file);
         }
         let segment = self.segments.back_mut().expect("an active segment");
-        let file = self.active.as_mut().expect("an active segment");
         self.unsynced = true;
-        if let Err(cause) = file.write_all(&record) {
-            // What part of the record reached the disk is cut off as a torn
-            // tail on the next start; this segment takes no more.
-            self.active = None;
-            return Err(SpoolError {
-                path: segment.path.clone(),
-                cause,
-            });
-        }
         segment.bytes += len;
         segment.last = id;
         self.bytes += len;
@@ -331,6 +342,7 @@ impl Spool {
         if !std::mem::take(&mut self.unsynced) {
             return Ok(None);
         }
+        self.write_staged()?;
         let (Some(file), Some(segment)) = (&self.active, self.segments.back()) else {
             return Ok(None);
         };
@@ -344,11 +356,34 @@ impl Spool {
         }
     }
 
+    /// Writes the staged records to the active segment, in one write.
+    fn write_staged(&mut self) -> Result<(), SpoolError> {
+        if self.staged.is_empty() {
+            return Ok(());
+        }
+        let (Some(file), Some(segment)) = (self.active.as_mut(), self.segments.back()) else {
+            self.staged.clear();
+            return Ok(());
+        };
+        let written = file.write_all(&self.staged);
+        self.staged.clear();
+        written.map_err(|cause| {
+            // What part reached the disk is cut off as a torn tail on the
+            // next start; this segment takes no more.
+            self.active = None;
+            SpoolError {
+                path: segment.path.clone(),
+                cause,
+            }
+        })
+    }
+
     /// Alerts written but not made durable (their sync failed): they are
     /// no longer waited for, and the segment takes no more. What of them
     /// reached the disk is replayed after a restart, as a duplicate at worst.
     pub fn forget(&mut self, ids: &[u64]) {
         self.active = None;
+        self.staged.clear();
         for id in ids {
             self.unacked.remove(id);
         }
@@ -382,7 +417,11 @@ impl Spool {
     }
 
     /// The broker acknowledged alert `id`: segments with nothing left to
-    /// deliver are deleted.
+    /// deliver are deleted. The `acked` mark is written at once when a
+    /// segment goes (so the mark never falls behind a deleted segment's
+    /// ids, which a restart would take its ids from); otherwise it is owed
+    /// ([`Spool::write_owed_mark`]), where a write each PUBACK was a
+    /// system call an alert in a storm.
     pub fn ack(&mut self, id: u64) -> Result<(), SpoolError> {
         if !self.unacked.remove(&id) {
             return Ok(());
@@ -395,7 +434,14 @@ impl Spool {
             return Ok(());
         }
         self.acked = below;
-        self.mark_acked(below)?;
+        self.mark_owed = true;
+        if self
+            .segments
+            .front()
+            .is_some_and(|segment| segment.last <= self.acked)
+        {
+            self.write_owed_mark()?;
+        }
         while let Some(segment) = self.segments.front() {
             if segment.last > self.acked {
                 break;
@@ -408,6 +454,33 @@ impl Spool {
             self.bytes -= segment.bytes;
         }
         Ok(())
+    }
+
+    /// Acknowledgements have moved the mark since it was written.
+    pub fn mark_owed(&self) -> bool {
+        self.mark_owed
+    }
+
+    /// Writes the `acked` mark if acknowledgements have moved it. Not
+    /// fsynced (see `mark_acked`): a mark that lags behind after a crash
+    /// only publishes again alerts the broker had.
+    pub fn write_owed_mark(&mut self) -> Result<(), SpoolError> {
+        if !self.mark_owed {
+            return Ok(());
+        }
+        self.mark_acked(self.acked)?;
+        self.mark_owed = false;
+        Ok(())
+    }
+}
+
+impl Drop for Spool {
+    /// What a clean stop leaves is what a restart replays: the batch's
+    /// records in the file, the mark up to date.
+    fn drop(&mut self) {
+        if let Err(error) = self.write_staged().and_then(|()| self.write_owed_mark()) {
+            tracing::error!(%error, "MQTT output spool: not all written on closing");
+        }
     }
 }
 
@@ -487,10 +560,13 @@ mod tests {
         assert_eq!(replay.last_id, 7);
         let inode = || std::fs::metadata(dir.path().join(ACKED)).unwrap().ino();
         let before = inode();
+        let segment_len = || std::fs::metadata(segment_of(dir.path())).map_or(0, |m| m.len());
         for id in 8..=30 {
             assert!(spool.write(id, &message(id)).unwrap());
         }
+        assert_eq!(segment_len(), 0, "the batch waits for its sync");
         sync_owed(&mut spool);
+        assert_eq!(segment_len(), spool.bytes(), "then goes in one write");
         assert!(
             spool.pending_sync().unwrap().is_none(),
             "nothing owed after it"
@@ -498,6 +574,11 @@ mod tests {
         for id in 8..=20 {
             spool.ack(id).unwrap();
         }
+        let mark = || std::fs::read_to_string(dir.path().join(ACKED)).unwrap();
+        assert_eq!(mark(), "7\n", "owed, not written at each acknowledgement");
+        assert!(spool.mark_owed());
+        spool.write_owed_mark().unwrap();
+        assert!(!spool.mark_owed());
         assert_eq!(inode(), before, "rewritten, not replaced");
         assert_eq!(
             std::fs::read_to_string(dir.path().join(ACKED)).unwrap(),
@@ -506,6 +587,44 @@ mod tests {
         drop(spool);
         let (_, replay) = Spool::open(dir.path(), MIN_BYTES * 8).unwrap();
         assert_eq!(ids(&replay), (21..=30).collect::<Vec<_>>());
+    }
+
+    /// A mark that lags behind the ids of a deleted segment would let a
+    /// restart take its ids from below ids already used: it is written as
+    /// the segment goes. A clean stop writes what is owed.
+    #[test]
+    fn the_mark_is_written_with_a_segments_deletion_and_on_closing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mark = || std::fs::read_to_string(dir.path().join(ACKED)).unwrap_or_default();
+        let (mut spool, _) = Spool::open(dir.path(), MIN_BYTES * 8).unwrap();
+        for id in 1..=3 {
+            assert!(spool.write(id, &message(id)).unwrap());
+        }
+        sync_owed(&mut spool);
+        spool.ack(1).unwrap();
+        assert_eq!(mark(), "", "owed");
+        spool.ack(2).unwrap();
+        spool.ack(3).unwrap();
+        assert_eq!(
+            mark(),
+            "00000000000000000003\n",
+            "written as its segment went"
+        );
+        assert!(!spool.mark_owed());
+        assert!(spool.write(4, &message(4)).unwrap());
+        assert!(spool.write(5, &message(5)).unwrap());
+        sync_owed(&mut spool);
+        assert!(spool.write(6, &message(6)).unwrap());
+        spool.ack(4).unwrap();
+        drop(spool);
+        assert_eq!(mark(), "00000000000000000004\n");
+        let (_, replay) = Spool::open(dir.path(), MIN_BYTES * 8).unwrap();
+        assert_eq!(
+            ids(&replay),
+            [5, 6],
+            "the staged record was written on closing"
+        );
+        assert_eq!(replay.last_id, 6);
     }
 
     #[test]
