@@ -64,6 +64,11 @@ RUNS = {
     # first waiting at most 50 ms: a thirtieth of the broker's packets.
     "binary-100-8m-grouped": ("accelwatch", ["--format", "binary", "--devices", "100", "--batch", "100", "--rate", "80000"],
                               "[output.mqtt]\nfeatures_lines_per_message = 32\nfeatures_linger_ms = 50\n"),
+    # Flat out with the lines grouped as above: the single-threaded broker
+    # is the limit of the flat-out runs, and the lines are most of its
+    # packets.
+    "binary-100-grouped": ("accelwatch", ["--format", "binary", "--devices", "100", "--batch", "100", "--rate", "0"],
+                           "[output.mqtt]\nfeatures_lines_per_message = 32\nfeatures_linger_ms = 50\n"),
     "json-1000-50hz": ("accelwatch", ["--format", "json", "--devices", "1000", "--batch", "10", "--rate", "50"], ""),
     # More devices than window.max_devices' default (1024) keeps: raised,
     # or the windower would evict a device per message.
@@ -92,6 +97,7 @@ LABELS = {
     "binary-100-8m-2": "accelwatch, the same at 8 M samples/s, feature lines over 2 connections",
     "binary-100-8m-4": "accelwatch, the same at 8 M samples/s, feature lines over 4 connections",
     "binary-100-8m-grouped": "accelwatch, the same at 8 M samples/s, up to 32 lines of a device a message",
+    "binary-100-grouped": "accelwatch, binary int16 batches of 100, 100 devices flat out, up to 32 lines of a device a message",
     "json-1000-50hz": "accelwatch, JSON batches of 10, 1 000 devices at 50 Hz",
     "json-10000-50hz": "accelwatch, JSON batches of 10, 10 000 devices at 50 Hz",
     "json-100000-1hz": "accelwatch, JSON batches of 50 once a second, 100 000 devices at 50 Hz",
