@@ -475,7 +475,10 @@ def main():
                      if s in r["stages"] else "-" for s in STAGES]
             print(f"| {LABELS[name]} | " + " | ".join(cells) + " |")
     notes = [f"{n}: {r['decode_errors']:.0f} decode errors" for n, r in results.items() if r["decode_errors"]]
+    # A line dropped is a line not written: runs compare fairly at like
+    # shares only.
     notes += [f"{n}: {r['publish_dropped']:.0f} MQTT publications dropped (output queue full)"
+              + (f", {100 * r['publish_dropped'] / r['windows']:.0f} % of the windows' lines" if r.get("windows") else "")
               for n, r in results.items() if r["publish_dropped"]]
     notes += [f"{n}: {r['alerts']:.0f} alerts raised or cleared ({r['alerts'] / r['seconds']:.0f} a second)"
               for n, r in results.items() if r.get("alerts")]
@@ -487,6 +490,9 @@ def main():
             a, p = results[ours], results[python]
             notes.append(f"accelwatch / Python on {what}: {rate(a) / rate(p):.1f}× the throughput, "
                          f"{cost(p) / cost(a):.1f}× the CPU efficiency")
+    if "json-100" in results and "binary-100" in results:
+        notes.append(f"accelwatch, binary against JSON with 6 decimals: "
+                     f"{cost(results['binary-100']) / cost(results['json-100']):.2f}× the CPU per sample")
     if "json-100" in results and "json-100-17digits" in results:
         notes.append(f"accelwatch, 17-digit numbers against 6 decimals: "
                      f"{cost(results['json-100-17digits']) / cost(results['json-100']):.2f}× the CPU per sample")
