@@ -134,6 +134,11 @@ impl Connection {
                     if connected {
                         link.lost();
                     }
+                    // The back-off does not wait for the mark's timer: what
+                    // was acknowledged before the outage is marked now.
+                    if link.mark_due.is_some() {
+                        link.write_mark();
+                    }
                     connected = false;
                     logged_failure = true;
                     link.metrics.mqtt_connected(ROLE, false);
