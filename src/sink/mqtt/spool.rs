@@ -112,13 +112,23 @@ pub fn encode(id: u64, message: &Message) -> Vec<u8> {
     record
 }
 
+/// A record's topic: cut at what its `u16` length can say.
+fn record_topic(message: &Message) -> &[u8] {
+    let topic = message.topic.as_bytes();
+    &topic[..topic.len().min(usize::from(u16::MAX))]
+}
+
+/// The bytes `message`'s record takes.
+fn record_len(message: &Message) -> usize {
+    HEADER + BODY_FIXED + record_topic(message).len() + message.payload.len()
+}
+
 /// Appends alert `id`'s record to `out`.
 fn encode_into(id: u64, message: &Message, out: &mut Vec<u8>) {
-    let topic = message.topic.as_bytes();
-    let topic_len = u16::try_from(topic.len()).unwrap_or(u16::MAX);
-    let topic = &topic[..usize::from(topic_len)];
+    let topic = record_topic(message);
+    let topic_len = topic.len() as u16;
     let start = out.len();
-    out.reserve(HEADER + BODY_FIXED + topic.len() + message.payload.len());
+    out.reserve(record_len(message));
     // The header's length and checksum are filled in once the body is there.
     out.extend_from_slice(&[0; HEADER]);
     out.extend_from_slice(&id.to_le_bytes());
@@ -288,11 +298,8 @@ impl Spool {
     /// `Ok(false)` when the spool is full (the alert is not kept). After an
     /// error this segment takes no more.
     pub fn write(&mut self, id: u64, message: &Message) -> Result<bool, SpoolError> {
-        let staged = self.staged.len();
-        encode_into(id, message, &mut self.staged);
-        let len = (self.staged.len() - staged) as u64;
+        let len = record_len(message) as u64;
         if self.bytes + len > self.max_bytes {
-            self.staged.truncate(staged);
             return Ok(false);
         }
         let rotate = self
@@ -302,11 +309,9 @@ impl Spool {
         if self.active.is_none() || rotate {
             // What the segment left behind holds must be on disk before
             // the next one is written: a sync covers one file.
-            let record = self.staged.split_off(staged);
             if let Some(pending) = self.pending_sync()? {
                 pending.sync()?;
             }
-            self.staged = record;
             let path = self.dir.join(format!("{id:020}.spool"));
             let file = OpenOptions::new()
                 .create_new(true)
@@ -324,6 +329,7 @@ impl Spool {
             });
             self.active = Some(file);
         }
+        encode_into(id, message, &mut self.staged);
         let segment = self.segments.back_mut().expect("an active segment");
         self.unsynced = true;
         segment.bytes += len;
@@ -362,6 +368,8 @@ impl Spool {
             return Ok(());
         }
         let (Some(file), Some(segment)) = (self.active.as_mut(), self.segments.back()) else {
+            // No segment takes them only after a failed write or sync,
+            // whose records are no longer waited for.
             self.staged.clear();
             return Ok(());
         };
