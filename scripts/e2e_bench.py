@@ -18,7 +18,9 @@ machine):
   (Python: exact), max as the bound of the highest bucket reached;
 - peak RSS: VmHWM of /proc/<pid>/status at the end.
 
-Prints one markdown table. `--only json-100,python-json-100` picks runs.
+Prints one markdown table. `--only json-100,python-json-100` picks runs;
+`--repeat N` runs them N times in turn and prints each round's table, each
+ratio of the issue's targets round by round, and their medians.
 """
 
 import argparse
@@ -425,41 +427,112 @@ def main():
     ap.add_argument("--no-alerts", action="store_true",
                     help="the detector's threshold out of reach ([detector] threshold = 1e30), so a run "
                          "measures the feature path without the alert storms the generator's jumps raise")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="rounds of the runs, each run once a round, in turn; the ratios of every "
+                         "round and their medians are printed")
     ap.add_argument("--backend", choices=["tract", "ort"], default="tract",
                     help="the daemon's model.backend (ort needs ORT_DYLIB_PATH)")
     opts = ap.parse_args()
     global BACKEND
     BACKEND = opts.backend
+    if opts.repeat < 1:
+        raise SystemExit("--repeat takes 1 or more rounds")
     names = [n for n in opts.only.split(",") if n]
     for n in names:
         if n not in RUNS:
             raise SystemExit(f"no run {n!r}; the runs are {', '.join(RUNS)}")
-    results = {}
-    for name in names:
-        consumer, args, extra = RUNS[name]
-        if opts.no_alerts:
-            extra += "\n[detector]\nthreshold = 1e30\n"
-        with tempfile.TemporaryDirectory(prefix="e2e-bench-") as work:
-            broker, port = start_broker(work)
-            try:
-                run = {"accelwatch": run_accelwatch, "python": run_python, "count": run_count}[consumer]
-                results[name] = r = run(work, port, args, opts.duration, extra)
-            finally:
-                broker.terminate()
-                broker.wait(timeout=10)
-        print(f"{name}: {json.dumps(r)}", file=sys.stderr)
+    rounds = []
+    for round_no in range(opts.repeat):
+        results = {}
+        for name in names:
+            consumer, args, extra = RUNS[name]
+            if opts.no_alerts:
+                extra += "\n[detector]\nthreshold = 1e30\n"
+            with tempfile.TemporaryDirectory(prefix="e2e-bench-") as work:
+                broker, port = start_broker(work)
+                try:
+                    run = {"accelwatch": run_accelwatch, "python": run_python, "count": run_count}[consumer]
+                    results[name] = r = run(work, port, args, opts.duration, extra)
+                finally:
+                    broker.terminate()
+                    broker.wait(timeout=10)
+            print(f"{name} (round {round_no + 1}): {json.dumps(r)}", file=sys.stderr)
+        rounds.append(results)
 
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores "
           f"({platform.processor() or platform.machine()}), {opts.duration:g} s of load per run; "
-          "generator, broker and consumer share the cores.\n")
+          "generator, broker and consumer share the cores."
+          + (f" {opts.repeat} rounds, each run once a round, in turn." if opts.repeat > 1 else "") + "\n")
+    for round_no, results in enumerate(rounds):
+        if opts.repeat > 1:
+            print(f"**Round {round_no + 1}**\n")
+        print_round(results)
+        print()
+    if opts.repeat > 1:
+        print_ratio_medians(rounds)
+
+
+def rate(r):
+    return r["processed"] / max(r["seconds"], 1e-9)
+
+
+def cost(r):
+    return r["cpu"] / max(r["processed"], 1)
+
+
+# The ratios issue 30's targets are stated in: what each is, and how it is
+# had from one round's results (a KeyError when a run of it is missing).
+RATIOS = [
+    ("accelwatch / Python on JSON: the throughput",
+     lambda rs: rate(rs["json-100"]) / rate(rs["python-json-100"])),
+    ("accelwatch / Python on JSON: the CPU efficiency",
+     lambda rs: cost(rs["python-json-100"]) / cost(rs["json-100"])),
+    ("accelwatch / Python on JSON with 17-digit numbers: the throughput",
+     lambda rs: rate(rs["json-100-17digits"]) / rate(rs["python-json-100-17digits"])),
+    ("accelwatch / Python on JSON with 17-digit numbers: the CPU efficiency",
+     lambda rs: cost(rs["python-json-100-17digits"]) / cost(rs["json-100-17digits"])),
+    ("accelwatch, binary against JSON with 6 decimals: the CPU per sample",
+     lambda rs: cost(rs["binary-100"]) / cost(rs["json-100"])),
+    ("accelwatch, 17-digit numbers against 6 decimals: the CPU per sample",
+     lambda rs: cost(rs["json-100-17digits"]) / cost(rs["json-100"])),
+]
+
+
+def ratio_of(ratio, results):
+    try:
+        return ratio(results)
+    except KeyError:
+        return None
+
+
+def print_ratio_medians(rounds):
+    """Each ratio of every round, and their median: the machine's speed
+    drifts within minutes, and a ratio within one round (its two runs a
+    few seconds apart) is what is compared."""
+    lines = []
+    for what, ratio in RATIOS:
+        values = [ratio_of(ratio, results) for results in rounds]
+        values = [v for v in values if v is not None]
+        if not values:
+            continue
+        ordered = sorted(values)
+        mid = len(ordered) // 2
+        median = ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+        lines.append(f"- {what}: median {median:.2f}× over {len(values)} rounds "
+                     f"(round by round: {', '.join(f'{v:.2f}×' for v in values)}; {ordered[0]:.2f}× to {ordered[-1]:.2f}×)")
+    if lines:
+        print("Ratios over the rounds\n")
+        print("\n".join(lines))
+
+
+def print_round(results):
     print("| run | offered samples/s | processed samples/s | share | windows | CPU per 1000 samples "
           "| latency p50 | p99 | max | peak RSS |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
         offered = r["sent"]["samples_per_s"]
-        rate = r["processed"] / max(r["seconds"], 1e-9)
-        per_k = r["cpu"] / max(r["processed"], 1) * 1e3 * 1e6
-        print(f"| {LABELS[name]} | {offered / 1e6:.2f} M | {rate / 1e6:.2f} M "
+        per_k = cost(r) * 1e3 * 1e6
+        print(f"| {LABELS[name]} | {offered / 1e6:.2f} M | {rate(r) / 1e6:.2f} M "
               f"| {r['processed'] / max(r['sent']['samples'], 1):.0%} | {r['windows']:.0f} "
               f"| {per_k:.0f} µs | {ms(r['p50'])} | {ms(r['p99'])} | {ms(r['max'], r['max_bound'])} "
               f"| {r['rss_mb']:.1f} MB |")
@@ -482,20 +555,10 @@ def main():
               for n, r in results.items() if r["publish_dropped"]]
     notes += [f"{n}: {r['alerts']:.0f} alerts raised or cleared ({r['alerts'] / r['seconds']:.0f} a second)"
               for n, r in results.items() if r.get("alerts")]
-    rate = lambda r: r["processed"] / max(r["seconds"], 1e-9)
-    cost = lambda r: r["cpu"] / max(r["processed"], 1)
-    for ours, python, what in [("json-100", "python-json-100", "JSON"),
-                               ("json-100-17digits", "python-json-100-17digits", "JSON with 17-digit numbers")]:
-        if ours in results and python in results:
-            a, p = results[ours], results[python]
-            notes.append(f"accelwatch / Python on {what}: {rate(a) / rate(p):.1f}× the throughput, "
-                         f"{cost(p) / cost(a):.1f}× the CPU efficiency")
-    if "json-100" in results and "binary-100" in results:
-        notes.append(f"accelwatch, binary against JSON with 6 decimals: "
-                     f"{cost(results['binary-100']) / cost(results['json-100']):.2f}× the CPU per sample")
-    if "json-100" in results and "json-100-17digits" in results:
-        notes.append(f"accelwatch, 17-digit numbers against 6 decimals: "
-                     f"{cost(results['json-100-17digits']) / cost(results['json-100']):.2f}× the CPU per sample")
+    for what, ratio in RATIOS:
+        value = ratio_of(ratio, results)
+        if value is not None:
+            notes.append(f"{what}: {value:.2f}×")
     if notes:
         print()
         for n in notes:
