@@ -359,6 +359,10 @@ fn window_line(c: &mut Criterion) {
     group.bench_function("mean_squared_error_384", |b| {
         b.iter(|| accelwatch::score::mean_squared_error(black_box(&x), black_box(&r)))
     });
+    // Both of the above in one pass, as the scorer takes them.
+    group.bench_function("window_errors_128x3", |b| {
+        b.iter(|| accelwatch::score::window_errors(black_box(&x), black_box(&r), None, 3))
+    });
     group.finish();
     let mut group = c.benchmark_group("record");
     group.throughput(Throughput::Elements(1));

@@ -9,6 +9,17 @@ pub fn mean_squared_error(input: &[f32], reconstruction: &[f32]) -> f32 {
     // and serving both sum here, so a threshold and the scores it is held
     // against add alike.
     let mut lanes = [0f32; 16];
+    for (x, r) in input.chunks_exact(16).zip(reconstruction.chunks_exact(16)) {
+        for ((lane, x), r) in lanes.iter_mut().zip(x).zip(r) {
+            *lane += (x - r) * (x - r);
+        }
+    }
+    mse_from_lanes(&lanes, input, reconstruction)
+}
+
+/// The mean squared error from its 16 lanes' sums and the values after the
+/// last whole chunk of 16.
+fn mse_from_lanes(lanes: &[f32; 16], input: &[f32], reconstruction: &[f32]) -> f32 {
     let (x, r) = (input.chunks_exact(16), reconstruction.chunks_exact(16));
     let tail: f32 = x
         .remainder()
@@ -16,11 +27,6 @@ pub fn mean_squared_error(input: &[f32], reconstruction: &[f32]) -> f32 {
         .zip(r.remainder())
         .map(|(x, r)| (x - r) * (x - r))
         .sum();
-    for (x, r) in x.zip(r) {
-        for ((lane, x), r) in lanes.iter_mut().zip(x).zip(r) {
-            *lane += (x - r) * (x - r);
-        }
-    }
     (lanes.iter().sum::<f32>() + tail) / input.len().max(1) as f32
 }
 
@@ -107,6 +113,94 @@ pub type LatentCode = smallvec::SmallVec<[f32; 16]>;
 /// gyroscope), on the heap beyond.
 pub type PerChannel = smallvec::SmallVec<[f32; 6]>;
 
+/// A window's [`reconstruction_error`] and [`channel_errors`] together.
+/// An unweighted three-channel window of whole 48-value chunks (the demo's
+/// 128 frames, every 3-axis model of a multiple of 16 frames) is read once
+/// for both, each lane adding the same values in the same order as the two
+/// loops apart, so both are the same to the bit; any other window takes
+/// the two loops.
+pub fn window_errors(
+    input: &[f32],
+    reconstruction: &[f32],
+    weights: Option<&[f32]>,
+    channels: usize,
+) -> (f32, PerChannel) {
+    #[cfg(target_arch = "x86_64")]
+    if weights.is_none()
+        && channels == 3
+        && input.len() == reconstruction.len()
+        && input.len().is_multiple_of(FUSED_CHUNK)
+    {
+        let (mse_lanes, channel_lanes) = fused_lane_sums(input, reconstruction);
+        let mse = mse_from_lanes(&mse_lanes, input, reconstruction);
+        let sums = fold_lanes::<3>(channel_lanes.as_flattened(), input, reconstruction);
+        return (mse, per_frame(PerChannel::from_slice(&sums), input, 3));
+    }
+    (
+        reconstruction_error(input, reconstruction, weights),
+        channel_errors(input, reconstruction, channels),
+    )
+}
+
+/// The values one pass of [`fused_lane_sums`] takes: three chunks of the
+/// mean squared error's 16 lanes, two of three channels' 24.
+#[cfg(target_arch = "x86_64")]
+const FUSED_CHUNK: usize = 48;
+
+/// The 16 lanes of [`mean_squared_error`] and the 24 of
+/// [`fixed_channel_sums`] for three channels, over whole 48-value chunks,
+/// in SSE2 (every x86_64 has it): each value's square is made once and
+/// added to one lane of each.
+#[cfg(target_arch = "x86_64")]
+fn fused_lane_sums(input: &[f32], reconstruction: &[f32]) -> ([f32; 16], [[f32; 4]; 6]) {
+    use std::arch::x86_64::{
+        __m128, _mm_add_ps, _mm_loadu_ps, _mm_mul_ps, _mm_setzero_ps, _mm_storeu_ps, _mm_sub_ps,
+    };
+    let whole = input.len().min(reconstruction.len()) / FUSED_CHUNK * FUSED_CHUNK;
+    let mut mse_lanes = [0f32; 16];
+    let mut channel_lanes = [[0f32; 4]; 6];
+    // SAFETY: SSE2 is part of the x86_64 baseline; every load reads four
+    // floats inside a chunk of 48 within `[..whole]` of both slices, and
+    // every store writes four floats of the two arrays of lanes.
+    unsafe {
+        let mut mse = [_mm_setzero_ps(); 4];
+        let mut per_channel = [_mm_setzero_ps(); 6];
+        for (x, r) in input[..whole]
+            .chunks_exact(FUSED_CHUNK)
+            .zip(reconstruction[..whole].chunks_exact(FUSED_CHUNK))
+        {
+            let mut squares = [_mm_setzero_ps(); 12];
+            for (k, square) in squares.iter_mut().enumerate() {
+                let d = _mm_sub_ps(
+                    _mm_loadu_ps(x.as_ptr().add(4 * k)),
+                    _mm_loadu_ps(r.as_ptr().add(4 * k)),
+                );
+                *square = _mm_mul_ps(d, d);
+            }
+            // Lane order: the mean squared error's chunks of 16 one after
+            // the other, then the channels' chunks of 24.
+            for group in squares.chunks_exact(4) {
+                for (sum, square) in mse.iter_mut().zip(group) {
+                    *sum = _mm_add_ps(*sum, *square);
+                }
+            }
+            for group in squares.chunks_exact(6) {
+                for (sum, square) in per_channel.iter_mut().zip(group) {
+                    *sum = _mm_add_ps(*sum, *square);
+                }
+            }
+        }
+        let store = |lanes: &mut [f32], sums: &[__m128]| {
+            for (lane, sum) in lanes.chunks_exact_mut(4).zip(sums) {
+                _mm_storeu_ps(lane.as_mut_ptr(), *sum);
+            }
+        };
+        store(&mut mse_lanes, &mse);
+        store(channel_lanes.as_flattened_mut(), &per_channel);
+    }
+    (mse_lanes, channel_lanes)
+}
+
 /// Mean squared error of each channel of a time-major window.
 pub fn channel_errors(input: &[f32], reconstruction: &[f32], channels: usize) -> PerChannel {
     // The common channel counts get a loop whose sums stay in registers,
@@ -114,17 +208,22 @@ pub fn channel_errors(input: &[f32], reconstruction: &[f32], channels: usize) ->
     // binary input. Every count adds in the same order (eight frames'
     // partial sums, then the frames left), so the errors are the same to
     // the bit.
-    let mut errors = match channels {
+    let errors = match channels {
         1 => PerChannel::from_slice(&fixed_channel_sums::<1, 2>(input, reconstruction)),
         3 => PerChannel::from_slice(&fixed_channel_sums::<3, 6>(input, reconstruction)),
         6 => PerChannel::from_slice(&fixed_channel_sums::<6, 12>(input, reconstruction)),
         _ => PerChannel::from_vec(any_channel_sums(input, reconstruction, channels)),
     };
+    per_frame(errors, input, channels)
+}
+
+/// Each channel's sum over the window's frames.
+fn per_frame(mut sums: PerChannel, input: &[f32], channels: usize) -> PerChannel {
     let frames = (input.len() / channels).max(1) as f32;
-    for error in &mut errors {
-        *error /= frames;
+    for sum in &mut sums {
+        *sum /= frames;
     }
-    errors
+    sums
 }
 
 /// Frames summed apart before the channels' sums are folded: one sum per
@@ -330,6 +429,49 @@ mod tests {
                     bits(&errors),
                     bits(&general),
                     "{channels} channels, {frames} frames"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn one_pass_gives_both_loops_errors_to_the_bit() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        let bits = |v: &[f32]| v.iter().map(|e| e.to_bits()).collect::<Vec<_>>();
+        // 48 and 384 values take the one pass; the others the two loops.
+        for (channels, len) in [
+            (3, 48),
+            (3, 384),
+            (3, 96),
+            (3, 300),
+            (3, 0),
+            (6, 384),
+            (1, 384),
+        ] {
+            for scale in [1e-3f32, 1.0, 1e3] {
+                let x: Vec<f32> = (0..len)
+                    .map(|_| scale * rng.random_range(-4.0..4.0))
+                    .collect();
+                let r: Vec<f32> = (0..len)
+                    .map(|_| scale * rng.random_range(-4.0..4.0))
+                    .collect();
+                let (mse, errors) = window_errors(&x, &r, None, channels);
+                assert_eq!(
+                    mse.to_bits(),
+                    mean_squared_error(&x, &r).to_bits(),
+                    "{channels} channels, {len} values, scale {scale}"
+                );
+                assert_eq!(
+                    bits(&errors),
+                    bits(&channel_errors(&x, &r, channels)),
+                    "{channels} channels, {len} values, scale {scale}"
+                );
+                let w: Vec<f32> = (0..len).map(|_| rng.random_range(0.1..2.0)).collect();
+                let (weighted, _) = window_errors(&x, &r, Some(&w), channels);
+                assert_eq!(
+                    weighted.to_bits(),
+                    weighted_squared_error(&x, &r, &w).to_bits()
                 );
             }
         }

@@ -5,7 +5,7 @@ use super::loaded::LoadedModel;
 use super::meta::ScoreKind;
 use super::standardise::Standardiser;
 use crate::model::inference::BackendError;
-use crate::score::{channel_errors, reconstruction_error, LatentCode, PerChannel};
+use crate::score::{window_errors, LatentCode, PerChannel};
 
 /// The score of one window.
 #[derive(Debug, Clone, PartialEq)]
@@ -119,7 +119,8 @@ impl Scorer {
                     .latent
                     .get(i * latent_dim..(i + 1) * latent_dim)
                     .unwrap_or(&[]);
-                let mse = reconstruction_error(x, r, meta.error_weights.as_deref());
+                let (mse, channel_error) =
+                    window_errors(x, r, meta.error_weights.as_deref(), channels);
                 let latent_distance = out.latent_score.as_ref().map(|d| d[i]);
                 let score = match (kind, &out.kl, latent_distance) {
                     (ScoreKind::NegElbo { beta }, Some(kl), _) => {
@@ -144,7 +145,7 @@ impl Scorer {
                     .and_then(most_probable);
                 Scored {
                     score,
-                    channel_error: channel_errors(x, r, channels),
+                    channel_error,
                     latent: LatentCode::from_slice(z),
                     activity,
                 }
