@@ -6,7 +6,7 @@
 # Prints one table: samples/s processed, CPU per 1000 samples, latency from
 # a frame's arrival to its window's publication, peak RSS.
 #
-# Usage: scripts/e2e_bench.sh [--duration 12] [--only json-100,binary-100,json-1000-50hz,python-json-100]
+# Usage: scripts/e2e_bench.sh [--duration 12] [--only json-100,binary-100,json-1000-50hz,python-json-100] [--repeat 3]
 # Needs mosquitto (PATH, /usr/sbin, or MOSQUITTO=...), python3 with numpy,
 # onnxruntime and paho-mqtt (pip install paho-mqtt numpy onnxruntime) for
 # the Python run. Honours CARGO_TARGET_DIR.
