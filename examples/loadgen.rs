@@ -24,6 +24,10 @@
 //!   `--digits N` significant digits: `--digits 17` writes them as Python's
 //!   `json.dumps` writes a float made from a float32 reading
 //!   (`-1.0836080312728882`), the costliest numbers for a parser.
+//! - `--connections K` spreads the devices over K connections (device i on
+//!   connection i mod K, client ids `<client-id>-0` .. `-K-1`): mosquitto
+//!   reads one packet of each ready connection a turn of its loop, so a
+//!   single connection caps what a flat-out run offers at its turn rate.
 //! - It stops after `--duration` seconds or `--messages` messages, whichever
 //!   comes first, and prints what it sent: one line for people, then one
 //!   JSON line (`{"messages": ..., "samples": ..., ...}`) for scripts.
@@ -96,6 +100,9 @@ pub struct Args {
     pub qos: u8,
     #[arg(long, default_value = "loadgen")]
     pub client_id: String,
+    /// Connections the devices are spread over (device i on i mod K).
+    #[arg(long, default_value_t = 1)]
+    pub connections: usize,
     /// Significant digits of each JSON value (1 to 17); without it, 6 decimals.
     #[arg(long, value_parser = clap::value_parser!(u8).range(1..=17))]
     pub digits: Option<u8>,
@@ -306,6 +313,7 @@ async fn main() {
         serde_json::json!({
             "format": format,
             "devices": args.devices,
+            "connections": args.connections,
             "batch": args.batch,
             "rate_hz": args.rate,
             "messages": messages,
@@ -321,6 +329,12 @@ async fn main() {
 pub async fn run(args: &Args) -> Result<Sent, String> {
     if args.devices == 0 || args.batch == 0 || args.qos > 1 {
         return Err("--devices and --batch must be over 0, --qos 0 or 1".into());
+    }
+    if args.connections == 0 || args.connections > args.devices {
+        return Err(format!(
+            "--connections {} must be 1 to --devices ({})",
+            args.connections, args.devices
+        ));
     }
     if !(args.rate.is_finite() && args.rate >= 0.0) {
         return Err(format!("--rate {} is not a rate", args.rate));
@@ -352,52 +366,18 @@ pub async fn run(args: &Args) -> Result<Sent, String> {
         })
         .collect();
 
-    let mut options = MqttOptions::new(&args.client_id, &args.host, args.port);
-    options
-        .set_keep_alive(Duration::from_secs(30))
-        .set_max_packet_size(1 << 20, 1 << 20)
-        .set_inflight(1000);
-    let (client, mut eventloop) = AsyncClient::new(options, 1024);
-    // Real devices each have a connection of their own; on one shared
-    // connection Nagle's algorithm would hold their messages back and send
-    // them in bursts a delayed ACK (~40 ms) apart.
-    let mut network = eventloop.network_options();
-    network.set_tcp_nodelay(true);
-    eventloop.set_network_options(network);
-    let (connected_tx, connected_rx) = tokio::sync::oneshot::channel();
     let acked = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let acks = acked.clone();
-    let connection = tokio::spawn(async move {
-        let mut connected = Some(connected_tx);
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    if let Some(tx) = connected.take() {
-                        let _ = tx.send(());
-                    }
-                }
-                Ok(Event::Incoming(Packet::PubAck(_))) => {
-                    acks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-                Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
-                Ok(_) => {}
-                Err(error) => {
-                    eprintln!("loadgen: connection: {error}");
-                    return;
-                }
-            }
-        }
-    });
-    if tokio::time::timeout(Duration::from_secs(10), connected_rx)
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .is_none()
-    {
-        return Err(format!(
-            "no connection to {}:{} within 10 s",
-            args.host, args.port
-        ));
+    let mut clients = Vec::with_capacity(args.connections);
+    let mut connections = Vec::with_capacity(args.connections);
+    for k in 0..args.connections {
+        let id = if args.connections == 1 {
+            args.client_id.clone()
+        } else {
+            format!("{}-{k}", args.client_id)
+        };
+        let (client, connection) = connect(args, &id, acked.clone()).await?;
+        clients.push(client);
+        connections.push(connection);
     }
 
     let qos = if args.qos == 1 {
@@ -431,7 +411,7 @@ pub async fn run(args: &Args) -> Result<Sent, String> {
         device.next_t_ms = t0 + batch_span + interval_ms;
         device.block = (device.block + 1) % blocks.len();
         bytes += payload.len() as u64;
-        client
+        clients[(messages % args.devices as u64) as usize % args.connections]
             .publish(&device.topic, qos, false, payload)
             .await
             .map_err(|error| format!("publish: {error}"))?;
@@ -449,14 +429,73 @@ pub async fn run(args: &Args) -> Result<Sent, String> {
         }
     }
     // Every message is written out before the DISCONNECT.
-    let _ = client.disconnect().await;
-    let _ = tokio::time::timeout(Duration::from_secs(10), connection).await;
+    for client in &clients {
+        let _ = client.disconnect().await;
+    }
+    for connection in connections {
+        let _ = tokio::time::timeout(Duration::from_secs(10), connection).await;
+    }
     Ok(Sent {
         messages,
         samples: messages * args.batch as u64,
         bytes,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// One connection of the generator, its event loop spawned; resolves once
+/// the broker has accepted it. PUBACKs are counted in `acked`.
+async fn connect(
+    args: &Args,
+    client_id: &str,
+    acked: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> Result<(AsyncClient, tokio::task::JoinHandle<()>), String> {
+    let mut options = MqttOptions::new(client_id, &args.host, args.port);
+    options
+        .set_keep_alive(Duration::from_secs(30))
+        .set_max_packet_size(1 << 20, 1 << 20)
+        .set_inflight(1000);
+    let (client, mut eventloop) = AsyncClient::new(options, 1024);
+    // Real devices each have a connection of their own; on one shared
+    // connection Nagle's algorithm would hold their messages back and send
+    // them in bursts a delayed ACK (~40 ms) apart.
+    let mut network = eventloop.network_options();
+    network.set_tcp_nodelay(true);
+    eventloop.set_network_options(network);
+    let (connected_tx, connected_rx) = tokio::sync::oneshot::channel();
+    let connection = tokio::spawn(async move {
+        let mut connected = Some(connected_tx);
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    if let Some(tx) = connected.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                Ok(Event::Incoming(Packet::PubAck(_))) => {
+                    acked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
+                Ok(_) => {}
+                Err(error) => {
+                    eprintln!("loadgen: connection: {error}");
+                    return;
+                }
+            }
+        }
+    });
+    if tokio::time::timeout(Duration::from_secs(10), connected_rx)
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .is_none()
+    {
+        return Err(format!(
+            "no connection to {}:{} within 10 s",
+            args.host, args.port
+        ));
+    }
+    Ok((client, connection))
 }
 
 #[cfg(test)]

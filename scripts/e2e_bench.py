@@ -4,7 +4,8 @@ scripts/e2e_bench.sh, which builds the release binaries first.
 
 For each run: a fresh mosquitto on a free 127.0.0.1 port, a consumer
 (the release `accelwatch run`, or scripts/python_pipeline.py), and the
-load generator (examples/loadgen.rs) for --duration seconds. The consumer
+load generator (examples/loadgen.rs, on --connections connections, one by
+default) for --duration seconds. The consumer
 is measured, not the generator or the broker (all three share the
 machine):
 
@@ -43,6 +44,13 @@ ACCELWATCH = os.environ.get("ACCELWATCH_BIN", os.path.join(TARGET, "release", "a
 LOADGEN = os.environ.get("LOADGEN_BIN", os.path.join(TARGET, "release", "examples", "loadgen"))
 COUNTER = os.environ.get("MQTT_COUNT_BIN", os.path.join(TARGET, "release", "examples", "mqtt_count"))
 TICKS = os.sysconf("SC_CLK_TCK")
+# The generator's connections (--connections), the devices spread over them:
+# one by default. On four, the broker passes more to the daemon but reads
+# the feature lines' connection at one packet a turn against four of the
+# generator's, and drops most lines (docs/measured.md, "The generator on
+# four connections"), so the runs' figures stop being comparable.
+DEFAULT_CONNECTIONS = 1
+CONNECTIONS = DEFAULT_CONNECTIONS
 I16_SCALE = 1.0 / 4096.0
 
 # name: (consumer, loadgen arguments, more daemon TOML)
@@ -268,7 +276,8 @@ listen = "127.0.0.1:{http_port}"
 
 
 def loadgen(broker_port, args, duration):
-    cmd = [LOADGEN, "--port", str(broker_port), "--duration", str(duration), *args]
+    cmd = [LOADGEN, "--port", str(broker_port), "--duration", str(duration),
+           "--connections", str(CONNECTIONS), *args]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads([l for l in out.stdout.splitlines() if l.startswith("{")][-1])
 
@@ -431,11 +440,18 @@ def main():
     ap.add_argument("--repeat", type=int, default=1,
                     help="rounds of the runs, each run once a round, in turn; the ratios of every "
                          "round and their medians are printed")
+    ap.add_argument("--connections", type=int, default=DEFAULT_CONNECTIONS,
+                    help="the generator's connections, the devices spread over them: mosquitto reads one "
+                         "packet of each ready connection a turn of its loop, so on one connection a "
+                         "flat-out run offers only what a turn passes")
     ap.add_argument("--backend", choices=["tract", "ort"], default="tract",
                     help="the daemon's model.backend (ort needs ORT_DYLIB_PATH)")
     opts = ap.parse_args()
-    global BACKEND
+    global BACKEND, CONNECTIONS
     BACKEND = opts.backend
+    if opts.connections < 1:
+        raise SystemExit("--connections takes 1 or more")
+    CONNECTIONS = opts.connections
     if opts.repeat < 1:
         raise SystemExit("--repeat takes 1 or more rounds")
     names = [n for n in opts.only.split(",") if n]
@@ -462,7 +478,8 @@ def main():
 
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores "
           f"({platform.processor() or platform.machine()}), {opts.duration:g} s of load per run; "
-          "generator, broker and consumer share the cores."
+          f"generator ({CONNECTIONS} connection{'s' if CONNECTIONS > 1 else ''}), broker and consumer "
+          "share the cores."
           + (f" {opts.repeat} rounds, each run once a round, in turn." if opts.repeat > 1 else "") + "\n")
     for round_no, results in enumerate(rounds):
         if opts.repeat > 1:
