@@ -51,6 +51,9 @@ TICKS = os.sysconf("SC_CLK_TCK")
 # four connections"), so the runs' figures stop being comparable.
 DEFAULT_CONNECTIONS = 1
 CONNECTIONS = DEFAULT_CONNECTIONS
+# The model every consumer serves (--model).
+DEFAULT_MODEL = os.path.join(REPO, "models", "demo.onnx")
+MODEL = DEFAULT_MODEL
 I16_SCALE = 1.0 / 4096.0
 
 # name: (consumer, loadgen arguments, more daemon TOML)
@@ -262,7 +265,7 @@ client_id = "{client_id}"
 topics = ["sensors/{{device}}/accel"]
 format = "{fmt}"
 [model]
-path = "{os.path.join(REPO, 'models', 'demo.onnx')}"
+path = "{MODEL}"
 watch_interval_ms = 0
 backend = "{BACKEND}"
 [output]
@@ -347,7 +350,7 @@ def run_accelwatch(work, broker_port, args, duration, extra=""):
 def run_python(work, broker_port, args, duration, extra=""):
     proc = subprocess.Popen(
         [sys.executable, os.path.join(REPO, "scripts", "python_pipeline.py"),
-         "--port", str(broker_port), "--model", os.path.join(REPO, "models", "demo.onnx")],
+         "--port", str(broker_port), "--model", MODEL],
         stdout=subprocess.PIPE, stderr=open(os.path.join(work, "python.log"), "w"), text=True)
     try:
         if proc.stdout.readline().strip() != "ready":
@@ -363,6 +366,10 @@ def run_python(work, broker_port, args, duration, extra=""):
             if now - before < 0.025:
                 break
             before = now
+        if proc.poll() is not None:
+            with open(os.path.join(work, "python.log")) as log:
+                raise SystemExit(f"the Python pipeline exited with {proc.returncode} during the run:\n"
+                                 + log.read()[-2000:])
         cpu1, rss = cpu_seconds(proc.pid), peak_rss_mb(proc.pid)
         proc.send_signal(signal.SIGTERM)
         summary = json.loads(proc.stdout.read().strip().splitlines()[-1])
@@ -444,11 +451,17 @@ def main():
                     help="the generator's connections, the devices spread over them: mosquitto reads one "
                          "packet of each ready connection a turn of its loop, so on one connection a "
                          "flat-out run offers only what a turn passes")
+    ap.add_argument("--model", default=DEFAULT_MODEL,
+                    help="the model every consumer serves (the shipped demo model by default; "
+                         "a model `accelwatch train` wrote, to see what yours costs)")
     ap.add_argument("--backend", choices=["tract", "ort"], default="tract",
                     help="the daemon's model.backend (ort needs ORT_DYLIB_PATH)")
     opts = ap.parse_args()
-    global BACKEND, CONNECTIONS
+    global BACKEND, CONNECTIONS, MODEL
     BACKEND = opts.backend
+    if not os.path.isfile(opts.model):
+        raise SystemExit(f"--model {opts.model}: no such file")
+    MODEL = os.path.abspath(opts.model)
     if opts.connections < 1:
         raise SystemExit("--connections takes 1 or more")
     CONNECTIONS = opts.connections

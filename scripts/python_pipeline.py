@@ -46,6 +46,10 @@ def main():
     mean = np.tile(np.asarray(norm["mean"], np.float32), size) if norm else 0.0
     std = np.tile(np.asarray(norm["std"], np.float32), size) if norm else 1.0
     input_name = session.get_inputs()[0].name
+    outputs = [o.name for o in session.get_outputs()]
+    # A model with a front end reconstructs the front end's rows (its
+    # `features` output), not the window.
+    target = outputs.index("features") if "features" in outputs else None
     c = len(channels)
 
     # Per device: the samples windows still need.
@@ -60,7 +64,10 @@ def main():
             return
         x = np.stack([w for _, w, _ in pending]).astype(np.float32)
         x = (x - mean) / std
-        reconstruction = session.run(None, {input_name: x})[0]
+        results = session.run(None, {input_name: x})
+        reconstruction = results[0]
+        if target is not None:
+            x = results[target]
         scores = ((x - reconstruction) ** 2).mean(axis=1)
         for (device, _, arrival), score in zip(pending, scores):
             payload = json.dumps(

@@ -393,7 +393,7 @@ impl TypedOp for FusedSpectrum {
 mod tests {
     use super::*;
     use crate::model::meta::Normalization;
-    use crate::model::onnx::{GraphBuilder, WINDOW_INPUT};
+    use crate::model::onnx::{GraphBuilder, INPUT, WINDOW_INPUT};
     use crate::model::spectrum::Spectrum;
 
     fn front_end(bins: usize, log: bool) -> FrontEnd {
@@ -408,6 +408,17 @@ mod tests {
     /// The exported front end up to its standardised features, as tract
     /// types it; the standardisation is an arbitrary one.
     fn typed_front_end(front_end: &FrontEnd, window: usize, channels: usize) -> TypedModel {
+        typed_part(front_end, window, channels, false)
+    }
+
+    /// The same, up to what the network reads (`whole_input`: with a
+    /// `mix` front end's weighted window after the features).
+    fn typed_part(
+        front_end: &FrontEnd,
+        window: usize,
+        channels: usize,
+        whole_input: bool,
+    ) -> TypedModel {
         let spectrum = Spectrum::new(front_end, window, channels);
         let rows = spectrum.features();
         let standardisation = Normalization {
@@ -416,7 +427,12 @@ mod tests {
         };
         let mut graph = GraphBuilder::default();
         let features = spectrum.export(&mut graph, WINDOW_INPUT, &standardisation);
-        let proto = graph.part_model((WINDOW_INPUT, window * channels), &[(&features, rows)]);
+        let output = if whole_input {
+            (INPUT, rows + window * channels)
+        } else {
+            (features.as_str(), rows)
+        };
+        let proto = graph.part_model((WINDOW_INPUT, window * channels), &[output]);
         let mut model = tract_onnx::onnx().model_for_proto_model(&proto).unwrap();
         let batch = model.symbols.sym("N");
         model
@@ -428,7 +444,9 @@ mod tests {
                 ),
             )
             .unwrap();
-        model.into_typed().unwrap()
+        let model = model.into_typed().unwrap();
+        crate::model::tract_backend::bound_batch(&model).unwrap();
+        model
     }
 
     fn run(model: TypedModel, input: &[f32], n: usize) -> Vec<f32> {
@@ -485,6 +503,31 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The `mix` input's window weight, a one-value constant, is applied by
+    /// tract's by-scalar kernel, not by its generic broadcast (which it
+    /// takes when it cannot bound the batch).
+    #[test]
+    fn the_mix_inputs_window_weight_is_a_by_scalar_multiply() {
+        let mut front_end = front_end(8, true);
+        let FrontEnd::Spectrum { window_weight, .. } = &mut front_end;
+        *window_weight = Some(0.5);
+        let plan = typed_part(&front_end, 128, 3, true)
+            .into_optimized()
+            .unwrap();
+        let by_scalar = |node: &TypedNode| {
+            node.op_as::<tract_onnx::tract_core::ops::binary::OptBinByScalar>()
+                .is_some_and(|op| op.binop.is::<tract_onnx::tract_core::ops::math::Mul>())
+        };
+        assert!(
+            plan.nodes.iter().any(by_scalar),
+            "{:?}",
+            plan.nodes
+                .iter()
+                .map(|n| format!("{}: {:?}", n.name, n.op))
+                .collect::<Vec<_>>()
+        );
     }
 
     /// Metadata that does not describe the graph (log, bins, channels)

@@ -32,6 +32,18 @@ pub const PLAN_BATCH: usize = 16;
 /// differently.
 pub const SMALL_GRAPH_FMAS: u64 = 32 * 1024;
 
+/// Tells tract that a plan for any batch (`N`) runs at least one window:
+/// it takes its by-scalar kernel for a broadcast only when it can prove
+/// the operand large enough (`N · 384 > 32`), and of an unbounded `N` it
+/// cannot. The `mix` input's window weight was then applied by the generic
+/// broadcast, element by element: 9 % of the daemon's CPU with the model
+/// `train` makes by default (docs/measured.md, "The batch known to be at
+/// least one"). Not for a plan made for a fixed batch, where it changes
+/// nothing and costs memory while the graph is optimised.
+pub(crate) fn bound_batch(model: &TypedModel) -> TractResult<()> {
+    model.symbols.add_assertion("N >= 1")
+}
+
 #[derive(Clone)]
 pub struct TractModel {
     plan: Arc<TypedRunnableModel>,
@@ -125,6 +137,8 @@ impl TractModel {
                 if fmas.is_some_and(|fmas| fmas <= SMALL_GRAPH_FMAS) {
                     plan_batch = Some(PLAN_BATCH);
                     m = m.set_symbols(&HashMap::from([(batch.clone(), PLAN_BATCH.to_dim())]))?;
+                } else {
+                    bound_batch(&m)?;
                 }
                 m.into_optimized()
             })
