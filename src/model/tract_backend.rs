@@ -38,8 +38,7 @@ pub const SMALL_GRAPH_FMAS: u64 = 32 * 1024;
 /// cannot. The `mix` input's window weight was then applied by the generic
 /// broadcast, element by element: 9 % of the daemon's CPU with the model
 /// `train` makes by default (docs/measured.md, "The batch known to be at
-/// least one"). Not for a plan made for a fixed batch, where it changes
-/// nothing and costs memory while the graph is optimised.
+/// least one"). A plan made for a fixed batch has no `N` left to bound.
 pub(crate) fn bound_batch(model: &TypedModel) -> TractResult<()> {
     model.symbols.add_assertion("N >= 1")
 }
