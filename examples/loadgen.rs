@@ -400,7 +400,8 @@ pub async fn run(args: &Args) -> Result<Sent, String> {
                 tokio::time::sleep_until(due.into()).await;
             }
         }
-        let device = &mut devices[(messages % args.devices as u64) as usize];
+        let index = (messages % args.devices as u64) as usize;
+        let device = &mut devices[index];
         let batch_span = (args.batch - 1) as f64 * interval_ms;
         let t0 = if args.wall_clock {
             (unix_ms() - batch_span).max(device.next_t_ms)
@@ -411,7 +412,7 @@ pub async fn run(args: &Args) -> Result<Sent, String> {
         device.next_t_ms = t0 + batch_span + interval_ms;
         device.block = (device.block + 1) % blocks.len();
         bytes += payload.len() as u64;
-        clients[(messages % args.devices as u64) as usize % args.connections]
+        clients[index % args.connections]
             .publish(&device.topic, qos, false, payload)
             .await
             .map_err(|error| format!("publish: {error}"))?;
