@@ -11,6 +11,13 @@
 //! and maximum, once for the centred variance and the DFT sums. The ONNX
 //! file is unchanged; onnxruntime runs the nodes.
 //!
+//! The standardisation right after the rows (a `Sub` of `front_end_mean`,
+//! a `Div` by `front_end_std`) is taken into the op too, when the graph has
+//! it: tract runs those two on its generic broadcast, a closure call a
+//! value, as the row count (`(4 + B)·C`, 36) is no multiple of its vector
+//! width (docs/measured.md, "The front end's standardisation in the fused
+//! op").
+//!
 //! The swap is taken only when it answers as the nodes do: at load, both
 //! run on probe windows and must agree to float rounding; a graph that
 //! differs from what the metadata describes keeps its own nodes.
@@ -24,6 +31,15 @@ use super::meta::{spectrum_rows, FrontEnd, SPECTRUM_STATISTICS};
 /// Where in the typed model the front end's unstandardised rows are: the
 /// tensor the standardisation's Sub reads beside `front_end_mean`.
 const MEAN_PREFIX: &str = "front_end_mean";
+/// The standard deviations the standardisation divides by.
+const STD_PREFIX: &str = "front_end_std";
+
+/// Each row's mean and standard deviation, in the rows' order.
+#[derive(Debug, Clone, PartialEq)]
+struct Standardisation {
+    mean: Vec<f32>,
+    std: Vec<f32>,
+}
 
 #[derive(Debug, Clone)]
 pub struct FusedSpectrum {
@@ -36,6 +52,9 @@ pub struct FusedSpectrum {
     basis: Arc<Vec<[f32; 8]>>,
     /// Lanes of 8 per time step (and per channel in the sums).
     lanes: usize,
+    /// Applied to the rows when the op stands for the graph's
+    /// standardisation too.
+    standardisation: Option<Arc<Standardisation>>,
 }
 
 impl PartialEq for FusedSpectrum {
@@ -43,6 +62,7 @@ impl PartialEq for FusedSpectrum {
         // The basis follows from the rest.
         (self.window, self.channels, self.bins, self.log)
             == (other.window, other.channels, other.bins, other.log)
+            && self.standardisation == other.standardisation
     }
 }
 
@@ -76,7 +96,16 @@ impl FusedSpectrum {
             log,
             basis: Arc::new(basis),
             lanes,
+            standardisation: None,
         })
+    }
+
+    /// The same op, giving standardised rows.
+    fn standardising(&self, standardisation: Standardisation) -> Self {
+        Self {
+            standardisation: Some(Arc::new(standardisation)),
+            ..self.clone()
+        }
     }
 
     /// Values per window in and out.
@@ -169,6 +198,12 @@ impl FusedSpectrum {
             .zip(out.chunks_exact_mut(width_out))
         {
             self.rows_of(window, &mut scratch, &mut sums, rows);
+            if let Some(Standardisation { mean, std }) = self.standardisation.as_deref() {
+                // A division, as the graph's `Div` does.
+                for ((v, m), s) in rows.iter_mut().zip(mean).zip(std) {
+                    *v = (*v - m) / s;
+                }
+            }
         }
     }
 
@@ -218,15 +253,26 @@ impl FusedSpectrum {
         {
             return Ok(false);
         }
-        if !op.agrees_with(model, rows)? {
-            return Ok(false);
+        // The rows and their standardisation, else the rows alone.
+        let mut candidates = Vec::with_capacity(2);
+        if let Some((standardised, standardisation)) = standardised_outlet(model, rows, width_out) {
+            if fits(model.outlet_fact(standardised)?, width_out) {
+                candidates.push((standardised, op.standardising(standardisation)));
+            }
         }
-        let mut patch = TypedModelPatch::default();
-        let tapped = patch.tap_model(model, input)?;
-        let fused = patch.wire_node("front_end_rows_fused", op, &[tapped])?[0];
-        patch.shunt_outside(model, rows, fused)?;
-        patch.apply(model)?;
-        Ok(true)
+        candidates.push((rows, op));
+        for (replaced, op) in candidates {
+            if !op.agrees_with(model, replaced)? {
+                continue;
+            }
+            let mut patch = TypedModelPatch::default();
+            let tapped = patch.tap_model(model, input)?;
+            let fused = patch.wire_node("front_end_rows_fused", op, &[tapped])?[0];
+            patch.shunt_outside(model, replaced, fused)?;
+            patch.apply(model)?;
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     /// Whether the graph's nodes up to `rows` give what this op gives, to
@@ -309,17 +355,8 @@ fn dft_any(x: &[f32], basis: &[[f32; 8]], sums: &mut [[f32; 8]]) {
 /// the same values (as they are, reshaped, or broadcast by tract into a
 /// constant of its own).
 fn rows_outlet(model: &TypedModel) -> Option<OutletId> {
-    let constant = model
-        .nodes
-        .iter()
-        .find(|n| n.name.starts_with(MEAN_PREFIX) && n.inputs.is_empty())?;
-    let mean = model
-        .outlet_fact(OutletId::new(constant.id, 0))
-        .ok()?
-        .konst
-        .clone()?;
-    let mean = mean.try_as_plain_ram().ok()?;
-    let mean = mean.as_slice::<f32>().ok()?;
+    let mean = named_constant(model, MEAN_PREFIX)?;
+    let mean = mean.as_slice();
     // The constant itself, or the values of the single-input nodes that
     // reshape it on the way (a broadcast's AddAxis); the probe windows of
     // `agrees_with` judge what is found.
@@ -345,6 +382,45 @@ fn rows_outlet(model: &TypedModel) -> Option<OutletId> {
         [a, b] if holds_mean(a) && !holds_mean(b) => Some(b),
         _ => None,
     })
+}
+
+/// The values of the constant node named `prefix…`.
+fn named_constant(model: &TypedModel, prefix: &str) -> Option<Vec<f32>> {
+    let constant = model
+        .nodes
+        .iter()
+        .find(|n| n.name.starts_with(prefix) && n.inputs.is_empty())?;
+    let values = model
+        .outlet_fact(OutletId::new(constant.id, 0))
+        .ok()?
+        .konst
+        .clone()?;
+    let values = values.try_as_plain_ram().ok()?;
+    Some(values.as_slice::<f32>().ok()?.to_vec())
+}
+
+/// Where the standardised rows are, with the standardisation's values:
+/// the output of the node after the node after `rows`, each the only
+/// reader of what it reads, so that nothing else needs the values in
+/// between. What the two nodes compute is left to `agrees_with`.
+fn standardised_outlet(
+    model: &TypedModel,
+    rows: OutletId,
+    width: usize,
+) -> Option<(OutletId, Standardisation)> {
+    let mean = named_constant(model, MEAN_PREFIX)?;
+    let std = named_constant(model, STD_PREFIX)?;
+    if mean.len() != width || std.len() != width {
+        return None;
+    }
+    let only_reader = |outlet: OutletId| match model.outlet_successors(outlet) {
+        [inlet] if !model.output_outlets().ok()?.contains(&outlet) => Some(inlet.node),
+        _ => None,
+    };
+    let centring = only_reader(rows)?;
+    let scaling = only_reader(OutletId::new(centring, 0))?;
+    (model.nodes[centring].outputs.len() == 1 && model.nodes[scaling].outputs.len() == 1)
+        .then_some((OutletId::new(scaling, 0), Standardisation { mean, std }))
 }
 
 impl Op for FusedSpectrum {
@@ -503,6 +579,29 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The standardisation after the rows is in the op: the optimised plan
+    /// of the front end up to its features is the input and the op alone.
+    /// Without it, tract runs the `Sub` and the `Div` on its generic
+    /// broadcast (docs/measured.md).
+    #[test]
+    fn the_standardisation_is_taken_into_the_fused_op() {
+        let front_end = front_end(8, true);
+        let mut model = typed_front_end(&front_end, 128, 3);
+        assert!(FusedSpectrum::swap_into(&mut model, &front_end, 128, 3).unwrap());
+        let plan = model.into_optimized().unwrap();
+        let others: Vec<String> = plan
+            .nodes
+            .iter()
+            .filter(|n| !n.inputs.is_empty())
+            .filter(|n| {
+                n.op_as::<FusedSpectrum>()
+                    .is_none_or(|op| op.standardisation.is_none())
+            })
+            .map(|n| format!("{}: {:?}", n.name, n.op))
+            .collect();
+        assert!(others.is_empty(), "{others:?}");
     }
 
     /// The `mix` input's window weight, a one-value constant, is applied by
