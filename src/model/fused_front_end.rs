@@ -214,8 +214,20 @@ impl FusedSpectrum {
         self.rows_portable(input, out)
     }
 
+    /// The same, compiled for AVX-512.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    fn rows_avx512(&self, input: &[f32], out: &mut [f32]) {
+        self.rows_portable(input, out)
+    }
+
     /// Rows of `n` windows laid end to end.
     fn rows(&self, input: &[f32], out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F, which is all the function assumes.
+            return unsafe { self.rows_avx512(input, out) };
+        }
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU has AVX2, which is all the function assumes.
@@ -579,6 +591,47 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Every build of the rows this CPU can run gives the portable one's
+    /// values to the bit (each lane's sums in the same order), so the
+    /// paths this machine does not take answer as the one it does.
+    #[test]
+    fn each_instruction_sets_rows_are_the_portable_rows() {
+        let op = FusedSpectrum::new(&front_end(8, true), 128, 3)
+            .unwrap()
+            .standardising(Standardisation {
+                mean: (0..36).map(|i| 0.1 * i as f32).collect(),
+                std: (0..36).map(|i| 1.0 + 0.01 * i as f32).collect(),
+            });
+        let (width_in, width_out) = op.widths();
+        let input = windows(5, width_in, 3);
+        let mut portable = vec![0f32; 5 * width_out];
+        op.rows_portable(&input, &mut portable);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let mut checked = 0;
+        #[cfg(target_arch = "x86_64")]
+        for (feature, rows) in [
+            ("avx2", FusedSpectrum::rows_avx2 as unsafe fn(&FusedSpectrum, &[f32], &mut [f32])),
+            ("avx512f", FusedSpectrum::rows_avx512),
+        ] {
+            let present = match feature {
+                "avx2" => std::arch::is_x86_feature_detected!("avx2"),
+                _ => std::arch::is_x86_feature_detected!("avx512f"),
+            };
+            if !present {
+                continue;
+            }
+            let mut out = vec![0f32; 5 * width_out];
+            // SAFETY: the CPU has the feature, checked just above.
+            unsafe { rows(&op, &input, &mut out) };
+            assert_eq!(bits(&out), bits(&portable), "{feature}");
+            checked += 1;
+        }
+        let mut dispatched = vec![0f32; 5 * width_out];
+        op.rows(&input, &mut dispatched);
+        assert_eq!(bits(&dispatched), bits(&portable));
+        eprintln!("{checked} instruction-set builds checked against the portable one");
     }
 
     /// The standardisation after the rows is in the op: the optimised plan
