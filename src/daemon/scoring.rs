@@ -353,12 +353,13 @@ pub(crate) fn score_loop(
     let is_alert = |o: &Output| matches!(o, Output::Alert(_));
     let mut batch = Vec::with_capacity(max_batch);
     loop {
+        batch.clear();
         // With online training, poll: a finished model is served (and its
         // status sent), and a command carried out, without waiting for the
         // next window.
-        let first = if scoring.trains_online() {
+        if scoring.trains_online() {
             match windows.try_recv() {
-                Ok(window) => window,
+                Ok(window) => batch.push(window),
                 Err(mpsc::error::TryRecvError::Empty) => {
                     let mut news = scoring.take_learned()?;
                     scored += count(&news, is_window);
@@ -373,20 +374,20 @@ pub(crate) fn score_loop(
                 }
                 Err(mpsc::error::TryRecvError::Disconnected) => break,
             }
-        } else {
-            match windows.blocking_recv() {
-                Some(window) => window,
-                None => break,
+            while batch.len() < max_batch {
+                match windows.try_recv() {
+                    Ok(window) => batch.push(window),
+                    Err(_) => break,
+                }
             }
-        };
-        batch.clear();
-        batch.push(first);
-        while batch.len() < max_batch {
-            match windows.try_recv() {
-                Ok(window) => batch.push(window),
-                Err(_) => break,
-            }
+        } else if windows.blocking_recv_many(&mut batch, max_batch) == 0 {
+            break;
         }
+        // Taken at once, the batch's room goes back to the queue at once:
+        // taken one `try_recv` at a time, each window's room woke the input
+        // task, waiting for it when the scorer is the limit (12 % of the
+        // daemon with the default model; docs/measured.md, "The scorer's
+        // batch taken at once").
         let picked_ms = crate::clock::unix_ms();
         for window in &mut batch {
             window.timeline.picked_ms = picked_ms;
