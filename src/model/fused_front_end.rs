@@ -612,7 +612,10 @@ mod tests {
         let mut checked = 0;
         #[cfg(target_arch = "x86_64")]
         for (feature, rows) in [
-            ("avx2", FusedSpectrum::rows_avx2 as unsafe fn(&FusedSpectrum, &[f32], &mut [f32])),
+            (
+                "avx2",
+                FusedSpectrum::rows_avx2 as unsafe fn(&FusedSpectrum, &[f32], &mut [f32]),
+            ),
             ("avx512f", FusedSpectrum::rows_avx512),
         ] {
             let present = match feature {
