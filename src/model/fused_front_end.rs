@@ -26,20 +26,13 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
 
-use super::meta::{spectrum_rows, FrontEnd, SPECTRUM_STATISTICS};
+use super::meta::{spectrum_rows, FrontEnd, Normalization, SPECTRUM_STATISTICS};
 
 /// Where in the typed model the front end's unstandardised rows are: the
 /// tensor the standardisation's Sub reads beside `front_end_mean`.
 const MEAN_PREFIX: &str = "front_end_mean";
 /// The standard deviations the standardisation divides by.
 const STD_PREFIX: &str = "front_end_std";
-
-/// Each row's mean and standard deviation, in the rows' order.
-#[derive(Debug, Clone, PartialEq)]
-struct Standardisation {
-    mean: Vec<f32>,
-    std: Vec<f32>,
-}
 
 #[derive(Debug, Clone)]
 pub struct FusedSpectrum {
@@ -52,9 +45,9 @@ pub struct FusedSpectrum {
     basis: Arc<Vec<[f32; 8]>>,
     /// Lanes of 8 per time step (and per channel in the sums).
     lanes: usize,
-    /// Applied to the rows when the op stands for the graph's
-    /// standardisation too.
-    standardisation: Option<Arc<Standardisation>>,
+    /// Each row's mean and standard deviation, in the rows' order: applied
+    /// when the op stands for the graph's standardisation too.
+    standardisation: Option<Arc<Normalization>>,
 }
 
 impl PartialEq for FusedSpectrum {
@@ -101,7 +94,7 @@ impl FusedSpectrum {
     }
 
     /// The same op, giving standardised rows.
-    fn standardising(&self, standardisation: Standardisation) -> Self {
+    fn standardising(&self, standardisation: Normalization) -> Self {
         Self {
             standardisation: Some(Arc::new(standardisation)),
             ..self.clone()
@@ -198,7 +191,7 @@ impl FusedSpectrum {
             .zip(out.chunks_exact_mut(width_out))
         {
             self.rows_of(window, &mut scratch, &mut sums, rows);
-            if let Some(Standardisation { mean, std }) = self.standardisation.as_deref() {
+            if let Some(Normalization { mean, std }) = self.standardisation.as_deref() {
                 // A division, as the graph's `Div` does.
                 for ((v, m), s) in rows.iter_mut().zip(mean).zip(std) {
                     *v = (*v - m) / s;
@@ -248,7 +241,7 @@ impl FusedSpectrum {
         let Some(op) = Self::new(front_end, window, channels) else {
             return Ok(false);
         };
-        let Some(rows) = rows_outlet(model) else {
+        let Some((rows, mean)) = rows_outlet(model) else {
             return Ok(false);
         };
         let inputs = model.input_outlets()?.to_vec();
@@ -267,7 +260,9 @@ impl FusedSpectrum {
         }
         // The rows and their standardisation, else the rows alone.
         let mut candidates = Vec::with_capacity(2);
-        if let Some((standardised, standardisation)) = standardised_outlet(model, rows, width_out) {
+        if let Some((standardised, standardisation)) =
+            standardised_outlet(model, rows, mean, width_out)
+        {
             if fits(model.outlet_fact(standardised)?, width_out) {
                 candidates.push((standardised, op.standardising(standardisation)));
             }
@@ -365,10 +360,9 @@ fn dft_any(x: &[f32], basis: &[[f32; 8]], sums: &mut [[f32; 8]]) {
 /// The outlet that the standardisation's Sub reads beside the constant
 /// `front_end_mean…`: the first node of two inputs whose other input holds
 /// the same values (as they are, reshaped, or broadcast by tract into a
-/// constant of its own).
-fn rows_outlet(model: &TypedModel) -> Option<OutletId> {
+/// constant of its own), with those values.
+fn rows_outlet(model: &TypedModel) -> Option<(OutletId, Vec<f32>)> {
     let mean = named_constant(model, MEAN_PREFIX)?;
-    let mean = mean.as_slice();
     // The constant itself, or the values of the single-input nodes that
     // reshape it on the way (a broadcast's AddAxis); the probe windows of
     // `agrees_with` judge what is found.
@@ -380,7 +374,7 @@ fn rows_outlet(model: &TypedModel) -> Option<OutletId> {
                     return k
                         .try_as_plain_ram()
                         .ok()
-                        .and_then(|k| k.as_slice::<f32>().ok().map(|k| k == mean))
+                        .and_then(|k| k.as_slice::<f32>().ok().map(|k| k == mean.as_slice()))
                         .unwrap_or(false)
                 }
                 (None, [input]) => outlet = *input,
@@ -389,11 +383,12 @@ fn rows_outlet(model: &TypedModel) -> Option<OutletId> {
         }
         false
     };
-    model.nodes.iter().find_map(|node| match node.inputs[..] {
+    let rows = model.nodes.iter().find_map(|node| match node.inputs[..] {
         [a, b] if holds_mean(b) && !holds_mean(a) => Some(a),
         [a, b] if holds_mean(a) && !holds_mean(b) => Some(b),
         _ => None,
-    })
+    })?;
+    Some((rows, mean))
 }
 
 /// The values of the constant node named `prefix…`.
@@ -411,16 +406,17 @@ fn named_constant(model: &TypedModel, prefix: &str) -> Option<Vec<f32>> {
     Some(values.as_slice::<f32>().ok()?.to_vec())
 }
 
-/// Where the standardised rows are, with the standardisation's values:
+/// Where the standardised rows are, with the standardisation's values
+/// (`mean`, as `rows_outlet` found it):
 /// the output of the node after the node after `rows`, each the only
 /// reader of what it reads, so that nothing else needs the values in
 /// between. What the two nodes compute is left to `agrees_with`.
 fn standardised_outlet(
     model: &TypedModel,
     rows: OutletId,
+    mean: Vec<f32>,
     width: usize,
-) -> Option<(OutletId, Standardisation)> {
-    let mean = named_constant(model, MEAN_PREFIX)?;
+) -> Option<(OutletId, Normalization)> {
     let std = named_constant(model, STD_PREFIX)?;
     if mean.len() != width || std.len() != width {
         return None;
@@ -432,7 +428,7 @@ fn standardised_outlet(
     let centring = only_reader(rows)?;
     let scaling = only_reader(OutletId::new(centring, 0))?;
     (model.nodes[centring].outputs.len() == 1 && model.nodes[scaling].outputs.len() == 1)
-        .then_some((OutletId::new(scaling, 0), Standardisation { mean, std }))
+        .then_some((OutletId::new(scaling, 0), Normalization { mean, std }))
 }
 
 impl Op for FusedSpectrum {
@@ -600,7 +596,7 @@ mod tests {
     fn each_instruction_sets_rows_are_the_portable_rows() {
         let op = FusedSpectrum::new(&front_end(8, true), 128, 3)
             .unwrap()
-            .standardising(Standardisation {
+            .standardising(Normalization {
                 mean: (0..36).map(|i| 0.1 * i as f32).collect(),
                 std: (0..36).map(|i| 1.0 + 0.01 * i as f32).collect(),
             });
@@ -611,17 +607,18 @@ mod tests {
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         let mut checked = 0;
         #[cfg(target_arch = "x86_64")]
-        for (feature, rows) in [
+        for (feature, present, rows) in [
             (
                 "avx2",
+                std::arch::is_x86_feature_detected!("avx2"),
                 FusedSpectrum::rows_avx2 as unsafe fn(&FusedSpectrum, &[f32], &mut [f32]),
             ),
-            ("avx512f", FusedSpectrum::rows_avx512),
+            (
+                "avx512f",
+                std::arch::is_x86_feature_detected!("avx512f"),
+                FusedSpectrum::rows_avx512,
+            ),
         ] {
-            let present = match feature {
-                "avx2" => std::arch::is_x86_feature_detected!("avx2"),
-                _ => std::arch::is_x86_feature_detected!("avx512f"),
-            };
             if !present {
                 continue;
             }
