@@ -122,6 +122,26 @@ LABELS = {
 }
 
 
+def machine():
+    """The CPU as /proc/cpuinfo names it, its clock and its widest vector
+    extension: figures differ between machines by more than any change
+    does (docs/measured.md, "A second machine"), so each table says where
+    it was made."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = f.read()
+    except OSError:
+        return platform.processor() or platform.machine()
+    field = lambda key: next((line.split(":", 1)[1].strip() for line in info.splitlines()
+                              if line.startswith(key)), "")
+    flags = field("flags").split()
+    vector = next((v for v in ("avx512f", "avx2", "sse4_2") if v in flags), "")
+    mhz = field("cpu MHz")
+    return ", ".join(part for part in (field("model name") or platform.machine(),
+                                       f"{float(mhz):.0f} MHz" if mhz else "",
+                                       vector.upper().replace("AVX512F", "AVX-512")) if part)
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -354,7 +374,14 @@ def run_python(work, broker_port, args, duration, extra=""):
         stdout=subprocess.PIPE, stderr=open(os.path.join(work, "python.log"), "w"), text=True)
     try:
         if proc.stdout.readline().strip() != "ready":
-            raise SystemExit(f"the Python pipeline did not start; see {work}/python.log")
+            # The work directory goes with the run, so the log is shown here
+            # (a missing module, say: pip install paho-mqtt numpy onnxruntime).
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            with open(os.path.join(work, "python.log")) as log:
+                raise SystemExit(f"the Python pipeline did not start (exit {proc.returncode}):\n"
+                                 + log.read()[-2000:])
         cpu0 = cpu_seconds(proc.pid)
         started = time.time()
         sent = loadgen(broker_port, args, duration)
@@ -490,7 +517,7 @@ def main():
         rounds.append(results)
 
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores "
-          f"({platform.processor() or platform.machine()}), {opts.duration:g} s of load per run; "
+          f"({machine()}), {opts.duration:g} s of load per run; "
           f"generator ({CONNECTIONS} connection{'s' if CONNECTIONS > 1 else ''}), broker and consumer "
           "share the cores."
           + (f" {opts.repeat} rounds, each run once a round, in turn." if opts.repeat > 1 else "") + "\n")
