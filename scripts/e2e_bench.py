@@ -142,6 +142,13 @@ def machine():
                                        vector.upper().replace("AVX512F", "AVX-512")) if part)
 
 
+def log_tail(path):
+    """The end of a consumer's log, for the error that ends a run: the run's
+    work directory, and the log with it, is deleted as the error leaves."""
+    with open(path) as log:
+        return log.read()[-2000:]
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -316,8 +323,7 @@ def run_accelwatch(work, broker_port, args, duration, extra=""):
         deadline = time.time() + 30
         while http_get(http_port, "/readyz")[0] != 200:
             if proc.poll() is not None or time.time() > deadline:
-                raise SystemExit(f"accelwatch never got ready; see {log.name}:\n"
-                                 + open(log.name).read()[-2000:])
+                raise SystemExit("accelwatch never got ready:\n" + log_tail(log.name))
             time.sleep(0.1)
         cpu0, m0 = cpu_seconds(proc.pid), scrape(http_port)
         started = time.time()
@@ -374,14 +380,12 @@ def run_python(work, broker_port, args, duration, extra=""):
         stdout=subprocess.PIPE, stderr=open(os.path.join(work, "python.log"), "w"), text=True)
     try:
         if proc.stdout.readline().strip() != "ready":
-            # The work directory goes with the run, so the log is shown here
-            # (a missing module, say: pip install paho-mqtt numpy onnxruntime).
+            # A missing module, say: pip install paho-mqtt numpy onnxruntime.
             if proc.poll() is None:
                 proc.kill()
             proc.wait()
-            with open(os.path.join(work, "python.log")) as log:
-                raise SystemExit(f"the Python pipeline did not start (exit {proc.returncode}):\n"
-                                 + log.read()[-2000:])
+            raise SystemExit(f"the Python pipeline did not start (exit {proc.returncode}):\n"
+                             + log_tail(os.path.join(work, "python.log")))
         cpu0 = cpu_seconds(proc.pid)
         started = time.time()
         sent = loadgen(broker_port, args, duration)
@@ -394,9 +398,8 @@ def run_python(work, broker_port, args, duration, extra=""):
                 break
             before = now
         if proc.poll() is not None:
-            with open(os.path.join(work, "python.log")) as log:
-                raise SystemExit(f"the Python pipeline exited with {proc.returncode} during the run:\n"
-                                 + log.read()[-2000:])
+            raise SystemExit(f"the Python pipeline exited with {proc.returncode} during the run:\n"
+                             + log_tail(os.path.join(work, "python.log")))
         cpu1, rss = cpu_seconds(proc.pid), peak_rss_mb(proc.pid)
         proc.send_signal(signal.SIGTERM)
         summary = json.loads(proc.stdout.read().strip().splitlines()[-1])
