@@ -18,6 +18,7 @@ mod external;
 mod fuzz;
 mod mqtt;
 mod ops;
+mod profiles;
 mod reads;
 mod replay;
 mod scores;
