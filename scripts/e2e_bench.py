@@ -6,8 +6,8 @@ For each run: a fresh mosquitto on a free 127.0.0.1 port, a consumer
 (the release `accelwatch run`, or scripts/python_pipeline.py), and the
 load generator (examples/loadgen.rs, on --connections connections, one by
 default) for --duration seconds. The consumer
-is measured, not the generator or the broker (all three share the
-machine):
+is measured, and the CPU the generator and the broker took beside it (all
+three share the machine):
 
 - processed samples/s: samples decoded (accelwatch_samples_total, or the
   Python pipeline's count) over the time from the generator's start to the
@@ -17,7 +17,10 @@ machine):
 - latency from a frame's arrival to its window's record being published:
   p50 and p99 interpolated in accelwatch_window_latency_seconds' buckets
   (Python: exact), max as the bound of the highest bucket reached;
-- peak RSS: VmHWM of /proc/<pid>/status at the end.
+- peak RSS: VmHWM of /proc/<pid>/status at the end;
+- who takes the cores: the CPU seconds of the generator (getrusage of the
+  finished child), the broker (over its life) and the consumer, each per
+  second of load, in a second table.
 
 Prints one markdown table. `--only json-100,python-json-100` picks runs;
 `--repeat N` runs them N times in turn and prints each round's table, each
@@ -29,6 +32,7 @@ import json
 import os
 import platform
 import re
+import resource
 import signal
 import socket
 import statistics
@@ -306,10 +310,15 @@ listen = "127.0.0.1:{http_port}"
 
 
 def loadgen(broker_port, args, duration):
+    """What the generator sent, with the CPU seconds it used ("cpu")."""
     cmd = [LOADGEN, "--port", str(broker_port), "--duration", str(duration),
            "--connections", str(CONNECTIONS), *args]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    return json.loads([l for l in out.stdout.splitlines() if l.startswith("{")][-1])
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    sent = json.loads([l for l in out.stdout.splitlines() if l.startswith("{")][-1])
+    sent["cpu"] = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return sent
 
 
 def run_accelwatch(work, broker_port, args, duration, extra=""):
@@ -513,6 +522,7 @@ def main():
                 try:
                     run = {"accelwatch": run_accelwatch, "python": run_python, "count": run_count}[consumer]
                     results[name] = r = run(work, port, args, opts.duration, extra)
+                    r["broker_cpu"] = cpu_seconds(broker.pid)
                 finally:
                     broker.terminate()
                     broker.wait(timeout=10)
@@ -584,6 +594,26 @@ def print_ratio_medians(rounds):
         print("\n".join(lines))
 
 
+def print_cores(results):
+    """Who took the cores: each process's CPU seconds (the broker's over
+    its whole life, the consumer's from its start to the drain) per second
+    that the generator sent. A flat-out run is as fast as the three
+    together let it be; on 2 cores their sum near 2 says the machine, not
+    one of them, set the rate."""
+    shares = {n: r for n, r in results.items() if "cpu" in r["sent"] and "broker_cpu" in r}
+    if not shares:
+        return
+    print()
+    print("Who takes the cores: CPU seconds a second of load")
+    print()
+    print("| run | generator | broker | consumer | all |")
+    print("|---|---|---|---|---|")
+    for name, r in shares.items():
+        seconds = max(r["sent"]["seconds"], 1e-9)
+        parts = [r["sent"]["cpu"] / seconds, r["broker_cpu"] / seconds, r["cpu"] / seconds]
+        print(f"| {LABELS[name]} | " + " | ".join(f"{p:.2f}" for p in parts) + f" | {sum(parts):.2f} |")
+
+
 def print_round(results):
     print("| run | offered samples/s | processed samples/s | share | windows | CPU per 1000 samples "
           "| latency p50 | p99 | max | peak RSS |")
@@ -606,6 +636,7 @@ def print_round(results):
             cells = [" / ".join(f"{r['stages'][s][q] * 1e3:.2f}" for q in ("p50", "p99", "mean"))
                      if s in r["stages"] else "-" for s in STAGES]
             print(f"| {LABELS[name]} | " + " | ".join(cells) + " |")
+    print_cores(results)
     notes = [f"{n}: {r['decode_errors']:.0f} decode errors" for n, r in results.items() if r["decode_errors"]]
     # A line dropped is a line not written: runs compare fairly at like
     # shares only.
