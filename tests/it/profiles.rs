@@ -8,7 +8,8 @@
 use std::collections::BTreeMap;
 use toml::de::{DeTable, DeValue};
 
-/// What the per-sample path runs: never built below `opt-level = "s"`.
+/// What runs for every sample (and candle, for the daemon's online
+/// training): never built below `opt-level = "s"`.
 const HOT: &[&str] = &[
     "accelwatch",
     "tract-core",
@@ -81,18 +82,14 @@ fn no_profile_lowers_the_per_sample_path_and_dist_undoes_what_release_lowers() {
         Some("s"),
         "the reader finds release's per-package opt-levels: {release:?}"
     );
-    for hot in HOT {
-        if let Some(level) = release.get(*hot) {
-            assert!(
-                matches!(level.as_str(), "2" | "3" | "s"),
-                "{hot} is on the per-sample path, release builds it at opt-level {level}"
-            );
-        }
-        if let Some(level) = dist.get(*hot) {
-            assert!(
-                matches!(level.as_str(), "2" | "3" | "s"),
-                "{hot} is on the per-sample path, dist builds it at opt-level {level}"
-            );
+    for (profile, levels) in [("release", &release), ("dist", &dist)] {
+        for hot in HOT {
+            if let Some(level) = levels.get(*hot) {
+                assert!(
+                    matches!(level.as_str(), "2" | "3" | "s"),
+                    "{hot} is on the per-sample path, {profile} builds it at opt-level {level}"
+                );
+            }
         }
     }
     for (name, level) in &release {
